@@ -1,0 +1,1 @@
+//! Everything bale runs on site.

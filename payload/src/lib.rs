@@ -1,0 +1,1 @@
+//! The bale bundle file format.
