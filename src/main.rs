@@ -1,1 +1,101 @@
-fn main() {}
+//! The `bale` program. Without a payload it is the build tool; with one appended, the very same
+//! executable is the bundle and acts on itself.
+
+mod bundle_cmds;
+mod progress;
+
+use anyhow::Result;
+use bale_payload::Bundle;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for a bundle whose bytes are wrong (damaged, truncated, tampered).
+pub const EXIT_DAMAGED: u8 = 3;
+
+const AFTER_HELP: &str = "\
+A bundle is this program with a cluster image appended: one file to copy to a site with no
+internet and run there. Every byte is checked against SHA-256 digests chained from the end of
+the file.
+
+Build:     bale build ./rootfs -o app.bale --name app --version 1.0
+Inspect:   bale info app.bale        bale list app.bale       bale verify app.bale
+On site:   ./app.bale verify         ./app.bale extract --to /opt/app
+
+Exit codes: 0 success, 1 error, 2 usage, 3 the bundle is damaged.";
+
+#[derive(Parser)]
+#[command(
+    name = "bale",
+    version,
+    about = "One file carries a whole cluster: build, inspect and install air-gapped bundles",
+    after_help = AFTER_HELP,
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pack a directory tree into a bundle
+    Build(bundle_cmds::BuildArgs),
+    /// Show a bundle's name, version, architecture, inputs, sizes and counts
+    Info(bundle_cmds::InfoArgs),
+    /// List a bundle's entries
+    List(bundle_cmds::ListArgs),
+    /// Check every byte of a bundle against its digests
+    Verify(bundle_cmds::VerifyArgs),
+    /// Write a bundle's entries to a directory
+    Extract(bundle_cmds::ExtractArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let this = match Bundle::open_self() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("bale: this program's own payload is unreadable: {e}");
+            return ExitCode::from(EXIT_DAMAGED);
+        }
+    };
+    let r: Result<()> = match cli.command {
+        None => {
+            match &this {
+                Some(b) => bundle_cmds::summary(b),
+                None => {
+                    use clap::CommandFactory;
+                    let _ = Cli::command().print_help();
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Build(a)) => bundle_cmds::build(a),
+        Some(Command::Info(a)) => bundle_cmds::info(a, this),
+        Some(Command::List(a)) => bundle_cmds::list(a, this),
+        Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
+        Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bale: {e:#}");
+            let damaged = e
+                .chain()
+                .any(|c| c.downcast_ref::<bale_payload::Error>().is_some_and(|p| p.is_corruption()));
+            ExitCode::from(if damaged { EXIT_DAMAGED } else { 1 })
+        }
+    }
+}
+
+/// The bundle a command acts on: the one named, or this program itself when it is a bundle.
+pub fn target_bundle(named: Option<PathBuf>, this: Option<Bundle>) -> Result<Bundle> {
+    match (named, this) {
+        (Some(p), _) => Bundle::open(&p)
+            .map_err(|e| anyhow::Error::new(e).context(format!("{}", p.display()))),
+        (None, Some(b)) => Ok(b),
+        (None, None) => anyhow::bail!(
+            "name a bundle file, e.g. `bale info app.bale` (this bale program carries no payload)"
+        ),
+    }
+}

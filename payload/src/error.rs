@@ -1,0 +1,147 @@
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can be wrong with a bundle or with its extraction. Messages name the part of
+/// the file and say what a user can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "no bale trailer at the end of the file: it is truncated, or it is not a bundle \
+         (a plain bale program has no payload; build one with `bale build`)"
+    )]
+    NoTrailer,
+
+    #[error(
+        "the file has {extra} bytes appended after the bundle's trailer (the bundle itself ends \
+         at byte {bundle_len}); remove them with `truncate -s {bundle_len} FILE` or copy the \
+         bundle again"
+    )]
+    AppendedTail { bundle_len: u64, extra: u64 },
+
+    #[error(
+        "the bundle uses payload format {major}.{minor}; this bale reads format {supported}.x \
+         only. Use a newer bale to open it{}",
+        if *trailer_intact { "" } else { " (or the trailer is damaged: its checksum does not match)" }
+    )]
+    NewerFormat {
+        major: u16,
+        minor: u16,
+        supported: u16,
+        trailer_intact: bool,
+    },
+
+    #[error("the bundle trailer is damaged (its checksum does not match): copy the bundle again")]
+    TrailerChecksum,
+
+    #[error("the bundle's trailer does not describe this file ({0}): the file is damaged")]
+    BadGeometry(String),
+
+    #[error(
+        "the bundle is truncated: the trailer says {expected} bytes, the file has {actual}; \
+         copy it again"
+    )]
+    Truncated { expected: u64, actual: u64 },
+
+    #[error(
+        "the {what} claims {claimed} bytes, more than the limit of {limit}: the bundle is \
+         damaged or hostile"
+    )]
+    Oversized {
+        what: &'static str,
+        claimed: u64,
+        limit: u64,
+    },
+
+    #[error("the bundle {region} does not match its SHA-256 (expected {expected}, got {actual}): the file is damaged; copy it again")]
+    RegionDigest {
+        region: &'static str,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("bad bundle header: {0}")]
+    BadHeader(String),
+
+    #[error("bad entry table at entry {entry}: {why}")]
+    BadTable { entry: usize, why: String },
+
+    #[error("unsafe entry {path:?}: {why}; refusing to extract")]
+    UnsafePath { path: String, why: String },
+
+    #[error(
+        "entry {path:?} is damaged: frame {frame} at payload offset {offset} {why}; copy the \
+         bundle again"
+    )]
+    BadFrame {
+        path: String,
+        frame: usize,
+        offset: u64,
+        why: String,
+    },
+
+    #[error("no entry named {0:?} in the bundle (see `list`)")]
+    NoSuchEntry(String),
+
+    #[error(
+        "not enough space in {dir}: extraction needs {needed} bytes ({needed_h}), {available} \
+         are free ({available_h}); free some space or extract elsewhere with --to"
+    )]
+    NoSpace {
+        dir: PathBuf,
+        needed: u64,
+        needed_h: String,
+        available: u64,
+        available_h: String,
+    },
+
+    #[error("{path}: {why}")]
+    Refused { path: PathBuf, why: String },
+
+    #[error("{0}")]
+    Input(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the error means the bundle's bytes are wrong (as opposed to I/O or usage).
+    pub fn is_corruption(&self) -> bool {
+        !matches!(
+            self,
+            Error::Io { .. }
+                | Error::NoSpace { .. }
+                | Error::Refused { .. }
+                | Error::Input(_)
+                | Error::NoSuchEntry(_)
+        )
+    }
+}
+
+/// Formats a byte count for people: `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

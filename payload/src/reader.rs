@@ -1,0 +1,394 @@
+//! Opening a bundle: find the trailer, check the header, load the entry table, read frames.
+//!
+//! Opening reads only the trailer and the header (a few KiB), which keeps `info` instant on a
+//! bundle of any size. The entry table is loaded on demand and checked against the digest the
+//! header carries, so every byte that drives a decision has been authenticated from the trailer
+//! down before it is used.
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, Codec, Entry, Frame, Header, Trailer, MAX_TABLE_RAW_LEN, TRAILER_LEN,
+};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// How far back from the end to look for a trailer when the file does not end in one, to tell
+/// "bytes were appended" from "not a bundle".
+const APPENDED_TAIL_SCAN: u64 = 1 << 20;
+
+pub const FORMAT_NAME: &str = "bale-payload/1";
+
+pub struct Bundle {
+    file: File,
+    path: PathBuf,
+    pub trailer: Trailer,
+    pub header: Header,
+}
+
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle").field("path", &self.path).finish()
+    }
+}
+
+impl Bundle {
+    /// Opens a bundle file and authenticates its trailer and header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Bundle> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        Self::from_file(file, path)
+    }
+
+    /// The bundle this very program is, if a payload is appended to it. `Ok(None)` means this
+    /// is a plain bale program (the build tool).
+    pub fn open_self() -> Result<Option<Bundle>> {
+        let exe = PathBuf::from("/proc/self/exe");
+        let file = File::open(&exe).map_err(|e| Error::io(&exe, e))?;
+        let shown = std::fs::read_link(&exe).unwrap_or(exe);
+        match Self::from_file(file, shown) {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NoTrailer) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn from_file(file: File, path: PathBuf) -> Result<Bundle> {
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if len < TRAILER_LEN as u64 {
+            return Err(Error::NoTrailer);
+        }
+        let mut tb = [0u8; TRAILER_LEN];
+        file.read_exact_at(&mut tb, len - TRAILER_LEN as u64)
+            .map_err(|e| Error::io(&path, e))?;
+        let trailer = match Trailer::decode(&tb, len) {
+            Err(Error::NoTrailer) => return Err(find_appended_tail(&file, &path, len)?),
+            other => other?,
+        };
+        let header_bytes = read_region(&file, &path, trailer.header_offset, trailer.header_len)?;
+        check_digest("header", &trailer.header_sha256, &header_bytes)?;
+        let header: Header = serde_json::from_slice(&header_bytes)
+            .map_err(|e| Error::BadHeader(format!("not valid JSON: {e}")))?;
+        if header.format != FORMAT_NAME {
+            return Err(Error::BadHeader(format!(
+                "format {:?}, expected {FORMAT_NAME:?}",
+                header.format
+            )));
+        }
+        if header.table.len != trailer.table_len || header.stub.len != trailer.stub_len {
+            return Err(Error::BadHeader(
+                "header and trailer disagree on region sizes".into(),
+            ));
+        }
+        if header.table.raw_len > MAX_TABLE_RAW_LEN {
+            return Err(Error::Oversized {
+                what: "entry table",
+                claimed: header.table.raw_len,
+                limit: MAX_TABLE_RAW_LEN,
+            });
+        }
+        Ok(Bundle {
+            file,
+            path,
+            trailer,
+            header,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Absolute file offset of the first payload byte.
+    pub fn payload_start(&self) -> u64 {
+        self.trailer.stub_len
+    }
+
+    /// Loads, authenticates and decodes the entry table.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        let stored = read_region(
+            &self.file,
+            &self.path,
+            self.trailer.table_offset,
+            self.trailer.table_len,
+        )?;
+        let expected = parse_digest("entry table", &self.header.table.sha256)?;
+        check_digest("entry table", &expected, &stored)?;
+        let raw_len = self.header.table.raw_len as usize;
+        let raw = zstd::bulk::Decompressor::new()
+            .and_then(|mut d| {
+                let mut out = Vec::with_capacity(raw_len);
+                d.decompress_to_buffer(&stored[..], &mut out)?;
+                Ok(out)
+            })
+            .map_err(|e| Error::BadTable {
+                entry: 0,
+                why: format!("cannot decompress within its declared {raw_len} bytes: {e}"),
+            })?;
+        if raw.len() != raw_len {
+            return Err(Error::BadTable {
+                entry: 0,
+                why: format!("decoded to {} bytes, header says {raw_len}", raw.len()),
+            });
+        }
+        let entries = format::decode_table(&raw, self.trailer.payload_len)?;
+        if entries.len() as u64 != self.header.table.entries {
+            return Err(Error::BadTable {
+                entry: entries.len(),
+                why: format!(
+                    "holds {} entries, header says {}",
+                    entries.len(),
+                    self.header.table.entries
+                ),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Reads one frame's stored bytes into `stored`, checks their digest, and leaves the content
+    /// in `out`. Decompression is bounded by the frame's declared size, so a frame crafted to
+    /// expand without limit fails instead of filling memory.
+    pub fn read_frame(
+        &self,
+        entry: &Entry,
+        index: usize,
+        dctx: &mut zstd::bulk::Decompressor<'static>,
+        stored: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let f = entry.frames.get(index).ok_or_else(|| Error::BadFrame {
+            path: entry.path.clone(),
+            frame: index,
+            offset: 0,
+            why: "does not exist".into(),
+        })?;
+        stored.resize(f.stored_len as usize, 0);
+        self.file
+            .read_exact_at(stored, self.payload_start() + f.offset)
+            .map_err(|e| Error::io(&self.path, e))?;
+        check_frame(entry, index, f, stored)?;
+        decode_frame(entry, index, f, dctx, stored, out)
+    }
+
+    /// A streaming reader over one entry's content, checking every frame as it goes.
+    pub fn open_entry<'a>(&'a self, entry: &'a Entry) -> Result<EntryReader<'a>> {
+        Ok(EntryReader {
+            bundle: self,
+            entry,
+            next_frame: 0,
+            dctx: new_decompressor()?,
+            stored: Vec::new(),
+            buf: Vec::new(),
+            pos: 0,
+        })
+    }
+
+    /// Returns the stub (the bale program without payload) as a reader.
+    pub fn stub_reader(&self) -> impl Read + '_ {
+        RegionReader {
+            file: &self.file,
+            pos: 0,
+            end: self.trailer.stub_len,
+        }
+    }
+
+    /// Checks the program part against the digest in the header.
+    pub fn check_stub(&self) -> Result<()> {
+        let expected = parse_digest("stub", &self.header.stub.sha256)?;
+        let mut h = Sha256::new();
+        std::io::copy(
+            &mut std::io::BufReader::with_capacity(1 << 20, self.stub_reader()),
+            &mut format::HashWriter(&mut h),
+        )
+        .map_err(|e| Error::io(&self.path, e))?;
+        let got: format::Sha256Digest = h.finalize().into();
+        if got != expected {
+            return Err(Error::RegionDigest {
+                region: "program (stub)",
+                expected: format::hex(&expected),
+                actual: format::hex(&got),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub fn new_decompressor() -> Result<zstd::bulk::Decompressor<'static>> {
+    let mut d = zstd::bulk::Decompressor::new()
+        .map_err(|e| Error::Input(format!("cannot create a zstd decoder: {e}")))?;
+    // Frames are at most MAX_FRAME_LEN; a larger window can only come from a hostile frame.
+    d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(26))
+        .map_err(|e| Error::Input(format!("cannot configure the zstd decoder: {e}")))?;
+    Ok(d)
+}
+
+pub(crate) fn check_frame(entry: &Entry, index: usize, f: &Frame, stored: &[u8]) -> Result<()> {
+    let got = format::sha256(stored);
+    if got != f.sha256 {
+        return Err(Error::BadFrame {
+            path: entry.path.clone(),
+            frame: index,
+            offset: f.offset,
+            why: format!(
+                "does not match its SHA-256 (expected {}, got {})",
+                format::hex(&f.sha256),
+                format::hex(&got)
+            ),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn decode_frame(
+    entry: &Entry,
+    index: usize,
+    f: &Frame,
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+    stored: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    match f.codec {
+        Codec::Raw => std::mem::swap(stored, out),
+        Codec::Zstd => {
+            out.clear();
+            out.reserve(f.raw_len as usize);
+            let n = dctx
+                .decompress_to_buffer(&stored[..], out)
+                .map_err(|e| Error::BadFrame {
+                    path: entry.path.clone(),
+                    frame: index,
+                    offset: f.offset,
+                    why: format!(
+                        "does not decompress to its declared {} bytes ({e})",
+                        f.raw_len
+                    ),
+                })?;
+            if n as u64 != f.raw_len {
+                return Err(Error::BadFrame {
+                    path: entry.path.clone(),
+                    frame: index,
+                    offset: f.offset,
+                    why: format!("decompresses to {n} bytes, declared {}", f.raw_len),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub struct EntryReader<'a> {
+    bundle: &'a Bundle,
+    entry: &'a Entry,
+    next_frame: usize,
+    dctx: zstd::bulk::Decompressor<'static>,
+    stored: Vec<u8>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for EntryReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.next_frame == self.entry.frames.len() {
+                return Ok(0);
+            }
+            self.bundle
+                .read_frame(
+                    self.entry,
+                    self.next_frame,
+                    &mut self.dctx,
+                    &mut self.stored,
+                    &mut self.buf,
+                )
+                .map_err(std::io::Error::other)?;
+            self.next_frame += 1;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+struct RegionReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for RegionReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = (out.len() as u64).min(self.end - self.pos) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.file.read_at(&mut out[..n], self.pos)?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+fn read_region(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(buf)
+}
+
+pub(crate) fn parse_digest(region: &'static str, s: &str) -> Result<format::Sha256Digest> {
+    let mut d = [0u8; 32];
+    hex::decode_to_slice(s, &mut d)
+        .map_err(|_| Error::BadHeader(format!("{region} digest {s:?} is not 64 hex digits")))?;
+    Ok(d)
+}
+
+pub(crate) fn check_digest(
+    region: &'static str,
+    expected: &format::Sha256Digest,
+    data: &[u8],
+) -> Result<()> {
+    let got = format::sha256(data);
+    if &got != expected {
+        return Err(Error::RegionDigest {
+            region,
+            expected: format::hex(expected),
+            actual: format::hex(&got),
+        });
+    }
+    Ok(())
+}
+
+/// The file does not end in a trailer. If one sits a little before the end, bytes were appended
+/// to an intact bundle: say so and how to fix it, rather than "not a bundle".
+fn find_appended_tail(file: &File, path: &Path, len: u64) -> Result<Error> {
+    let start = len.saturating_sub(APPENDED_TAIL_SCAN);
+    let mut buf = vec![0u8; (len - start) as usize];
+    file.read_exact_at(&mut buf, start)
+        .map_err(|e| Error::io(path, e))?;
+    let magic = &format::MAGIC;
+    let mut i = buf.len();
+    while i >= TRAILER_LEN {
+        if buf[i - magic.len()..i] == magic[..] {
+            let mut tb = [0u8; TRAILER_LEN];
+            tb.copy_from_slice(&buf[i - TRAILER_LEN..i]);
+            let end = start + i as u64;
+            if let Ok(t) = Trailer::decode(&tb, end) {
+                if t.file_len == end {
+                    return Ok(Error::AppendedTail {
+                        bundle_len: end,
+                        extra: len - end,
+                    });
+                }
+            }
+        }
+        i -= 1;
+    }
+    Ok(Error::NoTrailer)
+}

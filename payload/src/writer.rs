@@ -1,0 +1,762 @@
+//! Writing a bundle: the stub, then frames, then the entry table, header and trailer.
+//!
+//! Content is cut into frames of `frame_size` bytes and compressed by a pool of workers; a single
+//! writer thread puts the results in the file in submission order, so the output does not depend
+//! on thread timing. A fixed number of tokens bounds how many frames are in flight: memory stays
+//! flat however large the input is. Identical content is stored once.
+//!
+//! The bundle is written under a temporary name next to the destination, synced, and renamed
+//! into place only when complete: an interrupted build never leaves a file that looks finished.
+
+use crate::elf;
+use crate::error::{Error, Result};
+use crate::format::{
+    self, Codec, Counts, Entry, Frame, HashWriter, Header, Kind, Region, Sha256Digest, Sizes,
+    TableInfo, Trailer, FORMAT_MAJOR, FORMAT_MINOR, MAX_FRAME_LEN,
+};
+use crate::reader::{Bundle, FORMAT_NAME};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// zstd level for compressible content.
+    pub level: i32,
+    /// Content bytes per frame; large files become several frames that verify and extract in
+    /// parallel.
+    pub frame_size: usize,
+    /// Compression workers.
+    pub threads: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            level: 3,
+            frame_size: 2 << 20,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// What the header says about the bundle beyond its entries.
+#[derive(Debug, Clone, Default)]
+pub struct BundleMeta {
+    pub name: String,
+    pub version: String,
+    pub inputs: Vec<String>,
+    pub created_at: Option<String>,
+    pub images: u64,
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// Result of a finished build.
+#[derive(Debug, Clone)]
+pub struct WriteSummary {
+    pub path: PathBuf,
+    pub header: Header,
+    pub deduplicated_bytes: u64,
+}
+
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+struct Job {
+    seq: usize,
+    data: Vec<u8>,
+    force_raw: bool,
+}
+
+struct Done {
+    seq: usize,
+    stored: Vec<u8>,
+    raw_len: u64,
+    codec: Codec,
+    sha256: Sha256Digest,
+}
+
+struct Pending {
+    path: String,
+    kind: Kind,
+    mode: u32,
+    size: u64,
+    sha256: Sha256Digest,
+    seqs: Vec<usize>,
+    target: String,
+}
+
+/// Content already stored, by digest, so that a second copy costs nothing.
+#[derive(Default)]
+struct Dedup {
+    by_digest: HashMap<(Sha256Digest, bool), Vec<usize>>,
+    /// Multi-frame content by (size, digest of the first frame): a cheap hint that makes a full
+    /// hash pass worth it before compressing.
+    large_hint: HashMap<(u64, Sha256Digest, bool), Sha256Digest>,
+}
+
+pub struct BundleWriter {
+    dest: PathBuf,
+    tmp: Option<PathBuf>,
+    opts: WriteOptions,
+    meta: BundleMeta,
+    arch: String,
+    stub: Region,
+    pending: Vec<Pending>,
+    next_seq: usize,
+    jobs: Option<SyncSender<Job>>,
+    tokens: Receiver<()>,
+    workers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<Result<(File, Vec<Option<Frame>>)>>>,
+    dedup: Dedup,
+    deduplicated_bytes: u64,
+    progress: Arc<std::sync::OnceLock<ProgressFn>>,
+}
+
+impl BundleWriter {
+    /// Starts a bundle at `dest` (written as a temporary file until `finish`), beginning with the
+    /// program at `stub`. If `stub` is itself a bundle, only its program part is used.
+    pub fn create(
+        dest: impl AsRef<Path>,
+        stub: impl AsRef<Path>,
+        meta: BundleMeta,
+        opts: WriteOptions,
+    ) -> Result<BundleWriter> {
+        let dest = dest.as_ref().to_path_buf();
+        let stub = stub.as_ref();
+        if opts.frame_size == 0 || opts.frame_size as u64 > MAX_FRAME_LEN {
+            return Err(Error::Input(format!(
+                "frame size {} is outside 1..={MAX_FRAME_LEN}",
+                opts.frame_size
+            )));
+        }
+        let (stub_len, arch) = stub_program(stub)?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = dest
+            .file_name()
+            .ok_or_else(|| Error::Input(format!("{}: not a file name", dest.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+        let mut out = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut this = BundleWriter {
+            dest,
+            tmp: Some(tmp.clone()),
+            opts: opts.clone(),
+            meta,
+            arch,
+            stub: Region::default(),
+            pending: Vec::new(),
+            next_seq: 0,
+            jobs: None,
+            tokens: sync_channel(0).1,
+            workers: Vec::new(),
+            writer: None,
+            dedup: Dedup::default(),
+            deduplicated_bytes: 0,
+            progress: Arc::new(std::sync::OnceLock::new()),
+        };
+        // From here on, dropping `this` removes the temporary file.
+        let mut src = File::open(stub).map_err(|e| Error::io(stub, e))?;
+        let mut hasher = Sha256::new();
+        let mut left = stub_len;
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            let n = (buf.len() as u64).min(left) as usize;
+            src.read_exact(&mut buf[..n])
+                .map_err(|e| Error::io(stub, e))?;
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
+            left -= n as u64;
+        }
+        this.stub = Region {
+            len: stub_len,
+            sha256: hex::encode(hasher.finalize()),
+        };
+        this.start_pipeline(out);
+        Ok(this)
+    }
+
+    /// Reports content bytes as their frames reach the file. Set it once, before adding.
+    pub fn set_progress(&mut self, f: ProgressFn) {
+        let _ = self.progress.set(f);
+    }
+
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    fn start_pipeline(&mut self, out: File) {
+        let threads = self.opts.threads.max(1);
+        // Frames in flight: enough to keep every worker busy while the writer drains.
+        let in_flight = threads + 2;
+        let (job_tx, job_rx) = sync_channel::<Job>(threads);
+        let (done_tx, done_rx) = sync_channel::<Done>(in_flight);
+        let (token_tx, token_rx) = sync_channel::<()>(in_flight);
+        for _ in 0..in_flight {
+            let _ = token_tx.send(());
+        }
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        for _ in 0..threads {
+            let job_rx = Arc::clone(&job_rx);
+            let done_tx = done_tx.clone();
+            let level = self.opts.level;
+            self.workers
+                .push(std::thread::spawn(move || compress_worker(level, job_rx, done_tx)));
+        }
+        drop(done_tx);
+        let tmp = self.tmp.clone().unwrap_or_default();
+        let progress = Arc::clone(&self.progress);
+        self.writer = Some(std::thread::spawn(move || {
+            write_frames(out, &tmp, done_rx, token_tx, progress)
+        }));
+        self.jobs = Some(job_tx);
+        self.tokens = token_rx;
+    }
+
+    fn submit(&mut self, data: Vec<u8>, force_raw: bool) -> Result<usize> {
+        // Waiting for a token is what bounds memory: a frame is only read once an earlier one
+        // has left for the file.
+        self.tokens
+            .recv()
+            .map_err(|_| Error::Input("the bundle writer stopped".into()))?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| Error::Input("the bundle writer is finished".into()))?;
+        jobs.send(Job {
+            seq,
+            data,
+            force_raw,
+        })
+        .map_err(|_| Error::Input("the bundle writer stopped".into()))?;
+        Ok(seq)
+    }
+
+    pub fn add_dir(&mut self, path: &str, mode: u32) -> Result<()> {
+        self.push(path, Kind::Dir, mode, 0, [0; 32], Vec::new(), String::new())
+    }
+
+    pub fn add_symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        format::check_symlink_target(path, target).map_err(|why| Error::UnsafePath {
+            path: format!("{path} -> {target}"),
+            why: why.to_string(),
+        })?;
+        self.push(
+            path,
+            Kind::Symlink,
+            0o777,
+            0,
+            [0; 32],
+            Vec::new(),
+            target.to_string(),
+        )
+    }
+
+    /// Adds in-memory content as a regular file.
+    pub fn add_bytes(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
+        self.add_reader(path, Kind::File, mode, data.len() as u64, &mut &data[..], None)
+    }
+
+    /// Adds a file from disk, compressed unless its content does not compress.
+    pub fn add_file(&mut self, path: &str, mode: u32, source: &Path) -> Result<()> {
+        self.add_from_disk(path, Kind::File, mode, source, None)
+    }
+
+    /// Adds an OCI blob: stored raw and contiguous so a registry can serve it by offset. When
+    /// `digest` is given, the content must match it.
+    pub fn add_blob(
+        &mut self,
+        path: &str,
+        source: &Path,
+        digest: Option<&Sha256Digest>,
+    ) -> Result<()> {
+        self.add_from_disk(path, Kind::Blob, 0o644, source, digest)
+    }
+
+    fn add_from_disk(
+        &mut self,
+        path: &str,
+        kind: Kind,
+        mode: u32,
+        source: &Path,
+        digest: Option<&Sha256Digest>,
+    ) -> Result<()> {
+        let mut f = File::open(source).map_err(|e| Error::io(source, e))?;
+        let size = f.metadata().map_err(|e| Error::io(source, e))?.len();
+        self.add_reader_seekable(path, kind, mode, size, &mut f, source, digest)
+    }
+
+    /// Content that can be read twice: large duplicates are found by hashing first.
+    #[allow(clippy::too_many_arguments)]
+    fn add_reader_seekable(
+        &mut self,
+        path: &str,
+        kind: Kind,
+        mode: u32,
+        size: u64,
+        f: &mut File,
+        source: &Path,
+        digest: Option<&Sha256Digest>,
+    ) -> Result<()> {
+        let frame = self.opts.frame_size as u64;
+        let raw = kind == Kind::Blob;
+        if size > frame {
+            let mut first = vec![0u8; frame as usize];
+            f.read_exact(&mut first).map_err(|e| Error::io(source, e))?;
+            let hint = (size, format::sha256(&first), raw);
+            if let Some(known) = self.dedup.large_hint.get(&hint).copied() {
+                let mut h = Sha256::new();
+                h.update(&first);
+                drop(first);
+                std::io::copy(&mut (&mut *f).take(size - frame), &mut HashWriter(&mut h))
+                    .map_err(|e| Error::io(source, e))?;
+                let full: Sha256Digest = h.finalize().into();
+                if full == known {
+                    if let Some(seqs) = self.dedup.by_digest.get(&(full, raw)).cloned() {
+                        check_expected(path, digest, &full)?;
+                        self.deduplicated_bytes += size;
+                        return self.push(path, kind, mode, size, full, seqs, String::new());
+                    }
+                }
+            }
+            f.seek(SeekFrom::Start(0))
+                .map_err(|e| Error::io(source, e))?;
+        }
+        let mut reader = FileReader { f, source };
+        self.add_reader(path, kind, mode, size, &mut reader, digest)
+    }
+
+    fn add_reader(
+        &mut self,
+        path: &str,
+        kind: Kind,
+        mode: u32,
+        size: u64,
+        r: &mut dyn Read,
+        digest: Option<&Sha256Digest>,
+    ) -> Result<()> {
+        let frame = self.opts.frame_size as u64;
+        let raw = kind == Kind::Blob;
+        let mut hasher = Sha256::new();
+        let mut seqs = Vec::new();
+        let mut left = size;
+        let mut first_digest = None;
+        if size <= frame {
+            let mut data = vec![0u8; size as usize];
+            read_full(r, &mut data, path)?;
+            ensure_eof(r, path)?;
+            let sha = format::sha256(&data);
+            check_expected(path, digest, &sha)?;
+            if let Some(seqs) = self.dedup.by_digest.get(&(sha, raw)).cloned() {
+                self.deduplicated_bytes += size;
+                return self.push(path, kind, mode, size, sha, seqs, String::new());
+            }
+            if size > 0 {
+                seqs.push(self.submit(data, raw)?);
+            }
+            self.dedup.by_digest.insert((sha, raw), seqs.clone());
+            return self.push(path, kind, mode, size, sha, seqs, String::new());
+        }
+        while left > 0 {
+            let n = left.min(frame) as usize;
+            let mut data = vec![0u8; n];
+            read_full(r, &mut data, path)?;
+            hasher.update(&data);
+            if first_digest.is_none() {
+                first_digest = Some(format::sha256(&data));
+            }
+            seqs.push(self.submit(data, raw)?);
+            left -= n as u64;
+        }
+        ensure_eof(r, path)?;
+        let sha: Sha256Digest = hasher.finalize().into();
+        check_expected(path, digest, &sha)?;
+        if let Some(first) = first_digest {
+            self.dedup.large_hint.insert((size, first, raw), sha);
+        }
+        self.dedup.by_digest.entry((sha, raw)).or_insert(seqs.clone());
+        self.push(path, kind, mode, size, sha, seqs, String::new())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        path: &str,
+        kind: Kind,
+        mode: u32,
+        size: u64,
+        sha256: Sha256Digest,
+        seqs: Vec<usize>,
+        target: String,
+    ) -> Result<()> {
+        format::check_entry_path(path).map_err(|why| Error::UnsafePath {
+            path: path.to_string(),
+            why: why.to_string(),
+        })?;
+        self.pending.push(Pending {
+            path: path.to_string(),
+            kind,
+            mode: mode & 0o7777,
+            size,
+            sha256,
+            seqs,
+            target,
+        });
+        Ok(())
+    }
+
+    /// Writes the table, header and trailer, syncs, and moves the bundle into place.
+    pub fn finish(mut self) -> Result<WriteSummary> {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        let (mut out, frames) = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::Input("the bundle writer is finished".into()))?
+            .join()
+            .map_err(|_| Error::Input("the bundle writer thread panicked".into()))??;
+        let tmp = self.tmp.clone().unwrap_or_default();
+
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by(|a, b| a.path.cmp(&b.path));
+        if let Some(w) = pending.windows(2).find(|w| w[0].path == w[1].path) {
+            return Err(Error::Input(format!(
+                "{:?} was added to the bundle twice",
+                w[0].path
+            )));
+        }
+        let mut counts = Counts::default();
+        let mut content = 0u64;
+        let mut entries = Vec::with_capacity(pending.len());
+        for p in pending {
+            let mut fr = Vec::with_capacity(p.seqs.len());
+            for s in &p.seqs {
+                let f = frames.get(*s).copied().flatten().ok_or_else(|| {
+                    Error::Input(format!("frame {s} of {} was never written", p.path))
+                })?;
+                fr.push(f);
+            }
+            match p.kind {
+                Kind::Dir => counts.dirs += 1,
+                Kind::File => counts.files += 1,
+                Kind::Symlink => counts.symlinks += 1,
+                Kind::Blob => counts.blobs += 1,
+            }
+            content += p.size;
+            entries.push(Entry {
+                path: p.path,
+                kind: p.kind,
+                mode: p.mode,
+                size: p.size,
+                sha256: p.sha256,
+                frames: fr,
+                target: p.target,
+            });
+        }
+        counts.frames = frames.len() as u64;
+        counts.images = self.meta.images;
+        let stub_len = self.stub.len;
+        let payload_len = out
+            .stream_position()
+            .map_err(|e| Error::io(&tmp, e))?
+            - stub_len;
+
+        let table_raw = format::encode_table(&entries);
+        let table = zstd::bulk::compress(&table_raw, 9)
+            .map_err(|e| Error::Input(format!("cannot compress the entry table: {e}")))?;
+        let header = Header {
+            format: FORMAT_NAME.to_string(),
+            name: self.meta.name.clone(),
+            version: self.meta.version.clone(),
+            arch: self.arch.clone(),
+            created_by: format!("bale {}", env!("CARGO_PKG_VERSION")),
+            created_at: self.meta.created_at.clone(),
+            inputs: self.meta.inputs.clone(),
+            stub: self.stub.clone(),
+            table: TableInfo {
+                len: table.len() as u64,
+                raw_len: table_raw.len() as u64,
+                sha256: format::hex(&format::sha256(&table)),
+                entries: entries.len() as u64,
+            },
+            counts,
+            sizes: Sizes {
+                content,
+                stored: payload_len,
+                file: 0,
+            },
+            metadata: self.meta.metadata.clone(),
+        };
+        // The header states the final file size, which depends on the header's own length.
+        let mut header = header;
+        let mut header_json = Vec::new();
+        for _ in 0..4 {
+            let file_len = stub_len
+                + payload_len
+                + table.len() as u64
+                + header_json.len() as u64
+                + format::TRAILER_LEN as u64;
+            header.sizes.file = file_len;
+            let next = serde_json::to_vec_pretty(&header)
+                .map_err(|e| Error::Input(format!("cannot encode the header: {e}")))?;
+            if next.len() == header_json.len() {
+                break;
+            }
+            header_json = next;
+        }
+        let table_offset = stub_len + payload_len;
+        let header_offset = table_offset + table.len() as u64;
+        let trailer = Trailer {
+            stub_len,
+            payload_len,
+            table_offset,
+            table_len: table.len() as u64,
+            header_offset,
+            header_len: header_json.len() as u64,
+            header_sha256: format::sha256(&header_json),
+            file_len: header_offset + header_json.len() as u64 + format::TRAILER_LEN as u64,
+            major: FORMAT_MAJOR,
+            minor: FORMAT_MINOR,
+        };
+        if trailer.file_len != header.sizes.file {
+            return Err(Error::Input(
+                "internal error: the header's file size did not settle".into(),
+            ));
+        }
+        let io = |e| Error::io(&tmp, e);
+        out.write_all(&table).map_err(io)?;
+        out.write_all(&header_json).map_err(io)?;
+        out.write_all(&trailer.encode()).map_err(io)?;
+        out.set_permissions(std::fs::Permissions::from_mode(0o755))
+            .map_err(io)?;
+        out.sync_all().map_err(io)?;
+        drop(out);
+        std::fs::rename(&tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        sync_parent_dir(&self.dest);
+        self.tmp = None;
+        Ok(WriteSummary {
+            path: self.dest.clone(),
+            header,
+            deduplicated_bytes: self.deduplicated_bytes,
+        })
+    }
+}
+
+impl Drop for BundleWriter {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+fn compress_worker(level: i32, jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender<Done>) {
+    let mut cctx = zstd::bulk::Compressor::new(level).ok();
+    if let Some(c) = cctx.as_mut() {
+        // The content checksum lets a reader catch a decoder fault after the frame's SHA-256
+        // has vouched for the stored bytes.
+        let _ = c.include_checksum(true);
+        let _ = c.include_contentsize(true);
+    }
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            }
+        };
+        let raw_len = job.data.len() as u64;
+        let mut stored = job.data;
+        let mut codec = Codec::Raw;
+        if !job.force_raw && !looks_compressed(&stored) {
+            if let Some(c) = cctx.as_mut() {
+                let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(stored.len()));
+                // Keep the compressed form only when it saves at least 1/32.
+                if c.compress_to_buffer(&stored[..], &mut out).is_ok()
+                    && out.len() < stored.len() - stored.len() / 32
+                {
+                    stored = out;
+                    codec = Codec::Zstd;
+                }
+            }
+        }
+        let sha256 = format::sha256(&stored);
+        if done
+            .send(Done {
+                seq: job.seq,
+                stored,
+                raw_len,
+                codec,
+                sha256,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Magic numbers of formats that do not compress further; storing them raw also lets a
+/// registry serve them from the bundle at their offset.
+fn looks_compressed(d: &[u8]) -> bool {
+    const MAGICS: [&[u8]; 8] = [
+        b"\x1f\x8b",                 // gzip
+        b"\x28\xb5\x2f\xfd",         // zstd
+        b"\xfd7zXZ\x00",             // xz
+        b"BZh",                      // bzip2
+        b"\x04\x22\x4d\x18",         // lz4
+        b"PK\x03\x04",               // zip, jar
+        b"\x89PNG",                  // png
+        b"7z\xbc\xaf\x27\x1c",       // 7z
+    ];
+    MAGICS.iter().any(|m| d.starts_with(m))
+}
+
+fn write_frames(
+    mut out: File,
+    tmp: &Path,
+    done: Receiver<Done>,
+    tokens: SyncSender<()>,
+    progress: Arc<std::sync::OnceLock<ProgressFn>>,
+) -> Result<(File, Vec<Option<Frame>>)> {
+    let base = out.stream_position().map_err(|e| Error::io(tmp, e))?;
+    let mut offset = 0u64;
+    let mut frames: Vec<Option<Frame>> = Vec::new();
+    let mut waiting: BTreeMap<usize, Done> = BTreeMap::new();
+    let mut next = 0usize;
+    let mut failure = None;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut out);
+    for d in done {
+        waiting.insert(d.seq, d);
+        while let Some(d) = waiting.remove(&next) {
+            if failure.is_none() {
+                if let Err(e) = w.write_all(&d.stored) {
+                    failure = Some(Error::io(tmp, e));
+                }
+            }
+            if frames.len() <= d.seq {
+                frames.resize(d.seq + 1, None);
+            }
+            frames[d.seq] = Some(Frame {
+                offset,
+                stored_len: d.stored.len() as u64,
+                raw_len: d.raw_len,
+                codec: d.codec,
+                sha256: d.sha256,
+            });
+            offset += d.stored.len() as u64;
+            next += 1;
+            if let Some(p) = progress.get() {
+                p(d.raw_len);
+            }
+            drop(d);
+            let _ = tokens.send(());
+        }
+    }
+    w.flush().map_err(|e| Error::io(tmp, e))?;
+    drop(w);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    debug_assert_eq!(
+        out.stream_position().map_err(|e| Error::io(tmp, e))?,
+        base + offset
+    );
+    Ok((out, frames))
+}
+
+/// Length of the program part of `stub` and its architecture. A bundle given as stub
+/// contributes only its program.
+fn stub_program(stub: &Path) -> Result<(u64, String)> {
+    let arch = elf::arch_of(stub)?;
+    let len = match Bundle::open(stub) {
+        Ok(b) => b.trailer.stub_len,
+        Err(Error::NoTrailer) => std::fs::metadata(stub)
+            .map_err(|e| Error::io(stub, e))?
+            .len(),
+        Err(e) => {
+            return Err(Error::Input(format!(
+                "{}: the stub program carries a damaged payload: {e}",
+                stub.display()
+            )))
+        }
+    };
+    Ok((len, arch))
+}
+
+fn check_expected(path: &str, expected: Option<&Sha256Digest>, got: &Sha256Digest) -> Result<()> {
+    match expected {
+        Some(e) if e != got => Err(Error::Input(format!(
+            "{path}: content has digest sha256:{}, expected sha256:{}",
+            format::hex(got),
+            format::hex(e)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8], path: &str) -> Result<()> {
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::Input(format!("{path}: the file shrank while it was being read"))
+        } else {
+            Error::Input(format!("{path}: {e}"))
+        }
+    })
+}
+
+fn ensure_eof(r: &mut dyn Read, path: &str) -> Result<()> {
+    let mut b = [0u8; 1];
+    match r.read(&mut b) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(Error::Input(format!(
+            "{path}: the file grew while it was being read"
+        ))),
+        Err(e) => Err(Error::Input(format!("{path}: {e}"))),
+    }
+}
+
+struct FileReader<'a> {
+    f: &'a mut File,
+    source: &'a Path,
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.f.read(buf).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", self.source.display()))
+        })
+    }
+}
+
+/// Makes a rename durable; failure only weakens durability, never correctness.
+pub(crate) fn sync_parent_dir(path: &Path) {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

@@ -1,0 +1,370 @@
+//! The commands that work on bundle files: build, info, list, verify, extract.
+
+use crate::{progress, target_bundle};
+use anyhow::{bail, Context, Result};
+use bale_bundler::tree;
+use bale_payload::error::human_bytes;
+use bale_payload::extract::{self, ExtractOptions};
+use bale_payload::{verify, Bundle, BundleMeta, BundleWriter, Kind, WriteOptions};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args)]
+#[command(after_help = "\
+The bundle is written for the architecture of the stub: this program by default, or the
+bale binary given with --stub (e.g. an aarch64 build). Output is byte-for-byte reproducible:
+entries are sorted and no time or host name is recorded unless --timestamp is given.
+
+Example: bale build ./rootfs -o app.bale --name app --version 1.0")]
+pub struct BuildArgs {
+    /// Directory tree to pack (the cluster image root file system)
+    pub dir: PathBuf,
+    /// Bundle file to write (written under a temporary name, renamed when complete)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Bundle name [default: the directory's name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Bundle version
+    #[arg(long, default_value = "0.0.0")]
+    pub version: String,
+    /// bale program to put in front of the payload (another architecture's build)
+    #[arg(long, value_name = "BALE")]
+    pub stub: Option<PathBuf>,
+    /// zstd level for compressible content (1 fast .. 19 small)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Worker threads [default: every core]
+    #[arg(short = 'j', long)]
+    pub threads: Option<usize>,
+    /// Record the build time in the bundle (makes builds non-reproducible)
+    #[arg(long)]
+    pub timestamp: bool,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// Bundle file [default: this program, when it is a bundle]
+    pub file: Option<PathBuf>,
+    /// Print the header as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Bundle file [default: this program, when it is a bundle]
+    pub file: Option<PathBuf>,
+    /// Show kind, mode, size, stored size and digest
+    #[arg(short, long)]
+    pub long: bool,
+    /// One JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Checks the program, the header, the entry table and every stored frame against the SHA-256
+chain that starts in the trailer. Exit 0 when every byte is right; otherwise exit 3 and the
+first damaged entry is named.")]
+pub struct VerifyArgs {
+    /// Bundle file [default: this program, when it is a bundle]
+    pub file: Option<PathBuf>,
+    /// Also decompress every entry and check its content digest (slower)
+    #[arg(long)]
+    pub content: bool,
+    /// Worker threads [default: every core]
+    #[arg(short = 'j', long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+On a bundle:        ./app.bale extract --to DIR [PATHS...]
+On any bundle file: bale extract app.bale --to DIR [PATHS...]
+
+PATHS select entries or whole directories. Files are written under temporary names and
+renamed only once verified; paths that would escape DIR, symlinks that point outside it,
+and anything on disk that would redirect a write are refused.")]
+pub struct ExtractArgs {
+    /// [BUNDLE] [PATHS...]: the bundle file (unless this program is one), then entries
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// Directory to extract into (created if missing)
+    #[arg(short = 'C', long = "to", value_name = "DIR", default_value = ".")]
+    pub to: PathBuf,
+    /// Bundle file to read, even when this program is itself a bundle
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// Worker threads [default: every core]
+    #[arg(short = 'j', long)]
+    pub threads: Option<usize>,
+    /// Do not check free space first
+    #[arg(long)]
+    pub skip_space_check: bool,
+}
+
+fn threads(n: Option<usize>) -> usize {
+    n.filter(|n| *n > 0)
+        .unwrap_or_else(bale_payload::default_threads)
+}
+
+pub fn build(a: BuildArgs) -> Result<()> {
+    let started = Instant::now();
+    let dir = a
+        .dir
+        .canonicalize()
+        .with_context(|| format!("{}: cannot read the input tree", a.dir.display()))?;
+    if let Some(parent) = a.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(p) = parent.canonicalize() {
+            if p.starts_with(&dir) {
+                bail!(
+                    "{}: the output lies inside the tree being packed ({}); write it elsewhere",
+                    a.output.display(),
+                    dir.display()
+                );
+            }
+        }
+    } else if std::env::current_dir().is_ok_and(|c| c.starts_with(&dir)) {
+        bail!(
+            "{}: the output lies inside the tree being packed ({}); write it elsewhere",
+            a.output.display(),
+            dir.display()
+        );
+    }
+    let name = a.name.clone().unwrap_or_else(|| {
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bundle".into())
+    });
+    let stub = a.stub.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let meta = BundleMeta {
+        name,
+        version: a.version.clone(),
+        inputs: vec![format!("dir {}", a.dir.display())],
+        created_at: a.timestamp.then(now_rfc3339),
+        ..Default::default()
+    };
+    let opts = WriteOptions {
+        level: a.level,
+        threads: threads(a.threads),
+        ..Default::default()
+    };
+    let mut w = BundleWriter::create(&a.output, &stub, meta, opts)
+        .with_context(|| format!("cannot start {}", a.output.display()))?;
+    let bar = progress::bytes(tree::tree_size(&dir), "packing");
+    let b = bar.clone();
+    w.set_progress(Arc::new(move |n| b.inc(n)));
+    let stats = tree::add_tree(&mut w, &dir, "")?;
+    let summary = w.finish()?;
+    bar.finish_and_clear();
+    let h = &summary.header;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {} ({}, {}): {} files, {} dirs, {} symlinks; {} of content stored in {} \
+         ({} deduplicated) in {:.1}s",
+        a.output.display(),
+        h.arch,
+        human_bytes(h.sizes.file),
+        stats.files,
+        stats.dirs,
+        stats.symlinks,
+        human_bytes(h.sizes.content),
+        human_bytes(h.sizes.stored),
+        human_bytes(summary.deduplicated_bytes),
+        secs
+    );
+    Ok(())
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("@{secs}")
+}
+
+/// What plain `./app.bale` prints.
+pub fn summary(b: &Bundle) {
+    let h = &b.header;
+    println!(
+        "{} {} ({}), a bale bundle: {} files, {} images, {} of content.",
+        h.name,
+        h.version,
+        h.arch,
+        h.counts.files + h.counts.blobs,
+        h.counts.images,
+        human_bytes(h.sizes.content)
+    );
+    println!();
+    println!("Commands (run with --help for details):");
+    println!("  info      what is in this bundle");
+    println!("  list      every entry");
+    println!("  verify    check every byte");
+    println!("  extract   write entries to a directory (--to DIR)");
+}
+
+pub fn info(a: InfoArgs, this: Option<Bundle>) -> Result<()> {
+    let b = target_bundle(a.file, this)?;
+    let h = &b.header;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(h)?);
+        return Ok(());
+    }
+    let ratio = if h.sizes.stored > 0 {
+        h.sizes.content as f64 / h.sizes.stored as f64
+    } else {
+        1.0
+    };
+    println!("name:        {}", h.name);
+    println!("version:     {}", h.version);
+    println!("arch:        {}", h.arch);
+    println!("format:      {}", h.format);
+    println!("created by:  {}", h.created_by);
+    if let Some(t) = &h.created_at {
+        println!("created at:  {t}");
+    }
+    for (i, input) in h.inputs.iter().enumerate() {
+        println!("{}{input}", if i == 0 { "inputs:      " } else { "             " });
+    }
+    println!(
+        "entries:     {} ({} files, {} dirs, {} symlinks, {} blobs)",
+        h.table.entries, h.counts.files, h.counts.dirs, h.counts.symlinks, h.counts.blobs
+    );
+    println!("images:      {}", h.counts.images);
+    println!(
+        "content:     {} ({} bytes)",
+        human_bytes(h.sizes.content),
+        h.sizes.content
+    );
+    println!(
+        "stored:      {} in {} frames ({ratio:.2}x)",
+        human_bytes(h.sizes.stored),
+        h.counts.frames
+    );
+    println!(
+        "file:        {} (program {})",
+        human_bytes(h.sizes.file),
+        human_bytes(h.stub.len)
+    );
+    Ok(())
+}
+
+pub fn list(a: ListArgs, this: Option<Bundle>) -> Result<()> {
+    let b = target_bundle(a.file, this)?;
+    let entries = b.entries()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    use std::io::Write;
+    for e in &entries {
+        let stored: u64 = e.frames.iter().map(|f| f.stored_len).sum();
+        let r = if a.json {
+            let v = serde_json::json!({
+                "path": e.path, "kind": e.kind.as_str(), "mode": format!("{:04o}", e.mode),
+                "size": e.size, "stored": stored,
+                "sha256": matches!(e.kind, Kind::File | Kind::Blob).then(|| hex_of(&e.sha256)),
+                "target": (e.kind == Kind::Symlink).then(|| e.target.clone()),
+            });
+            writeln!(out, "{v}")
+        } else if a.long {
+            let name = if e.kind == Kind::Symlink {
+                format!("{} -> {}", e.path, e.target)
+            } else {
+                e.path.clone()
+            };
+            let digest = if matches!(e.kind, Kind::File | Kind::Blob) {
+                hex_of(&e.sha256)[..12].to_string()
+            } else {
+                "-".into()
+            };
+            writeln!(
+                out,
+                "{:<7} {:04o} {:>12} {:>12} {:<12} {name}",
+                e.kind.as_str(),
+                e.mode,
+                e.size,
+                stored,
+                digest
+            )
+        } else {
+            writeln!(out, "{}", e.path)
+        };
+        if let Err(err) = r {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(err.into());
+        }
+    }
+    Ok(())
+}
+
+fn hex_of(d: &[u8; 32]) -> String {
+    bale_payload::format::hex(d)
+}
+
+pub fn verify(a: VerifyArgs, this: Option<Bundle>) -> Result<()> {
+    let b = target_bundle(a.file, this)?;
+    let started = Instant::now();
+    let n = threads(a.threads);
+    let bar = progress::bytes(b.trailer.file_len, "verifying");
+    let report = verify::verify(&b, n, &|x| bar.inc(x))
+        .with_context(|| format!("{} is damaged", b.path().display()))?;
+    bar.finish_and_clear();
+    if a.content {
+        let bar = progress::bytes(b.header.sizes.content, "content");
+        verify::verify_content(&b, n, &|x| bar.inc(x))
+            .with_context(|| format!("{} is damaged", b.path().display()))?;
+        bar.finish_and_clear();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}: OK, {} entries, {} frames, {} checked in {:.2}s ({}/s){}",
+        b.path().display(),
+        report.entries,
+        report.frames,
+        human_bytes(report.bytes),
+        secs,
+        human_bytes((report.bytes as f64 / secs.max(1e-9)) as u64),
+        if a.content { ", content digests too" } else { "" }
+    );
+    Ok(())
+}
+
+pub fn extract(a: ExtractArgs, this: Option<Bundle>) -> Result<()> {
+    let mut args = a.args.clone();
+    let named = match (a.bundle, &this) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => {
+            if args.is_empty() {
+                bail!("name a bundle file: `bale extract app.bale --to DIR [PATHS...]`");
+            }
+            Some(PathBuf::from(args.remove(0)))
+        }
+    };
+    let b = target_bundle(named, this)?;
+    let started = Instant::now();
+    let entries = b.entries()?;
+    let opts = ExtractOptions {
+        threads: threads(a.threads),
+        paths: args,
+        skip_space_check: a.skip_space_check,
+    };
+    let bar = progress::bytes(b.header.sizes.content, "extracting");
+    let report = extract::extract(&b, &entries, &a.to, &opts, &|x| bar.inc(x))
+        .with_context(|| format!("extracting {} into {}", b.path().display(), a.to.display()))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "extracted {} files, {} dirs, {} symlinks ({}) into {} in {:.2}s",
+        report.files,
+        report.dirs,
+        report.symlinks,
+        human_bytes(report.bytes),
+        a.to.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
