@@ -1,0 +1,184 @@
+//! Helpers shared by the integration tests: running the built `bale`, making trees, and
+//! forging bundles the way an attacker with a hex editor and our own format code would.
+
+#![allow(dead_code)]
+
+use bale_payload::format::{self, Entry, Header, Trailer, TRAILER_LEN};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bale_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bale"))
+}
+
+pub fn bale(args: &[&str]) -> Output {
+    Command::new(bale_bin())
+        .args(args)
+        .output()
+        .expect("run bale")
+}
+
+pub fn run(cmd: &Path, args: &[&str]) -> Output {
+    Command::new(cmd).args(args).output().expect("run bundle")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+pub fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Asserts a bundle-damage failure (exit 3) whose message contains `needle`.
+#[track_caller]
+pub fn damaged(o: &Output, needle: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(3), "expected exit 3, stderr: {e}");
+    assert!(e.contains(needle), "expected {needle:?} in: {e}");
+}
+
+/// A small tree with every kind of entry, a multi-frame file and a duplicate.
+pub fn sample_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("etc/app")).unwrap();
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    std::fs::write(dir.join("etc/app/config.yaml"), "replicas: 3\nimage: nginx\n").unwrap();
+    std::fs::write(dir.join("etc/app/copy.yaml"), "replicas: 3\nimage: nginx\n").unwrap();
+    std::fs::write(dir.join("etc/empty-file"), "").unwrap();
+    // 5 MiB of mixed content: several frames of 2 MiB, partly compressible.
+    let mut big = Vec::with_capacity(5 << 20);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for i in 0..(5 << 20) {
+        if i % 4096 < 2048 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            big.push(x as u8);
+        } else {
+            big.push(b'a' + (i % 26) as u8);
+        }
+    }
+    std::fs::write(dir.join("bin/tool"), &big).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("bin/tool"), std::fs::Permissions::from_mode(0o755))
+        .unwrap();
+    std::os::unix::fs::symlink("app/config.yaml", dir.join("etc/current")).unwrap();
+}
+
+pub fn build(tree: &Path, out: &Path) {
+    ok(&bale(&[
+        "build",
+        tree.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--name",
+        "sample",
+        "--version",
+        "1.2.3",
+    ]));
+}
+
+/// The parts of a bundle file, decoded with no checks beyond what parsing needs.
+pub struct Parts {
+    pub bytes: Vec<u8>,
+    pub trailer: Trailer,
+    pub header: Header,
+    pub entries: Vec<Entry>,
+}
+
+pub fn parts(path: &Path) -> Parts {
+    let bytes = std::fs::read(path).unwrap();
+    let mut tb = [0u8; TRAILER_LEN];
+    tb.copy_from_slice(&bytes[bytes.len() - TRAILER_LEN..]);
+    let trailer = Trailer::decode(&tb, bytes.len() as u64).unwrap();
+    let h = &bytes[trailer.header_offset as usize..][..trailer.header_len as usize];
+    let header: Header = serde_json::from_slice(h).unwrap();
+    let t = &bytes[trailer.table_offset as usize..][..trailer.table_len as usize];
+    let raw = zstd::bulk::decompress(t, header.table.raw_len as usize).unwrap();
+    let entries = format::decode_table(&raw, trailer.payload_len).unwrap();
+    Parts {
+        bytes,
+        trailer,
+        header,
+        entries,
+    }
+}
+
+/// Writes a bundle from a stub, payload bytes and entries, with every digest recomputed: a
+/// forgery that passes all integrity checks, so only the semantic checks can stop it.
+pub fn forge(out: &Path, stub: &[u8], payload: &[u8], entries: &[Entry], base: &Header) {
+    let raw = format::encode_table(entries);
+    let table = zstd::bulk::compress(&raw, 3).unwrap();
+    let mut header = base.clone();
+    header.stub.len = stub.len() as u64;
+    header.stub.sha256 = format::hex(&format::sha256(stub));
+    header.table.len = table.len() as u64;
+    header.table.raw_len = raw.len() as u64;
+    header.table.sha256 = format::hex(&format::sha256(&table));
+    header.table.entries = entries.len() as u64;
+    let hj = serde_json::to_vec(&header).unwrap();
+    let table_offset = (stub.len() + payload.len()) as u64;
+    let header_offset = table_offset + table.len() as u64;
+    let t = Trailer {
+        stub_len: stub.len() as u64,
+        payload_len: payload.len() as u64,
+        table_offset,
+        table_len: table.len() as u64,
+        header_offset,
+        header_len: hj.len() as u64,
+        header_sha256: format::sha256(&hj),
+        file_len: header_offset + hj.len() as u64 + TRAILER_LEN as u64,
+        major: format::FORMAT_MAJOR,
+        minor: format::FORMAT_MINOR,
+    };
+    let mut f = Vec::new();
+    f.extend_from_slice(stub);
+    f.extend_from_slice(payload);
+    f.extend_from_slice(&table);
+    f.extend_from_slice(&hj);
+    f.extend_from_slice(&t.encode());
+    std::fs::write(out, f).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Re-signs a bundle after `edit` changed its entries.
+pub fn reforge(src: &Path, out: &Path, edit: impl FnOnce(&mut Vec<Entry>)) {
+    let p = parts(src);
+    let mut entries = p.entries.clone();
+    edit(&mut entries);
+    let stub = &p.bytes[..p.trailer.stub_len as usize];
+    let payload = &p.bytes[p.trailer.stub_len as usize..p.trailer.table_offset as usize];
+    forge(out, stub, payload, &entries, &p.header);
+}
+
+/// Lists every file below `dir` (relative paths), to show what an extraction left behind.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(p);
+            }
+            out.push(rel);
+        }
+    }
+    out.sort();
+    out
+}
