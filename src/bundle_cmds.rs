@@ -140,7 +140,10 @@ pub fn build(a: BuildArgs) -> Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "bundle".into())
     });
-    let stub = a.stub.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let stub = a
+        .stub
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
     let meta = BundleMeta {
         name,
         version: a.version.clone(),
@@ -228,7 +231,14 @@ pub fn info(a: InfoArgs, this: Option<Bundle>) -> Result<()> {
         println!("created at:  {t}");
     }
     for (i, input) in h.inputs.iter().enumerate() {
-        println!("{}{input}", if i == 0 { "inputs:      " } else { "             " });
+        println!(
+            "{}{input}",
+            if i == 0 {
+                "inputs:      "
+            } else {
+                "             "
+            }
+        );
     }
     println!(
         "entries:     {} ({} files, {} dirs, {} symlinks, {} blobs)",
@@ -328,7 +338,11 @@ pub fn verify(a: VerifyArgs, this: Option<Bundle>) -> Result<()> {
         human_bytes(report.bytes),
         secs,
         human_bytes((report.bytes as f64 / secs.max(1e-9)) as u64),
-        if a.content { ", content digests too" } else { "" }
+        if a.content {
+            ", content digests too"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

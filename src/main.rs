@@ -48,6 +48,8 @@ enum Command {
     Verify(bundle_cmds::VerifyArgs),
     /// Write a bundle's entries to a directory
     Extract(bundle_cmds::ExtractArgs),
+    /// Keep a virtual IP pointing at healthy API servers (IPVS or nftables)
+    Lvscare(bale_installer::lvscare::LvscareArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,14 +77,16 @@ fn main() -> ExitCode {
         Some(Command::List(a)) => bundle_cmds::list(a, this),
         Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
+        Some(Command::Lvscare(a)) => bale_installer::lvscare::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bale: {e:#}");
-            let damaged = e
-                .chain()
-                .any(|c| c.downcast_ref::<bale_payload::Error>().is_some_and(|p| p.is_corruption()));
+            let damaged = e.chain().any(|c| {
+                c.downcast_ref::<bale_payload::Error>()
+                    .is_some_and(|p| p.is_corruption())
+            });
             ExitCode::from(if damaged { EXIT_DAMAGED } else { 1 })
         }
     }
@@ -91,8 +95,9 @@ fn main() -> ExitCode {
 /// The bundle a command acts on: the one named, or this program itself when it is a bundle.
 pub fn target_bundle(named: Option<PathBuf>, this: Option<Bundle>) -> Result<Bundle> {
     match (named, this) {
-        (Some(p), _) => Bundle::open(&p)
-            .map_err(|e| anyhow::Error::new(e).context(format!("{}", p.display()))),
+        (Some(p), _) => {
+            Bundle::open(&p).map_err(|e| anyhow::Error::new(e).context(format!("{}", p.display())))
+        }
         (None, Some(b)) => Ok(b),
         (None, None) => anyhow::bail!(
             "name a bundle file, e.g. `bale info app.bale` (this bale program carries no payload)"

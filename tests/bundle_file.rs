@@ -30,10 +30,17 @@ fn round_trip_through_both_faces() {
     let o = bale(&["info", app.to_str().unwrap()]);
     ok(&o);
     let info = stdout(&o);
-    for want in ["name:        sample", "version:     1.2.3", "arch:        x86_64"] {
+    for want in [
+        "name:        sample",
+        "version:     1.2.3",
+        "arch:        x86_64",
+    ] {
         assert!(info.contains(want), "{want} missing from\n{info}");
     }
-    assert!(info.contains("(4 files, 4 dirs, 1 symlinks, 0 blobs)"), "{info}");
+    assert!(
+        info.contains("(4 files, 4 dirs, 1 symlinks, 0 blobs)"),
+        "{info}"
+    );
 
     // The bundle is itself the program.
     let o = run(&app, &[]);
@@ -68,7 +75,10 @@ fn round_trip_through_both_faces() {
         .unwrap();
     assert!(diff.status.success(), "{}", stdout(&diff));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(to.join("bin/tool")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(to.join("bin/tool"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o755);
     assert_eq!(
         std::fs::read_link(to.join("etc/current")).unwrap(),
@@ -89,17 +99,35 @@ fn round_trip_through_both_faces() {
         files_below(&sel),
         ["etc", "etc/app", "etc/app/config.yaml", "etc/app/copy.yaml"]
     );
-    let o = bale(&["extract", app.to_str().unwrap(), "--to", sel.to_str().unwrap(), "nope"]);
+    let o = bale(&[
+        "extract",
+        app.to_str().unwrap(),
+        "--to",
+        sel.to_str().unwrap(),
+        "nope",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("no entry named \"nope\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no entry named \"nope\""),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn identical_content_is_stored_once_and_builds_are_reproducible() {
     let (d, app) = built();
     let p = parts(&app);
-    let cfg = p.entries.iter().find(|e| e.path == "etc/app/config.yaml").unwrap();
-    let copy = p.entries.iter().find(|e| e.path == "etc/app/copy.yaml").unwrap();
+    let cfg = p
+        .entries
+        .iter()
+        .find(|e| e.path == "etc/app/config.yaml")
+        .unwrap();
+    let copy = p
+        .entries
+        .iter()
+        .find(|e| e.path == "etc/app/copy.yaml")
+        .unwrap();
     assert_eq!(cfg.frames, copy.frames);
     let tool = p.entries.iter().find(|e| e.path == "bin/tool").unwrap();
     assert_eq!(tool.frames.len(), 3, "5 MiB in 2 MiB frames");
@@ -139,7 +167,12 @@ fn flipped_bit_in_the_program_is_caught() {
     damaged(&bale(&["verify", bad.to_str().unwrap()]), "program (stub)");
     let to = d.path().join("out");
     damaged(
-        &bale(&["extract", bad.to_str().unwrap(), "--to", to.to_str().unwrap()]),
+        &bale(&[
+            "extract",
+            bad.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ]),
         "program (stub)",
     );
     assert!(files_below(&to).is_empty(), "{:?}", files_below(&to));
@@ -158,7 +191,12 @@ fn flipped_bit_in_a_frame_names_the_entry_and_writes_nothing_unverified() {
     damaged(&o, "does not match its SHA-256");
     let to = d.path().join("out");
     damaged(
-        &bale(&["extract", bad.to_str().unwrap(), "--to", to.to_str().unwrap()]),
+        &bale(&[
+            "extract",
+            bad.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ]),
         "bin/tool",
     );
     let left = files_below(&to);
@@ -172,7 +210,10 @@ fn flipped_bit_in_the_entry_table_is_caught() {
     let p = parts(&app);
     let bad = d.path().join("bad.bale");
     flip(&app, p.trailer.table_offset + 5, &bad);
-    damaged(&bale(&["list", bad.to_str().unwrap()]), "entry table does not match its SHA-256");
+    damaged(
+        &bale(&["list", bad.to_str().unwrap()]),
+        "entry table does not match its SHA-256",
+    );
     damaged(&bale(&["verify", bad.to_str().unwrap()]), "entry table");
 }
 
@@ -182,7 +223,10 @@ fn flipped_bit_in_the_header_is_caught() {
     let p = parts(&app);
     let bad = d.path().join("bad.bale");
     flip(&app, p.trailer.header_offset + 3, &bad);
-    damaged(&bale(&["info", bad.to_str().unwrap()]), "header does not match its SHA-256");
+    damaged(
+        &bale(&["info", bad.to_str().unwrap()]),
+        "header does not match its SHA-256",
+    );
 }
 
 #[test]
@@ -192,7 +236,10 @@ fn flipped_bits_in_the_trailer_are_caught() {
     let bad = d.path().join("bad.bale");
     for at in [0u64, 20, 50, 85, 100, 106, 113] {
         flip(&app, len - TRAILER_LEN as u64 + at, &bad);
-        damaged(&bale(&["info", bad.to_str().unwrap()]), "trailer is damaged");
+        damaged(
+            &bale(&["info", bad.to_str().unwrap()]),
+            "trailer is damaged",
+        );
     }
     // The magic itself: no longer recognisable as a bundle.
     flip(&app, len - 3, &bad);
@@ -241,7 +288,10 @@ fn a_trailer_pointing_past_the_end_or_claiming_a_huge_index_is_refused() {
     f.extend_from_slice(body);
     f.extend_from_slice(&t.encode());
     std::fs::write(&bad, &f).unwrap();
-    damaged(&bale(&["info", bad.to_str().unwrap()]), "more than the limit");
+    damaged(
+        &bale(&["info", bad.to_str().unwrap()]),
+        "more than the limit",
+    );
 }
 
 #[test]
@@ -302,11 +352,21 @@ fn a_decompression_bomb_fails_within_its_declared_size() {
         .arg("-f")
         .arg("maxrss_kb=%M")
         .arg(bale_bin())
-        .args(["extract", bad.to_str().unwrap(), "--to", to.to_str().unwrap()])
+        .args([
+            "extract",
+            bad.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ])
         .output();
     let o = match o {
         Ok(o) => o,
-        Err(_) => bale(&["extract", bad.to_str().unwrap(), "--to", to.to_str().unwrap()]),
+        Err(_) => bale(&[
+            "extract",
+            bad.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ]),
     };
     damaged(&o, "does not decompress to its declared 4096 bytes");
     assert!(!to.join("bomb").exists());
@@ -330,12 +390,20 @@ fn file_entry(path: &str, like: &Entry) -> Entry {
 fn path_traversal_in_the_index_is_refused() {
     let (d, app) = built();
     let p = parts(&app);
-    let cfg = p.entries.iter().find(|e| e.path == "etc/app/config.yaml").unwrap().clone();
+    let cfg = p
+        .entries
+        .iter()
+        .find(|e| e.path == "etc/app/config.yaml")
+        .unwrap()
+        .clone();
     let stub = &p.bytes[..p.trailer.stub_len as usize];
     let payload = &p.bytes[p.trailer.stub_len as usize..p.trailer.table_offset as usize];
     let cases: Vec<(Vec<Entry>, &str)> = vec![
         (vec![file_entry("../escape", &cfg)], "'..' path component"),
-        (vec![file_entry("a/../../escape", &cfg)], "'..' path component"),
+        (
+            vec![file_entry("a/../../escape", &cfg)],
+            "'..' path component",
+        ),
         (vec![file_entry("/etc/escape", &cfg)], "absolute path"),
         (
             vec![Entry {
@@ -391,7 +459,12 @@ fn path_traversal_in_the_index_is_refused() {
         let bad = d.path().join(format!("trav{i}.bale"));
         forge(&bad, stub, payload, &entries, &p.header);
         let to = d.path().join(format!("out{i}"));
-        let o = bale(&["extract", bad.to_str().unwrap(), "--to", to.to_str().unwrap()]);
+        let o = bale(&[
+            "extract",
+            bad.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ]);
         damaged(&o, needle);
         damaged(&o, "refusing to extract");
         assert!(files_below(&to).is_empty());
@@ -407,7 +480,12 @@ fn a_symlink_planted_in_the_target_is_not_written_through() {
     let to = d.path().join("out");
     std::fs::create_dir(&to).unwrap();
     std::os::unix::fs::symlink(&outside, to.join("etc")).unwrap();
-    let o = bale(&["extract", app.to_str().unwrap(), "--to", to.to_str().unwrap()]);
+    let o = bale(&[
+        "extract",
+        app.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("is a symlink on disk; refusing to write through it"));
     assert!(files_below(&outside).is_empty());
@@ -421,9 +499,18 @@ fn special_files_are_refused_at_build_and_unknown_kinds_at_read() {
     let fifo = tree.join("pipe");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-    let o = bale(&["build", tree.to_str().unwrap(), "-o", d.path().join("x.bale").to_str().unwrap()]);
+    let o = bale(&[
+        "build",
+        tree.to_str().unwrap(),
+        "-o",
+        d.path().join("x.bale").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("pipe: a FIFO cannot go into a bundle"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("pipe: a FIFO cannot go into a bundle"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!d.path().join("x.bale").exists());
     assert!(files_below(d.path()).iter().all(|f| !f.contains(".tmp-")));
 
@@ -450,7 +537,10 @@ fn special_files_are_refused_at_build_and_unknown_kinds_at_read() {
     f.extend_from_slice(&t.encode());
     let bad = d2.path().join("dev.bale");
     std::fs::write(&bad, f).unwrap();
-    damaged(&bale(&["list", bad.to_str().unwrap()]), "device nodes and other special files are refused");
+    damaged(
+        &bale(&["list", bad.to_str().unwrap()]),
+        "device nodes and other special files are refused",
+    );
 }
 
 #[test]
@@ -459,7 +549,12 @@ fn an_unsafe_symlink_in_the_tree_fails_the_build_with_the_fix() {
     let tree = d.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", tree.join("pw")).unwrap();
-    let o = bale(&["build", tree.to_str().unwrap(), "-o", d.path().join("x.bale").to_str().unwrap()]);
+    let o = bale(&[
+        "build",
+        tree.to_str().unwrap(),
+        "-o",
+        d.path().join("x.bale").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(e.contains("pw: symlink to \"/etc/passwd\""), "{e}");
@@ -481,13 +576,21 @@ fn free_space_is_checked_before_writing() {
         .status()
         .unwrap();
     assert!(m.success(), "mount tmpfs");
-    let o = bale(&["extract", app.to_str().unwrap(), "--to", small.to_str().unwrap()]);
+    let o = bale(&[
+        "extract",
+        app.to_str().unwrap(),
+        "--to",
+        small.to_str().unwrap(),
+    ]);
     let listed = files_below(&small);
     let _ = std::process::Command::new("umount").arg(&small).status();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("not enough space in"), "{e}");
-    assert!(e.contains("extraction needs 5.0 MiB") || e.contains("needs"), "{e}");
+    assert!(
+        e.contains("extraction needs 5.0 MiB") || e.contains("needs"),
+        "{e}"
+    );
     assert!(listed.is_empty(), "{listed:?}");
 }
 
@@ -512,14 +615,25 @@ fn a_killed_extraction_never_leaves_a_file_that_looks_complete() {
     for delay_ms in [5u64, 20, 60] {
         let to = d.path().join(format!("out{delay_ms}"));
         let mut child = std::process::Command::new(bale_bin())
-            .args(["extract", app.to_str().unwrap(), "--to", to.to_str().unwrap(), "-j", "1"])
+            .args([
+                "extract",
+                app.to_str().unwrap(),
+                "--to",
+                to.to_str().unwrap(),
+                "-j",
+                "1",
+            ])
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
         if let Ok(got) = std::fs::read(to.join("big")) {
-            assert_eq!(format::sha256(&got), want, "a partial file sits under the final name");
+            assert_eq!(
+                format::sha256(&got),
+                want,
+                "a partial file sits under the final name"
+            );
         }
     }
 }

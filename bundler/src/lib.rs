@@ -1,1 +1,6 @@
 //! The build side of bale.
+
+pub mod discover;
+pub mod imageref;
+pub mod kubefile;
+pub mod tree;

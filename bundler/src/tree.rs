@@ -21,7 +21,9 @@ pub enum TreeError {
     Special { path: PathBuf, what: &'static str },
     #[error("{path}: the name is not valid UTF-8; rename it")]
     NotUtf8 { path: PathBuf },
-    #[error("{path}: symlink to {target:?} {why}; make it relative and inside the tree, or remove it")]
+    #[error(
+        "{path}: symlink to {target:?} {why}; make it relative and inside the tree, or remove it"
+    )]
     UnsafeLink {
         path: PathBuf,
         target: String,
@@ -62,7 +64,9 @@ pub fn tree_size(root: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(e.path()),
@@ -120,16 +124,14 @@ fn walk(
                 .into_os_string()
                 .into_string()
                 .map_err(|_| TreeError::NotUtf8 { path: path.clone() })?;
-            writer
-                .add_symlink(&rel, &target)
-                .map_err(|e| match e {
-                    PayloadError::UnsafePath { why, .. } => TreeError::UnsafeLink {
-                        path: path.clone(),
-                        target: target.clone(),
-                        why,
-                    },
-                    other => TreeError::Payload(other),
-                })?;
+            writer.add_symlink(&rel, &target).map_err(|e| match e {
+                PayloadError::UnsafePath { why, .. } => TreeError::UnsafeLink {
+                    path: path.clone(),
+                    target: target.clone(),
+                    why,
+                },
+                other => TreeError::Payload(other),
+            })?;
             stats.symlinks += 1;
         } else {
             let what = if ft.is_block_device() {

@@ -1,1 +1,3 @@
 //! Everything bale runs on site.
+
+pub mod lvscare;

@@ -110,11 +110,16 @@ pub fn extract(
     if !opts.skip_space_check {
         check_space(to, &selected)?;
     }
-    let mut report = ExtractReport::default();
-    report.dirs = make_dirs(to, &selected)?;
+    let mut report = ExtractReport {
+        dirs: make_dirs(to, &selected)?,
+        ..Default::default()
+    };
 
     let mut units = Vec::new();
-    for e in selected.iter().filter(|e| matches!(e.kind, Kind::File | Kind::Blob)) {
+    for e in selected
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::File | Kind::Blob))
+    {
         if e.frames.len() <= 1 {
             units.push(Unit::Whole(e));
             continue;
@@ -174,7 +179,14 @@ pub fn extract(
                             at,
                             slot,
                         } => extract_part(
-                            bundle, entry, *frame, *at, slot, &mut dctx, &mut stored, &mut out,
+                            bundle,
+                            entry,
+                            *frame,
+                            *at,
+                            slot,
+                            &mut dctx,
+                            &mut stored,
+                            &mut out,
                         ),
                     };
                     match r {
@@ -353,10 +365,11 @@ fn make_symlink(to: &Path, e: &Entry) -> Result<()> {
                 why: "is a directory; the bundle wants a symlink here".into(),
             })
         }
-        Ok(m) if m.file_type().is_symlink() => {
-            if std::fs::read_link(&dest).is_ok_and(|t| t == Path::new(&e.target)) {
-                return Ok(());
-            }
+        Ok(m)
+            if m.file_type().is_symlink()
+                && std::fs::read_link(&dest).is_ok_and(|t| t == Path::new(&e.target)) =>
+        {
+            return Ok(());
         }
         _ => {}
     }

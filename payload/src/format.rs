@@ -464,7 +464,10 @@ impl<'a> Cursor<'a> {
         }
     }
     fn byte(&mut self) -> Result<u8> {
-        let b = *self.data.get(self.pos).ok_or_else(|| self.bad("table ends early"))?;
+        let b = *self
+            .data
+            .get(self.pos)
+            .ok_or_else(|| self.bad("table ends early"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -737,7 +740,10 @@ mod tests {
             assert!(matches!(err, Error::UnsafePath { .. }), "{bad}: {err}");
         }
         let enc = encode_table(&[file("a", 15)]);
-        assert!(decode_table(&enc, 20).unwrap_err().to_string().contains("outside"));
+        assert!(decode_table(&enc, 20)
+            .unwrap_err()
+            .to_string()
+            .contains("outside"));
     }
 
     #[test]

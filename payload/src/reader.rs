@@ -6,9 +6,7 @@
 //! down before it is used.
 
 use crate::error::{Error, Result};
-use crate::format::{
-    self, Codec, Entry, Frame, Header, Trailer, MAX_TABLE_RAW_LEN, TRAILER_LEN,
-};
+use crate::format::{self, Codec, Entry, Frame, Header, Trailer, MAX_TABLE_RAW_LEN, TRAILER_LEN};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Read;

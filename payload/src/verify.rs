@@ -72,7 +72,9 @@ pub fn verify(
                         }
                         continue;
                     }
-                    let Some(b) = batches.get(job - 1) else { return };
+                    let Some(b) = batches.get(job - 1) else {
+                        return;
+                    };
                     if let Err(e) = check_batch(bundle, &entries, &checks[b.clone()], &mut buf) {
                         fail(job, e);
                     }

@@ -67,6 +67,9 @@ pub struct WriteSummary {
 
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// What the writer thread hands back: the file, and each frame by submission number.
+type Written = Result<(File, Vec<Option<Frame>>)>;
+
 struct Job {
     seq: usize,
     data: Vec<u8>,
@@ -112,7 +115,7 @@ pub struct BundleWriter {
     jobs: Option<SyncSender<Job>>,
     tokens: Receiver<()>,
     workers: Vec<JoinHandle<()>>,
-    writer: Option<JoinHandle<Result<(File, Vec<Option<Frame>>)>>>,
+    writer: Option<JoinHandle<Written>>,
     dedup: Dedup,
     deduplicated_bytes: u64,
     progress: Arc<std::sync::OnceLock<ProgressFn>>,
@@ -209,8 +212,9 @@ impl BundleWriter {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
             let level = self.opts.level;
-            self.workers
-                .push(std::thread::spawn(move || compress_worker(level, job_rx, done_tx)));
+            self.workers.push(std::thread::spawn(move || {
+                compress_worker(level, job_rx, done_tx)
+            }));
         }
         drop(done_tx);
         let tmp = self.tmp.clone().unwrap_or_default();
@@ -265,7 +269,14 @@ impl BundleWriter {
 
     /// Adds in-memory content as a regular file.
     pub fn add_bytes(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
-        self.add_reader(path, Kind::File, mode, data.len() as u64, &mut &data[..], None)
+        self.add_reader(
+            path,
+            Kind::File,
+            mode,
+            data.len() as u64,
+            &mut &data[..],
+            None,
+        )
     }
 
     /// Adds a file from disk, compressed unless its content does not compress.
@@ -385,7 +396,10 @@ impl BundleWriter {
         if let Some(first) = first_digest {
             self.dedup.large_hint.insert((size, first, raw), sha);
         }
-        self.dedup.by_digest.entry((sha, raw)).or_insert(seqs.clone());
+        self.dedup
+            .by_digest
+            .entry((sha, raw))
+            .or_insert(seqs.clone());
         self.push(path, kind, mode, size, sha, seqs, String::new())
     }
 
@@ -469,10 +483,7 @@ impl BundleWriter {
         counts.frames = frames.len() as u64;
         counts.images = self.meta.images;
         let stub_len = self.stub.len;
-        let payload_len = out
-            .stream_position()
-            .map_err(|e| Error::io(&tmp, e))?
-            - stub_len;
+        let payload_len = out.stream_position().map_err(|e| Error::io(&tmp, e))? - stub_len;
 
         let table_raw = format::encode_table(&entries);
         let table = zstd::bulk::compress(&table_raw, 9)
@@ -621,14 +632,14 @@ fn compress_worker(level: i32, jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender
 /// registry serve them from the bundle at their offset.
 fn looks_compressed(d: &[u8]) -> bool {
     const MAGICS: [&[u8]; 8] = [
-        b"\x1f\x8b",                 // gzip
-        b"\x28\xb5\x2f\xfd",         // zstd
-        b"\xfd7zXZ\x00",             // xz
-        b"BZh",                      // bzip2
-        b"\x04\x22\x4d\x18",         // lz4
-        b"PK\x03\x04",               // zip, jar
-        b"\x89PNG",                  // png
-        b"7z\xbc\xaf\x27\x1c",       // 7z
+        b"\x1f\x8b",           // gzip
+        b"\x28\xb5\x2f\xfd",   // zstd
+        b"\xfd7zXZ\x00",       // xz
+        b"BZh",                // bzip2
+        b"\x04\x22\x4d\x18",   // lz4
+        b"PK\x03\x04",         // zip, jar
+        b"\x89PNG",            // png
+        b"7z\xbc\xaf\x27\x1c", // 7z
     ];
     MAGICS.iter().any(|m| d.starts_with(m))
 }
@@ -639,7 +650,7 @@ fn write_frames(
     done: Receiver<Done>,
     tokens: SyncSender<()>,
     progress: Arc<std::sync::OnceLock<ProgressFn>>,
-) -> Result<(File, Vec<Option<Frame>>)> {
+) -> Written {
     let base = out.stream_position().map_err(|e| Error::io(tmp, e))?;
     let mut offset = 0u64;
     let mut frames: Vec<Option<Frame>> = Vec::new();
@@ -744,9 +755,9 @@ struct FileReader<'a> {
 
 impl Read for FileReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.f.read(buf).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("{}: {e}", self.source.display()))
-        })
+        self.f
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.source.display())))
     }
 }
 

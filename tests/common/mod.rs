@@ -54,7 +54,11 @@ pub fn sample_tree(dir: &Path) {
     std::fs::create_dir_all(dir.join("etc/app")).unwrap();
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::create_dir_all(dir.join("empty")).unwrap();
-    std::fs::write(dir.join("etc/app/config.yaml"), "replicas: 3\nimage: nginx\n").unwrap();
+    std::fs::write(
+        dir.join("etc/app/config.yaml"),
+        "replicas: 3\nimage: nginx\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("etc/app/copy.yaml"), "replicas: 3\nimage: nginx\n").unwrap();
     std::fs::write(dir.join("etc/empty-file"), "").unwrap();
     // 5 MiB of mixed content: several frames of 2 MiB, partly compressible.
@@ -72,8 +76,7 @@ pub fn sample_tree(dir: &Path) {
     }
     std::fs::write(dir.join("bin/tool"), &big).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("bin/tool"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(dir.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("app/config.yaml", dir.join("etc/current")).unwrap();
 }
 
@@ -169,7 +172,9 @@ pub fn files_below(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();

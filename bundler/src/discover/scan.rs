@@ -1,0 +1,318 @@
+//! Finding image strings in YAML documents and `imageList` files.
+
+use super::{Collector, Location};
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+/// Where the documents being scanned come from.
+pub(super) struct Source<'a> {
+    /// Context-relative file shown in locations.
+    pub file: &'a str,
+    /// Put before `doc N`, e.g. `helm template: `; empty for plain files.
+    pub prefix: &'a str,
+    /// Number documents (`doc N (Kind name)`); off for values.yaml.
+    pub numbered: bool,
+    /// A chart's appVersion, the default tag of `image: {repository}` maps.
+    pub app_version: Option<&'a str>,
+}
+
+/// Scans every document of a YAML stream, numbering them from `first_doc`.
+/// Returns how many documents were read.
+pub(super) fn scan_yaml(
+    text: &str,
+    src: &Source<'_>,
+    first_doc: usize,
+    c: &mut Collector,
+) -> usize {
+    let mut n = 0;
+    for de in serde_yaml::Deserializer::from_str(text) {
+        let doc_no = first_doc + n;
+        n += 1;
+        let mut value = match Value::deserialize(de) {
+            Ok(v) => v,
+            Err(e) => {
+                let place = if src.numbered {
+                    format!("{}doc {doc_no}", src.prefix)
+                } else {
+                    String::new()
+                };
+                c.warn(
+                    src.file,
+                    place,
+                    format!("not valid YAML ({e}); images in it (if any) were not found"),
+                );
+                // The parser cannot resume after a syntax error.
+                break;
+            }
+        };
+        // `<<: *anchor` merges are common in hand-written manifests.
+        let _ = value.apply_merge();
+        let prefix = if src.numbered {
+            format!("{}doc {doc_no}{} ", src.prefix, describe(&value))
+        } else {
+            src.prefix.to_string()
+        };
+        let ctx = Ctx {
+            src,
+            prefix: &prefix,
+        };
+        let mut path = String::new();
+        walk(&value, &mut path, &ctx, c);
+    }
+    n
+}
+
+struct Ctx<'a> {
+    src: &'a Source<'a>,
+    prefix: &'a str,
+}
+
+impl Ctx<'_> {
+    fn location(&self, path: &str) -> Location {
+        Location {
+            file: self.src.file.to_string(),
+            place: format!("{}{}", self.prefix, path).trim().to_string(),
+        }
+    }
+}
+
+/// ` (Deployment web)` from kind and metadata.name, if present.
+fn describe(doc: &Value) -> String {
+    let kind = doc.get("kind").and_then(Value::as_str);
+    let name = doc
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str);
+    match (kind, name) {
+        (Some(k), Some(n)) => format!(" ({k} {n})"),
+        (Some(k), None) => format!(" ({k})"),
+        (None, Some(n)) => format!(" ({n})"),
+        (None, None) => String::new(),
+    }
+}
+
+fn key_string(k: &Value) -> Option<String> {
+    match k {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn push_key(path: &mut String, key: &str) {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        path.push_str(&format!("[{key:?}]"));
+    }
+}
+
+fn walk(v: &Value, path: &mut String, ctx: &Ctx<'_>, c: &mut Collector) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, val) in m {
+                let Some(key) = key_string(k) else { continue };
+                let len = path.len();
+                push_key(path, &key);
+                let lower = key.to_ascii_lowercase();
+                if lower.ends_with("image") {
+                    image_value(val, path, ctx, c);
+                } else if lower.ends_with("images") {
+                    images_value(val, path, ctx, c);
+                } else {
+                    walk(val, path, ctx, c);
+                }
+                path.truncate(len);
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                walk(item, path, ctx, c);
+                path.truncate(len);
+            }
+        }
+        Value::Tagged(t) => walk(&t.value, path, ctx, c),
+        _ => {}
+    }
+}
+
+/// The value of a key ending in `image`.
+fn image_value(v: &Value, path: &mut String, ctx: &Ctx<'_>, c: &mut Collector) {
+    match v {
+        Value::String(s) => candidate(s, path, ctx, c),
+        Value::Mapping(m) if m.contains_key("repository") => compose(m, path, ctx, c),
+        Value::Mapping(_) => {
+            c.warn(
+                ctx.src.file,
+                ctx.location(path).place,
+                "a map without \"repository\", not an image reference; skipped (keys inside it are still scanned)",
+            );
+            walk(v, path, ctx, c);
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                image_value(item, path, ctx, c);
+                path.truncate(len);
+            }
+        }
+        Value::Tagged(t) => image_value(&t.value, path, ctx, c),
+        other => not_a_string(other, path, ctx, c),
+    }
+}
+
+/// The value of a key ending in `images`: usually a list of references. Maps
+/// in it without `repository` (kustomize's `images:` overrides) are not
+/// images themselves, so they are only walked.
+fn images_value(v: &Value, path: &mut String, ctx: &Ctx<'_>, c: &mut Collector) {
+    match v {
+        Value::String(s) => candidate(s, path, ctx, c),
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                match item {
+                    Value::String(s) => candidate(s, path, ctx, c),
+                    Value::Mapping(m) if m.contains_key("repository") => compose(m, path, ctx, c),
+                    Value::Mapping(_) | Value::Sequence(_) => walk(item, path, ctx, c),
+                    other => not_a_string(other, path, ctx, c),
+                }
+                path.truncate(len);
+            }
+        }
+        Value::Mapping(_) | Value::Tagged(_) => walk(v, path, ctx, c),
+        other => not_a_string(other, path, ctx, c),
+    }
+}
+
+fn not_a_string(v: &Value, path: &str, ctx: &Ctx<'_>, c: &mut Collector) {
+    let what = match v {
+        Value::Null => "empty (null)".to_string(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        _ => "not a string".to_string(),
+    };
+    c.warn(
+        ctx.src.file,
+        ctx.location(path).place,
+        format!("value is {what}, not an image reference; skipped"),
+    );
+}
+
+fn is_templated(s: &str) -> bool {
+    s.contains("{{") || s.contains("${")
+}
+
+fn candidate(s: &str, path: &str, ctx: &Ctx<'_>, c: &mut Collector) {
+    let s = s.trim();
+    let loc = ctx.location(path);
+    if s.is_empty() {
+        c.warn(ctx.src.file, loc.place, "value is an empty string; skipped");
+    } else if is_templated(s) {
+        c.warn(
+            ctx.src.file,
+            loc.place,
+            format!("value {s:?} is templated, so the image cannot be known before install; skipped (list the real image in manifests/imageList)"),
+        );
+    } else {
+        c.hit(s, loc);
+    }
+}
+
+fn scalar(m: &Mapping, key: &str) -> Option<String> {
+    match m.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Helm's `image: {registry, repository, tag, digest}` convention.
+fn compose(m: &Mapping, path: &str, ctx: &Ctx<'_>, c: &mut Collector) {
+    let mut loc = ctx.location(path);
+    let Some(repository) = scalar(m, "repository") else {
+        c.warn(ctx.src.file, loc.place, "\"repository\" is empty; skipped");
+        return;
+    };
+    let registry = scalar(m, "registry");
+    let digest = scalar(m, "digest");
+    let mut tag = scalar(m, "tag");
+    if tag.is_none() && digest.is_none() {
+        if let Some(app) = ctx.src.app_version {
+            // Charts conventionally default an empty tag to .Chart.AppVersion.
+            tag = Some(app.to_string());
+            loc.place.push_str(" (tag from Chart.yaml appVersion)");
+        }
+    }
+    let mut s = String::new();
+    if let Some(r) = &registry {
+        s.push_str(r.trim_end_matches('/'));
+        s.push('/');
+    }
+    s.push_str(&repository);
+    if let Some(t) = &tag {
+        s.push(':');
+        s.push_str(t);
+    }
+    if let Some(d) = &digest {
+        s.push('@');
+        s.push_str(d);
+    }
+    if is_templated(&s) {
+        c.warn(
+            ctx.src.file,
+            loc.place,
+            format!("value {s:?} is templated, so the image cannot be known before install; skipped (list the real image in manifests/imageList)"),
+        );
+        return;
+    }
+    c.hit(&s, loc);
+}
+
+/// `imageList`: one reference per line, `#` comments (whole-line or after
+/// whitespace), blank lines ignored.
+pub(super) fn scan_image_list(text: &str, file: &str, c: &mut Collector) {
+    for (i, raw) in text.lines().enumerate() {
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        let place = format!("line {}", i + 1);
+        if line.split_whitespace().nth(1).is_some() {
+            c.warn(
+                file,
+                place,
+                format!("{line:?} has several words; write one image reference per line"),
+            );
+            continue;
+        }
+        c.hit(
+            line,
+            Location {
+                file: file.to_string(),
+                place,
+            },
+        );
+    }
+}
+
+/// Drops a `#` comment that starts a line or follows whitespace, so that a
+/// `#` inside a word survives.
+pub(super) fn strip_comment(line: &str) -> &str {
+    let b = line.as_bytes();
+    for (i, &ch) in b.iter().enumerate() {
+        if ch == b'#' && (i == 0 || b[i - 1].is_ascii_whitespace()) {
+            return &line[..i];
+        }
+    }
+    line
+}

@@ -1,0 +1,659 @@
+//! Flags, the config file, and the resolved configuration.
+//!
+//! Precedence: built-in defaults < `--config` file < flags. The file is
+//! re-read on SIGHUP (the installer rewrites it when masters join or leave);
+//! the flags given at start keep overriding it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::backend::Scheduler;
+
+pub const DEFAULT_VS: &str = "10.103.97.2:6443";
+pub const LINK_NAME: &str = "bale-lvs0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthScheme {
+    /// TLS then `GET <path>`; the apiserver's own port speaks only TLS.
+    #[default]
+    Https,
+    /// Plain `GET <path>`.
+    Http,
+    /// TCP connect only: proves something listens, not that it is healthy.
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// IPVS when the kernel has it, else nftables.
+    #[default]
+    Auto,
+    /// IPVS over generic netlink (needs the ip_vs module).
+    Ipvs,
+    /// An nftables table `ip bale_lvscare` (needs the `nft` tool).
+    Nftables,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VipMode {
+    /// A /32 route to the VIP via this node's own address: no interface, no
+    /// address that other hosts could see.
+    #[default]
+    Route,
+    /// A dummy interface `bale-lvs0` holding the VIP (what kube-proxy's IPVS
+    /// mode does with kube-ipvs0).
+    Link,
+}
+
+/// Accepted HTTP status codes, as inclusive ranges ("200,401" or "200-399").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(pub Vec<(u16, u16)>);
+
+impl StatusSet {
+    pub fn contains(&self, code: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code))
+    }
+}
+
+impl Default for StatusSet {
+    /// Matches lvscare: anything below 400 is healthy.
+    fn default() -> Self {
+        StatusSet(vec![(200, 399)])
+    }
+}
+
+impl std::fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+pub fn parse_status(s: &str) -> Result<StatusSet, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let code = |x: &str| -> Result<u16, String> {
+            x.parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .ok_or_else(|| format!("{x:?} is not an HTTP status code (100-599)"))
+        };
+        let (lo, hi) = (code(lo)?, code(hi)?);
+        if lo > hi {
+            return Err(format!("range {part:?} is backwards"));
+        }
+        out.push((lo, hi));
+    }
+    if out.is_empty() {
+        return Err("no status codes given (e.g. 200 or 200,401 or 200-399)".into());
+    }
+    Ok(StatusSet(out))
+}
+
+/// "5s", "200ms", "1m", "1.5s", or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 5s, 500ms, 1m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown unit {u:?} in {s:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(format!("{s:?} must be more than 0 and at most 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The guardian's command line. Every flag may also come from `--config`.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(
+    about = "Keep a virtual server (the apiserver VIP) pointing only at healthy masters",
+    long_about = "Keep a virtual server (the apiserver VIP) pointing only at healthy masters.\n\n\
+Every --interval all real servers are probed at once. The first failed probe drains a server \
+(weight 0: no new connections); --fall failures in a row remove it; --rise successes in a row \
+bring it back. If every probe fails in the same round, the problem is almost surely this \
+node's network, not every master, so the last good set is kept and that is logged.\n\n\
+The data plane is IPVS (kernel module ip_vs, driven over netlink) or, on kernels without it, \
+one nftables table `ip bale_lvscare` replaced atomically on each change. The VIP is reached \
+through a /32 route via this node's address (--mode route) or a dummy interface bale-lvs0 \
+(--mode link). Stopping the guardian leaves the rules in place so the node keeps reaching the \
+apiserver while it restarts; --clean removes them.\n\n\
+Examples:\n  \
+bale lvscare --rs 192.168.0.2:6443 --rs 192.168.0.3:6443 --insecure-skip-verify\n  \
+bale lvscare --config /etc/bale/lvscare.yaml   # kill -HUP reloads it\n  \
+bale lvscare --clean\n\n\
+Config file (YAML or JSON; flags win over it):\n  \
+vs: 10.103.97.2:6443\n  \
+rs: [192.168.0.2:6443, {addr: 192.168.0.3:6443, weight: 2}]\n  \
+health: {scheme: https, path: /healthz, timeout: 2s, status: 200-399, insecure_skip_verify: true}\n  \
+interval: 5s\n  \
+fall: 2\n  \
+rise: 1"
+)]
+pub struct LvscareArgs {
+    /// Virtual server IP:PORT that clients dial [default: 10.103.97.2:6443]
+    #[arg(long, value_name = "IP:PORT")]
+    pub vs: Option<SocketAddr>,
+
+    /// A real server IP:PORT (a master's apiserver); repeat, or separate with commas
+    #[arg(long, value_name = "IP:PORT", value_delimiter = ',')]
+    pub rs: Vec<SocketAddr>,
+
+    /// How new connections are spread [default: rr]
+    #[arg(long, value_enum)]
+    pub scheduler: Option<Scheduler>,
+
+    /// Time between probe rounds, e.g. 5s, 500ms [default: 5s]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<Duration>,
+
+    /// HTTP path to GET [default: /healthz]
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+
+    /// How to probe: https, http, or tcp (connect only) [default: https]
+    #[arg(long, value_enum, alias = "health-schem")]
+    pub health_scheme: Option<HealthScheme>,
+
+    /// Give up on one probe after this long [default: 2s]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub health_timeout: Option<Duration>,
+
+    /// Accepted HTTP status codes: list and ranges, e.g. 200,401 or 200-399 [default: 200-399]
+    #[arg(long, value_parser = parse_status, value_name = "CODES")]
+    pub health_status: Option<StatusSet>,
+
+    /// Do not verify the server certificate (needed when no --ca-file is at hand,
+    /// e.g. on a worker before it joins; the probe sends no credentials)
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+
+    /// PEM file of CAs that sign the masters' serving certificates (e.g. /etc/kubernetes/pki/ca.crt)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Consecutive failed probes before a server is removed [default: 2]
+    #[arg(long, value_name = "N")]
+    pub fall: Option<u32>,
+
+    /// Consecutive good probes before a removed or drained server returns [default: 1]
+    #[arg(long, value_name = "N")]
+    pub rise: Option<u32>,
+
+    /// Set up the virtual server, probe once, apply, and exit
+    #[arg(long)]
+    pub run_once: bool,
+
+    /// Remove the virtual server, bale's nftables table and the VIP route/link, then exit
+    #[arg(long, short = 'C')]
+    pub clean: bool,
+
+    /// Data plane: auto (IPVS if the kernel has it, else nftables), ipvs, nftables [default: auto]
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+
+    /// How this node reaches the VIP: route (/32 via the node address) or link (dummy interface) [default: route]
+    #[arg(long, value_enum)]
+    pub mode: Option<VipMode>,
+
+    /// Node address the VIP route points at [default: the source address the kernel picks towards the first real server]
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<Ipv4Addr>,
+
+    /// YAML or JSON file with the same settings (vs, rs, health, ...); reloaded on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// A real server in the file: "IP:PORT" or {addr: "IP:PORT", weight: N}.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum FileRs {
+    Plain(SocketAddr),
+    Weighted { addr: SocketAddr, weight: u32 },
+}
+
+/// A duration in the file: "5s" or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum FileDuration {
+    Secs(f64),
+    Text(String),
+}
+
+impl FileDuration {
+    fn get(&self, field: &str) -> Result<Duration, ConfigError> {
+        let r = match self {
+            FileDuration::Secs(n) => parse_duration(&n.to_string()),
+            FileDuration::Text(s) => parse_duration(s),
+        };
+        r.map_err(|e| ConfigError::Invalid(format!("{field}: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum FileStatus {
+    List(Vec<u16>),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    path: Option<String>,
+    scheme: Option<HealthScheme>,
+    timeout: Option<FileDuration>,
+    status: Option<FileStatus>,
+    insecure_skip_verify: Option<bool>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    vs: Option<SocketAddr>,
+    #[serde(default)]
+    rs: Vec<FileRs>,
+    scheduler: Option<Scheduler>,
+    interval: Option<FileDuration>,
+    #[serde(default)]
+    health: FileHealth,
+    fall: Option<u32>,
+    rise: Option<u32>,
+    backend: Option<BackendKind>,
+    mode: Option<VipMode>,
+    node_ip: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {msg}")]
+    Parse { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub scheme: HealthScheme,
+    pub path: String,
+    pub timeout: Duration,
+    pub status: StatusSet,
+    pub insecure_skip_verify: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Everything resolved and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub vs: SocketAddr,
+    /// Real servers with weights, sorted and unique.
+    pub rs: Vec<(SocketAddr, u32)>,
+    pub scheduler: Scheduler,
+    pub interval: Duration,
+    pub health: HealthConfig,
+    pub fall: u32,
+    pub rise: u32,
+    pub backend: BackendKind,
+    pub mode: VipMode,
+    pub node_ip: Option<Ipv4Addr>,
+    pub run_once: bool,
+    pub clean: bool,
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(&text).map_err(|msg| ConfigError::Parse {
+        path: path.to_path_buf(),
+        msg,
+    })
+}
+
+/// YAML is a superset of JSON, so one parser reads what the installer writes
+/// in either form.
+fn parse_file(text: &str) -> Result<FileConfig, String> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml::from_str(text).map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// Resolves flags over the file over defaults, and checks the result.
+    pub fn resolve(args: &LvscareArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    /// Same as `resolve` from config text instead of a path (tests, tools).
+    pub fn from_text(args: &LvscareArgs, text: &str) -> Result<Config, ConfigError> {
+        let file = parse_file(text).map_err(|msg| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            msg,
+        })?;
+        Self::merge(args, file)
+    }
+
+    fn merge(args: &LvscareArgs, file: FileConfig) -> Result<Config, ConfigError> {
+        let vs = match args.vs.or(file.vs) {
+            Some(v) => v,
+            None => DEFAULT_VS
+                .parse()
+                .map_err(|_| ConfigError::Invalid("bad built-in VIP".into()))?,
+        };
+        let mut rs: Vec<(SocketAddr, u32)> = if args.rs.is_empty() {
+            file.rs
+                .iter()
+                .map(|r| match r {
+                    FileRs::Plain(a) => (*a, 1),
+                    FileRs::Weighted { addr, weight } => (*addr, *weight),
+                })
+                .collect()
+        } else {
+            args.rs.iter().map(|a| (*a, 1)).collect()
+        };
+        rs.sort();
+        for w in rs.windows(2) {
+            if w[0].0 == w[1].0 {
+                return Err(ConfigError::Invalid(format!(
+                    "real server {} is listed twice",
+                    w[0].0
+                )));
+            }
+        }
+        let h = file.health;
+        let status = match (&args.health_status, &h.status) {
+            (Some(s), _) => s.clone(),
+            (None, Some(FileStatus::Text(t))) => {
+                parse_status(t).map_err(|e| ConfigError::Invalid(format!("health.status: {e}")))?
+            }
+            (None, Some(FileStatus::List(l))) => {
+                let t = l.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+                parse_status(&t).map_err(|e| ConfigError::Invalid(format!("health.status: {e}")))?
+            }
+            (None, None) => StatusSet::default(),
+        };
+        let health = HealthConfig {
+            scheme: args.health_scheme.or(h.scheme).unwrap_or_default(),
+            path: args
+                .health_path
+                .clone()
+                .or(h.path)
+                .unwrap_or_else(|| "/healthz".into()),
+            timeout: match (args.health_timeout, &h.timeout) {
+                (Some(t), _) => t,
+                (None, Some(t)) => t.get("health.timeout")?,
+                (None, None) => Duration::from_secs(2),
+            },
+            status,
+            insecure_skip_verify: args.insecure_skip_verify
+                || h.insecure_skip_verify.unwrap_or(false),
+            ca_file: args.ca_file.clone().or(h.ca_file),
+        };
+        let cfg = Config {
+            vs,
+            rs,
+            scheduler: args.scheduler.or(file.scheduler).unwrap_or_default(),
+            interval: match (args.interval, &file.interval) {
+                (Some(t), _) => t,
+                (None, Some(t)) => t.get("interval")?,
+                (None, None) => Duration::from_secs(5),
+            },
+            health,
+            fall: args.fall.or(file.fall).unwrap_or(2),
+            rise: args.rise.or(file.rise).unwrap_or(1),
+            backend: args.backend.or(file.backend).unwrap_or_default(),
+            mode: args.mode.or(file.mode).unwrap_or_default(),
+            node_ip: args.node_ip.or(file.node_ip),
+            run_once: args.run_once,
+            clean: args.clean,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.vs.port() == 0 {
+            return bad(format!("--vs {} needs a port", self.vs));
+        }
+        if !self.vs.is_ipv4() {
+            return bad(format!(
+                "--vs {}: only IPv4 VIPs are supported (route, link and nftables are IPv4 here)",
+                self.vs
+            ));
+        }
+        if self.clean {
+            return Ok(()); // cleaning needs only the VIP
+        }
+        if self.rs.is_empty() {
+            return bad(
+                "no real servers: pass --rs IP:PORT (repeatable) or list them under \
+                        `rs:` in --config"
+                    .into(),
+            );
+        }
+        for (a, _) in &self.rs {
+            if a.port() == 0 {
+                return bad(format!("real server {a} needs a port"));
+            }
+            if *a == self.vs {
+                return bad(format!("real server {a} is the virtual server itself"));
+            }
+            if a.is_ipv4() != self.vs.is_ipv4() {
+                return bad(format!(
+                    "real server {a} and virtual server {} are different IP versions",
+                    self.vs
+                ));
+            }
+        }
+        if self.fall == 0 || self.rise == 0 {
+            return bad("--fall and --rise must be at least 1".into());
+        }
+        if !self.health.path.starts_with('/') {
+            return bad(format!(
+                "--health-path {:?} must start with /",
+                self.health.path
+            ));
+        }
+        if self.health.path.contains(['\r', '\n', ' ']) {
+            return bad("--health-path must not contain spaces or line breaks".into());
+        }
+        if self.health.scheme == HealthScheme::Https
+            && !self.health.insecure_skip_verify
+            && self.health.ca_file.is_none()
+        {
+            return bad(
+                "https probes need a CA to verify the masters: pass --ca-file \
+                        /etc/kubernetes/pki/ca.crt, or --insecure-skip-verify where that file \
+                        is not on this node yet (a worker before it joins)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: LvscareArgs,
+    }
+
+    fn args(v: &[&str]) -> LvscareArgs {
+        Cli::try_parse_from(std::iter::once("lvscare").chain(v.iter().copied()))
+            .unwrap()
+            .a
+    }
+
+    #[test]
+    fn durations_parse_and_reject() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn statuses_parse_lists_and_ranges() {
+        let s = parse_status("200,401, 500-502").unwrap();
+        assert!(s.contains(200) && s.contains(401) && s.contains(501));
+        assert!(!s.contains(404));
+        assert_eq!(s.to_string(), "200,401,500-502");
+        assert!(parse_status("20").is_err());
+        assert!(parse_status("300-200").is_err());
+        assert!(parse_status(",").is_err());
+    }
+
+    #[test]
+    fn flags_alone_resolve_with_lvscare_defaults() {
+        let c = Config::resolve(&args(&[
+            "--rs",
+            "10.0.0.2:6443",
+            "--rs",
+            "10.0.0.1:6443,10.0.0.3:6443",
+            "--insecure-skip-verify",
+        ]))
+        .unwrap();
+        assert_eq!(c.vs, DEFAULT_VS.parse().unwrap());
+        assert_eq!(c.rs.len(), 3);
+        assert_eq!(c.rs[0].0, "10.0.0.1:6443".parse().unwrap());
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!((c.fall, c.rise), (2, 1));
+        assert_eq!(c.health.path, "/healthz");
+        assert!(c.health.status.contains(204) && !c.health.status.contains(403));
+    }
+
+    #[test]
+    fn lvscare_spelling_of_scheme_is_accepted() {
+        let a = args(&["--health-schem", "http", "-C"]);
+        assert_eq!(a.health_scheme, Some(HealthScheme::Http));
+        assert!(a.clean);
+    }
+
+    #[test]
+    fn file_yaml_and_flags_override() {
+        let text = r#"
+vs: 10.103.97.9:6443
+rs:
+  - 192.168.0.2:6443
+  - {addr: "192.168.0.3:6443", weight: 3}
+scheduler: wrr
+interval: 500ms
+health: {scheme: http, timeout: 1, status: [200, 401]}
+fall: 3
+"#;
+        let c = Config::from_text(&args(&["--fall", "4"]), text).unwrap();
+        assert_eq!(c.vs, "10.103.97.9:6443".parse().unwrap());
+        assert_eq!(c.rs[1], ("192.168.0.3:6443".parse().unwrap(), 3));
+        assert_eq!(c.scheduler, Scheduler::Wrr);
+        assert_eq!(c.interval, Duration::from_millis(500));
+        assert_eq!(c.health.timeout, Duration::from_secs(1));
+        assert!(c.health.status.contains(401) && !c.health.status.contains(302));
+        assert_eq!(c.fall, 4, "flag wins over file");
+        // Flags' rs replace the file's list entirely.
+        let c = Config::from_text(&args(&["--rs", "192.168.0.9:6443"]), text).unwrap();
+        assert_eq!(c.rs.len(), 1);
+    }
+
+    #[test]
+    fn help_config_example_parses() {
+        let text = "vs: 10.103.97.2:6443\n\
+            rs: [192.168.0.2:6443, {addr: 192.168.0.3:6443, weight: 2}]\n\
+            health: {scheme: https, path: /healthz, timeout: 2s, status: 200-399, insecure_skip_verify: true}\n\
+            interval: 5s\nfall: 2\nrise: 1\n";
+        let c = Config::from_text(&args(&[]), text).unwrap();
+        assert_eq!(c.rs[1], ("192.168.0.3:6443".parse().unwrap(), 2));
+        assert!(c.health.status.contains(399));
+    }
+
+    #[test]
+    fn file_json_is_read_too() {
+        let c = Config::from_text(
+            &args(&[]),
+            r#"{"rs": ["10.1.0.1:6443"], "health": {"scheme": "tcp"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.health.scheme, HealthScheme::Tcp);
+    }
+
+    #[test]
+    fn config_errors_say_what_is_wrong() {
+        let e = |text: &str, a: &[&str]| Config::from_text(&args(a), text).unwrap_err().to_string();
+        assert!(e("", &[]).contains("no real servers"));
+        assert!(e("rs: [1.2.3.4:1]", &[]).contains("--ca-file"));
+        assert!(e("rs: [1.2.3.4:1]\nhelth: {}", &[]).contains("unknown field"));
+        assert!(e("rs: [not-an-address]", &[]).contains("parsing"));
+        assert!(e("rs: [1.2.3.4:1, 1.2.3.4:1]", &["--insecure-skip-verify"]).contains("twice"));
+        assert!(e("rs: [1.2.3.4:1]\ninterval: 0s", &[]).contains("interval"));
+        assert!(e("rs: [1.2.3.4:1]\nfall: 0", &["--insecure-skip-verify"]).contains("--fall"));
+        assert!(e(
+            "rs: [1.2.3.4:1]\nhealth: {path: healthz, scheme: http}",
+            &[]
+        )
+        .contains("start with"));
+        assert!(e("rs: ['[::1]:5']", &["--insecure-skip-verify"]).contains("IP versions"));
+        assert!(e("vs: '[fd00::1]:6443'\nrs: ['[::1]:5']", &[]).contains("IPv4"));
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let mut a = args(&[]);
+        a.config = Some(PathBuf::from("/nonexistent/bale-lvscare.yaml"));
+        assert!(matches!(Config::resolve(&a), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn clean_needs_no_real_servers() {
+        assert!(Config::resolve(&args(&["-C"])).unwrap().clean);
+    }
+}

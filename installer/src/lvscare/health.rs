@@ -1,0 +1,399 @@
+//! Probes: one small HTTP/1.1 GET (over TLS for https) or a bare TCP
+//! connect, bounded by the health timeout.
+//!
+//! A full HTTP client would be dead weight here: the guardian only needs the
+//! status line of one request per server per interval.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, client::danger, pki_types};
+use tokio_rustls::TlsConnector;
+
+use super::config::{HealthConfig, HealthScheme, StatusSet};
+use super::state::Probe;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error("reading CA file {path}: {msg}")]
+    CaFile { path: String, msg: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+pub struct Prober {
+    scheme: HealthScheme,
+    path: String,
+    timeout: Duration,
+    status: StatusSet,
+    tls: Option<TlsConnector>,
+}
+
+impl Prober {
+    pub fn new(cfg: &HealthConfig) -> Result<Self, HealthError> {
+        let tls = match cfg.scheme {
+            HealthScheme::Https => Some(TlsConnector::from(Arc::new(tls_config(cfg)?))),
+            _ => None,
+        };
+        Ok(Prober {
+            scheme: cfg.scheme,
+            path: cfg.path.clone(),
+            timeout: cfg.timeout,
+            status: cfg.status.clone(),
+            tls,
+        })
+    }
+
+    /// Probes one server; never takes longer than the timeout.
+    pub async fn probe(&self, rs: SocketAddr) -> Probe {
+        match tokio::time::timeout(self.timeout, self.probe_inner(rs)).await {
+            Ok(Ok(())) => Probe::Ok,
+            Ok(Err(reason)) => Probe::Fail(reason),
+            Err(_) => Probe::Fail(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
+    /// Probes every server at once, so one slow master cannot delay the
+    /// verdict on the others beyond the timeout.
+    pub async fn probe_all(self: &Arc<Self>, rs: &[SocketAddr]) -> BTreeMap<SocketAddr, Probe> {
+        let mut set = tokio::task::JoinSet::new();
+        for a in rs {
+            let me = Arc::clone(self);
+            let a = *a;
+            set.spawn(async move { (a, me.probe(a).await) });
+        }
+        let mut out = BTreeMap::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok((a, p)) = r {
+                out.insert(a, p);
+            }
+        }
+        out
+    }
+
+    async fn probe_inner(&self, rs: SocketAddr) -> Result<(), String> {
+        let tcp = TcpStream::connect(rs)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        match (self.scheme, &self.tls) {
+            (HealthScheme::Tcp, _) => Ok(()),
+            (HealthScheme::Https, Some(tls)) => {
+                let name = pki_types::ServerName::IpAddress(rs.ip().into());
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                self.http_get(stream, rs).await
+            }
+            _ => self.http_get(tcp, rs).await,
+        }
+    }
+
+    async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut s: S,
+        rs: SocketAddr,
+    ) -> Result<(), String> {
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {rs}\r\nUser-Agent: bale-lvscare\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            self.path
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let mut buf = Vec::with_capacity(256);
+        let mut chunk = [0u8; 256];
+        // Only the status line matters; stop at its end or after 4 KiB.
+        while !buf.contains(&b'\n') && buf.len() < 4096 {
+            let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let code = parse_status_line(&buf)?;
+        if self.status.contains(code) {
+            Ok(())
+        } else {
+            Err(format!("HTTP {code}, accepted: {}", self.status))
+        }
+    }
+}
+
+/// Extracts the code from "HTTP/1.1 200 OK".
+pub fn parse_status_line(buf: &[u8]) -> Result<u16, String> {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => code
+            .parse()
+            .map_err(|_| format!("bad status line {:?}", line.trim())),
+        _ if buf.is_empty() => Err("connection closed without an answer".into()),
+        _ => Err(format!("not an HTTP answer: {:?}", line.trim())),
+    }
+}
+
+fn tls_config(cfg: &HealthConfig) -> Result<rustls::ClientConfig, HealthError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HealthError::Tls(e.to_string()))?;
+    let config = if let Some(path) = &cfg.ca_file {
+        use pki_types::pem::PemObject;
+        let ca_err = |msg: String| HealthError::CaFile {
+            path: path.display().to_string(),
+            msg,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            pki_types::CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))?
+        {
+            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(ca_err("no certificates in it".into()));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        // Only reached with --insecure-skip-verify (config validation
+        // refuses https without a CA otherwise).
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    };
+    Ok(config)
+}
+
+/// Accepts any certificate: the probe sends no secret and learns only
+/// "is something answering TLS and HTTP here", which is what the flag asks.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &pki_types::CertificateDer<'_>,
+        _intermediates: &[pki_types::CertificateDer<'_>],
+        _server_name: &pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: pki_types::UnixTime,
+    ) -> Result<danger::ServerCertVerified, rustls::Error> {
+        Ok(danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn cfg(scheme: HealthScheme) -> HealthConfig {
+        HealthConfig {
+            scheme,
+            path: "/healthz".into(),
+            timeout: Duration::from_millis(500),
+            status: StatusSet(vec![(200, 200), (401, 401)]),
+            insecure_skip_verify: true,
+            ca_file: None,
+        }
+    }
+
+    /// A loopback server answering every connection with `answer`.
+    async fn serve(answer: &'static str) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        a
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 401 Unauthorized\r\n").unwrap(),
+            401
+        );
+        assert!(parse_status_line(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(parse_status_line(b"").unwrap_err().contains("closed"));
+    }
+
+    #[test]
+    fn http_probe_accepts_listed_codes_only() {
+        rt().block_on(async {
+            let p = Arc::new(Prober::new(&cfg(HealthScheme::Http)).unwrap());
+            let ok = serve("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            let unauth = serve("HTTP/1.0 401 Unauthorized\r\n\r\n").await;
+            let err = serve("HTTP/1.1 500 Internal Server Error\r\n\r\n").await;
+            let r = p.probe_all(&[ok, unauth, err]).await;
+            assert_eq!(r[&ok], Probe::Ok);
+            assert_eq!(r[&unauth], Probe::Ok);
+            assert!(matches!(&r[&err], Probe::Fail(m) if m.contains("HTTP 500")));
+        });
+    }
+
+    #[test]
+    fn refused_and_silent_servers_fail_within_timeout() {
+        rt().block_on(async {
+            let p = Prober::new(&cfg(HealthScheme::Http)).unwrap();
+            // A port that was just free: connection refused.
+            let closed = {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                l.local_addr().unwrap()
+            };
+            assert!(matches!(p.probe(closed).await, Probe::Fail(m) if m.contains("connect")));
+            // Accepts but never answers: the timeout decides.
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let silent = l.local_addr().unwrap();
+            let t = std::time::Instant::now();
+            assert!(matches!(p.probe(silent).await, Probe::Fail(m) if m.contains("no answer")));
+            assert!(t.elapsed() < Duration::from_secs(2));
+            drop(l);
+        });
+    }
+
+    #[test]
+    fn tcp_probe_only_connects() {
+        rt().block_on(async {
+            let p = Prober::new(&cfg(HealthScheme::Tcp)).unwrap();
+            let a = serve("garbage").await;
+            assert_eq!(p.probe(a).await, Probe::Ok);
+        });
+    }
+
+    #[test]
+    fn https_probe_against_plain_http_fails_cleanly() {
+        rt().block_on(async {
+            let p = Prober::new(&cfg(HealthScheme::Https)).unwrap();
+            let a = serve("HTTP/1.1 200 OK\r\n\r\n").await;
+            assert!(matches!(p.probe(a).await, Probe::Fail(m) if m.contains("TLS")));
+        });
+    }
+
+    /// A loopback TLS server with the test certificate from testdata/
+    /// (CA "bale-lvscare-test-ca" signed a leaf for IP 127.0.0.1, 100 years).
+    async fn serve_tls(answer: &'static str) -> SocketAddr {
+        use pki_types::pem::PemObject;
+        let certs: Vec<_> =
+            pki_types::CertificateDer::pem_slice_iter(include_bytes!("testdata/server.crt"))
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = pki_types::PrivateKeyDer::from_pem_slice(include_bytes!("testdata/server.key"))
+            .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                if let Ok(mut s) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                }
+            }
+        });
+        a
+    }
+
+    fn testdata(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/lvscare/testdata")
+            .join(name)
+    }
+
+    #[test]
+    fn https_probe_verifies_against_ca_file() {
+        rt().block_on(async {
+            let a = serve_tls("HTTP/1.1 200 OK\r\n\r\n").await;
+            let mut c = cfg(HealthScheme::Https);
+            c.insecure_skip_verify = false;
+            c.ca_file = Some(testdata("ca.crt"));
+            assert_eq!(Prober::new(&c).unwrap().probe(a).await, Probe::Ok);
+            // Trusting the wrong anchor must fail the probe.
+            c.ca_file = Some(testdata("server.crt"));
+            let p = Prober::new(&c).unwrap().probe(a).await;
+            assert!(matches!(&p, Probe::Fail(m) if m.contains("TLS")), "{p:?}");
+        });
+    }
+
+    #[test]
+    fn https_probe_insecure_accepts_unknown_certificate() {
+        rt().block_on(async {
+            let a = serve_tls("HTTP/1.1 401 Unauthorized\r\n\r\n").await;
+            let p = Prober::new(&cfg(HealthScheme::Https)).unwrap();
+            assert_eq!(p.probe(a).await, Probe::Ok);
+        });
+    }
+
+    #[test]
+    fn ca_file_errors_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.crt");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let mut c = cfg(HealthScheme::Https);
+        c.insecure_skip_verify = false;
+        c.ca_file = Some(empty);
+        assert!(matches!(Prober::new(&c), Err(HealthError::CaFile { .. })));
+        c.ca_file = Some(dir.path().join("missing.crt"));
+        assert!(matches!(Prober::new(&c), Err(HealthError::CaFile { .. })));
+    }
+}

@@ -1,0 +1,37 @@
+# Shared by the scripts: logging and installing what they need, idempotently.
+# shellcheck shell=bash
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# apt packages, installed only when missing. apt-get update runs at most once per call.
+need_apt() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || die "missing packages: ${missing[*]} (run as root, or install them with apt-get)"
+    say "installing ${missing[*]}"
+    if [ -z "${BALE_APT_UPDATED:-}" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        export BALE_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+need_rust_target() {
+    command -v rustup >/dev/null || die "rustup not found: install Rust with rustup first"
+    for t in "$@"; do
+        rustup target list --installed | grep -qx "$t" || { say "adding rustup target $t"; rustup target add "$t" >/dev/null; }
+    done
+}
+
+# Everything a static release build for both architectures needs.
+need_release_toolchain() {
+    need_apt musl-tools gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+    need_rust_target x86_64-unknown-linux-musl aarch64-unknown-linux-musl
+}

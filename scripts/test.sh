@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test of bale: formatting, lints, unit and integration tests, the static release
+# builds for x86_64 and aarch64, and the aarch64 bundle under qemu-user. Installs what it needs.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+need_apt time diffutils zstd openssl bc
+need_release_toolchain
+for c in clippy rustfmt; do
+    rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+done
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "static release builds"
+scripts/build-release.sh
+say "tests"
+BALE_REQUIRE_CROSS=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" \
+    cargo test --workspace --locked
