@@ -67,6 +67,32 @@ pub struct WriteSummary {
 
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// Frame buffers handed back for reuse. Fresh multi-MiB allocations cost a map, page faults
+/// and an unmap each (musl's allocator maps every large block); in-flight tokens bound the pool.
+#[derive(Clone, Default)]
+struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut b = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
+        b.clear();
+        b.resize(len, 0);
+        b
+    }
+    fn give(&self, b: Vec<u8>) {
+        if let Ok(mut p) = self.0.lock() {
+            if p.len() < 16 {
+                p.push(b);
+            }
+        }
+    }
+}
+
 /// What the writer thread hands back: the file, and each frame by submission number.
 type Written = Result<(File, Vec<Option<Frame>>)>;
 
@@ -119,6 +145,7 @@ pub struct BundleWriter {
     dedup: Dedup,
     deduplicated_bytes: u64,
     progress: Arc<std::sync::OnceLock<ProgressFn>>,
+    pool: BufferPool,
 }
 
 impl BundleWriter {
@@ -166,6 +193,7 @@ impl BundleWriter {
             dedup: Dedup::default(),
             deduplicated_bytes: 0,
             progress: Arc::new(std::sync::OnceLock::new()),
+            pool: BufferPool::default(),
         };
         // From here on, dropping `this` removes the temporary file.
         let mut src = File::open(stub).map_err(|e| Error::io(stub, e))?;
@@ -212,15 +240,17 @@ impl BundleWriter {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
             let level = self.opts.level;
+            let pool = self.pool.clone();
             self.workers.push(std::thread::spawn(move || {
-                compress_worker(level, job_rx, done_tx)
+                compress_worker(level, job_rx, done_tx, pool)
             }));
         }
         drop(done_tx);
         let tmp = self.tmp.clone().unwrap_or_default();
         let progress = Arc::clone(&self.progress);
+        let pool = self.pool.clone();
         self.writer = Some(std::thread::spawn(move || {
-            write_frames(out, &tmp, done_rx, token_tx, progress)
+            write_frames(out, &tmp, done_rx, token_tx, progress, pool)
         }));
         self.jobs = Some(job_tx);
         self.tokens = token_rx;
@@ -364,7 +394,7 @@ impl BundleWriter {
         let mut left = size;
         let mut first_digest = None;
         if size <= frame {
-            let mut data = vec![0u8; size as usize];
+            let mut data = self.pool.take(size as usize);
             read_full(r, &mut data, path)?;
             ensure_eof(r, path)?;
             let sha = format::sha256(&data);
@@ -381,7 +411,7 @@ impl BundleWriter {
         }
         while left > 0 {
             let n = left.min(frame) as usize;
-            let mut data = vec![0u8; n];
+            let mut data = self.pool.take(n);
             read_full(r, &mut data, path)?;
             hasher.update(&data);
             if first_digest.is_none() {
@@ -581,7 +611,12 @@ impl Drop for BundleWriter {
     }
 }
 
-fn compress_worker(level: i32, jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender<Done>) {
+fn compress_worker(
+    level: i32,
+    jobs: Arc<Mutex<Receiver<Job>>>,
+    done: SyncSender<Done>,
+    pool: BufferPool,
+) {
     let mut cctx = zstd::bulk::Compressor::new(level).ok();
     if let Some(c) = cctx.as_mut() {
         // The content checksum lets a reader catch a decoder fault after the frame's SHA-256
@@ -602,13 +637,16 @@ fn compress_worker(level: i32, jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender
         let mut codec = Codec::Raw;
         if !job.force_raw && !looks_compressed(&stored) {
             if let Some(c) = cctx.as_mut() {
-                let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(stored.len()));
+                let mut out = pool.take(0);
+                out.reserve(zstd::zstd_safe::compress_bound(stored.len()));
                 // Keep the compressed form only when it saves at least 1/32.
                 if c.compress_to_buffer(&stored[..], &mut out).is_ok()
                     && out.len() < stored.len() - stored.len() / 32
                 {
-                    stored = out;
+                    pool.give(std::mem::replace(&mut stored, out));
                     codec = Codec::Zstd;
+                } else {
+                    pool.give(out);
                 }
             }
         }
@@ -650,6 +688,7 @@ fn write_frames(
     done: Receiver<Done>,
     tokens: SyncSender<()>,
     progress: Arc<std::sync::OnceLock<ProgressFn>>,
+    pool: BufferPool,
 ) -> Written {
     let base = out.stream_position().map_err(|e| Error::io(tmp, e))?;
     let mut offset = 0u64;
@@ -681,7 +720,7 @@ fn write_frames(
             if let Some(p) = progress.get() {
                 p(d.raw_len);
             }
-            drop(d);
+            pool.give(d.stored);
             let _ = tokens.send(());
         }
     }
@@ -769,5 +808,99 @@ pub(crate) fn sync_parent_dir(path: &Path) {
     };
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(threads: usize, dir: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> PathBuf {
+        let dest = dir.join(name);
+        let opts = WriteOptions {
+            threads,
+            frame_size: 64 << 10,
+            ..Default::default()
+        };
+        let exe = std::env::current_exe().unwrap();
+        let mut w = BundleWriter::create(&dest, &exe, BundleMeta::default(), opts).unwrap();
+        for (p, data) in files {
+            let src = dir.join(format!("src-{}", p.replace('/', "_")));
+            std::fs::write(&src, data).unwrap();
+            w.add_file(p, 0o644, &src).unwrap();
+        }
+        w.finish().unwrap();
+        dest
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 3 == 0 {
+                    b'x'
+                } else {
+                    x as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn output_does_not_depend_on_thread_count() {
+        let d = tempfile::tempdir().unwrap();
+        let files = [
+            ("a", noise(300 << 10, 1)),
+            ("b", noise(10, 2)),
+            ("c", noise(1 << 20, 3)),
+        ];
+        let one = bundle_with(1, d.path(), "one.bale", &files);
+        let four = bundle_with(4, d.path(), "four.bale", &files);
+        assert_eq!(std::fs::read(one).unwrap(), std::fs::read(four).unwrap());
+    }
+
+    #[test]
+    fn large_duplicates_share_frames_and_lookalikes_do_not() {
+        let d = tempfile::tempdir().unwrap();
+        let big = noise(500 << 10, 7);
+        // Same size and same first frame, different tail: must not be taken for a duplicate.
+        let mut lookalike = big.clone();
+        let last = lookalike.len() - 1;
+        lookalike[last] ^= 1;
+        let files = [("a", big.clone()), ("b", big), ("c", lookalike)];
+        let path = bundle_with(2, d.path(), "dup.bale", &files);
+        let b = Bundle::open(&path).unwrap();
+        let e = b.entries().unwrap();
+        assert_eq!(e[0].frames, e[1].frames);
+        assert_ne!(e[0].frames, e[2].frames);
+        assert_ne!(e[0].sha256, e[2].sha256);
+        for entry in &e {
+            let mut r = b.open_entry(entry).unwrap();
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut r, &mut got).unwrap();
+            assert_eq!(format::sha256(&got), entry.sha256, "{}", entry.path);
+        }
+    }
+
+    #[test]
+    fn a_failed_build_leaves_no_file_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("x.bale");
+        let exe = std::env::current_exe().unwrap();
+        let mut w =
+            BundleWriter::create(&dest, &exe, BundleMeta::default(), WriteOptions::default())
+                .unwrap();
+        w.add_bytes("a", 0o644, b"one").unwrap();
+        w.add_bytes("a", 0o644, b"two").unwrap();
+        let err = w.finish().unwrap_err();
+        assert!(
+            err.to_string().contains("added to the bundle twice"),
+            "{err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
