@@ -1,0 +1,1308 @@
+#!/usr/bin/env bash
+# bale testbed: local multi-node test hosts for bale's SSH installer.
+#
+# Containers (default): systemd-nspawn nodes n1..nN at 10.77.0.11.. on bridge bale0.
+# VMs (--vm):           QEMU (TCG) nodes v1..vN at 10.77.0.21.., for tests that need a
+#                       real kernel (modprobe, IPVS).
+#
+# Run `scripts/testbed.sh --help` for the commands. Everything needs root.
+set -Eeuo pipefail
+
+# ----------------------------------------------------------------------------
+# constants and paths
+# ----------------------------------------------------------------------------
+STATE=${BALE_TESTBED_STATE:-/var/lib/bale-testbed}
+CACHE=${BALE_TESTBED_CACHE:-/var/cache/bale-testbed}
+MIRROR=${BALE_TESTBED_MIRROR:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${BALE_TESTBED_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+SUITE=bookworm
+BOOT_TIMEOUT=${BALE_TESTBED_BOOT_TIMEOUT:-60}          # seconds, container nodes
+VM_BOOT_TIMEOUT=${BALE_TESTBED_VM_BOOT_TIMEOUT:-900}   # seconds, VM nodes (TCG is slow)
+VM_MEM=${BALE_TESTBED_VM_MEM:-1536}                    # MiB per VM
+VM_CPUS=${BALE_TESTBED_VM_CPUS:-2}
+
+BRIDGE=bale0
+BRIDGE_MAC=02:62:61:6c:65:01      # fixed so the guard can recognise frames sent to the host
+HOST_IP=10.77.0.1
+SUBNET=10.77.0.0/24
+GUARD_TABLE=bale_testbed_guard   # nft: table bridge bale_testbed_guard
+MAX_NODES=10                     # n1..n10 -> .11-.20
+MAX_VMS=20                       # v1..v20 -> .21-.40
+
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+KEY=$STATE/id_ed25519
+KNOWN_HOSTS=$STATE/known_hosts
+NODES=$STATE/nodes
+VMS=$STATE/vms
+
+# Packages of the container template. Changing this list (or the template
+# customisation below) changes the cache key, so `prepare` rebuilds.
+NODE_PACKAGES="openssh-server systemd-sysv dbus iproute2 nftables procps kmod sudo ca-certificates less iputils-ping ${BALE_TESTBED_EXTRA_PACKAGES:-}"
+NODE_PACKAGES=$(echo $NODE_PACKAGES)   # normalise spaces
+BASE_REV=1
+# Host packages: command -> Debian package.
+HOST_PACKAGES="systemd-nspawn:systemd-container mmdebstrap:mmdebstrap debootstrap:debootstrap ip:iproute2 nft:nftables ssh:openssh-client ssh-keygen:openssh-client sshpass:sshpass flock:util-linux unshare:util-linux nsenter:util-linux setsid:util-linux pgrep:procps mkfs.ext4:e2fsprogs"
+
+# ----------------------------------------------------------------------------
+# messages
+# ----------------------------------------------------------------------------
+say()  { printf 'testbed: %s\n' "$*" >&2; }
+warn() { printf 'testbed: warning: %s\n' "$*" >&2; }
+# die MESSAGE [HINT]
+die() {
+  printf 'testbed: error: %s\n' "$1" >&2
+  [ $# -lt 2 ] || printf 'testbed: hint: %s\n' "$2" >&2
+  exit 3   # 3 = already explained; the ERR trap stays quiet
+}
+# shellcheck disable=SC2154  # rc is assigned inside the trap string
+trap 'rc=$?; [ $rc = 3 ] || printf "testbed: error: command failed (exit %s) at %s line %s: %s\n" "$rc" "${BASH_SOURCE[0]##*/}" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+usage() {
+  cat <<EOF
+bale testbed: throw-away multi-node hosts on this machine for bale's SSH tests.
+
+Usage: scripts/testbed.sh COMMAND [ARGS]     (as root)
+
+Set up / tear down
+  prepare [--vm]        Install host packages, build the cached node image
+                        (Debian $SUITE, ~1 min the first time, instant after), make
+                        the testbed SSH key. --vm also builds the QEMU VM image.
+  up [N] [OPTIONS]      Start nodes n1..nN (default 3) and wait until every one
+                        answers SSH; nodes already running are left alone, nodes
+                        stopped with 'kill' are booted again with their disk.
+                        Prints name, IP and ssh command of every node.
+      --vm              Start QEMU VMs v1..vN instead (real kernel: modprobe, IPVS).
+                        Containers and VMs can run side by side.
+      --bind NODE:HOST_DIR:NODE_DIR   Bind-mount a host dir into a node (repeatable;
+                        NODE may be 'all'). Also: BALE_TESTBED_BINDS="n1:/a:/b ...".
+      --tmpfs NODE:NODE_DIR:SIZE      Size-limited tmpfs in a node, e.g.
+                        n2:/var/lib/bale:64M (repeatable; NODE may be 'all').
+                        Also: BALE_TESTBED_TMPFS="n2:/var/lib/bale:64M ...".
+  down                  Stop every node and VM, delete their disks, the bridge,
+                        veths/taps, netns, cgroups and the guard table. Idempotent.
+
+Use
+  ssh NODE [CMD...]     Run CMD on NODE as root with the testbed key (login shell
+                        without CMD). Arguments are joined like ssh does.
+  ip NODE               Print NODE's IP.      key     Print the private key path.
+  known-hosts           Print the known_hosts file that matches the nodes' host keys.
+  status                List nodes and their state.
+
+Faults
+  link-down NODE | link-up NODE   Cut / restore NODE's network (host side of its link).
+  kill NODE                       Power NODE off hard (SIGKILL everything in it).
+  start NODE                      Boot a killed NODE again; its disk survives.
+  freeze NODE | thaw NODE         Hang every process of NODE (cgroup freezer) / resume.
+  guard-counter                   Packets the guard dropped: anything the nodes sent
+                                  towards an address outside $SUBNET (or to the host
+                                  at any address but $HOST_IP). Use it to prove that
+                                  an install was offline.
+
+Nodes: nK = container K at 10.77.0.(10+K); vK = VM K at 10.77.0.(20+K); the host is $HOST_IP.
+Logins on every node: root (key, password root-pass), ops (key, password ops-pass,
+sudo without password), opspw (key, password opspw-pass, sudo asks the password).
+Each container node also gets the host dir $NODES/nK/containerd bound at
+/var/lib/containerd (overlayfs cannot be stacked on the node's overlay root).
+
+Raw ssh:  ssh -i $KEY -o UserKnownHostsFile=$KNOWN_HOSTS root@10.77.0.11
+          (known_hosts holds the real host keys of every node: no prompts, no
+          StrictHostKeyChecking=no needed; it is rewritten by up and removed by down)
+
+What the faults look like from another node
+  link-down   frames to and from the node are dropped at the bridge (no answers).
+  kill        the node's network goes down with it: no ARP, ping or TCP answers.
+  freeze      containers: every process hangs, but the kernel's network stack
+              (shared with the host) still answers ping and TCP handshakes;
+              VMs: QEMU is stopped, nothing answers at all.
+The guard counts frames that a node sends to the host's MAC (to the host itself
+or through it as its default gateway) whose IP destination is outside $SUBNET;
+node-to-node traffic is bridged and never counted. Nodes have a default route via
+$HOST_IP and no DNS servers, so an install that needs the internet fails fast
+and shows up in the counter.
+
+Limits
+  Container nodes share the host kernel: no modprobe, and here no IPVS and no
+  'dummy' links (the host kernel lacks them); use --vm for that. /dev/kmsg in a
+  container is a link to /dev/console. One testbed per machine (the bridge name
+  and addresses are fixed). VMs are TCG-emulated (KVM is not usable here): about
+  2 minutes to SSH, everything inside 6-20x slower; --bind/--tmpfs are container-only.
+  Failures exit non-zero (3 for explained errors) with a message and a hint.
+
+Environment
+  BALE_TESTBED_STATE   state dir (keys, known_hosts, node disks)  [$STATE]
+  BALE_TESTBED_CACHE   cache dir (images, unpacked QEMU)           [$CACHE]
+  BALE_TESTBED_MIRROR, BALE_TESTBED_SECURITY_MIRROR   Debian mirrors for image builds
+  BALE_TESTBED_EXTRA_PACKAGES   more Debian packages for the container image
+  BALE_TESTBED_BOOT_TIMEOUT / BALE_TESTBED_VM_BOOT_TIMEOUT   seconds [$BOOT_TIMEOUT / $VM_BOOT_TIMEOUT]
+  BALE_TESTBED_VM_MEM (MiB) [$VM_MEM], BALE_TESTBED_VM_CPUS [$VM_CPUS]
+
+Examples
+  scripts/testbed.sh up 3 && scripts/testbed.sh ssh n1 systemctl is-system-running
+  before=\$(scripts/testbed.sh guard-counter); ...install...; test "\$(scripts/testbed.sh guard-counter)" = "\$before"
+  scripts/testbed.sh up 3 --tmpfs n2:/var/lib/bale:64M
+  scripts/testbed.sh up 1 --vm && scripts/testbed.sh ssh v1 'modprobe ip_vs && cat /proc/net/ip_vs'
+EOF
+}
+
+# ----------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------
+# shellcheck disable=SC2120
+need_root() {
+  [ "$(id -u)" = 0 ] || die "the testbed needs root (network namespaces, bridges, cgroups, mounts)" "run it as root, e.g. with sudo"
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+
+# node kind / number / ip from a name
+node_kind() {
+  case $1 in
+    n[1-9]|n[1-9][0-9]) echo ct ;;
+    v[1-9]|v[1-9][0-9]) echo vm ;;
+    *) die "unknown node name '$1'" "container nodes are n1..n$MAX_NODES, VMs are v1..v$MAX_VMS (see 'status')" ;;
+  esac
+}
+node_num() { echo "${1#?}"; }
+node_ip() {
+  local k n; k=$(node_kind "$1"); n=$(node_num "$1")
+  if [ "$k" = ct ]; then
+    [ "$n" -le "$MAX_NODES" ] || die "container node $1 is out of range" "use n1..n$MAX_NODES"
+    echo "10.77.0.$((10 + n))"
+  else
+    [ "$n" -le "$MAX_VMS" ] || die "VM $1 is out of range" "use v1..v$MAX_VMS"
+    echo "10.77.0.$((20 + n))"
+  fi
+}
+node_dir() { if [ "$(node_kind "$1")" = ct ]; then echo "$NODES/$1"; else echo "$VMS/$1"; fi; }
+host_if() { echo "bale-$1"; }       # host side veth / tap
+netns_of() { echo "bale-$1"; }
+
+lock() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  flock -w 600 9 || die "another testbed command holds $STATE/.lock for 10 minutes" "wait for it or kill it"
+}
+
+# all node names that have a state dir, sorted
+list_nodes() {
+  local d
+  for d in "$NODES"/n* "$VMS"/v*; do
+    [ -d "$d" ] || continue
+    basename "$d"
+  done | sort -V
+}
+
+# ----------------------------------------------------------------------------
+# host packages
+# ----------------------------------------------------------------------------
+APT_UPDATED=
+apt_install() {
+  [ $# -gt 0 ] || return 0
+  export DEBIAN_FRONTEND=noninteractive
+  local log; log=$(mktemp)
+  if [ -z "$APT_UPDATED" ]; then
+    say "apt-get update"
+    apt-get update -q >"$log" 2>&1 \
+      || { tail -n 15 "$log" >&2; rm -f "$log"; die "apt-get update failed" "check the network and /etc/apt/sources.list*"; }
+    APT_UPDATED=1
+  fi
+  say "installing host packages: $*"
+  apt-get install -y -q --no-install-recommends "$@" >"$log" 2>&1 \
+    || { tail -n 15 "$log" >&2; rm -f "$log"; die "apt-get install $* failed" "see the apt output above; try 'apt-get install $*' by hand"; }
+  rm -f "$log"
+}
+
+ensure_host_packages() {
+  local pair missing=() cmd pkg
+  for pair in $HOST_PACKAGES "$@"; do
+    cmd=${pair%%:*}; pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  # shellcheck disable=SC2046  # package names: split on purpose
+  [ ${#missing[@]} -eq 0 ] || apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
+}
+
+# ----------------------------------------------------------------------------
+# key, template image
+# ----------------------------------------------------------------------------
+ensure_key() {
+  mkdir -p "$STATE"; chmod 700 "$STATE"
+  if [ ! -s "$KEY" ] || [ ! -s "$KEY.pub" ]; then
+    say "generating testbed SSH key $KEY"
+    rm -f "$KEY" "$KEY.pub"
+    ssh-keygen -q -t ed25519 -N '' -C bale-testbed -f "$KEY" || die "ssh-keygen failed" "check that $STATE is writable"
+  fi
+}
+
+hash() { sha256sum | cut -c1-12; }
+base_key() { printf '%s|%s|%s|%s' "$SUITE" "$NODE_PACKAGES" "$BASE_REV" "$(uname -m)" | hash; }
+template_key() { { base_key; declare -f customize_common customize_template; cat "$KEY.pub"; } | hash; }
+template_dir() { echo "$CACHE/template-$(template_key)"; }
+
+mm_sources() {
+  printf '%s\n' \
+    "deb $MIRROR $SUITE main" \
+    "deb $MIRROR $SUITE-updates main" \
+    "deb $SECURITY_MIRROR $SUITE-security main"
+}
+
+build_base() {
+  local dir=$1 tmp=$1.tmp t0
+  t0=$(now)
+  rm -rf "$tmp"
+  say "building base rootfs ($SUITE minbase + $NODE_PACKAGES) in $dir; takes about a minute"
+  mm_sources | mmdebstrap --variant=minbase --include="${NODE_PACKAGES// /,}" \
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+      --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
+      "$SUITE" "$tmp" - >"$CACHE/mmdebstrap.log" 2>&1 \
+    || { tail -n 20 "$CACHE/mmdebstrap.log" >&2; rm -rf "$tmp"
+         die "mmdebstrap failed (log: $CACHE/mmdebstrap.log)" "check that $MIRROR is reachable (or set BALE_TESTBED_MIRROR) and that the package list is valid"; }
+  mv "$tmp" "$dir"
+  say "base rootfs built in $(elapsed "$t0")s"
+}
+
+# What every node image (container template and VM image) gets. The source text
+# of the customize_* functions is part of the cache keys: edit them and the next
+# `prepare` rebuilds.
+customize_common() {
+  local r=$1 pub=$2 u
+  # No host identity may leak in from the build host.
+  rm -f "$r"/etc/ssh/ssh_host_* "$r/etc/hostname"
+  : >"$r/etc/machine-id"
+  # No name servers: the nodes must never try to reach anything outside the testbed.
+  : >"$r/etc/resolv.conf"
+  {
+    echo "127.0.0.1 localhost"
+    echo "::1 localhost ip6-localhost ip6-loopback"
+    echo "$HOST_IP testbed-host"
+    for i in $(seq 1 "$MAX_NODES"); do echo "10.77.0.$((10 + i)) n$i"; done
+    for i in $(seq 1 "$MAX_VMS"); do echo "10.77.0.$((20 + i)) v$i"; done
+  } >"$r/etc/hosts"
+
+  # users
+  chroot "$r" /usr/sbin/useradd -m -s /bin/bash ops
+  chroot "$r" /usr/sbin/useradd -m -s /bin/bash opspw
+  printf '%s\n' root:root-pass ops:ops-pass opspw:opspw-pass | chroot "$r" /usr/sbin/chpasswd
+  echo 'ops ALL=(ALL) NOPASSWD: ALL' >"$r/etc/sudoers.d/ops"
+  echo 'opspw ALL=(ALL) ALL' >"$r/etc/sudoers.d/opspw"
+  chmod 440 "$r"/etc/sudoers.d/ops "$r"/etc/sudoers.d/opspw
+  for u in root ops opspw; do
+    local home=/home/$u; [ $u = root ] && home=/root
+    install -d -m 700 "$r$home/.ssh"
+    install -m 600 "$pub" "$r$home/.ssh/authorized_keys"
+    chroot "$r" chown -R "$u:$u" "$home/.ssh"
+  done
+
+  # sshd: root and passwords allowed; host keys come from the node's first boot
+  # (or are put in place by `up`, which also writes the matching known_hosts).
+  cat >"$r/etc/ssh/sshd_config.d/bale-testbed.conf" <<'EOF'
+PermitRootLogin yes
+PasswordAuthentication yes
+KbdInteractiveAuthentication yes
+UseDNS no
+HostKey /etc/ssh/ssh_host_ed25519_key
+HostKey /etc/ssh/ssh_host_ecdsa_key
+MaxSessions 64
+MaxStartups 64:30:128
+EOF
+  mkdir -p "$r/etc/systemd/system/ssh.service.d"
+  cat >"$r/etc/systemd/system/ssh.service.d/bale-testbed.conf" <<'EOF'
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/local/sbin/bale-ssh-hostkeys
+ExecStartPre=/usr/sbin/sshd -t
+EOF
+  cat >"$r/usr/local/sbin/bale-ssh-hostkeys" <<'EOF'
+#!/bin/sh
+# Host keys: containers get them in their disk from `up`; VMs get them from
+# QEMU's fw_cfg (opt/bale/...). Whatever is still missing is generated.
+fw=/sys/firmware/qemu_fw_cfg/by_name/opt/bale
+[ -d /sys/firmware/qemu_fw_cfg ] || modprobe -q qemu_fw_cfg 2>/dev/null || true
+umask 077
+for t in ed25519 ecdsa; do
+  f=/etc/ssh/ssh_host_${t}_key
+  if [ -r "$fw/ssh_host_${t}_key/raw" ] && [ -r "$fw/ssh_host_${t}_key.pub/raw" ]; then
+    cat "$fw/ssh_host_${t}_key/raw" >"$f.tmp" && mv "$f.tmp" "$f"
+    cat "$fw/ssh_host_${t}_key.pub/raw" >"$f.pub"; chmod 644 "$f.pub"
+  fi
+  [ -s "$f" ] || ssh-keygen -q -t "$t" -N '' -f "$f"
+done
+EOF
+  chmod 755 "$r/usr/local/sbin/bale-ssh-hostkeys"
+
+  # Nothing may phone home: mask timers that talk to mirrors or are useless here.
+  for u in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer; do
+    ln -sf /dev/null "$r/etc/systemd/system/$u"
+  done
+}
+
+# container template only
+customize_template() {
+  local r=$1 pub=$2
+  customize_common "$r" "$pub"
+
+  # nspawn mounts the cgroup v1 controller hierarchies read-only; container
+  # runtimes need them writable (their root is the node's own cgroup, thanks to
+  # the cgroup namespace, so this does not expose the host's tree).
+  cat >"$r/etc/systemd/system/bale-cgroup-rw.service" <<'EOF'
+[Unit]
+Description=bale testbed: make cgroup hierarchies writable
+DefaultDependencies=no
+ConditionVirtualization=container
+Before=sysinit.target
+After=local-fs.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/bale-cgroup-rw
+
+[Install]
+WantedBy=sysinit.target
+EOF
+  cat >"$r/usr/local/sbin/bale-cgroup-rw" <<'EOF'
+#!/bin/sh
+# remount (bind-level, so only this mount point changes) every cgroup hierarchy rw
+mount -o remount,rw /sys/fs/cgroup 2>/dev/null || true
+awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/self/mounts | while read -r m; do
+  mount -o remount,bind,rw "$m" || echo "bale-cgroup-rw: cannot make $m writable" >&2
+done
+EOF
+  chmod 755 "$r/usr/local/sbin/bale-cgroup-rw"
+  mkdir -p "$r/etc/systemd/system/sysinit.target.wants"
+  ln -sf ../bale-cgroup-rw.service "$r/etc/systemd/system/sysinit.target.wants/bale-cgroup-rw.service"
+  # kubelet and friends read /dev/kmsg, which containers do not have.
+  echo 'L /dev/kmsg - - - - /dev/console' >"$r/etc/tmpfiles.d/bale-kmsg.conf"
+}
+
+ensure_template() {
+  local base tpl tmp t0
+  mkdir -p "$CACHE"
+  base=$CACHE/rootfs-$(base_key)
+  tpl=$(template_dir)
+  [ -d "$base" ] || build_base "$base"
+  if [ ! -d "$tpl" ]; then
+    t0=$(now)
+    say "building node template $tpl"
+    tmp=$tpl.tmp; rm -rf "$tmp"
+    cp -a "$base" "$tmp"
+    customize_template "$tmp" "$KEY.pub" || { rm -rf "$tmp"; die "customising the node template failed" "see the messages above"; }
+    mv "$tmp" "$tpl"
+    say "template ready in $(elapsed "$t0")s"
+  fi
+  prune_cache
+}
+
+# Remove cached templates / rootfs that no node uses and that are not current.
+prune_cache() {
+  local d used keep_base keep_tpl
+  keep_base=$CACHE/rootfs-$(base_key); keep_tpl=$(template_dir)
+  used=$(cat "$NODES"/*/template 2>/dev/null || true)
+  for d in "$CACHE"/rootfs-* "$CACHE"/template-*; do
+    [ -d "$d" ] || continue
+    case $d in "$keep_base"|"$keep_tpl") continue ;; esac
+    if ! grep -qxF "$d" <<<"$used"; then say "removing stale cache $d"; rm -rf "$d"; fi
+  done
+}
+
+cmd_prepare() {
+  local vm=0
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --vm) vm=1 ;;
+      *) die "prepare: unknown argument '$1'" "usage: prepare [--vm]" ;;
+    esac; shift
+  done
+  need_root
+  ensure_host_packages
+  lock
+  ensure_key
+  ensure_template
+  [ $vm = 0 ] || vm_prepare
+  say "prepare done (state $STATE, cache $CACHE)"
+}
+
+# ----------------------------------------------------------------------------
+# network: bridge, guard, per-node netns + veth
+# ----------------------------------------------------------------------------
+ensure_bridge() {
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    say "creating bridge $BRIDGE ($HOST_IP/24)"
+    ip link add "$BRIDGE" address "$BRIDGE_MAC" type bridge || die "cannot create bridge $BRIDGE" "is the bridge driver available (CONFIG_BRIDGE)?"
+  fi
+  # The host takes no part in IPv6 on the testbed network.
+  echo 1 >"/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6" 2>/dev/null || true
+  ip link set "$BRIDGE" address "$BRIDGE_MAC"
+  ip addr replace "$HOST_IP/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+}
+
+# Frames the nodes send to the host's MAC (i.e. to the host or through it as
+# their router) must be addressed to 10.77.0.1 or stay inside 10.77.0.0/24;
+# anything else is counted and dropped. Node-to-node traffic is bridged and
+# never touches the host's IP stack, so it is not affected (pod networks that
+# route other prefixes between nodes keep working).
+ensure_guard() {
+  if ! nft list table bridge "$GUARD_TABLE" >/dev/null 2>&1; then
+    say "installing nft guard (table bridge $GUARD_TABLE)"
+    nft -f - <<EOF || die "cannot install the nft guard table" "is nf_tables with the bridge family available (CONFIG_NF_TABLES_BRIDGE)?"
+table bridge $GUARD_TABLE {
+  counter escaped { }
+  chain prerouting {
+    type filter hook prerouting priority -300; policy accept;
+    iifname "bale-*" ether daddr $BRIDGE_MAC ip daddr != $SUBNET counter name "escaped" drop
+    iifname "bale-*" ether daddr $BRIDGE_MAC ip6 daddr != fe80::/10 counter name "escaped" drop
+    iifname "bale-*" ether daddr $BRIDGE_MAC ip6 daddr fe80::/10 drop
+  }
+}
+EOF
+  fi
+}
+
+cmd_guard_counter() {
+  local out
+  out=$(nft list counter bridge "$GUARD_TABLE" escaped 2>/dev/null) \
+    || die "the guard table is not installed" "run '$0 up' first"
+  sed -n 's/.*packets \([0-9]*\).*/\1/p' <<<"$out" | head -n1
+}
+
+# create netns + veth for a container node, or a tap for a VM (idempotent)
+ensure_node_net() {
+  local name=$1 ip hif ns
+  ip=$(node_ip "$name"); hif=$(host_if "$name")
+  ensure_bridge
+  if [ "$(node_kind "$name")" = ct ]; then
+    ns=$(netns_of "$name")
+    if [ ! -e "/run/netns/$ns" ]; then
+      ip link del "$hif" 2>/dev/null || true
+      ip netns add "$ns" || die "cannot create network namespace $ns" "check 'ip netns add test' by hand"
+    fi
+    if ! ip link show "$hif" >/dev/null 2>&1; then
+      ip -n "$ns" link del eth0 2>/dev/null || true
+      ip link add "$hif" type veth peer name eth0 netns "$ns" \
+        || die "cannot create veth $hif for $name" "is CONFIG_VETH available?"
+      echo 1 >"/proc/sys/net/ipv6/conf/$hif/disable_ipv6" 2>/dev/null || true
+      ip link set "$hif" master "$BRIDGE"
+      ip link set "$hif" up
+      ip -n "$ns" link set lo up
+      ip -n "$ns" addr add "$ip/24" dev eth0
+      ip -n "$ns" link set eth0 up
+      ip -n "$ns" route add default via "$HOST_IP"
+    fi
+  else
+    if ! ip link show "$hif" >/dev/null 2>&1; then
+      ip tuntap add dev "$hif" mode tap || die "cannot create tap $hif for $name" "is /dev/net/tun available (CONFIG_TUN)?"
+      echo 1 >"/proc/sys/net/ipv6/conf/$hif/disable_ipv6" 2>/dev/null || true
+      ip link set "$hif" master "$BRIDGE"
+      ip link set "$hif" up
+    fi
+  fi
+}
+
+remove_node_net() {
+  local name=$1
+  ip link del "$(host_if "$name")" 2>/dev/null || true
+  [ "$(node_kind "$name")" != ct ] || ip netns del "$(netns_of "$name")" 2>/dev/null || true
+}
+
+# ----------------------------------------------------------------------------
+# cgroups: every container node gets its own cgroup in every hierarchy
+# ----------------------------------------------------------------------------
+# Print "MOUNTPOINT RELPATH" for every hierarchy this process is in.
+cgroup_hierarchies() {
+  local _ ctrls path mnt
+  while IFS=: read -r _ ctrls path; do
+    if [ -z "$ctrls" ]; then
+      mnt=$(awk '$3=="cgroup2"{print $2; exit}' /proc/self/mounts)
+    else
+      mnt=$(awk -v want="$ctrls" '$3=="cgroup" {
+              n = split($4, o, ","); m = split(want, w, ","); ok = 1
+              for (i = 1; i <= m; i++) { f = 0; for (j = 1; j <= n; j++) if (o[j] == w[i]) f = 1; if (!f) ok = 0 }
+              if (ok) { print $2; exit } }' /proc/self/mounts)
+    fi
+    [ -n "$mnt" ] && [ -d "$mnt" ] && echo "$mnt ${path%/}"
+  done </proc/self/cgroup
+}
+
+# Move the calling process (pid $2) into <hierarchy>/<its cgroup>/bale-testbed/<node>
+# in every hierarchy, and record the directories in the node's state.
+join_node_cgroups() {
+  local name=$1 pid=$2 dir=$3 mnt rel parent cg list=()
+  while read -r mnt rel; do
+    parent=$mnt$rel/bale-testbed
+    cg=$parent/$name
+    mkdir -p "$cg" || die "cannot create cgroup $cg" "is $mnt writable?"
+    if [ -f "$cg/cpuset.cpus" ]; then
+      local p
+      for p in "$parent" "$cg"; do
+        [ -n "$(cat "$p/cpuset.cpus")" ] || cat "$(dirname "$p")/cpuset.cpus" >"$p/cpuset.cpus"
+        [ -n "$(cat "$p/cpuset.mems")" ] || cat "$(dirname "$p")/cpuset.mems" >"$p/cpuset.mems"
+      done
+    fi
+    if [ "$(stat -fc %T "$mnt")" = cgroup2fs ] && [ -f "$parent/cgroup.subtree_control" ]; then
+      # delegate whatever controllers we have (pure cgroup v2 hosts)
+      local c
+      for c in $(cat "$parent/cgroup.controllers"); do echo "+$c" >"$parent/cgroup.subtree_control" 2>/dev/null || true; done
+    fi
+    echo "$pid" >"$cg/cgroup.procs" || die "cannot move the launcher of $name into $cg" "check that $mnt allows it"
+    list+=("$cg")
+  done < <(cgroup_hierarchies)
+  [ ${#list[@]} -gt 0 ] || die "found no cgroup hierarchy in /proc/self/cgroup" "is /sys/fs/cgroup mounted?"
+  printf '%s\n' "${list[@]}" >"$dir/cgroups"
+}
+
+# the cgroup dir used to find/kill/freeze a node's processes
+node_cg_main() {
+  local f=$1/cgroups c
+  [ -f "$f" ] || return 1
+  while read -r c; do
+    [ -f "$c/cgroup.kill" ] && { echo "$c"; return; }
+  done <"$f"
+  while read -r c; do
+    case $c in */freezer/*) echo "$c"; return ;; esac
+  done <"$f"
+  head -n1 "$f"
+}
+node_cg_freezer() {
+  local f=$1/cgroups c
+  while read -r c; do [ -f "$c/cgroup.freeze" ] && { echo "$c"; return; }; done <"$f"
+  while read -r c; do [ -f "$c/freezer.state" ] && { echo "$c"; return; }; done <"$f"
+  return 1
+}
+cg_pids() { [ -d "$1" ] && find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null || true; }
+
+ct_running() {
+  local dir cg
+  dir=$NODES/$1
+  cg=$(node_cg_main "$dir" 2>/dev/null) || return 1
+  [ -n "$(cg_pids "$cg")" ]
+}
+
+ct_frozen() {
+  local cg
+  cg=$(node_cg_freezer "$NODES/$1" 2>/dev/null) || return 1
+  if [ -f "$cg/cgroup.freeze" ]; then [ "$(cat "$cg/cgroup.freeze")" = 1 ]
+  else [ "$(cat "$cg/freezer.state")" != THAWED ]; fi
+}
+
+ct_kill() {
+  local name=$1 dir cg fz i pids
+  dir=$NODES/$name
+  cg=$(node_cg_main "$dir" 2>/dev/null) || return 0
+  for i in $(seq 1 100); do
+    pids=$(cg_pids "$cg")
+    [ -n "$pids" ] || break
+    if [ -f "$cg/cgroup.kill" ]; then
+      echo 1 >"$cg/cgroup.kill" 2>/dev/null || true
+    else
+      kill -9 $pids 2>/dev/null || true
+    fi
+    # v1-frozen tasks only die once thawed
+    fz=$(node_cg_freezer "$dir" 2>/dev/null) && {
+      if [ -f "$fz/cgroup.freeze" ]; then echo 0 >"$fz/cgroup.freeze"; else echo THAWED >"$fz/freezer.state"; fi
+    } 2>/dev/null || true
+    sleep 0.1
+  done
+  [ -z "$(cg_pids "$cg")" ] || die "could not kill every process of $name (cgroup $cg)" "look at 'cat $cg/cgroup.procs'"
+  rm -f "$dir/pid"
+  # A powered-off machine does not answer ARP; without this the empty netns
+  # would still reset TCP connections.
+  ip -n "$(netns_of "$name")" link set eth0 down 2>/dev/null || true
+}
+
+remove_node_cgroups() {
+  local dir=$1 c
+  [ -f "$dir/cgroups" ] || return 0
+  while read -r c; do
+    [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    rmdir "$(dirname "$c")" 2>/dev/null || true   # bale-testbed/, when empty
+  done <"$dir/cgroups"
+  rm -f "$dir/cgroups"
+}
+
+# ----------------------------------------------------------------------------
+# container nodes
+# ----------------------------------------------------------------------------
+# node.conf holds extra nspawn args, one per line (binds, tmpfs)
+ct_create() {
+  local name=$1 extra=$2 dir tpl
+  dir=$NODES/$name; tpl=$(template_dir)
+  rm -rf "$dir"
+  mkdir -p "$dir"/{upper,work,root,containerd}
+  echo "$tpl" >"$dir/template"
+  printf '%s' "$extra" >"$dir/nspawn-args"
+  # node identity in its own upper layer
+  mkdir -p "$dir/upper/etc/ssh"
+  echo "$name" >"$dir/upper/etc/hostname"
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$dir/upper/etc/machine-id"; echo >>"$dir/upper/etc/machine-id"
+}
+
+# host keys for a new node, made on the host so known_hosts can be exact
+# (no RSA: slow to make, and every client bale may use speaks ed25519)
+ct_hostkeys() {
+  local d=$NODES/$1/upper/etc/ssh
+  ssh-keygen -q -t ed25519 -N '' -C "root@$1" -f "$d/ssh_host_ed25519_key" >/dev/null &&
+  ssh-keygen -q -t ecdsa -N '' -C "root@$1" -f "$d/ssh_host_ecdsa_key" >/dev/null
+}
+
+ct_launch() {
+  local name=$1 dir
+  dir=$NODES/$name
+  [ -d "$(cat "$dir/template")" ] || die "$name was made from $(cat "$dir/template"), which is gone" "run '$0 down' and then 'up' again"
+  ensure_node_net "$name"
+  ip -n "$(netns_of "$name")" link set eth0 up
+  remove_node_cgroups "$dir"
+  rm -f "$dir/pid"
+  : >>"$dir/console.log"
+  echo "=== start $(date -Is)" >>"$dir/console.log"
+  # 9>&-: the node must not inherit (and hold forever) the testbed lock
+  setsid -f "$BASH" "$SELF" __launch "$name" </dev/null >>"$dir/console.log" 2>&1 9>&-
+  date +%s >"$dir/launched"
+}
+
+# internal: runs detached; joins cgroups, then becomes nspawn
+internal_launch() {
+  local name=$1 dir
+  dir=$NODES/$name
+  join_node_cgroups "$name" "$BASHPID" "$dir"
+  echo "$BASHPID" >"$dir/pid"
+  exec unshare --mount --propagation private -- "$BASH" "$SELF" __nspawn "$name"
+}
+
+# internal: in a private mount namespace; mounts the overlay and execs nspawn
+internal_nspawn() {
+  local name=$1 dir tpl
+  dir=$NODES/$name; tpl=$(cat "$dir/template")
+  # nspawn wants to own /run/systemd/nspawn (propagation dir); give it a private one
+  mkdir -p /run/systemd/nspawn
+  mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
+  mount -t overlay overlay -o "lowerdir=$tpl,upperdir=$dir/upper,workdir=$dir/work" "$dir/root" \
+    || die "cannot mount the overlay root of $name" "the state dir $STATE must be on a filesystem that can hold overlayfs upper dirs (ext4, xfs; not overlayfs)"
+  local args=()
+  mapfile -t args <"$dir/nspawn-args"
+  export SYSTEMD_NSPAWN_API_VFS_WRITABLE=network
+  exec systemd-nspawn --quiet -D "$dir/root" --machine="$name" --hostname="$name" \
+    --uuid="$(cat "$dir/upper/etc/machine-id")" \
+    --register=no --keep-unit --capability=all --system-call-filter=@keyring \
+    --network-namespace-path="/run/netns/$(netns_of "$name")" \
+    --resolv-conf=off --timezone=off --link-journal=no --console=read-only \
+    --bind="$dir/containerd:/var/lib/containerd" \
+    "${args[@]}" --boot
+}
+
+# ----------------------------------------------------------------------------
+# ssh
+# ----------------------------------------------------------------------------
+ssh_opts() {
+  printf '%s\n' -i "$KEY" -o IdentitiesOnly=yes -o UserKnownHostsFile="$KNOWN_HOSTS" \
+    -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR \
+    -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=8
+}
+
+# known_hosts from the host keys `up` made for every node (containers: in their
+# upper dir; VMs: handed to the guest through QEMU's fw_cfg)
+write_known_hosts() {
+  local name dir ip tmp
+  tmp=$KNOWN_HOSTS.tmp; : >"$tmp"
+  for name in $(list_nodes); do
+    dir=$(node_dir "$name"); ip=$(node_ip "$name")
+    local f
+    for f in "$dir"/upper/etc/ssh/ssh_host_*_key.pub "$dir"/hostkeys/ssh_host_*_key.pub; do
+      [ -f "$f" ] || continue
+      printf '%s,%s %s\n' "$ip" "$name" "$(cut -d' ' -f1,2 "$f")" >>"$tmp"
+    done
+  done
+  mv "$tmp" "$KNOWN_HOSTS"
+}
+
+# ssh_ok IP [SECONDS]: does root@IP run `true` within SECONDS (TCG VMs need long)
+ssh_ok() {
+  local ip=$1 limit=${2:-20}
+  local opts; mapfile -t opts < <(ssh_opts)
+  timeout "$limit" ssh "${opts[@]}" -o BatchMode=yes -o ConnectTimeout=3 -n "root@$ip" true >/dev/null 2>&1
+}
+
+cmd_ssh() {
+  [ $# -ge 1 ] || die "ssh: which node?" "usage: ssh NODE [CMD...], e.g. ssh n1 hostname"
+  local name=$1 ip; shift
+  ip=$(node_ip "$name")
+  [ -d "$(node_dir "$name")" ] || die "$name does not exist" "run '$0 up' (or 'up N --vm' for v nodes)"
+  [ -s "$KEY" ] || die "no testbed key at $KEY" "run '$0 prepare'"
+  local opts; mapfile -t opts < <(ssh_opts)
+  if [ $# -eq 0 ] && [ -t 0 ]; then opts+=(-t); fi
+  exec ssh "${opts[@]}" "root@$ip" "$@"
+}
+
+# ----------------------------------------------------------------------------
+# up / down / status
+# ----------------------------------------------------------------------------
+# Parse a NODE:REST spec into SPEC_NODES (names; 'all' = prefix1..prefixN) and SPEC_REST
+SPEC_NODES=(); SPEC_REST=
+expand_spec() {
+  local spec=$1 prefix=$2 count=$3 who i
+  who=${spec%%:*}; SPEC_REST=${spec#*:}; SPEC_NODES=()
+  [ "$who" != "$spec" ] || die "bad spec '$spec'" "expected NODE:..., e.g. n2:/var/lib/bale:64M"
+  if [ "$who" = all ]; then
+    for i in $(seq 1 "$count"); do SPEC_NODES+=("$prefix$i"); done
+  else
+    node_kind "$who" >/dev/null
+    SPEC_NODES+=("$who")
+  fi
+}
+
+cmd_up() {
+  local count=3 vm=0 binds=() tmpfss=() t0
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --vm) vm=1 ;;
+      --bind) [ $# -ge 2 ] || die "--bind needs NODE:HOST_DIR:NODE_DIR"; binds+=("$2"); shift ;;
+      --bind=*) binds+=("${1#--bind=}") ;;
+      --tmpfs) [ $# -ge 2 ] || die "--tmpfs needs NODE:NODE_DIR:SIZE"; tmpfss+=("$2"); shift ;;
+      --tmpfs=*) tmpfss+=("${1#--tmpfs=}") ;;
+      -h|--help) usage; exit 0 ;;
+      [0-9]*) [[ $1 =~ ^[0-9]+$ ]] || die "up: '$1' is not a number"; count=$1 ;;
+      *) die "up: unknown argument '$1'" "usage: up [N] [--vm] [--bind NODE:HOST:NODE_DIR] [--tmpfs NODE:DIR:SIZE]" ;;
+    esac; shift
+  done
+  local s
+  for s in ${BALE_TESTBED_BINDS:-}; do binds+=("$s"); done
+  for s in ${BALE_TESTBED_TMPFS:-}; do tmpfss+=("$s"); done
+  need_root
+  if [ $vm = 1 ]; then
+    [ "$count" -ge 1 ] && [ "$count" -le "$MAX_VMS" ] || die "up --vm: N must be 1..$MAX_VMS"
+    vm_up "$count" "${binds[@]+"${binds[@]}"}" "${tmpfss[@]+"${tmpfss[@]}"}"
+    return
+  fi
+  [ "$count" -ge 1 ] && [ "$count" -le "$MAX_NODES" ] || die "up: N must be 1..$MAX_NODES (got $count)"
+
+  ensure_host_packages
+  lock
+  ensure_key
+  ensure_template
+  t0=$(now)
+
+  # per-node extra nspawn args
+  declare -A extra=()
+  local who rest hostdir nodedir size
+  for s in "${binds[@]+"${binds[@]}"}"; do
+    expand_spec "$s" n "$count"; rest=$SPEC_REST
+    hostdir=${rest%%:*}; nodedir=${rest#*:}
+    [ -n "$hostdir" ] && [ -n "$nodedir" ] && [ "$nodedir" != "$rest" ] && [ "${hostdir:0:1}" = / ] && [ "${nodedir:0:1}" = / ] \
+      || die "bad --bind '$s'" "expected NODE:/abs/host/dir:/abs/node/dir, e.g. n1:/tmp/data:/data"
+    mkdir -p "$hostdir"
+    for who in "${SPEC_NODES[@]}"; do extra[$who]+="--bind=$hostdir:$nodedir"$'\n'; done
+  done
+  for s in "${tmpfss[@]+"${tmpfss[@]}"}"; do
+    expand_spec "$s" n "$count"; rest=$SPEC_REST
+    nodedir=${rest%%:*}; size=${rest#*:}
+    [ "${nodedir:0:1}" = / ] && [ "$size" != "$rest" ] && [[ $size =~ ^[0-9]+[KkMmGg]?$ ]] \
+      || die "bad --tmpfs '$s'" "expected NODE:/abs/node/dir:SIZE, e.g. n2:/var/lib/bale:64M"
+    for who in "${SPEC_NODES[@]}"; do extra[$who]+="--tmpfs=$nodedir:size=$size,mode=0755"$'\n'; done
+  done
+
+  ensure_bridge
+  ensure_guard
+  local name i started=() keygen=()
+  for i in $(seq 1 "$count"); do
+    name=n$i
+    if ct_running "$name"; then
+      if [ -n "${extra[$name]:-}" ] && [ "${extra[$name]}" != "$(cat "$NODES/$name/nspawn-args" 2>/dev/null)" ]; then
+        warn "$name is already running; its --bind/--tmpfs options are not changed (run 'down' first)"
+      fi
+      continue
+    fi
+    if [ -d "$NODES/$name/upper" ] && [ -f "$NODES/$name/template" ]; then
+      say "booting $name again (its disk is kept)"
+      [ -z "${extra[$name]:-}" ] || printf '%s' "${extra[$name]}" >"$NODES/$name/nspawn-args"
+    else
+      ct_create "$name" "${extra[$name]:-}"
+      ct_hostkeys "$name" & keygen+=("$!:$name")
+      say "starting $name"
+    fi
+    started+=("$name")
+  done
+  for s in "${keygen[@]+"${keygen[@]}"}"; do
+    wait "${s%%:*}" || die "ssh-keygen -A for ${s#*:} failed" "check that $NODES is writable"
+  done
+  write_known_hosts
+  for name in "${started[@]+"${started[@]}"}"; do ct_launch "$name"; done
+  wait_nodes "$BOOT_TIMEOUT" "${started[@]+"${started[@]}"}"
+  [ ${#started[@]} -eq 0 ] || say "${#started[@]} node(s) up in $(elapsed "$t0")s"
+  print_table
+}
+
+# wait until every named node answers ssh
+wait_nodes() {
+  local timeout=$1; shift
+  local name ip deadline pending=("$@") left next_note
+  deadline=$(( $(date +%s) + timeout )); next_note=$(( $(date +%s) + 30 ))
+  while [ ${#pending[@]} -gt 0 ]; do
+    left=()
+    for name in "${pending[@]}"; do
+      ip=$(node_ip "$name")
+      if [ "$(node_kind "$name")" = ct ]; then ssh_ok "$ip" 20 && continue; else ssh_ok "$ip" 90 && continue; fi
+      if [ "$(node_kind "$name")" = ct ] && ! ct_running "$name" &&
+         { [ -f "$NODES/$name/pid" ] || [ $(( $(date +%s) - $(cat "$NODES/$name/launched" 2>/dev/null || echo 0) )) -gt 15 ]; }; then
+        tail -n 25 "$NODES/$name/console.log" >&2 || true
+        die "$name stopped while booting (console: $NODES/$name/console.log)" "read the console log above"
+      fi
+      if [ "$(node_kind "$name")" = vm ] && ! vm_running "$name"; then
+        tail -n 25 "$VMS/$name/console.log" >&2 || true
+        die "$name (QEMU) exited while booting (console: $VMS/$name/console.log)" "read the console log above"
+      fi
+      left+=("$name")
+    done
+    pending=("${left[@]+"${left[@]}"}")
+    [ ${#pending[@]} -gt 0 ] || break
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      for name in "${pending[@]}"; do
+        say "--- last console lines of $name ($(node_dir "$name")/console.log)"
+        tail -n 25 "$(node_dir "$name")/console.log" >&2 || true
+      done
+      die "no SSH answer from ${pending[*]} after ${timeout}s" "look at the console logs above; raise BALE_TESTBED_BOOT_TIMEOUT / BALE_TESTBED_VM_BOOT_TIMEOUT if the machine is just slow"
+    fi
+    if [ "$(date +%s)" -ge "$next_note" ]; then
+      say "still waiting for SSH on: ${pending[*]} ($(( timeout - deadline + $(date +%s) ))s of ${timeout}s)"
+      next_note=$(( $(date +%s) + 30 ))
+    fi
+    sleep 0.3
+  done
+}
+
+node_state() {
+  local name=$1 hif st
+  hif=$(host_if "$name")
+  if [ "$(node_kind "$name")" = ct ]; then
+    if ct_running "$name"; then st=running; ct_frozen "$name" && st=frozen; else st=stopped; fi
+  else
+    if vm_running "$name"; then st=running; vm_frozen "$name" && st=frozen; else st=stopped; fi
+  fi
+  if [ "$st" != stopped ] && ! ip -o link show "$hif" 2>/dev/null | grep -q '<[^>]*[<,]UP[,>]'; then st="$st,link-down"; fi
+  echo "$st"
+}
+
+print_table() {
+  local name
+  printf '%-5s %-12s %-18s %s\n' NAME IP STATE SSH
+  for name in $(list_nodes); do
+    printf '%-5s %-12s %-18s %s\n' "$name" "$(node_ip "$name")" "$(node_state "$name")" \
+      "ssh -i $KEY -o UserKnownHostsFile=$KNOWN_HOSTS root@$(node_ip "$name")"
+  done
+}
+
+cmd_status() {
+  if [ -z "$(list_nodes)" ]; then echo "no nodes (state dir $STATE)"; return; fi
+  print_table
+}
+
+# never rm -rf through a mount (e.g. an overlay that leaked into the host namespace)
+safe_rm_node_dir() {
+  local dir=$1 m
+  for m in $(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+    umount -l "$m" 2>/dev/null || die "cannot unmount $m" "unmount it by hand, then run down again"
+  done
+  rm -rf "$dir"
+}
+
+cmd_down() {
+  need_root
+  lock
+  local name dir c
+  for name in $(list_nodes); do
+    dir=$(node_dir "$name")
+    if [ "$(node_kind "$name")" = ct ]; then
+      ct_kill "$name"
+      remove_node_cgroups "$dir"
+    else
+      vm_kill "$name"
+    fi
+    remove_node_net "$name"
+    safe_rm_node_dir "$dir"
+    say "removed $name"
+  done
+  # leftovers of crashed runs
+  for c in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep '^bale-[nv][0-9]*$' || true); do ip link del "$c" 2>/dev/null || true; done
+  for c in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^bale-n[0-9]*$' || true); do ip netns del "$c" 2>/dev/null || true; done
+  while read -r c; do
+    find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done < <(find /sys/fs/cgroup -maxdepth 6 -type d -name bale-testbed 2>/dev/null)
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; say "removed bridge $BRIDGE"; fi
+  if nft list table bridge "$GUARD_TABLE" >/dev/null 2>&1; then nft delete table bridge "$GUARD_TABLE"; say "removed guard table"; fi
+  rmdir /run/systemd/nspawn 2>/dev/null || true
+  rm -rf "$NODES" "$VMS" "$KNOWN_HOSTS"
+  say "down: nothing left (key and image cache kept in $STATE, $CACHE)"
+}
+
+# ----------------------------------------------------------------------------
+# faults
+# ----------------------------------------------------------------------------
+need_node() {
+  [ $# -ge 1 ] || die "which node?" "give a node name such as n1 (see 'status')"
+  node_kind "$1" >/dev/null
+  [ -d "$(node_dir "$1")" ] || die "$1 does not exist" "start it with '$0 up'"
+}
+
+cmd_link() {
+  local updown=$1 name=$2 hif
+  need_root; need_node "$name"
+  hif=$(host_if "$name")
+  ip link show "$hif" >/dev/null 2>&1 || die "$name has no host link $hif" "is it up? see 'status'"
+  ip link set "$hif" "$updown"
+  say "$name link $updown"
+}
+
+cmd_kill() {
+  local name=$1
+  need_root; need_node "$name"; lock
+  if [ "$(node_kind "$name")" = ct ]; then ct_kill "$name"; else vm_kill "$name"; fi
+  say "$name powered off (disk kept; 'start $name' boots it again)"
+}
+
+cmd_start() {
+  local name=$1 t0
+  need_root; need_node "$name"; lock
+  t0=$(now)
+  if [ "$(node_kind "$name")" = ct ]; then
+    if ct_running "$name"; then say "$name is already running"; return; fi
+    ensure_bridge; ensure_guard
+    ct_launch "$name"
+    wait_nodes "$BOOT_TIMEOUT" "$name"
+  else
+    if vm_running "$name"; then say "$name is already running"; return; fi
+    ensure_bridge; ensure_guard
+    vm_launch "$name"
+    wait_nodes "$VM_BOOT_TIMEOUT" "$name"
+  fi
+  say "$name answers SSH again after $(elapsed "$t0")s"
+}
+
+cmd_freeze() {
+  local what=$1 name=$2 cg i
+  need_root; need_node "$name"
+  if [ "$(node_kind "$name")" = vm ]; then vm_freeze "$what" "$name"; return; fi
+  ct_running "$name" || die "$name is not running" "start it first"
+  cg=$(node_cg_freezer "$NODES/$name") || die "no cgroup freezer for $name" "needs cgroup v2 cgroup.freeze or the v1 freezer controller"
+  if [ -f "$cg/cgroup.freeze" ]; then
+    if [ "$what" = freeze ]; then echo 1 >"$cg/cgroup.freeze"; else echo 0 >"$cg/cgroup.freeze"; fi
+    for i in $(seq 1 100); do
+      if [ "$what" = freeze ]; then grep -q '^frozen 1' "$cg/cgroup.events" && break
+      else grep -q '^frozen 0' "$cg/cgroup.events" && break; fi
+      sleep 0.05
+    done
+  else
+    if [ "$what" = freeze ]; then echo FROZEN >"$cg/freezer.state"; else echo THAWED >"$cg/freezer.state"; fi
+    for i in $(seq 1 100); do
+      case $what:$(cat "$cg/freezer.state") in freeze:FROZEN|thaw:THAWED) break ;; esac
+      sleep 0.05
+    done
+  fi
+  if [ "$what" = freeze ]; then say "$name frozen"; else say "$name thawed"; fi
+}
+
+# ----------------------------------------------------------------------------
+# VM nodes (QEMU, TCG)
+# ----------------------------------------------------------------------------
+# Debian 12's qemu-system-x86 (7.2) cannot be installed next to a newer
+# qemu-utils, so its packages are unpacked into the cache and QEMU is pointed
+# at its firmware with -L. The guest kernel is booted directly with a tiny
+# busybox initrd that only loads the virtio disk and ext4 modules.
+VM_PACKAGES="linux-image-amd64 systemd-sysv udev dbus openssh-server iproute2 nftables ipvsadm kmod procps sudo ca-certificates less iputils-ping busybox-static"
+VM_REV=1
+QEMU_DEBS="qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-qemu"
+VM_DISK_SIZE=${BALE_TESTBED_VM_DISK_SIZE:-10G}
+
+vm_mac() { printf '52:54:00:77:00:%02d' "$((20 + $(node_num "$1")))"; }   # v1 -> ...:21 (= its IP's last octet)
+vm_image_key() { { printf '%s|%s|%s|' "$SUITE" "$VM_PACKAGES" "$VM_REV"; declare -f customize_common customize_vm build_initrd; cat "$KEY.pub"; } | hash; }
+vm_image_dir() { echo "$CACHE/vm-$(vm_image_key)"; }
+
+# QEMU_DIR: an already unpacked QEMU in the cache if there is one (no apt call),
+# else where apt's candidate version is to be unpacked. Call without $(...) to keep it.
+QEMU_DIR=
+resolve_qemu_dir() {
+  local d v
+  [ -z "$QEMU_DIR" ] || return 0
+  for d in "$CACHE"/qemu-*; do
+    [ "$(cat "$d/.unpacked" 2>/dev/null)" = "$QEMU_DEBS" ] && { QEMU_DIR=$d; return 0; }
+  done
+  v=$(apt-cache policy qemu-system-x86 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+    apt-get update -q >/dev/null 2>&1 || true; APT_UPDATED=1
+    v=$(apt-cache policy qemu-system-x86 2>/dev/null | awk '/Candidate:/ {print $2}')
+    [ -n "$v" ] && [ "$v" != "(none)" ] || die "apt knows no qemu-system-x86 package" "check /etc/apt/sources.list* (Debian main must be there) and run apt-get update"
+  fi
+  QEMU_DIR=$CACHE/qemu-${v//[^A-Za-z0-9.+-]/_}
+}
+qemu_dir() { resolve_qemu_dir; echo "$QEMU_DIR"; }
+
+# does the unpacked QEMU start (its libraries and TCG module load)?
+qemu_probe() {
+  local dir=$1 out
+  out=$(QEMU_MODULE_DIR=$dir/usr/lib/x86_64-linux-gnu/qemu "$dir/usr/bin/qemu-system-x86_64" -L "$dir/usr/share/qemu" \
+        -machine pc -accel tcg -nodefaults -display none -S -no-user-config -monitor none -serial none \
+        -device virtio-net-pci,romfile= -bios "$dir/usr/share/seabios/bios-256k.bin" \
+        -daemonize -pidfile "$dir/.probe.pid" 2>&1) || { QEMU_PROBE_ERR=$out; return 1; }
+  kill "$(cat "$dir/.probe.pid")" 2>/dev/null || true
+  rm -f "$dir/.probe.pid"
+}
+
+ensure_qemu() {
+  local dir tmp libs deb missing=()
+  resolve_qemu_dir
+  dir=$QEMU_DIR
+  if [ "$(cat "$dir/.unpacked" 2>/dev/null)" = "$QEMU_DEBS" ] && qemu_probe "$dir"; then return 0; fi
+  # its shared libraries come from ordinary Debian packages
+  libs=$(apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances qemu-system-x86 \
+         | awk '/Depends:/ {print $2}' | grep -v -E '^(<|qemu-|seabios|ipxe)' | sort -u)
+  for deb in $libs; do dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q 'ok installed' || missing+=("$deb"); done
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  if [ "$(cat "$dir/.unpacked" 2>/dev/null)" != "$QEMU_DEBS" ]; then
+    say "unpacking QEMU (Debian qemu-system-x86 ${dir#"$CACHE"/qemu-}) into $dir"
+    tmp=$dir.tmp; rm -rf "$tmp"; mkdir -p "$tmp/debs"
+    chown _apt "$tmp/debs" 2>/dev/null || true
+    (cd "$tmp/debs" && apt-get download -q $QEMU_DEBS >/dev/null 2>"$tmp/download.log") \
+      || { cat "$tmp/download.log" >&2; die "apt-get download $QEMU_DEBS failed" "check the Debian mirror in /etc/apt/sources.list*"; }
+    for deb in "$tmp"/debs/*.deb; do dpkg -x "$deb" "$tmp"; done
+    rm -rf "$tmp/debs"
+    echo "$QEMU_DEBS" >"$tmp/.unpacked"
+    rm -rf "$dir"; mv "$tmp" "$dir"
+  fi
+  qemu_probe "$dir" || die "the unpacked QEMU in $dir does not start: ${QEMU_PROBE_ERR:-}" "delete $dir and run 'prepare --vm' again"
+}
+
+# VM-only image changes
+customize_vm() {
+  local r=$1 pub=$2 i
+  customize_common "$r" "$pub"
+  # an address for every possible VM, picked by MAC (v1 = 52:54:00:77:00:21 -> 10.77.0.21)
+  mkdir -p "$r/etc/systemd/network"
+  for i in $(seq 1 "$MAX_VMS"); do
+    cat >"$r/etc/systemd/network/10-bale-v$i.network" <<EOF
+[Match]
+MACAddress=$(printf '52:54:00:77:00:%02d' "$((20 + i))")
+
+[Network]
+Address=10.77.0.$((20 + i))/24
+Gateway=$HOST_IP
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+EOF
+  done
+  chroot "$r" systemctl enable -q systemd-networkd.service >/dev/null 2>&1
+  chroot "$r" systemctl mask -q systemd-networkd-wait-online.service >/dev/null 2>&1
+  # ipvsadm's LSB service only restores saved rules (none) and costs boot time
+  ln -sf /dev/null "$r/etc/systemd/system/ipvsadm.service"
+  mkdir -p "$r/etc/systemd/journald.conf.d"
+  printf '[Journal]\nStorage=volatile\n' >"$r/etc/systemd/journald.conf.d/bale-testbed.conf"
+  echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' >"$r/etc/fstab"
+  rm -f "$r"/boot/initrd.img* "$r"/initrd.img* "$r"/initrd.img.old
+}
+
+# build_initrd ROOTFS OUT: busybox + the modules needed to mount /dev/vda (ext4)
+build_initrd() {
+  local r=$1 out=$2 kver stage dep m f order=() seen=" "
+  kver=$(ls "$r/lib/modules" | sort -V | tail -n1)
+  dep=$r/lib/modules/$kver/modules.dep
+  stage=$(mktemp -d)
+  mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,root,mods}
+  cp "$r/bin/busybox" "$stage/bin/busybox"
+  add_mod() {   # add module $1 (by name) after its dependencies
+    local name=$1 line path deps d
+    line=$(grep -E "(^|/)${name}\.ko(\.[a-z]+)?:" "$dep" | head -n1)
+    [ -n "$line" ] || return 0     # built in
+    path=${line%%:*}; deps=${line#*:}
+    for d in $(echo $deps | tr ' ' '\n' | tac); do add_mod "$(basename "${d%%.ko*}")"; done
+    case $seen in *" $path "*) return 0 ;; esac
+    seen="$seen$path "; order+=("$path")
+  }
+  for m in virtio_pci virtio_blk crc32c_generic crc32c-intel ext4; do add_mod "$m"; done
+  for f in "${order[@]}"; do cp "$r/lib/modules/$kver/$f" "$stage/mods/"; basename "$f" >>"$stage/mods/order"; done
+  cat >"$stage/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+for m in $(cat /mods/order); do insmod "/mods/$m" 2>/dev/null || true; done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+if ! mount -t ext4 -o rw /dev/vda /root; then
+  echo "bale initrd: cannot mount /dev/vda; loaded: $(cat /proc/modules | cut -d' ' -f1 | tr '\n' ' ')"
+  sleep 5; reboot -f
+fi
+umount /proc /sys
+mount --move /dev /root/dev
+exec switch_root /root /sbin/init
+EOF
+  chmod 755 "$stage/init"
+  (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) >"$out"
+  rm -rf "$stage"
+}
+
+vm_prepare() {
+  ensure_host_packages cpio:cpio qemu-img:qemu-utils mkfs.ext4:e2fsprogs
+  ensure_key
+  ensure_qemu
+  local img tmp t0 root
+  img=$(vm_image_dir)
+  if [ ! -f "$img/base.qcow2" ]; then
+    t0=$(now)
+    tmp=$img.tmp; root=$tmp/root
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    say "building VM image ($SUITE + kernel) in $img; takes a few minutes"
+    # The kernel's postinst would build a big initramfs we do not use: divert
+    # update-initramfs to /bin/true while the image is built.
+    mm_sources | mmdebstrap --variant=minbase --include="${VM_PACKAGES// /,}" \
+        --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -sf /bin/true "$1/usr/sbin/update-initramfs"' \
+        --customize-hook='rm -f "$1/usr/sbin/update-initramfs" && chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
+        "$SUITE" "$root" - >"$CACHE/mmdebstrap-vm.log" 2>&1 \
+      || { tail -n 20 "$CACHE/mmdebstrap-vm.log" >&2; rm -rf "$tmp"
+           die "mmdebstrap for the VM image failed (log: $CACHE/mmdebstrap-vm.log)" "check that $MIRROR is reachable (or set BALE_TESTBED_MIRROR)"; }
+    customize_vm "$root" "$KEY.pub" || { rm -rf "$tmp"; die "customising the VM image failed" "see the messages above"; }
+    cp "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -n1)" "$tmp/vmlinuz"
+    build_initrd "$root" "$tmp/initrd.img" || { rm -rf "$tmp"; die "building the VM initrd failed"; }
+    say "making the ext4 disk image ($VM_DISK_SIZE, sparse)"
+    mkfs.ext4 -q -F -L bale-root -d "$root" "$tmp/base.raw" "$VM_DISK_SIZE" \
+      || { rm -rf "$tmp"; die "mkfs.ext4 -d failed" "needs e2fsprogs >= 1.43 and free space in $CACHE"; }
+    rm -rf "$root"
+    qemu-img convert -f raw -O qcow2 "$tmp/base.raw" "$tmp/base.qcow2" || { rm -rf "$tmp"; die "qemu-img convert failed"; }
+    rm -f "$tmp/base.raw"
+    mv "$tmp" "$img"
+    say "VM image ready in $(elapsed "$t0")s"
+  fi
+  # drop VM images and QEMU builds no VM uses any more
+  local d used keep_q
+  used=$(cat "$VMS"/*/image 2>/dev/null || true); keep_q=$(qemu_dir)
+  for d in "$CACHE"/vm-* "$CACHE"/qemu-*; do
+    [ -d "$d" ] || continue
+    case $d in "$img"|"$keep_q"|*.tmp) continue ;; esac
+    grep -qxF "$d" <<<"$used" || { say "removing stale cache $d"; rm -rf "$d"; }
+  done
+}
+
+vm_pid() { cat "$VMS/$1/qemu.pid" 2>/dev/null; }
+vm_running() {
+  local pid st
+  pid=$(vm_pid "$1") || return 1
+  [ -r "/proc/$pid/stat" ] || return 1
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "bale-$1" ] || return 1
+  st=$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
+  [ "$st" != Z ] && [ "$st" != X ]
+}
+vm_frozen() {
+  local pid
+  pid=$(vm_pid "$1") || return 1
+  [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" = T ]
+}
+vm_kill() {
+  local name=$1 pid i
+  vm_running "$name" || { rm -f "$VMS/$name/qemu.pid"; return 0; }
+  pid=$(vm_pid "$name")
+  kill -KILL "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do vm_running "$name" || break; sleep 0.1; done
+  vm_running "$name" && die "QEMU of $name (pid $pid) does not die" "look at 'ps -p $pid'"
+  rm -f "$VMS/$name/qemu.pid"
+}
+vm_freeze() {
+  local what=$1 name=$2 pid
+  vm_running "$name" || die "$name is not running" "start it first"
+  pid=$(vm_pid "$name")
+  if [ "$what" = freeze ]; then kill -STOP "$pid"; say "$name frozen (QEMU stopped)"; else kill -CONT "$pid"; say "$name thawed"; fi
+}
+
+vm_launch() {
+  local name=$1 dir img q ip mac
+  dir=$VMS/$name; img=$(cat "$dir/image"); q=$(qemu_dir); ip=$(node_ip "$name"); mac=$(vm_mac "$name")
+  [ -f "$img/base.qcow2" ] || die "$name was made from $img, which is gone" "run '$0 down' and 'up --vm' again"
+  [ -x "$q/usr/bin/qemu-system-x86_64" ] || die "QEMU is not unpacked in $q" "run '$0 prepare --vm'"
+  ensure_node_net "$name"
+  rm -f "$dir/qemu.pid"
+  echo "=== start $(date -Is)" >>"$dir/console.log"
+  QEMU_MODULE_DIR=$q/usr/lib/x86_64-linux-gnu/qemu \
+  "$q/usr/bin/qemu-system-x86_64" -L "$q/usr/share/qemu" -L "$q/usr/share/seabios" \
+    -name "$name,process=bale-$name" \
+    -machine pc -accel tcg,tb-size=256 -cpu max -smp "$VM_CPUS" -m "$VM_MEM" \
+    -nodefaults -no-user-config -display none -vga none \
+    -chardev "file,id=con,path=$dir/console.log,append=on" -serial chardev:con \
+    -monitor "unix:$dir/monitor.sock,server=on,wait=off" \
+    -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
+    -append "console=ttyS0 root=/dev/vda rw mitigations=off net.ifnames=0 systemd.hostname=$name loglevel=4" \
+    -drive "file=$dir/disk.qcow2,if=virtio,format=qcow2,cache=writeback,discard=unmap" \
+    -netdev "tap,id=n0,ifname=$(host_if "$name"),script=no,downscript=no" \
+    -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=" \
+    -device virtio-rng-pci \
+    -fw_cfg "name=opt/bale/ssh_host_ed25519_key,file=$dir/hostkeys/ssh_host_ed25519_key" \
+    -fw_cfg "name=opt/bale/ssh_host_ed25519_key.pub,file=$dir/hostkeys/ssh_host_ed25519_key.pub" \
+    -fw_cfg "name=opt/bale/ssh_host_ecdsa_key,file=$dir/hostkeys/ssh_host_ecdsa_key" \
+    -fw_cfg "name=opt/bale/ssh_host_ecdsa_key.pub,file=$dir/hostkeys/ssh_host_ecdsa_key.pub" \
+    -daemonize -pidfile "$dir/qemu.pid" </dev/null >>"$dir/qemu.log" 2>&1 9>&- \
+    || { tail -n 20 "$dir/qemu.log" >&2; die "QEMU for $name did not start (log: $dir/qemu.log)" "read the log above"; }
+  date +%s >"$dir/launched"
+}
+
+vm_up() {
+  local count=$1 t0 name i img started=()
+  shift
+  [ $# -eq 0 ] || die "--bind/--tmpfs are for container nodes only" "drop them for --vm"
+  ensure_host_packages
+  lock
+  ensure_key
+  vm_prepare
+  img=$(vm_image_dir)
+  t0=$(now)
+  ensure_bridge
+  ensure_guard
+  for i in $(seq 1 "$count"); do
+    name=v$i
+    vm_running "$name" && continue
+    if [ -f "$VMS/$name/disk.qcow2" ] && [ -f "$VMS/$name/image" ]; then
+      say "booting $name again (its disk is kept)"
+    else
+      rm -rf "${VMS:?}/$name"; mkdir -p "$VMS/$name/hostkeys"
+      echo "$img" >"$VMS/$name/image"
+      qemu-img create -q -f qcow2 -b "$img/base.qcow2" -F qcow2 "$VMS/$name/disk.qcow2" \
+        || die "qemu-img create for $name failed" "check free space in $VMS"
+      ssh-keygen -q -t ed25519 -N '' -C "root@$name" -f "$VMS/$name/hostkeys/ssh_host_ed25519_key" >/dev/null
+      ssh-keygen -q -t ecdsa -N '' -C "root@$name" -f "$VMS/$name/hostkeys/ssh_host_ecdsa_key" >/dev/null
+      say "starting $name (QEMU/TCG: expect a few minutes until SSH answers)"
+    fi
+    started+=("$name")
+  done
+  write_known_hosts
+  for name in "${started[@]+"${started[@]}"}"; do vm_launch "$name"; done
+  wait_nodes "$VM_BOOT_TIMEOUT" "${started[@]+"${started[@]}"}"
+  [ ${#started[@]} -eq 0 ] || say "${#started[@]} VM(s) up in $(elapsed "$t0")s"
+  print_table
+}
+
+# ----------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------
+main() {
+  local cmd=${1:-}
+  [ $# -eq 0 ] || shift
+  case $cmd in
+    ""|-h|--help|help) usage ;;
+    prepare) cmd_prepare "$@" ;;
+    up) cmd_up "$@" ;;
+    down) cmd_down ;;
+    ssh) cmd_ssh "$@" ;;
+    ip) [ $# -eq 1 ] || die "usage: ip NODE"; node_ip "$1" ;;
+    key) [ -s "$KEY" ] || die "no key yet at $KEY" "run '$0 prepare'"; echo "$KEY" ;;
+    known-hosts) echo "$KNOWN_HOSTS" ;;
+    status) cmd_status ;;
+    link-down) [ $# -eq 1 ] || die "usage: link-down NODE"; cmd_link down "$1" ;;
+    link-up) [ $# -eq 1 ] || die "usage: link-up NODE"; cmd_link up "$1" ;;
+    kill) [ $# -eq 1 ] || die "usage: kill NODE"; cmd_kill "$1" ;;
+    start) [ $# -eq 1 ] || die "usage: start NODE"; cmd_start "$1" ;;
+    freeze) [ $# -eq 1 ] || die "usage: freeze NODE"; cmd_freeze freeze "$1" ;;
+    thaw) [ $# -eq 1 ] || die "usage: thaw NODE"; cmd_freeze thaw "$1" ;;
+    guard-counter) cmd_guard_counter ;;
+    __launch) internal_launch "$@" ;;
+    __nspawn) internal_nspawn "$@" ;;
+    *) usage >&2; die "unknown command '$cmd'" "see the list above" ;;
+  esac
+}
+
+main "$@"
