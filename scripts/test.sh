@@ -5,7 +5,10 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-need_apt time diffutils zstd openssl bc
+# Real peers the tests drive: nftables and netns (lvscare), skopeo and containerd (registry),
+# busybox-static (test images), docker-registry and apache2-utils (image pulls).
+need_apt time diffutils zstd openssl bc nftables iproute2 skopeo containerd busybox-static \
+    docker-registry apache2-utils
 need_release_toolchain
 for c in clippy rustfmt; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"

@@ -48,8 +48,17 @@ enum Command {
     Verify(bundle_cmds::VerifyArgs),
     /// Write a bundle's entries to a directory
     Extract(bundle_cmds::ExtractArgs),
+    /// Serve the bundled images over the OCI distribution API
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Keep a virtual IP pointing at healthy API servers (IPVS or nftables)
     Lvscare(bale_installer::lvscare::LvscareArgs),
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Serve this bundle's images (or another bundle's) read-only, straight from the file
+    Serve(bale_installer::registry::RegistryArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +86,7 @@ fn main() -> ExitCode {
         Some(Command::List(a)) => bundle_cmds::list(a, this),
         Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
+        Some(Command::Registry(RegistryCommand::Serve(a))) => bale_installer::registry::serve(a),
         Some(Command::Lvscare(a)) => bale_installer::lvscare::run(a),
     };
     match r {

@@ -2,5 +2,6 @@
 
 pub mod discover;
 pub mod imageref;
+pub mod images;
 pub mod kubefile;
 pub mod tree;

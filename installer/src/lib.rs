@@ -1,3 +1,4 @@
 //! Everything bale runs on site.
 
 pub mod lvscare;
+pub mod registry;

@@ -1,0 +1,126 @@
+//! Writing collected images into a bundle as the OCI image layout `registry/`, which the
+//! built-in registry serves on site straight from the bundle file.
+
+use super::cache::Cache;
+use super::error::{ImagesError, Result};
+use super::oci::{self, Descriptor, Index, OCI_LAYOUT_JSON, REF_NAME};
+use super::ResolvedImage;
+use bale_payload::BundleWriter;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Where the image layout lives in a bundle.
+pub const REGISTRY_DIR: &str = "registry";
+
+/// What the bundle header's metadata says about the images.
+#[derive(Debug, Clone)]
+pub struct ImagesSummary {
+    /// Images named in `registry/index.json`.
+    pub count: u64,
+    /// Distinct blobs stored (layers shared by several images count once).
+    pub blobs: u64,
+    /// Bytes of those blobs.
+    pub bytes: u64,
+    /// `[{name, digest, mediaType, platform, size}]`, sorted by name; `size` is the bytes of
+    /// all the image's blobs (index, manifest, config, layers).
+    pub images: serde_json::Value,
+}
+
+/// Adds `images` from `cache` to the bundle under `registry/`: every blob once, at
+/// `registry/blobs/sha256/<hex>`, stored raw so the registry can serve it by offset; an
+/// `index.json` naming each image by its full normalized reference; and `oci-layout`.
+pub fn add_images_to_bundle(
+    writer: &mut BundleWriter,
+    cache: &Path,
+    images: &[ResolvedImage],
+) -> Result<ImagesSummary> {
+    let cache = Cache::open(cache)?;
+    let mut by_name: BTreeMap<&str, &ResolvedImage> = BTreeMap::new();
+    for img in images {
+        if let Some(prev) = by_name.insert(&img.name, img) {
+            if prev.descriptor.digest != img.descriptor.digest {
+                return Err(ImagesError::invalid(
+                    &img.name,
+                    format!(
+                        "collected twice with different content ({} from {}, {} from {})",
+                        prev.descriptor.digest, prev.source, img.descriptor.digest, img.source
+                    ),
+                ));
+            }
+        }
+    }
+    let mut blobs: BTreeMap<String, (Descriptor, &str)> = BTreeMap::new();
+    for img in by_name.values() {
+        for b in &img.blobs {
+            let hex = oci::digest_hex(&img.name, &b.digest)?.to_string();
+            if !cache.has(b) {
+                return Err(ImagesError::invalid(
+                    &img.name,
+                    format!(
+                        "blob {} is not in the image cache {}: collect the image again",
+                        b.digest,
+                        cache.root().display()
+                    ),
+                ));
+            }
+            blobs.entry(hex).or_insert((b.bare(), &img.name));
+        }
+    }
+
+    // Sorted path order gives the payload a layout that depends only on the images.
+    writer.add_dir(REGISTRY_DIR, 0o755)?;
+    writer.add_dir("registry/blobs", 0o755)?;
+    writer.add_dir("registry/blobs/sha256", 0o755)?;
+    let mut bytes = 0u64;
+    for (hex, (d, image)) in &blobs {
+        let digest = oci::digest_bytes(image, &d.digest)?;
+        let source = cache.blob_path(&d.digest)?;
+        writer
+            .add_blob(
+                &format!("registry/blobs/sha256/{hex}"),
+                &source,
+                Some(&digest),
+            )
+            .map_err(|e| {
+                ImagesError::invalid(
+                    format!("image {image}"),
+                    format!(
+                        "{e} (the cached copy {} may be damaged: delete it and collect the \
+                         image again)",
+                        source.display()
+                    ),
+                )
+            })?;
+        bytes += d.size;
+    }
+    let mut manifests = Vec::new();
+    let mut listed = Vec::new();
+    for (name, img) in &by_name {
+        let mut d = img.descriptor.bare();
+        if !d.is_index() {
+            d.platform = Some(img.platform.clone());
+        }
+        d.annotations.insert(REF_NAME.to_string(), name.to_string());
+        manifests.push(d);
+        listed.push(json!({
+            "name": name,
+            "digest": img.descriptor.digest,
+            "mediaType": img.descriptor.media_type,
+            "platform": img.platform.to_string(),
+            "size": img.size(),
+        }));
+    }
+    writer.add_bytes(
+        "registry/index.json",
+        0o644,
+        &Index::new(manifests).to_json(),
+    )?;
+    writer.add_bytes("registry/oci-layout", 0o644, OCI_LAYOUT_JSON)?;
+    Ok(ImagesSummary {
+        count: by_name.len() as u64,
+        blobs: blobs.len() as u64,
+        bytes,
+        images: serde_json::Value::Array(listed),
+    })
+}

@@ -1,0 +1,107 @@
+//! Errors: [`RegistryError`] for starting the server, [`ApiError`] for what a client is told.
+
+use std::path::PathBuf;
+
+use hyper::StatusCode;
+
+/// Why the registry could not be set up or could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Bundle(#[from] bale_payload::Error),
+
+    #[error("the bundle's registry/index.json is unusable: {0}")]
+    Index(String),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("TLS: {0}")]
+    Tls(String),
+
+    #[error("{path}: {why}")]
+    Credentials { path: PathBuf, why: String },
+
+    #[error("the registry server failed: {0}")]
+    Runtime(String),
+}
+
+impl RegistryError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RegistryError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The error codes of the OCI distribution specification that a read-only registry can give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    DigestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    Unauthorized,
+    Unsupported,
+    /// Not in the OCI list, but what the reference implementation answers to a bad `n`.
+    PaginationNumberInvalid,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+        }
+    }
+}
+
+/// An error answered to a client as `{"errors":[{"code","message","detail"}]}`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} {}: {message}", status.as_u16(), code.as_str())]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: Code,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::json!({
+            "errors": [{
+                "code": self.code.as_str(),
+                "message": self.message,
+                "detail": serde_json::Value::Null,
+            }]
+        })
+        .to_string()
+        .into_bytes()
+    }
+}

@@ -1,0 +1,338 @@
+//! `bale registry serve`: a read-only OCI distribution registry that serves the container
+//! images bundled in a bale file, straight from the file by offset (no second copy on disk),
+//! so that containerd on every node pulls `docker.io/...`, `registry.k8s.io/...` images under
+//! their original names without internet access.
+//!
+//! The images sit in the bundle as an OCI image layout under `registry/`: `index.json` names
+//! every image by its full original reference (annotation `org.opencontainers.image.ref.name`),
+//! and `registry/blobs/sha256/<hex>` holds every manifest, config and layer as a raw,
+//! contiguous blob.
+//!
+//! Names are resolved three ways, so the registry works both as a containerd mirror and as a
+//! plain registry:
+//! - with `?ns=HOST` (what containerd sends to a mirror): exactly `HOST/NAME`;
+//! - the full name as the path: `/v2/docker.io/library/busybox/manifests/1.36`;
+//! - the name without its host, when only one registry's image has it:
+//!   `/v2/library/busybox/...`, and for Docker Hub also `/v2/busybox/...`.
+//!
+//! Layout: [`names`] (grammar), [`index`] (what is served), [`http`] (the API), [`body`]
+//! (streaming blobs), [`auth`] (basic auth), [`server`] (connections, TLS, shutdown).
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod http;
+pub mod index;
+pub mod names;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bale_payload::Bundle;
+
+pub use auth::Auth;
+pub use error::{ApiError, Code, RegistryError};
+pub use http::{RequestHook, RequestRecord};
+pub use index::Registry;
+pub use server::{load_tls, run, ServeOptions};
+
+/// Where the registry listens when no `--listen` is given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5050";
+
+/// `bale registry serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Bundle whose images to serve [default: this program's own payload]
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+
+    /// Address to listen on; repeat to add more, e.g. the node's own IP. Only the given
+    /// addresses are bound [default: 127.0.0.1:5050]
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+
+    /// PEM certificate chain: serve HTTPS instead of plain HTTP
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require basic auth from this file of `user:HASH` lines (bcrypt as written by
+    /// `htpasswd -B`, or `sha256:HEX` of the password)
+    #[arg(long, value_name = "FILE", conflicts_with = "basic_auth")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// Require basic auth for the one account in this file (a line `user:password`)
+    #[arg(long, value_name = "FILE")]
+    pub basic_auth: Option<PathBuf>,
+
+    /// Connections served at once
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Log every request
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Runs the registry until SIGTERM or SIGINT.
+pub fn serve(args: RegistryArgs) -> anyhow::Result<()> {
+    let level = if args.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+
+    let bundle = match &args.bundle {
+        Some(p) => Bundle::open(p).with_context(|| format!("opening {}", p.display()))?,
+        None => Bundle::open_self()?.context(
+            "this bale program carries no bundle; pass --bundle FILE to serve another one",
+        )?,
+    };
+    let registry = Registry::from_bundle(&bundle)
+        .with_context(|| format!("reading the images in {}", bundle.path().display()))?;
+    let mut opts = ServeOptions {
+        max_connections: args.max_connections,
+        ..ServeOptions::default()
+    };
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        opts.tls = Some(load_tls(cert, key)?);
+    }
+    if let Some(p) = &args.htpasswd {
+        opts.auth = Some(Arc::new(Auth::from_htpasswd(p)?));
+    } else if let Some(p) = &args.basic_auth {
+        opts.auth = Some(Arc::new(Auth::from_credentials_file(p)?));
+    }
+    let addrs = if args.listen.is_empty() {
+        vec![DEFAULT_LISTEN.parse()?]
+    } else {
+        args.listen.clone()
+    };
+    let listeners = bind(&addrs)?;
+
+    let (repos, tags, manifests, blobs) = registry.counts();
+    tracing::info!(
+        "serving {repos} repositories ({tags} tags, {manifests} manifests, {blobs} blobs) from {} \
+         on {} over {}{}",
+        bundle.path().display(),
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        if opts.tls.is_some() { "HTTPS" } else { "HTTP" },
+        if opts.auth.is_some() {
+            " with basic auth"
+        } else {
+            ""
+        },
+    );
+    drop(bundle);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bale-registry")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listeners = to_tokio(listeners)?;
+        run(Arc::new(registry), listeners, opts, stop_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            tracing::warn!("cannot watch SIGTERM/SIGINT; stop the registry with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+/// Binds every address before serving any, so a typo fails the start instead of leaving a
+/// half-reachable registry.
+pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, RegistryError> {
+    addrs
+        .iter()
+        .map(|a| {
+            std::net::TcpListener::bind(a).map_err(|source| RegistryError::Bind {
+                addr: a.to_string(),
+                source,
+            })
+        })
+        .collect()
+}
+
+fn to_tokio(
+    listeners: Vec<std::net::TcpListener>,
+) -> Result<Vec<tokio::net::TcpListener>, RegistryError> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            let addr = l
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            l.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l))
+                .map_err(|source| RegistryError::Bind { addr, source })
+        })
+        .collect()
+}
+
+/// A registry running on its own threads; dropping it stops it.
+pub struct ServerHandle {
+    addrs: Vec<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), RegistryError>>>,
+}
+
+impl ServerHandle {
+    /// The addresses actually bound (with the port the system chose for port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting, lets responses in flight finish, and waits for the threads.
+    pub fn stop(mut self) -> Result<(), RegistryError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), RegistryError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| RegistryError::Runtime("the server thread panicked".into()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Serves the images of an opened bundle on already bound listeners, on a runtime of its own:
+/// the entry point for tests and for embedding in a synchronous program.
+pub fn spawn(
+    bundle: &Bundle,
+    listeners: Vec<std::net::TcpListener>,
+    opts: ServeOptions,
+) -> Result<ServerHandle, RegistryError> {
+    spawn_registry(Registry::from_bundle(bundle)?, listeners, opts)
+}
+
+/// Like [`spawn`], for a registry already built.
+pub fn spawn_registry(
+    registry: Registry,
+    listeners: Vec<std::net::TcpListener>,
+    opts: ServeOptions,
+) -> Result<ServerHandle, RegistryError> {
+    let addrs = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| RegistryError::Bind {
+            addr: "listener".into(),
+            source,
+        })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bale-registry")
+        .build()
+        .map_err(|e| RegistryError::Runtime(e.to_string()))?;
+    // Converted inside the runtime: tokio listeners must be registered with its reactor.
+    let listeners = rt.block_on(async { to_tokio(listeners) })?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("bale-registry".into())
+        .spawn(move || {
+            rt.block_on(run(Arc::new(registry), listeners, opts, async {
+                let _ = rx.await;
+            }))
+        })
+        .map_err(|e| RegistryError::Runtime(e.to_string()))?;
+    Ok(ServerHandle {
+        addrs,
+        stop: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RegistryArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RegistryArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn arguments() {
+        let a = parse(&[]).unwrap();
+        assert!(a.listen.is_empty() && a.bundle.is_none() && a.tls_cert.is_none());
+        let a = parse(&[
+            "--bundle",
+            "b.bale",
+            "--listen",
+            "127.0.0.1:5050",
+            "--listen",
+            "[::1]:5050",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--htpasswd",
+            "h",
+        ])
+        .unwrap();
+        assert_eq!(a.listen.len(), 2);
+        assert_eq!(a.bundle.as_deref(), Some(std::path::Path::new("b.bale")));
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["--tls-key", "k.pem"]).is_err());
+        assert!(parse(&["--htpasswd", "h", "--basic-auth", "b"]).is_err());
+        assert!(parse(&["--listen", "localhost:5050"]).is_err());
+    }
+
+    #[test]
+    fn serve_fails_fast_on_a_missing_bundle() {
+        let mut a = parse(&["--bundle", "/nonexistent/bundle.bale"]).unwrap();
+        a.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let err = format!("{:#}", serve(a).unwrap_err());
+        assert!(err.contains("/nonexistent/bundle.bale"), "{err}");
+    }
+}
