@@ -10,7 +10,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
 
 pub const NLMSG_HDRLEN: usize = 16;
 pub const NLA_HDRLEN: usize = 4;
@@ -289,7 +288,8 @@ impl Socket {
         }
         // A guardian must never hang on a lost reply: bound every receive.
         let tv = libc::timeval {
-            tv_sec: Duration::from_secs(5).as_secs() as libc::time_t,
+            // A literal keeps the field's own type, which differs between libcs.
+            tv_sec: 5,
             tv_usec: 0,
         };
         // SAFETY: tv is a valid timeval for SO_RCVTIMEO.
