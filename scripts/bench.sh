@@ -16,8 +16,12 @@ B="${BALE_BENCH_DIR:-/var/tmp/bale-bench}"
 RUNS="${BENCH_RUNS:-3}"
 mkdir -p "$B"
 
-scripts/build-release.sh x86_64 >&2
-BALE="$ROOT/out/release/bale-x86_64"
+# BALE=/path/to/bale benchmarks a given static build instead of building one.
+if [ -z "${BALE:-}" ]; then
+    scripts/build-release.sh x86_64 >&2
+    BALE="$ROOT/out/release/bale-x86_64"
+fi
+say "benchmarking $BALE on $(nproc) cores; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- data --------------------------------------------------------------------------------
 make_tree() { # dir copies blob_mib blobs
