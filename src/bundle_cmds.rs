@@ -105,6 +105,9 @@ pub struct ExtractArgs {
     /// Do not check free space first
     #[arg(long)]
     pub skip_space_check: bool,
+    /// Flush to disk before reporting success (survives a power cut, not only a crash)
+    #[arg(long)]
+    pub sync: bool,
 }
 
 fn threads(n: Option<usize>) -> usize {
@@ -366,6 +369,7 @@ pub fn extract(a: ExtractArgs, this: Option<Bundle>) -> Result<()> {
         threads: threads(a.threads),
         paths: args,
         skip_space_check: a.skip_space_check,
+        sync: a.sync,
     };
     let bar = progress::bytes(b.header.sizes.content, "extracting");
     let report = extract::extract(&b, &entries, &a.to, &opts, &|x| bar.inc(x))

@@ -11,6 +11,7 @@
 //!   they are read, and renamed into place only when all of it is verified. An interrupted or
 //!   failed extraction never leaves a file that looks complete.
 //! - Symlinks are made last, so nothing is written through one.
+//! - With `sync`, the file system is flushed before success is reported.
 //! - Work is spread over every core by file, and by frame for large files.
 
 use crate::error::{human_bytes, Error, Result};
@@ -33,6 +34,9 @@ pub struct ExtractOptions {
     pub paths: Vec<String>,
     /// Skip the free-space check (for file systems that misreport it).
     pub skip_space_check: bool,
+    /// Flush the file system before returning, so the files survive a power loss too (the
+    /// installer asks for this; a plain extract, like tar, leaves it to the kernel).
+    pub sync: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -231,7 +235,9 @@ pub fn extract(
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(file_mode(e.mode)))
             .map_err(|err| Error::io(&p, err))?;
     }
-    sync_fs(to);
+    if opts.sync {
+        sync_fs(to);
+    }
     Ok(report)
 }
 

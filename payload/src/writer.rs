@@ -635,7 +635,8 @@ fn compress_worker(
         let raw_len = job.data.len() as u64;
         let mut stored = job.data;
         let mut codec = Codec::Raw;
-        if !job.force_raw && !looks_compressed(&stored) {
+        if !job.force_raw && !looks_compressed(&stored) && !probe_incompressible(&mut cctx, &stored)
+        {
             if let Some(c) = cctx.as_mut() {
                 let mut out = pool.take(0);
                 out.reserve(zstd::zstd_safe::compress_bound(stored.len()));
@@ -663,6 +664,22 @@ fn compress_worker(
         {
             return;
         }
+    }
+}
+
+/// Compresses a sample from the middle of a large frame first: random or encrypted data then
+/// costs 1/32 of a full attempt instead of a wasted compression of the whole frame.
+fn probe_incompressible(cctx: &mut Option<zstd::bulk::Compressor<'static>>, data: &[u8]) -> bool {
+    const SAMPLE: usize = 64 << 10;
+    let Some(c) = cctx.as_mut() else { return false };
+    if data.len() < 4 * SAMPLE {
+        return false;
+    }
+    let mid = data.len() / 2;
+    let sample = &data[mid - SAMPLE / 2..mid + SAMPLE / 2];
+    match c.compress(sample) {
+        Ok(out) => out.len() >= SAMPLE - SAMPLE / 32,
+        Err(_) => false,
     }
 }
 
