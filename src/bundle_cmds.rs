@@ -13,26 +13,67 @@ use std::time::Instant;
 
 #[derive(Args)]
 #[command(after_help = "\
-The bundle is written for the architecture of the stub: this program by default, or the
-bale binary given with --stub (e.g. an aarch64 build). Output is byte-for-byte reproducible:
-entries are sorted and no time or host name is recorded unless --timestamp is given.
+Two forms. With a Kubefile (-f, or a Kubefile in CONTEXT), the Kubefile is executed: the base
+(FROM scratch, a directory or a .bale file), COPY/ADD from the context, RUN on the build host,
+CMD/APP as install steps; the images the context's manifests, charts and imageList name are
+collected (from CONTEXT/images/ first, then the image cache, then their registries) into
+registry/. Without one, the CONTEXT directory is packed as it is.
 
-Example: bale build ./rootfs -o app.bale --name app --version 1.0")]
+The bundle is written for the architecture of the stub: this program by default, or the
+bale binary given with --stub (e.g. an aarch64 build). With --platform, one bundle per
+platform, named NAME-VERSION-ARCH.bale (or -o with {arch}). Output is byte-for-byte
+reproducible: entries are sorted and no time or host name is recorded unless --timestamp is
+given.
+
+Examples:
+  bale build -f Kubefile -t app:1.0 .
+  bale build -t app:1.0 --platform linux/amd64,linux/arm64 --stub-dir out/release .
+  bale build ./rootfs -o app.bale --name app --version 1.0")]
 pub struct BuildArgs {
-    /// Directory tree to pack (the cluster image root file system)
+    /// Build context (holding a Kubefile), or a directory tree to pack
+    #[arg(value_name = "CONTEXT")]
     pub dir: PathBuf,
     /// Bundle file to write (written under a temporary name, renamed when complete)
+    /// [default: NAME-VERSION.bale]; {arch} is replaced by each platform's architecture
     #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
-    /// Bundle name [default: the directory's name]
+    pub output: Option<PathBuf>,
+    /// Kubefile to execute [default: CONTEXT/Kubefile, when it exists]
+    #[arg(short = 'f', long = "file", value_name = "KUBEFILE")]
+    pub kubefile: Option<PathBuf>,
+    /// Bundle name and version, e.g. app:1.0
+    #[arg(short = 't', long = "tag", value_name = "NAME[:VERSION]")]
+    pub tag: Option<String>,
+    /// Value for an ARG of the Kubefile (repeatable)
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_args: Vec<String>,
+    /// Platforms to build for, comma-separated, one bundle each (e.g. linux/amd64,linux/arm64)
+    /// [default: the stub's]
+    #[arg(long, value_delimiter = ',', value_name = "OS/ARCH")]
+    pub platform: Vec<String>,
+    /// Print the images the context needs, where each is named, and exit without building
+    #[arg(long)]
+    pub list_images: bool,
+    /// Do not contact registries: images come from CONTEXT/images/ and the image cache only
+    #[arg(long)]
+    pub offline: bool,
+    /// Image cache directory [default: $XDG_CACHE_HOME/bale/oci]
+    #[arg(long, value_name = "DIR")]
+    pub image_cache: Option<PathBuf>,
+    /// Registry (host[:port]) that may use plain HTTP or unverified TLS (repeatable)
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+    /// Bundle name [default: from --tag, else the directory's name]
     #[arg(long)]
     pub name: Option<String>,
-    /// Bundle version
-    #[arg(long, default_value = "0.0.0")]
-    pub version: String,
+    /// Bundle version [default: from --tag, else 0.0.0]
+    #[arg(long)]
+    pub version: Option<String>,
     /// bale program to put in front of the payload (another architecture's build)
     #[arg(long, value_name = "BALE")]
     pub stub: Option<PathBuf>,
+    /// Directory holding bale-x86_64 / bale-aarch64, the stubs for other architectures
+    #[arg(long, value_name = "DIR")]
+    pub stub_dir: Option<PathBuf>,
     /// zstd level for compressible content (1 fast .. 19 small)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
@@ -115,18 +156,61 @@ fn threads(n: Option<usize>) -> usize {
         .unwrap_or_else(bale_payload::default_threads)
 }
 
+/// Name and version from --tag, --name and --version.
+fn name_version(a: &BuildArgs, dir: &std::path::Path) -> (String, String) {
+    let (mut name, mut version) = (None, None);
+    if let Some(t) = &a.tag {
+        match t.rsplit_once(':').filter(|(_, v)| !v.contains('/')) {
+            Some((n, v)) => (name, version) = (Some(n.to_string()), Some(v.to_string())),
+            None => name = Some(t.clone()),
+        }
+    }
+    let name = a.name.clone().or(name).unwrap_or_else(|| {
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bundle".into())
+    });
+    let version = a
+        .version
+        .clone()
+        .or(version)
+        .unwrap_or_else(|| "0.0.0".into());
+    (name, version)
+}
+
 pub fn build(a: BuildArgs) -> Result<()> {
+    let kubefile = match &a.kubefile {
+        Some(k) => Some(k.clone()),
+        None => Some(a.dir.join("Kubefile")).filter(|k| k.is_file()),
+    };
+    if let Some(k) = kubefile {
+        return build_kubefile(a, &k);
+    }
+    if a.list_images {
+        bail!(
+            "--list-images needs a Kubefile: {} has none (give one with -f)",
+            a.dir.display()
+        );
+    }
+    if !a.platform.is_empty() {
+        bail!("--platform needs a Kubefile; to pack a tree for another architecture use --stub");
+    }
     let started = Instant::now();
     let dir = a
         .dir
         .canonicalize()
         .with_context(|| format!("{}: cannot read the input tree", a.dir.display()))?;
-    if let Some(parent) = a.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let (name, version) = name_version(&a, &dir);
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}-{version}.bale")));
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         if let Ok(p) = parent.canonicalize() {
             if p.starts_with(&dir) {
                 bail!(
                     "{}: the output lies inside the tree being packed ({}); write it elsewhere",
-                    a.output.display(),
+                    output.display(),
                     dir.display()
                 );
             }
@@ -134,22 +218,17 @@ pub fn build(a: BuildArgs) -> Result<()> {
     } else if std::env::current_dir().is_ok_and(|c| c.starts_with(&dir)) {
         bail!(
             "{}: the output lies inside the tree being packed ({}); write it elsewhere",
-            a.output.display(),
+            output.display(),
             dir.display()
         );
     }
-    let name = a.name.clone().unwrap_or_else(|| {
-        dir.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "bundle".into())
-    });
     let stub = a
         .stub
         .clone()
         .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
     let meta = BundleMeta {
         name,
-        version: a.version.clone(),
+        version,
         inputs: vec![format!("dir {}", a.dir.display())],
         created_at: a.timestamp.then(now_rfc3339),
         ..Default::default()
@@ -159,8 +238,8 @@ pub fn build(a: BuildArgs) -> Result<()> {
         threads: threads(a.threads),
         ..Default::default()
     };
-    let mut w = BundleWriter::create(&a.output, &stub, meta, opts)
-        .with_context(|| format!("cannot start {}", a.output.display()))?;
+    let mut w = BundleWriter::create(&output, &stub, meta, opts)
+        .with_context(|| format!("cannot start {}", output.display()))?;
     let bar = progress::bytes(tree::tree_size(&dir), "packing");
     let b = bar.clone();
     w.set_progress(Arc::new(move |n| b.inc(n)));
@@ -172,7 +251,7 @@ pub fn build(a: BuildArgs) -> Result<()> {
     eprintln!(
         "wrote {} ({}, {}): {} files, {} dirs, {} symlinks; {} of content stored in {} \
          ({} deduplicated) in {:.1}s",
-        a.output.display(),
+        output.display(),
         h.arch,
         human_bytes(h.sizes.file),
         stats.files,
@@ -183,6 +262,125 @@ pub fn build(a: BuildArgs) -> Result<()> {
         human_bytes(summary.deduplicated_bytes),
         secs
     );
+    Ok(())
+}
+
+/// `bale build -f Kubefile`: one bundle per platform.
+fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
+    use bale_bundler::build::{self as kb, PrepareOptions, Target, WriteConfig};
+    use bale_bundler::images::{CollectOptions, Platform};
+    let started = Instant::now();
+    let mut build_args = std::collections::BTreeMap::new();
+    for arg in &a.build_args {
+        let (k, v) = bale_bundler::kubefile::parse_build_arg(arg)?;
+        build_args.insert(k, v);
+    }
+    if a.list_images {
+        let (plan, _) = kb::parse(kubefile, &build_args)?;
+        let d = kb::discover_images(&a.dir, &plan)?;
+        print!("{}", bale_bundler::discover::format_listing(&d));
+        return Ok(());
+    }
+    let context = a
+        .dir
+        .canonicalize()
+        .with_context(|| format!("{}: cannot read the build context", a.dir.display()))?;
+    let (name, version) = name_version(&a, &context);
+
+    // Platforms and their stubs.
+    let stubs: Vec<PathBuf> = a.stub.iter().cloned().collect();
+    let platforms: Vec<Platform> = if a.platform.is_empty() {
+        let stub = a
+            .stub
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        vec![Platform::for_arch(&bale_payload::elf::arch_of(&stub)?)]
+    } else {
+        let mut v: Vec<Platform> = Vec::new();
+        for p in &a.platform {
+            let p = Platform::parse(p.trim())?;
+            if !v.contains(&p) {
+                v.push(p);
+            }
+        }
+        v
+    };
+    let several = platforms.len() > 1;
+    let mut targets = Vec::new();
+    for platform in &platforms {
+        let arch = kb::kernel_arch(platform);
+        let stub = kb::find_stub(&arch, &stubs, a.stub_dir.as_deref())?;
+        let output = match &a.output {
+            Some(o) => {
+                let s = o.to_string_lossy();
+                if s.contains("{arch}") {
+                    PathBuf::from(s.replace("{arch}", &platform.architecture))
+                } else if several {
+                    bail!(
+                        "-o {}: building for {} platforms needs {{arch}} in the file name, e.g.                          -o {name}-{{arch}}.bale",
+                        o.display(),
+                        platforms.len()
+                    );
+                } else {
+                    o.clone()
+                }
+            }
+            None if a.platform.is_empty() => PathBuf::from(format!("{name}-{version}.bale")),
+            None => PathBuf::from(format!("{name}-{version}-{}.bale", platform.architecture)),
+        };
+        targets.push(Target {
+            platform: platform.clone(),
+            stub,
+            output,
+        });
+    }
+
+    let prepared = kb::prepare(
+        kubefile,
+        &context,
+        &PrepareOptions {
+            build_args,
+            exclude: targets.iter().map(|t| t.output.clone()).collect(),
+        },
+    )?;
+    let discovery = kb::discover_images(&context, &prepared.plan)?;
+    for w in &discovery.warnings {
+        eprintln!("warning: {w}");
+    }
+    let cfg = WriteConfig {
+        name,
+        version,
+        kubefile_shown: kubefile.display().to_string(),
+        context_shown: a.dir.display().to_string(),
+        created_at: a.timestamp.then(now_rfc3339),
+        write: WriteOptions {
+            level: a.level,
+            threads: threads(a.threads),
+            ..Default::default()
+        },
+        collect: CollectOptions {
+            cache_dir: a.image_cache.clone(),
+            pull: !a.offline,
+            insecure_registries: a.insecure_registries.clone(),
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ..Default::default()
+        },
+    };
+    for t in &targets {
+        let summary = kb::write(&prepared, &discovery, t, &cfg)?;
+        let h = &summary.header;
+        eprintln!(
+            "wrote {} ({}, {}): {} entries, {} images; {} of content stored in {} in {:.1}s",
+            t.output.display(),
+            t.platform,
+            human_bytes(h.sizes.file),
+            h.table.entries,
+            h.counts.images,
+            human_bytes(h.sizes.content),
+            human_bytes(h.sizes.stored),
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }
 

@@ -38,7 +38,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pack a directory tree into a bundle
+    /// Build a bundle from a Kubefile, or pack a directory tree
     Build(bundle_cmds::BuildArgs),
     /// Show a bundle's name, version, architecture, inputs, sizes and counts
     Info(bundle_cmds::InfoArgs),

@@ -100,6 +100,8 @@ struct Job {
     seq: usize,
     data: Vec<u8>,
     force_raw: bool,
+    /// Already stored bytes copied from another bundle: written as they are.
+    stored: Option<(Codec, u64, Sha256Digest)>,
 }
 
 struct Done {
@@ -257,6 +259,15 @@ impl BundleWriter {
     }
 
     fn submit(&mut self, data: Vec<u8>, force_raw: bool) -> Result<usize> {
+        self.submit_job(data, force_raw, None)
+    }
+
+    fn submit_job(
+        &mut self,
+        data: Vec<u8>,
+        force_raw: bool,
+        stored: Option<(Codec, u64, Sha256Digest)>,
+    ) -> Result<usize> {
         // Waiting for a token is what bounds memory: a frame is only read once an earlier one
         // has left for the file.
         self.tokens
@@ -272,6 +283,7 @@ impl BundleWriter {
             seq,
             data,
             force_raw,
+            stored,
         })
         .map_err(|_| Error::Input("the bundle writer stopped".into()))?;
         Ok(seq)
@@ -306,6 +318,61 @@ impl BundleWriter {
             data.len() as u64,
             &mut &data[..],
             None,
+        )
+    }
+
+    /// Adds `entry` of the bundle `base` under the same path: its stored frames are copied as
+    /// they are (no recompression), each checked against its SHA-256 on the way. Content this
+    /// bundle already holds is stored once, as for every other entry.
+    pub fn add_entry_from(&mut self, base: &Bundle, entry: &Entry) -> Result<()> {
+        match entry.kind {
+            Kind::Dir => return self.add_dir(&entry.path, entry.mode),
+            Kind::Symlink => return self.add_symlink(&entry.path, &entry.target),
+            Kind::File | Kind::Blob => {}
+        }
+        let raw = entry.kind == Kind::Blob;
+        let key = (entry.sha256, raw);
+        if let Some(seqs) = self.dedup.by_digest.get(&key).cloned() {
+            self.deduplicated_bytes += entry.size;
+            return self.push(
+                &entry.path,
+                entry.kind,
+                entry.mode,
+                entry.size,
+                entry.sha256,
+                seqs,
+                String::new(),
+            );
+        }
+        let mut seqs = Vec::with_capacity(entry.frames.len());
+        for (i, f) in entry.frames.iter().enumerate() {
+            if raw && f.codec != Codec::Raw {
+                return Err(Error::BadFrame {
+                    path: entry.path.clone(),
+                    frame: i,
+                    offset: f.offset,
+                    why: "a blob frame is compressed".into(),
+                });
+            }
+            let mut data = self.pool.take(f.stored_len as usize);
+            std::os::unix::fs::FileExt::read_exact_at(
+                base.file(),
+                &mut data,
+                base.payload_start() + f.offset,
+            )
+            .map_err(|e| Error::io(base.path(), e))?;
+            crate::reader::check_frame(entry, i, f, &data)?;
+            seqs.push(self.submit_job(data, raw, Some((f.codec, f.raw_len, f.sha256)))?);
+        }
+        self.dedup.by_digest.entry(key).or_insert(seqs.clone());
+        self.push(
+            &entry.path,
+            entry.kind,
+            entry.mode,
+            entry.size,
+            entry.sha256,
+            seqs,
+            String::new(),
         )
     }
 
@@ -632,6 +699,21 @@ fn compress_worker(
                 Err(_) => return,
             }
         };
+        if let Some((codec, raw_len, sha256)) = job.stored {
+            if done
+                .send(Done {
+                    seq: job.seq,
+                    stored: job.data,
+                    raw_len,
+                    codec,
+                    sha256,
+                })
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         let raw_len = job.data.len() as u64;
         let mut stored = job.data;
         let mut codec = Codec::Raw;
@@ -900,6 +982,38 @@ mod tests {
             std::io::Read::read_to_end(&mut r, &mut got).unwrap();
             assert_eq!(format::sha256(&got), entry.sha256, "{}", entry.path);
         }
+    }
+
+    #[test]
+    fn entries_from_a_base_keep_their_stored_frames() {
+        let d = tempfile::tempdir().unwrap();
+        let files = [("a", noise(300 << 10, 11)), ("b", noise(10, 12))];
+        let base_path = bundle_with(2, d.path(), "base.bale", &files);
+        let base = Bundle::open(&base_path).unwrap();
+        let dest = d.path().join("layered.bale");
+        let exe = std::env::current_exe().unwrap();
+        let opts = WriteOptions {
+            threads: 2,
+            frame_size: 64 << 10,
+            ..Default::default()
+        };
+        let mut w = BundleWriter::create(&dest, &exe, BundleMeta::default(), opts).unwrap();
+        for e in base.entries().unwrap() {
+            w.add_entry_from(&base, &e).unwrap();
+        }
+        // The same content from disk is not stored a second time.
+        w.add_bytes("c", 0o644, &files[1].1).unwrap();
+        w.finish().unwrap();
+        let out = Bundle::open(&dest).unwrap();
+        let (old, new) = (base.entries().unwrap(), out.entries().unwrap());
+        for (o, n) in old.iter().zip(&new) {
+            assert_eq!(o.path, n.path);
+            assert_eq!(o.sha256, n.sha256);
+            let digests = |e: &Entry| e.frames.iter().map(|f| f.sha256).collect::<Vec<_>>();
+            assert_eq!(digests(o), digests(n));
+        }
+        assert_eq!(new[2].frames, new[1].frames);
+        crate::verify::verify(&out, 2, &|_| {}).unwrap();
     }
 
     #[test]

@@ -1,0 +1,712 @@
+//! Executing a Kubefile: `bale build -f Kubefile CONTEXT`.
+//!
+//! [`prepare`] parses the Kubefile, lays out the bundle's tree from the base and the `COPY`/`ADD`
+//! steps, and runs the `RUN` steps in order on the build host, so a `RUN` can make files that a
+//! later `COPY` takes. The result is a map from bundle path to where the content comes from
+//! (a file in the context, an entry of the base bundle); a later step wins over an earlier one.
+//! Content is read when a bundle is written, after every `RUN`. [`write`] then writes one
+//! bundle per platform: the tree in path order, then the images the context needs (found by
+//! [`discover`](crate::discover)) collected for that platform. Nothing time- or host-dependent
+//! goes into the header, so the same inputs give the same bytes.
+
+use crate::discover::{self, DiscoverOptions, Discovery};
+use crate::images::{self, Cache, CollectOptions, Platform, ResolvedImage, REGISTRY_DIR};
+use crate::kubefile::{self, Base, BuildPlan, Command, CopyStep, RunStep, Step};
+use anyhow::{anyhow, bail, Context, Result};
+use bale_payload::writer::WriteSummary;
+use bale_payload::{format, Bundle, BundleMeta, BundleWriter, Entry, Kind, WriteOptions};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where an entry's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir {
+        mode: u32,
+    },
+    File {
+        source: PathBuf,
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+    },
+    /// The base bundle's entry with this index.
+    Base(usize),
+}
+
+/// One bundle path: its content and the step that put it there (for messages).
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub node: Node,
+    pub origin: String,
+}
+
+/// The base bundle of `FROM base.bale`.
+pub struct BaseBundle {
+    pub bundle: Bundle,
+    pub entries: Vec<Entry>,
+    /// As written in the Kubefile.
+    pub shown: String,
+}
+
+/// A Kubefile parsed and executed up to writing: the tree is laid out, every `RUN` has run.
+pub struct Prepared {
+    pub plan: BuildPlan,
+    /// `sha256:<hex>` of the Kubefile's text.
+    pub kubefile_digest: String,
+    pub context: PathBuf,
+    pub layout: BTreeMap<String, Placed>,
+    pub base: Option<BaseBundle>,
+}
+
+/// Everything about the build that is not in the Kubefile.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    pub build_args: BTreeMap<String, String>,
+    /// Files never taken from the context (the bundles being written).
+    pub exclude: Vec<PathBuf>,
+}
+
+/// Parses the Kubefile at `kubefile` only; warnings are in the plan.
+pub fn parse(
+    kubefile: &Path,
+    build_args: &BTreeMap<String, String>,
+) -> Result<(BuildPlan, String)> {
+    let text = std::fs::read(kubefile)
+        .with_context(|| format!("{}: cannot read the Kubefile", kubefile.display()))?;
+    let digest = format!("sha256:{}", format::hex(&format::sha256(&text)));
+    let plan = kubefile::parse_file(kubefile, build_args)?;
+    Ok((plan, digest))
+}
+
+/// Parses the Kubefile, lays out the tree and runs the `RUN` steps.
+pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result<Prepared> {
+    let (plan, kubefile_digest) = parse(kubefile, &opts.build_args)?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    for a in &plan.unused_build_args {
+        eprintln!(
+            "warning: --build-arg {a} is not declared by any ARG in {}",
+            plan.file
+        );
+    }
+    let context = context
+        .canonicalize()
+        .with_context(|| format!("{}: cannot read the build context", context.display()))?;
+    let text = std::fs::read_to_string(kubefile).unwrap_or_default();
+    let mut l = Layout {
+        map: BTreeMap::new(),
+        exclude: opts
+            .exclude
+            .iter()
+            .filter_map(|p| absolute_file(p))
+            .collect(),
+    };
+    let from_origin = format!("{}:{}", plan.file, from_line(&text));
+    let mut base = None;
+    match &plan.from {
+        Base::Scratch => {}
+        Base::Directory { path } => {
+            let dir = context.join(path);
+            let meta = std::fs::metadata(&dir).map_err(|e| {
+                anyhow!(
+                    "{from_origin}: FROM {path}: {} {e}; the base directory is relative to the \
+                     build context {}",
+                    dir.display(),
+                    context.display()
+                )
+            })?;
+            if !meta.is_dir() {
+                bail!(
+                    "{from_origin}: FROM {path}: {} is not a directory; name a directory or a \
+                     .bale file",
+                    dir.display()
+                );
+            }
+            l.walk(&dir, "", &format!("{from_origin} (FROM {path})"))?;
+        }
+        Base::Bundle { path } => {
+            let file = context.join(path);
+            if !file.is_file() {
+                bail!(
+                    "{from_origin}: FROM {path}: {} does not exist; build the base first \
+                     (bale build -o {path} ...) or fix the path (relative to the build context)",
+                    file.display()
+                );
+            }
+            let bundle = Bundle::open(&file)
+                .map_err(|e| anyhow!("{from_origin}: FROM {path}: {}: {e}", file.display()))?;
+            let entries = bundle
+                .entries()
+                .map_err(|e| anyhow!("{from_origin}: FROM {path}: {}: {e}", file.display()))?;
+            let origin = format!("base {path}");
+            for (i, e) in entries.iter().enumerate() {
+                let node = match e.kind {
+                    Kind::Dir => Node::Dir { mode: e.mode },
+                    Kind::Symlink => Node::Symlink {
+                        target: e.target.clone(),
+                    },
+                    Kind::File | Kind::Blob => Node::Base(i),
+                };
+                l.map.insert(
+                    e.path.clone(),
+                    Placed {
+                        node,
+                        origin: origin.clone(),
+                    },
+                );
+            }
+            base = Some(BaseBundle {
+                bundle,
+                entries,
+                shown: path.clone(),
+            });
+        }
+    }
+    for step in &plan.steps {
+        match step {
+            Step::Copy(c) => l.copy(&plan, c, &context)?,
+            Step::Run(r) => run_step(&plan, r, &context)?,
+        }
+    }
+    Ok(Prepared {
+        plan,
+        kubefile_digest,
+        context,
+        layout: l.map,
+        base,
+    })
+}
+
+/// Line of the FROM instruction, for messages.
+fn from_line(text: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start().get(..5).is_some_and(|k| {
+                k.eq_ignore_ascii_case("FROM ") || k.eq_ignore_ascii_case("FROM\t")
+            })
+        })
+        .map_or(1, |i| i + 1)
+}
+
+fn absolute_file(p: &Path) -> Option<PathBuf> {
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Some(parent.canonicalize().ok()?.join(p.file_name()?))
+}
+
+struct Layout {
+    map: BTreeMap<String, Placed>,
+    exclude: BTreeSet<PathBuf>,
+}
+
+impl Layout {
+    fn place(&mut self, path: &str, node: Node, origin: &str) -> Result<()> {
+        format::check_entry_path(path).map_err(|why| anyhow!("{origin}: {path:?}: {why}"))?;
+        if let Node::Symlink { target } = &node {
+            format::check_symlink_target(path, target).map_err(|why| {
+                anyhow!(
+                    "{origin}: {path}: symlink to {target:?}: {why}; make it relative and inside \
+                     the tree, or remove it"
+                )
+            })?;
+        }
+        // Parents first: each must be a directory.
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            let parent = &path[..at + i];
+            match self.map.get(parent) {
+                None => {
+                    self.map.insert(
+                        parent.to_string(),
+                        Placed {
+                            node: Node::Dir { mode: 0o755 },
+                            origin: origin.to_string(),
+                        },
+                    );
+                }
+                Some(Placed {
+                    node: Node::Dir { .. },
+                    ..
+                }) => {}
+                Some(p) => bail!(
+                    "{origin}: cannot put {path} below {parent}, which is a file or symlink \
+                     (from {}); copy to another destination",
+                    p.origin
+                ),
+            }
+            at += i + 1;
+        }
+        if !matches!(node, Node::Dir { .. }) {
+            // A file or symlink replaces whatever was there, including a directory's content.
+            let below = format!("{path}/");
+            let gone: Vec<String> = self
+                .map
+                .range(below.clone()..)
+                .take_while(|(k, _)| k.starts_with(&below))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in gone {
+                self.map.remove(&k);
+            }
+        }
+        self.map.insert(
+            path.to_string(),
+            Placed {
+                node,
+                origin: origin.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    fn is_dir_path(&self, path: &str) -> bool {
+        matches!(self.map.get(path).map(|p| &p.node), Some(Node::Dir { .. }))
+    }
+
+    /// Everything below `dir`, sorted, under `prefix` ("" for the bundle root).
+    fn walk(&mut self, dir: &Path, prefix: &str, origin: &str) -> Result<()> {
+        let mut children: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("{origin}: {}", dir.display()))?
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("{origin}: {}", dir.display()))?;
+        children.sort_by_key(|e| e.file_name());
+        for c in children {
+            let path = c.path();
+            if self.exclude.contains(&path) {
+                continue;
+            }
+            let name = c.file_name().into_string().map_err(|_| {
+                anyhow!(
+                    "{origin}: {}: the name is not valid UTF-8; rename it",
+                    path.display()
+                )
+            })?;
+            let rel = join(prefix, &name);
+            self.entry(&path, &rel, origin, false)?;
+        }
+        Ok(())
+    }
+
+    /// Places `path` at `rel`; `follow` follows a symlink (a COPY source named directly).
+    fn entry(&mut self, path: &Path, rel: &str, origin: &str, follow: bool) -> Result<()> {
+        let meta = if follow {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        }
+        .with_context(|| format!("{origin}: {}", path.display()))?;
+        let ft = meta.file_type();
+        let mode = meta.permissions().mode() & 0o7777;
+        if ft.is_dir() {
+            if rel.is_empty() {
+                return self.walk(path, rel, origin);
+            }
+            self.place(rel, Node::Dir { mode }, origin)?;
+            self.walk(path, rel, origin)
+        } else if ft.is_file() {
+            self.place(
+                rel,
+                Node::File {
+                    source: path.to_path_buf(),
+                    mode,
+                },
+                origin,
+            )
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(path)
+                .with_context(|| format!("{origin}: {}", path.display()))?
+                .into_os_string()
+                .into_string()
+                .map_err(|_| {
+                    anyhow!(
+                        "{origin}: {}: the link target is not valid UTF-8",
+                        path.display()
+                    )
+                })?;
+            self.place(rel, Node::Symlink { target }, origin)
+        } else {
+            let what = if ft.is_block_device() {
+                "a block device"
+            } else if ft.is_char_device() {
+                "a character device"
+            } else if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_socket() {
+                "a socket"
+            } else {
+                "a special file"
+            };
+            bail!(
+                "{origin}: {}: {what} cannot go into a bundle (bundles carry regular files, \
+                 directories and symlinks); remove it or copy something else",
+                path.display()
+            )
+        }
+    }
+
+    fn copy(&mut self, plan: &BuildPlan, c: &CopyStep, context: &Path) -> Result<()> {
+        let origin = format!("{}:{}", plan.file, c.line);
+        // ADD is COPY here: local files only, archives copied as they are (not unpacked).
+        let sources = plan.resolve_sources(c, context)?;
+        let dest = if c.dest == "." { "" } else { c.dest.as_str() };
+        for src in sources {
+            if self.exclude.contains(&src) {
+                continue;
+            }
+            let meta =
+                std::fs::metadata(&src).with_context(|| format!("{origin}: {}", src.display()))?;
+            let rel = if meta.is_dir() {
+                // As in Docker, a directory source copies its contents.
+                dest.to_string()
+            } else {
+                let into_dir = c.dest_is_dir || (!dest.is_empty() && self.is_dir_path(dest));
+                if into_dir {
+                    let name = src.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                        anyhow!("{origin}: {}: not a valid UTF-8 name", src.display())
+                    })?;
+                    join(dest, name)
+                } else {
+                    dest.to_string()
+                }
+            };
+            if rel.is_empty() && !meta.is_dir() {
+                bail!("{origin}: a file cannot replace the bundle root; give a file name or a directory ending in /");
+            }
+            self.entry(&src, &rel, &origin, true)?;
+        }
+        Ok(())
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// Runs one `RUN` step in the context directory, its output on stderr prefixed `RUN[line]`.
+fn run_step(plan: &BuildPlan, r: &RunStep, context: &Path) -> Result<()> {
+    let origin = format!("{}:{}", plan.file, r.line);
+    let (mut cmd, shown) = match &r.command {
+        Command::Shell(s) => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(s);
+            (c, s.clone())
+        }
+        Command::Exec(v) => {
+            let mut c = std::process::Command::new(&v[0]);
+            c.args(&v[1..]);
+            (c, v.join(" "))
+        }
+    };
+    eprintln!("RUN[{}] {shown}", r.line);
+    cmd.current_dir(context)
+        .envs(&r.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        anyhow!(
+            "{origin}: RUN cannot start {shown:?}: {e}; install the program on the build host or \
+             fix the command"
+        )
+    })?;
+    let line = r.line;
+    let pipes: Vec<Box<dyn Read + Send>> = vec![
+        Box::new(child.stdout.take().expect("piped stdout")),
+        Box::new(child.stderr.take().expect("piped stderr")),
+    ];
+    let threads: Vec<_> = pipes
+        .into_iter()
+        .map(|p| {
+            std::thread::spawn(move || {
+                for l in BufReader::new(p).split(b'\n').map_while(|l| l.ok()) {
+                    eprintln!("RUN[{line}] {}", String::from_utf8_lossy(&l));
+                }
+            })
+        })
+        .collect();
+    let status = child
+        .wait()
+        .map_err(|e| anyhow!("{origin}: RUN {shown:?}: {e}"))?;
+    for t in threads {
+        let _ = t.join();
+    }
+    if !status.success() {
+        let how = match status.code() {
+            Some(c) => format!("exit code {c}"),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                format!("signal {}", status.signal().unwrap_or(0))
+            }
+        };
+        bail!(
+            "{origin}: RUN failed with {how}: {shown}\n  it ran in {} on the build host; fix the \
+             command (its output is above, prefixed RUN[{line}])",
+            context.display()
+        );
+    }
+    Ok(())
+}
+
+/// The images the context needs (manifests/, charts/, imageList), with the Kubefile's ENV for
+/// templates.
+pub fn discover_images(context: &Path, plan: &BuildPlan) -> Result<Discovery> {
+    let opts = DiscoverOptions {
+        env: plan.env.clone(),
+        ..Default::default()
+    };
+    Ok(discover::discover(context, &opts)?)
+}
+
+/// The bale program to put in front of a bundle for `arch` (`x86_64`, `aarch64`): a given stub
+/// built for it, else `bale-<arch>` in `stub_dir`, else this program when it is built for it,
+/// else `bale-<arch>` next to this program.
+pub fn find_stub(arch: &str, stubs: &[PathBuf], stub_dir: Option<&Path>) -> Result<PathBuf> {
+    let mut looked = Vec::new();
+    for s in stubs {
+        if bale_payload::elf::arch_of(s)? == arch {
+            return Ok(s.clone());
+        }
+        looked.push(format!("--stub {} (not {arch})", s.display()));
+    }
+    let name = format!("bale-{arch}");
+    if let Some(d) = stub_dir {
+        let p = d.join(&name);
+        if p.is_file() {
+            return Ok(p);
+        }
+        looked.push(p.display().to_string());
+    }
+    if std::env::consts::ARCH == arch {
+        return Ok(PathBuf::from("/proc/self/exe"));
+    }
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        let p = d.join(&name);
+        if p.is_file() {
+            return Ok(p);
+        }
+        looked.push(p.display().to_string());
+    }
+    bail!(
+        "no bale program for {arch} to start the bundle with; looked at: {}. Build one \
+         (scripts/build-release.sh makes out/release/bale-{arch}) and pass --stub or --stub-dir",
+        looked.join(", ")
+    )
+}
+
+/// Kernel name of a platform's architecture (`amd64` -> `x86_64`).
+pub fn kernel_arch(p: &Platform) -> String {
+    match p.architecture.as_str() {
+        "amd64" => "x86_64".into(),
+        "arm64" => "aarch64".into(),
+        a => a.into(),
+    }
+}
+
+/// One bundle to write.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub platform: Platform,
+    pub stub: PathBuf,
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteConfig {
+    pub name: String,
+    pub version: String,
+    /// Inputs as the user gave them, for the header.
+    pub kubefile_shown: String,
+    pub context_shown: String,
+    pub created_at: Option<String>,
+    pub write: WriteOptions,
+    /// `sources` is filled from the context's `images/`.
+    pub collect: CollectOptions,
+}
+
+/// Writes the bundle for one platform.
+pub fn write(
+    p: &Prepared,
+    discovery: &Discovery,
+    target: &Target,
+    cfg: &WriteConfig,
+) -> Result<WriteSummary> {
+    let arch = kernel_arch(&target.platform);
+    let stub_arch = bale_payload::elf::arch_of(&target.stub)?;
+    if stub_arch != arch {
+        bail!(
+            "{}: the program is for {stub_arch}, the bundle for {}; give a stub for {arch}",
+            target.stub.display(),
+            target.platform
+        );
+    }
+    let base_registry = p
+        .layout
+        .keys()
+        .any(|k| k == REGISTRY_DIR || k.starts_with("registry/"));
+    let mut metadata: BTreeMap<String, Value> = BTreeMap::new();
+    let mut env = BTreeMap::new();
+    let mut labels = BTreeMap::new();
+    let mut inputs = vec![
+        format!("kubefile {} {}", cfg.kubefile_shown, p.kubefile_digest),
+        format!("context {}", cfg.context_shown),
+    ];
+    let mut image_count = 0;
+    if let Some(b) = &p.base {
+        let h = &b.bundle.header;
+        if h.arch != arch {
+            bail!(
+                "FROM {}: the base is a bundle for {}, this build is for {}; build the base for \
+                 {arch} too",
+                b.shown,
+                h.arch,
+                target.platform
+            );
+        }
+        let digest = format!("sha256:{}", format::hex(&b.bundle.trailer.header_sha256));
+        let mut layers = h
+            .metadata
+            .get("layers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut layer = json!({"name": h.name, "version": h.version, "digest": digest});
+        if let Some(s) = h.metadata.get("install_steps") {
+            layer["install_steps"] = s.clone();
+        }
+        layers.push(layer);
+        metadata.insert("layers".into(), Value::Array(layers));
+        for (k, dst) in [("env", &mut env), ("labels", &mut labels)] {
+            if let Some(o) = h.metadata.get(k).and_then(Value::as_object) {
+                for (k, v) in o {
+                    if let Some(s) = v.as_str() {
+                        dst.insert(k.clone(), s.to_string());
+                    }
+                }
+            }
+        }
+        inputs.push(format!("base {} {digest}", b.shown));
+        if base_registry {
+            image_count = h.counts.images;
+            if let Some(v) = h.metadata.get("images") {
+                metadata.insert("images".into(), v.clone());
+            }
+        }
+    }
+    env.extend(p.plan.env.clone());
+    labels.extend(p.plan.labels.clone());
+
+    // Images, for this platform.
+    let refs: Vec<_> = discovery.images.iter().map(|i| i.image.clone()).collect();
+    let mut resolved: Vec<ResolvedImage> = Vec::new();
+    let cache_dir = cfg
+        .collect
+        .cache_dir
+        .clone()
+        .unwrap_or_else(Cache::default_dir);
+    if !refs.is_empty() {
+        if let Some((path, placed)) = p
+            .layout
+            .iter()
+            .find(|(k, _)| *k == REGISTRY_DIR || k.starts_with("registry/"))
+        {
+            bail!(
+                "{}: {path} is where the bundle's images go, and this build adds images; \
+                 {}",
+                placed.origin,
+                if matches!(placed.node, Node::Base(_)) {
+                    "the base already carries images, and merging images across layers is not \
+                     supported yet: put every image in one layer"
+                } else {
+                    "copy it to another destination"
+                }
+            );
+        }
+        let mut copts = cfg.collect.clone();
+        copts.cache_dir = Some(cache_dir.clone());
+        copts.sources = images::context_sources(&p.context)?;
+        resolved = images::collect(&refs, &target.platform, &copts)
+            .with_context(|| format!("collecting images for {}", target.platform))?;
+        image_count = resolved.len() as u64;
+        metadata.insert("images".into(), images_listing(&resolved));
+    }
+
+    metadata.insert("platform".into(), json!(target.platform.to_string()));
+    metadata.insert("kubefile".into(), json!(p.kubefile_digest));
+    metadata.insert(
+        "install_steps".into(),
+        serde_json::to_value(&p.plan.install_steps)?,
+    );
+    if !p.plan.apps.is_empty() {
+        metadata.insert("apps".into(), serde_json::to_value(&p.plan.apps)?);
+    }
+    metadata.insert("env".into(), serde_json::to_value(&env)?);
+    metadata.insert("labels".into(), serde_json::to_value(&labels)?);
+    if let Some(v) = &p.plan.kube_version {
+        metadata.insert("kube_version".into(), json!(v));
+    }
+    if image_count > 0 {
+        inputs.push(format!("images {image_count}"));
+    }
+    let meta = BundleMeta {
+        name: cfg.name.clone(),
+        version: cfg.version.clone(),
+        inputs,
+        created_at: cfg.created_at.clone(),
+        images: image_count,
+        metadata,
+    };
+    let mut w = BundleWriter::create(&target.output, &target.stub, meta, cfg.write.clone())
+        .with_context(|| format!("cannot start {}", target.output.display()))?;
+    for (path, placed) in &p.layout {
+        let r = match &placed.node {
+            Node::Dir { mode } => w.add_dir(path, *mode),
+            Node::File { source, mode } => w.add_file(path, *mode, source),
+            Node::Symlink { target } => w.add_symlink(path, target),
+            Node::Base(i) => match &p.base {
+                Some(b) => w.add_entry_from(&b.bundle, &b.entries[*i]),
+                None => unreachable!("a base entry without a base"),
+            },
+        };
+        r.map_err(|e| anyhow!("{}: {path}: {e}", placed.origin))?;
+    }
+    if !resolved.is_empty() {
+        let s = images::add_images_to_bundle(&mut w, &cache_dir, &resolved)?;
+        debug_assert_eq!(s.count, image_count);
+    }
+    Ok(w.finish()?)
+}
+
+/// What `add_images_to_bundle` reports, known before writing so it goes into the header.
+fn images_listing(images: &[ResolvedImage]) -> Value {
+    let by_name: BTreeMap<&str, &ResolvedImage> =
+        images.iter().map(|i| (i.name.as_str(), i)).collect();
+    Value::Array(
+        by_name
+            .iter()
+            .map(|(name, img)| {
+                json!({
+                    "name": name,
+                    "digest": img.descriptor.digest,
+                    "mediaType": img.descriptor.media_type,
+                    "platform": img.platform.to_string(),
+                    "size": img.size(),
+                })
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,607 @@
+//! `bale build -f Kubefile` end to end through the real `bale` binary: steps, metadata,
+//! reproducibility, layering on a base bundle, images from the context, and errors.
+
+mod common;
+
+use bale_payload::format::{self, Entry, Kind};
+use common::*;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn write(path: &Path, data: impl AsRef<[u8]>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn build(args: &[&str]) -> Output {
+    let mut all = vec!["build"];
+    all.extend_from_slice(args);
+    bale(&all)
+}
+
+fn paths(entries: &[Entry]) -> Vec<&str> {
+    entries.iter().map(|e| e.path.as_str()).collect()
+}
+
+/// Compressible, not trivially so: several frames of 2 MiB.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 4 == 0 {
+                x as u8
+            } else {
+                b'a' + (i % 7) as u8
+            }
+        })
+        .collect()
+}
+
+fn read(path: &Path, e: &Entry) -> Vec<u8> {
+    let b = bale_payload::Bundle::open(path).unwrap();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut b.open_entry(e).unwrap(), &mut out).unwrap();
+    out
+}
+
+fn entry<'a>(entries: &'a [Entry], path: &str) -> &'a Entry {
+    entries
+        .iter()
+        .find(|e| e.path == path)
+        .unwrap_or_else(|| panic!("{path} not in {:?}", paths(entries)))
+}
+
+fn scratch_context(dir: &Path) {
+    write(
+        &dir.join("Kubefile"),
+        "ARG VERSION=0.1\n\
+         ARG GREETING\n\
+         FROM scratch\n\
+         ENV APP_VERSION=$VERSION APP_PORT=8080\n\
+         LABEL vendor=acme\n\
+         COPY manifests manifests/\n\
+         COPY etc/app.conf etc/\n\
+         COPY scripts/*.sh scripts/\n\
+         RUN echo \"generated $VERSION $GREETING\" > gen.txt && echo to-stdout && echo to-stderr >&2\n\
+         COPY gen.txt etc/gen.txt\n\
+         CMD sh scripts/a.sh\n\
+         CMD [\"kubectl\", \"apply\", \"-f\", \"manifests/\"]\n",
+    );
+    write(
+        &dir.join("manifests/config.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+    );
+    write(&dir.join("manifests/sub/x.yaml"), "kind: List\n");
+    write(&dir.join("etc/app.conf"), "port=8080\n");
+    write(&dir.join("etc/other.conf"), "not copied\n");
+    write(&dir.join("scripts/a.sh"), "echo a\n");
+    write(&dir.join("scripts/b.sh"), "echo b\n");
+    write(&dir.join("scripts/c.txt"), "not matched\n");
+    std::fs::set_permissions(
+        dir.join("scripts/a.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+#[test]
+fn scratch_build_copies_runs_and_records_install_steps() {
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    scratch_context(&ctx);
+    let out = d.path().join("app.bale");
+    let o = build(&[
+        "-f",
+        s(&ctx.join("Kubefile")),
+        "-t",
+        "app:2.0",
+        "--build-arg",
+        "VERSION=0.2",
+        "--build-arg",
+        "GREETING=hello",
+        "-o",
+        s(&out),
+        s(&ctx),
+    ]);
+    ok(&o);
+    let err = stderr(&o);
+    assert!(err.contains("RUN[9] to-stdout"), "{err}");
+    assert!(err.contains("RUN[9] to-stderr"), "{err}");
+
+    let p = parts(&out);
+    assert_eq!(
+        paths(&p.entries),
+        [
+            "etc",
+            "etc/app.conf",
+            "etc/gen.txt",
+            "manifests",
+            "manifests/config.yaml",
+            "manifests/sub",
+            "manifests/sub/x.yaml",
+            "scripts",
+            "scripts/a.sh",
+            "scripts/b.sh",
+        ]
+    );
+    assert_eq!(entry(&p.entries, "scripts/a.sh").mode, 0o755);
+    assert_eq!(
+        read(&out, entry(&p.entries, "etc/gen.txt")),
+        b"generated 0.2 hello\n"
+    );
+    let h = &p.header;
+    assert_eq!((h.name.as_str(), h.version.as_str()), ("app", "2.0"));
+    let m = &h.metadata;
+    assert_eq!(
+        m["install_steps"],
+        json!([
+            {"type": "cmd", "line": 11, "command": {"shell": "sh scripts/a.sh"}},
+            {"type": "cmd", "line": 12, "command": {"exec": ["kubectl", "apply", "-f", "manifests/"]}},
+        ])
+    );
+    assert_eq!(m["env"], json!({"APP_PORT": "8080", "APP_VERSION": "0.2"}));
+    assert_eq!(m["labels"], json!({"vendor": "acme"}));
+    let text = std::fs::read(ctx.join("Kubefile")).unwrap();
+    assert_eq!(
+        m["kubefile"],
+        json!(format!("sha256:{}", format::hex(&format::sha256(&text))))
+    );
+    assert!(m.get("layers").is_none());
+    assert!(!m.contains_key("created_at"));
+    ok(&bale(&["verify", s(&out)]));
+}
+
+#[test]
+fn two_builds_give_the_same_bytes_and_skip_their_own_output() {
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    scratch_context(&ctx);
+    // Everything, with the output inside the context: the output is never packed.
+    write(
+        &ctx.join("Kubefile"),
+        "FROM scratch\nRUN printf 'x%.0s' 1 2 3 > gen.txt\nCOPY . /\nCMD true\n",
+    );
+    write(&ctx.join("big.bin"), data(5 << 20, 3));
+    let out = ctx.join("app.bale");
+    let args = ["-t", "app:1", "-o", s(&out), s(&ctx)];
+    ok(&build(&args));
+    let first = std::fs::read(&out).unwrap();
+    ok(&build(&args));
+    let second = std::fs::read(&out).unwrap();
+    assert!(first == second, "two builds differ");
+    let p = parts(&out);
+    assert!(!paths(&p.entries).contains(&"app.bale"));
+    assert!(paths(&p.entries).contains(&"gen.txt"));
+    assert!(paths(&p.entries).contains(&"Kubefile"));
+}
+
+#[test]
+fn an_app_on_a_base_bundle_reuses_the_base_frames() {
+    let d = tempfile::tempdir().unwrap();
+    let rt = d.path().join("runtime");
+    write(
+        &rt.join("Kubefile"),
+        "FROM scratch\nCOPY bin/ bin/\nCOPY etc/ etc/\nENV RUNTIME=1\nCMD install-runtime\n",
+    );
+    write(&rt.join("bin/containerd"), data(5 << 20, 7));
+    write(&rt.join("bin/runc"), data(100 << 10, 8));
+    write(&rt.join("etc/base.conf"), "base\n");
+    write(&rt.join("etc/keep.conf"), "keep\n");
+    std::os::unix::fs::symlink("containerd", rt.join("bin/ctr")).unwrap();
+    let app_ctx = d.path().join("app");
+    std::fs::create_dir_all(&app_ctx).unwrap();
+    let base = app_ctx.join("runtime.bale");
+    // The base at a high level: recompressing at the app's level would change the frames.
+    ok(&build(&[
+        "-t",
+        "runtime:1.0",
+        "--level",
+        "19",
+        "-o",
+        s(&base),
+        s(&rt),
+    ]));
+    write(
+        &app_ctx.join("Kubefile"),
+        "FROM runtime.bale\nCOPY etc/base.conf etc/\nCOPY app/ app/\nCMD kubectl apply -f app/\n",
+    );
+    write(&app_ctx.join("etc/base.conf"), "overridden\n");
+    write(&app_ctx.join("app/web.yaml"), "kind: List\n");
+    let out = d.path().join("app.bale");
+    ok(&build(&["-t", "app:1.0", "-o", s(&out), s(&app_ctx)]));
+    ok(&bale(&["verify", s(&out)]));
+    ok(&bale(&["verify", "--content", s(&out)]));
+
+    let b = parts(&base);
+    let a = parts(&out);
+    assert_eq!(
+        paths(&a.entries),
+        [
+            "app",
+            "app/web.yaml",
+            "bin",
+            "bin/containerd",
+            "bin/ctr",
+            "bin/runc",
+            "etc",
+            "etc/base.conf",
+            "etc/keep.conf",
+        ]
+    );
+    assert_eq!(
+        read(&out, entry(&a.entries, "etc/base.conf")),
+        b"overridden\n"
+    );
+    assert_eq!(entry(&a.entries, "bin/ctr").target, "containerd");
+    for path in ["bin/containerd", "bin/runc", "etc/keep.conf"] {
+        let (be, ae) = (entry(&b.entries, path), entry(&a.entries, path));
+        assert_eq!(be.sha256, ae.sha256, "{path}");
+        assert_eq!(be.frames.len(), ae.frames.len(), "{path}");
+        for (bf, af) in be.frames.iter().zip(&ae.frames) {
+            assert_eq!(
+                (bf.codec, bf.stored_len, bf.raw_len, bf.sha256),
+                (af.codec, af.stored_len, af.raw_len, af.sha256),
+                "{path}"
+            );
+            let bs = b.trailer.stub_len + bf.offset;
+            let as_ = a.trailer.stub_len + af.offset;
+            assert_eq!(
+                &b.bytes[bs as usize..][..bf.stored_len as usize],
+                &a.bytes[as_ as usize..][..af.stored_len as usize],
+                "{path}"
+            );
+        }
+    }
+    assert!(entry(&a.entries, "bin/containerd")
+        .frames
+        .iter()
+        .any(|f| f.codec == format::Codec::Zstd));
+    let layers = &a.header.metadata["layers"];
+    let base_bytes = &b.bytes[b.trailer.header_offset as usize..][..b.trailer.header_len as usize];
+    assert_eq!(
+        layers[0]["digest"],
+        json!(format!(
+            "sha256:{}",
+            format::hex(&format::sha256(base_bytes))
+        ))
+    );
+    assert_eq!(layers[0]["name"], json!("runtime"));
+    assert_eq!(layers[0]["version"], json!("1.0"));
+    assert_eq!(
+        layers[0]["install_steps"][0]["command"]["shell"],
+        json!("install-runtime")
+    );
+    assert_eq!(a.header.metadata["env"]["RUNTIME"], json!("1"));
+}
+
+#[test]
+fn failures_name_the_kubefile_line() {
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    write(&ctx.join("a.txt"), "a");
+    let out = d.path().join("x.bale");
+    let kf = ctx.join("Kubefile");
+
+    write(
+        &kf,
+        "FROM scratch\nCOPY a.txt a.txt\nRUN echo before && exit 3\n",
+    );
+    let o = build(&["-o", s(&out), s(&ctx)]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains(":3: RUN failed with exit code 3"), "{e}");
+    assert!(e.contains("RUN[3] before"), "{e}");
+    assert!(!out.exists());
+
+    write(&kf, "FROM scratch\nCOPPY a.txt a.txt\n");
+    let o = build(&["-o", s(&out), s(&ctx)]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("Kubefile:2:"), "{e}");
+
+    write(&kf, "FROM scratch\n\nCOPY missing/ dest/\n");
+    let o = build(&["-o", s(&out), s(&ctx)]);
+    let e = stderr(&o);
+    assert!(
+        e.contains("Kubefile:3:") && e.contains("does not exist"),
+        "{e}"
+    );
+
+    write(&kf, "FROM base.bale\n");
+    let o = build(&["-o", s(&out), s(&ctx)]);
+    let e = stderr(&o);
+    assert!(e.contains("Kubefile:1: FROM base.bale"), "{e}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_directory_without_kubefile_is_still_packed() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    write(&tree.join("a/b.txt"), "b");
+    let out = d.path().join("t.bale");
+    ok(&build(&[s(&tree), "-o", s(&out)]));
+    assert_eq!(paths(&parts(&out).entries), ["a", "a/b.txt"]);
+}
+
+// ---- images ----
+
+fn busybox() -> Option<Vec<u8>> {
+    match std::fs::read("/bin/busybox") {
+        Ok(b) => Some(b),
+        Err(_) => {
+            eprintln!("SKIP: /bin/busybox missing (apt-get install busybox-static)");
+            None
+        }
+    }
+}
+
+fn sha(d: &[u8]) -> String {
+    format!("sha256:{}", format::hex(&format::sha256(d)))
+}
+
+/// A ustar archive of regular files, deterministic.
+fn tar(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data, mode) in files {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let oct = |h: &mut [u8; 512], at: usize, len: usize, v: u64| {
+            let s = format!("{:0w$o}\0", v, w = len - 1);
+            h[at..at + len].copy_from_slice(s.as_bytes());
+        };
+        oct(&mut h, 100, 8, *mode as u64);
+        oct(&mut h, 108, 8, 0);
+        oct(&mut h, 116, 8, 0);
+        oct(&mut h, 124, 12, data.len() as u64);
+        oct(&mut h, 136, 12, 0);
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|b| *b as u64).sum();
+        let c = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(c.as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+struct Layout(PathBuf);
+
+impl Layout {
+    fn blob(&self, d: &[u8]) -> Value {
+        let digest = sha(d);
+        write(&self.0.join("blobs/sha256").join(&digest[7..]), d);
+        json!({"digest": digest, "size": d.len()})
+    }
+
+    /// An image for `arch` holding `files`; returns the manifest descriptor.
+    fn image(&self, arch: &str, files: &[(&str, &[u8], u32)]) -> Value {
+        let layer = tar(files);
+        let mut l = self.blob(&layer);
+        l["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar");
+        let cfg = serde_json::to_vec(&json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Entrypoint": ["/bin/busybox"]},
+            "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]},
+        }))
+        .unwrap();
+        let mut c = self.blob(&cfg);
+        c["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
+        let m = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": c, "layers": [l],
+        }))
+        .unwrap();
+        let mut d = self.blob(&m);
+        d["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
+        d["platform"] = json!({"architecture": arch, "os": "linux"});
+        d
+    }
+
+    fn index(&self, children: &[Value]) -> Value {
+        let i = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": children,
+        }))
+        .unwrap();
+        let mut d = self.blob(&i);
+        d["mediaType"] = json!("application/vnd.oci.image.index.v1+json");
+        d
+    }
+
+    fn tag(&self, desc: &Value, name: &str) {
+        let mut d = desc.clone();
+        d.as_object_mut().unwrap().remove("platform");
+        d["annotations"] = json!({"org.opencontainers.image.ref.name": name});
+        write(
+            &self.0.join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        );
+        write(
+            &self.0.join("index.json"),
+            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [d]})).unwrap(),
+        );
+    }
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+fn image_context(ctx: &Path, bb: &[u8]) -> (Value, Value) {
+    write(
+        &ctx.join("Kubefile"),
+        "FROM scratch\nCOPY manifests/ manifests/\nCMD kubectl apply -f manifests/\n",
+    );
+    write(
+        &ctx.join("manifests/web.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n    - name: web\n      image: busybox:1.36\n",
+    );
+    let l = Layout(ctx.join("images/busybox"));
+    let amd = l.image("amd64", &[("bin/busybox", bb, 0o755)]);
+    let arm = l.image("arm64", &[("bin/busybox", b"arm stand-in", 0o755)]);
+    let idx = l.index(&[amd.clone(), arm.clone()]);
+    l.tag(&idx, "docker.io/library/busybox:1.36");
+    (amd, arm)
+}
+
+fn registry_index(path: &Path) -> (Value, Vec<Entry>) {
+    let p = parts(path);
+    let idx = read(path, entry(&p.entries, "registry/index.json"));
+    (serde_json::from_slice(&idx).unwrap(), p.entries)
+}
+
+fn blob_names(entries: &[Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| e.kind == Kind::Blob)
+        .map(|e| format!("sha256:{}", e.path.rsplit('/').next().unwrap()))
+        .collect()
+}
+
+#[test]
+fn images_named_by_manifests_come_from_the_context() {
+    let Some(bb) = busybox() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    let (amd, arm) = image_context(&ctx, &bb);
+    let cache = d.path().join("cache");
+
+    let o = build(&["--list-images", s(&ctx)]);
+    ok(&o);
+    let listing = stdout(&o);
+    assert!(
+        listing.contains("docker.io/library/busybox:1.36"),
+        "{listing}"
+    );
+    assert!(listing.contains("manifests/web.yaml"), "{listing}");
+    assert!(listing.contains("1 image,"), "{listing}");
+
+    let out = d.path().join("app.bale");
+    ok(&build(&[
+        "-t",
+        "app:1",
+        "--offline",
+        "--image-cache",
+        s(&cache),
+        "-o",
+        s(&out),
+        s(&ctx),
+    ]));
+    ok(&bale(&["verify", "--content", s(&out)]));
+    let (idx, entries) = registry_index(&out);
+    assert_eq!(
+        idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        json!("docker.io/library/busybox:1.36")
+    );
+    let blobs = blob_names(&entries);
+    let (mine, other) = if host_arch() == "arm64" {
+        (&arm, &amd)
+    } else {
+        (&amd, &arm)
+    };
+    assert!(blobs.contains(&mine["digest"].as_str().unwrap().to_string()));
+    assert!(!blobs.contains(&other["digest"].as_str().unwrap().to_string()));
+    assert!(paths(&entries).contains(&"registry/oci-layout"));
+    assert!(!paths(&entries).iter().any(|p| p.starts_with("images")));
+    let h = parts(&out).header;
+    assert_eq!(h.counts.images, 1);
+    assert_eq!(
+        h.metadata["images"][0]["name"],
+        json!("docker.io/library/busybox:1.36")
+    );
+    // The busybox binary is in a layer blob, stored raw.
+    let layer = tar(&[("bin/busybox", &bb, 0o755)]);
+    if host_arch() == "amd64" {
+        assert!(blobs.contains(&sha(&layer)));
+    }
+}
+
+/// Just enough of an ELF header to pass for an aarch64 program as a stub.
+fn fake_aarch64_stub(path: &Path) {
+    let mut h = vec![0u8; 64];
+    h[..4].copy_from_slice(b"\x7fELF");
+    h[4] = 2;
+    h[5] = 1;
+    h[6] = 1;
+    h[18..20].copy_from_slice(&183u16.to_le_bytes());
+    write(path, h);
+}
+
+#[test]
+fn one_bundle_per_platform_each_with_its_own_image() {
+    let Some(bb) = busybox() else { return };
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("SKIP: the fake stub stands in for aarch64 on an x86_64 host");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    let (amd, arm) = image_context(&ctx, &bb);
+    let stubs = d.path().join("stubs");
+    fake_aarch64_stub(&stubs.join("bale-aarch64"));
+    let outdir = d.path().join("out");
+    std::fs::create_dir_all(&outdir).unwrap();
+    let pattern = outdir.join("app-{arch}.bale");
+    ok(&build(&[
+        "-t",
+        "app:1",
+        "--offline",
+        "--image-cache",
+        s(&d.path().join("cache")),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--stub-dir",
+        s(&stubs),
+        "-o",
+        s(&pattern),
+        s(&ctx),
+    ]));
+    for (arch, kernel, mine, other) in [
+        ("amd64", "x86_64", &amd, &arm),
+        ("arm64", "aarch64", &arm, &amd),
+    ] {
+        let out = outdir.join(format!("app-{arch}.bale"));
+        ok(&bale(&["verify", s(&out)]));
+        let (_, entries) = registry_index(&out);
+        let blobs = blob_names(&entries);
+        assert!(blobs.contains(&mine["digest"].as_str().unwrap().to_string()));
+        assert!(!blobs.contains(&other["digest"].as_str().unwrap().to_string()));
+        let h = parts(&out).header;
+        assert_eq!(h.arch, kernel);
+        assert_eq!(h.metadata["platform"], json!(format!("linux/{arch}")));
+    }
+
+    // Without a stub for the other architecture, the error says where it looked.
+    let o = build(&[
+        "--offline",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        s(&outdir.join("x.bale")),
+        s(&ctx),
+    ]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("bale-aarch64") && e.contains("--stub"), "{e}");
+}
