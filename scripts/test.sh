@@ -7,7 +7,7 @@ cd "$ROOT"
 
 # Real peers the tests drive: nftables and netns (lvscare), skopeo and containerd (registry),
 # busybox-static (test images), docker-registry and apache2-utils (image pulls).
-need_apt time diffutils zstd openssl bc nftables iproute2 skopeo containerd busybox-static \
+need_apt time diffutils zstd openssl bc jq nftables iproute2 skopeo containerd busybox-static \
     docker-registry apache2-utils
 need_release_toolchain
 for c in clippy rustfmt; do
