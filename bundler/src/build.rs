@@ -18,7 +18,7 @@ use bale_payload::{format, Bundle, BundleMeta, BundleWriter, Entry, Kind, WriteO
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where an entry's content comes from.
@@ -333,17 +333,7 @@ impl Layout {
                 })?;
             self.place(rel, Node::Symlink { target }, origin)
         } else {
-            let what = if ft.is_block_device() {
-                "a block device"
-            } else if ft.is_char_device() {
-                "a character device"
-            } else if ft.is_fifo() {
-                "a FIFO"
-            } else if ft.is_socket() {
-                "a socket"
-            } else {
-                "a special file"
-            };
+            let what = crate::tree::special_file_kind(&ft);
             bail!(
                 "{origin}: {}: {what} cannot go into a bundle (bundles carry regular files, \
                  directories and symlinks); remove it or copy something else",

@@ -78,6 +78,21 @@ pub fn tree_size(root: &Path) -> u64 {
     total
 }
 
+/// Names what a non-regular, non-directory, non-symlink file is, for error messages.
+pub fn special_file_kind(ft: &std::fs::FileType) -> &'static str {
+    if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
 fn io(path: &Path, source: std::io::Error) -> TreeError {
     TreeError::Io {
         path: path.to_path_buf(),
@@ -134,17 +149,7 @@ fn walk(
             })?;
             stats.symlinks += 1;
         } else {
-            let what = if ft.is_block_device() {
-                "a block device"
-            } else if ft.is_char_device() {
-                "a character device"
-            } else if ft.is_fifo() {
-                "a FIFO"
-            } else if ft.is_socket() {
-                "a socket"
-            } else {
-                "a special file"
-            };
+            let what = special_file_kind(&ft);
             return Err(TreeError::Special { path, what });
         }
     }
