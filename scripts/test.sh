@@ -20,6 +20,10 @@ say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "static release builds"
 scripts/build-release.sh
+say "test nodes (scripts/testbed.sh prepare: cached after the first run)"
+scripts/testbed.sh prepare
+trap 'scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
 say "tests"
-BALE_REQUIRE_CROSS=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" \
+# Cross-architecture and multi-node tests must run here, not skip.
+BALE_REQUIRE_CROSS=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" BALE_REQUIRE_TESTBED=1 \
     cargo test --workspace --locked

@@ -53,6 +53,11 @@ enum Command {
     Registry(RegistryCommand),
     /// Keep a virtual IP pointing at healthy API servers (IPVS or nftables)
     Lvscare(bale_installer::lvscare::LvscareArgs),
+    /// Install this bundle on hosts over SSH (or on this machine when none are given)
+    Install(bale_installer::install::InstallArgs),
+    /// What the copied bundle runs on each host during an install
+    #[command(hide = true)]
+    Agent(bale_installer::agent::AgentArgs),
 }
 
 #[derive(Subcommand)]
@@ -62,6 +67,10 @@ enum RegistryCommand {
 }
 
 fn main() -> ExitCode {
+    // Started by ssh as SSH_ASKPASS during `install`: answer the prompt and stop.
+    if let Some(code) = bale_installer::ssh::askpass_hook() {
+        return ExitCode::from(code as u8);
+    }
     let cli = Cli::parse();
     let this = match Bundle::open_self() {
         Ok(b) => b,
@@ -88,6 +97,10 @@ fn main() -> ExitCode {
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
         Some(Command::Registry(RegistryCommand::Serve(a))) => bale_installer::registry::serve(a),
         Some(Command::Lvscare(a)) => bale_installer::lvscare::run(a),
+        Some(Command::Install(a)) => {
+            bale_installer::install::run(a, this.as_ref().map(|b| b.path().to_path_buf()))
+        }
+        Some(Command::Agent(a)) => bale_installer::agent::run(a, this.as_ref()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,12 @@
 //! Everything bale runs on site.
 
+pub mod agent;
+pub mod clusterfile;
+pub mod engine;
+pub mod hosts;
+pub mod install;
 pub mod lvscare;
+pub mod phases;
+pub mod preflight;
 pub mod registry;
+pub mod ssh;

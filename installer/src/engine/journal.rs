@@ -1,0 +1,92 @@
+//! The per-node journal: which phases completed for which bundle, kept on the node itself at
+//! `<data-dir>/journal.json` and replaced atomically (write a temporary file, rename). A journal
+//! written for another bundle (different header digest) is ignored: a new bundle starts over.
+
+use crate::ssh::{sq, Conn, Input, SshError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const FILE: &str = "journal.json";
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Journal {
+    /// Header digest of the bundle the phases were done for.
+    #[serde(default)]
+    pub bundle: String,
+    #[serde(default)]
+    pub phases: BTreeMap<String, Done>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Done {
+    /// Unix seconds.
+    pub at: u64,
+}
+
+impl Journal {
+    /// Parses a journal's text; `None` (start over) when it is empty, unreadable or for another
+    /// bundle.
+    pub fn parse(text: &str, digest: &str) -> Option<Journal> {
+        let j: Journal = serde_json::from_str(text).ok()?;
+        (j.bundle == digest).then_some(j)
+    }
+
+    pub fn is_done(&self, phase: &str) -> bool {
+        self.phases.contains_key(phase)
+    }
+
+    /// Reads the node's journal for this bundle (an empty one when there is none).
+    pub fn load(conn: &Conn, data_dir: &str, digest: &str) -> Result<Journal, SshError> {
+        let path = format!("{data_dir}/{FILE}");
+        let text = conn.root_ok(
+            "read the journal",
+            &format!("cat {} 2>/dev/null || true", sq(&path)),
+            Input::None,
+        )?;
+        Ok(Journal::parse(&text, digest).unwrap_or_else(|| Journal {
+            bundle: digest.into(),
+            phases: BTreeMap::new(),
+        }))
+    }
+
+    /// Marks `phase` done and writes the journal back to the node.
+    pub fn record(&mut self, conn: &Conn, data_dir: &str, phase: &str) -> Result<(), SshError> {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.phases.insert(phase.into(), Done { at });
+        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let d = sq(data_dir);
+        let script = format!(
+            "set -e; [ -d {d} ] || install -d -m 0700 {d}; t={d}/.{FILE}.tmp; \
+             cat > \"$t\"; sync \"$t\" 2>/dev/null || true; mv -f \"$t\" {d}/{FILE}"
+        );
+        conn.root_ok("write the journal", &script, Input::Bytes(&body))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_round_trip_and_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data");
+        let d = d.to_str().unwrap();
+        let c = Conn::local().unwrap();
+        let mut j = Journal::load(&c, d, "abc").unwrap();
+        assert!(!j.is_done("upload"));
+        j.record(&c, d, "upload").unwrap();
+        let again = Journal::load(&c, d, "abc").unwrap();
+        assert!(again.is_done("upload"));
+        assert_eq!(again, j);
+        // Another bundle starts over; garbage too.
+        assert!(!Journal::load(&c, d, "def").unwrap().is_done("upload"));
+        std::fs::write(format!("{d}/{FILE}"), "{not json").unwrap();
+        assert!(!Journal::load(&c, d, "abc").unwrap().is_done("upload"));
+        assert!(Journal::parse("", "abc").is_none());
+    }
+}

@@ -1,0 +1,171 @@
+//! The install engine, k0sctl style: an install is a list of [`Phase`]s; the [`Manager`] runs
+//! each phase on every node in parallel (bounded), one phase after the other, records completed
+//! phases in a journal on each node ([`journal`]) so a re-run skips them, keeps going on the
+//! other nodes when one fails, and ends with a report naming what failed where.
+//!
+//! Phases see one [`Node`] at a time; checks that need every node (unique hostnames, clock
+//! skew) go in [`Phase::after_all`], whose failure stops the whole run.
+
+pub mod journal;
+pub mod manager;
+pub mod report;
+
+use crate::hosts::{Host, Role};
+use crate::ssh::{Conn, SshError, SshOptions};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use manager::{Manager, RunReport};
+pub use report::{Event, Reporter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PhaseError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{0}")]
+    Msg(String),
+    #[error("not connected (the connect phase did not run)")]
+    NotConnected,
+}
+
+pub type PhaseResult = Result<(), PhaseError>;
+
+/// One step of an install. Only `title`, `dry_run` and `run` are required.
+pub trait Phase: Send + Sync {
+    fn title(&self) -> &str;
+    /// False when there is nothing to do on this node (the phase is reported as skipped).
+    fn should_run(&self, _node: &Node) -> bool {
+        true
+    }
+    /// What `run` would do on this node, for `--dry-run`.
+    fn dry_run(&self, node: &Node) -> String;
+    fn run(&self, node: &Node) -> PhaseResult;
+    /// Cleans up after this phase when it or a later one failed on the node.
+    fn undo(&self, _node: &Node) -> PhaseResult {
+        Ok(())
+    }
+    /// Recorded in the node's journal and skipped on a re-run once done. Checks and
+    /// connections are not journaled: they run every time.
+    fn journaled(&self) -> bool {
+        true
+    }
+    /// Changes nothing on the nodes, so it runs for real under `--dry-run` too.
+    fn read_only(&self) -> bool {
+        false
+    }
+    /// Runs once after `run` succeeded on every node that was still in the run; an error
+    /// stops the whole install (used by preflight for the cross-node checks).
+    fn after_all(&self, _nodes: &[&Node], _ctx: &Ctx) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What every node shares: the bundle, where it goes, and the options.
+pub struct Ctx {
+    pub bundle: BundleInfo,
+    pub data_dir: String,
+    pub ssh: SshOptions,
+    pub ignore_preflight: Vec<String>,
+    /// Every host's address and SSH port (for the reachability check).
+    pub peers: Vec<(std::net::IpAddr, u16)>,
+    pub reporter: Reporter,
+}
+
+#[derive(Debug, Clone)]
+pub struct BundleInfo {
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// Hex SHA-256 of the header: the bundle's identity.
+    pub digest: String,
+    pub size: u64,
+}
+
+impl BundleInfo {
+    pub fn of(b: &bale_payload::Bundle) -> BundleInfo {
+        BundleInfo {
+            path: b.path().to_path_buf(),
+            name: b.header.name.clone(),
+            version: b.header.version.clone(),
+            arch: b.header.arch.clone(),
+            digest: bale_payload::format::hex(&b.trailer.header_sha256),
+            size: b.trailer.file_len,
+        }
+    }
+}
+
+/// What the connect phase learns about a host.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Facts {
+    pub arch: String,
+    pub kernel: String,
+    pub hostname: String,
+    pub os_id: String,
+    pub os_version: String,
+    pub os_pretty: String,
+}
+
+/// One host of the install and what the phases learned about it so far.
+pub struct Node {
+    pub index: usize,
+    /// None for this machine (no hosts given).
+    pub host: Option<Host>,
+    pub ctx: Arc<Ctx>,
+    conn: Mutex<Option<Arc<Conn>>>,
+    pub facts: Mutex<Option<Facts>>,
+    pub journal: Mutex<journal::Journal>,
+    pub probe: Mutex<Option<crate::preflight::Probe>>,
+}
+
+/// Locks a mutex even if a panicking thread poisoned it (the data is still consistent here:
+/// every critical section is a plain assignment).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Node {
+    pub fn new(index: usize, host: Option<Host>, ctx: Arc<Ctx>) -> Node {
+        Node {
+            index,
+            host,
+            ctx,
+            conn: Mutex::new(None),
+            facts: Mutex::new(None),
+            journal: Mutex::new(journal::Journal::default()),
+            probe: Mutex::new(None),
+        }
+    }
+
+    /// The address (and port when not 22), or `local`.
+    pub fn name(&self) -> String {
+        self.host
+            .as_ref()
+            .map(|h| h.label())
+            .unwrap_or_else(|| "local".into())
+    }
+
+    pub fn role(&self) -> Role {
+        self.host.as_ref().map(|h| h.role).unwrap_or(Role::Master)
+    }
+
+    pub fn conn(&self) -> Result<Arc<Conn>, PhaseError> {
+        lock(&self.conn).clone().ok_or(PhaseError::NotConnected)
+    }
+
+    pub fn set_conn(&self, c: Option<Conn>) {
+        *lock(&self.conn) = c.map(Arc::new);
+    }
+
+    pub fn facts(&self) -> Facts {
+        lock(&self.facts).clone().unwrap_or_default()
+    }
+
+    /// A line of progress about this node.
+    pub fn note(&self, msg: &str) {
+        self.ctx.reporter.emit(&Event::Info {
+            node: &self.name(),
+            message: msg,
+        });
+    }
+}

@@ -1,0 +1,218 @@
+//! `bale install`: parse the hosts, then run the install phases on every host over SSH (or on
+//! this machine when no host is given).
+
+use crate::clusterfile::Clusterfile;
+use crate::engine::{BundleInfo, Ctx, Event, Manager, Node, Reporter};
+use crate::hosts::{self, Secret, SshOverrides};
+use crate::ssh::{sq, SshOptions};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const PASSWORD_ENV: &str = "BALE_SSH_PASSWORD";
+
+const AFTER_HELP: &str = "\
+Hosts: --masters 10.0.0.2,10.0.0.3 --nodes 10.0.0.5-10.0.0.9, or -f Clusterfile (sealer.io/v2).
+No hosts: install on this machine only.
+Passwords are never taken on the command line: --password-file FILE or BALE_SSH_PASSWORD.
+Completed phases are recorded on each host (<data-dir>/journal.json) and skipped on a re-run.";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct InstallArgs {
+    /// Control-plane hosts: addresses and ranges, comma-separated
+    #[arg(short = 'm', long)]
+    pub masters: Option<String>,
+    /// Worker hosts: addresses and ranges, comma-separated
+    #[arg(short = 'n', long)]
+    pub nodes: Option<String>,
+    /// A Clusterfile (apiVersion sealer.io/v2, kind Cluster) with hosts and per-host login
+    #[arg(short = 'f', long = "clusterfile", value_name = "FILE")]
+    pub clusterfile: Option<PathBuf>,
+    /// Login user [default: root]
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// SSH port [default: 22]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Private key file
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// File holding the private key's passphrase
+    #[arg(long, value_name = "FILE")]
+    pub key_passphrase_file: Option<PathBuf>,
+    /// File holding the login (and sudo) password
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run privileged commands through sudo (the default for users other than root)
+    #[arg(long)]
+    pub sudo: bool,
+    /// known_hosts file that host keys are checked against [default: ~/.ssh/known_hosts]
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record host keys never seen before (a changed key is still refused)
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Seconds to wait for an SSH connection
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u32,
+    /// Where the bundle and the journal go on each host
+    #[arg(long, default_value = "/var/lib/bale")]
+    pub data_dir: String,
+    /// Preflight checks to ignore, comma-separated (arch, os, kernel, disk, tmp, hostname,
+    /// clock, ports, systemd, conflicts, reach)
+    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
+    pub ignore_preflight: Vec<String>,
+    /// Hosts worked on at the same time
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
+    /// Connect and check, then print what would be done on each host
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One JSON object per event on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn home_known_hosts() -> PathBuf {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".ssh/known_hosts")
+}
+
+/// Runs the install with the bundle at `this_bundle` (the running program when it is one).
+pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
+    let bundle_path = this_bundle.context(
+        "this bale program carries no payload: run install from a bundle (./app.bale install ...)",
+    )?;
+    let bundle = bale_payload::Bundle::open(&bundle_path)
+        .with_context(|| format!("{}", bundle_path.display()))?;
+    let info = BundleInfo::of(&bundle);
+    drop(bundle);
+
+    for name in &args.ignore_preflight {
+        if !crate::preflight::CHECKS.contains(&name.as_str()) {
+            bail!(
+                "--ignore-preflight: unknown check {name:?} (checks: {})",
+                crate::preflight::CHECKS.join(", ")
+            );
+        }
+    }
+    if !args.data_dir.starts_with('/') || args.data_dir.len() < 2 {
+        bail!(
+            "--data-dir: {:?} must be an absolute path below /",
+            args.data_dir
+        );
+    }
+    let data_dir = args.data_dir.trim_end_matches('/').to_string();
+
+    let password = match (&args.password_file, std::env::var(PASSWORD_ENV)) {
+        (Some(f), _) => Some(Secret::from_file("--password-file", f)?),
+        (None, Ok(p)) if !p.is_empty() => Some(Secret::new(p)),
+        _ => None,
+    };
+    let flags = SshOverrides {
+        user: args.user.clone(),
+        port: args.port,
+        key: args.key.clone(),
+        key_passphrase: args
+            .key_passphrase_file
+            .as_deref()
+            .map(|f| Secret::from_file("--key-passphrase-file", f))
+            .transpose()?,
+        password,
+        sudo: args.sudo.then_some(true),
+    };
+    let have_flag_hosts = args.masters.is_some() || args.nodes.is_some();
+    let host_list = match &args.clusterfile {
+        Some(f) => {
+            let cf = Clusterfile::load(f)?;
+            if have_flag_hosts && cf.has_hosts() {
+                bail!(
+                    "hosts are given twice: use either --masters/--nodes or spec.hosts in {}",
+                    f.display()
+                );
+            }
+            let defaults = cf.ssh.merged(&flags);
+            if cf.has_hosts() {
+                cf.hosts(&defaults)?
+            } else {
+                hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &defaults)?
+            }
+        }
+        None => hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &flags)?,
+    };
+    if let Some(k) = host_list
+        .iter()
+        .filter_map(|h| h.ssh.key.as_ref())
+        .find(|k| !k.is_file())
+    {
+        bail!("key {}: no such file", k.display());
+    }
+
+    let ctx = Arc::new(Ctx {
+        bundle: info,
+        data_dir,
+        ssh: SshOptions {
+            known_hosts: args.known_hosts.clone().unwrap_or_else(home_known_hosts),
+            accept_new_host_keys: args.accept_new_host_keys,
+            connect_timeout_secs: args.connect_timeout.max(1),
+            askpass_exe: std::env::current_exe().context("locate this program for SSH_ASKPASS")?,
+        },
+        ignore_preflight: args.ignore_preflight.clone(),
+        peers: host_list.iter().map(|h| (h.addr, h.ssh.port)).collect(),
+        reporter: Reporter::new(args.json),
+    });
+    let nodes: Vec<Node> = if host_list.is_empty() {
+        vec![Node::new(0, None, ctx.clone())]
+    } else {
+        host_list
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| Node::new(i, Some(h), ctx.clone()))
+            .collect()
+    };
+    let manager = Manager {
+        phases: crate::phases::install(),
+        parallel: args.parallel.max(1),
+        dry_run: args.dry_run,
+    };
+    let report = manager.run(&nodes);
+    // Close every session before the summary.
+    for n in &nodes {
+        n.set_conn(None);
+    }
+    let retry = (!report.success()).then(retry_command);
+    ctx.reporter.emit(&Event::Summary {
+        ok: &report.ok,
+        failed: &report.failed,
+        stopped: report.stopped.as_deref(),
+        retry: retry.as_deref(),
+    });
+    if let Some(s) = &report.stopped {
+        bail!("install stopped: {s}");
+    }
+    if !report.failed.is_empty() {
+        bail!(
+            "install failed on {} of {} host(s)",
+            report.failed.len(),
+            nodes.len()
+        );
+    }
+    Ok(())
+}
+
+/// The command line of this run, quoted for a shell (it never holds a secret).
+fn retry_command() -> String {
+    std::env::args()
+        .map(|a| {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@".contains(c))
+            {
+                a
+            } else {
+                sq(&a)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

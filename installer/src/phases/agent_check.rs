@@ -1,0 +1,50 @@
+//! Run the copied bundle on the node (`bundle.bale agent status --json`): proves its native
+//! code runs there and that it is the bundle we sent.
+
+use super::bundle_path;
+use crate::agent::Status;
+use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::ssh::{sq, Input};
+
+pub struct AgentCheck;
+
+impl Phase for AgentCheck {
+    fn title(&self) -> &str {
+        "agent-check"
+    }
+    fn dry_run(&self, node: &Node) -> String {
+        format!(
+            "run {} agent status --json",
+            bundle_path(&node.ctx.data_dir)
+        )
+    }
+    fn run(&self, node: &Node) -> PhaseResult {
+        let conn = node.conn()?;
+        let out = conn.root_ok(
+            "run the bundle's agent",
+            &format!(
+                "{} agent status --json",
+                sq(&bundle_path(&node.ctx.data_dir))
+            ),
+            Input::None,
+        )?;
+        let st: Status = serde_json::from_str(out.trim()).map_err(|e| {
+            PhaseError::Msg(format!(
+                "the agent printed something that is not its status ({e}): {}",
+                out.trim()
+            ))
+        })?;
+        let digest = st.bundle.as_ref().map(|b| b.digest.as_str()).unwrap_or("");
+        if digest != node.ctx.bundle.digest {
+            return Err(PhaseError::Msg(format!(
+                "the agent runs from bundle {digest:?}, expected {}",
+                node.ctx.bundle.digest
+            )));
+        }
+        node.note(&format!(
+            "agent {} runs ({} on {}, kernel {})",
+            st.version, st.arch, st.hostname, st.kernel
+        ));
+        Ok(())
+    }
+}

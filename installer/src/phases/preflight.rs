@@ -1,0 +1,103 @@
+//! Check every host before changing anything; see [`crate::preflight`].
+
+use crate::engine::{lock, Ctx, Event, Node, Phase, PhaseResult};
+use crate::preflight::{self, HostView, Probe, Status, Want};
+use crate::ssh::Input;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub struct Preflight;
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Phase for Preflight {
+    fn title(&self) -> &str {
+        "preflight"
+    }
+    fn dry_run(&self, _node: &Node) -> String {
+        "check the host".into()
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn run(&self, node: &Node) -> PhaseResult {
+        let conn = node.conn()?;
+        let peers: Vec<String> = node
+            .ctx
+            .peers
+            .iter()
+            .filter(|p| Some(p.0) != node.host.as_ref().map(|h| h.addr))
+            .map(|(a, port)| format!("{a}:{port}"))
+            .collect();
+        // The clock first, alone, so the round trip is short.
+        let t0 = now();
+        let o = conn.sh("date +%s.%N", Input::None)?;
+        let t1 = now();
+        let remote: f64 = o.stdout_str().trim().parse().unwrap_or(f64::NAN);
+        let offset = remote - (t0 + t1) / 2.0;
+        let text = conn.root_ok(
+            "preflight probe",
+            &preflight::script(&node.ctx.data_dir, &peers),
+            Input::None,
+        )?;
+        *lock(&node.probe) = Some(Probe::parse(&text, offset));
+        Ok(())
+    }
+    fn after_all(&self, nodes: &[&Node], ctx: &Ctx) -> Result<(), String> {
+        let facts: Vec<_> = nodes.iter().map(|n| n.facts()).collect();
+        let probes: Vec<Probe> = nodes
+            .iter()
+            .map(|n| lock(&n.probe).clone().unwrap_or_default())
+            .collect();
+        let views: Vec<HostView> = nodes
+            .iter()
+            .zip(facts.iter().zip(&probes))
+            .map(|(n, (f, p))| HostView {
+                name: n.name(),
+                role: n.role(),
+                facts: f,
+                probe: p,
+            })
+            .collect();
+        let want = Want {
+            arch: &ctx.bundle.arch,
+            bundle_size: ctx.bundle.size,
+            data_dir: &ctx.data_dir,
+            ignore: &ctx.ignore_preflight,
+        };
+        let results = preflight::evaluate(&views, &want);
+        let mut failures = Vec::new();
+        for (v, checks) in views.iter().zip(&results) {
+            ctx.reporter.emit(&Event::Preflight {
+                node: &v.name,
+                hostname: &v.facts.hostname,
+                checks,
+            });
+            for c in checks.iter().filter(|c| c.status == Status::Fail) {
+                failures.push((v.name.clone(), c.name, c.detail.clone()));
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = failures.iter().map(|f| f.1).collect();
+        names.sort();
+        names.dedup();
+        let mut s = String::new();
+        for (n, c, d) in &failures {
+            s.push_str(&format!("  {n}: {c}: {d}\n"));
+        }
+        s.push_str(&format!(
+            "fix these, or skip a check with --ignore-preflight={}",
+            names.join(",")
+        ));
+        Err(s)
+    }
+}

@@ -1,0 +1,544 @@
+//! `bale install` (connect, preflight, upload, agent-check) against the throw-away nodes of
+//! `scripts/testbed.sh`: key, password, sudo and non-22-port logins, host key checks, preflight
+//! failures, the journal, and a node killed mid-run.
+//!
+//! Needs root and the testbed. Without them each test prints SKIP, unless
+//! BALE_REQUIRE_TESTBED=1 is set, which makes that a failure.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+const N1: &str = "10.77.0.11";
+const N2: &str = "10.77.0.12";
+const N3: &str = "10.77.0.13";
+
+/// One testbed per machine: the tests take turns.
+static TESTBED: Mutex<()> = Mutex::new(());
+
+fn testbed_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh")
+}
+
+fn tb(args: &[&str]) -> Output {
+    Command::new(testbed_sh())
+        .args(args)
+        .output()
+        .expect("run scripts/testbed.sh")
+}
+
+#[track_caller]
+fn tb_ok(args: &[&str]) -> String {
+    let o = tb(args);
+    ok(&o);
+    stdout(&o)
+}
+
+/// Brings up fresh nodes n1..n3 (with `extra` options to `up`), or explains why not.
+fn fresh_nodes(extra: &[&str]) -> bool {
+    let why = if unsafe { libc::geteuid() } != 0 {
+        "needs root".to_string()
+    } else {
+        let _ = tb(&["down"]);
+        let mut args = vec!["up", "3"];
+        args.extend_from_slice(extra);
+        let o = tb(&args);
+        if o.status.success() {
+            return true;
+        }
+        format!("scripts/testbed.sh up failed: {}", stderr(&o))
+    };
+    if std::env::var("BALE_REQUIRE_TESTBED").as_deref() == Ok("1") {
+        panic!("testbed required (BALE_REQUIRE_TESTBED=1) but unavailable: {why}");
+    }
+    eprintln!("SKIP: {why}");
+    false
+}
+
+fn finish() {
+    let g = tb_ok(&["guard-counter"]);
+    assert_eq!(g.trim(), "0", "the nodes sent traffic off the test network");
+    let _ = tb(&["down"]);
+}
+
+fn key() -> String {
+    tb_ok(&["key"]).trim().to_string()
+}
+
+fn known_hosts() -> String {
+    std::fs::read_to_string("/var/lib/bale-testbed/known_hosts").expect("testbed known_hosts")
+}
+
+struct Bundles {
+    _dir: tempfile::TempDir,
+    small: PathBuf,
+    big: PathBuf,
+}
+
+/// A bundle, and one with 40 MiB of incompressible content (too big for a 64 MiB data dir).
+fn bundles() -> &'static Bundles {
+    static B: OnceLock<Bundles> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        sample_tree(&tree);
+        let small = dir.path().join("app.bale");
+        build(&tree, &small);
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        let noise: Vec<u8> = (0..40 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(tree.join("noise.bin"), noise).unwrap();
+        let big = dir.path().join("big.bale");
+        build(&tree, &big);
+        Bundles {
+            _dir: dir,
+            small,
+            big,
+        }
+    })
+}
+
+/// Runs `bundle install ARGS --json` and returns (output, events).
+fn install(bundle: &Path, args: &[&str]) -> (Output, Vec<serde_json::Value>) {
+    let t = Instant::now();
+    let mut all = vec!["install", "--json"];
+    all.extend_from_slice(args);
+    let o = run(bundle, &all);
+    eprintln!(
+        "install {:?}: exit {:?} in {:.1}s\n{}{}",
+        args,
+        o.status.code(),
+        t.elapsed().as_secs_f64(),
+        stdout(&o),
+        stderr(&o)
+    );
+    let ev = events(&stdout(&o));
+    (o, ev)
+}
+
+fn events(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn has(ev: &[serde_json::Value], kind: &str, phase: &str, node: &str) -> bool {
+    ev.iter()
+        .any(|e| e["event"] == kind && e["phase"] == phase && e["node"] == node)
+}
+
+fn summary(ev: &[serde_json::Value]) -> &serde_json::Value {
+    ev.iter()
+        .rev()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event")
+}
+
+fn failed_nodes(ev: &[serde_json::Value]) -> Vec<String> {
+    summary(ev)["failed"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["node"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn install_with_key_password_sudo_and_port() {
+    let _g = TESTBED.lock().unwrap_or_else(|e| e.into_inner());
+    if !fresh_nodes(&[]) {
+        return;
+    }
+    let b = &bundles().small;
+    let dir = tempfile::tempdir().unwrap();
+    let key = key();
+    // n3 also answers on port 2222 (same host keys).
+    tb_ok(&["ssh", "n3", "/usr/sbin/sshd -p 2222"]);
+    let mut kh = known_hosts();
+    for l in known_hosts()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{N3},")))
+    {
+        let rest = l.split_once(' ').map(|x| x.1).unwrap_or("");
+        kh.push_str(&format!("[{N3}]:2222 {rest}\n"));
+    }
+    let kh = write(dir.path(), "known_hosts", &kh);
+    let pw = write(dir.path(), "pw", "root-pass\n");
+    // n1: root with the key; n2: root with the password; n3: ops (sudo) with the key on 2222.
+    let cf = write(
+        dir.path(),
+        "Clusterfile",
+        &format!(
+            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: t}}\nspec:\n  hosts:\n\
+             \x20   - ips: [{N1}]\n      roles: [master]\n      ssh: {{pk: {key}}}\n\
+             \x20   - ips: [{N2}]\n      roles: [node]\n\
+             \x20   - ips: [{N3}]\n      roles: [node]\n      ssh: {{user: ops, pk: {key}, port: \"2222\"}}\n"
+        ),
+    );
+    let args = ["-f", &cf, "--password-file", &pw, "--known-hosts", &kh];
+    let (o, ev) = install(b, &args);
+    ok(&o);
+    let n3 = format!("{N3}:2222");
+    for n in [N1, N2, n3.as_str()] {
+        for p in ["connect", "preflight", "upload", "agent-check"] {
+            assert!(has(&ev, "done", p, n), "{p} on {n}");
+        }
+    }
+    assert!(!stdout(&o).contains("root-pass") && !stderr(&o).contains("root-pass"));
+    for n in ["n1", "n2", "n3"] {
+        let j = tb_ok(&["ssh", n, "cat /var/lib/bale/journal.json"]);
+        assert!(
+            j.contains("\"upload\"") && j.contains("\"agent-check\""),
+            "{n}: {j}"
+        );
+        tb_ok(&["ssh", n, "/var/lib/bale/bundle.bale verify >/dev/null"]);
+    }
+
+    // Again: the journal skips what is done.
+    let (o, ev) = install(b, &args);
+    ok(&o);
+    for n in [N1, N2, n3.as_str()] {
+        assert!(
+            has(&ev, "skip", "upload", n) && has(&ev, "skip", "agent-check", n),
+            "{n}"
+        );
+    }
+
+    // A password-sudo user (sudo -S), and the plan of a dry run.
+    let pw2 = write(dir.path(), "pw2", "opspw-pass\n");
+    let (o, ev) = install(
+        b,
+        &[
+            "--masters",
+            N1,
+            "--user",
+            "opspw",
+            "--key",
+            &key,
+            "--password-file",
+            &pw2,
+            "--known-hosts",
+            &kh,
+            "--dry-run",
+        ],
+    );
+    ok(&o);
+    let plan = ev.iter().find(|e| e["event"] == "plan").expect("a plan");
+    assert!(plan["steps"].to_string().contains("already done"), "{plan}");
+    let (o, ev) = install(
+        b,
+        &[
+            "--masters",
+            N1,
+            "--user",
+            "opspw",
+            "--key",
+            &key,
+            "--password-file",
+            &pw2,
+            "--known-hosts",
+            &kh,
+            "--data-dir",
+            "/var/lib/bale-pw",
+        ],
+    );
+    ok(&o);
+    // That fresh data dir sent the bundle through `sudo -S` (the password first on stdin).
+    assert!(has(&ev, "done", "upload", N1) && has(&ev, "done", "agent-check", N1));
+    // Without the password, sudo is explained.
+    let (o, _) = install(
+        b,
+        &[
+            "--masters",
+            N1,
+            "--user",
+            "opspw",
+            "--key",
+            &key,
+            "--known-hosts",
+            &kh,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("cannot run sudo without a password"),
+        "{}",
+        stdout(&o)
+    );
+    finish();
+}
+
+#[test]
+fn changed_and_unknown_host_keys() {
+    let _g = TESTBED.lock().unwrap_or_else(|e| e.into_inner());
+    if !fresh_nodes(&[]) {
+        return;
+    }
+    let b = &bundles().small;
+    let dir = tempfile::tempdir().unwrap();
+    let key = key();
+    // n1's entries carry n2's keys.
+    let orig = known_hosts();
+    let n2_key = |ty: &str| {
+        orig.lines()
+            .find(|l| l.starts_with(&format!("{N2},")) && l.contains(ty))
+            .map(|l| l.split_once(' ').map(|x| x.1).unwrap_or("").to_string())
+            .unwrap()
+    };
+    let forged: String = orig
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{N1},")) {
+                let ty = l.split(' ').nth(1).unwrap_or("");
+                format!("{N1},n1 {}\n", n2_key(ty))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let kh = write(dir.path(), "kh-forged", &forged);
+    for extra in [&[][..], &["--accept-new-host-keys"][..]] {
+        let mut a = vec!["--masters", N1, "--key", &key, "--known-hosts", &kh];
+        a.extend_from_slice(extra);
+        let (o, _) = install(b, &a);
+        assert!(!o.status.success());
+        let out = stdout(&o);
+        assert!(
+            out.contains("host key has CHANGED")
+                && out.contains(N1)
+                && out.contains("ssh-keygen -R"),
+            "{out}"
+        );
+    }
+    // Unknown: refused by default, recorded with --accept-new-host-keys.
+    let empty = write(dir.path(), "kh-empty", "");
+    let (o, _) = install(
+        b,
+        &[
+            "--masters",
+            N1,
+            "--key",
+            &key,
+            "--known-hosts",
+            &empty,
+            "--dry-run",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("--accept-new-host-keys"),
+        "{}",
+        stdout(&o)
+    );
+    let (o, _) = install(
+        b,
+        &[
+            "--masters",
+            N1,
+            "--key",
+            &key,
+            "--known-hosts",
+            &empty,
+            "--dry-run",
+            "--accept-new-host-keys",
+        ],
+    );
+    ok(&o);
+    // Recorded (possibly hashed, as Debian's ssh_config asks).
+    assert!(std::fs::read_to_string(&empty)
+        .unwrap()
+        .contains("ssh-ed25519"));
+    finish();
+}
+
+#[test]
+fn preflight_catches_full_disk_and_duplicate_hostname() {
+    let _g = TESTBED.lock().unwrap_or_else(|e| e.into_inner());
+    if !fresh_nodes(&["--tmpfs", "n2:/var/lib/bale:64M"]) {
+        return;
+    }
+    let b = &bundles().big;
+    let key = key();
+    let h2 = tb_ok(&["ssh", "n2", "hostname"]);
+    tb_ok(&["ssh", "n3", &format!("hostname {}", h2.trim())]);
+    let kh = "/var/lib/bale-testbed/known_hosts";
+    let hosts = format!("{N2},{N3}");
+    let (o, ev) = install(
+        b,
+        &[
+            "--masters",
+            N1,
+            "--nodes",
+            &hosts,
+            "--key",
+            &key,
+            "--known-hosts",
+            kh,
+        ],
+    );
+    assert!(!o.status.success());
+    let stop = ev
+        .iter()
+        .find(|e| e["event"] == "stopped")
+        .expect("stopped");
+    let reason = stop["reason"].as_str().unwrap_or("");
+    assert!(reason.contains(&format!("{N2}: disk")), "{reason}");
+    assert!(reason.contains(&format!("{N3}: hostname")), "{reason}");
+    assert!(reason.contains(&format!("{N2}: hostname")), "{reason}");
+    assert!(!reason.contains(&format!("{N1}:")), "{reason}");
+    assert!(
+        reason.contains("--ignore-preflight=disk,hostname"),
+        "{reason}"
+    );
+    assert!(!ev.iter().any(|e| e["phase"] == "upload"), "nothing copied");
+    let o = tb(&["ssh", "n1", "test -e /var/lib/bale/bundle.bale"]);
+    assert!(!o.status.success());
+    // Ignoring the hostname check leaves the disk.
+    let (o, ev) = install(
+        b,
+        &[
+            "--masters",
+            N1,
+            "--nodes",
+            &hosts,
+            "--key",
+            &key,
+            "--known-hosts",
+            kh,
+            "--ignore-preflight=hostname",
+        ],
+    );
+    assert!(!o.status.success());
+    let stop = ev
+        .iter()
+        .find(|e| e["event"] == "stopped")
+        .expect("stopped");
+    let reason = stop["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("disk") && !reason.contains(": hostname"),
+        "{reason}"
+    );
+    finish();
+}
+
+#[test]
+fn a_killed_node_fails_alone_and_a_rerun_converges() {
+    let _g = TESTBED.lock().unwrap_or_else(|e| e.into_inner());
+    if !fresh_nodes(&[]) {
+        return;
+    }
+    let b = &bundles().small;
+    let key = key();
+    let kh = "/var/lib/bale-testbed/known_hosts";
+    let hosts = format!("{N2},{N3}");
+    let args = [
+        "install",
+        "--json",
+        "--masters",
+        N1,
+        "--nodes",
+        &hosts,
+        "--key",
+        &key,
+        "--known-hosts",
+        kh,
+    ];
+    let t = Instant::now();
+    let mut child = Command::new(b)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut text = String::new();
+    let mut killed = false;
+    for line in BufReader::new(out).lines() {
+        let line = line.unwrap();
+        if !killed && line.contains("\"start\"") && line.contains("\"upload\"") && line.contains(N3)
+        {
+            tb_ok(&["kill", "n3"]);
+            killed = true;
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let status = child.wait().unwrap();
+    eprintln!(
+        "killed run: {status:?} in {:.1}s\n{text}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(killed, "n3 never started its upload");
+    assert!(!status.success());
+    let ev = events(&text);
+    assert_eq!(failed_nodes(&ev), [N3]);
+    assert!(has(&ev, "done", "agent-check", N1) && has(&ev, "done", "agent-check", N2));
+    assert!(summary(&ev)["retry"]
+        .as_str()
+        .unwrap_or("")
+        .contains("install"));
+
+    tb_ok(&["start", "n3"]);
+    let (o, ev) = install(b, &args[2..]);
+    ok(&o);
+    assert!(has(&ev, "skip", "upload", N1) && has(&ev, "skip", "upload", N2));
+    assert!(has(&ev, "done", "agent-check", N3));
+    let (o, ev) = install(b, &args[2..]);
+    ok(&o);
+    assert!(!ev
+        .iter()
+        .any(|e| e["event"] == "done" && e["phase"] == "upload"));
+    finish();
+}
+
+/// No hosts: this machine only, no SSH.
+#[test]
+fn install_on_this_machine() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let b = &bundles().small;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (o, ev) = install(
+        b,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--ignore-preflight=ports,conflicts,systemd,os,disk",
+        ],
+    );
+    ok(&o);
+    assert!(has(&ev, "done", "agent-check", "local"));
+    assert!(data.join("bundle.bale").is_file() && data.join("journal.json").is_file());
+    let (o, ev) = install(
+        b,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--ignore-preflight=ports,conflicts,systemd,os,disk",
+        ],
+    );
+    ok(&o);
+    assert!(has(&ev, "skip", "upload", "local"));
+}
