@@ -130,6 +130,29 @@ impl Error {
     }
 }
 
+/// The failure that comes first in file order among parallel workers, so a report names the
+/// same entry however the threads were scheduled.
+#[derive(Default)]
+pub(crate) struct FirstError(std::sync::Mutex<Option<(usize, Error)>>);
+
+impl FirstError {
+    /// Keeps `e` if nothing earlier than position `at` has failed.
+    pub(crate) fn record(&self, at: usize, e: Error) {
+        if let Ok(mut g) = self.0.lock() {
+            if g.as_ref().is_none_or(|(j, _)| at < *j) {
+                *g = Some((at, e));
+            }
+        }
+    }
+
+    pub(crate) fn into_result(self) -> Result<()> {
+        match self.0.into_inner().ok().flatten() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Formats a byte count for people: `1.5 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -14,9 +14,9 @@
 //! - With `sync`, the file system is flushed before success is reported.
 //! - Work is spread over every core by file, and by frame for large files.
 
-use crate::error::{human_bytes, Error, Result};
+use crate::error::{human_bytes, Error, FirstError, Result};
 use crate::format::{Entry, Kind};
-use crate::reader::{check_frame, decode_frame, new_decompressor, Bundle};
+use crate::reader::{new_decompressor, Bundle};
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -25,7 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExtractOptions {
@@ -153,14 +153,14 @@ pub fn extract(
 
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let first_error: Mutex<Option<(usize, Error)>> = Mutex::new(None);
+    let first_error = FirstError::default();
     std::thread::scope(|s| {
         for _ in 0..opts.threads.max(1) {
             s.spawn(|| {
                 let mut dctx = match new_decompressor() {
                     Ok(d) => d,
                     Err(e) => {
-                        record(&first_error, 0, e);
+                        first_error.record(0, e);
                         stop.store(true, Ordering::Relaxed);
                         return;
                     }
@@ -196,7 +196,7 @@ pub fn extract(
                     match r {
                         Ok(n) => progress(n),
                         Err(e) => {
-                            record(&first_error, i, e);
+                            first_error.record(i, e);
                             stop.store(true, Ordering::Relaxed);
                         }
                     }
@@ -212,9 +212,7 @@ pub fn extract(
             }
         }
     }
-    if let Some((_, e)) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    first_error.into_result()?;
     for e in &selected {
         match e.kind {
             Kind::File | Kind::Blob => {
@@ -241,14 +239,6 @@ pub fn extract(
     Ok(report)
 }
 
-fn record(slot: &Mutex<Option<(usize, Error)>>, i: usize, e: Error) {
-    if let Ok(mut g) = slot.lock() {
-        if g.as_ref().is_none_or(|(j, _)| i < *j) {
-            *g = Some((i, e));
-        }
-    }
-}
-
 /// Setuid and setgid bits are kept only for root, as tar does.
 fn file_mode(mode: u32) -> u32 {
     // SAFETY: geteuid has no preconditions.
@@ -267,16 +257,10 @@ fn extract_whole(
     stored: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<u64> {
-    if let Some(f) = e.frames.first() {
-        stored.resize(f.stored_len as usize, 0);
-        bundle
-            .file()
-            .read_exact_at(stored, bundle.payload_start() + f.offset)
-            .map_err(|err| Error::io(bundle.path(), err))?;
-        check_frame(e, 0, f, stored)?;
-        decode_frame(e, 0, f, dctx, stored, out)?;
-    } else {
+    if e.frames.is_empty() {
         out.clear();
+    } else {
+        bundle.read_frame(e, 0, dctx, stored, out)?;
     }
     let dest = to.join(&e.path);
     let (mut file, tmp) = create_temp(&dest)?;
@@ -306,14 +290,7 @@ fn extract_part(
         return Ok(0);
     }
     let r = (|| {
-        let f = &e.frames[index];
-        stored.resize(f.stored_len as usize, 0);
-        bundle
-            .file()
-            .read_exact_at(stored, bundle.payload_start() + f.offset)
-            .map_err(|err| Error::io(bundle.path(), err))?;
-        check_frame(e, index, f, stored)?;
-        decode_frame(e, index, f, dctx, stored, out)?;
+        bundle.read_frame(e, index, dctx, stored, out)?;
         slot.file
             .write_all_at(out, at)
             .map_err(|err| Error::io(&slot.tmp, err))?;

@@ -243,7 +243,7 @@ pub(crate) fn check_frame(entry: &Entry, index: usize, f: &Frame, stored: &[u8])
     Ok(())
 }
 
-pub(crate) fn decode_frame(
+fn decode_frame(
     entry: &Entry,
     index: usize,
     f: &Frame,

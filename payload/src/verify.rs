@@ -5,13 +5,12 @@
 //! frames must tile the payload exactly, so no byte escapes the check. Work is split into
 //! batches of neighbouring frames read with one `pread` each and hashed on every core.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FirstError, Result};
 use crate::format::{self, Entry};
 use crate::reader::Bundle;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Bytes read per batch: large enough that syscalls vanish in the hashing cost, small enough
 /// that memory stays flat.
@@ -47,14 +46,10 @@ pub fn verify(
     // the report names the same entry however threads were scheduled.
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let first_error: Mutex<Option<(usize, Error)>> = Mutex::new(None);
+    let first_error = FirstError::default();
     let fail = |job: usize, e: Error| {
         stop.store(true, Ordering::Relaxed);
-        if let Ok(mut g) = first_error.lock() {
-            if g.as_ref().is_none_or(|(j, _)| job < *j) {
-                *g = Some((job, e));
-            }
-        }
+        first_error.record(job, e);
     };
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
@@ -83,9 +78,7 @@ pub fn verify(
             });
         }
     });
-    if let Some((_, e)) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    first_error.into_result()?;
     Ok(VerifyReport {
         entries: entries.len(),
         frames: checks.len(),
@@ -103,7 +96,7 @@ pub fn verify_content(
 ) -> Result<()> {
     let entries = bundle.entries()?;
     let next = AtomicUsize::new(0);
-    let first_error: Mutex<Option<(usize, Error)>> = Mutex::new(None);
+    let first_error = FirstError::default();
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| loop {
@@ -130,19 +123,12 @@ pub fn verify_content(
                     }
                 });
                 if let Err(err) = r {
-                    if let Ok(mut g) = first_error.lock() {
-                        if g.as_ref().is_none_or(|(j, _)| i < *j) {
-                            *g = Some((i, err));
-                        }
-                    }
+                    first_error.record(i, err);
                 }
             });
         }
     });
-    match first_error.into_inner().ok().flatten() {
-        Some((_, e)) => Err(e),
-        None => Ok(()),
-    }
+    first_error.into_result()
 }
 
 fn content_digest(bundle: &Bundle, e: &Entry) -> Result<format::Sha256Digest> {
