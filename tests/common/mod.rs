@@ -167,6 +167,18 @@ pub fn reforge(src: &Path, out: &Path, edit: impl FnOnce(&mut Vec<Entry>)) {
     forge(out, stub, payload, &entries, &p.header);
 }
 
+/// Asserts that two trees hold the same files, modes aside, symlinks compared as links.
+#[track_caller]
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("run diff");
+    assert!(diff.status.success(), "{}", stdout(&diff));
+}
+
 /// Lists every file below `dir` (relative paths), to show what an extraction left behind.
 pub fn files_below(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
