@@ -7,71 +7,16 @@
 
 mod common;
 
+use common::testbed::*;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
-const N1: &str = "10.77.0.11";
-const N2: &str = "10.77.0.12";
-const N3: &str = "10.77.0.13";
-
-/// One testbed per machine: the tests take turns.
-static TESTBED: Mutex<()> = Mutex::new(());
-
-fn testbed_sh() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh")
-}
-
-fn tb(args: &[&str]) -> Output {
-    Command::new(testbed_sh())
-        .args(args)
-        .output()
-        .expect("run scripts/testbed.sh")
-}
-
-#[track_caller]
-fn tb_ok(args: &[&str]) -> String {
-    let o = tb(args);
-    ok(&o);
-    stdout(&o)
-}
-
-/// Brings up fresh nodes n1..n3 (with `extra` options to `up`), or explains why not.
-fn fresh_nodes(extra: &[&str]) -> bool {
-    let why = if unsafe { libc::geteuid() } != 0 {
-        "needs root".to_string()
-    } else {
-        let _ = tb(&["down"]);
-        let mut args = vec!["up", "3"];
-        args.extend_from_slice(extra);
-        let o = tb(&args);
-        if o.status.success() {
-            return true;
-        }
-        format!("scripts/testbed.sh up failed: {}", stderr(&o))
-    };
-    if std::env::var("BALE_REQUIRE_TESTBED").as_deref() == Ok("1") {
-        panic!("testbed required (BALE_REQUIRE_TESTBED=1) but unavailable: {why}");
-    }
-    eprintln!("SKIP: {why}");
-    false
-}
-
-fn finish() {
-    let g = tb_ok(&["guard-counter"]);
-    assert_eq!(g.trim(), "0", "the nodes sent traffic off the test network");
-    let _ = tb(&["down"]);
-}
-
-fn key() -> String {
-    tb_ok(&["key"]).trim().to_string()
-}
-
 fn known_hosts() -> String {
-    std::fs::read_to_string("/var/lib/bale-testbed/known_hosts").expect("testbed known_hosts")
+    std::fs::read_to_string(known_hosts_path()).expect("testbed known_hosts")
 }
 
 struct Bundles {
@@ -164,10 +109,9 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 #[test]
 fn install_with_key_password_sudo_and_port() {
-    let _g = TESTBED.lock().unwrap_or_else(|e| e.into_inner());
-    if !fresh_nodes(&[]) {
+    let Some(bed) = Testbed::up(3, &[]) else {
         return;
-    }
+    };
     let b = &bundles().small;
     let dir = tempfile::tempdir().unwrap();
     let key = key();
@@ -284,15 +228,14 @@ fn install_with_key_password_sudo_and_port() {
         "{}",
         stdout(&o)
     );
-    finish();
+    bed.finish();
 }
 
 #[test]
 fn changed_and_unknown_host_keys() {
-    let _g = TESTBED.lock().unwrap_or_else(|e| e.into_inner());
-    if !fresh_nodes(&[]) {
+    let Some(bed) = Testbed::up(3, &[]) else {
         return;
-    }
+    };
     let b = &bundles().small;
     let dir = tempfile::tempdir().unwrap();
     let key = key();
@@ -367,15 +310,14 @@ fn changed_and_unknown_host_keys() {
     assert!(std::fs::read_to_string(&empty)
         .unwrap()
         .contains("ssh-ed25519"));
-    finish();
+    bed.finish();
 }
 
 #[test]
 fn preflight_catches_full_disk_and_duplicate_hostname() {
-    let _g = TESTBED.lock().unwrap_or_else(|e| e.into_inner());
-    if !fresh_nodes(&["--tmpfs", "n2:/var/lib/bale:64M"]) {
+    let Some(bed) = Testbed::up(3, &["--tmpfs", "n2:/var/lib/bale:64M"]) else {
         return;
-    }
+    };
     let b = &bundles().big;
     let key = key();
     let h2 = tb_ok(&["ssh", "n2", "hostname"]);
@@ -437,15 +379,14 @@ fn preflight_catches_full_disk_and_duplicate_hostname() {
         reason.contains("disk") && !reason.contains(": hostname"),
         "{reason}"
     );
-    finish();
+    bed.finish();
 }
 
 #[test]
 fn a_killed_node_fails_alone_and_a_rerun_converges() {
-    let _g = TESTBED.lock().unwrap_or_else(|e| e.into_inner());
-    if !fresh_nodes(&[]) {
+    let Some(bed) = Testbed::up(3, &[]) else {
         return;
-    }
+    };
     let b = &bundles().small;
     let key = key();
     let kh = "/var/lib/bale-testbed/known_hosts";
@@ -507,7 +448,7 @@ fn a_killed_node_fails_alone_and_a_rerun_converges() {
     assert!(!ev
         .iter()
         .any(|e| e["event"] == "done" && e["phase"] == "upload"));
-    finish();
+    bed.finish();
 }
 
 /// No hosts: this machine only, no SSH.

@@ -6,6 +6,7 @@ pub mod engine;
 pub mod hosts;
 pub mod install;
 pub mod lvscare;
+pub mod node;
 pub mod phases;
 pub mod preflight;
 pub mod registry;

@@ -7,6 +7,8 @@ use bale_payload::format::{self, Entry, Header, Trailer, TRAILER_LEN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod testbed;
+
 pub fn bale_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bale"))
 }
