@@ -55,6 +55,12 @@ enum Command {
     Lvscare(bale_installer::lvscare::LvscareArgs),
     /// Install this bundle on hosts over SSH (or on this machine when none are given)
     Install(bale_installer::install::InstallArgs),
+    /// Remove everything bale installed on the hosts (safe to repeat)
+    Reset(bale_installer::reset::ResetArgs),
+    /// Remove the named hosts from the cluster (a reset of just those hosts)
+    Delete(bale_installer::reset::ResetArgs),
+    /// Report, per host, whether the runtime, the registry, the guard and the apps are healthy
+    Check(bale_installer::reset::CheckArgs),
     /// What the copied bundle runs on each host during an install
     #[command(hide = true)]
     Agent(bale_installer::agent::AgentArgs),
@@ -99,6 +105,15 @@ fn main() -> ExitCode {
         Some(Command::Lvscare(a)) => bale_installer::lvscare::run(a),
         Some(Command::Install(a)) => {
             bale_installer::install::run(a, this.as_ref().map(|b| b.path().to_path_buf()))
+        }
+        Some(Command::Reset(a)) => {
+            bale_installer::reset::reset(a, this.as_ref().map(|b| b.path().to_path_buf()))
+        }
+        Some(Command::Delete(a)) => {
+            bale_installer::reset::delete(a, this.as_ref().map(|b| b.path().to_path_buf()))
+        }
+        Some(Command::Check(a)) => {
+            bale_installer::reset::check(a, this.as_ref().map(|b| b.path().to_path_buf()))
         }
         Some(Command::Agent(a)) => bale_installer::agent::run(a, this.as_ref()),
     };

@@ -4,6 +4,7 @@
 use crate::clusterfile::Clusterfile;
 use crate::engine::{BundleInfo, Ctx, Event, Manager, Node, Reporter};
 use crate::hosts::{self, Secret, SshOverrides};
+use crate::site::Site;
 use crate::ssh::{sq, SshOptions};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -20,6 +21,17 @@ Completed phases are recorded on each host (<data-dir>/journal.json) and skipped
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct InstallArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Preflight checks to ignore, comma-separated (arch, os, kernel, disk, tmp, hostname,
+    /// clock, ports, systemd, conflicts, reach)
+    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
+    pub ignore_preflight: Vec<String>,
+}
+
+/// The hosts of a run and how to reach them (shared by install, reset and check).
+#[derive(Debug, clap::Args)]
+pub struct Target {
     /// Control-plane hosts: addresses and ranges, comma-separated
     #[arg(short = 'm', long)]
     pub masters: Option<String>,
@@ -59,10 +71,6 @@ pub struct InstallArgs {
     /// Where the bundle and the journal go on each host
     #[arg(long, default_value = "/var/lib/bale")]
     pub data_dir: String,
-    /// Preflight checks to ignore, comma-separated (arch, os, kernel, disk, tmp, hostname,
-    /// clock, ports, systemd, conflicts, reach)
-    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
-    pub ignore_preflight: Vec<String>,
     /// Hosts worked on at the same time
     #[arg(long, default_value_t = 16)]
     pub parallel: usize,
@@ -79,16 +87,14 @@ fn home_known_hosts() -> PathBuf {
     PathBuf::from(home).join(".ssh/known_hosts")
 }
 
+/// Everything a run over the hosts needs, ready to go.
+pub struct Prepared {
+    pub ctx: Arc<Ctx>,
+    pub nodes: Vec<Node>,
+}
+
 /// Runs the install with the bundle at `this_bundle` (the running program when it is one).
 pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
-    let bundle_path = this_bundle.context(
-        "this bale program carries no payload: run install from a bundle (./app.bale install ...)",
-    )?;
-    let bundle = bale_payload::Bundle::open(&bundle_path)
-        .with_context(|| format!("{}", bundle_path.display()))?;
-    let info = BundleInfo::of(&bundle);
-    drop(bundle);
-
     for name in &args.ignore_preflight {
         if !crate::preflight::CHECKS.contains(&name.as_str()) {
             bail!(
@@ -97,6 +103,30 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
             );
         }
     }
+    let t = &args.target;
+    let p = prepare(t, &args.ignore_preflight, this_bundle, "install")?;
+    execute(
+        p,
+        crate::phases::install(),
+        t.dry_run,
+        t.parallel,
+        "install",
+    )
+}
+
+/// Reads the bundle, the hosts and the Clusterfile, and builds the nodes of the run.
+pub fn prepare(
+    args: &Target,
+    ignore_preflight: &[String],
+    this_bundle: Option<PathBuf>,
+    verb: &str,
+) -> Result<Prepared> {
+    let bundle_path = this_bundle.with_context(|| {
+        format!("this bale program carries no payload: run {verb} from a bundle (./app.bale {verb} ...)")
+    })?;
+    let bundle = bale_payload::Bundle::open(&bundle_path)
+        .with_context(|| format!("{}", bundle_path.display()))?;
+    let info = BundleInfo::of(&bundle);
     if !args.data_dir.starts_with('/') || args.data_dir.len() < 2 {
         bail!(
             "--data-dir: {:?} must be an absolute path below /",
@@ -123,9 +153,14 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
         sudo: args.sudo.then_some(true),
     };
     let have_flag_hosts = args.masters.is_some() || args.nodes.is_some();
+    let mut cluster_env = Vec::new();
+    let mut cluster_text = None;
     let host_list = match &args.clusterfile {
         Some(f) => {
             let cf = Clusterfile::load(f)?;
+            cluster_env = cf.env.clone();
+            cluster_text =
+                Some(std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?);
             if have_flag_hosts && cf.has_hosts() {
                 bail!(
                     "hosts are given twice: use either --masters/--nodes or spec.hosts in {}",
@@ -149,6 +184,18 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
         bail!("key {}: no such file", k.display());
     }
 
+    let cf_name = args
+        .clusterfile
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_default();
+    let site = Site::load(
+        &bundle,
+        &host_list,
+        cluster_text.as_deref().map(|t| (cf_name.as_str(), t)),
+        &cluster_env,
+    )?;
+    drop(bundle);
     let ctx = Arc::new(Ctx {
         bundle: info,
         data_dir,
@@ -158,9 +205,10 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
             connect_timeout_secs: args.connect_timeout.max(1),
             askpass_exe: std::env::current_exe().context("locate this program for SSH_ASKPASS")?,
         },
-        ignore_preflight: args.ignore_preflight.clone(),
+        ignore_preflight: ignore_preflight.to_vec(),
         peers: host_list.iter().map(|h| (h.addr, h.ssh.port)).collect(),
         reporter: Reporter::new(args.json),
+        site,
     });
     let nodes: Vec<Node> = if host_list.is_empty() {
         vec![Node::new(0, None, ctx.clone())]
@@ -171,10 +219,22 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
             .map(|(i, h)| Node::new(i, Some(h), ctx.clone()))
             .collect()
     };
+    Ok(Prepared { ctx, nodes })
+}
+
+/// Runs `phases` on the prepared nodes and reports; an error when any node failed.
+pub fn execute(
+    p: Prepared,
+    phases: Vec<Box<dyn crate::engine::Phase>>,
+    dry_run: bool,
+    parallel: usize,
+    verb: &str,
+) -> Result<()> {
+    let Prepared { ctx, nodes } = p;
     let manager = Manager {
-        phases: crate::phases::install(),
-        parallel: args.parallel.max(1),
-        dry_run: args.dry_run,
+        phases,
+        parallel: parallel.max(1),
+        dry_run,
     };
     let report = manager.run(&nodes);
     // Close every session before the summary.
@@ -183,17 +243,19 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
     }
     let retry = (!report.success()).then(retry_command);
     ctx.reporter.emit(&Event::Summary {
+        verb,
         ok: &report.ok,
         failed: &report.failed,
         stopped: report.stopped.as_deref(),
         retry: retry.as_deref(),
+        timings: &report.timings,
     });
     if let Some(s) = &report.stopped {
-        bail!("install stopped: {s}");
+        bail!("{verb} stopped: {s}");
     }
     if !report.failed.is_empty() {
         bail!(
-            "install failed on {} of {} host(s)",
+            "{verb} failed on {} of {} host(s)",
             report.failed.len(),
             nodes.len()
         );

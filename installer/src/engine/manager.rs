@@ -1,6 +1,7 @@
 //! Runs the phases: each phase on every node still in the run, at most `parallel` nodes at a
-//! time, then the next phase. A node that fails drops out (its finished phases of this run are
-//! undone, newest first) and the others go on; a failed cross-node check stops everything.
+//! time, then the next phase. A node that fails drops out (the failed phase is undone; the
+//! phases it finished stay in its journal, so a re-run resumes after them) and the others go
+//! on; a failed cross-node check stops everything.
 
 use super::{lock, Event, Node, Phase, PhaseError};
 use serde::Serialize;
@@ -21,6 +22,8 @@ pub struct RunReport {
     pub failed: Vec<Failure>,
     /// Set when a cross-node check stopped the whole run.
     pub stopped: Option<String>,
+    /// Wall time of each phase that ran somewhere, in order.
+    pub timings: Vec<(String, f64)>,
 }
 
 impl RunReport {
@@ -56,13 +59,13 @@ impl Manager {
             return RunReport::default();
         };
         let rep = &first.ctx.reporter;
-        // Per node: the failure that took it out, and the phases it ran in this run.
+        // Per node: the failure that took it out.
         let failed: Vec<Mutex<Option<Failure>>> = nodes.iter().map(|_| Mutex::new(None)).collect();
-        let ran: Vec<Mutex<Vec<usize>>> = nodes.iter().map(|_| Mutex::new(Vec::new())).collect();
         let plans: Vec<Mutex<Vec<String>>> = nodes.iter().map(|_| Mutex::new(Vec::new())).collect();
         let mut stopped = None;
+        let mut timings = Vec::new();
 
-        for (pi, phase) in self.phases.iter().enumerate() {
+        for phase in self.phases.iter() {
             let title = phase.title();
             let live: Vec<&Node> = nodes
                 .iter()
@@ -72,6 +75,8 @@ impl Manager {
                 break;
             }
             let planning = self.dry_run && !phase.read_only();
+            let phase_start = Instant::now();
+            let ran_somewhere = std::sync::atomic::AtomicBool::new(false);
             for_each_parallel(&live, self.parallel, |n| {
                 let name = n.name();
                 if phase.journaled() && lock(&n.journal).is_done(title) {
@@ -107,7 +112,7 @@ impl Manager {
                     node: &name,
                 });
                 let t = Instant::now();
-                lock(&ran[n.index]).push(pi);
+                ran_somewhere.store(true, Ordering::Relaxed);
                 let r = phase.run(n).and_then(|()| {
                     if phase.journaled() {
                         let conn = n.conn()?;
@@ -135,23 +140,23 @@ impl Manager {
                             phase: title.into(),
                             error,
                         });
-                        let done: Vec<usize> = lock(&ran[n.index]).clone();
-                        for &u in done.iter().rev() {
-                            let p = &self.phases[u];
-                            let r = p.undo(n);
-                            if let Err(e) = &r {
-                                rep.emit(&Event::Undo {
-                                    phase: p.title(),
-                                    node: &name,
-                                    error: Some(&e.to_string()),
-                                });
-                            }
+                        // Only the failed phase is undone: the phases before it finished and are
+                        // in the journal, so a re-run resumes after them.
+                        if let Err(e) = phase.undo(n) {
+                            rep.emit(&Event::Undo {
+                                phase: title,
+                                node: &name,
+                                error: Some(&e.to_string()),
+                            });
                         }
                     }
                 }
             });
             if planning {
                 continue;
+            }
+            if ran_somewhere.load(Ordering::Relaxed) {
+                timings.push((title.to_string(), phase_start.elapsed().as_secs_f64()));
             }
             let ok: Vec<&Node> = live
                 .iter()
@@ -183,6 +188,7 @@ impl Manager {
         }
         let mut report = RunReport {
             stopped,
+            timings,
             ..Default::default()
         };
         for n in nodes {
@@ -246,6 +252,7 @@ mod tests {
                 size: 1,
             },
             data_dir: "/tmp/x".into(),
+            site: Default::default(),
             ssh: SshOptions {
                 known_hosts: "/kh".into(),
                 accept_new_host_keys: false,
@@ -297,10 +304,10 @@ mod tests {
         assert_eq!(rep.failed[0].phase, "two");
         assert_eq!(rep.ok.len(), 3);
         assert_eq!(r1.load(Ordering::SeqCst), 4);
-        // Node 2 undid "two" and "one".
+        // Node 2 undid "two", the phase that failed, and kept "one" for a resume.
         assert_eq!(
             (u1.load(Ordering::SeqCst), u2.load(Ordering::SeqCst)),
-            (1, 1)
+            (0, 1)
         );
     }
 }

@@ -40,7 +40,7 @@ pub trait Phase: Send + Sync {
     /// What `run` would do on this node, for `--dry-run`.
     fn dry_run(&self, node: &Node) -> String;
     fn run(&self, node: &Node) -> PhaseResult;
-    /// Cleans up after this phase when it or a later one failed on the node.
+    /// Cleans up what a failed run of this phase left half done on the node.
     fn undo(&self, _node: &Node) -> PhaseResult {
         Ok(())
     }
@@ -69,6 +69,8 @@ pub struct Ctx {
     /// Every host's address and SSH port (for the reachability check).
     pub peers: Vec<(std::net::IpAddr, u16)>,
     pub reporter: Reporter,
+    /// Roles, environment, hooks, overlays and apps of the whole install.
+    pub site: crate::site::Site,
 }
 
 #[derive(Debug, Clone)]

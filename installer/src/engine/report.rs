@@ -50,10 +50,14 @@ pub enum Event<'a> {
         reason: &'a str,
     },
     Summary {
+        /// install, reset, delete or check.
+        verb: &'a str,
         ok: &'a [String],
         failed: &'a [crate::engine::manager::Failure],
         stopped: Option<&'a str>,
         retry: Option<&'a str>,
+        /// Wall seconds of each phase that ran.
+        timings: &'a [(String, f64)],
     },
 }
 
@@ -125,24 +129,33 @@ fn human(e: &Event) -> String {
         } => crate::preflight::table(node, hostname, checks),
         Event::Stopped { phase, reason } => format!("stopped at {phase}:\n{reason}"),
         Event::Summary {
+            verb,
             ok,
             failed,
             stopped,
             retry,
+            timings,
         } => {
             let mut s = String::new();
+            if !timings.is_empty() {
+                let t: Vec<String> = timings
+                    .iter()
+                    .map(|(p, secs)| format!("{p} {secs:.1}s"))
+                    .collect();
+                s.push_str(&format!("phase times: {}\n", t.join(", ")));
+            }
             if failed.is_empty() && stopped.is_none() {
                 s.push_str(&format!(
-                    "install finished on {} node(s): {}",
+                    "{verb} finished on {} node(s): {}",
                     ok.len(),
                     ok.join(", ")
                 ));
             } else {
                 if let Some(r) = stopped {
-                    s.push_str(&format!("install stopped: {r}\n"));
+                    s.push_str(&format!("{verb} stopped: {r}\n"));
                 }
                 if !failed.is_empty() {
-                    s.push_str(&format!("install FAILED on {} node(s):\n", failed.len()));
+                    s.push_str(&format!("{verb} FAILED on {} node(s):\n", failed.len()));
                     for f in failed.iter() {
                         s.push_str(&format!("  {} at {}: {}\n", f.node, f.phase, f.error));
                     }

@@ -1,23 +1,110 @@
-//! The phases of an install, in order. Each file is one phase.
+//! The phases of an install and of a reset, in order. Each file is one phase (or one kind).
 
 pub mod agent_check;
+pub mod agent_step;
+pub mod apps;
 pub mod connect;
+pub mod context;
+pub mod extract;
+pub mod forget;
+pub mod health;
+pub mod hooks;
+pub mod overlay;
 pub mod preflight;
 pub mod upload;
 
-use crate::engine::Phase;
+use crate::engine::{Node, Phase};
+use crate::hosts::Role;
+use crate::plugins::Action;
+use crate::ssh::{sq, Input};
+use agent_step::{AgentStep, UndoStep};
+use hooks::Hooks;
 
-/// The phases of this slice of `bale install`.
+/// The phases of `bale install`.
 pub fn install() -> Vec<Box<dyn Phase>> {
+    let hook = |action| -> Box<dyn Phase> {
+        Box::new(Hooks {
+            action,
+            journaled: true,
+        })
+    };
     vec![
         Box::new(connect::Connect),
         Box::new(preflight::Preflight),
         Box::new(upload::Upload),
         Box::new(agent_check::AgentCheck),
+        Box::new(context::WriteContext),
+        Box::new(extract::Extract),
+        Box::new(overlay::Overlay),
+        hook(Action::PreInstall),
+        Box::new(AgentStep {
+            step: "kernel",
+            only: None,
+            what: "load kernel modules, set sysctls, turn swap off",
+            every_run: false,
+        }),
+        Box::new(AgentStep {
+            step: "runtime",
+            only: None,
+            what: "install containerd, runc and the CNI plugins from the bundle",
+            every_run: false,
+        }),
+        Box::new(AgentStep {
+            step: "registry",
+            only: None,
+            what: "serve the bundle's images on this node (bale-registry.service)",
+            every_run: false,
+        }),
+        hook(Action::PreInit),
+        hook(Action::PostInit),
+        Box::new(AgentStep {
+            step: "lvscare",
+            only: Some(Role::Node),
+            what: "guard the API servers' virtual IP (bale-lvscare.service)",
+            every_run: true,
+        }),
+        Box::new(apps::Apps),
+        hook(Action::PostInstall),
+    ]
+}
+
+/// The phases of `bale reset`: clean hooks around the undo of every node step, newest first.
+pub fn reset() -> Vec<Box<dyn Phase>> {
+    let hook = |action| -> Box<dyn Phase> {
+        Box::new(Hooks {
+            action,
+            journaled: false,
+        })
+    };
+    vec![
+        Box::new(connect::Connect),
+        hook(Action::PreClean),
+        Box::new(UndoStep("lvscare")),
+        Box::new(UndoStep("registry")),
+        Box::new(UndoStep("runtime")),
+        Box::new(UndoStep("kernel")),
+        hook(Action::PostClean),
+        Box::new(forget::Forget),
     ]
 }
 
 /// Where the bundle lives on a node.
 pub fn bundle_path(data_dir: &str) -> String {
     format!("{data_dir}/bundle.bale")
+}
+
+/// True when the node holds a bundle that can run its own undo steps.
+pub fn has_bundle(node: &Node) -> bool {
+    test_on(
+        node,
+        &format!("[ -x {} ]", sq(&bundle_path(&node.ctx.data_dir))),
+    )
+}
+
+/// True when `script` exits 0 on the node (false when it cannot be run).
+pub fn test_on(node: &Node, script: &str) -> bool {
+    node.conn()
+        .ok()
+        .and_then(|c| c.root(script, Input::None).ok())
+        .is_some_and(|o| o.code == 0)
 }

@@ -1,0 +1,92 @@
+//! A node-local step run natively by the bundle on the node (`bundle.bale agent step NAME
+//! apply`), with its undo (`… undo`). The step itself lives in `crate::node`; this phase only
+//! starts it over SSH and relays what it printed.
+
+use super::bundle_path;
+use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::hosts::Role;
+use crate::ssh::{sq, Input};
+
+pub struct AgentStep {
+    /// The step's name, also the phase title.
+    pub step: &'static str,
+    /// Run only on hosts of this role (None: everywhere).
+    pub only: Option<Role>,
+    pub what: &'static str,
+    /// Apply on every run instead of once per bundle (for steps whose input, such as the list
+    /// of masters, can change between runs; apply must then be cheap when nothing changed).
+    pub every_run: bool,
+}
+
+/// Runs `bundle.bale agent step STEP ACTION` on the node and returns what it printed.
+pub fn agent_step(node: &Node, step: &str, action: &str) -> Result<String, PhaseError> {
+    let d = &node.ctx.data_dir;
+    let o = node.conn()?.root(
+        &format!(
+            "{} agent step {step} {action} --data-dir {}",
+            sq(&bundle_path(d)),
+            sq(d)
+        ),
+        Input::None,
+    )?;
+    let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    if o.code != 0 {
+        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        return Err(PhaseError::Msg(format!(
+            "{step} {action} failed (exit {}): {}",
+            o.code,
+            if err.is_empty() { out } else { err }
+        )));
+    }
+    Ok(out)
+}
+
+impl Phase for AgentStep {
+    fn title(&self) -> &str {
+        self.step
+    }
+    fn journaled(&self) -> bool {
+        !self.every_run
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        self.only.is_none_or(|r| r == node.role())
+    }
+    fn dry_run(&self, _node: &Node) -> String {
+        format!("{} (agent step {} apply)", self.what, self.step)
+    }
+    fn run(&self, node: &Node) -> PhaseResult {
+        let out = agent_step(node, self.step, "apply")?;
+        if let Some(last) = out.lines().last() {
+            node.note(&format!("{}: {last}", self.step));
+        }
+        Ok(())
+    }
+    fn undo(&self, node: &Node) -> PhaseResult {
+        agent_step(node, self.step, "undo").map(|_| ())
+    }
+}
+
+/// For `reset`: runs a step's undo where the node still has a bundle to run it with.
+pub struct UndoStep(pub &'static str);
+
+impl Phase for UndoStep {
+    fn title(&self) -> &str {
+        self.0
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        super::has_bundle(node)
+    }
+    fn dry_run(&self, _node: &Node) -> String {
+        format!("agent step {} undo", self.0)
+    }
+    fn run(&self, node: &Node) -> PhaseResult {
+        let out = agent_step(node, self.0, "undo")?;
+        if let Some(last) = out.lines().last() {
+            node.note(&format!("{}: {last}", self.0));
+        }
+        Ok(())
+    }
+}

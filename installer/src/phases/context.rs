@@ -1,0 +1,57 @@
+//! Write `<data-dir>/node.json`: the node's share of the install (its role, the masters and
+//! workers, the environment), which every node-local step reads. Runs every time, so a re-run
+//! with other hosts or env updates it.
+
+use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::node::context::{NodeContext, FILE};
+use crate::ssh::{sq, Input};
+
+pub struct WriteContext;
+
+/// This node's context, from the site and the node's address and role.
+pub fn node_context(node: &Node) -> NodeContext {
+    let ctx = &node.ctx;
+    ctx.site.node_context(
+        &ctx.data_dir,
+        &ctx.bundle.digest,
+        node.host.as_ref().map(|h| h.addr),
+        node.role(),
+    )
+}
+
+impl Phase for WriteContext {
+    fn title(&self) -> &str {
+        "context"
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn dry_run(&self, node: &Node) -> String {
+        let c = node_context(node);
+        format!(
+            "write {}/{FILE} (role {}{}, {} master(s), {} worker(s))",
+            c.data_dir,
+            c.role,
+            if c.first_master { ", first master" } else { "" },
+            c.masters.len(),
+            c.nodes.len()
+        )
+    }
+    fn run(&self, node: &Node) -> PhaseResult {
+        let c = node_context(node);
+        let body = serde_json::to_vec_pretty(&c)
+            .map_err(|e| PhaseError::Msg(format!("encode the node context: {e}")))?;
+        let d = sq(&c.data_dir);
+        let tmp = sq(&format!("{}/.{FILE}.tmp", c.data_dir));
+        let dest = sq(&format!("{}/{FILE}", c.data_dir));
+        node.conn()?.root_ok(
+            "write the node context",
+            &format!(
+                "set -e; [ -d {d} ] || install -d -m 0700 {d}; cat > {tmp}; sync {tmp} 2>/dev/null \
+                 || true; mv -f {tmp} {dest}"
+            ),
+            Input::Bytes(&body),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+//! `bale check`: on every node, each node-local step reports whether its result is in place
+//! and healthy (`agent step NAME check`), and the first master's journal shows every app step
+//! done. Changes nothing.
+
+use super::agent_step::agent_step;
+use super::context::node_context;
+use crate::engine::{lock, Node, Phase, PhaseError, PhaseResult};
+use crate::hosts::Role;
+
+pub struct Health;
+
+/// The node steps `check` asks, and the role they apply to (None: every node).
+pub const CHECKED: &[(&str, Option<Role>)] = &[
+    ("kernel", None),
+    ("runtime", None),
+    ("registry", None),
+    ("lvscare", Some(Role::Node)),
+];
+
+impl Phase for Health {
+    fn title(&self) -> &str {
+        "check"
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        super::has_bundle(node)
+    }
+    fn dry_run(&self, _node: &Node) -> String {
+        "check the node's steps".into()
+    }
+    fn run(&self, node: &Node) -> PhaseResult {
+        let mut bad = Vec::new();
+        for (step, only) in CHECKED {
+            if only.is_some_and(|r| r != node.role()) {
+                continue;
+            }
+            match agent_step(node, step, "check") {
+                Ok(out) => node.note(&format!(
+                    "{step}: ok{}",
+                    out.lines()
+                        .last()
+                        .map(|l| format!(" ({l})"))
+                        .unwrap_or_default()
+                )),
+                Err(e) => bad.push(e.to_string()),
+            }
+        }
+        if node_context(node).first_master {
+            let j = lock(&node.journal);
+            let missing: Vec<&str> = node
+                .ctx
+                .site
+                .apps
+                .iter()
+                .filter(|s| !j.is_done(&s.key))
+                .map(|s| s.script.as_str())
+                .collect();
+            if missing.is_empty() {
+                node.note(&format!("apps: {} step(s) done", node.ctx.site.apps.len()));
+            } else {
+                bad.push(format!("apps: not done: {}", missing.join("; ")));
+            }
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(PhaseError::Msg(bad.join("\n")))
+        }
+    }
+}

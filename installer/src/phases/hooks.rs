@@ -1,0 +1,115 @@
+//! Shell hooks (`kind: Plugin`) at one hook point, on the nodes they target, in the order they
+//! were defined. A failing hook stops the install on that node with its output.
+
+use super::context::node_context;
+use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::plugins::{Action, Plugin};
+use crate::ssh::{sq, Input};
+
+pub struct Hooks {
+    pub action: Action,
+    /// Install hooks are journaled (done once per bundle); clean hooks run on every reset.
+    pub journaled: bool,
+}
+
+/// Shell lines that set up the environment every hook and app step runs in: the install's
+/// env, `BALE_*` facts about the node and the site, a PATH with the bundle's binaries, and the
+/// extracted tree as the working directory.
+pub fn prelude(node: &Node) -> Result<String, PhaseError> {
+    let c = node_context(node);
+    let mut vars: Vec<(String, String)> = vec![
+        ("BALE_ROLE".into(), c.role.clone()),
+        ("BALE_NODE_IP".into(), c.node_ip.clone()),
+        (
+            "BALE_FIRST_MASTER".into(),
+            u8::from(c.first_master).to_string(),
+        ),
+        ("BALE_MASTERS".into(), c.masters.join(",")),
+        ("BALE_NODES".into(), c.nodes.join(",")),
+        ("BALE_DATA_DIR".into(), c.data_dir.clone()),
+        ("BALE_REGISTRY".into(), c.registry_addr()),
+    ];
+    for (k, v) in &c.env {
+        let ok = k
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(PhaseError::Msg(format!(
+                "environment variable {k:?} (Kubefile ENV or Clusterfile spec.env) is not a \
+                 shell name: use letters, digits and _"
+            )));
+        }
+        vars.push((k.clone(), v.clone()));
+    }
+    let mut s = String::new();
+    for (k, v) in vars {
+        s.push_str(&format!("export {k}={}\n", sq(&v)));
+    }
+    s.push_str("export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin\n");
+    let root = sq(&c.rootfs().to_string_lossy());
+    s.push_str(&format!(
+        "if [ -d {root} ]; then cd {root}; else cd /; fi\n"
+    ));
+    Ok(s)
+}
+
+/// The last `n` lines of a command's combined output, for error messages.
+pub fn tail(out: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(out);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Hooks {
+    fn mine<'a>(&self, node: &'a Node) -> Vec<&'a Plugin> {
+        let addr = node.host.as_ref().map(|h| h.addr);
+        node.ctx
+            .site
+            .docs
+            .hooks(self.action)
+            .filter(|p| p.on.matches(node.role(), addr))
+            .collect()
+    }
+}
+
+impl Phase for Hooks {
+    fn title(&self) -> &str {
+        self.action.phase()
+    }
+    fn journaled(&self) -> bool {
+        self.journaled
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        !self.mine(node).is_empty()
+    }
+    fn dry_run(&self, node: &Node) -> String {
+        let names: Vec<String> = self
+            .mine(node)
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.origin))
+            .collect();
+        format!("run {} hook(s): {}", self.action.name(), names.join(", "))
+    }
+    fn run(&self, node: &Node) -> PhaseResult {
+        let conn = node.conn()?;
+        let prelude = prelude(node)?;
+        for p in self.mine(node) {
+            let script = format!("{prelude}exec 2>&1\n{}", p.script);
+            let o = conn.root(&script, Input::None)?;
+            if o.code != 0 {
+                return Err(PhaseError::Msg(format!(
+                    "{} hook {:?} ({}) failed with exit code {}:\n{}",
+                    self.action.name(),
+                    p.name,
+                    p.origin,
+                    o.code,
+                    tail(&o.stdout, 20)
+                )));
+            }
+            node.note(&format!("{} hook {:?} done", self.action.name(), p.name));
+        }
+        Ok(())
+    }
+}

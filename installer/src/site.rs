@@ -1,0 +1,365 @@
+//! What an install knows about the site as a whole, read once on the admin host: the hosts and
+//! their roles, the install-time environment, the hooks and overlays, and the apps to launch.
+//! Each node gets its share as a [`NodeContext`] (`<data-dir>/node.json`).
+
+use crate::hosts::{Host, Role};
+use crate::node::context::{NodeContext, DEFAULT_VIP, REGISTRY_PORT};
+use crate::plugins::Documents;
+use anyhow::{Context, Result};
+use bale_payload::{Bundle, Kind};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::IpAddr;
+
+/// Entries of the bundle tree that are not copied into `<data-dir>/rootfs` (served in place).
+pub const NOT_EXTRACTED: &[&str] = &["registry"];
+
+#[derive(Debug, Clone, Default)]
+pub struct Site {
+    /// Every host and its role, in the order given; empty for an install on this machine.
+    pub hosts: Vec<(IpAddr, Role)>,
+    /// Kubefile `ENV`, then Clusterfile `spec.env` over it.
+    pub env: BTreeMap<String, String>,
+    pub docs: Documents,
+    pub apps: Vec<AppStep>,
+    /// Top-level names of the bundle tree that go to `<data-dir>/rootfs`.
+    pub tree_top: Vec<String>,
+    /// Files of the tree as the Config overlays leave them: (path, content), computed once
+    /// here and written to every node after extraction.
+    pub overlays: Vec<(String, String)>,
+}
+
+/// One install-time step (Kubefile `CMD`, or `LAUNCH` of an `APP`), run on the first master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppStep {
+    /// Journal key: stable across runs of the same bundle.
+    pub key: String,
+    /// Where it comes from, for messages: `appliance 0.1.0, Kubefile line 12`.
+    pub origin: String,
+    /// A shell command, run with `sh -c` in `<data-dir>/rootfs`.
+    pub script: String,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StepMeta {
+    Cmd { line: usize, command: CommandMeta },
+    Launch { line: usize, app: String },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CommandMeta {
+    Shell(String),
+    Exec(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct AppMeta {
+    #[serde(default)]
+    sources: Vec<String>,
+    #[serde(default)]
+    cmds: Vec<String>,
+}
+
+fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| crate::ssh::sq(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The default launch of an app's source, sealer style: a chart is installed with helm, a
+/// script is run, YAML is applied with kubectl.
+fn launch_script(name: &str, source: &str, is_chart: bool) -> String {
+    let src = crate::ssh::sq(source);
+    if is_chart {
+        format!("helm install {} {src}", crate::ssh::sq(name))
+    } else if source.ends_with(".sh") {
+        format!("sh {src}")
+    } else {
+        format!("kubectl apply -f {src}")
+    }
+}
+
+fn steps_of(
+    layer: &str,
+    steps: &serde_json::Value,
+    apps: &BTreeMap<String, AppMeta>,
+    charts: &dyn Fn(&str) -> bool,
+    out: &mut Vec<AppStep>,
+) -> Result<()> {
+    let steps: Vec<StepMeta> = serde_json::from_value(steps.clone())
+        .with_context(|| format!("{layer}: unreadable install steps in the bundle header"))?;
+    for s in steps {
+        match s {
+            StepMeta::Cmd { line, command } => out.push(AppStep {
+                key: format!("app:{}:{line}", out.len() + 1),
+                origin: format!("{layer}, Kubefile line {line}"),
+                script: match command {
+                    CommandMeta::Shell(s) => s,
+                    CommandMeta::Exec(w) => shell_words(&w),
+                },
+            }),
+            StepMeta::Launch { line, app } => {
+                let meta = apps.get(&app).with_context(|| {
+                    format!("{layer}, Kubefile line {line}: LAUNCH {app}: no APP of that name")
+                })?;
+                let scripts: Vec<String> = if meta.cmds.is_empty() {
+                    meta.sources
+                        .iter()
+                        .map(|s| launch_script(&app, s, charts(s)))
+                        .collect()
+                } else {
+                    meta.cmds.clone()
+                };
+                for script in scripts {
+                    out.push(AppStep {
+                        key: format!("app:{}:{line}", out.len() + 1),
+                        origin: format!("{layer}, Kubefile line {line} (app {app})"),
+                        script,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies every Config document, in order, to the file it names.
+fn overlays(
+    bundle: &Bundle,
+    entries: &[bale_payload::Entry],
+    docs: &Documents,
+) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for cfg in &docs.configs {
+        if cfg.path.split('/').next() == Some("registry") {
+            anyhow::bail!(
+                "{}: spec.path {}: the image registry cannot be overlaid",
+                cfg.origin,
+                cfg.path
+            );
+        }
+        let current = match out.iter().position(|(p, _)| *p == cfg.path) {
+            Some(i) => Some(out.remove(i).1),
+            None => match entries.iter().find(|e| e.path == cfg.path) {
+                Some(e) if e.kind == Kind::File => Some(read_text(bundle, e)?),
+                Some(_) => anyhow::bail!(
+                    "{}: spec.path {} is not a regular file in the bundle",
+                    cfg.origin,
+                    cfg.path
+                ),
+                None => None,
+            },
+        };
+        let text =
+            crate::plugins::apply_config(cfg, current.as_deref()).map_err(anyhow::Error::msg)?;
+        out.push((cfg.path.clone(), text));
+    }
+    Ok(out)
+}
+
+fn read_text(bundle: &Bundle, e: &bale_payload::Entry) -> Result<String> {
+    let mut text = String::new();
+    bundle
+        .open_entry(e)
+        .with_context(|| format!("reading {} from the bundle", e.path))?
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {} from the bundle (is it UTF-8 text?)", e.path))?;
+    Ok(text)
+}
+
+impl Site {
+    /// Reads what the bundle says (environment, install steps of every layer, hooks and
+    /// overlays under `plugins/`), then the Clusterfile's documents and environment over it.
+    pub fn load(
+        bundle: &Bundle,
+        hosts: &[Host],
+        clusterfile: Option<(&str, &str)>,
+        cluster_env: &[(String, String)],
+    ) -> Result<Site> {
+        let meta = &bundle.header.metadata;
+        let mut site = Site {
+            hosts: hosts.iter().map(|h| (h.addr, h.role)).collect(),
+            ..Site::default()
+        };
+        if let Some(env) = meta.get("env").and_then(|e| e.as_object()) {
+            for (k, v) in env {
+                if let Some(v) = v.as_str() {
+                    site.env.insert(k.clone(), v.to_string());
+                }
+            }
+        }
+        site.env.extend(cluster_env.iter().cloned());
+
+        let apps: BTreeMap<String, AppMeta> = match meta.get("apps") {
+            Some(v) => serde_json::from_value(v.clone())
+                .context("unreadable app list in the bundle header")?,
+            None => BTreeMap::new(),
+        };
+        let entries = bundle
+            .entries()
+            .context("reading the bundle's entry table")?;
+        let charts = |src: &str| {
+            let want = format!("{}/Chart.yaml", src.trim_end_matches('/'));
+            entries.iter().any(|e| e.path == want)
+        };
+        if let Some(layers) = meta.get("layers").and_then(|l| l.as_array()) {
+            for l in layers {
+                if let Some(steps) = l.get("install_steps") {
+                    let name = format!(
+                        "base {} {}",
+                        l.get("name").and_then(|v| v.as_str()).unwrap_or("?"),
+                        l.get("version").and_then(|v| v.as_str()).unwrap_or("?")
+                    );
+                    steps_of(&name, steps, &apps, &charts, &mut site.apps)?;
+                }
+            }
+        }
+        if let Some(steps) = meta.get("install_steps") {
+            let name = format!("{} {}", bundle.header.name, bundle.header.version);
+            steps_of(&name, steps, &apps, &charts, &mut site.apps)?;
+        }
+
+        let mut tops: Vec<String> = Vec::new();
+        for e in entries.iter() {
+            let top = e.path.split('/').next().unwrap_or("");
+            if !top.is_empty()
+                && !NOT_EXTRACTED.contains(&top)
+                && tops.last().map(String::as_str) != Some(top)
+                && !tops.iter().any(|t| t == top)
+            {
+                tops.push(top.to_string());
+            }
+        }
+        site.tree_top = tops;
+
+        for e in entries.iter() {
+            let in_plugins = e.path.starts_with("plugins/")
+                && (e.path.ends_with(".yaml") || e.path.ends_with(".yml"));
+            if !in_plugins || e.kind != Kind::File {
+                continue;
+            }
+            let text = read_text(bundle, e)?;
+            site.docs.extend(
+                Documents::parse(&text, &format!("{} (in the bundle)", e.path))
+                    .map_err(anyhow::Error::new)?,
+            );
+        }
+        if let Some((origin, text)) = clusterfile {
+            site.docs
+                .extend(Documents::parse(text, origin).map_err(anyhow::Error::new)?);
+        }
+        site.overlays = overlays(bundle, &entries, &site.docs)?;
+        Ok(site)
+    }
+
+    pub fn masters(&self) -> Vec<String> {
+        self.with_role(Role::Master)
+    }
+
+    pub fn workers(&self) -> Vec<String> {
+        self.with_role(Role::Node)
+    }
+
+    fn with_role(&self, role: Role) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|(_, r)| *r == role)
+            .map(|(a, _)| a.to_string())
+            .collect()
+    }
+
+    /// The node's context; `addr` None is an install on this machine alone.
+    pub fn node_context(
+        &self,
+        data_dir: &str,
+        digest: &str,
+        addr: Option<IpAddr>,
+        role: Role,
+    ) -> NodeContext {
+        let (node_ip, masters) = match addr {
+            Some(a) => (a.to_string(), self.masters()),
+            None => ("127.0.0.1".to_string(), vec!["127.0.0.1".to_string()]),
+        };
+        NodeContext {
+            data_dir: data_dir.into(),
+            bundle_digest: digest.into(),
+            first_master: masters.first() == Some(&node_ip),
+            role: role.to_string(),
+            node_ip,
+            masters,
+            nodes: self.workers(),
+            registry_port: REGISTRY_PORT,
+            vip: DEFAULT_VIP.into(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmd_and_launch_steps_become_scripts_in_order() {
+        let apps: BTreeMap<String, AppMeta> = serde_json::from_value(serde_json::json!({
+            "web": {"sources": ["apps/web/"], "cmds": []},
+            "db": {"sources": ["apps/db.sh"], "cmds": []},
+            "custom": {"sources": ["x"], "cmds": ["echo one", "echo two"]}
+        }))
+        .unwrap();
+        let steps = serde_json::json!([
+            {"type": "cmd", "line": 3, "command": {"shell": "echo hi"}},
+            {"type": "cmd", "line": 4, "command": {"exec": ["printf", "%s", "a b"]}},
+            {"type": "launch", "line": 5, "app": "web"},
+            {"type": "launch", "line": 6, "app": "db"},
+            {"type": "launch", "line": 7, "app": "custom"}
+        ]);
+        let mut out = Vec::new();
+        let charts = |s: &str| s == "apps/web/";
+        steps_of("app 1.0", &steps, &apps, &charts, &mut out).unwrap();
+        let scripts: Vec<&str> = out.iter().map(|s| s.script.as_str()).collect();
+        assert_eq!(
+            scripts,
+            [
+                "echo hi",
+                "'printf' '%s' 'a b'",
+                "helm install 'web' 'apps/web/'",
+                "sh 'apps/db.sh'",
+                "echo one",
+                "echo two"
+            ]
+        );
+        assert_eq!(out[0].origin, "app 1.0, Kubefile line 3");
+        let keys: std::collections::BTreeSet<_> = out.iter().map(|s| &s.key).collect();
+        assert_eq!(keys.len(), out.len(), "journal keys are unique");
+
+        let bad = serde_json::json!([{"type": "launch", "line": 9, "app": "nope"}]);
+        let e = steps_of("app 1.0", &bad, &apps, &charts, &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("line 9: LAUNCH nope"), "{e}");
+    }
+
+    #[test]
+    fn node_context_names_the_first_master() {
+        let site = Site {
+            hosts: vec![
+                ("10.0.0.2".parse().unwrap(), Role::Master),
+                ("10.0.0.3".parse().unwrap(), Role::Node),
+            ],
+            ..Site::default()
+        };
+        let c = site.node_context("/d", "x", Some("10.0.0.2".parse().unwrap()), Role::Master);
+        assert!(c.first_master && c.is_master());
+        assert_eq!(c.nodes, ["10.0.0.3"]);
+        let c = site.node_context("/d", "x", Some("10.0.0.3".parse().unwrap()), Role::Node);
+        assert!(!c.first_master);
+        assert_eq!(c.role, "node");
+        let local = Site::default().node_context("/d", "x", None, Role::Master);
+        assert!(local.first_master);
+        assert_eq!(local.node_ip, "127.0.0.1");
+    }
+}
