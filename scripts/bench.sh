@@ -2,8 +2,11 @@
 # Benchmarks of the bundle file against the reference tools, measured in the same run and
 # printed as ratios (reference time / bale time: above 1 means bale is faster).
 #
-#   scripts/bench.sh            1 GiB and 4 GiB payloads
-#   BENCH_QUICK=1 scripts/bench.sh   1 GiB only
+#   scripts/bench.sh            every part: the bundle file (1 GiB and 4 GiB payloads), then
+#                               scripts/bench-{images,copy,registry,lvscare}.sh
+#   BENCH_QUICK=1 scripts/bench.sh   the bundle file with 1 GiB only
+#   BENCH_PARTS=copy,registry scripts/bench.sh   only those parts (payload images copy
+#                               registry lvscare)
 #
 # Data lives in $BALE_BENCH_DIR (default /var/tmp/bale-bench) and is reused between runs.
 # The payload is a real tree (parts of /usr/lib, copied three times) plus incompressible blobs.
@@ -121,6 +124,9 @@ bench_set() { # name dir
     row "[$name] info (ms per run, process start included)" "$ms" "" "" "target < 20: $(check "$ms" '<' 20)"
 }
 
+want_part() { case ",${BENCH_PARTS:-payload,images,copy,registry,lvscare}," in *",$1,"*) return 0;; esac; return 1; }
+
+if want_part payload; then
 make_tree "$B/data-1g" 3 112 4
 bench_set 1g "$B/data-1g"
 # The copies above deduplicate in bale but not in tar: the same tree once, for a fair view.
@@ -133,3 +139,13 @@ fi
 size=$(stat -c %s "$BALE")
 row "stripped static bale (bytes)" "$size" "" "" "target < 10 MiB: $(check "$size" '<' 10485760)"
 say "results in $RESULTS"
+fi
+
+# The other parts live in their own scripts and print their own ratios.
+for part in images copy registry lvscare; do
+    want_part "$part" || continue
+    s="$ROOT/scripts/bench-$part.sh"
+    [ -f "$s" ] || { say "scripts/bench-$part.sh: not there, skipped"; continue; }
+    say "scripts/bench-$part.sh"
+    BALE="$BALE" bash "$s"
+done

@@ -23,6 +23,9 @@ scripts/build-release.sh
 say "test nodes (scripts/testbed.sh prepare: cached after the first run)"
 scripts/testbed.sh prepare
 trap 'scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
+say "the example appliance's inputs (images from busybox-static, runtime from Debian packages)"
+examples/appliance/make-images.sh
+examples/appliance/fetch-runtime.sh
 say "tests"
 # Cross-architecture and multi-node tests must run here, not skip.
 BALE_REQUIRE_CROSS=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" BALE_REQUIRE_TESTBED=1 \

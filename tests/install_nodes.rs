@@ -57,7 +57,8 @@ fn bundles() -> &'static Bundles {
 /// Runs `bundle install ARGS --json` and returns (output, events).
 fn install(bundle: &Path, args: &[&str]) -> (Output, Vec<serde_json::Value>) {
     let t = Instant::now();
-    let mut all = vec!["install", "--json"];
+    // This file tests the engine and the copy; the node steps after them have their own tests.
+    let mut all = vec!["install", "--json", "--until", "agent-check"];
     all.extend_from_slice(args);
     let o = run(bundle, &all);
     eprintln!(
@@ -394,6 +395,8 @@ fn a_killed_node_fails_alone_and_a_rerun_converges() {
     let args = [
         "install",
         "--json",
+        "--until",
+        "agent-check",
         "--masters",
         N1,
         "--nodes",

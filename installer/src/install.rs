@@ -27,6 +27,10 @@ pub struct InstallArgs {
     /// clock, ports, systemd, conflicts, reach)
     #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
     pub ignore_preflight: Vec<String>,
+    /// Stop after this phase, e.g. `--until upload` to stage the bundle on every host ahead of
+    /// a maintenance window (a later run goes on from there)
+    #[arg(long, value_name = "PHASE")]
+    pub until: Option<String>,
 }
 
 /// The hosts of a run and how to reach them (shared by install, reset and check).

@@ -96,16 +96,27 @@ echo "disk_avail_kib=$(df -Pk "$d" | awk 'NR==2{{print $4}}')"
 if [ -f "$D/bundle.bale" ]; then echo "existing_bundle=$(stat -c %s "$D/bundle.bale")"; fi
 echo "tmp_opts=$(awk '$2=="/tmp"{{o=$4}} END{{print o}}' /proc/mounts)"
 if [ -d /run/systemd/system ]; then echo systemd=yes; else echo systemd=no; fi
+# What an earlier install of bale put there is not a conflict: its registry unit, and the
+# runtime its journal records.
+ours_runtime=no
+if [ -f "$D/journal.json" ] && grep -q '"runtime"' "$D/journal.json"; then ours_runtime=yes; fi
 for p in {ports}; do
   h=$(printf ':%04X' "$p")
   if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v h="$h" '$4=="0A" && substr($2, length($2)-4)==h {{f=1}} END{{exit !f}}'
-  then echo "port_$p=busy"; else echo "port_$p=free"; fi
+  then
+    if [ "$p" = {registry} ] && systemctl is-active -q bale-registry.service 2>/dev/null
+    then echo "port_$p=bale"; else echo "port_$p=busy"; fi
+  else echo "port_$p=free"; fi
 done
 for b in containerd dockerd kubelet; do
-  if p=$(command -v "$b" 2>/dev/null); then echo "conflict_$b=$p"; fi
+  if p=$(command -v "$b" 2>/dev/null); then
+    if [ "$b" = containerd ] && [ "$ours_runtime" = yes ]; then echo "bale_$b=$p"
+    else echo "conflict_$b=$p"; fi
+  fi
 done
 "#,
         d = sq(data_dir),
+        registry = crate::node::context::REGISTRY_PORT,
         ports = PORTS
             .iter()
             .map(|p| p.to_string())

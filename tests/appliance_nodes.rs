@@ -1,0 +1,341 @@
+//! The example appliance end to end on three test nodes: build it from its Kubefile (real
+//! containerd, runc and CNI plugins from Debian packages, two images made from busybox-static),
+//! install it with `--masters n1 --nodes n2,n3`, and check what a site would: the web app
+//! answers on every node, `ctr` pulls a bundled image by its original docker.io name, skopeo
+//! reads the node's registry with the bundle's digests, systemd restarts a killed registry, a
+//! re-run skips every phase, overlays land, a failing hook stops the install with its output,
+//! reset leaves nothing and a reinstall works, with no packet leaving the node subnet.
+//!
+//! Needs root, the testbed, and the appliance's inputs (examples/appliance/make-images.sh and
+//! fetch-runtime.sh, which scripts/test.sh runs first).
+
+mod common;
+
+use common::testbed::*;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the appliance bundle with this build of bale, or explains what is missing.
+fn appliance(dir: &Path) -> PathBuf {
+    let app = root().join("examples/appliance");
+    for (need, script) in [
+        ("images/web/index.json", "make-images.sh"),
+        ("runtime/bin/containerd", "fetch-runtime.sh"),
+    ] {
+        assert!(
+            app.join(need).exists(),
+            "examples/appliance/{need} is missing: run examples/appliance/{script} (scripts/test.sh does)"
+        );
+    }
+    let out = dir.join("appliance.bale");
+    let o = bale(&[
+        "build",
+        "-f",
+        app.join("Kubefile").to_str().unwrap(),
+        "-t",
+        "appliance:0.1.0",
+        "--offline",
+        "-o",
+        out.to_str().unwrap(),
+        app.to_str().unwrap(),
+    ]);
+    ok(&o);
+    out
+}
+
+fn events(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Runs `bundle VERB ARGS --json` against the three nodes and returns (output, events).
+fn run_on_nodes(bundle: &Path, verb: &str, extra: &[&str]) -> (Output, Vec<serde_json::Value>) {
+    let key = key();
+    let kh = known_hosts_path();
+    let workers = format!("{N2},{N3}");
+    let mut args = vec![
+        verb,
+        "--json",
+        "--masters",
+        N1,
+        "--nodes",
+        &workers,
+        "--key",
+        &key,
+        "--known-hosts",
+        &kh,
+    ];
+    args.extend_from_slice(extra);
+    let t = Instant::now();
+    let o = Command::new(bundle)
+        .args(&args)
+        .output()
+        .expect("run bundle");
+    eprintln!(
+        "{verb} {extra:?}: exit {:?} in {:.1}s\n{}{}",
+        o.status.code(),
+        t.elapsed().as_secs_f64(),
+        stdout(&o),
+        stderr(&o)
+    );
+    let ev = events(&stdout(&o));
+    (o, ev)
+}
+
+fn started(ev: &[serde_json::Value], phase: &str) -> Vec<String> {
+    ev.iter()
+        .filter(|e| e["event"] == "start" && e["phase"] == phase)
+        .map(|e| e["node"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn summary(ev: &[serde_json::Value]) -> serde_json::Value {
+    ev.iter()
+        .rev()
+        .find(|e| e["event"] == "summary")
+        .cloned()
+        .expect("a summary event")
+}
+
+/// One HTTP GET from the host to a node; the body, or why not.
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    Ok(body)
+}
+
+fn web_answers_everywhere() {
+    for ip in [N1, N2, N3] {
+        let addr = format!("{ip}:8080");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match http_get(&addr, "/") {
+                Ok(b) if b.contains("The example appliance is up") => break,
+                other if Instant::now() > deadline => {
+                    panic!("the appliance's web server on {addr} does not answer: {other:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+}
+
+/// The manifest digest the bundle's own index gives for `name`.
+fn bundled_digest(bundle: &Path, dir: &Path, name: &str) -> String {
+    let to = dir.join("index");
+    ok(&bale(&[
+        "extract",
+        bundle.to_str().unwrap(),
+        "registry/index.json",
+        "--to",
+        to.to_str().unwrap(),
+    ]));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(to.join("registry/index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not in the bundle's index: {index}"))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let o = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    ok(&o);
+    stdout(&o)
+}
+
+#[test]
+fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = appliance(dir.path());
+    let Some(bed) = Testbed::up(3, &[]) else {
+        return;
+    };
+
+    // A Clusterfile with overlays only (the hosts come from the flags).
+    let cf = dir.path().join("Clusterfile");
+    std::fs::write(
+        &cf,
+        "apiVersion: sealer.io/v2\nkind: Cluster\nspec:\n  env: [SITE=lab]\n---\n\
+         apiVersion: sealer.io/v1\nkind: Config\nmetadata: {name: env}\nspec:\n  \
+         path: etc/appliance.env\n  strategy: overwrite\n  data: |\n    APP_PORT=8080\n    \
+         SITE=lab\n---\n\
+         apiVersion: sealer.io/v1\nkind: Config\nmetadata: {name: labels}\nspec:\n  \
+         path: manifests/web.yaml\n  data: |\n    spec: {template: {metadata: {labels: \
+         {tier: edge}}}}\n",
+    )
+    .unwrap();
+    let cfs = cf.to_str().unwrap();
+
+    // The install.
+    let (o, ev) = run_on_nodes(&bundle, "install", &["-f", cfs]);
+    ok(&o);
+    assert_eq!(summary(&ev)["ok"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        started(&ev, "apps"),
+        [N1],
+        "apps run on the first master only"
+    );
+    web_answers_everywhere();
+
+    // Overlays landed on every node.
+    for n in ["n1", "n2", "n3"] {
+        let env = on_ok(n, "cat /var/lib/bale/rootfs/etc/appliance.env");
+        assert_eq!(env, "APP_PORT=8080\nSITE=lab\n", "{n}");
+        let web = on_ok(n, "cat /var/lib/bale/rootfs/manifests/web.yaml");
+        assert!(
+            web.contains("tier: edge") && web.contains("app: web"),
+            "{n}: {web}"
+        );
+    }
+
+    // ctr pulls and runs a bundled image by its original name, through hosts.toml.
+    for n in ["n1", "n2", "n3"] {
+        let out = on_ok(
+            n,
+            "ctr -n e2e images pull --hosts-dir /etc/containerd/certs.d \
+             docker.io/library/busybox:1.36 >/dev/null && \
+             ctr -n e2e run --rm docker.io/library/busybox:1.36 e2e-echo echo bundled-busybox",
+        );
+        assert!(out.contains("bundled-busybox"), "{n}: {out}");
+    }
+
+    // skopeo reads each node's registry with the bundle's digests.
+    let want = bundled_digest(&bundle, dir.path(), "docker.io/appliance/web:1.0");
+    for ip in [N1, N2, N3] {
+        let inspect = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{ip}:5050/appliance/web:1.0"),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        let got = v["Digest"].as_str().unwrap_or("").to_string();
+        assert_eq!(
+            got, want,
+            "{ip}: the manifest digest differs from the bundle's"
+        );
+    }
+    let layout = dir.path().join("copied");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{N2}:5050/appliance/web:1.0"),
+        &format!("oci:{}:web", layout.display()),
+    ]);
+    let copied: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(copied["manifests"][0]["digest"], want.as_str());
+
+    // systemd brings a killed registry back, and pulls work again.
+    on_ok("n2", "systemctl kill -s KILL bale-registry.service");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if on("n2", "systemctl is-active -q bale-registry.service")
+            .status
+            .success()
+            && http_get(&format!("{N2}:5050"), "/v2/").is_ok_and(|b| b.contains("200"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the registry did not come back");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    on_ok(
+        "n2",
+        "ctr -n e2e2 images pull --hosts-dir /etc/containerd/certs.d \
+         docker.io/appliance/web:1.0 >/dev/null",
+    );
+
+    // A re-run converges without redoing anything.
+    let (o, ev) = run_on_nodes(&bundle, "install", &["-f", cfs]);
+    ok(&o);
+    for phase in [
+        "upload",
+        "extract",
+        "kernel",
+        "runtime",
+        "registry",
+        "apps",
+        "hook:post-init",
+    ] {
+        assert!(started(&ev, phase).is_empty(), "{phase} ran again");
+    }
+    let (o, _) = run_on_nodes(&bundle, "check", &[]);
+    ok(&o);
+
+    // A failing hook stops the install on its node, with its output.
+    let bad = dir.path().join("Clusterfile.bad");
+    std::fs::write(
+        &bad,
+        "apiVersion: sealer.io/v2\nkind: Cluster\nspec: {}\n---\nkind: Plugin\n\
+         metadata: {name: on-fire}\nspec:\n  action: PostInstall\n  on: 10.77.0.13\n  \
+         data: |\n    echo the disk is on fire\n    exit 7\n",
+    )
+    .unwrap();
+    let (o, ev) = run_on_nodes(&bundle, "install", &["-f", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let failed = summary(&ev)["failed"].clone();
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
+    assert_eq!(failed[0]["node"], N3);
+    let err = failed[0]["error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("on-fire")
+            && err.contains("exit code 7")
+            && err.contains("the disk is on fire"),
+        "{err}"
+    );
+
+    // reset removes everything; a second reset has nothing to do.
+    let (o, _) = run_on_nodes(&bundle, "reset", &["--yes"]);
+    ok(&o);
+    for n in ["n1", "n2", "n3"] {
+        let left = on_ok(
+            n,
+            "ls /var/lib/bale /etc/containerd /usr/local/bin/containerd \
+             /etc/systemd/system/bale-registry.service 2>/dev/null; \
+             systemctl is-active containerd bale-registry appliance-web 2>/dev/null; true",
+        );
+        assert!(
+            !left.contains("bundle.bale") && !left.lines().any(|l| l.trim() == "active"),
+            "{n}: left behind:\n{left}"
+        );
+    }
+    let (o, ev) = run_on_nodes(&bundle, "reset", &["--yes"]);
+    ok(&o);
+    let ran: Vec<&serde_json::Value> = ev
+        .iter()
+        .filter(|e| e["event"] == "start" && e["phase"] != "connect")
+        .collect();
+    assert!(ran.is_empty(), "a second reset did something: {ran:?}");
+
+    // And the appliance installs again.
+    let (o, _) = run_on_nodes(&bundle, "install", &[]);
+    ok(&o);
+    web_answers_everywhere();
+    bed.finish();
+}
