@@ -413,6 +413,34 @@ impl Layout {
         d
     }
 
+    /// An image for `arch` made of the given layer tars, in order.
+    fn image_of_layers(&self, arch: &str, layers: &[&[u8]]) -> Value {
+        let mut descs = Vec::new();
+        let mut diff_ids = Vec::new();
+        for layer in layers {
+            let mut l = self.blob(layer);
+            l["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar");
+            descs.push(l);
+            diff_ids.push(sha(layer));
+        }
+        let cfg = serde_json::to_vec(&json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap();
+        let mut c = self.blob(&cfg);
+        c["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
+        let m = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": c, "layers": descs,
+        }))
+        .unwrap();
+        let mut d = self.blob(&m);
+        d["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
+        d
+    }
+
     fn index(&self, children: &[Value]) -> Value {
         let i = serde_json::to_vec(&json!({
             "schemaVersion": 2,
@@ -604,4 +632,365 @@ fn one_bundle_per_platform_each_with_its_own_image() {
     let e = stderr(&o);
     assert!(!o.status.success());
     assert!(e.contains("bale-aarch64") && e.contains("--stub"), "{e}");
+}
+
+/// Random bytes: a layer that does not compress, so its frames are stored raw.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `FROM base.bale` where both carry images: one file with both image sets in one registry
+/// layout, the base's entries (files and blobs) copied as stored frames, the base's share of
+/// the entries recorded, and the same bytes on a second build.
+#[test]
+fn an_app_with_images_on_a_base_with_images_merges_the_registries() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let shared_layer = tar(&[("usr/lib/libshared.so", &noise(3 << 20, 1), 0o644)]);
+    let a_layer = tar(&[("bin/a", &data(3 << 20, 2), 0o755)]);
+    let b_layer = tar(&[("bin/b", &noise(1 << 20, 3), 0o755)]);
+
+    // The runtime: image A (shared layer + its own), a compressible file, install step.
+    let rt = d.path().join("runtime");
+    write(
+        &rt.join("Kubefile"),
+        "FROM scratch\nCOPY manifests/ manifests/\nCOPY bin/ bin/\nCMD install-runtime\n",
+    );
+    write(&rt.join("bin/containerd"), data(5 << 20, 7));
+    write(
+        &rt.join("manifests/a.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers:\n    - {name: a, image: example.com/rt/a:1}\n",
+    );
+    let la = Layout(rt.join("images/a"));
+    let a = la.image_of_layers(host_arch(), &[&shared_layer, &a_layer]);
+    la.tag(&a, "example.com/rt/a:1");
+    let app_ctx = d.path().join("app");
+    let base = app_ctx.join("runtime.bale");
+    std::fs::create_dir_all(&app_ctx).unwrap();
+    ok(&build(&[
+        "-t",
+        "runtime:1.0",
+        "--offline",
+        "--image-cache",
+        s(&cache),
+        "--level",
+        "19",
+        "-o",
+        s(&base),
+        s(&rt),
+    ]));
+
+    // The app: image B shares a layer with A; its manifest names A too (kept from the base).
+    write(
+        &app_ctx.join("Kubefile"),
+        "FROM runtime.bale\nCOPY manifests/ manifests/\nCMD kubectl apply -f manifests/b.yaml\n",
+    );
+    write(
+        &app_ctx.join("manifests/b.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: b}\nspec:\n  template:\n    spec:\n      initContainers:\n        - {name: a, image: example.com/rt/a:1}\n      containers:\n        - {name: b, image: example.com/app/b:2}\n",
+    );
+    let lb = Layout(app_ctx.join("images/b"));
+    let b = lb.image_of_layers(host_arch(), &[&shared_layer, &b_layer]);
+    lb.tag(&b, "example.com/app/b:2");
+    let out = d.path().join("app.bale");
+    let args = [
+        "-t",
+        "app:1.0",
+        "--offline",
+        "--image-cache",
+        s(&cache),
+        "-o",
+        s(&out),
+        s(&app_ctx),
+    ];
+    let o = build(&args);
+    ok(&o);
+    let log = stderr(&o);
+    assert!(
+        log.contains("image example.com/rt/a:1: already in the base runtime.bale, kept from there"),
+        "{log}"
+    );
+    ok(&bale(&["verify", "--content", s(&out)]));
+
+    let bp = parts(&base);
+    let ap = parts(&out);
+    // One index naming both images, sorted; each blob once.
+    let (idx, entries) = registry_index(&out);
+    let names: Vec<&str> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["example.com/app/b:2", "example.com/rt/a:1"]);
+    let digest_of = |name: &str| {
+        idx["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == json!(name))
+            .map(|m| m["digest"].clone())
+            .unwrap()
+    };
+    assert_eq!(digest_of("example.com/rt/a:1"), a["digest"]);
+    assert_eq!(digest_of("example.com/app/b:2"), b["digest"]);
+    let blobs = blob_names(&entries);
+    for layer in [&shared_layer, &a_layer, &b_layer] {
+        assert_eq!(blobs.iter().filter(|x| **x == sha(layer)).count(), 1);
+    }
+    assert_eq!(ap.header.counts.images, 2);
+    let listed: Vec<&str> = ap.header.metadata["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["example.com/app/b:2", "example.com/rt/a:1"]);
+
+    // The base's files and blobs: the very frames the base stored, copied, never compressed
+    // again; the build says how many it copied, and that is every distinct base frame kept.
+    let mut kept_frames = std::collections::BTreeSet::new();
+    for be in bp
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::File | Kind::Blob))
+    {
+        if be.path == "registry/index.json" || be.path == "registry/oci-layout" {
+            continue;
+        }
+        let ae = entry(&ap.entries, &be.path);
+        assert_eq!((ae.kind, ae.sha256), (be.kind, be.sha256), "{}", be.path);
+        for (bf, af) in be.frames.iter().zip(&ae.frames) {
+            assert_eq!(
+                (bf.codec, bf.sha256, bf.stored_len),
+                (af.codec, af.sha256, af.stored_len)
+            );
+            kept_frames.insert(bf.offset);
+        }
+    }
+    let copied = format!("FROM runtime.bale: {} frames (", kept_frames.len());
+    assert!(log.contains(&copied), "want {copied:?} in {log}");
+    // containerd was compressed at level 19 in the base: a recompression at 3 would differ.
+    assert!(entry(&ap.entries, "bin/containerd")
+        .frames
+        .iter()
+        .any(|f| f.codec == format::Codec::Zstd));
+
+    // Which entries came from the base.
+    let layers = &ap.header.metadata["layers"];
+    assert_eq!(layers.as_array().unwrap().len(), 1);
+    assert_eq!(layers[0]["name"], json!("runtime"));
+    let from_base: Vec<&str> = layers[0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // manifests/ itself is the app's (its COPY put the directory there), a.yaml the base's.
+    let mut want = vec!["bin/".to_string(), "manifests/a.yaml".into()];
+    for layer_or_blob in bp.entries.iter().filter(|e| e.kind == Kind::Blob) {
+        want.push(layer_or_blob.path.clone());
+    }
+    want.sort();
+    assert_eq!(from_base, want);
+    assert_eq!(
+        layers[0]["install_steps"][0]["command"]["shell"],
+        json!("install-runtime")
+    );
+
+    // The same inputs, the same bytes.
+    let again = d.path().join("again.bale");
+    let mut args2 = args;
+    args2[6] = s(&again);
+    ok(&build(&args2));
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&again).unwrap(),
+        "rebuild differs"
+    );
+
+    // The merged layout is one valid OCI layout: skopeo reads both images from it.
+    if std::process::Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let x = d.path().join("x");
+        ok(&bale(&["extract", s(&out), "--to", s(&x), "registry"]));
+        for (name, desc) in [("example.com/rt/a:1", &a), ("example.com/app/b:2", &b)] {
+            let o = std::process::Command::new("skopeo")
+                .args([
+                    "inspect",
+                    "--raw",
+                    &format!("oci:{}:{name}", s(&x.join("registry"))),
+                ])
+                .output()
+                .unwrap();
+            ok(&o);
+            assert_eq!(json!(sha(&o.stdout)), desc["digest"], "{name}");
+        }
+    } else {
+        eprintln!("SKIP (part): skopeo missing, the merged layout was not read by skopeo");
+    }
+
+    // An app context holding another image under a name the base carries keeps the base's
+    // (one name resolves to one image on site), and adds its other images.
+    let lb2 = Layout(app_ctx.join("images/b"));
+    let other_a = lb2.image_of_layers(host_arch(), &[&b_layer]);
+    lb2.tag(&other_a, "example.com/rt/a:1");
+    write(
+        &app_ctx.join("manifests/b.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec:\n  containers:\n    - {name: a, image: example.com/rt/a:1}\n    - {name: c, image: example.com/app/c:1}\n",
+    );
+    let lc = Layout(app_ctx.join("images/c"));
+    let c = lc.image_of_layers(host_arch(), &[&b_layer]);
+    lc.tag(&c, "example.com/app/c:1");
+    ok(&build(&args));
+    ok(&bale(&["verify", s(&out)]));
+    let (idx, _) = registry_index(&out);
+    let named: Vec<(&str, &Value)> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .unwrap(),
+                &m["digest"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("example.com/app/c:1", &c["digest"]),
+            ("example.com/rt/a:1", &a["digest"])
+        ]
+    );
+}
+
+/// `ADD` unpacks local tar archives (plain, gzip, zstd, xz, bzip2) into the destination as
+/// Docker does, copies any other file as it is, and refuses URLs and unsafe archives with the
+/// Kubefile line and the fix.
+#[test]
+fn add_unpacks_local_archives_and_copies_other_files() {
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    let tree = d.path().join("tree");
+    write(&tree.join("bin/tool"), data(300 << 10, 5));
+    std::fs::set_permissions(
+        tree.join("bin/tool"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    write(&tree.join("etc/app/app.conf"), "port = 80\n");
+    std::os::unix::fs::symlink("tool", tree.join("bin/tool-link")).unwrap();
+    std::fs::hard_link(
+        tree.join("etc/app/app.conf"),
+        tree.join("etc/app/hard.conf"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(tree.join("var/empty")).unwrap();
+    std::fs::create_dir_all(&ctx).unwrap();
+    let mut have = vec![
+        ("plain", "rt.tar", vec!["-cf"]),
+        ("gz", "rt.tar.gz", vec!["-czf"]),
+    ];
+    for (name, file, flag, tool) in [
+        ("zst", "rt.tar.zst", "--zstd", "zstd"),
+        ("xz", "rt.tar.xz", "-J", "xz"),
+        ("bz2", "rt.tbz", "-j", "bzip2"),
+    ] {
+        if std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            have.push((name, file, vec![flag, "-cf"]));
+        } else {
+            eprintln!("SKIP (part): {tool} missing, ADD of {file} not checked");
+        }
+    }
+    let mut kubefile = String::from("FROM scratch\n");
+    for (name, file, flags) in &have {
+        let mut args: Vec<&str> = flags.clone();
+        let dest = ctx.join(file);
+        args.extend([s(&dest), "-C", s(&tree), "."]);
+        let o = std::process::Command::new("tar")
+            .args(&args)
+            .output()
+            .unwrap();
+        ok(&o);
+        kubefile.push_str(&format!("ADD {file} rt-{name}/\n"));
+    }
+    // Not archives: a plain file, and a gzip file that holds no tar.
+    write(&ctx.join("notes.txt"), "hello\n");
+    let gz = std::process::Command::new("gzip")
+        .arg("-c")
+        .arg(ctx.join("notes.txt"))
+        .output()
+        .unwrap();
+    write(&ctx.join("notes.txt.gz"), &gz.stdout);
+    kubefile.push_str("ADD notes.txt notes.txt.gz doc/\n");
+    write(&ctx.join("Kubefile"), &kubefile);
+    let out = d.path().join("add.bale");
+    ok(&build(&["-t", "add:1", "-o", s(&out), s(&ctx)]));
+    ok(&bale(&["verify", "--content", s(&out)]));
+    let p = parts(&out);
+    for (name, _, _) in &have {
+        let at = |rel: &str| format!("rt-{name}/{rel}");
+        let tool = entry(&p.entries, &at("bin/tool"));
+        assert_eq!(tool.kind, Kind::File);
+        assert_eq!(tool.mode, 0o750, "{name}");
+        assert_eq!(read(&out, tool), data(300 << 10, 5), "{name}");
+        assert_eq!(entry(&p.entries, &at("bin/tool-link")).target, "tool");
+        assert_eq!(
+            read(&out, entry(&p.entries, &at("etc/app/hard.conf"))),
+            b"port = 80\n"
+        );
+        assert_eq!(
+            read(&out, entry(&p.entries, &at("etc/app/app.conf"))),
+            b"port = 80\n"
+        );
+        assert_eq!(entry(&p.entries, &at("var/empty")).kind, Kind::Dir);
+    }
+    assert_eq!(read(&out, entry(&p.entries, "doc/notes.txt")), b"hello\n");
+    assert_eq!(read(&out, entry(&p.entries, "doc/notes.txt.gz")), gz.stdout);
+
+    // A URL: refused at its line, with the fix.
+    write(
+        &ctx.join("Kubefile"),
+        "FROM scratch\nADD notes.txt doc/\nADD https://example.com/rt.tar.gz rt/\n",
+    );
+    let o = build(&["-t", "add:1", "-o", s(&out), s(&ctx)]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("Kubefile:3: ADD cannot download https://example.com/rt.tar.gz")
+            && e.contains("download it in a RUN step"),
+        "{e}"
+    );
+
+    // A member that climbs out with "..": refused, naming the member.
+    write(&ctx.join("evil.tar"), tar(&[("../escape", b"x", 0o644)]));
+    write(&ctx.join("Kubefile"), "FROM scratch\nADD evil.tar x/\n");
+    let o = build(&["-t", "add:1", "-o", s(&out), s(&ctx)]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("Kubefile:2: ADD") && e.contains("\"../escape\" climbs out"),
+        "{e}"
+    );
 }

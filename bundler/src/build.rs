@@ -11,7 +11,7 @@
 
 use crate::discover::{self, DiscoverOptions, Discovery};
 use crate::images::{self, Cache, CollectOptions, Platform, ResolvedImage, REGISTRY_DIR};
-use crate::kubefile::{self, Base, BuildPlan, Command, CopyStep, RunStep, Step};
+use crate::kubefile::{self, Base, BuildPlan, Command, CopyKind, CopyStep, RunStep, Step};
 use anyhow::{anyhow, bail, Context, Result};
 use bale_payload::writer::WriteSummary;
 use bale_payload::{format, Bundle, BundleMeta, BundleWriter, Entry, Kind, WriteOptions};
@@ -43,6 +43,9 @@ pub enum Node {
 pub struct Placed {
     pub node: Node,
     pub origin: String,
+    /// Index in the bundle's `metadata.layers` of the base layer this entry comes from
+    /// unchanged; `None` for what this build puts there.
+    pub layer: Option<usize>,
 }
 
 /// The base bundle of `FROM base.bale`.
@@ -61,6 +64,8 @@ pub struct Prepared {
     pub context: PathBuf,
     pub layout: BTreeMap<String, Placed>,
     pub base: Option<BaseBundle>,
+    /// Where `ADD` unpacked archives' files to; the layout points into it until written.
+    pub unpacked: Option<tempfile::TempDir>,
 }
 
 /// Everything about the build that is not in the Kubefile.
@@ -106,6 +111,8 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
             .iter()
             .filter_map(|p| absolute_file(p))
             .collect(),
+        scratch: None,
+        unpacked_files: 0,
     };
     let from_origin = format!("{}:{}", plan.file, from_line(&text));
     let mut base = None;
@@ -145,6 +152,14 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
                 .entries()
                 .map_err(|e| anyhow!("{from_origin}: FROM {path}: {}: {e}", file.display()))?;
             let origin = format!("base {path}");
+            let base_layers = bundle
+                .header
+                .metadata
+                .get("layers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let owners = LayerOwners::of(&base_layers);
             for (i, e) in entries.iter().enumerate() {
                 let node = match e.kind {
                     Kind::Dir => Node::Dir { mode: e.mode },
@@ -158,6 +173,8 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
                     Placed {
                         node,
                         origin: origin.clone(),
+                        // What the base got from its own bases stays theirs.
+                        layer: Some(owners.owner(&e.path).unwrap_or(base_layers.len())),
                     },
                 );
             }
@@ -180,6 +197,7 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
         context,
         layout: l.map,
         base,
+        unpacked: l.scratch,
     })
 }
 
@@ -205,6 +223,9 @@ fn absolute_file(p: &Path) -> Option<PathBuf> {
 struct Layout {
     map: BTreeMap<String, Placed>,
     exclude: BTreeSet<PathBuf>,
+    /// Created by the first `ADD` of an archive.
+    scratch: Option<tempfile::TempDir>,
+    unpacked_files: u64,
 }
 
 impl Layout {
@@ -229,6 +250,7 @@ impl Layout {
                         Placed {
                             node: Node::Dir { mode: 0o755 },
                             origin: origin.to_string(),
+                            layer: None,
                         },
                     );
                 }
@@ -262,6 +284,7 @@ impl Layout {
             Placed {
                 node,
                 origin: origin.to_string(),
+                layer: None,
             },
         );
         Ok(())
@@ -344,7 +367,8 @@ impl Layout {
 
     fn copy(&mut self, plan: &BuildPlan, c: &CopyStep, context: &Path) -> Result<()> {
         let origin = format!("{}:{}", plan.file, c.line);
-        // ADD is COPY here: local files only, archives copied as they are (not unpacked).
+        // ADD is COPY, except that local tar archives are unpacked (URLs were refused by the
+        // parser).
         let sources = plan.resolve_sources(c, context)?;
         let dest = if c.dest == "." { "" } else { c.dest.as_str() };
         for src in sources {
@@ -353,6 +377,15 @@ impl Layout {
             }
             let meta =
                 std::fs::metadata(&src).with_context(|| format!("{origin}: {}", src.display()))?;
+            if c.kind == CopyKind::Add && meta.is_file() {
+                let found = crate::archive::sniff(&src)
+                    .map_err(|e| anyhow!("{origin}: ADD {}: {e}", src.display()))?;
+                if let Some(compression) = found {
+                    // As in Docker, an archive unpacks into the destination directory.
+                    self.unpack(&src, compression, dest, &origin)?;
+                    continue;
+                }
+            }
             let rel = if meta.is_dir() {
                 // As in Docker, a directory source copies its contents.
                 dest.to_string()
@@ -374,6 +407,134 @@ impl Layout {
         }
         Ok(())
     }
+}
+
+impl Layout {
+    /// Places every member of the tar archive `src` below `dest`. Regular files are written to
+    /// the scratch directory (numbered, so member names never touch the file system),
+    /// directories and symlinks are placed as they are, hard links share their target's file.
+    fn unpack(
+        &mut self,
+        src: &Path,
+        compression: crate::archive::Compression,
+        dest: &str,
+        origin: &str,
+    ) -> Result<()> {
+        let shown = src.display().to_string();
+        let fail = |what: String| anyhow!("{origin}: ADD {shown}: {what}");
+        if self.scratch.is_none() {
+            self.scratch = Some(
+                tempfile::Builder::new()
+                    .prefix(".bale-add-")
+                    .tempdir()
+                    .map_err(|e| fail(format!("cannot make a scratch directory: {e}")))?,
+            );
+        }
+        let scratch = self
+            .scratch
+            .as_ref()
+            .map(|t| t.path().to_path_buf())
+            .unwrap_or_default();
+        if !dest.is_empty() && !self.is_dir_path(dest) {
+            self.place(dest, Node::Dir { mode: 0o755 }, origin)?;
+        }
+        let reader = crate::archive::open(src, compression).map_err(|e| fail(e.to_string()))?;
+        let mut archive = tar::Archive::new(reader);
+        // Files written for members, by member path, for hard links.
+        let mut files: BTreeMap<String, (PathBuf, u32)> = BTreeMap::new();
+        let entries = archive
+            .entries()
+            .map_err(|e| fail(format!("not a readable tar archive: {e}")))?;
+        for member in entries {
+            let mut member = member.map_err(|e| fail(format!("damaged tar archive: {e}")))?;
+            let raw = member.path_bytes().into_owned();
+            let name = String::from_utf8(raw)
+                .map_err(|_| fail("a member name is not UTF-8; rename it".into()))?;
+            let Some(rel) = member_path(&name) else {
+                return Err(fail(format!(
+                    "member {name:?} climbs out of the archive with \"..\"; such an archive \
+                     is refused, repack it without \"..\""
+                )));
+            };
+            if rel.is_empty() {
+                continue;
+            }
+            let at = join(dest, &rel);
+            let mode = member.header().mode().unwrap_or(0o644) & 0o7777;
+            let kind = member.header().entry_type();
+            let here = format!("{origin} (member {name})");
+            use tar::EntryType as T;
+            match kind {
+                T::Directory => self.place(&at, Node::Dir { mode }, &here)?,
+                T::Regular | T::Continuous => {
+                    self.unpacked_files += 1;
+                    let file = scratch.join(self.unpacked_files.to_string());
+                    let mut out = std::fs::File::create(&file)
+                        .map_err(|e| fail(format!("{}: {e}", file.display())))?;
+                    std::io::copy(&mut member, &mut out)
+                        .map_err(|e| fail(format!("member {name}: {e}")))?;
+                    files.insert(rel.clone(), (file.clone(), mode));
+                    self.place(&at, Node::File { source: file, mode }, &here)?;
+                }
+                T::Symlink => {
+                    let target = member
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    self.place(&at, Node::Symlink { target }, &here)?;
+                }
+                T::Link => {
+                    let target = member
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    let Some((file, mode)) = member_path(&target).and_then(|t| files.get(&t))
+                    else {
+                        return Err(fail(format!(
+                            "member {name} is a hard link to {target:?}, which is not a \
+                             regular file earlier in the archive; repack it with the file \
+                             itself"
+                        )));
+                    };
+                    let node = Node::File {
+                        source: file.clone(),
+                        mode: *mode,
+                    };
+                    files.insert(rel.clone(), (file.clone(), *mode));
+                    self.place(&at, node, &here)?;
+                }
+                T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
+                other => {
+                    let what = match other {
+                        T::Char => "a character device",
+                        T::Block => "a block device",
+                        T::Fifo => "a FIFO",
+                        _ => "a special member",
+                    };
+                    return Err(fail(format!(
+                        "member {name} is {what}, which cannot go into a bundle (bundles \
+                         carry regular files, directories and symlinks); repack the archive \
+                         without it"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tar member's path relative to the destination: leading `/` and `./` dropped, `.`
+/// components removed; `None` if it contains `..`.
+fn member_path(name: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 fn join(prefix: &str, name: &str) -> String {
@@ -449,14 +610,100 @@ fn run_step(plan: &BuildPlan, r: &RunStep, context: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The images the context needs (manifests/, charts/, imageList), with the Kubefile's ENV for
-/// templates.
+/// The images the context needs (manifests/, charts/, imageList, and what COPY, ADD and APP
+/// bring in from elsewhere in the context), with the Kubefile's ENV for templates. Sources
+/// that a `RUN` makes and that do not exist yet (`--list-images` runs no step) are warnings.
 pub fn discover_images(context: &Path, plan: &BuildPlan) -> Result<Discovery> {
+    discover_images_with(context, plan, DiscoverOptions::default())
+}
+
+/// [`discover_images`] with options (helm, search path, ignore rules); its `env` and `copied`
+/// are filled from the Kubefile.
+pub fn discover_images_with(
+    context: &Path,
+    plan: &BuildPlan,
+    base: DiscoverOptions,
+) -> Result<Discovery> {
+    let context = context
+        .canonicalize()
+        .with_context(|| format!("{}: cannot read the build context", context.display()))?;
+    let mut missing = Vec::new();
     let opts = DiscoverOptions {
         env: plan.env.clone(),
-        ..Default::default()
+        copied: copied_inputs(&context, plan, &mut missing),
+        ..base
     };
-    Ok(discover::discover(context, &opts)?)
+    let mut d = discover::discover(&context, &opts)?;
+    for m in missing {
+        d.warnings.push(discover::Warning {
+            file: String::new(),
+            place: String::new(),
+            message: m,
+        });
+    }
+    Ok(d)
+}
+
+/// Every source of every COPY/ADD step with where it lands, then every APP source (applied as
+/// manifests or installed as charts, so read like manifests/).
+fn copied_inputs(
+    context: &Path,
+    plan: &BuildPlan,
+    missing: &mut Vec<String>,
+) -> Vec<discover::CopiedInput> {
+    // The Kubefile as seen from the context, when it is inside (the usual case).
+    let kubefile = Path::new(&plan.file)
+        .canonicalize()
+        .ok()
+        .and_then(|k| {
+            k.strip_prefix(context)
+                .ok()
+                .map(|r| r.display().to_string())
+        })
+        .unwrap_or_else(|| plan.file.clone());
+    let mut out = Vec::new();
+    for step in &plan.steps {
+        let Step::Copy(c) = step else { continue };
+        let instr = match c.kind {
+            CopyKind::Copy => "COPY",
+            CopyKind::Add => "ADD",
+        };
+        let origin = format!("{kubefile}:{} ({instr})", c.line);
+        let sources = match plan.resolve_sources(c, context) {
+            Ok(s) => s,
+            Err(e) => {
+                missing.push(format!("{e}; its images (if any) are not listed"));
+                continue;
+            }
+        };
+        let dest = if c.dest == "." { "" } else { c.dest.as_str() };
+        for source in sources {
+            let lands = if source.is_dir() || !c.dest_is_dir {
+                dest.to_string()
+            } else {
+                join(
+                    dest,
+                    &source.file_name().unwrap_or_default().to_string_lossy(),
+                )
+            };
+            out.push(discover::CopiedInput {
+                source,
+                dest: if lands.is_empty() { ".".into() } else { lands },
+                origin: origin.clone(),
+            });
+        }
+    }
+    for app in plan.apps.values() {
+        for src in &app.sources {
+            out.push(discover::CopiedInput {
+                source: context.join(src),
+                // Read like manifests/: the app applies them.
+                dest: "manifests".into(),
+                origin: format!("{kubefile}:{} (APP {})", app.line, app.name),
+            });
+        }
+    }
+    out
 }
 
 /// The bale program to put in front of a bundle for `arch` (`x86_64`, `aarch64`): a given stub
@@ -529,6 +776,13 @@ pub struct WriteConfig {
 }
 
 /// Writes the bundle for one platform.
+///
+/// On a `FROM base.bale`, the base's entries are copied as stored frames (never compressed
+/// again), and `metadata.layers` records, per base layer, which entries came from it. When the
+/// base carries images (`registry/`) and this build adds some, the two image sets are merged
+/// into one layout: the base's blobs are kept as they are, blobs shared with the new images
+/// are stored once, images the base already names are not collected again, and `index.json`
+/// names both sets.
 pub fn write(
     p: &Prepared,
     discovery: &Discovery,
@@ -544,10 +798,8 @@ pub fn write(
             target.platform
         );
     }
-    let base_registry = p
-        .layout
-        .keys()
-        .any(|k| k == REGISTRY_DIR || k.starts_with("registry/"));
+    let mut layout = p.layout.clone();
+    let in_registry = |k: &str| k == REGISTRY_DIR || k.starts_with("registry/");
     let mut metadata: BTreeMap<String, Value> = BTreeMap::new();
     let mut env = BTreeMap::new();
     let mut labels = BTreeMap::new();
@@ -555,7 +807,9 @@ pub fn write(
         format!("kubefile {} {}", cfg.kubefile_shown, p.kubefile_digest),
         format!("context {}", cfg.context_shown),
     ];
-    let mut image_count = 0;
+    let mut layers: Vec<Value> = Vec::new();
+    let mut base_listing: Vec<Value> = Vec::new();
+    let mut base_images = images::BaseImages::default();
     if let Some(b) = &p.base {
         let h = &b.bundle.header;
         if h.arch != arch {
@@ -568,7 +822,7 @@ pub fn write(
             );
         }
         let digest = format!("sha256:{}", format::hex(&b.bundle.trailer.header_sha256));
-        let mut layers = h
+        layers = h
             .metadata
             .get("layers")
             .and_then(Value::as_array)
@@ -579,7 +833,6 @@ pub fn write(
             layer["install_steps"] = s.clone();
         }
         layers.push(layer);
-        metadata.insert("layers".into(), Value::Array(layers));
         for (k, dst) in [("env", &mut env), ("labels", &mut labels)] {
             if let Some(o) = h.metadata.get(k).and_then(Value::as_object) {
                 for (k, v) in o {
@@ -590,18 +843,47 @@ pub fn write(
             }
         }
         inputs.push(format!("base {} {digest}", b.shown));
-        if base_registry {
-            image_count = h.counts.images;
-            if let Some(v) = h.metadata.get("images") {
-                metadata.insert("images".into(), v.clone());
+        base_images.shown = b.shown.clone();
+        let index_from_base = layout
+            .get("registry/index.json")
+            .and_then(|pl| match pl.node {
+                Node::Base(i) => Some(i),
+                _ => None,
+            });
+        if let Some(i) = index_from_base {
+            let entry = &b.entries[i];
+            let mut data = Vec::new();
+            b.bundle
+                .open_entry(entry)
+                .map_err(|e| anyhow!("FROM {}: registry/index.json: {e}", b.shown))?
+                .read_to_end(&mut data)
+                .map_err(|e| anyhow!("FROM {}: registry/index.json: {e}", b.shown))?;
+            base_images.manifests = images::BaseImages::parse_index(&data, &b.shown)?;
+            if let Some(v) = h.metadata.get("images").and_then(Value::as_array) {
+                base_listing = v.clone();
             }
         }
     }
     env.extend(p.plan.env.clone());
     labels.extend(p.plan.labels.clone());
 
-    // Images, for this platform.
-    let refs: Vec<_> = discovery.images.iter().map(|i| i.image.clone()).collect();
+    // Images, for this platform; those the base already names are there.
+    let base_names: BTreeSet<String> = base_images
+        .names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let mut refs = Vec::new();
+    for found in &discovery.images {
+        if base_names.contains(&found.reference) {
+            eprintln!(
+                "image {}: already in the base {}, kept from there",
+                found.reference, base_images.shown
+            );
+        } else {
+            refs.push(found.image.clone());
+        }
+    }
     let mut resolved: Vec<ResolvedImage> = Vec::new();
     let cache_dir = cfg
         .collect
@@ -609,32 +891,70 @@ pub fn write(
         .clone()
         .unwrap_or_else(Cache::default_dir);
     if !refs.is_empty() {
-        if let Some((path, placed)) = p
-            .layout
+        if let Some((path, placed)) = layout
             .iter()
-            .find(|(k, _)| *k == REGISTRY_DIR || k.starts_with("registry/"))
+            .find(|(k, pl)| in_registry(k) && pl.layer.is_none())
         {
             bail!(
-                "{}: {path} is where the bundle's images go, and this build adds images; \
-                 {}",
+                "{}: {path} is where the bundle's images go, and this build adds images; copy \
+                 it to another destination",
                 placed.origin,
-                if matches!(placed.node, Node::Base(_)) {
-                    "the base already carries images, and merging images across layers is not \
-                     supported yet: put every image in one layer"
-                } else {
-                    "copy it to another destination"
-                }
             );
         }
+        if layout.keys().any(|k| in_registry(k)) && base_images.manifests.is_empty() {
+            bail!(
+                "FROM {}: the base has a registry/ directory without registry/index.json, so \
+                 its images cannot be merged with this build's; rebuild the base",
+                base_images.shown
+            );
+        }
+        // The image writer adds the layout's directories, index and marker again; the base's
+        // blobs stay as they are.
+        for k in [
+            REGISTRY_DIR,
+            "registry/blobs",
+            "registry/blobs/sha256",
+            "registry/index.json",
+            "registry/oci-layout",
+        ] {
+            layout.remove(k);
+        }
+        base_images.blobs = layout
+            .keys()
+            .filter_map(|k| k.strip_prefix("registry/blobs/sha256/"))
+            .map(str::to_string)
+            .collect();
         let mut copts = cfg.collect.clone();
         copts.cache_dir = Some(cache_dir.clone());
         copts.sources = images::context_sources(&p.context)?;
         resolved = images::collect(&refs, &target.platform, &copts)
             .with_context(|| format!("collecting images for {}", target.platform))?;
-        image_count = resolved.len() as u64;
-        metadata.insert("images".into(), images_listing(&resolved));
+    }
+    let new_listing = match images_listing(&resolved) {
+        Value::Array(v) => v,
+        _ => Vec::new(),
+    };
+    let mut listing: BTreeMap<String, Value> = BTreeMap::new();
+    for v in base_listing.into_iter().chain(new_listing) {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+        listing.entry(name.to_string()).or_insert(v);
+    }
+    let image_count = listing.len() as u64;
+    if image_count > 0 {
+        metadata.insert(
+            "images".into(),
+            Value::Array(listing.into_values().collect()),
+        );
     }
 
+    // Which entries each base layer gave.
+    if !layers.is_empty() {
+        let owned = layer_entries(&layout, layers.len());
+        for (layer, entries) in layers.iter_mut().zip(owned) {
+            layer["entries"] = json!(entries);
+        }
+        metadata.insert("layers".into(), Value::Array(layers));
+    }
     metadata.insert("platform".into(), json!(target.platform.to_string()));
     metadata.insert("kubefile".into(), json!(p.kubefile_digest));
     metadata.insert(
@@ -662,23 +982,120 @@ pub fn write(
     };
     let mut w = BundleWriter::create(&target.output, &target.stub, meta, cfg.write.clone())
         .with_context(|| format!("cannot start {}", target.output.display()))?;
-    for (path, placed) in &p.layout {
+    for (path, placed) in &layout {
         let r = match &placed.node {
             Node::Dir { mode } => w.add_dir(path, *mode),
             Node::File { source, mode } => w.add_file(path, *mode, source),
             Node::Symlink { target } => w.add_symlink(path, target),
             Node::Base(i) => match &p.base {
                 Some(b) => w.add_entry_from(&b.bundle, &b.entries[*i]),
-                None => unreachable!("a base entry without a base"),
+                None => Err(bale_payload::Error::Input(format!(
+                    "internal error: {path} is a base entry, and there is no base"
+                ))),
             },
         };
         r.map_err(|e| anyhow!("{}: {path}: {e}", placed.origin))?;
     }
     if !resolved.is_empty() {
-        let s = images::add_images_to_bundle(&mut w, &cache_dir, &resolved)?;
-        debug_assert_eq!(s.count, image_count);
+        images::add_images_merged(&mut w, &cache_dir, &resolved, &base_images)?;
     }
-    Ok(w.finish()?)
+    let summary = w.finish()?;
+    if let Some(b) = &p.base {
+        eprintln!(
+            "FROM {}: {} frames ({}) copied as stored, none compressed again",
+            b.shown,
+            summary.copied_frames,
+            bale_payload::error::human_bytes(summary.copied_bytes)
+        );
+    }
+    Ok(summary)
+}
+
+/// Attributes entries to base layers: a base's own `metadata.layers[k].entries` (paths, or
+/// `dir/` for a directory and everything below it).
+struct LayerOwners {
+    exact: BTreeMap<String, usize>,
+    below: BTreeMap<String, usize>,
+}
+
+impl LayerOwners {
+    fn of(layers: &[Value]) -> LayerOwners {
+        let mut o = LayerOwners {
+            exact: BTreeMap::new(),
+            below: BTreeMap::new(),
+        };
+        for (k, layer) in layers.iter().enumerate() {
+            let list = layer.get("entries").and_then(Value::as_array);
+            for p in list.into_iter().flatten().filter_map(Value::as_str) {
+                match p.strip_suffix('/') {
+                    Some(dir) => {
+                        o.exact.insert(dir.to_string(), k);
+                        o.below.insert(p.to_string(), k);
+                    }
+                    None => {
+                        o.exact.insert(p.to_string(), k);
+                    }
+                }
+            }
+        }
+        o
+    }
+
+    fn owner(&self, path: &str) -> Option<usize> {
+        if let Some(k) = self.exact.get(path) {
+            return Some(*k);
+        }
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            if let Some(k) = self.below.get(&path[..=at + i]) {
+                return Some(*k);
+            }
+            at += i + 1;
+        }
+        None
+    }
+}
+
+/// For each of `n` layers, the layout entries it gave, sorted: a directory whose whole
+/// subtree comes from the same layer is written once as `dir/`.
+fn layer_entries(layout: &BTreeMap<String, Placed>, n: usize) -> Vec<Vec<String>> {
+    let mut out = vec![Vec::new(); n];
+    let mut whole: BTreeSet<String> = BTreeSet::new();
+    for (path, placed) in layout {
+        let Some(k) = placed.layer.filter(|k| *k < n) else {
+            continue;
+        };
+        let mut at = 0;
+        let mut covered = false;
+        while let Some(i) = path[at..].find('/') {
+            if whole.contains(&path[..=at + i]) {
+                covered = true;
+                break;
+            }
+            at += i + 1;
+        }
+        if covered {
+            continue;
+        }
+        let below = format!("{path}/");
+        let mut children = layout
+            .range(below.clone()..)
+            .take_while(|(p, _)| p.starts_with(&below))
+            .peekable();
+        if matches!(placed.node, Node::Dir { .. })
+            && children.peek().is_some()
+            && children.all(|(_, c)| c.layer == Some(k))
+        {
+            out[k].push(below.clone());
+            whole.insert(below);
+        } else {
+            out[k].push(path.clone());
+        }
+    }
+    for list in &mut out {
+        list.sort();
+    }
+    out
 }
 
 /// What `add_images_to_bundle` reports, known before writing so it goes into the header.

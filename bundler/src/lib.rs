@@ -1,5 +1,6 @@
 //! The build side of bale.
 
+pub mod archive;
 pub mod build;
 pub mod discover;
 pub mod imageref;

@@ -63,6 +63,11 @@ pub struct WriteSummary {
     pub path: PathBuf,
     pub header: Header,
     pub deduplicated_bytes: u64,
+    /// Frames copied as stored from another bundle ([`BundleWriter::add_entry_from`]): never
+    /// compressed by this build.
+    pub copied_frames: u64,
+    /// Stored bytes of those frames.
+    pub copied_bytes: u64,
 }
 
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
@@ -146,6 +151,8 @@ pub struct BundleWriter {
     writer: Option<JoinHandle<Written>>,
     dedup: Dedup,
     deduplicated_bytes: u64,
+    copied_frames: u64,
+    copied_bytes: u64,
     progress: Arc<std::sync::OnceLock<ProgressFn>>,
     pool: BufferPool,
 }
@@ -194,6 +201,8 @@ impl BundleWriter {
             writer: None,
             dedup: Dedup::default(),
             deduplicated_bytes: 0,
+            copied_frames: 0,
+            copied_bytes: 0,
             progress: Arc::new(std::sync::OnceLock::new()),
             pool: BufferPool::default(),
         };
@@ -362,6 +371,8 @@ impl BundleWriter {
             )
             .map_err(|e| Error::io(base.path(), e))?;
             crate::reader::check_frame(entry, i, f, &data)?;
+            self.copied_frames += 1;
+            self.copied_bytes += f.stored_len;
             seqs.push(self.submit_job(data, raw, Some((f.codec, f.raw_len, f.sha256)))?);
         }
         self.dedup.by_digest.entry(key).or_insert(seqs.clone());
@@ -659,6 +670,8 @@ impl BundleWriter {
             path: self.dest.clone(),
             header,
             deduplicated_bytes: self.deduplicated_bytes,
+            copied_frames: self.copied_frames,
+            copied_bytes: self.copied_bytes,
         })
     }
 }

@@ -1,5 +1,10 @@
 //! Charts: rendered with `helm template` when helm is available, otherwise
 //! their values.yaml files are read.
+//!
+//! Real helm is not on the development machines (Debian packages no Kubernetes helm:
+//! `apt-cache policy helm` knows none), so the tests check the values.yaml fallback for real
+//! and the invocation and output parsing with a stand-in script (tests/fixtures/fake-helm.sh)
+//! that prints what `helm template` prints; rendering by a real helm is not verified here.
 
 use super::scan::{scan_yaml, Source};
 use super::{rel, Collector, DiscoverError, DiscoverOptions, HelmMode};
@@ -47,6 +52,8 @@ fn is_executable(p: &Path) -> bool {
 pub(super) struct Chart {
     pub dir: PathBuf,
     pub packaged: bool,
+    /// Appended to locations: the Kubefile line that copies the chart, if one does.
+    pub via: String,
 }
 
 /// Scans one chart. With `helm`, renders it (falling back to values.yaml if
@@ -62,7 +69,7 @@ pub(super) fn scan_chart(
     if let Some(helm) = helm {
         match render(helm, &chart.dir) {
             Ok(out) => {
-                scan_rendered(&out, &chart_rel, chart.packaged, c);
+                scan_rendered(&out, &chart_rel, chart, c);
                 return Ok(());
             }
             Err(why) => {
@@ -101,7 +108,7 @@ pub(super) fn scan_chart(
             ),
         );
     }
-    scan_values(context, &chart.dir, c)
+    scan_values(context, &chart.dir, &chart.via, c)
 }
 
 fn render(helm: &Path, chart: &Path) -> Result<String, String> {
@@ -125,7 +132,8 @@ fn render(helm: &Path, chart: &Path) -> Result<String, String> {
 
 /// Helm prints each manifest after `---` and a `# Source: chart/templates/x`
 /// comment; locations point at that template inside the chart directory.
-fn scan_rendered(out: &str, chart_rel: &str, packaged: bool, c: &mut Collector) {
+fn scan_rendered(out: &str, chart_rel: &str, chart: &Chart, c: &mut Collector) {
+    let packaged = chart.packaged;
     let mut chunks: Vec<String> = vec![String::new()];
     for line in out.lines() {
         if line.trim_end() == "---" {
@@ -160,13 +168,20 @@ fn scan_rendered(out: &str, chart_rel: &str, packaged: bool, c: &mut Collector) 
             prefix: &prefix,
             numbered: true,
             app_version: None,
+            kube_only: false,
+            via: &chart.via,
         };
         *next += scan_yaml(chunk, &src, *next, c);
     }
 }
 
 /// values.yaml of the chart and of every unpacked subchart under `charts/`.
-fn scan_values(context: &Path, chart_dir: &Path, c: &mut Collector) -> Result<(), DiscoverError> {
+fn scan_values(
+    context: &Path,
+    chart_dir: &Path,
+    via: &str,
+    c: &mut Collector,
+) -> Result<(), DiscoverError> {
     let app_version = app_version(context, chart_dir, c);
     let values = chart_dir.join("values.yaml");
     if values.is_file() {
@@ -177,6 +192,8 @@ fn scan_values(context: &Path, chart_dir: &Path, c: &mut Collector) -> Result<()
                 prefix: "",
                 numbered: false,
                 app_version: app_version.as_deref(),
+                kube_only: false,
+                via,
             };
             scan_yaml(&text, &src, 1, c);
         }
@@ -185,7 +202,7 @@ fn scan_values(context: &Path, chart_dir: &Path, c: &mut Collector) -> Result<()
     if sub.is_dir() {
         for entry in super::sorted_entries(&sub)? {
             if entry.is_dir() && entry.join("Chart.yaml").is_file() {
-                scan_values(context, &entry, c)?;
+                scan_values(context, &entry, via, c)?;
             } else if entry.extension().is_some_and(|e| e == "tgz") {
                 c.warn(
                     &rel(context, &entry),

@@ -8,6 +8,11 @@
 //! - charts under `charts/` (and chart directories under `manifests/`):
 //!   rendered with `helm template` when helm is available, else their
 //!   values.yaml files are read;
+//! - what the Kubefile's `COPY`/`ADD`/`APP` lines bring in from elsewhere in the context
+//!   ([`DiscoverOptions::copied`]): YAML, `imageList` files and charts, wherever they come
+//!   from. Where such content lands outside the bundle's `manifests/` and `charts/`, only YAML
+//!   documents that are Kubernetes objects (`apiVersion` and `kind`) are read, so that a
+//!   program's own config file with an `image:` key is not taken for a manifest;
 //! - minus `.baleignore-images` and [`DiscoverOptions::ignore`].
 //!
 //! A reference that cannot be known or parsed is a warning, not an error: the
@@ -51,6 +56,39 @@ pub struct DiscoverOptions {
     pub search_path: Option<OsString>,
     /// Values for rendering `*.yaml.tmpl` manifests (the Kubefile's ENV).
     pub env: BTreeMap<String, String>,
+    /// Files and directories that the Kubefile copies into the bundle; those outside the
+    /// context's `manifests/` and `charts/` (which are scanned anyway) are scanned too.
+    pub copied: Vec<CopiedInput>,
+}
+
+/// Content a Kubefile instruction brings into the bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedInput {
+    /// A file or directory inside the build context.
+    pub source: PathBuf,
+    /// Where it lands in the bundle (`.` for the root), which decides how strictly YAML is
+    /// read: see the module documentation.
+    pub dest: String,
+    /// The instruction, for locations: `Kubefile:7 (COPY)`.
+    pub origin: String,
+}
+
+impl CopiedInput {
+    /// Content that lands under `manifests/` or `charts/` is read like the context's own.
+    fn lands_in_manifests(&self) -> bool {
+        ["manifests", "charts"]
+            .iter()
+            .any(|d| self.dest == *d || self.dest.starts_with(&format!("{d}/")))
+    }
+}
+
+/// How files found on one path are read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Style {
+    /// Only documents with `apiVersion` and `kind` count.
+    pub kube_only: bool,
+    /// Appended to every location, e.g. ` (via Kubefile:7 (COPY))`.
+    pub via: String,
 }
 
 /// A place an image was found.
@@ -198,20 +236,22 @@ pub fn discover(context: &Path, opts: &DiscoverOptions) -> Result<Discovery, Dis
     let mut charts = Vec::new();
 
     let root_list = context.join(IMAGE_LIST);
+    let plain = Style::default();
     if root_list.is_file() {
         let file = rel(context, &root_list);
         if let Some(text) = read_text(&root_list, &file, &mut c)? {
-            scan::scan_image_list(&text, &file, &mut c);
+            scan::scan_image_list(&text, &file, &plain.via, &mut c);
         }
     }
     let manifests = context.join("manifests");
     if manifests.is_dir() {
-        scan_manifests(context, &manifests, opts, &mut c, &mut charts)?;
+        scan_manifests(context, &manifests, opts, &plain, &mut c, &mut charts)?;
     }
     let charts_dir = context.join("charts");
     if charts_dir.is_dir() {
         find_charts(&charts_dir, &mut charts)?;
     }
+    scan_copied(context, opts, &mut c, &mut charts)?;
     let helm = if charts.is_empty() {
         None
     } else {
@@ -283,29 +323,101 @@ fn group(c: Collector, rules: &mut [Rule], helm: Option<PathBuf>) -> Discovery {
     out
 }
 
-fn scan_manifests(
+/// The context's directories that are scanned whatever the Kubefile says; copied content
+/// inside them is not scanned twice.
+fn always_scanned(context: &Path) -> [PathBuf; 3] {
+    [
+        context.join("manifests"),
+        context.join("charts"),
+        context.join(IMAGE_LIST),
+    ]
+}
+
+/// What `COPY`/`ADD`/`APP` bring in from elsewhere in the context.
+fn scan_copied(
     context: &Path,
-    dir: &Path,
     opts: &DiscoverOptions,
     c: &mut Collector,
     charts: &mut Vec<helm::Chart>,
 ) -> Result<(), DiscoverError> {
+    let skip = always_scanned(context);
+    let mut seen: BTreeSet<(PathBuf, bool)> = BTreeSet::new();
+    for input in &opts.copied {
+        let src = &input.source;
+        if skip.iter().any(|d| src.starts_with(d)) {
+            continue;
+        }
+        let style = Style {
+            kube_only: !input.lands_in_manifests(),
+            via: format!(" (via {})", input.origin),
+        };
+        // The same source copied twice is reported once, at its first instruction.
+        if !seen.insert((src.clone(), style.kube_only)) {
+            continue;
+        }
+        let file = rel(context, src);
+        let Ok(meta) = std::fs::metadata(src) else {
+            c.warn(
+                &file,
+                "",
+                format!(
+                    "named by {} but not in the build context (yet); images in it are not listed",
+                    input.origin
+                ),
+            );
+            continue;
+        };
+        if meta.is_dir() {
+            if src.join("Chart.yaml").is_file() {
+                push_chart(charts, src.clone(), false, &style.via);
+            } else {
+                scan_manifests(context, src, opts, &style, c, charts)?;
+            }
+        } else {
+            scan_file(context, src, opts, &style, c, charts)?;
+        }
+    }
+    Ok(())
+}
+
+fn push_chart(charts: &mut Vec<helm::Chart>, dir: PathBuf, packaged: bool, via: &str) {
+    if !charts.iter().any(|ch| ch.dir == dir) {
+        charts.push(helm::Chart {
+            dir,
+            packaged,
+            via: via.to_string(),
+        });
+    }
+}
+
+fn scan_manifests(
+    context: &Path,
+    dir: &Path,
+    opts: &DiscoverOptions,
+    style: &Style,
+    c: &mut Collector,
+    charts: &mut Vec<helm::Chart>,
+) -> Result<(), DiscoverError> {
+    // A copy of the whole context must not scan manifests/ and charts/ twice, nor walk the
+    // image layouts under images/.
+    let skip = if style.via.is_empty() {
+        Vec::new()
+    } else {
+        let mut v = always_scanned(context).to_vec();
+        v.push(context.join("images"));
+        v
+    };
     for entry in sorted_entries(dir)? {
-        let name = entry
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+        if skip.contains(&entry) {
+            continue;
+        }
         let file = rel(context, &entry);
         let is_link = entry
             .symlink_metadata()
             .is_ok_and(|m| m.file_type().is_symlink());
         if entry.is_dir() {
             if entry.join("Chart.yaml").is_file() {
-                charts.push(helm::Chart {
-                    dir: entry,
-                    packaged: false,
-                });
+                push_chart(charts, entry, false, &style.via);
             } else if is_link {
                 // Following directory links could loop; say so rather than guess.
                 c.warn(
@@ -314,51 +426,75 @@ fn scan_manifests(
                     "symlinked directory not followed; copy its files into manifests/",
                 );
             } else {
-                scan_manifests(context, &entry, opts, c, charts)?;
+                scan_manifests(context, &entry, opts, style, c, charts)?;
             }
             continue;
         }
-        if !entry.is_file() {
-            continue;
-        }
-        if name == IMAGE_LIST {
-            if let Some(text) = read_text(&entry, &file, c)? {
-                scan::scan_image_list(&text, &file, c);
-            }
-            continue;
-        }
-        let lower = name.to_ascii_lowercase();
-        let is_yaml = |n: &str| n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json");
-        if let Some(base) = lower.strip_suffix(".tmpl") {
-            if !is_yaml(base) {
-                continue;
-            }
-            let Some(text) = read_text(&entry, &file, c)? else {
-                continue;
-            };
-            match render_template(&file, &text, &opts.env) {
-                Ok(rendered) => scan_yaml_file(&rendered, &file, c),
-                Err(e) => c.warn(
-                    &file,
-                    "",
-                    format!("template not rendered, so not scanned: {e}"),
-                ),
-            }
-        } else if is_yaml(&lower) {
-            if let Some(text) = read_text(&entry, &file, c)? {
-                scan_yaml_file(&text, &file, c);
-            }
+        if entry.is_file() {
+            scan_file(context, &entry, opts, style, c, charts)?;
         }
     }
     Ok(())
 }
 
-fn scan_yaml_file(text: &str, file: &str, c: &mut Collector) {
+/// One file: an image list, YAML (or JSON), a `.yaml.tmpl` template, or, brought in by a
+/// Kubefile line, a packaged chart. Anything else is not about images.
+fn scan_file(
+    context: &Path,
+    path: &Path,
+    opts: &DiscoverOptions,
+    style: &Style,
+    c: &mut Collector,
+    charts: &mut Vec<helm::Chart>,
+) -> Result<(), DiscoverError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let file = rel(context, path);
+    if name == IMAGE_LIST {
+        if let Some(text) = read_text(path, &file, c)? {
+            scan::scan_image_list(&text, &file, &style.via, c);
+        }
+        return Ok(());
+    }
+    let lower = name.to_ascii_lowercase();
+    let is_yaml = |n: &str| n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json");
+    if let Some(base) = lower.strip_suffix(".tmpl") {
+        if !is_yaml(base) {
+            return Ok(());
+        }
+        let Some(text) = read_text(path, &file, c)? else {
+            return Ok(());
+        };
+        match render_template(&file, &text, &opts.env) {
+            Ok(rendered) => scan_yaml_file(&rendered, &file, style, c),
+            Err(e) => c.warn(
+                &file,
+                "",
+                format!("template not rendered, so not scanned: {e}"),
+            ),
+        }
+    } else if is_yaml(&lower) {
+        if let Some(text) = read_text(path, &file, c)? {
+            scan_yaml_file(&text, &file, style, c);
+        }
+    } else if lower.ends_with(".tgz") && !style.via.is_empty() && !style.kube_only {
+        // A packaged chart copied into charts/.
+        push_chart(charts, path.to_path_buf(), true, &style.via);
+    }
+    Ok(())
+}
+
+fn scan_yaml_file(text: &str, file: &str, style: &Style, c: &mut Collector) {
     let src = scan::Source {
         file,
         prefix: "",
         numbered: true,
         app_version: None,
+        kube_only: style.kube_only,
+        via: &style.via,
     };
     scan::scan_yaml(text, &src, 1, c);
 }
@@ -369,10 +505,7 @@ fn find_charts(dir: &Path, charts: &mut Vec<helm::Chart>) -> Result<(), Discover
     for entry in sorted_entries(dir)? {
         if entry.is_dir() {
             if entry.join("Chart.yaml").is_file() {
-                charts.push(helm::Chart {
-                    dir: entry,
-                    packaged: false,
-                });
+                push_chart(charts, entry, false, "");
             } else if !entry
                 .symlink_metadata()
                 .is_ok_and(|m| m.file_type().is_symlink())
@@ -380,10 +513,7 @@ fn find_charts(dir: &Path, charts: &mut Vec<helm::Chart>) -> Result<(), Discover
                 find_charts(&entry, charts)?;
             }
         } else if entry.is_file() && entry.extension().is_some_and(|e| e == "tgz") {
-            charts.push(helm::Chart {
-                dir: entry,
-                packaged: true,
-            });
+            push_chart(charts, entry, true, "");
         }
     }
     Ok(())

@@ -14,6 +14,11 @@ pub(super) struct Source<'a> {
     pub numbered: bool,
     /// A chart's appVersion, the default tag of `image: {repository}` maps.
     pub app_version: Option<&'a str>,
+    /// Read only documents that are Kubernetes objects (`apiVersion` and `kind`).
+    pub kube_only: bool,
+    /// Appended to every place, e.g. ` (via Kubefile:7 (COPY))`; empty for the context's own
+    /// manifests.
+    pub via: &'a str,
 }
 
 /// Scans every document of a YAML stream, numbering them from `first_doc`.
@@ -32,9 +37,9 @@ pub(super) fn scan_yaml(
             Ok(v) => v,
             Err(e) => {
                 let place = if src.numbered {
-                    format!("{}doc {doc_no}", src.prefix)
+                    format!("{}doc {doc_no}{}", src.prefix, src.via)
                 } else {
-                    String::new()
+                    src.via.trim_start().to_string()
                 };
                 c.warn(
                     src.file,
@@ -47,6 +52,14 @@ pub(super) fn scan_yaml(
         };
         // `<<: *anchor` merges are common in hand-written manifests.
         let _ = value.apply_merge();
+        if src.kube_only && !is_kube_object(&value) {
+            continue;
+        }
+        if is_crd(&value) {
+            // A custom resource's definition: its schema's `image` properties describe a
+            // field and are never images (the custom resources themselves are scanned).
+            continue;
+        }
         let prefix = if src.numbered {
             format!("{}doc {doc_no}{} ", src.prefix, describe(&value))
         } else {
@@ -62,6 +75,20 @@ pub(super) fn scan_yaml(
     n
 }
 
+/// A document with string `apiVersion` and `kind`: what kubectl would apply.
+fn is_kube_object(doc: &Value) -> bool {
+    doc.get("apiVersion").is_some_and(Value::is_string)
+        && doc.get("kind").is_some_and(Value::is_string)
+}
+
+fn is_crd(doc: &Value) -> bool {
+    doc.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
+        && doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.starts_with("apiextensions.k8s.io/"))
+}
+
 struct Ctx<'a> {
     src: &'a Source<'a>,
     prefix: &'a str,
@@ -71,7 +98,7 @@ impl Ctx<'_> {
     fn location(&self, path: &str) -> Location {
         Location {
             file: self.src.file.to_string(),
-            place: format!("{}{}", self.prefix, path).trim().to_string(),
+            place: format!("{}{}", self.prefix, path).trim().to_string() + self.src.via,
         }
     }
 }
@@ -250,7 +277,9 @@ fn compose(m: &Mapping, path: &str, ctx: &Ctx<'_>, c: &mut Collector) {
         if let Some(app) = ctx.src.app_version {
             // Charts conventionally default an empty tag to .Chart.AppVersion.
             tag = Some(app.to_string());
-            loc.place.push_str(" (tag from Chart.yaml appVersion)");
+            let at = loc.place.len() - ctx.src.via.len();
+            loc.place
+                .insert_str(at, " (tag from Chart.yaml appVersion)");
         }
     }
     let mut s = String::new();
@@ -280,13 +309,13 @@ fn compose(m: &Mapping, path: &str, ctx: &Ctx<'_>, c: &mut Collector) {
 
 /// `imageList`: one reference per line, `#` comments (whole-line or after
 /// whitespace), blank lines ignored.
-pub(super) fn scan_image_list(text: &str, file: &str, c: &mut Collector) {
+pub(super) fn scan_image_list(text: &str, file: &str, via: &str, c: &mut Collector) {
     for (i, raw) in text.lines().enumerate() {
         let line = strip_comment(raw).trim();
         if line.is_empty() {
             continue;
         }
-        let place = format!("line {}", i + 1);
+        let place = format!("line {}{via}", i + 1);
         if line.split_whitespace().nth(1).is_some() {
             c.warn(
                 file,

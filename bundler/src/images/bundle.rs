@@ -7,7 +7,7 @@ use super::oci::{self, Descriptor, Index, OCI_LAYOUT_JSON, REF_NAME};
 use super::ResolvedImage;
 use bale_payload::BundleWriter;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Where the image layout lives in a bundle.
@@ -27,6 +27,44 @@ pub struct ImagesSummary {
     pub images: serde_json::Value,
 }
 
+/// Images a `FROM` base bundle already carries under `registry/`, which a build on it keeps.
+#[derive(Debug, Clone, Default)]
+pub struct BaseImages {
+    /// Hex digests of the blobs the bundle gets from the base (as stored frames, added by the
+    /// caller); they are not added again.
+    pub blobs: BTreeSet<String>,
+    /// The base's `index.json` manifests, kept in the merged index.
+    pub manifests: Vec<Descriptor>,
+    /// The base as written in the Kubefile, for messages.
+    pub shown: String,
+}
+
+impl BaseImages {
+    /// Reads a base's `registry/index.json`.
+    pub fn parse_index(data: &[u8], shown: &str) -> Result<Vec<Descriptor>> {
+        #[derive(serde::Deserialize)]
+        struct Manifests {
+            #[serde(default)]
+            manifests: Vec<Descriptor>,
+        }
+        let parsed: Manifests = serde_json::from_slice(data).map_err(|e| {
+            ImagesError::invalid(
+                format!("FROM {shown}"),
+                format!("its registry/index.json is not an OCI index ({e}); rebuild the base"),
+            )
+        })?;
+        Ok(parsed.manifests)
+    }
+
+    /// Image names (`org.opencontainers.image.ref.name`) the base carries.
+    pub fn names(&self) -> BTreeSet<&str> {
+        self.manifests
+            .iter()
+            .filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str))
+            .collect()
+    }
+}
+
 /// Adds `images` from `cache` to the bundle under `registry/`: every blob once, at
 /// `registry/blobs/sha256/<hex>`, stored raw so the registry can serve it by offset; an
 /// `index.json` naming each image by its full normalized reference; and `oci-layout`.
@@ -34,6 +72,19 @@ pub fn add_images_to_bundle(
     writer: &mut BundleWriter,
     cache: &Path,
     images: &[ResolvedImage],
+) -> Result<ImagesSummary> {
+    add_images_merged(writer, cache, images, &BaseImages::default())
+}
+
+/// [`add_images_to_bundle`] on top of a base's images: blobs the base holds are not added
+/// again (layers shared by the base's and this build's images are stored once), and
+/// `index.json` names the base's images and these, sorted by name. An image name in both with
+/// different content is refused: on site one name resolves to one image.
+pub fn add_images_merged(
+    writer: &mut BundleWriter,
+    cache: &Path,
+    images: &[ResolvedImage],
+    base: &BaseImages,
 ) -> Result<ImagesSummary> {
     let cache = Cache::open(cache)?;
     let mut by_name: BTreeMap<&str, &ResolvedImage> = BTreeMap::new();
@@ -54,6 +105,9 @@ pub fn add_images_to_bundle(
     for img in by_name.values() {
         for b in &img.blobs {
             let hex = oci::digest_hex(&img.name, &b.digest)?.to_string();
+            if base.blobs.contains(&hex) {
+                continue;
+            }
             if !cache.has(b) {
                 return Err(ImagesError::invalid(
                     &img.name,
@@ -94,15 +148,38 @@ pub fn add_images_to_bundle(
             })?;
         bytes += d.size;
     }
-    let mut manifests = Vec::new();
+    // The base's entries first, by name (an unnamed one keeps its place by digest).
+    let mut manifests: BTreeMap<String, Descriptor> = BTreeMap::new();
+    for d in &base.manifests {
+        let key = d
+            .annotations
+            .get(REF_NAME)
+            .cloned()
+            .unwrap_or_else(|| format!("@{}", d.digest));
+        manifests.insert(key, d.clone());
+    }
     let mut listed = Vec::new();
     for (name, img) in &by_name {
+        if let Some(prev) = manifests.get(*name) {
+            if prev.digest != img.descriptor.digest {
+                return Err(ImagesError::invalid(
+                    name.to_string(),
+                    format!(
+                        "the base FROM {} carries it as {}, this build collects {} (from {}); \
+                         a bundle names each image once: rebuild the base with this image, or \
+                         leave it out of this build (list it in .baleignore-images)",
+                        base.shown, prev.digest, img.descriptor.digest, img.source
+                    ),
+                ));
+            }
+            continue;
+        }
         let mut d = img.descriptor.bare();
         if !d.is_index() {
             d.platform = Some(img.platform.clone());
         }
         d.annotations.insert(REF_NAME.to_string(), name.to_string());
-        manifests.push(d);
+        manifests.insert(name.to_string(), d);
         listed.push(json!({
             "name": name,
             "digest": img.descriptor.digest,
@@ -114,7 +191,7 @@ pub fn add_images_to_bundle(
     writer.add_bytes(
         "registry/index.json",
         0o644,
-        &Index::new(manifests).to_json(),
+        &Index::new(manifests.into_values().collect()).to_json(),
     )?;
     writer.add_bytes("registry/oci-layout", 0o644, OCI_LAYOUT_JSON)?;
     Ok(ImagesSummary {

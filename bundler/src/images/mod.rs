@@ -14,7 +14,9 @@ mod local;
 pub mod oci;
 pub mod registry;
 
-pub use bundle::{add_images_to_bundle, ImagesSummary, REGISTRY_DIR};
+pub use bundle::{
+    add_images_merged, add_images_to_bundle, BaseImages, ImagesSummary, REGISTRY_DIR,
+};
 pub use cache::Cache;
 pub use error::{ImagesError, Result};
 pub use local::ImageSource;
