@@ -17,6 +17,7 @@ const OURS: &[&str] = &[
     ".journal.json.tmp",
     "node.json",
     ".node.json.tmp",
+    "steps",
 ];
 
 impl Phase for Forget {

@@ -8,7 +8,8 @@ use crate::ssh::{sq, Input};
 
 pub struct Hooks {
     pub action: Action,
-    /// Install hooks are journaled (done once per bundle); clean hooks run on every reset.
+    /// Install hooks are journaled (done once per bundle); clean hooks run on every reset
+    /// that finds something to clean.
     pub journaled: bool,
 }
 
@@ -82,7 +83,8 @@ impl Phase for Hooks {
         self.journaled
     }
     fn should_run(&self, node: &Node) -> bool {
-        !self.mine(node).is_empty()
+        // A clean hook needs the install it cleans up after (its scripts live in the tree).
+        !self.mine(node).is_empty() && (self.journaled || super::has_bundle(node))
     }
     fn dry_run(&self, node: &Node) -> String {
         let names: Vec<String> = self

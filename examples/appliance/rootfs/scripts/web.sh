@@ -24,6 +24,9 @@ Requires=containerd.service
 ExecStartPre=-/usr/local/bin/ctr -n $NS task kill -s KILL web
 ExecStartPre=-/usr/local/bin/ctr -n $NS container rm web
 ExecStart=/usr/local/bin/ctr -n $NS run --rm --net-host $IMAGE web httpd -f -p $PORT -h /www
+# httpd as PID 1 of its container ignores SIGTERM: stop the task itself.
+ExecStop=/usr/local/bin/ctr -n $NS task kill -s KILL web
+TimeoutStopSec=15
 Restart=always
 RestartSec=1
 
