@@ -22,6 +22,8 @@ say "static release builds"
 scripts/build-release.sh
 say "test nodes (scripts/testbed.sh prepare: cached after the first run)"
 scripts/testbed.sh prepare
+# The QEMU VM image too (lvscare's IPVS test needs a real kernel; cached after the first run).
+scripts/testbed.sh prepare --vm
 trap 'scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
 say "the example appliance's inputs (images from busybox-static, runtime from Debian packages)"
 examples/appliance/make-images.sh

@@ -442,11 +442,11 @@ fn a_killed_node_fails_alone_and_a_rerun_converges() {
         .contains("install"));
 
     tb_ok(&["start", "n3"]);
-    let (o, ev) = install(b, &args[2..]);
+    let (o, ev) = install(b, &args[4..]);
     ok(&o);
     assert!(has(&ev, "skip", "upload", N1) && has(&ev, "skip", "upload", N2));
     assert!(has(&ev, "done", "agent-check", N3));
-    let (o, ev) = install(b, &args[2..]);
+    let (o, ev) = install(b, &args[4..]);
     ok(&o);
     assert!(!ev
         .iter()

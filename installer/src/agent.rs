@@ -12,11 +12,23 @@ pub struct AgentArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AgentCommand {
+    /// Receive the bundle (checked chunk by chunk, resumable) and serve it to other nodes
+    Copy(crate::copy::agent::CopyArgs),
     /// Print this node's and this bundle's identity
     Status {
         /// One JSON object
         #[arg(long)]
         json: bool,
+    },
+    /// Run one node-local install step: apply, undo or check it
+    Step {
+        #[arg(value_enum)]
+        name: crate::node::step::StepName,
+        #[arg(value_enum)]
+        action: crate::node::step::StepAction,
+        /// Where the install keeps node.json and bundle.bale
+        #[arg(long, default_value = "/var/lib/bale")]
+        data_dir: String,
     },
 }
 
@@ -27,6 +39,9 @@ pub struct Status {
     pub hostname: String,
     pub kernel: String,
     pub bundle: Option<BundleId>,
+    /// Required kernel features this host lacks, each with what needs it and the fix.
+    #[serde(default)]
+    pub missing_features: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,11 +70,16 @@ pub fn status(this: Option<&bale_payload::Bundle>) -> Status {
             digest: bale_payload::format::hex(&b.trailer.header_sha256),
             path: b.path().to_path_buf(),
         }),
+        missing_features: crate::node::kernel::missing_features()
+            .iter()
+            .map(|m| format!("{} (needed by the {}): {}", m.feature, m.needed_by, m.fix()))
+            .collect(),
     }
 }
 
 pub fn run(args: AgentArgs, this: Option<&bale_payload::Bundle>) -> anyhow::Result<()> {
     match args.command {
+        AgentCommand::Copy(a) => std::process::exit(crate::copy::agent::run(a)),
         AgentCommand::Status { json } => {
             let st = status(this);
             if json {
@@ -76,5 +96,10 @@ pub fn run(args: AgentArgs, this: Option<&bale_payload::Bundle>) -> anyhow::Resu
             }
             Ok(())
         }
+        AgentCommand::Step {
+            name,
+            action,
+            data_dir,
+        } => crate::node::step::run_cli(name, action, &data_dir, this),
     }
 }

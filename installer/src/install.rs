@@ -24,7 +24,7 @@ pub struct InstallArgs {
     #[command(flatten)]
     pub target: Target,
     /// Preflight checks to ignore, comma-separated (arch, os, kernel, disk, tmp, hostname,
-    /// clock, ports, systemd, conflicts, reach)
+    /// clock, ports, systemd, conflicts, reach, features)
     #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
     pub ignore_preflight: Vec<String>,
     /// Stop after this phase, e.g. `--until upload` to stage the bundle on every host ahead of

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod clusterfile;
+pub mod copy;
 pub mod engine;
 pub mod hosts;
 pub mod install;

@@ -23,6 +23,8 @@ pub const CHECKS: &[&str] = &[
     "systemd",
     "conflicts",
     "reach",
+    // Checked by the agent on the node, once the bundle is there (agent-check).
+    "features",
 ];
 /// Ports the cluster needs: the built-in registry, the API server, the kubelet.
 pub const PORTS: &[u16] = &[5050, 6443, 10250];

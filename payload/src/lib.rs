@@ -10,6 +10,7 @@
 //! - [`verify`] checks every byte on every core without decompressing.
 //! - [`extract`] writes entries to disk without ever leaving an unverified file in place.
 
+pub mod chunks;
 pub mod elf;
 pub mod error;
 pub mod extract;

@@ -74,7 +74,8 @@ pub enum BackendError {
     #[error("netlink: {0}")]
     Netlink(#[from] NetlinkError),
     #[error(
-        "the kernel has no IPVS (no /proc/net/ip_vs and the IPVS netlink family does not resolve)"
+        "the kernel has no IPVS (no /proc/net/ip_vs and the IPVS netlink family does not \
+         resolve, not even by loading ip_vs); use --backend nftables"
     )]
     NoIpvs,
     #[error("nft: {0}")]

@@ -129,10 +129,19 @@ pub fn clean(cfg: &Config) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     let want_ipvs = cfg.backend != BackendKind::Nftables;
     let want_nft = cfg.backend != BackendKind::Ipvs;
-    if want_ipvs && ipvs::kernel_has_ipvs() {
+    // Only a loaded IPVS can hold a service: no module is loaded to clean.
+    if want_ipvs && std::path::Path::new("/proc/net/ip_vs").exists() {
         match ipvs::IpvsBackend::open().and_then(|mut b| b.clean(cfg.vs)) {
             Ok(()) => tracing::info!("removed IPVS service {}", cfg.vs),
             Err(e) => errors.push(format!("ipvs: {e}")),
+        }
+    }
+    if want_ipvs {
+        if let Some(p) = nft::find_nft() {
+            match nft::NftBackend::new(p).apply(&nft::render_ipvs_masquerade_clean()) {
+                Ok(()) => {}
+                Err(e) => errors.push(format!("link-mode masquerade: {e}")),
+            }
         }
     }
     if want_nft {
@@ -161,6 +170,36 @@ pub fn clean(cfg: &Config) -> anyhow::Result<()> {
         Ok(())
     } else {
         anyhow::bail!("clean incomplete: {}", errors.join("; "))
+    }
+}
+
+/// IPVS in link mode: local clients dial the VIP from the VIP (it is a local
+/// address) and IPVS rewrites only the destination, so the masters would
+/// answer an address they cannot route back. Source NAT fixes that, as
+/// lvscare's iptables masquerade and kube-proxy's do: conntrack must follow
+/// IPVS (net.ipv4.vs.conntrack=1) and a postrouting masquerade matches the
+/// connections made to the virtual server. Failures are logged, not fatal:
+/// route mode and remote clients work without it.
+fn ipvs_link_masquerade(vs: SocketAddr, control: &Control) {
+    let result = (|| -> anyhow::Result<()> {
+        let sysctl = "/proc/sys/net/ipv4/vs/conntrack";
+        std::fs::write(sysctl, "1").with_context(|| format!("writing 1 to {sysctl}"))?;
+        let nft = nft::NftBackend::locate()?;
+        nft.apply(&nft::render_ipvs_masquerade(vs)?)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => tracing::info!(
+            "link mode: source NAT for local clients of {vs} (table ip {}, net.ipv4.vs.conntrack=1)",
+            nft::IPVS_MASQ_TABLE
+        ),
+        Err(e) => {
+            tracing::error!(
+                "link mode: no source NAT for local clients of {vs}, they will get no answers \
+                 (--mode route needs none): {e:#}"
+            );
+            control.report(Report::Error(format!("link-mode masquerade: {e:#}")));
+        }
     }
 }
 
@@ -248,13 +287,7 @@ async fn guard(args: LvscareArgs, mut cfg: Config, control: Control) -> anyhow::
     );
     control.report(Report::Backend(backend.name().to_string()));
     if backend.name() == "ipvs" && cfg.mode == VipMode::Link {
-        // Local clients dialing a VIP that is a local address use it as their
-        // source; IPVS NAT rewrites only the destination, so masters would
-        // answer the VIP. lvscare adds an iptables masquerade for this; bale
-        // does not yet, hence the warning rather than silence.
-        tracing::warn!(
-            "--mode link with IPVS needs source NAT for traffic from this node              (not set up by bale yet); --mode route does not"
-        );
+        ipvs_link_masquerade(cfg.vs, &control);
     }
 
     let mut prober = Arc::new(health::Prober::new(&cfg.health)?);
@@ -325,6 +358,9 @@ async fn guard(args: LvscareArgs, mut cfg: Config, control: Control) -> anyhow::
                         {
                             tracing::error!("removing old virtual server {}: {e}", cfg.vs);
                         }
+                    }
+                    if new.vs != cfg.vs && backend.name() == "ipvs" && cfg.mode == VipMode::Link {
+                        ipvs_link_masquerade(new.vs, &control);
                     }
                     if new.backend != cfg.backend || new.mode != cfg.mode {
                         tracing::warn!("backend and mode changes take effect on restart");

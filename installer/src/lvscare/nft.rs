@@ -176,6 +176,37 @@ pub fn render_clean() -> String {
     format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")
 }
 
+/// The table that gives IPVS in link mode the source NAT it needs: with the
+/// VIP on a local interface, a process on this node dials the VIP *from* the
+/// VIP, IPVS rewrites only the destination, and the master would answer an
+/// address it cannot route back. Matching on the conntrack original tuple
+/// catches exactly the connections made to the virtual server (IPVS keeps
+/// conntrack informed when net.ipv4.vs.conntrack=1). What lvscare and
+/// kube-proxy do with ipset and iptables, as one small nftables table.
+pub const IPVS_MASQ_TABLE: &str = "bale_lvscare_ipvs";
+
+/// The batch that (re)writes [`IPVS_MASQ_TABLE`] for `vs`, atomically.
+pub fn render_ipvs_masquerade(vs: SocketAddr) -> Result<String, BackendError> {
+    let vip = v4(vs)?;
+    let port = vs.port();
+    Ok(format!(
+        "add table ip {IPVS_MASQ_TABLE}\n\
+         delete table ip {IPVS_MASQ_TABLE}\n\
+         table ip {IPVS_MASQ_TABLE} {{\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority 100; policy accept;\n\
+         \t\tct original ip daddr {vip} ct original protocol tcp ct original proto-dst {port} \
+         oifname != \"lo\" masquerade comment \"{COMMENT_PREFIX} ipvs vs={vs}\"\n\
+         \t}}\n\
+         }}\n"
+    ))
+}
+
+/// Deletes [`IPVS_MASQ_TABLE`]; succeeds when it does not exist.
+pub fn render_ipvs_masquerade_clean() -> String {
+    format!("add table ip {IPVS_MASQ_TABLE}\ndelete table ip {IPVS_MASQ_TABLE}\n")
+}
+
 /// How many rules `render_batch` produces for these services: used to notice
 /// tables that were edited by hand or left half-written.
 fn expected_rule_count(services: &BTreeMap<SocketAddr, ServiceState>) -> usize {
@@ -560,6 +591,27 @@ mod tests {
             render_batch(&m),
             Err(BackendError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn ipvs_masquerade_matches_the_original_tuple_only() {
+        let b = render_ipvs_masquerade(sa("10.103.97.2:6443")).unwrap();
+        assert!(
+            b.starts_with("add table ip bale_lvscare_ipvs\ndelete table ip bale_lvscare_ipvs\n")
+        );
+        assert!(b.contains(
+            "ct original ip daddr 10.103.97.2 ct original protocol tcp ct original proto-dst 6443 \
+             oifname != \"lo\" masquerade"
+        ));
+        assert!(
+            !b.contains("bale_lvscare "),
+            "never touches the nftables backend's table"
+        );
+        assert!(render_ipvs_masquerade(sa("[::1]:6443")).is_err());
+        assert_eq!(
+            render_ipvs_masquerade_clean(),
+            "add table ip bale_lvscare_ipvs\ndelete table ip bale_lvscare_ipvs\n"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Run the copied bundle on the node (`bundle.bale agent status --json`): proves its native
-//! code runs there and that it is the bundle we sent.
+//! code runs there and that it is the bundle we sent, and checks (natively, changing nothing)
+//! that the kernel has the features the install needs: the last of the preflight checks.
 
 use super::bundle_path;
 use crate::agent::Status;
@@ -40,6 +41,17 @@ impl Phase for AgentCheck {
                 "the agent runs from bundle {digest:?}, expected {}",
                 node.ctx.bundle.digest
             )));
+        }
+        if !st.missing_features.is_empty() {
+            let list = st.missing_features.join("; ");
+            if node.ctx.ignore_preflight.iter().any(|c| c == "features") {
+                node.note(&format!("ignored: missing kernel features: {list}"));
+            } else {
+                return Err(PhaseError::Msg(format!(
+                    "kernel features missing: {list} (--ignore-preflight=features to go on \
+                     anyway)"
+                )));
+            }
         }
         node.note(&format!(
             "agent {} runs ({} on {}, kernel {})",

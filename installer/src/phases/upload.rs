@@ -1,21 +1,31 @@
-//! Copy the bundle to `<data-dir>/bundle.bale`: streamed into a temporary file, checked on the
-//! receiving side by running the copy's own `verify` and comparing its header digest, then
-//! renamed into place. Skipped when the node already has a bundle with the same header digest.
+//! Copy the bundle to `<data-dir>/bundle.bale` on every node: checked chunk by chunk as it
+//! arrives, resumed after a cut, fanned out node to node (see [`crate::copy`]). Skipped on a
+//! node that already has a bundle with the same header digest.
 
 use super::bundle_path;
+use crate::copy::fanout::Fanout;
+use crate::copy::store::Store;
 use crate::engine::{Node, Phase, PhaseError, PhaseResult};
 use crate::ssh::{sq, Conn, Input};
+use bale_payload::chunks::TAIL;
+use bale_payload::error::human_bytes;
 
-pub struct Upload;
+/// The upload phase; its fan-out table is shared by every node's thread of one install run.
+pub struct UploadPhase {
+    fanout: Fanout,
+}
+
+/// The phase as the phase list names it. Each use of `Upload` is a fresh value (a `const`, not
+/// a `static`), so every install run gets its own fan-out table.
+#[allow(non_upper_case_globals, clippy::declare_interior_mutable_const)]
+pub const Upload: UploadPhase = UploadPhase {
+    fanout: Fanout::new(),
+};
 
 /// Shell that prints the header digest of the bundle at `path` (bytes 48..80 of the trailer).
 pub fn digest_script(path: &str) -> String {
     let p = sq(path);
     format!("[ -f {p} ] && tail -c 128 {p} | od -An -tx1 -j48 -N32 | tr -d ' \\n'; true")
-}
-
-fn partial(data_dir: &str) -> String {
-    format!("{data_dir}/.bundle.bale.partial")
 }
 
 fn remote_digest(conn: &Conn, path: &str) -> Option<String> {
@@ -24,7 +34,52 @@ fn remote_digest(conn: &Conn, path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-impl Phase for Upload {
+impl UploadPhase {
+    /// No SSH: the same checked, resumable copy, in this process.
+    fn copy_here(&self, node: &Node) -> PhaseResult {
+        let ctx = &node.ctx;
+        let dest = bundle_path(&ctx.data_dir);
+        if std::fs::canonicalize(&ctx.bundle.path).ok() == std::fs::canonicalize(&dest).ok() {
+            return Ok(());
+        }
+        let local = self.fanout.local(&ctx.bundle.path)?;
+        let dir = std::path::Path::new(&ctx.data_dir);
+        let fail = |e: &dyn std::fmt::Display| PhaseError::Msg(e.to_string());
+        if !dir.is_dir() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| PhaseError::Msg(format!("{}: {e}", dir.display())))?;
+        }
+        let _lock = crate::copy::agent::take_lock(dir).map_err(|e| fail(&e))?;
+        let t = std::time::Instant::now();
+        let store = Store::open(dir, &local.digest, "local").map_err(|e| fail(&e))?;
+        let mut buf = Vec::new();
+        if store.list().is_none() {
+            local.read_chunk(TAIL, &mut buf).map_err(|e| fail(&e))?;
+            store
+                .accept(TAIL, &buf, "installer")
+                .map_err(|e| fail(&e))?;
+        }
+        for i in store.missing() {
+            local.read_chunk(i, &mut buf).map_err(|e| fail(&e))?;
+            store.accept(i, &buf, "installer").map_err(|e| fail(&e))?;
+        }
+        store.finish().map_err(|e| fail(&e))?;
+        let st = store.state();
+        node.note(&format!(
+            "copy: done, {} written and checked, {} already in place, in {:.1}s",
+            human_bytes(st.received),
+            human_bytes(st.kept),
+            t.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+}
+
+impl Phase for UploadPhase {
     fn title(&self) -> &str {
         "upload"
     }
@@ -35,65 +90,33 @@ impl Phase for Upload {
     }
     fn dry_run(&self, node: &Node) -> String {
         format!(
-            "copy {} ({}) to {}",
+            "copy {} ({}) to {}, from the installer or another node, resuming a cut copy",
             node.ctx.bundle.path.display(),
-            bale_payload::error::human_bytes(node.ctx.bundle.size),
+            human_bytes(node.ctx.bundle.size),
             bundle_path(&node.ctx.data_dir)
         )
     }
     fn run(&self, node: &Node) -> PhaseResult {
         let conn = node.conn()?;
-        let ctx = &node.ctx;
-        let d = sq(&ctx.data_dir);
-        let tmp = sq(&partial(&ctx.data_dir));
-        let dest = sq(&bundle_path(&ctx.data_dir));
-        let from_local = conn.is_local();
-        if from_local
-            && std::fs::canonicalize(&ctx.bundle.path).ok()
-                == std::fs::canonicalize(bundle_path(&ctx.data_dir)).ok()
-        {
-            return Ok(());
+        if conn.is_local() || node.host.is_none() {
+            return self.copy_here(node);
         }
-        let t = std::time::Instant::now();
-        conn.root_ok(
-            "receive the bundle",
-            &format!(
-                "set -e; [ -d {d} ] || install -d -m 0700 {d}; rm -f {tmp}; umask 022; \
-                 cat > {tmp}; chmod 0755 {tmp}"
-            ),
-            Input::File(&ctx.bundle.path),
-        )?;
-        let secs = t.elapsed().as_secs_f64().max(0.001);
-        conn.root_ok(
-            "verify the copied bundle",
-            &format!("{tmp} verify >/dev/null"),
-            Input::None,
-        )?;
-        let got = remote_digest(&conn, &partial(&ctx.data_dir)).unwrap_or_default();
-        if got != ctx.bundle.digest {
-            return Err(PhaseError::Msg(format!(
-                "the copied bundle has header digest {got:?}, expected {}",
-                ctx.bundle.digest
-            )));
-        }
-        conn.root_ok(
-            "install the bundle",
-            &format!("mv -f {tmp} {dest}"),
-            Input::None,
-        )?;
+        let t = self.fanout.copy_to(node, &conn)?;
+        let size = node.ctx.bundle.size;
         node.note(&format!(
-            "bundle copied and verified ({:.0} MiB/s)",
-            ctx.bundle.size as f64 / secs / (1 << 20) as f64
+            "copy: done, {} checked as it arrived in {:.1}s ({}/s); bytes from the installer {}, \
+             from peers {}, already present {}",
+            human_bytes(size),
+            t.seconds,
+            human_bytes((size.saturating_sub(t.kept) as f64 / t.seconds.max(0.001)) as u64),
+            t.from_installer,
+            t.from_peers,
+            t.kept
         ));
         Ok(())
     }
-    fn undo(&self, node: &Node) -> PhaseResult {
-        let conn = node.conn()?;
-        conn.root_ok(
-            "remove the partial bundle",
-            &format!("rm -f {}", sq(&partial(&node.ctx.data_dir))),
-            Input::None,
-        )?;
+    /// Keeps the partial copy: the next run resumes it.
+    fn undo(&self, _node: &Node) -> PhaseResult {
         Ok(())
     }
 }

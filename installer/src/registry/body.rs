@@ -5,21 +5,189 @@
 //! buffer per response that is reclaimed once hyper has written the previous chunk. hyper asks
 //! for the next chunk only when the socket has taken the last one, so a slow client costs one
 //! chunk of memory, whatever the blob's size.
+//!
+//! On plain-HTTP connections blobs go out with `sendfile(2)` instead, straight from the page
+//! cache to the socket: the stream hands hyper placeholder bytes (a static, never-read buffer)
+//! and records the file range they stand for in the connection's [`Spool`]; the connection's
+//! writer, [`SendfileIo`], recognises the placeholder by its address when hyper writes it and
+//! sends the file range in its place. hyper is told to queue body buffers as they are
+//! (`writev(true)`), never to copy them, so the placeholder always reaches the writer intact;
+//! a placeholder that does not match the next recorded range fails the connection rather than
+//! send wrong bytes.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future as _;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// Bytes read from the bundle per step.
 pub const CHUNK: usize = 256 << 10;
+/// Bytes one placeholder stands for on a sendfile connection.
+pub const SENDFILE_CHUNK: usize = 4 << 20;
+/// What hyper is handed in place of blob bytes on a sendfile connection. Never read: only its
+/// address matters (it stays in .bss, untouched, so it costs no memory).
+static PLACEHOLDER: [u8; SENDFILE_CHUNK] = [0; SENDFILE_CHUNK];
+
+/// A file range a placeholder stands for.
+struct Pending {
+    file: Arc<File>,
+    offset: u64,
+    len: usize,
+    sent: usize,
+}
+
+/// One connection's queue of file ranges, in the order hyper will write their placeholders.
+#[derive(Clone, Default)]
+pub struct Spool(Arc<Mutex<VecDeque<Pending>>>);
+
+impl Spool {
+    fn push(&self, p: Pending) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(p);
+    }
+}
+
+/// Where a buffer lies in [`PLACEHOLDER`], if it does.
+fn placeholder_offset(buf: &[u8]) -> Option<usize> {
+    let start = PLACEHOLDER.as_ptr() as usize;
+    let p = buf.as_ptr() as usize;
+    (!buf.is_empty() && p >= start && p + buf.len() <= start + SENDFILE_CHUNK).then(|| p - start)
+}
+
+/// A plain TCP connection that sends the file ranges of a [`Spool`] with sendfile(2) where
+/// hyper writes their placeholders.
+pub struct SendfileIo {
+    tcp: TcpStream,
+    spool: Spool,
+}
+
+impl SendfileIo {
+    pub fn new(tcp: TcpStream, spool: Spool) -> SendfileIo {
+        SendfileIo { tcp, spool }
+    }
+
+    fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        at: usize,
+    ) -> Poll<io::Result<usize>> {
+        let mut q = self.spool.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(front) = q.front_mut() else {
+            return Poll::Ready(Err(io::Error::other(
+                "blob placeholder without a file range",
+            )));
+        };
+        if at != front.sent || buf.len() != front.len - front.sent {
+            return Poll::Ready(Err(io::Error::other(format!(
+                "blob placeholder out of step (at {at}, {} bytes; expected at {}, {} bytes)",
+                buf.len(),
+                front.sent,
+                front.len - front.sent
+            ))));
+        }
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let out_fd = self.tcp.as_raw_fd();
+            let in_fd = front.file.as_raw_fd();
+            let mut off = (front.offset + front.sent as u64) as libc::off_t;
+            let want = front.len - front.sent;
+            let r = self.tcp.try_io(Interest::WRITABLE, || {
+                // SAFETY: both descriptors are open for the call; `off` is a valid pointer.
+                let n = unsafe { libc::sendfile(out_fd, in_fd, &mut off, want) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the bundle file ends before the blob does",
+                    )))
+                }
+                Ok(n) => {
+                    front.sent += n;
+                    if front.sent == front.len {
+                        q.pop_front();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncRead for SendfileIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendfileIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        match placeholder_offset(buf) {
+            Some(at) => me.poll_sendfile(cx, buf, at),
+            None => Pin::new(&mut me.tcp).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        // Plain bytes up to the first placeholder in one writev; the placeholder on the next
+        // call (hyper calls again with what is left).
+        match bufs.iter().position(|b| placeholder_offset(b).is_some()) {
+            Some(0) => {
+                let at = placeholder_offset(&bufs[0]).unwrap_or(0);
+                me.poll_sendfile(cx, &bufs[0], at)
+            }
+            Some(k) => Pin::new(&mut me.tcp).poll_write_vectored(cx, &bufs[..k]),
+            None => Pin::new(&mut me.tcp).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
 
 /// Every body the server sends.
 pub enum Body {
@@ -32,6 +200,17 @@ impl Body {
     pub fn full(b: impl Into<Bytes>) -> Body {
         Body::Full(Some(b.into()))
     }
+
+    /// Sends a blob body with sendfile through this connection's spool.
+    pub fn with_spool(self, spool: &Spool) -> Body {
+        match self {
+            Body::Blob(mut s) => {
+                s.spool = Some(spool.clone());
+                Body::Blob(s)
+            }
+            b => b,
+        }
+    }
 }
 
 /// A byte range of the bundle file, read on demand.
@@ -43,6 +222,8 @@ pub struct BlobStream {
     pending: Option<JoinHandle<io::Result<(BytesMut, Bytes)>>>,
     /// For the log line when reading fails.
     what: String,
+    /// Set on sendfile connections: ranges go there, placeholders to hyper.
+    spool: Option<Spool>,
 }
 
 impl BlobStream {
@@ -54,6 +235,7 @@ impl BlobStream {
             buf: None,
             pending: None,
             what,
+            spool: None,
         }
     }
 
@@ -136,6 +318,17 @@ impl BlobStream {
             if self.remaining() == 0 {
                 return Poll::Ready(None);
             }
+            if let Some(spool) = &self.spool {
+                let n = self.remaining().min(SENDFILE_CHUNK as u64) as usize;
+                spool.push(Pending {
+                    file: self.file.clone(),
+                    offset: self.pos,
+                    len: n,
+                    sent: 0,
+                });
+                self.pos += n as u64;
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&PLACEHOLDER[..n])))));
+            }
             let n = self.remaining().min(CHUNK as u64) as usize;
             let buf = self
                 .buf
@@ -178,5 +371,79 @@ mod tests {
         assert_eq!(frames, 3);
         assert_eq!(&got[..], &data[off as usize..(off + len) as usize]);
         assert!(body.is_end_stream());
+    }
+
+    /// Two blob ranges bigger than a placeholder, over one keep-alive connection through hyper
+    /// and [`SendfileIo`]: the client gets exactly the file's bytes, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sendfile_connection_sends_the_exact_ranges() {
+        use hyper::server::conn::http1;
+        use hyper_util::rt::TokioIo;
+        use std::io::{BufRead, BufReader, Read};
+
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..(SENDFILE_CHUNK * 2 + 12345))
+            .map(|i| (i * 31 % 253) as u8)
+            .collect();
+        f.write_all(&data).unwrap();
+        let file = Arc::new(f);
+        let ranges = [(7u64, (SENDFILE_CHUNK * 2 + 100) as u64), (1u64, 5000u64)];
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_file = file.clone();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let spool = Spool::default();
+            let io = SendfileIo::new(tcp, spool.clone());
+            let n = std::sync::atomic::AtomicUsize::new(0);
+            let svc = hyper::service::service_fn(move |_req| {
+                let (off, len) = ranges[n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)];
+                let body = Body::Blob(BlobStream::new(server_file.clone(), off, len, "t".into()))
+                    .with_spool(&spool);
+                let mut resp = hyper::Response::new(body);
+                resp.headers_mut()
+                    .insert(hyper::header::CONTENT_LENGTH, len.into());
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            http1::Builder::new()
+                .writev(true)
+                .serve_connection(TokioIo::new(io), svc)
+                .await
+                .unwrap();
+        });
+        let got = tokio::task::spawn_blocking(move || {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut bodies = Vec::new();
+            for i in 0..2 {
+                let close = if i == 1 { "Connection: close\r\n" } else { "" };
+                w.write_all(format!("GET /b HTTP/1.1\r\nHost: x\r\n{close}\r\n").as_bytes())
+                    .unwrap();
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0u8; len];
+                r.read_exact(&mut body).unwrap();
+                bodies.push(body);
+            }
+            bodies
+        })
+        .await
+        .unwrap();
+        for (body, (off, len)) in got.iter().zip(ranges) {
+            assert_eq!(body.len() as u64, len);
+            assert!(body[..] == data[off as usize..(off + len) as usize]);
+        }
+        server.await.unwrap();
     }
 }

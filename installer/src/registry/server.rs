@@ -16,6 +16,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
 use super::auth::Auth;
+use super::body::{SendfileIo, Spool};
 use super::error::RegistryError;
 use super::http::{self, RequestHook, State};
 use super::index::Registry;
@@ -176,21 +177,43 @@ async fn connection(
     stop: watch::Receiver<bool>,
 ) {
     match acceptor {
-        None => drive(stream, peer, state, stop).await,
+        None => {
+            // Plain HTTP: blobs go out with sendfile (see body.rs).
+            let spool = Spool::default();
+            let io = SendfileIo::new(stream, spool.clone());
+            drive(io, peer, state, stop, Some(spool)).await
+        }
         Some(acc) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(stream)).await {
-            Ok(Ok(tls)) => drive(tls, peer, state, stop).await,
+            Ok(Ok(tls)) => drive(tls, peer, state, stop, None).await,
             Ok(Err(e)) => tracing::debug!("{peer}: TLS handshake failed: {e}"),
             Err(_) => tracing::debug!("{peer}: TLS handshake timed out"),
         },
     }
 }
 
-async fn drive<I>(io: I, peer: SocketAddr, state: Arc<State>, mut stop: watch::Receiver<bool>)
-where
+async fn drive<I>(
+    io: I,
+    peer: SocketAddr,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+    spool: Option<Spool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| http::handle(state.clone(), req, peer));
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let spool = spool.clone();
+        async move {
+            let resp = http::handle(state, req, peer).await?;
+            Ok::<_, std::convert::Infallible>(match &spool {
+                Some(s) => resp.map(|b| b.with_spool(s)),
+                None => resp,
+            })
+        }
+    });
     let conn = http1::Builder::new()
+        // Body buffers are queued as they are, never copied: sendfile placeholders rely on it.
+        .writev(true)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BUF)

@@ -49,7 +49,9 @@ pub fn resolve_family(sock: &mut Socket, name: &str) -> Result<Option<u16>, Netl
 }
 
 /// True when the running kernel offers IPVS: the cheap /proc check first,
-/// then the netlink family (which may also autoload the module).
+/// then the netlink family. Resolving the family also autoloads ip_vs where
+/// modules exist (seen on Debian's 6.1 kernel in the VM test: no modprobe
+/// needed).
 pub fn kernel_has_ipvs() -> bool {
     if Path::new("/proc/net/ip_vs").exists() {
         return true;

@@ -1,0 +1,405 @@
+//! `bale agent copy`: the node side of a copy. Started by the installer over SSH from
+//! `<data-dir>/.bale-copy-agent` (the bundle's program, checked with sha256sum first).
+//!
+//! stdin is the control channel: a setup line (JSON: this run's token, where chunks come from),
+//! then records ([`wire`]): the chunks themselves when the installer is the source, pings
+//! otherwise. When stdin ends the agent stops (the installer closes it once no node needs this
+//! one's chunks any more); when nothing arrives on it for [`SILENCE`] the installer is gone and
+//! the agent stops too, so a partition never leaves an agent behind for long.
+//!
+//! Exit codes: 0 the copy is complete and `bundle.bale` in place (the final state is printed on
+//! stdout as JSON); [`EXIT_SOURCE_LOST`] the peer it fetched from failed (the installer picks
+//! another source and starts the agent again: the copy resumes); 1 any other failure.
+
+use super::server::Server;
+use super::store::{Store, LOCK};
+use super::wire;
+use super::CopyError;
+use bale_payload::chunks::{MAX_TAIL_LEN, TAIL};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const EXIT_SOURCE_LOST: i32 = 75;
+/// Without a word from the installer for this long, the agent gives up.
+pub const SILENCE: Duration = Duration::from_secs(45);
+/// A peer that sends nothing for this long is taken for lost.
+const PEER_STALL: Duration = Duration::from_secs(20);
+
+#[derive(Debug, clap::Args)]
+pub struct CopyArgs {
+    /// Where bundle.bale goes
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Header digest of the bundle (hex)
+    #[arg(long)]
+    pub digest: String,
+    /// This node's address, where other nodes fetch chunks
+    #[arg(long)]
+    pub listen: IpAddr,
+    /// Length of the program part of the bundle (what `stub` requests get)
+    #[arg(long)]
+    pub stub_len: u64,
+    /// This start's name, written to the state file
+    #[arg(long, default_value = "")]
+    pub run: String,
+}
+
+/// The first line on stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Setup {
+    /// Clients of this node's chunk server must present it.
+    pub token: String,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The chunks follow the setup line on stdin.
+    Installer,
+    /// Fetch from another node's chunk server.
+    Peer { addr: SocketAddr, token: String },
+}
+
+/// Runs the agent; returns the exit code.
+pub fn run(args: CopyArgs) -> i32 {
+    match copy(args) {
+        Ok(()) => 0,
+        Err((code, msg)) => {
+            eprintln!("bale agent copy: {msg}");
+            code
+        }
+    }
+}
+
+type Failure = (i32, String);
+
+fn fatal(e: impl std::fmt::Display) -> Failure {
+    (1, e.to_string())
+}
+
+fn copy(args: CopyArgs) -> Result<(), Failure> {
+    let mut control = BufReader::with_capacity(1 << 20, std::io::stdin());
+    let line = wire::read_line(&mut control)
+        .map_err(fatal)?
+        .ok_or_else(|| fatal("stdin ended before the setup line"))?;
+    let setup: Setup =
+        serde_json::from_str(&line).map_err(|e| fatal(format!("bad setup line: {e}")))?;
+    let _lock = take_lock(&args.data_dir).map_err(fatal)?;
+    let store = Arc::new(Store::open(&args.data_dir, &args.digest, &args.run).map_err(fatal)?);
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    store.fill_stub_from(&exe).map_err(fatal)?;
+
+    let listener = TcpListener::bind(SocketAddr::new(args.listen, 0))
+        .map_err(|e| fatal(format!("listen on {}: {e}", args.listen)))?;
+    let port = listener.local_addr().map_err(fatal)?.port();
+    store.set_port(port);
+    let server = Arc::new(Server {
+        store: store.clone(),
+        token: setup.token.clone(),
+        digest: args.digest.clone(),
+        exe: exe.clone(),
+        stub_len: args.stub_len,
+    });
+    std::thread::spawn(move || server.run(listener));
+
+    // Save the state for the installer twice a second, and stop when it falls silent.
+    let heard = Arc::new(AtomicU64::new(now_ms()));
+    {
+        let store = store.clone();
+        let heard = heard.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = store.save();
+            if now_ms().saturating_sub(heard.load(Ordering::Relaxed)) > SILENCE.as_millis() as u64 {
+                let why = format!(
+                    "no word from the installer for {} s: stopping",
+                    SILENCE.as_secs()
+                );
+                store.fail(&why);
+                eprintln!("bale agent copy: {why}");
+                std::process::exit(1);
+            }
+        });
+    }
+    store
+        .set_phase(if store.list().is_some() {
+            "ready"
+        } else {
+            "listening"
+        })
+        .map_err(fatal)?;
+
+    let done = |store: &Store| -> Result<(), Failure> {
+        if store.is_complete() && !matches!(store.state().phase.as_str(), "complete") {
+            store.finish().map_err(fatal)?;
+        }
+        Ok(())
+    };
+
+    match &setup.source {
+        Source::Installer => {
+            // Chunks and pings on stdin, until it ends.
+            let mut buf = Vec::new();
+            loop {
+                let r = next_record(&mut control, &heard, &mut buf).map_err(|e| {
+                    let m = format!("reading from the installer: {e}");
+                    store.fail(&m);
+                    fatal(m)
+                })?;
+                let Some(index) = r else { break };
+                if index == wire::PING {
+                    continue;
+                }
+                let was_known = store.list().is_some();
+                if let Err(e) = store.accept(index as usize, &buf, "installer") {
+                    // The installer read these bytes from its own bundle: damage there is
+                    // not something another try can fix.
+                    let m = format!("the installer sent a chunk that does not check out: {e}");
+                    store.fail(&m);
+                    return Err(fatal(m));
+                }
+                if !was_known && index as usize == TAIL {
+                    store.fill_stub_from(&exe).map_err(fatal)?;
+                    store.set_phase("ready").map_err(fatal)?;
+                }
+                done(&store)?;
+            }
+        }
+        Source::Peer { addr, token } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            {
+                let heard = heard.clone();
+                let stop = stop.clone();
+                // Pings only; the end of stdin means stop.
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    while let Ok(Some(_)) = next_record(&mut control, &heard, &mut buf) {}
+                    stop.store(true, Ordering::SeqCst);
+                });
+            }
+            if let Err((code, m)) = fetch(&store, &exe, *addr, token, &args.digest) {
+                store.fail(&m);
+                return Err((code, m));
+            }
+            done(&store)?;
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    if !store.is_complete() {
+        let m = "the installer closed the copy before every chunk arrived";
+        store.fail(m);
+        return Err(fatal(m));
+    }
+    store.save().map_err(fatal)?;
+    println!(
+        "{}",
+        serde_json::to_string(&store.state()).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Reads one record from the installer into `buf`; `None` at the end of stdin.
+fn next_record(
+    r: &mut impl Read,
+    heard: &AtomicU64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<u32>> {
+    let Some((index, len)) = wire::read_head(r)? else {
+        return Ok(None);
+    };
+    heard.store(now_ms(), Ordering::Relaxed);
+    if len > MAX_TAIL_LEN {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a record of {len} bytes is larger than any chunk"),
+        ));
+    }
+    buf.clear();
+    buf.resize(len as usize, 0);
+    // In pieces, so a slow link still counts as alive.
+    for piece in buf.chunks_mut(1 << 20) {
+        r.read_exact(piece)?;
+        heard.store(now_ms(), Ordering::Relaxed);
+    }
+    Ok(Some(index))
+}
+
+/// Fetches every missing chunk from a peer, in order, as the peer gets them.
+fn fetch(
+    store: &Store,
+    exe: &Path,
+    addr: SocketAddr,
+    token: &str,
+    digest: &str,
+) -> Result<(), Failure> {
+    let lost = |what: String| (EXIT_SOURCE_LOST, format!("peer {addr}: {what}"));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| lost(format!("connect: {e}")))?;
+    stream
+        .set_read_timeout(Some(PEER_STALL))
+        .and_then(|()| stream.set_write_timeout(Some(PEER_STALL)))
+        .and_then(|()| stream.set_nodelay(true))
+        .map_err(|e| lost(e.to_string()))?;
+    let mut rd = BufReader::with_capacity(1 << 20, stream.try_clone().map_err(fatal)?);
+    let mut wr = BufWriter::new(stream);
+    let source = addr.ip().to_string();
+    writeln!(wr, "{} {token} {digest}", wire::HELLO)
+        .and_then(|()| wr.flush())
+        .map_err(|e| lost(format!("send: {e}")))?;
+    let mut buf = Vec::new();
+    let want = |wr: &mut BufWriter<TcpStream>, list: &[usize]| -> Result<(), Failure> {
+        writeln!(wr, "want {}", wire::encode_ranges(list))
+            .and_then(|()| wr.flush())
+            .map_err(|e| lost(format!("send: {e}")))
+    };
+    if store.list().is_none() {
+        want(&mut wr, &[TAIL])?;
+        receive(&mut rd, store, &[TAIL], &source, &mut buf).map_err(|e| lost(e.to_string()))?;
+        store.fill_stub_from(exe).map_err(fatal)?;
+        store.set_phase("ready").map_err(fatal)?;
+    }
+    // A chunk that fails its check is asked for once more before the peer is given up on.
+    for round in 0..2 {
+        let missing = store.missing();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if round == 1 {
+            eprintln!(
+                "bale agent copy: {} chunk(s) from {addr} did not check out; asking again",
+                missing.len()
+            );
+        }
+        want(&mut wr, &missing)?;
+        receive(&mut rd, store, &missing, &source, &mut buf).map_err(|e| lost(e.to_string()))?;
+    }
+    let left = store.missing().len();
+    Err(lost(format!(
+        "{left} chunk(s) it sent twice did not match the bundle's digests"
+    )))
+}
+
+/// Reads the answers to one `want` line. Chunks that do not check out are left missing.
+fn receive(
+    rd: &mut impl BufRead,
+    store: &Store,
+    wanted: &[usize],
+    source: &str,
+    buf: &mut Vec<u8>,
+) -> Result<(), CopyError> {
+    for &index in wanted {
+        let (got, len) = wire::read_head(rd)
+            .map_err(|e| CopyError::Protocol(format!("reading chunk {index}: {e}")))?
+            .ok_or_else(|| CopyError::Protocol("the peer closed the connection".into()))?;
+        if len > MAX_TAIL_LEN {
+            return Err(CopyError::Protocol(format!("a record of {len} bytes")));
+        }
+        buf.clear();
+        buf.resize(len as usize, 0);
+        rd.read_exact(buf)
+            .map_err(|e| CopyError::Protocol(format!("reading chunk {index}: {e}")))?;
+        if got == wire::ERROR {
+            return Err(CopyError::Protocol(format!(
+                "the peer says: {}",
+                String::from_utf8_lossy(buf)
+            )));
+        }
+        if got as usize != index {
+            return Err(CopyError::Protocol(format!(
+                "sent chunk {got} where {index} was due"
+            )));
+        }
+        match store.accept(index, buf, source) {
+            Ok(()) | Err(CopyError::BadChunk { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One copy per data dir at a time. An agent left over from an interrupted run (it stops on its
+/// own within [`SILENCE`]) is asked to stop at once.
+pub fn take_lock(dir: &Path) -> Result<std::fs::File, CopyError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| CopyError::Io {
+            path: path.clone(),
+            what: "open the copy lock".into(),
+            source,
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut asked = false;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break;
+        }
+        if !asked {
+            asked = true;
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd);
+                if pid > 1 && cmd.contains("agent\0copy\0") {
+                    // SAFETY: a signal to a process checked to be a stale copy agent.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(CopyError::Msg(format!(
+                "another copy holds {} and did not stop",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    use std::os::unix::fs::FileExt;
+    let _ = f.set_len(0);
+    let _ = f.write_all_at(std::process::id().to_string().as_bytes(), 0);
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_line_format() {
+        let s = Setup {
+            token: "t".into(),
+            source: Source::Peer {
+                addr: "10.0.0.2:4000".parse().unwrap(),
+                token: "u".into(),
+            },
+        };
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(j.contains("\"peer\""), "{j}");
+        let back: Setup = serde_json::from_str(&j).unwrap();
+        assert_eq!(back.source, s.source);
+        let i: Setup = serde_json::from_str(r#"{"token":"x","source":"installer"}"#).unwrap();
+        assert_eq!(i.source, Source::Installer);
+    }
+}

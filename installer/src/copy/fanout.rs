@@ -1,0 +1,729 @@
+//! The installer's side of the copy: which node feeds which, and driving each node's agent.
+//!
+//! The upload phase runs once per node, each in its own engine thread; they meet here. A node
+//! asks [`Fanout::pick`] for a source: a node that already runs its chunk server and feeds no
+//! one else yet, or else the installer itself when it feeds no one. With every node starting
+//! together that is a chain, installer → A → B → C, each link one full copy, all running at
+//! once. A node that holds the whole bundle keeps serving while any other node still copies, so
+//! a node whose source fails (its agent exits with [`EXIT_SOURCE_LOST`]) picks another source
+//! and resumes. With fewer engine threads than nodes (`--parallel`), later nodes find the
+//! earlier ones finished and gone, and the installer feeds the next chain: never more than one
+//! stream leaves the installer at a time.
+
+use super::agent::{Setup, Source, EXIT_SOURCE_LOST};
+use super::store::{State, BUNDLE, STATE};
+use super::wire;
+use crate::engine::{lock, Node, PhaseError};
+use crate::ssh::{sq, Conn, Input, SshError};
+use bale_payload::chunks::{ChunkList, TAIL};
+use bale_payload::error::human_bytes;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The program on the node that runs `agent copy` (the bundle's stub).
+pub const AGENT: &str = ".bale-copy-agent";
+/// Sources a node may lose before its copy is given up.
+const MAX_ATTEMPTS: usize = 5;
+/// Progress lines per node at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+/// The bundle being installed, as the installer reads it.
+pub struct Local {
+    pub path: PathBuf,
+    pub file: File,
+    pub list: ChunkList,
+    pub digest: String,
+    pub stub_sha256: String,
+}
+
+impl Local {
+    fn open(path: &Path) -> Result<Local, String> {
+        let b = bale_payload::Bundle::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let list = ChunkList::of_bundle(&b).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Local {
+            path: path.to_path_buf(),
+            file,
+            digest: hex::encode(b.trailer.header_sha256),
+            stub_sha256: b.header.stub.sha256.clone(),
+            list,
+        })
+    }
+
+    pub fn read_chunk(&self, index: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        let c = &self.list.chunks[index];
+        buf.resize(c.len as usize, 0);
+        self.file.read_exact_at(buf, c.offset)
+    }
+}
+
+/// Where a node's chunks come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Src {
+    Installer,
+    Peer {
+        node: usize,
+        name: String,
+        addr: SocketAddr,
+        token: String,
+    },
+}
+
+impl Src {
+    fn label(&self) -> String {
+        match self {
+            Src::Installer => "the installer".into(),
+            Src::Peer { name, .. } => name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PeerState {
+    /// Copying, chunk server not up yet.
+    Starting,
+    /// Copying, chunk server up.
+    Serving,
+    /// Holds the whole bundle, chunk server up.
+    Complete,
+    /// Its agent stopped (done or failed): not a source.
+    Stopped,
+}
+
+struct Peer {
+    name: String,
+    state: PeerState,
+    addr: Option<SocketAddr>,
+    token: String,
+    /// The node it feeds now.
+    child: Option<usize>,
+}
+
+struct Table {
+    /// The node the installer feeds now.
+    installer_child: Option<usize>,
+    peers: BTreeMap<usize, Peer>,
+}
+
+/// Shared by every node's run of the upload phase.
+pub struct Fanout {
+    table: Mutex<Table>,
+    changed: Condvar,
+    local: OnceLock<Result<Arc<Local>, String>>,
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Totals of one node's copy, over every start of its agent.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    /// Bytes the installer sent (program and chunks).
+    pub from_installer: u64,
+    /// Bytes received from other nodes.
+    pub from_peers: u64,
+    /// Bytes found in place from an earlier, interrupted copy.
+    pub kept: u64,
+    pub seconds: f64,
+}
+
+enum AttemptError {
+    SourceLost(String),
+    Fatal(PhaseError),
+}
+
+impl From<SshError> for AttemptError {
+    fn from(e: SshError) -> Self {
+        AttemptError::Fatal(e.into())
+    }
+}
+
+impl Fanout {
+    pub const fn new() -> Fanout {
+        Fanout {
+            table: Mutex::new(Table {
+                installer_child: None,
+                peers: BTreeMap::new(),
+            }),
+            changed: Condvar::new(),
+            local: OnceLock::new(),
+        }
+    }
+
+    pub fn local(&self, path: &Path) -> Result<Arc<Local>, PhaseError> {
+        self.local
+            .get_or_init(|| Local::open(path).map(Arc::new))
+            .clone()
+            .map_err(PhaseError::Msg)
+    }
+
+    /// Waits for a source for node `me` and books it. `excluded`: peers that failed `me` before.
+    fn pick(&self, me: usize, name: &str, excluded: &[usize], token: &str) -> Src {
+        let mut t = lock(&self.table);
+        t.peers.insert(
+            me,
+            Peer {
+                name: name.to_string(),
+                state: PeerState::Starting,
+                addr: None,
+                token: token.to_string(),
+                child: None,
+            },
+        );
+        loop {
+            let best = t
+                .peers
+                .iter()
+                .filter(|(i, p)| {
+                    **i != me
+                        && !excluded.contains(i)
+                        && p.child.is_none()
+                        && p.addr.is_some()
+                        && matches!(p.state, PeerState::Serving | PeerState::Complete)
+                })
+                .max_by_key(|(i, p)| (p.state == PeerState::Complete, **i))
+                .map(|(i, _)| *i);
+            if let Some(i) = best {
+                if let Some(p) = t.peers.get_mut(&i) {
+                    p.child = Some(me);
+                    if let Some(addr) = p.addr {
+                        return Src::Peer {
+                            node: i,
+                            name: p.name.clone(),
+                            addr,
+                            token: p.token.clone(),
+                        };
+                    }
+                }
+            }
+            if t.installer_child.is_none() {
+                t.installer_child = Some(me);
+                return Src::Installer;
+            }
+            t = self
+                .changed
+                .wait_timeout(t, Duration::from_secs(1))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Table)) {
+        f(&mut lock(&self.table));
+        self.changed.notify_all();
+    }
+
+    fn serving(&self, me: usize, addr: SocketAddr) {
+        self.update(|t| {
+            if let Some(p) = t.peers.get_mut(&me) {
+                p.addr = Some(addr);
+                if p.state == PeerState::Starting {
+                    p.state = PeerState::Serving;
+                }
+            }
+        });
+    }
+
+    fn complete(&self, me: usize) {
+        self.update(|t| {
+            if let Some(p) = t.peers.get_mut(&me) {
+                p.state = PeerState::Complete;
+            }
+        });
+    }
+
+    /// `me` no longer needs `src`.
+    fn release_source(&self, me: usize, src: &Src) {
+        self.update(|t| match src {
+            Src::Installer => {
+                if t.installer_child == Some(me) {
+                    t.installer_child = None;
+                }
+            }
+            Src::Peer { node, .. } => {
+                if let Some(p) = t.peers.get_mut(node) {
+                    if p.child == Some(me) {
+                        p.child = None;
+                    }
+                }
+            }
+        });
+    }
+
+    fn stopped(&self, me: usize) {
+        self.update(|t| {
+            if let Some(p) = t.peers.get_mut(&me) {
+                p.state = PeerState::Stopped;
+                p.child = None;
+            }
+        });
+    }
+
+    /// True, and `me` marked stopped, when no other node still copies: `me`'s chunk server may
+    /// go. Checked and marked at once, so no node can pick `me` as it stops.
+    fn try_stop(&self, me: usize) -> bool {
+        let mut t = lock(&self.table);
+        let busy = t
+            .peers
+            .iter()
+            .any(|(i, p)| *i != me && matches!(p.state, PeerState::Starting | PeerState::Serving));
+        if busy {
+            return false;
+        }
+        if let Some(p) = t.peers.get_mut(&me) {
+            p.state = PeerState::Stopped;
+        }
+        drop(t);
+        self.changed.notify_all();
+        true
+    }
+
+    /// Copies the bundle to one remote node, resuming what an earlier run left there.
+    pub fn copy_to(&self, node: &Node, conn: &Conn) -> Result<Totals, PhaseError> {
+        let local = self.local(&node.ctx.bundle.path)?;
+        let ip = node
+            .host
+            .as_ref()
+            .map(|h| h.addr)
+            .ok_or_else(|| PhaseError::Msg("a remote copy needs the node's address".into()))?;
+        let d = sq(&node.ctx.data_dir);
+        conn.root_ok(
+            "make the data dir",
+            &format!("[ -d {d} ] || install -d -m 0700 {d}"),
+            Input::None,
+        )?;
+        let mut excluded = Vec::new();
+        let mut totals = Totals::default();
+        let t0 = Instant::now();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let token = wire::new_token()
+                .map_err(|e| PhaseError::Msg(format!("read /dev/urandom for a token: {e}")))?;
+            let src = self.pick(node.index, &ip.to_string(), &excluded, &token);
+            let r = self.attempt(node, conn, &local, &src, &token, ip, &mut totals);
+            self.release_source(node.index, &src);
+            self.stopped(node.index);
+            match r {
+                Ok(()) => {
+                    totals.seconds = t0.elapsed().as_secs_f64();
+                    let agent = format!("{}/{AGENT}", node.ctx.data_dir);
+                    let _ = conn.root_ok(
+                        "remove the copy agent",
+                        &format!("rm -f {}", sq(&agent)),
+                        Input::None,
+                    );
+                    return Ok(totals);
+                }
+                Err(AttemptError::SourceLost(why)) if attempt < MAX_ATTEMPTS => {
+                    node.note(&format!(
+                        "copy: lost its source ({why}); resuming from another"
+                    ));
+                    if let Src::Peer { node: p, .. } = src {
+                        excluded.push(p);
+                    }
+                }
+                Err(AttemptError::SourceLost(why)) => {
+                    return Err(PhaseError::Msg(format!(
+                        "the copy lost {MAX_ATTEMPTS} sources, the last: {why}; run the \
+                         install again to resume"
+                    )))
+                }
+                Err(AttemptError::Fatal(e)) => return Err(e),
+            }
+        }
+        Err(PhaseError::Msg("the copy found no source".into()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attempt(
+        &self,
+        node: &Node,
+        conn: &Conn,
+        local: &Local,
+        src: &Src,
+        token: &str,
+        ip: std::net::IpAddr,
+        totals: &mut Totals,
+    ) -> Result<(), AttemptError> {
+        let data_dir = &node.ctx.data_dir;
+        let agent = format!("{data_dir}/{AGENT}");
+        let stub_len = local.list.trailer.stub_len;
+        // 1. The agent program: the bundle's stub, from a peer if possible.
+        let have = conn.root_ok(
+            "check the copy agent",
+            &format!("sha256sum {} 2>/dev/null || true", sq(&agent)),
+            Input::None,
+        )?;
+        if !have.starts_with(&local.stub_sha256) {
+            let from_peer = match src {
+                Src::Peer { addr, token, .. } => {
+                    match stub_from_peer(conn, &agent, *addr, token, local) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            node.note(&format!(
+                                "copy: could not fetch the program from {addr} ({e}); \
+                                 sending it from here"
+                            ));
+                            false
+                        }
+                    }
+                }
+                Src::Installer => false,
+            };
+            if !from_peer {
+                stub_from_installer(conn, &agent, local)?;
+                totals.from_installer += stub_len;
+            }
+        }
+
+        // 2. The agent: receives, checks, serves; the installer feeds it or pings it on stdin.
+        let fifo = Fifo::new().map_err(|e| {
+            AttemptError::Fatal(PhaseError::Msg(format!("make a pipe for ssh: {e}")))
+        })?;
+        let run = wire::new_token()
+            .map(|t| t[..12].to_string())
+            .unwrap_or_default();
+        let setup = Setup {
+            token: token.to_string(),
+            source: match src {
+                Src::Installer => Source::Installer,
+                Src::Peer { addr, token, .. } => Source::Peer {
+                    addr: *addr,
+                    token: token.clone(),
+                },
+            },
+        };
+        let cmd = format!(
+            "{} agent copy --data-dir {} --digest {} --listen {ip} --stub-len {stub_len} --run {run}",
+            sq(&agent),
+            sq(data_dir),
+            local.digest
+        );
+        let ended = AtomicBool::new(false);
+        let sent = AtomicU64::new(0);
+        let latest: Mutex<Option<State>> = Mutex::new(None);
+        let out = std::thread::scope(|s| {
+            s.spawn(|| {
+                let r = self.feed(node, local, &fifo.path, &setup, &ended, &latest, &sent);
+                if let Err(e) = r {
+                    if !ended.load(Ordering::SeqCst) {
+                        node.note(&format!("copy: feeding the agent stopped: {e}"));
+                    }
+                }
+            });
+            s.spawn(|| self.watch(node, conn, src, ip, &run, &ended, &latest));
+            let out = conn.root(&cmd, Input::File(&fifo.path));
+            ended.store(true, Ordering::SeqCst);
+            out
+        })?;
+        totals.from_installer += sent.load(Ordering::SeqCst);
+        match out.code {
+            0 => {
+                let st: State = out
+                    .stdout_str()
+                    .lines()
+                    .rev()
+                    .find_map(|l| serde_json::from_str(l).ok())
+                    .ok_or_else(|| {
+                        AttemptError::Fatal(PhaseError::Msg(format!(
+                            "the copy agent ended without its report: {}",
+                            out.stderr_line()
+                        )))
+                    })?;
+                totals.kept += st.kept;
+                totals.from_peers += st
+                    .from
+                    .iter()
+                    .filter(|(k, _)| *k != "installer" && *k != "local")
+                    .map(|(_, v)| v)
+                    .sum::<u64>();
+                let ok = conn.root_ok(
+                    "check the installed bundle",
+                    &super::super::phases::upload::digest_script(&format!("{data_dir}/{BUNDLE}")),
+                    Input::None,
+                )?;
+                if ok.trim() != local.digest {
+                    return Err(AttemptError::Fatal(PhaseError::Msg(format!(
+                        "the agent reported a complete copy, but {data_dir}/{BUNDLE} has header \
+                         digest {:?}",
+                        ok.trim()
+                    ))));
+                }
+                Ok(())
+            }
+            EXIT_SOURCE_LOST => Err(AttemptError::SourceLost(out.stderr_line())),
+            code => Err(AttemptError::Fatal(PhaseError::Msg(format!(
+                "the copy agent failed (exit {code}): {}",
+                out.stderr_line()
+            )))),
+        }
+    }
+
+    /// Writes the agent's stdin: the setup line, the chunks when the installer is the source,
+    /// then a ping a second until no node needs this one's chunks any more.
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &self,
+        node: &Node,
+        local: &Local,
+        fifo: &Path,
+        setup: &Setup,
+        ended: &AtomicBool,
+        latest: &Mutex<Option<State>>,
+        sent: &AtomicU64,
+    ) -> std::io::Result<()> {
+        let Some(mut w) = open_fifo_writer(fifo, ended)? else {
+            return Ok(());
+        };
+        let line = serde_json::to_string(setup).unwrap_or_default();
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+        let mut buf = Vec::new();
+        if setup.source == Source::Installer {
+            local.read_chunk(TAIL, &mut buf)?;
+            wire::write_record(&mut w, TAIL as u32, &buf)?;
+            sent.fetch_add(buf.len() as u64, Ordering::SeqCst);
+            // What the node holds already, once it has re-checked it.
+            let have = loop {
+                if ended.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                let st = lock(latest).clone();
+                if let Some(st) = st.filter(|s| s.phase == "ready" || s.phase == "complete") {
+                    break wire::bitmap_from_hex(&st.have, local.list.len()).ok_or_else(|| {
+                        std::io::Error::other("the agent's chunk bitmap does not fit the bundle")
+                    })?;
+                }
+                wire::write_record(&mut w, wire::PING, &[])?;
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            for (i, held) in have.iter().enumerate() {
+                if *held || i == TAIL {
+                    continue;
+                }
+                local.read_chunk(i, &mut buf)?;
+                wire::write_record(&mut w, i as u32, &buf)?;
+                sent.fetch_add(buf.len() as u64, Ordering::SeqCst);
+            }
+        }
+        w.flush()?;
+        loop {
+            if ended.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let complete = lock(latest).as_ref().is_some_and(|s| s.phase == "complete");
+            if complete && self.try_stop(node.index) {
+                return Ok(()); // closing stdin stops the agent
+            }
+            wire::write_record(&mut w, wire::PING, &[])?;
+            w.flush()?;
+            let t = lock(&self.table);
+            let _ = self.changed.wait_timeout(t, Duration::from_secs(1));
+        }
+    }
+
+    /// Reads the agent's state file: announces its chunk server, its completion, and progress.
+    #[allow(clippy::too_many_arguments)]
+    fn watch(
+        &self,
+        node: &Node,
+        conn: &Conn,
+        src: &Src,
+        ip: std::net::IpAddr,
+        run: &str,
+        ended: &AtomicBool,
+        latest: &Mutex<Option<State>>,
+    ) {
+        let path = format!("{}/{STATE}", node.ctx.data_dir);
+        let script = format!("cat {} 2>/dev/null || true", sq(&path));
+        let (mut announced, mut completed) = (false, false);
+        let mut last_note = Instant::now();
+        let mut last_bytes: Option<(Instant, u64)> = None;
+        while !ended.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(400));
+            let Ok(text) = conn.root_ok("read the copy state", &script, Input::None) else {
+                continue;
+            };
+            let Ok(st) = serde_json::from_str::<State>(text.trim()) else {
+                continue;
+            };
+            if st.run != run {
+                continue;
+            }
+            if st.port != 0 && !announced {
+                announced = true;
+                self.serving(node.index, SocketAddr::new(ip, st.port));
+            }
+            if st.phase == "complete" && !completed {
+                completed = true;
+                self.complete(node.index);
+                self.release_source(node.index, src);
+            }
+            if last_note.elapsed() >= PROGRESS_EVERY && !completed && st.file_len > 0 {
+                let now = Instant::now();
+                let rate = match last_bytes {
+                    Some((t, b)) => {
+                        st.have_bytes.saturating_sub(b) as f64
+                            / now.duration_since(t).as_secs_f64().max(0.001)
+                    }
+                    None => st.received as f64 / st.seconds.max(0.001),
+                };
+                last_bytes = Some((now, st.have_bytes));
+                last_note = now;
+                node.note(&format!(
+                    "copy: {} of {} ({:.0}%), {}/s from {}",
+                    human_bytes(st.have_bytes),
+                    human_bytes(st.file_len),
+                    st.have_bytes as f64 * 100.0 / st.file_len as f64,
+                    human_bytes(rate as u64),
+                    src.label()
+                ));
+            }
+            *lock(latest) = Some(st);
+        }
+    }
+}
+
+/// Fetches the program from a peer's chunk server with bash's `/dev/tcp` (the node has no bale
+/// yet), then checks it against the bundle's digest.
+fn stub_from_peer(
+    conn: &Conn,
+    agent: &str,
+    addr: SocketAddr,
+    token: &str,
+    local: &Local,
+) -> Result<(), SshError> {
+    let tmp = sq(&format!("{agent}.part"));
+    let script = format!(
+        "set -e; umask 077; IFS= read -r tok; \
+         timeout 300 bash -c 'exec 3<>/dev/tcp/{ip}/{port}; printf \"%s\\n\" \"$1\" stub >&3; \
+         cat <&3' sh \"{hello} $tok {digest}\" > {tmp}; \
+         echo '{sha}  '{tmp} | sha256sum -c --quiet >/dev/null; chmod 0755 {tmp}; mv -f {tmp} {a}",
+        ip = addr.ip(),
+        port = addr.port(),
+        hello = wire::HELLO,
+        digest = local.digest,
+        sha = local.stub_sha256,
+        a = sq(agent),
+    );
+    let input = format!("{token}\n");
+    let r = conn.root_ok(
+        "fetch the program from a peer",
+        &script,
+        Input::Bytes(input.as_bytes()),
+    );
+    if r.is_err() {
+        let _ = conn.root_ok("clean up", &format!("rm -f {tmp}"), Input::None);
+    }
+    r.map(|_| ())
+}
+
+/// Sends the program from the installer over SSH and checks it on the node.
+fn stub_from_installer(conn: &Conn, agent: &str, local: &Local) -> Result<(), SshError> {
+    let tmp = sq(&format!("{agent}.part"));
+    let script = format!(
+        "set -e; umask 077; head -c {len} > {tmp}; \
+         echo '{sha}  '{tmp} | sha256sum -c --quiet >/dev/null; chmod 0755 {tmp}; mv -f {tmp} {a}",
+        len = local.list.trailer.stub_len,
+        sha = local.stub_sha256,
+        a = sq(agent),
+    );
+    let fifo = Fifo::new().map_err(|e| SshError::Io {
+        host: conn.label().into(),
+        what: "make a pipe for ssh".into(),
+        source: e,
+    })?;
+    let ended = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| -> std::io::Result<()> {
+            let Some(mut w) = open_fifo_writer(&fifo.path, &ended)? else {
+                return Ok(());
+            };
+            let whole = PositionedReader {
+                file: &local.file,
+                pos: 0,
+            };
+            let mut stub = std::io::Read::take(whole, local.list.trailer.stub_len);
+            std::io::copy(&mut stub, &mut w)?;
+            Ok(())
+        });
+        let r = conn.root_ok("send the program", &script, Input::File(&fifo.path));
+        ended.store(true, Ordering::SeqCst);
+        r
+    })
+    .map(|_| ())
+}
+
+/// Reads a file from a position with `pread`, so threads can share one open file.
+struct PositionedReader<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl std::io::Read for PositionedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// A named pipe in a private directory: what `Conn` streams into a command's stdin, so the
+/// installer can write records to it as it goes.
+struct Fifo {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Fifo {
+    fn new() -> std::io::Result<Fifo> {
+        let dir = tempfile::Builder::new().prefix("bale-copy-").tempdir()?;
+        let path = dir.path().join("stdin");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Fifo { _dir: dir, path })
+    }
+}
+
+/// Opens the pipe for writing once ssh's feeder has opened it for reading; `None` when the
+/// command ended first.
+fn open_fifo_writer(path: &Path, ended: &AtomicBool) -> std::io::Result<Option<File>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => {
+                // SAFETY: fcntl on a descriptor we own; back to blocking writes.
+                unsafe {
+                    let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+                    libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+                }
+                return Ok(Some(f));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if ended.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The self-copy: the bundle copies itself to every node, checked as it arrives, resumable,
+//! node to node.
+//!
+//! # Design
+//!
+//! **Chunks.** The bundle is cut along its own index ([`bale_payload::chunks`]): chunk 0 is the
+//! tail (entry table, header, trailer), chunk 1 the program, then runs of frames of about
+//! 2 MiB. The tail travels first; it is checked against the header digest the installer
+//! names (the bundle's identity) and holds every other chunk's digest. Together the chunks
+//! tile the file, so a node that checked each chunk as it wrote it has checked every byte: no
+//! second read.
+//!
+//! **Receiving** ([`store`]). Chunks go into `<data-dir>/.bundle.bale.partial` at their offset;
+//! `.bundle.bale.copy.json` records which are held. A cut copy leaves both behind; the next
+//! run re-hashes what the record claims (a damaged or unsynced chunk simply becomes missing) and
+//! fetches only what is missing. Complete: fsync, rename to `bundle.bale`.
+//!
+//! **The agent on the node** ([`agent`], `bale agent copy`). The node runs the bundle's own
+//! program (sent first to `<data-dir>/.bale-copy-agent` and checked with `sha256sum` against the
+//! header). It receives chunks from its source, checks and writes them, and runs a small TCP
+//! chunk server ([`server`]) on the node's address, on a port of its choosing, for a one-time
+//! token the installer generated for this run. A client asks `want 3-9` and gets each chunk the
+//! moment this node has it, so copies pipeline through a chain of nodes. The token travels on
+//! stdin, never on a command line. stdin is the control channel: the installer's chunks (when
+//! it is the source), pings, and its end means "stop"; an agent that hears nothing for 45 s
+//! stops by itself, so a partition leaves nothing running for long.
+//!
+//! **Fan-out** ([`fanout`], on the installer). Each node's upload runs in its own engine thread;
+//! they share a table of sources. A node takes a serving node that feeds no one yet, or else the
+//! installer when it feeds no one: starting together, the nodes form a chain installer → A → B →
+//! C, every link streaming at once, so N nodes take about one copy's time and the installer
+//! sends one copy (plus nothing: later nodes fetch even the program from their peer, with bash's
+//! `/dev/tcp`, falling back to SSH from the installer). Traffic between nodes stays on their
+//! addresses. Parallelism is bounded twice: by the engine's `--parallel` threads, and by one
+//! child per source. The installer learns each agent's port and progress by reading its state
+//! file over the SSH connection, and keeps a finished node serving while any other node still
+//! copies, so a node whose source dies (partition, power loss) picks another source and resumes.
+//! When every node is done, the installer closes the agents' stdin and they exit.
+//!
+//! Not done: the installer streams into `ssh` through a named pipe (the SSH layer takes a file
+//! for stdin), and nodes that cannot run bash get the program from the installer.
+
+pub mod agent;
+pub mod fanout;
+pub mod server;
+pub mod store;
+pub mod wire;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("{path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("chunk {index} (file offset {offset}) does not check out: {why}")]
+    BadChunk {
+        index: usize,
+        offset: u64,
+        why: String,
+    },
+    #[error("copy protocol: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Msg(String),
+}

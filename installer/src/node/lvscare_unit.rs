@@ -1,0 +1,535 @@
+//! The node-local `lvscare` step: on a worker, the guardian that keeps the apiserver VIP
+//! pointing at healthy masters, as a systemd unit, plus the `/etc/hosts` name every node dials.
+//!
+//! - workers (`role == "node"`): `/etc/bale/lvscare.yaml` (the masters behind `<vip>:6443`),
+//!   `bale-lvscare.service` running `<data-dir>/bundle.bale lvscare --config <file>` with
+//!   `Restart=always`, and `<vip> apiserver.cluster.local` in `/etc/hosts`. Re-applying with other
+//!   masters rewrites the file and reloads the guardian (SIGHUP through `systemctl reload`), so
+//!   connections through the VIP survive a master joining or leaving.
+//! - masters: only the hosts line, pointing at the first master (a master must not depend on a
+//!   VIP that only workers set up).
+//!
+//! Undo stops and removes all of it, and cleans the data plane (`lvscare --clean`): stopping the
+//! guardian on purpose leaves its rules in place, so the clean is a separate act.
+//!
+//! Every file is written to a temporary name, synced and renamed, and only when its content
+//! differs, so `apply` is idempotent and `check` can compare byte for byte.
+
+use crate::lvscare::{self, APISERVER_NAME};
+use crate::node::context::NodeContext;
+use crate::node::step::{Finding, Progress, Step, StepEnv, StepError, StepResult};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const STEP: &str = "lvscare";
+pub const UNIT: &str = "bale-lvscare.service";
+/// The port of the apiserver behind the VIP.
+pub const APISERVER_PORT: u16 = 6443;
+/// Marks the hosts line this step owns, so undo removes exactly that line.
+const HOSTS_TAG: &str = "# bale lvscare";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LvscareStepError {
+    #[error("node context: {field} {value:?} is not an IP address (fix {data_dir}/node.json)")]
+    BadAddress {
+        field: &'static str,
+        value: String,
+        data_dir: String,
+    },
+    #[error("node context: no masters listed (fix {0}/node.json)")]
+    NoMasters(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("systemctl {args}: {msg}")]
+    Systemctl { args: String, msg: String },
+    #[error("lvscare --clean: {0}")]
+    Clean(String),
+}
+
+/// Where the step's files live; [`Paths::system`] on a node, a scratch tree in tests.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub hosts: PathBuf,
+    pub config: PathBuf,
+    pub unit: PathBuf,
+    /// Run systemctl (and the data-plane clean). Off only where there is no systemd to talk to.
+    pub systemd: bool,
+}
+
+impl Paths {
+    pub fn system() -> Paths {
+        Paths {
+            hosts: PathBuf::from("/etc/hosts"),
+            config: PathBuf::from("/etc/bale/lvscare.yaml"),
+            unit: Path::new("/etc/systemd/system").join(UNIT),
+            systemd: true,
+        }
+    }
+}
+
+fn ip(field: &'static str, value: &str, ctx: &NodeContext) -> Result<IpAddr, LvscareStepError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| LvscareStepError::BadAddress {
+            field,
+            value: value.to_string(),
+            data_dir: ctx.data_dir.clone(),
+        })
+}
+
+fn is_worker(ctx: &NodeContext) -> bool {
+    ctx.role == "node"
+}
+
+fn masters(ctx: &NodeContext) -> Result<Vec<IpAddr>, LvscareStepError> {
+    if ctx.masters.is_empty() {
+        return Err(LvscareStepError::NoMasters(ctx.data_dir.clone()));
+    }
+    ctx.masters.iter().map(|m| ip("masters", m, ctx)).collect()
+}
+
+fn vs(ctx: &NodeContext) -> Result<SocketAddr, LvscareStepError> {
+    Ok(SocketAddr::new(ip("vip", &ctx.vip, ctx)?, APISERVER_PORT))
+}
+
+/// The guardian's config file for a worker.
+pub fn render_config(ctx: &NodeContext) -> Result<String, LvscareStepError> {
+    Ok(lvscare::worker_config(vs(ctx)?, &masters(ctx)?))
+}
+
+/// The systemd unit: the bundle itself is the guardian. `Restart=always` brings it back after a
+/// crash or kill -9 (it adopts its own rules); reload is SIGHUP, which re-reads the config.
+pub fn render_unit(ctx: &NodeContext, config: &Path) -> String {
+    format!(
+        "# Written by bale (step {STEP}); `bale agent step {STEP} undo` removes it.\n\
+         [Unit]\n\
+         Description=bale lvscare: the apiserver VIP on this worker\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         ExecStart={bundle} lvscare --config {config}\n\
+         ExecReload=/bin/kill -HUP $MAINPID\n\
+         Restart=always\n\
+         RestartSec=2\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        bundle = ctx.bundle_path().display(),
+        config = config.display()
+    )
+}
+
+/// The address `apiserver.cluster.local` resolves to on this node.
+pub fn apiserver_address(ctx: &NodeContext) -> Result<IpAddr, LvscareStepError> {
+    if is_worker(ctx) {
+        ip("vip", &ctx.vip, ctx)
+    } else {
+        masters(ctx)?
+            .first()
+            .copied()
+            .ok_or_else(|| LvscareStepError::NoMasters(ctx.data_dir.clone()))
+    }
+}
+
+fn owned_line(line: &str) -> bool {
+    line.trim_end().ends_with(HOSTS_TAG)
+}
+
+/// `hosts` with this step's line replaced by (or set to) `addr apiserver.cluster.local`.
+/// Other lines, including an admin's own entry for the name, stay as they are.
+pub fn hosts_with(hosts: &str, addr: IpAddr) -> String {
+    let mut out: String = hosts
+        .lines()
+        .filter(|l| !owned_line(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(&format!("{} {HOSTS_TAG}\n", lvscare::hosts_line(addr)));
+    out
+}
+
+/// `hosts` without this step's line.
+pub fn hosts_without(hosts: &str) -> String {
+    hosts
+        .lines()
+        .filter(|l| !owned_line(l))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LvscareStepError + '_ {
+    move |source| LvscareStepError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_or_empty(path: &Path) -> Result<String, LvscareStepError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Writes `text` to `path` through a synced temporary file and a rename, keeping the old file's
+/// mode (0644 for new files). Returns false when the content was already `text`.
+fn write_if_changed(path: &Path, text: &str) -> Result<bool, LvscareStepError> {
+    if path.exists() && read_or_empty(path)? == text {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".bale-tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(true)
+}
+
+fn remove(path: &Path) -> Result<bool, LvscareStepError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn systemctl(args: &[&str]) -> Result<(), LvscareStepError> {
+    let out = Command::new("systemctl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LvscareStepError::Systemctl {
+            args: args.join(" "),
+            msg: format!("{e} (is systemd installed?)"),
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LvscareStepError::Systemctl {
+            args: args.join(" "),
+            msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn is_active() -> bool {
+    Command::new("systemctl")
+        .args(["is-active", "--quiet", UNIT])
+        .stdin(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// What `apply` did, for the step's log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub hosts_changed: bool,
+    pub config_changed: bool,
+    pub unit_changed: bool,
+    /// The running guardian was told to re-read its config.
+    pub reloaded: bool,
+}
+
+pub fn apply(ctx: &NodeContext) -> Result<Applied, LvscareStepError> {
+    apply_at(ctx, &Paths::system())
+}
+
+pub fn apply_at(ctx: &NodeContext, p: &Paths) -> Result<Applied, LvscareStepError> {
+    let mut done = Applied::default();
+    let hosts = read_or_empty(&p.hosts)?;
+    done.hosts_changed = write_if_changed(&p.hosts, &hosts_with(&hosts, apiserver_address(ctx)?))?;
+    if !is_worker(ctx) {
+        return Ok(done);
+    }
+    done.config_changed = write_if_changed(&p.config, &render_config(ctx)?)?;
+    done.unit_changed = write_if_changed(&p.unit, &render_unit(ctx, &p.config))?;
+    if p.systemd {
+        if done.unit_changed {
+            systemctl(&["daemon-reload"])?;
+        }
+        if done.config_changed && !done.unit_changed && is_active() {
+            // Masters joined or left: SIGHUP keeps the guardian and its rules running.
+            systemctl(&["reload", UNIT])?;
+            done.reloaded = true;
+        } else if done.unit_changed && is_active() {
+            systemctl(&["restart", UNIT])?;
+        }
+        systemctl(&["enable", "--now", UNIT])?;
+    }
+    Ok(done)
+}
+
+pub fn undo(ctx: &NodeContext) -> Result<(), LvscareStepError> {
+    undo_at(ctx, &Paths::system())
+}
+
+/// Removes everything `apply` made; a second undo finds nothing and succeeds.
+pub fn undo_at(ctx: &NodeContext, p: &Paths) -> Result<(), LvscareStepError> {
+    if p.systemd && p.unit.exists() {
+        systemctl(&["disable", "--now", UNIT])?;
+    }
+    let unit_removed = remove(&p.unit)?;
+    remove(&p.config)?;
+    if p.systemd && unit_removed {
+        systemctl(&["daemon-reload"])?;
+    }
+    if p.systemd && is_worker(ctx) {
+        // The guardian leaves its rules when stopped; reset removes them.
+        let args = lvscare::LvscareArgs {
+            vs: Some(vs(ctx)?),
+            clean: true,
+            ..Default::default()
+        };
+        let cfg =
+            lvscare::Config::resolve(&args).map_err(|e| LvscareStepError::Clean(e.to_string()))?;
+        lvscare::clean(&cfg).map_err(|e| LvscareStepError::Clean(format!("{e:#}")))?;
+    }
+    let hosts = read_or_empty(&p.hosts)?;
+    if hosts.lines().any(owned_line) {
+        write_if_changed(&p.hosts, &hosts_without(&hosts))?;
+    }
+    Ok(())
+}
+
+/// What is missing or stale; empty when the step's result is in place (and, on a worker with
+/// systemd, the guardian runs).
+pub fn check(ctx: &NodeContext) -> Result<Vec<String>, LvscareStepError> {
+    check_at(ctx, &Paths::system())
+}
+
+pub fn check_at(ctx: &NodeContext, p: &Paths) -> Result<Vec<String>, LvscareStepError> {
+    let mut problems = Vec::new();
+    let want = lvscare::hosts_line(apiserver_address(ctx)?);
+    let hosts = read_or_empty(&p.hosts)?;
+    if !hosts
+        .lines()
+        .any(|l| owned_line(l) && l.starts_with(&format!("{want} ")))
+    {
+        problems.push(format!(
+            "{} lacks `{want}` ({APISERVER_NAME})",
+            p.hosts.display()
+        ));
+    }
+    if !is_worker(ctx) {
+        return Ok(problems);
+    }
+    if read_or_empty(&p.config)? != render_config(ctx)? {
+        problems.push(format!(
+            "{} is missing or lists other masters",
+            p.config.display()
+        ));
+    }
+    if read_or_empty(&p.unit)? != render_unit(ctx, &p.config) {
+        problems.push(format!("{} is missing or stale", p.unit.display()));
+    }
+    if p.systemd && !is_active() {
+        problems.push(format!("{UNIT} is not running (journalctl -u {UNIT})"));
+    }
+    Ok(problems)
+}
+
+/// `bale agent step lvscare apply|undo|check`.
+pub struct LvscareStep;
+
+impl From<LvscareStepError> for StepError {
+    fn from(e: LvscareStepError) -> StepError {
+        match e {
+            LvscareStepError::Io { path, source } => StepError::Io { path, source },
+            other => StepError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl Step for LvscareStep {
+    fn name(&self) -> &'static str {
+        STEP
+    }
+
+    fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>> {
+        let problems = check(env.ctx)?;
+        if problems.is_empty() {
+            let what = if is_worker(env.ctx) {
+                format!(
+                    "{UNIT} runs with {} and the hosts line is in place",
+                    Paths::system().config.display()
+                )
+            } else {
+                format!("{APISERVER_NAME} points at the first master")
+            };
+            return Ok(vec![Finding::ok(what)]);
+        }
+        Ok(problems.into_iter().map(Finding::bad).collect())
+    }
+
+    fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let done = apply(env.ctx)?;
+        let paths = Paths::system();
+        if done.hosts_changed {
+            p.changed(format!(
+                "{} -> {} in {}",
+                APISERVER_NAME,
+                apiserver_address(env.ctx)?,
+                paths.hosts.display()
+            ));
+        }
+        if done.config_changed {
+            p.changed(format!("wrote {}", paths.config.display()));
+        }
+        if done.unit_changed {
+            p.changed(format!("wrote {} and started it", paths.unit.display()));
+        }
+        if done.reloaded {
+            p.changed(format!("reloaded {UNIT} (the masters changed)"));
+        }
+        Ok(())
+    }
+
+    fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let paths = Paths::system();
+        let had = paths.unit.exists()
+            || paths.config.exists()
+            || read_or_empty(&paths.hosts)?.lines().any(owned_line);
+        undo(env.ctx)?;
+        if had {
+            p.changed(format!(
+                "removed {UNIT}, its config, its rules and the {APISERVER_NAME} line"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(role: &str, masters: &[&str]) -> NodeContext {
+        NodeContext {
+            data_dir: "/var/lib/bale".into(),
+            bundle_digest: "ab".into(),
+            node_ip: "10.0.0.5".into(),
+            role: role.into(),
+            first_master: false,
+            masters: masters.iter().map(|m| m.to_string()).collect(),
+            nodes: vec!["10.0.0.5".into()],
+            registry_port: 5050,
+            vip: "10.103.97.2".into(),
+            env: Default::default(),
+        }
+    }
+
+    fn scratch(dir: &Path) -> Paths {
+        Paths {
+            hosts: dir.join("hosts"),
+            config: dir.join("etc/bale/lvscare.yaml"),
+            unit: dir.join("systemd").join(UNIT),
+            systemd: false,
+        }
+    }
+
+    #[test]
+    fn config_lists_every_master_behind_the_vip_and_parses() {
+        let c = ctx("node", &["10.0.0.2", "10.0.0.3"]);
+        let text = render_config(&c).unwrap();
+        let cfg =
+            lvscare::Config::from_text(&lvscare::LvscareArgs::default(), &text).expect("parses");
+        assert_eq!(cfg.vs, "10.103.97.2:6443".parse().unwrap());
+        let rs: Vec<String> = cfg.rs.iter().map(|(a, _)| a.to_string()).collect();
+        assert_eq!(rs, ["10.0.0.2:6443", "10.0.0.3:6443"]);
+    }
+
+    #[test]
+    fn bad_addresses_name_the_field_and_the_file() {
+        let e = render_config(&ctx("node", &["10.0.0.2", "master-b"])).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("masters") && msg.contains("master-b") && msg.contains("node.json"),
+            "{msg}"
+        );
+        assert!(render_config(&ctx("node", &[])).is_err());
+    }
+
+    #[test]
+    fn unit_runs_the_bundle_restarts_always_and_reloads_with_sighup() {
+        let u = render_unit(
+            &ctx("node", &["10.0.0.2"]),
+            Path::new("/etc/bale/lvscare.yaml"),
+        );
+        assert!(u.contains(
+            "ExecStart=/var/lib/bale/bundle.bale lvscare --config /etc/bale/lvscare.yaml\n"
+        ));
+        assert!(u.contains("Restart=always\n"));
+        assert!(u.contains("ExecReload=/bin/kill -HUP $MAINPID\n"));
+        assert!(u.contains("WantedBy=multi-user.target"));
+    }
+
+    #[test]
+    fn hosts_line_is_idempotent_replaced_and_removed_exactly() {
+        let base = "127.0.0.1 localhost\n10.9.9.9 apiserver.cluster.local\n";
+        let vip: IpAddr = "10.103.97.2".parse().unwrap();
+        let once = hosts_with(base, vip);
+        assert_eq!(hosts_with(&once, vip), once, "idempotent");
+        assert!(once.contains("10.103.97.2 apiserver.cluster.local # bale lvscare\n"));
+        let moved = hosts_with(&once, "10.0.0.2".parse().unwrap());
+        assert_eq!(moved.matches("# bale lvscare").count(), 1);
+        assert_eq!(hosts_without(&moved), base, "the admin's own line stays");
+    }
+
+    #[test]
+    fn apply_check_undo_on_files_for_a_worker_and_a_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = scratch(dir.path());
+        std::fs::write(&p.hosts, "127.0.0.1 localhost\n").unwrap();
+        let w = ctx("node", &["10.0.0.2"]);
+        assert_eq!(check_at(&w, &p).unwrap().len(), 3, "nothing in place yet");
+        let first = apply_at(&w, &p).unwrap();
+        assert!(first.hosts_changed && first.config_changed && first.unit_changed);
+        assert!(check_at(&w, &p).unwrap().is_empty());
+        assert_eq!(apply_at(&w, &p).unwrap(), Applied::default(), "idempotent");
+
+        // A master joins: only the config changes.
+        let w2 = ctx("node", &["10.0.0.2", "10.0.0.3"]);
+        let again = apply_at(&w2, &p).unwrap();
+        assert!(again.config_changed && !again.unit_changed && !again.hosts_changed);
+        assert!(std::fs::read_to_string(&p.config)
+            .unwrap()
+            .contains("10.0.0.3:6443"));
+
+        undo_at(&w2, &p).unwrap();
+        assert!(!p.config.exists() && !p.unit.exists());
+        assert_eq!(
+            std::fs::read_to_string(&p.hosts).unwrap(),
+            "127.0.0.1 localhost\n"
+        );
+        undo_at(&w2, &p).unwrap();
+
+        // A master gets only the hosts line, pointing at the first master.
+        let m = ctx("master", &["10.0.0.2", "10.0.0.3"]);
+        apply_at(&m, &p).unwrap();
+        assert!(std::fs::read_to_string(&p.hosts)
+            .unwrap()
+            .contains("10.0.0.2 apiserver.cluster.local # bale lvscare"));
+        assert!(!p.config.exists() && !p.unit.exists());
+        assert!(check_at(&m, &p).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,241 @@
+//! `bale agent step registry`: this node's copy of the bundle serves its images, as the systemd
+//! unit `bale-registry.service` running `<data-dir>/bundle.bale registry serve`, on localhost
+//! (what containerd's hosts files point at) and on the node's own address. systemd restarts it
+//! a second after it dies.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::step::{Finding, Progress, Step, StepEnv, StepError, StepResult};
+use super::systemd;
+
+pub const UNIT: &str = "bale-registry.service";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The addresses the registry listens on: localhost, and the node's IP unless that is
+/// localhost too.
+pub fn listen_addrs(node_ip: &str, port: u16) -> Vec<String> {
+    let mut v = vec![format!("127.0.0.1:{port}")];
+    let ip = node_ip.trim();
+    if !ip.is_empty() && ip != "127.0.0.1" && ip != "localhost" {
+        if ip.contains(':') {
+            v.push(format!("[{ip}]:{port}"));
+        } else {
+            v.push(format!("{ip}:{port}"));
+        }
+    }
+    v
+}
+
+/// The unit. It names the bundle's digest, so a new bundle changes the unit and the
+/// registry restarts on it.
+pub fn render_unit(bundle_path: &str, bundle_digest: &str, listen: &[String]) -> String {
+    let listen: String = listen.iter().map(|a| format!(" --listen {a}")).collect();
+    format!(
+        "# Written by bale (bale agent step registry) for bundle {bundle_digest}.\n\
+         [Unit]\n\
+         Description=bale registry: the bundled images, for containerd (installed by bale)\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         # Not rate-limited: a registry that keeps dying must keep coming back.\n\
+         StartLimitIntervalSec=0\n\
+         \n\
+         [Service]\n\
+         ExecStart={bundle_path} registry serve{listen}\n\
+         Restart=always\n\
+         RestartSec=1\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    )
+}
+
+/// `GET /v2/` on `addr`: Ok with the status line when the registry answers 200.
+pub fn probe(addr: &str, timeout: Duration) -> Result<String, String> {
+    let sa: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    let mut buf = Vec::new();
+    let _ = s.take(4096).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.lines().next().unwrap_or("").trim().to_string();
+    if status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200") {
+        Ok(status)
+    } else if status.is_empty() {
+        Err(format!("{addr}: no answer"))
+    } else {
+        Err(format!("{addr}: {status}"))
+    }
+}
+
+fn wait_until_serving(addrs: &[String]) -> StepResult<()> {
+    let start = Instant::now();
+    for a in addrs {
+        loop {
+            match probe(a, Duration::from_secs(2)) {
+                Ok(_) => break,
+                Err(e) if start.elapsed() > START_TIMEOUT => {
+                    return Err(StepError::Failed(format!(
+                        "the bale registry does not answer GET /v2/ after {}s ({e})\njournal of {UNIT}:\n{}",
+                        START_TIMEOUT.as_secs(),
+                        systemd::recent_log(UNIT)
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub struct RegistryUnit;
+
+impl RegistryUnit {
+    fn unit_text(env: &StepEnv) -> String {
+        let ctx = env.ctx;
+        render_unit(
+            &ctx.bundle_path().to_string_lossy(),
+            &ctx.bundle_digest,
+            &listen_addrs(&ctx.node_ip, ctx.registry_port),
+        )
+    }
+}
+
+impl Step for RegistryUnit {
+    fn name(&self) -> &'static str {
+        "registry"
+    }
+
+    fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>> {
+        let mut out = Vec::new();
+        let path = systemd::unit_path(UNIT);
+        let same = std::fs::read_to_string(&path).is_ok_and(|t| t == Self::unit_text(env));
+        out.push(Finding::of(
+            same,
+            format!(
+                "{}: {}",
+                path.display(),
+                if same {
+                    "in place"
+                } else {
+                    "missing or different"
+                }
+            ),
+        ));
+        let active = systemd::is_active(UNIT);
+        out.push(Finding::of(
+            active,
+            format!("{UNIT}: {}", if active { "active" } else { "not active" }),
+        ));
+        for a in listen_addrs(&env.ctx.node_ip, env.ctx.registry_port) {
+            out.push(match probe(&a, Duration::from_secs(3)) {
+                Ok(status) => Finding::ok(format!("GET http://{a}/v2/: {status}")),
+                Err(e) => Finding::bad(format!("GET http://{a}/v2/: {e}")),
+            });
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let bundle = env.ctx.bundle_path();
+        if !bundle.is_file() {
+            return Err(StepError::Failed(format!(
+                "{}: no bundle there to serve images from (the install's upload phase puts it there)",
+                bundle.display()
+            )));
+        }
+        if !systemd::is_running() {
+            return Err(StepError::Failed(
+                "systemd is not running on this host: the registry runs as a systemd service"
+                    .into(),
+            ));
+        }
+        if systemd::install_and_start(UNIT, &Self::unit_text(env))? {
+            p.changed(format!("{UNIT} written, enabled and started"));
+        }
+        wait_until_serving(&listen_addrs(&env.ctx.node_ip, env.ctx.registry_port))?;
+        p.note(format!(
+            "serving the bundled images on {}",
+            listen_addrs(&env.ctx.node_ip, env.ctx.registry_port).join(" and ")
+        ));
+        Ok(())
+    }
+
+    fn undo(&self, _env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        if systemd::remove(UNIT)? {
+            p.changed(format!("stopped and removed {UNIT}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listens_on_localhost_and_the_node_ip() {
+        assert_eq!(
+            listen_addrs("10.0.0.2", 5050),
+            ["127.0.0.1:5050", "10.0.0.2:5050"]
+        );
+        assert_eq!(listen_addrs("127.0.0.1", 5050), ["127.0.0.1:5050"]);
+        assert_eq!(
+            listen_addrs("fd00::2", 6000),
+            ["127.0.0.1:6000", "[fd00::2]:6000"]
+        );
+    }
+
+    #[test]
+    fn unit_runs_the_bundle_and_restarts_it() {
+        let u = render_unit(
+            "/var/lib/bale/bundle.bale",
+            "abc123",
+            &listen_addrs("10.0.0.2", 5050),
+        );
+        assert!(u.contains(
+            "ExecStart=/var/lib/bale/bundle.bale registry serve --listen 127.0.0.1:5050 --listen 10.0.0.2:5050\n"
+        ));
+        assert!(u.contains("Restart=always\nRestartSec=1\n"));
+        assert!(u.contains("abc123"));
+        assert!(u.contains("WantedBy=multi-user.target"));
+    }
+
+    #[test]
+    fn probe_needs_a_200_on_v2() {
+        use std::net::TcpListener;
+        for (answer, ok) in [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", true),
+            (
+                "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
+            ("", false),
+        ] {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap().to_string();
+            let t = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut req = [0u8; 1024];
+                let n = s.read(&mut req).unwrap();
+                assert!(String::from_utf8_lossy(&req[..n]).starts_with("GET /v2/ HTTP/1.1\r\n"));
+                s.write_all(answer.as_bytes()).unwrap();
+            });
+            assert_eq!(
+                probe(&addr, Duration::from_secs(2)).is_ok(),
+                ok,
+                "{answer:?}"
+            );
+            t.join().unwrap();
+        }
+        assert!(probe("127.0.0.1:1", Duration::from_secs(1)).is_err());
+    }
+}

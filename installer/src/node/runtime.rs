@@ -1,0 +1,680 @@
+//! `bale agent step runtime`: containerd, runc and the CNI plugins from the bundle, with their
+//! configuration, running under systemd.
+//!
+//! The bundle's `bin/*` files go to `/usr/local/bin`, `cni/bin/*` to `/opt/cni/bin` (sealer's
+//! layout), each written under a temp name, synced and renamed, and skipped when the file there
+//! already has the same bytes. Then `/etc/containerd/config.toml`, one
+//! `/etc/containerd/certs.d/<domain>/hosts.toml` per registry domain of the bundled images, and
+//! `containerd.service`; containerd is started and must answer `ctr version`.
+//!
+//! A bundle without `bin/containerd` carries no runtime. If containerd is already on the node,
+//! the step writes only the hosts files (so that the existing containerd can use this node's
+//! registry) and leaves that containerd's own config and service alone, saying whether the
+//! config points at the hosts directory; otherwise it does nothing.
+//!
+//! Everything written is recorded in `<data-dir>/steps/runtime.json`; undo stops containerd,
+//! kills the containers it ran, removes exactly the recorded files and empties containerd's
+//! state (`/var/lib/containerd`, `/run/containerd`) so a reinstall starts clean. The
+//! directories themselves stay: `/var/lib/containerd` may be a mount point.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bale_payload::{Bundle, Entry, Kind};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::containerd_config::{self as cc, CgroupDriver};
+use super::step::{self, Finding, Progress, Step, StepEnv, StepError, StepResult};
+use super::systemd;
+use crate::registry::index::{INDEX_PATH, REF_NAME};
+
+pub const BIN_DIR: &str = "/usr/local/bin";
+/// How long containerd may take to answer after a start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The index is read whole; the registry refuses bigger ones too.
+const MAX_INDEX_LEN: u64 = 64 << 20;
+
+/// What apply wrote, for undo.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    /// Every file bale wrote, in order.
+    files: Vec<String>,
+    /// True once bale installed and started its own containerd.
+    containerd: bool,
+}
+
+impl Record {
+    fn add(&mut self, path: &Path) {
+        let p = path.to_string_lossy().into_owned();
+        if !self.files.contains(&p) {
+            self.files.push(p);
+        }
+    }
+}
+
+/// A runtime file of the bundle and where it goes.
+#[derive(Debug, Clone)]
+pub struct RuntimeFile {
+    pub entry: Entry,
+    pub dest: PathBuf,
+}
+
+/// The bundle's `bin/*` and `cni/bin/*` files (direct children only) and their destinations.
+pub fn runtime_files(entries: &[Entry]) -> Vec<RuntimeFile> {
+    entries
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .filter_map(|e| {
+            let (dir, rest) = if let Some(r) = e.path.strip_prefix("bin/") {
+                (BIN_DIR, r)
+            } else if let Some(r) = e.path.strip_prefix("cni/bin/") {
+                (cc::CNI_BIN_DIR, r)
+            } else {
+                return None;
+            };
+            (!rest.is_empty() && !rest.contains('/')).then(|| RuntimeFile {
+                entry: e.clone(),
+                dest: Path::new(dir).join(rest),
+            })
+        })
+        .collect()
+}
+
+pub fn has_containerd(files: &[RuntimeFile]) -> bool {
+    files.iter().any(|f| f.entry.path == "bin/containerd")
+}
+
+/// The full image names in the bundle's `registry/index.json` (none without images).
+pub fn bundled_image_names(bundle: &Bundle, entries: &[Entry]) -> StepResult<Vec<String>> {
+    let Some(e) = entries.iter().find(|e| e.path == INDEX_PATH) else {
+        return Ok(Vec::new());
+    };
+    let at = |source| StepError::Payload {
+        path: bundle.path().join(INDEX_PATH),
+        source,
+    };
+    if e.size > MAX_INDEX_LEN {
+        return Err(StepError::Failed(format!(
+            "{}: {INDEX_PATH} is {} bytes, more than an image index can be",
+            bundle.path().display(),
+            e.size
+        )));
+    }
+    let mut text = Vec::with_capacity(e.size as usize);
+    std::io::Read::read_to_end(&mut bundle.open_entry(e).map_err(at)?, &mut text)
+        .map_err(|err| StepError::io(bundle.path().join(INDEX_PATH), err))?;
+    let doc: serde_json::Value = serde_json::from_slice(&text).map_err(|err| {
+        StepError::Failed(format!("{}: {INDEX_PATH}: {err}", bundle.path().display()))
+    })?;
+    Ok(doc["manifests"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["annotations"][REF_NAME].as_str())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(h.finalize().into())
+}
+
+/// True when `path` holds exactly the entry's bytes.
+fn same_content(path: &Path, entry: &Entry) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == entry.size)
+        && sha256_file(path).is_ok_and(|d| d == entry.sha256)
+}
+
+fn mode_of(entry: &Entry) -> u32 {
+    // Runtime binaries must be executable whatever the build tree said.
+    (entry.mode & 0o7777) | 0o555
+}
+
+/// Installs one file from the bundle; true when it changed something.
+fn install_file(bundle: &Bundle, f: &RuntimeFile) -> StepResult<bool> {
+    let mode = mode_of(&f.entry);
+    if same_content(&f.dest, &f.entry) {
+        let meta = std::fs::metadata(&f.dest).map_err(|e| StepError::io(&f.dest, e))?;
+        if meta.permissions().mode() & 0o7777 == mode {
+            return Ok(false);
+        }
+        std::fs::set_permissions(&f.dest, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| StepError::io(&f.dest, e))?;
+        return Ok(true);
+    }
+    let mut reader = bundle
+        .open_entry(&f.entry)
+        .map_err(|source| StepError::Payload {
+            path: bundle.path().join(&f.entry.path),
+            source,
+        })?;
+    step::write_with(&f.dest, mode, |out| {
+        std::io::copy(&mut reader, out).map(|_| ())
+    })?;
+    if !same_content(&f.dest, &f.entry) {
+        return Err(StepError::Failed(format!(
+            "{}: the written file does not match {} in the bundle (disk full or failing?)",
+            f.dest.display(),
+            f.entry.path
+        )));
+    }
+    Ok(true)
+}
+
+fn hosts_file(domain: &str) -> PathBuf {
+    Path::new(cc::HOSTS_DIR).join(domain).join("hosts.toml")
+}
+
+/// `ctr` to talk to containerd with: the one bale installed, else one in PATH.
+fn ctr_path() -> Option<PathBuf> {
+    let ours = Path::new(BIN_DIR).join("ctr");
+    if ours.is_file() {
+        Some(ours)
+    } else {
+        step::which("ctr")
+    }
+}
+
+fn ctr(args: &[&str]) -> StepResult<String> {
+    let ctr = ctr_path().ok_or_else(|| {
+        StepError::Failed("no ctr on this node (the bundle's bin/ should carry it)".into())
+    })?;
+    let mut all = vec!["--address", cc::SOCKET];
+    all.extend_from_slice(args);
+    step::run(&ctr.to_string_lossy(), &all)
+}
+
+/// Waits until containerd answers `ctr version` (server part included).
+fn wait_for_containerd() -> StepResult<()> {
+    let start = Instant::now();
+    loop {
+        let last = match ctr(&["version"]) {
+            Ok(out) if out.contains("Server:") => return Ok(()),
+            Ok(out) => out,
+            Err(e) => e.to_string(),
+        };
+        if start.elapsed() > START_TIMEOUT {
+            return Err(StepError::Failed(format!(
+                "containerd does not answer after {}s: {last}\njournal of {}:\n{}",
+                START_TIMEOUT.as_secs(),
+                cc::UNIT,
+                systemd::recent_log(cc::UNIT)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn list(out: &str) -> Vec<String> {
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Kills and deletes every task containerd runs, in every namespace.
+fn kill_all_tasks(p: &mut Progress) {
+    let Ok(namespaces) = ctr(&["namespaces", "ls", "-q"]) else {
+        return;
+    };
+    for ns in list(&namespaces) {
+        let Ok(tasks) = ctr(&["-n", &ns, "tasks", "ls", "-q"]) else {
+            continue;
+        };
+        for id in list(&tasks) {
+            let _ = ctr(&["-n", &ns, "tasks", "kill", "-s", "SIGKILL", &id]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ctr(&["-n", &ns, "tasks", "delete", &id]).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            p.changed(format!("killed container task {ns}/{id}"));
+        }
+    }
+}
+
+/// Kills leftover processes running one of these executables (shims outlive containerd).
+fn kill_processes_of(exes: &[PathBuf], p: &mut Progress) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(exe) = std::fs::read_link(e.path().join("exe")) else {
+            continue;
+        };
+        let exe_s = exe.to_string_lossy();
+        let exe_s = exe_s.trim_end_matches(" (deleted)");
+        if exes.iter().any(|x| x.as_os_str() == exe_s) {
+            // SAFETY: kill(2) with a pid read from /proc; at worst the process is gone.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            p.changed(format!("killed leftover {exe_s} (pid {pid})"));
+        }
+    }
+}
+
+/// Mount points strictly below `dir`, deepest first, from `/proc/self/mountinfo`.
+pub fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mount(m)))
+        .filter(|m| m.starts_with(dir) && m != dir)
+        .collect();
+    out.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    out.dedup();
+    out
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmounts everything below `dir` and deletes its contents, leaving `dir` itself (it may be
+/// a mount point, as on the test nodes).
+fn empty_dir(dir: &Path, p: &mut Progress) -> StepResult<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for m in mounts_below(&mountinfo, dir) {
+        let c = std::ffi::CString::new(m.as_os_str().as_encoded_bytes())
+            .map_err(|_| StepError::Failed(format!("{}: bad mount path", m.display())))?;
+        // SAFETY: a valid NUL-terminated path; MNT_DETACH cannot hang on a busy mount.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            p.changed(format!("unmounted {}", m.display()));
+        }
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StepError::io(dir, e)),
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        let r = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        r.map_err(|err| StepError::io(&path, err))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        p.changed(format!("emptied {}", dir.display()));
+    }
+    Ok(())
+}
+
+pub struct Runtime;
+
+impl Runtime {
+    fn manifest(env: &StepEnv) -> PathBuf {
+        env.manifest_path("runtime")
+    }
+
+    fn domains(bundle: &Bundle, entries: &[Entry], p: &Progress) -> StepResult<BTreeSet<String>> {
+        let names = bundled_image_names(bundle, entries)?;
+        let (domains, bad) = cc::registry_domains(names.iter().map(String::as_str));
+        for b in bad {
+            p.note(format!("skipping an image name in {INDEX_PATH}: {b}"));
+        }
+        Ok(domains)
+    }
+
+    /// Writes the hosts files; true when any changed.
+    fn write_hosts(
+        env: &StepEnv,
+        domains: &BTreeSet<String>,
+        record: &mut Record,
+        manifest: &Path,
+        p: &mut Progress,
+    ) -> StepResult<()> {
+        for d in domains {
+            let path = hosts_file(d);
+            record.add(&path);
+            step::save_manifest(manifest, record)?;
+            let text = cc::render_hosts_toml(d, env.ctx.registry_port);
+            if step::write_file(&path, text.as_bytes(), 0o644)? {
+                p.changed(format!("wrote {}", path.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Step for Runtime {
+    fn name(&self) -> &'static str {
+        "runtime"
+    }
+
+    fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>> {
+        let bundle = env.bundle()?;
+        let entries = bundle.entries().map_err(|source| StepError::Payload {
+            path: bundle.path().to_path_buf(),
+            source,
+        })?;
+        let files = runtime_files(&entries);
+        let p = Progress::new("runtime");
+        let domains = Self::domains(bundle, &entries, &p)?;
+        let mut out = Vec::new();
+        for d in &domains {
+            let path = hosts_file(d);
+            let same = std::fs::read_to_string(&path)
+                .is_ok_and(|t| t == cc::render_hosts_toml(d, env.ctx.registry_port));
+            out.push(Finding::of(
+                same,
+                format!(
+                    "{}: {}",
+                    path.display(),
+                    if same {
+                        "in place"
+                    } else {
+                        "missing or different"
+                    }
+                ),
+            ));
+        }
+        if !has_containerd(&files) {
+            out.push(Finding::ok(
+                "this bundle carries no container runtime (no bin/containerd)",
+            ));
+            if let Ok(config) = std::fs::read_to_string(cc::CONFIG_FILE) {
+                out.push(Finding::of(
+                    cc::config_uses_hosts_dir(&config),
+                    format!(
+                        "{}: config_path = \"{}\" (the CRI plugin reads the hosts files only then)",
+                        cc::CONFIG_FILE,
+                        cc::HOSTS_DIR
+                    ),
+                ));
+            }
+            return Ok(out);
+        }
+        for f in &files {
+            let same = same_content(&f.dest, &f.entry);
+            out.push(Finding::of(
+                same,
+                format!(
+                    "{}: {}",
+                    f.dest.display(),
+                    if same {
+                        "as in the bundle"
+                    } else {
+                        "missing or different from the bundle"
+                    }
+                ),
+            ));
+        }
+        let driver = CgroupDriver::detect();
+        let config_ok = std::fs::read_to_string(cc::CONFIG_FILE)
+            .is_ok_and(|t| t == cc::render_config_toml(driver));
+        out.push(Finding::of(
+            config_ok,
+            format!(
+                "{}: {} (cgroup driver {})",
+                cc::CONFIG_FILE,
+                if config_ok {
+                    "in place"
+                } else {
+                    "missing or different"
+                },
+                driver.as_str()
+            ),
+        ));
+        let active = systemd::is_active(cc::UNIT);
+        out.push(Finding::of(
+            active,
+            format!(
+                "{}: {}",
+                cc::UNIT,
+                if active { "active" } else { "not active" }
+            ),
+        ));
+        out.push(match ctr(&["version"]) {
+            Ok(v) if v.contains("Server:") => Finding::ok(format!(
+                "containerd answers: {}",
+                v.lines()
+                    .skip_while(|l| !l.starts_with("Server:"))
+                    .find(|l| l.trim_start().starts_with("Version:"))
+                    .map(|l| l.trim())
+                    .unwrap_or("")
+            )),
+            Ok(v) => Finding::bad(format!("containerd does not answer: {}", v.trim())),
+            Err(e) => Finding::bad(format!("containerd does not answer: {e}")),
+        });
+        Ok(out)
+    }
+
+    fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let bundle = env.bundle()?;
+        let entries = bundle.entries().map_err(|source| StepError::Payload {
+            path: bundle.path().to_path_buf(),
+            source,
+        })?;
+        let files = runtime_files(&entries);
+        let domains = Self::domains(bundle, &entries, p)?;
+        let manifest = Self::manifest(env);
+        let mut record: Record = step::load_manifest(&manifest)?.unwrap_or_default();
+
+        if !has_containerd(&files) {
+            match step::which("containerd") {
+                Some(existing) if !record.containerd => {
+                    p.note(format!(
+                        "this bundle carries no container runtime (no bin/containerd); using the \
+                         containerd already here ({}): only its registry hosts files are written",
+                        existing.display()
+                    ));
+                    Self::write_hosts(env, &domains, &mut record, &manifest, p)?;
+                    step::save_manifest(&manifest, &record)?;
+                    let config = std::fs::read_to_string(cc::CONFIG_FILE).unwrap_or_default();
+                    if !cc::config_uses_hosts_dir(&config) {
+                        p.note(format!(
+                            "{} does not set config_path = \"{}\": the CRI plugin will not use \
+                             this node's registry until it does (then restart containerd)",
+                            cc::CONFIG_FILE,
+                            cc::HOSTS_DIR
+                        ));
+                    }
+                }
+                _ => p.note(
+                    "this bundle carries no container runtime (no bin/containerd): nothing to do",
+                ),
+            }
+            return Ok(());
+        }
+        if !systemd::is_running() {
+            return Err(StepError::Failed(
+                "systemd is not running on this host: bale runs containerd and its registry as \
+                 systemd services (boot the host with systemd)"
+                    .into(),
+            ));
+        }
+
+        let mut restart_needed = false;
+        for f in &files {
+            record.add(&f.dest);
+            step::save_manifest(&manifest, &record)?;
+            if install_file(bundle, f)? {
+                p.changed(format!("installed {}", f.dest.display()));
+                restart_needed = true;
+            }
+        }
+        let driver = CgroupDriver::detect();
+        record.add(Path::new(cc::CONFIG_FILE));
+        step::save_manifest(&manifest, &record)?;
+        if step::write_file(
+            Path::new(cc::CONFIG_FILE),
+            cc::render_config_toml(driver).as_bytes(),
+            0o644,
+        )? {
+            p.changed(format!(
+                "wrote {} (cgroup driver {})",
+                cc::CONFIG_FILE,
+                driver.as_str()
+            ));
+            restart_needed = true;
+        }
+        Self::write_hosts(env, &domains, &mut record, &manifest, p)?;
+
+        let unit_path = systemd::unit_path(cc::UNIT);
+        record.add(&unit_path);
+        record.containerd = true;
+        step::save_manifest(&manifest, &record)?;
+        let was_active = systemd::is_active(cc::UNIT);
+        let containerd = Path::new(BIN_DIR).join("containerd");
+        let unit_text = cc::render_unit(&containerd.to_string_lossy());
+        let unit_changed = std::fs::read_to_string(&unit_path).map_or(true, |t| t != unit_text);
+        if systemd::install_and_start(cc::UNIT, &unit_text)? {
+            p.changed(format!("{} enabled and started", cc::UNIT));
+        }
+        if was_active && restart_needed && !unit_changed {
+            systemd::restart(cc::UNIT)?;
+            p.changed(format!(
+                "restarted {} for the new binaries or config",
+                cc::UNIT
+            ));
+        }
+        wait_for_containerd()?;
+        p.note("containerd answers");
+        Ok(())
+    }
+
+    fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let manifest = Self::manifest(env);
+        let Some(record) = step::load_manifest::<Record>(&manifest)? else {
+            return Ok(());
+        };
+        if record.containerd {
+            if systemd::is_active(cc::UNIT) {
+                kill_all_tasks(p);
+            }
+            if systemd::remove(cc::UNIT)? {
+                p.changed(format!("stopped and removed {}", cc::UNIT));
+            }
+            let shims: Vec<PathBuf> = record
+                .files
+                .iter()
+                .filter(|f| f.contains("containerd-shim") || f.ends_with("/containerd"))
+                .map(PathBuf::from)
+                .collect();
+            kill_processes_of(&shims, p);
+            empty_dir(Path::new(cc::STATE_DIR), p)?;
+            empty_dir(Path::new(cc::ROOT_DIR), p)?;
+        }
+        for f in record.files.iter().rev() {
+            let path = Path::new(f);
+            if step::remove_file(path)? {
+                p.changed(format!("removed {f}"));
+            }
+            if let Some(parent) = path.parent() {
+                let stop = if parent.starts_with(cc::CONFIG_DIR) {
+                    Path::new("/etc")
+                } else if parent.starts_with("/opt/cni") {
+                    Path::new("/opt")
+                } else {
+                    parent
+                };
+                step::remove_empty_dirs(parent, stop);
+            }
+        }
+        step::remove_file(&manifest)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: Kind) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            mode: 0o644,
+            size: 0,
+            sha256: [0; 32],
+            frames: Vec::new(),
+            target: String::new(),
+        }
+    }
+
+    #[test]
+    fn runtime_files_map_to_their_install_dirs() {
+        let entries = [
+            entry("bin", Kind::Dir),
+            entry("bin/containerd", Kind::File),
+            entry("bin/runc", Kind::File),
+            entry("bin/sub/x", Kind::File),
+            entry("bin/link", Kind::Symlink),
+            entry("cni/bin/bridge", Kind::File),
+            entry("cni/conf/10-net.conf", Kind::File),
+            entry("etc/bin/x", Kind::File),
+            entry("registry/blobs/sha256/ab", Kind::Blob),
+        ];
+        let f = runtime_files(&entries);
+        let got: Vec<(&str, &Path)> = f
+            .iter()
+            .map(|f| (f.entry.path.as_str(), f.dest.as_path()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("bin/containerd", Path::new("/usr/local/bin/containerd")),
+                ("bin/runc", Path::new("/usr/local/bin/runc")),
+                ("cni/bin/bridge", Path::new("/opt/cni/bin/bridge")),
+            ]
+        );
+        assert!(has_containerd(&f));
+        assert!(!has_containerd(&f[1..]));
+        assert_eq!(mode_of(&entries[1]), 0o755);
+    }
+
+    #[test]
+    fn mounts_below_a_dir_deepest_first() {
+        let mi = "\
+36 35 98:0 / /var/lib/containerd rw - ext4 /dev/vda rw
+37 36 0:50 / /var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/1/fs rw - overlay overlay rw
+38 35 0:51 / /run/containerd/io.containerd.runtime.v2.task/default/x/rootfs rw - overlay overlay rw
+39 35 0:52 / /var/lib/containerd2 rw - tmpfs tmpfs rw
+40 36 0:53 / /var/lib/containerd/with\\040space rw - tmpfs tmpfs rw
+";
+        let m = mounts_below(mi, Path::new("/var/lib/containerd"));
+        assert_eq!(
+            m,
+            [
+                PathBuf::from(
+                    "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/1/fs"
+                ),
+                PathBuf::from("/var/lib/containerd/with space"),
+            ]
+        );
+        assert_eq!(mounts_below(mi, Path::new("/run/containerd")).len(), 1);
+    }
+}

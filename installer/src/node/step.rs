@@ -1,0 +1,400 @@
+//! The node-local steps (`bale agent step NAME apply|undo|check`): what they share.
+//!
+//! A step is idempotent: `apply` changes only what is not yet in place and says so, `undo`
+//! removes what `apply` made (from a small manifest it keeps under `<data-dir>/steps/`, so undo
+//! removes exactly that and nothing the host had before), and `check` reports one finding per
+//! thing it looked at. Progress goes to stdout as plain lines; errors name the file or feature
+//! and the fix.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bale_payload::Bundle;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::context::{ContextError, NodeContext};
+
+/// Everything a step may fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Payload {
+        path: PathBuf,
+        source: bale_payload::Error,
+    },
+    /// A kernel feature the install cannot do without.
+    #[error("kernel feature {feature} is missing: the {needed_by} needs it ({fix})")]
+    MissingFeature {
+        feature: String,
+        needed_by: String,
+        fix: String,
+    },
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl StepError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StepError {
+        StepError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type StepResult<T> = Result<T, StepError>;
+
+/// What a step runs against: the install's context and the bundle it came in.
+pub struct StepEnv<'a> {
+    pub ctx: &'a NodeContext,
+    /// The bundle this agent runs from (`<data-dir>/bundle.bale` during an install).
+    pub bundle: Option<&'a Bundle>,
+}
+
+impl StepEnv<'_> {
+    pub fn bundle(&self) -> StepResult<&Bundle> {
+        self.bundle.ok_or_else(|| {
+            StepError::Failed(
+                "this bale program carries no bundle: run the step from the bundle file \
+                 (<data-dir>/bundle.bale agent step ...)"
+                    .into(),
+            )
+        })
+    }
+
+    /// Where a step keeps the record of what it made, for undo.
+    pub fn manifest_path(&self, step: &str) -> PathBuf {
+        Path::new(&self.ctx.data_dir)
+            .join("steps")
+            .join(format!("{step}.json"))
+    }
+}
+
+/// One line of `check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub ok: bool,
+    pub text: String,
+}
+
+impl Finding {
+    pub fn ok(text: impl Into<String>) -> Finding {
+        Finding {
+            ok: true,
+            text: text.into(),
+        }
+    }
+    pub fn bad(text: impl Into<String>) -> Finding {
+        Finding {
+            ok: false,
+            text: text.into(),
+        }
+    }
+    pub fn of(ok: bool, text: impl Into<String>) -> Finding {
+        Finding {
+            ok,
+            text: text.into(),
+        }
+    }
+}
+
+/// Prints a step's progress and counts its changes, so a second apply can say it changed
+/// nothing.
+pub struct Progress {
+    step: &'static str,
+    changes: usize,
+}
+
+impl Progress {
+    pub fn new(step: &'static str) -> Progress {
+        Progress { step, changes: 0 }
+    }
+
+    /// Something was changed on the host.
+    pub fn changed(&mut self, what: impl AsRef<str>) {
+        self.changes += 1;
+        println!("{}: {}", self.step, what.as_ref());
+    }
+
+    /// Information only: nothing was changed.
+    pub fn note(&self, what: impl AsRef<str>) {
+        println!("{}: {}", self.step, what.as_ref());
+    }
+
+    pub fn changes(&self) -> usize {
+        self.changes
+    }
+
+    /// The closing line.
+    pub fn finish(&self, action: &str) {
+        if self.changes == 0 {
+            println!("{}: {action}: nothing to change", self.step);
+        } else {
+            println!("{}: {action}: {} change(s)", self.step, self.changes);
+        }
+    }
+}
+
+pub trait Step {
+    fn name(&self) -> &'static str;
+    /// One finding per thing looked at; the step is in place when every finding is ok.
+    fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>>;
+    fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()>;
+    fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()>;
+}
+
+/// Writes `data` to `path` unless it already holds exactly that with this mode: a temp name in
+/// the same directory, fsync, rename, fsync of the directory. Creates missing parents. Returns
+/// whether anything changed.
+pub fn write_file(path: &Path, data: &[u8], mode: u32) -> StepResult<bool> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.is_file()
+            && meta.permissions().mode() & 0o7777 == mode
+            && meta.len() == data.len() as u64
+            && std::fs::read(path).map_err(|e| StepError::io(path, e))? == data
+        {
+            return Ok(false);
+        }
+    }
+    write_with(path, mode, |f| f.write_all(data))?;
+    Ok(true)
+}
+
+/// Writes a file through `fill` under a temp name, then renames it into place.
+pub fn write_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> StepResult<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| StepError::Failed(format!("{}: no parent directory", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| StepError::io(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.bale-tmp.{}", std::process::id()));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        fill(&mut f)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(StepError::io(path, e));
+    }
+    Ok(())
+}
+
+/// Removes a file; `Ok(false)` when it was not there.
+pub fn remove_file(path: &Path) -> StepResult<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StepError::io(path, e)),
+    }
+}
+
+/// Removes a directory if it is empty (and then its parents up to `stop`, exclusive).
+pub fn remove_empty_dirs(dir: &Path, stop: &Path) {
+    let mut d = dir.to_path_buf();
+    while d.starts_with(stop) && d != stop {
+        if std::fs::remove_dir(&d).is_err() {
+            break;
+        }
+        match d.parent() {
+            Some(p) => d = p.to_path_buf(),
+            None => break,
+        }
+    }
+}
+
+/// Reads a step's manifest; `None` when the step has not been applied.
+pub fn load_manifest<T: DeserializeOwned>(path: &Path) -> StepResult<Option<T>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            StepError::Failed(format!(
+                "{}: unreadable record of an earlier apply: {e} (remove the file to start over)",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StepError::io(path, e)),
+    }
+}
+
+pub fn save_manifest<T: Serialize>(path: &Path, value: &T) -> StepResult<()> {
+    let text = serde_json::to_vec_pretty(value)
+        .map_err(|e| StepError::Failed(format!("{}: {e}", path.display())))?;
+    write_file(path, &text, 0o600)?;
+    Ok(())
+}
+
+/// Runs a command; its stdout on success, an error with its stderr otherwise.
+pub fn run(program: &str, args: &[&str]) -> StepResult<String> {
+    let shown = std::iter::once(program)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| StepError::Command {
+            command: shown.clone(),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err = err.trim();
+        return Err(StepError::Command {
+            command: shown,
+            detail: if err.is_empty() {
+                format!("{}", out.status)
+            } else {
+                err.to_string()
+            },
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Finds a program in PATH (and the usual sbin directories, which a non-login PATH may lack).
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain([
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+    found
+}
+
+/// The steps `bale agent step` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StepName {
+    /// Kernel modules, sysctls, swap off
+    Kernel,
+    /// containerd, runc, CNI plugins and their config from the bundle
+    Runtime,
+    /// bale-registry.service serving the bundled images
+    Registry,
+    /// bale-lvscare.service guarding the apiserver VIP (workers), the apiserver.cluster.local line
+    Lvscare,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StepAction {
+    /// Make the step's result be in place (idempotent)
+    Apply,
+    /// Remove what apply made (a second undo is a no-op)
+    Undo,
+    /// Exit 0 when the step's result is in place and healthy, 1 when not
+    Check,
+}
+
+pub fn step_of(name: StepName) -> Box<dyn Step> {
+    match name {
+        StepName::Kernel => Box::new(super::kernel::Kernel),
+        StepName::Runtime => Box::new(super::runtime::Runtime),
+        StepName::Registry => Box::new(super::registry_unit::RegistryUnit),
+        StepName::Lvscare => Box::new(super::lvscare_unit::LvscareStep),
+    }
+}
+
+/// `bale agent step NAME ACTION`: loads the node context, runs the step, prints its lines.
+/// A failed check is an error (exit 1) after its findings are printed.
+pub fn run_cli(
+    name: StepName,
+    action: StepAction,
+    data_dir: &str,
+    bundle: Option<&Bundle>,
+) -> anyhow::Result<()> {
+    let ctx = NodeContext::load(data_dir)?;
+    let env = StepEnv { ctx: &ctx, bundle };
+    let step = step_of(name);
+    let mut p = Progress::new(step.name());
+    match action {
+        StepAction::Apply => {
+            step.apply(&env, &mut p)?;
+            p.finish("apply");
+        }
+        StepAction::Undo => {
+            step.undo(&env, &mut p)?;
+            p.finish("undo");
+        }
+        StepAction::Check => {
+            let findings = step.check(&env)?;
+            for f in &findings {
+                println!(
+                    "{}: {} {}",
+                    step.name(),
+                    if f.ok { "ok  " } else { "FAIL" },
+                    f.text
+                );
+            }
+            let bad = findings.iter().filter(|f| !f.ok).count();
+            if bad > 0 {
+                anyhow::bail!(
+                    "{} check: {bad} finding(s) not in place (run `agent step {} apply`)",
+                    step.name(),
+                    step.name()
+                );
+            }
+            println!("{}: check: all in place", step.name());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_file_skips_identical_content_and_fixes_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/file.conf");
+        assert!(write_file(&p, b"one\n", 0o644).unwrap());
+        assert!(!write_file(&p, b"one\n", 0o644).unwrap());
+        assert!(write_file(&p, b"one\n", 0o600).unwrap());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(write_file(&p, b"two\n", 0o600).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"two\n");
+        // No temp files left behind.
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+        assert!(remove_file(&p).unwrap());
+        assert!(!remove_file(&p).unwrap());
+        remove_empty_dirs(p.parent().unwrap(), dir.path());
+        assert!(!dir.path().join("a").exists());
+    }
+}

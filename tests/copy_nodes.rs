@@ -1,0 +1,336 @@
+//! The self-copy of `bale install` on three test nodes: node-to-node fan-out (the installer
+//! sends about one bundle, not three), a node cut off mid-copy or powered off mid-copy fails
+//! alone and resumes on the next run with fewer bytes than a bundle, and a chunk damaged in the
+//! partial file is sent again.
+//!
+//! Needs root and the testbed (`scripts/testbed.sh`). Without them each test prints SKIP, unless
+//! BALE_REQUIRE_TESTBED=1 is set, which makes that a failure.
+
+mod common;
+
+use bale_payload::chunks::ChunkList;
+use common::testbed::*;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const DATA: &str = "/var/lib/bale";
+
+struct Big {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    size: u64,
+}
+
+/// A bundle with 150 MiB of incompressible content (plus the program): long enough to cut.
+fn big() -> &'static Big {
+    static B: OnceLock<Big> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("hello.txt"), "hello\n").unwrap();
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let noise: Vec<u8> = (0..150u64 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(tree.join("noise.bin"), noise).unwrap();
+        let path = dir.path().join("big.bale");
+        build(&tree, &path);
+        let size = std::fs::metadata(&path).unwrap().len();
+        Big {
+            _dir: dir,
+            path,
+            size,
+        }
+    })
+}
+
+fn install_args(key: &str) -> Vec<String> {
+    [
+        "install",
+        "--json",
+        "--masters",
+        N1,
+        "--nodes",
+        &format!("{N2},{N3}"),
+        "--key",
+        key,
+        "--known-hosts",
+        &known_hosts_path(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn events(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn has(ev: &[serde_json::Value], kind: &str, phase: &str, node: &str) -> bool {
+    ev.iter()
+        .any(|e| e["event"] == kind && e["phase"] == phase && e["node"] == node)
+}
+
+fn failed_nodes(ev: &[serde_json::Value]) -> Vec<String> {
+    ev.iter()
+        .rev()
+        .find(|e| e["event"] == "summary")
+        .and_then(|s| s["failed"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|f| f["node"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// (from the installer, from peers, already present) of a node's finished copy, from its
+/// final progress line.
+fn copy_bytes(ev: &[serde_json::Value], node: &str) -> Option<(u64, u64, u64)> {
+    let msg = ev
+        .iter()
+        .filter(|e| e["event"] == "info" && e["node"] == node)
+        .filter_map(|e| e["message"].as_str())
+        .find(|m| m.starts_with("copy: done"))?;
+    let num = |label: &str| -> Option<u64> {
+        let rest = &msg[msg.find(label)? + label.len()..];
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((
+        num("from the installer")?,
+        num("from peers")?,
+        num("already present")?,
+    ))
+}
+
+fn run_install(b: &Path, args: &[String]) -> (Output, Vec<serde_json::Value>) {
+    let t = Instant::now();
+    let o = Command::new(b).args(args).output().expect("run the bundle");
+    eprintln!(
+        "install: exit {:?} in {:.1}s\n{}{}",
+        o.status.code(),
+        t.elapsed().as_secs_f64(),
+        stdout(&o),
+        stderr(&o)
+    );
+    let ev = events(&stdout(&o));
+    (o, ev)
+}
+
+/// The node's copy state file, parsed (null when there is none).
+fn copy_state(node: &str) -> serde_json::Value {
+    let o = on(
+        node,
+        &format!("cat {DATA}/.bundle.bale.copy.json 2>/dev/null"),
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Bytes a node received over the network so far in this run (not its own program copy).
+fn received_from_network(st: &serde_json::Value) -> u64 {
+    st["from"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| *k != "local")
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Starts an install and applies `fault` (a testbed command) to `victim` once its copy is under
+/// way: some chunks arrived, the copy is not complete. Returns the run's events.
+fn install_with_fault(
+    b: &Path,
+    args: &[String],
+    fault: &str,
+    victim: &str,
+) -> Vec<serde_json::Value> {
+    let t = Instant::now();
+    let mut child = Command::new(b)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let mut cut = false;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let st = copy_state(victim);
+        if st["phase"] == "complete" {
+            break;
+        }
+        if received_from_network(&st) >= 8 << 20 {
+            tb_ok(&[fault, victim]);
+            eprintln!(
+                "{fault} {victim} after {:.1}s, {} bytes received",
+                t.elapsed().as_secs_f64(),
+                received_from_network(&st)
+            );
+            cut = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = child.wait().unwrap();
+    let text = reader.join().unwrap();
+    eprintln!(
+        "faulted run: {status:?} in {:.1}s\n{text}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(cut, "{victim}'s copy was never caught mid-way");
+    assert!(!status.success());
+    events(&text)
+}
+
+/// The first chunk (after the tail and the program) that the node holds in its partial copy.
+fn a_held_chunk(node: &str, list: &ChunkList) -> (usize, u64) {
+    let st = copy_state(node);
+    let have = hex::decode(st["have"].as_str().unwrap_or("")).unwrap_or_default();
+    (2..list.len())
+        .find(|i| have.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        .map(|i| (i, list.chunks[i].offset))
+        .unwrap_or_else(|| panic!("{node} holds no chunk: {st}"))
+}
+
+#[test]
+fn the_installer_sends_one_copy_and_nodes_fetch_from_each_other() {
+    let Some(bed) = Testbed::up(3, &[]) else {
+        return;
+    };
+    let b = big();
+    let args = install_args(&key());
+    let (o, ev) = run_install(&b.path, &args);
+    ok(&o);
+    let (mut installer, mut peers) = (0, 0);
+    for n in [N1, N2, N3] {
+        assert!(has(&ev, "done", "upload", n), "upload on {n}");
+        let (i, p, k) = copy_bytes(&ev, n).unwrap_or_else(|| panic!("no copy report for {n}"));
+        assert_eq!(k, 0, "{n}: nothing was there before");
+        installer += i;
+        peers += p;
+    }
+    for n in ["n1", "n2", "n3"] {
+        on_ok(n, &format!("{DATA}/bundle.bale verify >/dev/null"));
+        // Nothing of the copy machinery is left running or lying around.
+        on_ok(
+            n,
+            &format!("! pgrep -f '[a]gent copy' && ! test -e {DATA}/.bale-copy-agent"),
+        );
+    }
+    eprintln!(
+        "bundle {} bytes; from the installer {installer}, between nodes {peers}",
+        b.size
+    );
+    // About one bundle leaves the installer, not three; the rest goes node to node.
+    assert!(
+        installer <= b.size + b.size / 10,
+        "{installer} > one bundle"
+    );
+    assert!(
+        peers >= b.size / 3,
+        "nodes fetched only {peers} bytes from each other"
+    );
+    bed.finish();
+}
+
+#[test]
+fn a_partitioned_node_fails_alone_and_resumes_and_damaged_chunks_are_sent_again() {
+    let Some(bed) = Testbed::up(3, &[]) else {
+        return;
+    };
+    let b = big();
+    let args = install_args(&key());
+    let ev = install_with_fault(&b.path, &args, "link-down", "n2");
+    assert_eq!(failed_nodes(&ev), [N2]);
+    for n in [N1, N3] {
+        assert!(has(&ev, "done", "upload", n), "upload on {n}");
+    }
+    tb_ok(&["link-up", "n2"]);
+
+    // Damage a chunk n2 holds: the next run must find it and fetch it again.
+    let list = ChunkList::of_bundle(&bale_payload::Bundle::open(&b.path).unwrap()).unwrap();
+    let (index, offset) = a_held_chunk("n2", &list);
+    on_ok(
+        "n2",
+        &format!(
+            "printf 'DAMAGED!' | dd of={DATA}/.bundle.bale.partial bs=1 seek={} conv=notrunc \
+             status=none",
+            offset + 100
+        ),
+    );
+    eprintln!("damaged chunk {index} at {offset} on n2");
+
+    let (o, ev) = run_install(&b.path, &args);
+    ok(&o);
+    assert!(has(&ev, "skip", "upload", N1) && has(&ev, "skip", "upload", N3));
+    let (installer, peers, kept) = copy_bytes(&ev, N2).expect("n2's copy report");
+    eprintln!("second run on n2: from the installer {installer}, from peers {peers}, kept {kept}");
+    // The program is rebuilt from the agent on the node; the payload chunks must resume.
+    let stub = list.trailer.stub_len;
+    assert!(kept > stub, "no payload chunk of the first copy was kept");
+    assert!(
+        installer + peers < b.size - stub,
+        "the second run sent the whole payload again"
+    );
+    on_ok("n2", &format!("{DATA}/bundle.bale verify >/dev/null"));
+    let st = copy_state("n2");
+    assert!(
+        st["rejected"] == 0 && st["kept"].as_u64() == Some(kept),
+        "{st}"
+    );
+    bed.finish();
+}
+
+#[test]
+fn a_node_powered_off_mid_copy_fails_alone_and_resumes() {
+    let Some(bed) = Testbed::up(3, &[]) else {
+        return;
+    };
+    let b = big();
+    let args = install_args(&key());
+    let ev = install_with_fault(&b.path, &args, "kill", "n3");
+    assert_eq!(failed_nodes(&ev), [N3]);
+    for n in [N1, N2] {
+        assert!(has(&ev, "done", "upload", n), "upload on {n}");
+    }
+    tb_ok(&["start", "n3"]);
+    let (o, ev) = run_install(&b.path, &args);
+    ok(&o);
+    let (installer, peers, kept) = copy_bytes(&ev, N3).expect("n3's copy report");
+    eprintln!("second run on n3: from the installer {installer}, from peers {peers}, kept {kept}");
+    let stub = bale_payload::Bundle::open(&b.path)
+        .unwrap()
+        .trailer
+        .stub_len;
+    assert!(kept > stub && installer + peers < b.size - stub);
+    on_ok("n3", &format!("{DATA}/bundle.bale verify >/dev/null"));
+    bed.finish();
+}
