@@ -32,6 +32,10 @@ say "bale build -f examples/appliance/Kubefile -t appliance:0.1.0 -> out/applian
 
 say "three test nodes (the first run builds their image: a few minutes)"
 scripts/testbed.sh prepare
+# The test nodes are one per machine: wait for a test run that is using them.
+mkdir -p /var/lib/bale-testbed
+exec 9>/var/lib/bale-testbed/.test-lock
+flock 9
 [ -n "${KEEP_NODES:-}" ] || trap 'say "tearing the test nodes down"; scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
 scripts/testbed.sh down >/dev/null 2>&1 || true
 scripts/testbed.sh up 3

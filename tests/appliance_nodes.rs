@@ -214,6 +214,21 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
         );
     }
 
+    // The workers guard the API servers' VIP; every node names it in /etc/hosts.
+    for n in ["n2", "n3"] {
+        on_ok(n, "systemctl is-active -q bale-lvscare.service");
+        let hosts = on_ok(n, "cat /etc/hosts");
+        assert!(
+            hosts.contains("10.103.97.2 apiserver.cluster.local"),
+            "{n}: {hosts}"
+        );
+    }
+    let hosts = on_ok("n1", "cat /etc/hosts");
+    assert!(
+        hosts.contains(&format!("{N1} apiserver.cluster.local")),
+        "n1: {hosts}"
+    );
+
     // ctr pulls and runs a bundled image by its original name, through hosts.toml.
     for n in ["n1", "n2", "n3"] {
         let out = on_ok(
@@ -318,10 +333,13 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
             n,
             "ls /var/lib/bale /etc/containerd /usr/local/bin/containerd \
              /etc/systemd/system/bale-registry.service 2>/dev/null; \
-             systemctl is-active containerd bale-registry appliance-web 2>/dev/null; true",
+             systemctl is-active containerd bale-registry bale-lvscare appliance-web \
+             2>/dev/null; grep apiserver.cluster.local /etc/hosts; true",
         );
         assert!(
-            !left.contains("bundle.bale") && !left.lines().any(|l| l.trim() == "active"),
+            !left.contains("bundle.bale")
+                && !left.contains("apiserver.cluster.local")
+                && !left.lines().any(|l| l.trim() == "active"),
             "{n}: left behind:\n{left}"
         );
     }

@@ -31,7 +31,7 @@ pub fn install() -> Vec<Box<dyn Phase>> {
     vec![
         Box::new(connect::Connect),
         Box::new(preflight::Preflight),
-        Box::new(upload::Upload),
+        Box::new(upload::Upload::new()),
         Box::new(agent_check::AgentCheck),
         Box::new(context::WriteContext),
         Box::new(extract::Extract),

@@ -11,16 +11,24 @@ use bale_payload::chunks::TAIL;
 use bale_payload::error::human_bytes;
 
 /// The upload phase; its fan-out table is shared by every node's thread of one install run.
-pub struct UploadPhase {
+pub struct Upload {
     fanout: Fanout,
 }
 
-/// The phase as the phase list names it. Each use of `Upload` is a fresh value (a `const`, not
-/// a `static`), so every install run gets its own fan-out table.
-#[allow(non_upper_case_globals, clippy::declare_interior_mutable_const)]
-pub const Upload: UploadPhase = UploadPhase {
-    fanout: Fanout::new(),
-};
+impl Upload {
+    /// A phase with a fresh fan-out table, for one install run.
+    pub fn new() -> Upload {
+        Upload {
+            fanout: Fanout::new(),
+        }
+    }
+}
+
+impl Default for Upload {
+    fn default() -> Self {
+        Upload::new()
+    }
+}
 
 /// Shell that prints the header digest of the bundle at `path` (bytes 48..80 of the trailer).
 pub fn digest_script(path: &str) -> String {
@@ -34,7 +42,7 @@ fn remote_digest(conn: &Conn, path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-impl UploadPhase {
+impl Upload {
     /// No SSH: the same checked, resumable copy, in this process.
     fn copy_here(&self, node: &Node) -> PhaseResult {
         let ctx = &node.ctx;
@@ -79,7 +87,7 @@ impl UploadPhase {
     }
 }
 
-impl Phase for UploadPhase {
+impl Phase for Upload {
     fn title(&self) -> &str {
         "upload"
     }
