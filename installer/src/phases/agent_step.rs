@@ -18,6 +18,11 @@ pub struct AgentStep {
     pub every_run: bool,
 }
 
+/// The last line a step printed, for the progress output (the agent already names the step).
+pub fn last_line(out: &str) -> Option<&str> {
+    out.lines().last()
+}
+
 /// Runs `bundle.bale agent step STEP ACTION` on the node and returns what it printed.
 pub fn agent_step(node: &Node, step: &str, action: &str) -> Result<String, PhaseError> {
     let d = &node.ctx.data_dir;
@@ -56,8 +61,8 @@ impl Phase for AgentStep {
     }
     fn run(&self, node: &Node) -> PhaseResult {
         let out = agent_step(node, self.step, "apply")?;
-        if let Some(last) = out.lines().last() {
-            node.note(&format!("{}: {last}", self.step));
+        if let Some(last) = last_line(&out) {
+            node.note(last);
         }
         Ok(())
     }
@@ -84,8 +89,8 @@ impl Phase for UndoStep {
     }
     fn run(&self, node: &Node) -> PhaseResult {
         let out = agent_step(node, self.0, "undo")?;
-        if let Some(last) = out.lines().last() {
-            node.note(&format!("{}: {last}", self.0));
+        if let Some(last) = last_line(&out) {
+            node.note(last);
         }
         Ok(())
     }

@@ -40,13 +40,7 @@ impl Phase for Health {
                 continue;
             }
             match agent_step(node, step, "check") {
-                Ok(out) => node.note(&format!(
-                    "{step}: ok{}",
-                    out.lines()
-                        .last()
-                        .map(|l| format!(" ({l})"))
-                        .unwrap_or_default()
-                )),
+                Ok(out) => node.note(super::agent_step::last_line(&out).unwrap_or(step)),
                 Err(e) => bad.push(e.to_string()),
             }
         }
