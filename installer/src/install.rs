@@ -107,15 +107,20 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
             );
         }
     }
+    let mut phases = crate::phases::install();
+    if let Some(last) = &args.until {
+        let Some(i) = phases.iter().position(|p| p.title() == last) else {
+            let names: Vec<&str> = phases.iter().map(|p| p.title()).collect();
+            bail!(
+                "--until: no phase {last:?} (the phases, in order: {})",
+                names.join(", ")
+            );
+        };
+        phases.truncate(i + 1);
+    }
     let t = &args.target;
     let p = prepare(t, &args.ignore_preflight, this_bundle, "install")?;
-    execute(
-        p,
-        crate::phases::install(),
-        t.dry_run,
-        t.parallel,
-        "install",
-    )
+    execute(p, phases, t.dry_run, t.parallel, "install")
 }
 
 /// Reads the bundle, the hosts and the Clusterfile, and builds the nodes of the run.
