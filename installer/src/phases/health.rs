@@ -14,7 +14,7 @@ pub const CHECKED: &[(&str, Option<Role>)] = &[
     ("kernel", None),
     ("runtime", None),
     ("registry", None),
-    ("lvscare", Some(Role::Node)),
+    ("lvscare", None),
 ];
 
 impl Phase for Health {

@@ -14,7 +14,6 @@ pub mod preflight;
 pub mod upload;
 
 use crate::engine::{Node, Phase};
-use crate::hosts::Role;
 use crate::plugins::Action;
 use crate::ssh::{sq, Input};
 use agent_step::{AgentStep, UndoStep};
@@ -59,8 +58,10 @@ pub fn install() -> Vec<Box<dyn Phase>> {
         hook(Action::PostInit),
         Box::new(AgentStep {
             step: "lvscare",
-            only: Some(Role::Node),
-            what: "guard the API servers' virtual IP (bale-lvscare.service)",
+            // Workers get the guard; every node gets the apiserver name in /etc/hosts.
+            only: None,
+            what: "name the API servers in /etc/hosts; on workers, guard their virtual IP \
+                   (bale-lvscare.service)",
             every_run: true,
         }),
         Box::new(apps::Apps),
