@@ -14,10 +14,9 @@
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, Header, Sha256Digest, Trailer, MAX_HEADER_LEN, MAX_TABLE_LEN, MAX_TABLE_RAW_LEN,
-    TRAILER_LEN,
+    self, Header, Sha256Digest, Trailer, MAX_HEADER_LEN, MAX_TABLE_LEN, TRAILER_LEN,
 };
-use crate::reader::{Bundle, FORMAT_NAME};
+use crate::reader::{decode_entries, decode_header, parse_digest, Bundle};
 use std::os::unix::fs::FileExt;
 
 /// Frames are grouped into chunks of at least this many bytes (the last one may be shorter).
@@ -140,73 +139,12 @@ impl ChunkList {
             let s = (offset - trailer.table_offset) as usize;
             &tail[s..s + len as usize]
         };
-        let header_bytes = at(trailer.header_offset, trailer.header_len);
-        let got = format::sha256(header_bytes);
-        if got != trailer.header_sha256 {
-            return Err(Error::RegionDigest {
-                region: "header",
-                expected: format::hex(&trailer.header_sha256),
-                actual: format::hex(&got),
-            });
-        }
-        let header: Header = serde_json::from_slice(header_bytes)
-            .map_err(|e| Error::BadHeader(format!("not valid JSON: {e}")))?;
-        if header.format != FORMAT_NAME {
-            return Err(Error::BadHeader(format!(
-                "format {:?}, expected {FORMAT_NAME:?}",
-                header.format
-            )));
-        }
-        if header.table.len != trailer.table_len || header.stub.len != trailer.stub_len {
-            return Err(Error::BadHeader(
-                "header and trailer disagree on region sizes".into(),
-            ));
-        }
-        if header.table.raw_len > MAX_TABLE_RAW_LEN {
-            return Err(Error::Oversized {
-                what: "entry table",
-                claimed: header.table.raw_len,
-                limit: MAX_TABLE_RAW_LEN,
-            });
-        }
-        let table = at(trailer.table_offset, trailer.table_len);
-        let expected = digest_of_hex("entry table", &header.table.sha256)?;
-        let got = format::sha256(table);
-        if got != expected {
-            return Err(Error::RegionDigest {
-                region: "entry table",
-                expected: header.table.sha256.clone(),
-                actual: format::hex(&got),
-            });
-        }
-        let raw_len = header.table.raw_len as usize;
-        let raw = zstd::bulk::Decompressor::new()
-            .and_then(|mut d| {
-                let mut out = Vec::with_capacity(raw_len);
-                d.decompress_to_buffer(table, &mut out)?;
-                Ok(out)
-            })
-            .map_err(|e| Error::BadTable {
-                entry: 0,
-                why: format!("cannot decompress within its declared {raw_len} bytes: {e}"),
-            })?;
-        if raw.len() != raw_len {
-            return Err(Error::BadTable {
-                entry: 0,
-                why: format!("decoded to {} bytes, header says {raw_len}", raw.len()),
-            });
-        }
-        let entries = format::decode_table(&raw, trailer.payload_len)?;
-        if entries.len() as u64 != header.table.entries {
-            return Err(Error::BadTable {
-                entry: entries.len(),
-                why: format!(
-                    "holds {} entries, header says {}",
-                    entries.len(),
-                    header.table.entries
-                ),
-            });
-        }
+        let header = decode_header(&trailer, at(trailer.header_offset, trailer.header_len))?;
+        let entries = decode_entries(
+            &trailer,
+            &header,
+            at(trailer.table_offset, trailer.table_len),
+        )?;
 
         // Every distinct frame once, in file order; they must tile the payload.
         let mut frames: Vec<Piece> = entries
@@ -240,7 +178,7 @@ impl ChunkList {
                 pieces: vec![Piece {
                     offset: 0,
                     len: trailer.stub_len,
-                    sha256: digest_of_hex("stub", &header.stub.sha256)?,
+                    sha256: parse_digest("stub", &header.stub.sha256)?,
                 }],
             },
         ];
@@ -313,13 +251,6 @@ fn frames_chunk(pieces: Vec<Piece>) -> Chunk {
         len,
         pieces,
     }
-}
-
-fn digest_of_hex(region: &'static str, s: &str) -> Result<Sha256Digest> {
-    let mut d = [0u8; 32];
-    hex::decode_to_slice(s, &mut d)
-        .map_err(|_| Error::BadHeader(format!("{region} digest {s:?} is not 64 hex digits")))?;
-    Ok(d)
 }
 
 #[cfg(test)]

@@ -66,27 +66,7 @@ impl Bundle {
             other => other?,
         };
         let header_bytes = read_region(&file, &path, trailer.header_offset, trailer.header_len)?;
-        check_digest("header", &trailer.header_sha256, &header_bytes)?;
-        let header: Header = serde_json::from_slice(&header_bytes)
-            .map_err(|e| Error::BadHeader(format!("not valid JSON: {e}")))?;
-        if header.format != FORMAT_NAME {
-            return Err(Error::BadHeader(format!(
-                "format {:?}, expected {FORMAT_NAME:?}",
-                header.format
-            )));
-        }
-        if header.table.len != trailer.table_len || header.stub.len != trailer.stub_len {
-            return Err(Error::BadHeader(
-                "header and trailer disagree on region sizes".into(),
-            ));
-        }
-        if header.table.raw_len > MAX_TABLE_RAW_LEN {
-            return Err(Error::Oversized {
-                what: "entry table",
-                claimed: header.table.raw_len,
-                limit: MAX_TABLE_RAW_LEN,
-            });
-        }
+        let header = decode_header(&trailer, &header_bytes)?;
         Ok(Bundle {
             file,
             path,
@@ -116,37 +96,7 @@ impl Bundle {
             self.trailer.table_offset,
             self.trailer.table_len,
         )?;
-        let expected = parse_digest("entry table", &self.header.table.sha256)?;
-        check_digest("entry table", &expected, &stored)?;
-        let raw_len = self.header.table.raw_len as usize;
-        let raw = zstd::bulk::Decompressor::new()
-            .and_then(|mut d| {
-                let mut out = Vec::with_capacity(raw_len);
-                d.decompress_to_buffer(&stored[..], &mut out)?;
-                Ok(out)
-            })
-            .map_err(|e| Error::BadTable {
-                entry: 0,
-                why: format!("cannot decompress within its declared {raw_len} bytes: {e}"),
-            })?;
-        if raw.len() != raw_len {
-            return Err(Error::BadTable {
-                entry: 0,
-                why: format!("decoded to {} bytes, header says {raw_len}", raw.len()),
-            });
-        }
-        let entries = format::decode_table(&raw, self.trailer.payload_len)?;
-        if entries.len() as u64 != self.header.table.entries {
-            return Err(Error::BadTable {
-                entry: entries.len(),
-                why: format!(
-                    "holds {} entries, header says {}",
-                    entries.len(),
-                    self.header.table.entries
-                ),
-            });
-        }
-        Ok(entries)
+        decode_entries(&self.trailer, &self.header, &stored)
     }
 
     /// Reads one frame's stored bytes into `stored`, checks their digest, and leaves the content
@@ -338,6 +288,73 @@ fn read_region(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8
     file.read_exact_at(&mut buf, offset)
         .map_err(|e| Error::io(path, e))?;
     Ok(buf)
+}
+
+/// Checks the header's bytes against the trailer's digest and decodes them, refusing a header
+/// of another format or one that disagrees with the trailer on the regions' sizes.
+pub(crate) fn decode_header(trailer: &Trailer, header_bytes: &[u8]) -> Result<Header> {
+    check_digest("header", &trailer.header_sha256, header_bytes)?;
+    let header: Header = serde_json::from_slice(header_bytes)
+        .map_err(|e| Error::BadHeader(format!("not valid JSON: {e}")))?;
+    if header.format != FORMAT_NAME {
+        return Err(Error::BadHeader(format!(
+            "format {:?}, expected {FORMAT_NAME:?}",
+            header.format
+        )));
+    }
+    if header.table.len != trailer.table_len || header.stub.len != trailer.stub_len {
+        return Err(Error::BadHeader(
+            "header and trailer disagree on region sizes".into(),
+        ));
+    }
+    if header.table.raw_len > MAX_TABLE_RAW_LEN {
+        return Err(Error::Oversized {
+            what: "entry table",
+            claimed: header.table.raw_len,
+            limit: MAX_TABLE_RAW_LEN,
+        });
+    }
+    Ok(header)
+}
+
+/// Authenticates the stored entry table against the header and decodes it, with
+/// decompression bounded by the size the header declares.
+pub(crate) fn decode_entries(
+    trailer: &Trailer,
+    header: &Header,
+    stored: &[u8],
+) -> Result<Vec<Entry>> {
+    let expected = parse_digest("entry table", &header.table.sha256)?;
+    check_digest("entry table", &expected, stored)?;
+    let raw_len = header.table.raw_len as usize;
+    let raw = zstd::bulk::Decompressor::new()
+        .and_then(|mut d| {
+            let mut out = Vec::with_capacity(raw_len);
+            d.decompress_to_buffer(stored, &mut out)?;
+            Ok(out)
+        })
+        .map_err(|e| Error::BadTable {
+            entry: 0,
+            why: format!("cannot decompress within its declared {raw_len} bytes: {e}"),
+        })?;
+    if raw.len() != raw_len {
+        return Err(Error::BadTable {
+            entry: 0,
+            why: format!("decoded to {} bytes, header says {raw_len}", raw.len()),
+        });
+    }
+    let entries = format::decode_table(&raw, trailer.payload_len)?;
+    if entries.len() as u64 != header.table.entries {
+        return Err(Error::BadTable {
+            entry: entries.len(),
+            why: format!(
+                "holds {} entries, header says {}",
+                entries.len(),
+                header.table.entries
+            ),
+        });
+    }
+    Ok(entries)
 }
 
 pub(crate) fn parse_digest(region: &'static str, s: &str) -> Result<format::Sha256Digest> {
