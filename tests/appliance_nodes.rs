@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::events::*;
 use common::testbed::*;
 use common::*;
 use std::io::{Read, Write};
@@ -51,12 +52,6 @@ fn appliance(dir: &Path) -> PathBuf {
     out
 }
 
-fn events(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Runs `bundle VERB ARGS --json` against the three nodes and returns (output, events).
 fn run_on_nodes(bundle: &Path, verb: &str, extra: &[&str]) -> (Output, Vec<serde_json::Value>) {
     let key = key();
@@ -89,21 +84,6 @@ fn run_on_nodes(bundle: &Path, verb: &str, extra: &[&str]) -> (Output, Vec<serde
     );
     let ev = events(&stdout(&o));
     (o, ev)
-}
-
-fn started(ev: &[serde_json::Value], phase: &str) -> Vec<String> {
-    ev.iter()
-        .filter(|e| e["event"] == "start" && e["phase"] == phase)
-        .map(|e| e["node"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
-fn summary(ev: &[serde_json::Value]) -> serde_json::Value {
-    ev.iter()
-        .rev()
-        .find(|e| e["event"] == "summary")
-        .cloned()
-        .expect("a summary event")
 }
 
 /// One HTTP GET from the host to a node; the body, or why not.

@@ -9,6 +9,7 @@
 mod common;
 
 use bale_payload::chunks::ChunkList;
+use common::events::*;
 use common::testbed::*;
 use common::*;
 use std::io::{BufRead, BufReader};
@@ -70,28 +71,6 @@ fn install_args(key: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-fn events(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn has(ev: &[serde_json::Value], kind: &str, phase: &str, node: &str) -> bool {
-    ev.iter()
-        .any(|e| e["event"] == kind && e["phase"] == phase && e["node"] == node)
-}
-
-fn failed_nodes(ev: &[serde_json::Value]) -> Vec<String> {
-    ev.iter()
-        .rev()
-        .find(|e| e["event"] == "summary")
-        .and_then(|s| s["failed"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(|f| f["node"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 /// (from the installer, from peers, already present) of a node's finished copy, from its

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::events::*;
 use common::testbed::*;
 use common::*;
 use std::io::{BufRead, BufReader};
@@ -71,35 +72,6 @@ fn install(bundle: &Path, args: &[&str]) -> (Output, Vec<serde_json::Value>) {
     );
     let ev = events(&stdout(&o));
     (o, ev)
-}
-
-fn events(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn has(ev: &[serde_json::Value], kind: &str, phase: &str, node: &str) -> bool {
-    ev.iter()
-        .any(|e| e["event"] == kind && e["phase"] == phase && e["node"] == node)
-}
-
-fn summary(ev: &[serde_json::Value]) -> &serde_json::Value {
-    ev.iter()
-        .rev()
-        .find(|e| e["event"] == "summary")
-        .expect("a summary event")
-}
-
-fn failed_nodes(ev: &[serde_json::Value]) -> Vec<String> {
-    summary(ev)["failed"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| f["node"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

@@ -17,7 +17,7 @@ mod common;
 use common::testbed::*;
 use common::{bale_bin, stderr};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const VS: &str = "10.103.97.2:6443";
 const BACKENDS: [(&str, &str); 3] = [("n1", N1), ("n2", N2), ("n3", N3)];
@@ -47,7 +47,7 @@ fn start_guardian(unit: &str) {
 }
 
 fn journal(unit: &str) -> String {
-    on_ok("n4", &format!("journalctl -u {unit} -o cat --no-pager"))
+    unit_log("n4", unit)
 }
 
 /// `n` sequential HTTPS requests through the VIP from n4: who answered, "FAIL" for failures.
@@ -118,18 +118,8 @@ fn kept_set(journal: &str) -> Vec<String> {
 }
 
 /// Polls `cond` every 100 ms until it holds or `limit` passes; returns the time it took.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) -> Duration {
+    poll_until(Duration::from_millis(100), what, limit, cond)
 }
 
 fn names(v: &[&str]) -> Vec<String> {

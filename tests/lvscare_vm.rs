@@ -151,22 +151,12 @@ fn start_guardian(unit: &str, extra: &str) {
 }
 
 fn journal(unit: &str) -> String {
-    on_ok("v1", &format!("journalctl -u {unit} -o cat --no-pager"))
+    unit_log("v1", unit)
 }
 
 /// Polls `cond` every second until it holds or `limit` passes; returns the time it took.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) -> Duration {
+    poll_until(Duration::from_secs(1), what, limit, cond)
 }
 
 /// The servers the guardian said it keeps when every probe failed.

@@ -7,6 +7,7 @@ use bale_payload::format::{self, Entry, Header, Trailer, TRAILER_LEN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod events;
 pub mod testbed;
 
 pub fn bale_bin() -> PathBuf {

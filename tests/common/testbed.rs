@@ -117,3 +117,28 @@ fn take_lock() -> std::fs::File {
     assert_eq!(rc, 0, "flock the testbed lock");
     f
 }
+
+/// Polls `cond` every `every` until it holds or `limit` passes; returns the time it took.
+pub fn poll_until(
+    every: std::time::Duration,
+    what: &str,
+    limit: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    loop {
+        if cond() {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(every);
+    }
+}
+
+/// The log of a systemd unit on a node, messages only.
+pub fn unit_log(node: &str, unit: &str) -> String {
+    on_ok(node, &format!("journalctl -u {unit} -o cat --no-pager"))
+}
