@@ -227,11 +227,7 @@ impl Site {
         let mut tops: Vec<String> = Vec::new();
         for e in entries.iter() {
             let top = e.path.split('/').next().unwrap_or("");
-            if !top.is_empty()
-                && !NOT_EXTRACTED.contains(&top)
-                && tops.last().map(String::as_str) != Some(top)
-                && !tops.iter().any(|t| t == top)
-            {
+            if !top.is_empty() && !NOT_EXTRACTED.contains(&top) && !tops.iter().any(|t| t == top) {
                 tops.push(top.to_string());
             }
         }

@@ -3,9 +3,8 @@
 //! journaled on its own, so a resumed install does not run a finished step again; the first
 //! failure stops the install with the step's output.
 
-use super::hooks::{prelude, tail};
-use crate::engine::{lock, Node, Phase, PhaseError, PhaseResult};
-use crate::ssh::Input;
+use super::hooks::{prelude, run_script};
+use crate::engine::{lock, Node, Phase, PhaseResult};
 
 pub struct Apps;
 
@@ -48,17 +47,14 @@ impl Phase for Apps {
                 continue;
             }
             node.note(&format!("app step {}/{total}: {}", i + 1, step.script));
-            let o = conn.root(&format!("{prelude}exec 2>&1\n{}", step.script), Input::None)?;
-            if o.code != 0 {
-                return Err(PhaseError::Msg(format!(
-                    "app step {}/{total} ({}) `{}` failed with exit code {}:\n{}",
+            run_script(&conn, &prelude, &step.script, || {
+                format!(
+                    "app step {}/{total} ({}) `{}`",
                     i + 1,
                     step.origin,
-                    step.script,
-                    o.code,
-                    tail(&o.stdout, 20)
-                )));
-            }
+                    step.script
+                )
+            })?;
             lock(&node.journal).record(&conn, &node.ctx.data_dir, &step.key)?;
         }
         Ok(())

@@ -4,7 +4,7 @@
 use super::context::node_context;
 use crate::engine::{Node, Phase, PhaseError, PhaseResult};
 use crate::plugins::{Action, Plugin};
-use crate::ssh::{sq, Input};
+use crate::ssh::{sq, Conn, Input};
 
 pub struct Hooks {
     pub action: Action,
@@ -56,8 +56,28 @@ pub fn prelude(node: &Node) -> Result<String, PhaseError> {
     Ok(s)
 }
 
-/// The last `n` lines of a command's combined output, for error messages.
-pub fn tail(out: &[u8], n: usize) -> String {
+/// Runs `script` as root after the `prelude`, with stderr folded into stdout; a failure names
+/// `what` (built only then), the exit code and the last 20 lines of output.
+pub fn run_script(
+    conn: &Conn,
+    prelude: &str,
+    script: &str,
+    what: impl FnOnce() -> String,
+) -> PhaseResult {
+    let o = conn.root(&format!("{prelude}exec 2>&1\n{script}"), Input::None)?;
+    if o.code != 0 {
+        return Err(PhaseError::Msg(format!(
+            "{} failed with exit code {}:\n{}",
+            what(),
+            o.code,
+            tail(&o.stdout, 20)
+        )));
+    }
+    Ok(())
+}
+
+/// The last `n` lines of a command's output.
+fn tail(out: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(out);
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -98,18 +118,9 @@ impl Phase for Hooks {
         let conn = node.conn()?;
         let prelude = prelude(node)?;
         for p in self.mine(node) {
-            let script = format!("{prelude}exec 2>&1\n{}", p.script);
-            let o = conn.root(&script, Input::None)?;
-            if o.code != 0 {
-                return Err(PhaseError::Msg(format!(
-                    "{} hook {:?} ({}) failed with exit code {}:\n{}",
-                    self.action.name(),
-                    p.name,
-                    p.origin,
-                    o.code,
-                    tail(&o.stdout, 20)
-                )));
-            }
+            run_script(&conn, &prelude, &p.script, || {
+                format!("{} hook {:?} ({})", self.action.name(), p.name, p.origin)
+            })?;
             node.note(&format!("{} hook {:?} done", self.action.name(), p.name));
         }
         Ok(())
