@@ -572,9 +572,25 @@ node_cg_freezer() {
 }
 cg_pids() { [ -d "$1" ] && find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null || true; }
 
+# Is the node's launcher alive? Its PID is stable: the launcher execs through
+# unshare into systemd-nspawn, which lives as long as the container. This is the
+# liveness test to trust while a node boots: a walk of its cgroup tree can see
+# no process at all while nspawn and systemd move theirs into new subgroups.
+ct_launcher_alive() {
+  local name=$1 pid stat
+  pid=$(cat "$NODES/$name/pid" 2>/dev/null) || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ] || return 1
+  # the PID could have been reused since: it must still be this node's launcher
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxE -- "$name|--machine=$name"
+}
+
+# Does the node have any process left (its launcher, or anything in its cgroups)?
 ct_running() {
   local dir cg
   dir=$NODES/$1
+  ct_launcher_alive "$1" && return 0
   cg=$(node_cg_main "$dir" 2>/dev/null) || return 1
   [ -n "$(cg_pids "$cg")" ]
 }
@@ -590,13 +606,14 @@ ct_kill() {
   local name=$1 dir cg fz i pids
   dir=$NODES/$name
   cg=$(node_cg_main "$dir" 2>/dev/null) || return 0
+  # kill first and look afterwards: an empty walk of the tree is not proof (see ct_launcher_alive)
   for i in $(seq 1 100); do
     pids=$(cg_pids "$cg")
-    [ -n "$pids" ] || break
+    [ "$i" = 1 ] || [ -n "$pids" ] || ct_launcher_alive "$name" || break
     if [ -f "$cg/cgroup.kill" ]; then
       echo 1 >"$cg/cgroup.kill" 2>/dev/null || true
     else
-      kill -9 $pids 2>/dev/null || true
+      kill -9 $pids $(cat "$dir/pid" 2>/dev/null) 2>/dev/null || true
     fi
     # v1-frozen tasks only die once thawed
     fz=$(node_cg_freezer "$dir" 2>/dev/null) && {
@@ -604,7 +621,9 @@ ct_kill() {
     } 2>/dev/null || true
     sleep 0.1
   done
-  [ -z "$(cg_pids "$cg")" ] || die "could not kill every process of $name (cgroup $cg)" "look at 'cat $cg/cgroup.procs'"
+  if [ -n "$(cg_pids "$cg")" ] || ct_launcher_alive "$name"; then
+    die "could not kill every process of $name (cgroup $cg)" "look at 'cat $cg/cgroup.procs'"
+  fi
   rm -f "$dir/pid"
   # A powered-off machine does not answer ARP; without this the empty netns
   # would still reset TCP connections.
@@ -842,7 +861,8 @@ wait_nodes() {
     for name in "${pending[@]}"; do
       ip=$(node_ip "$name")
       if [ "$(node_kind "$name")" = ct ]; then ssh_ok "$ip" 20 && continue; else ssh_ok "$ip" 90 && continue; fi
-      if [ "$(node_kind "$name")" = ct ] && ! ct_running "$name" &&
+      # a launcher that wrote its pid and died, or one that never got that far
+      if [ "$(node_kind "$name")" = ct ] && ! ct_launcher_alive "$name" &&
          { [ -f "$NODES/$name/pid" ] || [ $(( $(date +%s) - $(cat "$NODES/$name/launched" 2>/dev/null || echo 0) )) -gt 15 ]; }; then
         tail -n 25 "$NODES/$name/console.log" >&2 || true
         die "$name stopped while booting (console: $NODES/$name/console.log)" "read the console log above"
