@@ -224,6 +224,11 @@ fn the_installer_sends_one_copy_and_nodes_fetch_from_each_other() {
             &format!("! pgrep -f '[a]gent copy' && ! test -e {DATA}/.bale-copy-agent"),
         );
     }
+    // The installer's chunks went straight to the first node's agent, not through SSH.
+    assert!(
+        !notes(&ev).iter().any(|m| m.contains("sending over SSH")),
+        "the direct stream was not used"
+    );
     eprintln!(
         "bundle {} bytes; from the installer {installer}, between nodes {peers}",
         b.size
@@ -311,5 +316,60 @@ fn a_node_powered_off_mid_copy_fails_alone_and_resumes() {
         .stub_len;
     assert!(kept > stub && installer + peers < b.size - stub);
     on_ok("n3", &format!("{DATA}/bundle.bale verify >/dev/null"));
+    bed.finish();
+}
+
+/// The progress notes of an install.
+fn notes(ev: &[serde_json::Value]) -> Vec<String> {
+    ev.iter()
+        .filter(|e| e["event"] == "info")
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A node whose firewall lets the installer reach SSH and nothing else still gets the bundle:
+/// the chunks go over the SSH session instead of the direct connection.
+#[test]
+fn a_closed_port_sends_the_chunks_over_ssh() {
+    let Some(bed) = Testbed::up(1, &[]) else {
+        return;
+    };
+    on_ok(
+        "n1",
+        "nft add table inet only_ssh && \
+         nft add chain inet only_ssh input '{ type filter hook input priority 0; }' && \
+         nft add rule inet only_ssh input ip saddr 10.77.0.1 tcp dport != 22 reject with tcp reset",
+    );
+    let b = big();
+    let args: Vec<String> = [
+        "install",
+        "--json",
+        "--until",
+        "upload",
+        "--masters",
+        N1,
+        "--key",
+        &key(),
+        "--known-hosts",
+        &known_hosts_path(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (o, ev) = run_install(&b.path, &args);
+    ok(&o);
+    assert!(
+        notes(&ev).iter().any(|m| m.contains("sending over SSH")),
+        "no fallback noted: {:?}",
+        notes(&ev)
+    );
+    let (installer, peers, kept) = copy_bytes(&ev, N1).expect("a copy report");
+    assert_eq!((peers, kept), (0, 0));
+    assert!(
+        installer >= b.size && installer <= b.size + b.size / 10,
+        "{installer} bytes from the installer for a {}-byte bundle",
+        b.size
+    );
+    on_ok("n1", &format!("{DATA}/bundle.bale verify >/dev/null"));
     bed.finish();
 }

@@ -255,10 +255,24 @@ impl Conn {
             let what = what.to_string();
             move |source| SshError::Io { host, what, source }
         };
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        // A file (or named pipe) with nothing to put before it becomes the command's stdin
+        // itself: a bulk stream then skips one copy through this process.
+        let (direct, input) = match input {
+            Input::File(p) if password.is_none() => (
+                Some(open_for_stdin(p).map_err(io("open the input"))?),
+                Input::None,
+            ),
+            other => (None, other),
+        };
+        cmd.stdin(match direct {
+            Some(f) => Stdio::from(f),
+            None => Stdio::piped(),
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(io("start ssh"))?;
+        // our copy of a direct stdin closes here: once the command ends, its writer hears so
+        drop(cmd);
         let mut stdin = child.stdin.take();
         let prefix = password.map(|p| format!("{}\n", p.expose()));
         let label = self.label.clone();
@@ -316,6 +330,26 @@ impl Conn {
     }
 }
 
+/// Opens `path` for reading without waiting for a writer when it is a named pipe (its writer
+/// may open it only once the command runs).
+fn open_for_stdin(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    // SAFETY: fcntl on a descriptor we own: back to blocking reads for the command.
+    let rc = unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
 /// One `ssh` ControlMaster process and the private directory holding its socket.
 struct Session {
     /// Holds the control socket; removed when the session ends.
@@ -359,6 +393,9 @@ impl Session {
         o("LogLevel", "ERROR".into());
         o("NumberOfPasswordPrompts", "1".into());
         o("ControlPath", ctl.display().to_string());
+        if let Some(c) = preferred_ciphers() {
+            o("Ciphers", c.into());
+        }
         if let Some(k) = &s.key {
             o("IdentityFile", k.display().to_string());
             o("IdentitiesOnly", "yes".into());
@@ -449,6 +486,30 @@ impl Drop for Session {
     }
 }
 
+/// The cipher order for the session when this CPU encrypts AES in hardware: AES-GCM first.
+///
+/// OpenSSH puts ChaCha20-Poly1305 first, which is the better choice without AES instructions,
+/// but with them AES-GCM moves the bundle about twice as fast (1 GiB into `cat` on a test node:
+/// 2.0 s against 3.9 s). Every cipher listed is in OpenSSH's own default set, so nothing weaker
+/// is offered, and the list is spelled out (no `^` prefix) for older clients.
+fn preferred_ciphers() -> Option<&'static str> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    has_aes_instructions(&cpuinfo).then_some(
+        "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,\
+         aes128-ctr,aes192-ctr,aes256-ctr",
+    )
+}
+
+/// Whether /proc/cpuinfo lists the AES flag: `flags` on x86_64, `Features` on aarch64.
+fn has_aes_instructions(cpuinfo: &str) -> bool {
+    cpuinfo.lines().any(|l| {
+        let Some((key, value)) = l.split_once(':') else {
+            return false;
+        };
+        matches!(key.trim(), "flags" | "Features") && value.split_whitespace().any(|f| f == "aes")
+    })
+}
+
 /// Turns the master's log into a precise error.
 fn classify(host: &Host, opts: &SshOptions, log: &str) -> SshError {
     let label = host.label();
@@ -531,6 +592,34 @@ mod tests {
     fn quoting() {
         assert_eq!(sq("a b"), "'a b'");
         assert_eq!(sq("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn aes_flag_read_from_either_architecture() {
+        assert!(has_aes_instructions(
+            "processor\t: 0\nflags\t\t: fpu sse2 aes avx2 sha_ni\n"
+        ));
+        assert!(has_aes_instructions(
+            "processor\t: 0\nFeatures\t: fp asimd aes pmull sha1 sha2\n"
+        ));
+        assert!(!has_aes_instructions(
+            "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+        ));
+        // a flag that merely contains the letters does not count
+        assert!(!has_aes_instructions("flags\t\t: vaes_like aesni\n"));
+        // the cipher list must be one OpenSSH accepts
+        if let Some(list) = preferred_ciphers() {
+            let o = Command::new("ssh")
+                .args(["-G", "-o", &format!("Ciphers={list}"), "localhost"])
+                .output()
+                .expect("run ssh -G");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                text.lines().any(|l| l == format!("ciphers {list}")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! another source and starts the agent again: the copy resumes); 1 any other failure.
 
 use super::server::Server;
+use super::sink::{OnBadChunk, Sink};
 use super::store::{Store, LOCK};
 use super::wire;
 use super::CopyError;
@@ -84,6 +85,7 @@ fn fatal(e: impl std::fmt::Display) -> Failure {
 }
 
 fn copy(args: CopyArgs) -> Result<(), Failure> {
+    super::grow_pipe(&std::io::stdin());
     let mut control = BufReader::with_capacity(1 << 20, std::io::stdin());
     let line = wire::read_line(&mut control)
         .map_err(fatal)?
@@ -135,18 +137,18 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
         })
         .map_err(fatal)?;
 
-    let done = |store: &Store| -> Result<(), Failure> {
-        if store.is_complete() && !matches!(store.state().phase.as_str(), "complete") {
-            store.finish().map_err(fatal)?;
-        }
-        Ok(())
-    };
-
     match &setup.source {
         Source::Installer => {
-            // Chunks and pings on stdin, until it ends.
-            let mut buf = Vec::new();
+            // Chunks and pings on stdin, until it ends. The installer read these bytes from its
+            // own bundle: a chunk that does not check out is damage another try cannot fix.
+            let bad = |e: CopyError| {
+                let m = format!("the installer sent a chunk that does not check out: {e}");
+                store.fail(&m);
+                fatal(m)
+            };
+            let sink = Sink::start(store.clone(), "installer", OnBadChunk::Fail);
             loop {
+                let mut buf = sink.buffer();
                 let r = next_record(&mut control, &heard, &mut buf).map_err(|e| {
                     let m = format!("reading from the installer: {e}");
                     store.fail(&m);
@@ -156,20 +158,17 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
                 if index == wire::PING {
                     continue;
                 }
-                let was_known = store.list().is_some();
-                if let Err(e) = store.accept(index as usize, &buf, "installer") {
-                    // The installer read these bytes from its own bundle: damage there is
-                    // not something another try can fix.
-                    let m = format!("the installer sent a chunk that does not check out: {e}");
-                    store.fail(&m);
-                    return Err(fatal(m));
-                }
-                if !was_known && index as usize == TAIL {
+                if store.list().is_none() && index as usize == TAIL {
+                    // the tail names every other chunk: it is settled before any of them
+                    store.accept(TAIL, &buf, "installer").map_err(bad)?;
                     store.fill_stub_from(&exe).map_err(fatal)?;
                     store.set_phase("ready").map_err(fatal)?;
+                    store.finish_if_complete().map_err(fatal)?;
+                    continue;
                 }
-                done(&store)?;
+                sink.put(index as usize, buf).map_err(bad)?;
             }
+            sink.close().map_err(bad)?;
         }
         Source::Peer { addr, token } => {
             let stop = Arc::new(AtomicBool::new(false));
@@ -187,7 +186,7 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
                 store.fail(&m);
                 return Err((code, m));
             }
-            done(&store)?;
+            store.finish_if_complete().map_err(fatal)?;
             while !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -241,7 +240,7 @@ fn next_record(
 
 /// Fetches every missing chunk from a peer, in order, as the peer gets them.
 fn fetch(
-    store: &Store,
+    store: &Arc<Store>,
     exe: &Path,
     addr: SocketAddr,
     token: &str,
@@ -261,7 +260,6 @@ fn fetch(
     writeln!(wr, "{} {token} {digest}", wire::HELLO)
         .and_then(|()| wr.flush())
         .map_err(|e| lost(format!("send: {e}")))?;
-    let mut buf = Vec::new();
     let want = |wr: &mut BufWriter<TcpStream>, list: &[usize]| -> Result<(), Failure> {
         writeln!(wr, "want {}", wire::encode_ranges(list))
             .and_then(|()| wr.flush())
@@ -269,7 +267,7 @@ fn fetch(
     };
     if store.list().is_none() {
         want(&mut wr, &[TAIL])?;
-        receive(&mut rd, store, &[TAIL], &source, &mut buf).map_err(|e| lost(e.to_string()))?;
+        receive(&mut rd, store, &[TAIL], &source).map_err(|e| lost(e.to_string()))?;
         store.fill_stub_from(exe).map_err(fatal)?;
         store.set_phase("ready").map_err(fatal)?;
     }
@@ -286,7 +284,7 @@ fn fetch(
             );
         }
         want(&mut wr, &missing)?;
-        receive(&mut rd, store, &missing, &source, &mut buf).map_err(|e| lost(e.to_string()))?;
+        receive(&mut rd, store, &missing, &source).map_err(|e| lost(e.to_string()))?;
     }
     let left = store.missing().len();
     Err(lost(format!(
@@ -297,12 +295,13 @@ fn fetch(
 /// Reads the answers to one `want` line. Chunks that do not check out are left missing.
 fn receive(
     rd: &mut impl BufRead,
-    store: &Store,
+    store: &Arc<Store>,
     wanted: &[usize],
     source: &str,
-    buf: &mut Vec<u8>,
 ) -> Result<(), CopyError> {
+    let sink = Sink::start(store.clone(), source, OnBadChunk::Skip);
     for &index in wanted {
+        let mut buf = sink.buffer();
         let (got, len) = wire::read_head(rd)
             .map_err(|e| CopyError::Protocol(format!("reading chunk {index}: {e}")))?
             .ok_or_else(|| CopyError::Protocol("the peer closed the connection".into()))?;
@@ -311,12 +310,12 @@ fn receive(
         }
         buf.clear();
         buf.resize(len as usize, 0);
-        rd.read_exact(buf)
+        rd.read_exact(&mut buf)
             .map_err(|e| CopyError::Protocol(format!("reading chunk {index}: {e}")))?;
         if got == wire::ERROR {
             return Err(CopyError::Protocol(format!(
                 "the peer says: {}",
-                String::from_utf8_lossy(buf)
+                String::from_utf8_lossy(&buf)
             )));
         }
         if got as usize != index {
@@ -324,12 +323,9 @@ fn receive(
                 "sent chunk {got} where {index} was due"
             )));
         }
-        match store.accept(index, buf, source) {
-            Ok(()) | Err(CopyError::BadChunk { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        sink.put(index, buf)?;
     }
-    Ok(())
+    sink.close()
 }
 
 /// One copy per data dir at a time. An agent left over from an interrupted run (it stops on its

@@ -19,7 +19,7 @@ use bale_payload::chunks::{ChunkList, TAIL};
 use bale_payload::error::human_bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ pub const AGENT: &str = ".bale-copy-agent";
 const MAX_ATTEMPTS: usize = 5;
 /// Progress lines per node at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+/// A push that cannot write for this long is given up (the rest goes over SSH).
+const PUSH_STALL: Duration = Duration::from_secs(20);
 
 /// The bundle being installed, as the installer reads it.
 pub struct Local {
@@ -413,7 +415,7 @@ impl Fanout {
         let latest: Mutex<Option<State>> = Mutex::new(None);
         let out = std::thread::scope(|s| {
             s.spawn(|| {
-                let r = self.feed(node, local, &fifo.path, &setup, &ended, &latest, &sent);
+                let r = self.feed(node, local, &fifo.path, &setup, ip, &ended, &latest, &sent);
                 if let Err(e) = r {
                     if !ended.load(Ordering::SeqCst) {
                         node.note(&format!("copy: feeding the agent stopped: {e}"));
@@ -477,6 +479,7 @@ impl Fanout {
         local: &Local,
         fifo: &Path,
         setup: &Setup,
+        ip: std::net::IpAddr,
         ended: &AtomicBool,
         latest: &Mutex<Option<State>>,
         sent: &AtomicU64,
@@ -493,26 +496,44 @@ impl Fanout {
             wire::write_record(&mut w, TAIL as u32, &buf)?;
             sent.fetch_add(buf.len() as u64, Ordering::SeqCst);
             // What the node holds already, once it has re-checked it.
-            let have = loop {
-                if ended.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                let st = lock(latest).clone();
-                if let Some(st) = st.filter(|s| s.phase == "ready" || s.phase == "complete") {
-                    break wire::bitmap_from_hex(&st.have, local.list.len()).ok_or_else(|| {
-                        std::io::Error::other("the agent's chunk bitmap does not fit the bundle")
-                    })?;
-                }
-                wire::write_record(&mut w, wire::PING, &[])?;
-                std::thread::sleep(Duration::from_millis(100));
+            let Some((have, port)) = held_chunks(&mut w, local, ended, latest)? else {
+                return Ok(());
             };
-            for (i, held) in have.iter().enumerate() {
-                if *held || i == TAIL {
-                    continue;
+            let todo: Vec<usize> = (0..have.len()).filter(|&i| !have[i] && i != TAIL).collect();
+            // Straight over TCP to the agent's chunk server, pinging on stdin meanwhile; what
+            // that did not deliver (no route to the port, a cut) goes on stdin.
+            let pushed = std::thread::scope(|s| {
+                let push = s.spawn(|| {
+                    push_chunks(SocketAddr::new(ip, port), setup, local, &todo, sent, ended)
+                });
+                while !push.is_finished() && !ended.load(Ordering::SeqCst) {
+                    if wire::write_record(&mut w, wire::PING, &[]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-                local.read_chunk(i, &mut buf)?;
-                wire::write_record(&mut w, i as u32, &buf)?;
-                sent.fetch_add(buf.len() as u64, Ordering::SeqCst);
+                push.join()
+            });
+            let failed = match pushed {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("the sending thread panicked".to_string()),
+            };
+            if let Some(e) = failed {
+                node.note(&format!(
+                    "copy: the direct connection to the agent failed ({e}); sending over SSH"
+                ));
+                let Some((have, _)) = held_chunks(&mut w, local, ended, latest)? else {
+                    return Ok(());
+                };
+                for (i, held) in have.iter().enumerate() {
+                    if *held || i == TAIL {
+                        continue;
+                    }
+                    local.read_chunk(i, &mut buf)?;
+                    wire::write_record(&mut w, i as u32, &buf)?;
+                    sent.fetch_add(buf.len() as u64, Ordering::SeqCst);
+                }
             }
         }
         w.flush()?;
@@ -549,7 +570,11 @@ impl Fanout {
         let mut last_note = Instant::now();
         let mut last_bytes: Option<(Instant, u64)> = None;
         while !ended.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(400));
+            // quick while the agent starts: the feed and the next node's pick wait for it
+            let settled = lock(latest)
+                .as_ref()
+                .is_some_and(|s| s.phase != "listening" && s.port != 0);
+            std::thread::sleep(Duration::from_millis(if settled { 400 } else { 100 }));
             let Ok(text) = conn.root_ok("read the copy state", &script, Input::None) else {
                 continue;
             };
@@ -590,6 +615,89 @@ impl Fanout {
             }
             *lock(latest) = Some(st);
         }
+    }
+}
+
+/// Waits (pinging) until the agent has settled what it holds, and returns that and the port of
+/// its chunk server; `None` when the agent ended first. The bitmap may lag behind the agent,
+/// never run ahead of it: what it misses is only sent twice.
+fn held_chunks(
+    w: &mut File,
+    local: &Local,
+    ended: &AtomicBool,
+    latest: &Mutex<Option<State>>,
+) -> std::io::Result<Option<(Vec<bool>, u16)>> {
+    loop {
+        if ended.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let st = lock(latest).clone();
+        if let Some(st) = st.filter(|s| s.phase == "ready" || s.phase == "complete") {
+            let have = wire::bitmap_from_hex(&st.have, local.list.len()).ok_or_else(|| {
+                std::io::Error::other("the agent's chunk bitmap does not fit the bundle")
+            })?;
+            return Ok(Some((have, st.port)));
+        }
+        wire::write_record(w, wire::PING, &[])?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `todo` to the agent's chunk server over a `push` connection: each chunk with
+/// `sendfile`, so it goes from the page cache to the socket without passing through here.
+fn push_chunks(
+    addr: SocketAddr,
+    setup: &Setup,
+    local: &Local,
+    todo: &[usize],
+    sent: &AtomicU64,
+    ended: &AtomicBool,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if addr.port() == 0 {
+        return Err(std::io::Error::other("the agent named no port"));
+    }
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    sock.set_write_timeout(Some(PUSH_STALL))?;
+    writeln!(sock, "{} {} {}", wire::HELLO, setup.token, local.digest)?;
+    writeln!(sock, "{}", wire::PUSH)?;
+    for &i in todo {
+        if ended.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the agent ended"));
+        }
+        let c = &local.list.chunks[i];
+        sock.write_all(&wire::record_head(i as u32, c.len))?;
+        let (mut offset, end) = (c.offset as libc::off_t, (c.offset + c.len) as libc::off_t);
+        while offset < end {
+            let want = (end - offset).min(1 << 30) as usize;
+            // SAFETY: sendfile between two descriptors we hold; it advances `offset` itself
+            // and leaves the file's own position alone (other threads read it too).
+            let n = unsafe {
+                libc::sendfile(sock.as_raw_fd(), local.file.as_raw_fd(), &mut offset, want)
+            };
+            match n {
+                n if n > 0 => {}
+                0 => return Err(std::io::Error::other("the bundle ended early")),
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        sent.fetch_add(c.len, Ordering::SeqCst);
+    }
+    sock.shutdown(std::net::Shutdown::Write)?;
+    // The agent answers once every chunk is checked and written.
+    sock.set_read_timeout(Some(PUSH_STALL))?;
+    let mut answer = String::new();
+    (&mut sock).take(64).read_to_string(&mut answer)?;
+    match answer.trim_end() {
+        "ok" => Ok(()),
+        other => Err(std::io::Error::other(format!(
+            "the agent did not confirm the chunks (answered {other:?})"
+        ))),
     }
 }
 
@@ -715,6 +823,7 @@ fn open_fifo_writer(path: &Path, ended: &AtomicBool) -> std::io::Result<Option<F
                     let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
                     libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
                 }
+                super::grow_pipe(&f);
                 return Ok(Some(f));
             }
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {

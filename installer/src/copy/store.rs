@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -87,7 +88,14 @@ pub struct Store {
     started: Instant,
     inner: Mutex<Inner>,
     changed: Condvar,
+    /// Set once the copy is flushed and renamed; held while that happens.
+    finished: Mutex<bool>,
+    unflushed: AtomicU64,
+    flushing: AtomicBool,
 }
+
+/// Bytes written between two flushes of the partial file.
+const FLUSH_EVERY: u64 = 64 << 20;
 
 fn io_err(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> CopyError {
     let path = path.to_path_buf();
@@ -133,6 +141,9 @@ impl Store {
                 dirty: true,
             }),
             changed: Condvar::new(),
+            finished: Mutex::new(false),
+            unflushed: AtomicU64::new(0),
+            flushing: AtomicBool::new(false),
         };
         let resumed = match old.filter(|s| s.digest == digest_hex && s.file_len > 0) {
             Some(s) => store.resume(&s)?,
@@ -251,7 +262,7 @@ impl Store {
         self.file
             .write_all_at(data, chunk.offset)
             .map_err(io_err(&self.partial, "write the partial bundle"))?;
-        start_writeback(&self.file, chunk.offset, chunk.len);
+        self.flush_now_and_then(chunk.len);
         let mut g = self.lock();
         if !g.have[index] {
             g.have[index] = true;
@@ -441,6 +452,32 @@ impl Store {
         write().map_err(io_err(&path, "write the copy state"))
     }
 
+    /// Flushes the partial file after every [`FLUSH_EVERY`] bytes written, in the writing
+    /// thread (others go on writing), so the flush before the rename has little left to do.
+    /// `sync_file_range` would be lighter but does nothing through overlayfs.
+    fn flush_now_and_then(&self, written: u64) {
+        let due = self.unflushed.fetch_add(written, Ordering::SeqCst) + written >= FLUSH_EVERY;
+        if due && !self.flushing.swap(true, Ordering::SeqCst) {
+            self.unflushed.store(0, Ordering::SeqCst);
+            // a failure here shows again, and counts, in the final flush
+            let _ = self.file.sync_data();
+            self.flushing.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// [`Store::finish`] once every chunk is held, and only once, whoever asks first.
+    pub fn finish_if_complete(&self) -> Result<(), CopyError> {
+        let mut finished = self
+            .finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !*finished && self.is_complete() {
+            self.finish()?;
+            *finished = true;
+        }
+        Ok(())
+    }
+
     /// Flushes the complete copy to disk and renames it to `bundle.bale`.
     pub fn finish(&self) -> Result<PathBuf, CopyError> {
         if !self.is_complete() {
@@ -463,22 +500,8 @@ impl Store {
     }
 }
 
-/// Starts writing a chunk back to disk now, so the flush at the end has little left to do.
-fn start_writeback(f: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on an open descriptor; failure only means no early writeback.
-    unsafe {
-        libc::sync_file_range(
-            f.as_raw_fd(),
-            offset as i64,
-            len as i64,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bale_payload::writer::{BundleMeta, BundleWriter, WriteOptions};
 
