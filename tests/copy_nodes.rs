@@ -373,3 +373,35 @@ fn a_closed_port_sends_the_chunks_over_ssh() {
     on_ok("n1", &format!("{DATA}/bundle.bale verify >/dev/null"));
     bed.finish();
 }
+
+/// `--parallel 1`: one node copies at a time (the upload phases never overlap), and every node
+/// still ends with the whole bundle, checked.
+#[test]
+fn parallel_one_copies_to_one_node_at_a_time() {
+    let Some(bed) = Testbed::up(3, &[]) else {
+        return;
+    };
+    let b = big();
+    let mut args = install_args(&key());
+    args.extend(["--parallel", "1", "--until", "upload"].map(String::from));
+    let (o, ev) = run_install(&b.path, &args);
+    ok(&o);
+    let mut open = 0;
+    let mut most = 0;
+    for e in ev.iter().filter(|e| e["phase"] == "upload") {
+        match e["event"].as_str() {
+            Some("start") => open += 1,
+            Some("done") | Some("skip") | Some("failed") => open -= 1,
+            _ => {}
+        }
+        most = most.max(open);
+    }
+    assert_eq!(most, 1, "uploads overlapped: {ev:?}");
+    for n in [N1, N2, N3] {
+        assert!(has(&ev, "done", "upload", n), "upload on {n}");
+    }
+    for n in ["n1", "n2", "n3"] {
+        on_ok(n, &format!("{DATA}/bundle.bale verify >/dev/null"));
+    }
+    bed.finish();
+}
