@@ -516,6 +516,8 @@ impl Fanout {
             });
             let failed = match pushed {
                 Ok(Ok(())) => None,
+                // the agent is gone: nothing to send, and the attempt reports why
+                _ if ended.load(Ordering::SeqCst) => return Ok(()),
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(_) => Some("the sending thread panicked".to_string()),
             };
