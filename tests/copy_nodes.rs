@@ -391,7 +391,7 @@ fn parallel_one_copies_to_one_node_at_a_time() {
     for e in ev.iter().filter(|e| e["phase"] == "upload") {
         match e["event"].as_str() {
             Some("start") => open += 1,
-            Some("done") | Some("skip") | Some("failed") => open -= 1,
+            Some("done") | Some("skip") | Some("fail") => open -= 1,
             _ => {}
         }
         most = most.max(open);

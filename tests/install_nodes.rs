@@ -458,3 +458,81 @@ fn install_on_this_machine() {
     ok(&o);
     assert!(has(&ev, "skip", "upload", "local"));
 }
+
+/// One bale run per host: a run that finds the host lock taken stops at `lock` and names the
+/// holder; an installer killed mid-run leaves no lock behind (it lived on the SSH session).
+#[test]
+fn a_second_run_waits_for_the_host_lock_and_a_killed_run_leaves_none() {
+    let Some(bed) = Testbed::up(1, &[]) else {
+        return;
+    };
+    let key = key();
+    let kh = known_hosts_path();
+    let args: Vec<String> = [
+        "install",
+        "--json",
+        "--until",
+        "agent-check",
+        "--masters",
+        N1,
+        "--key",
+        &key,
+        "--known-hosts",
+        &kh,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    // Another run holds the lock (as bale's own lock command would).
+    on_ok(
+        "n1",
+        "setsid sh -c 'exec 9>>/run/bale.lock; flock 9; \
+         echo \"bale install from elsewhere (pid 42) since then\" > /run/bale.owner; sleep 60' \
+         </dev/null >/dev/null 2>&1 & sleep 0.5",
+    );
+    let b = &bundles().big;
+    let o = Command::new(b).args(&args).output().unwrap();
+    assert!(!o.status.success(), "ran despite the lock");
+    let ev = events(&stdout(&o));
+    let failed = ev
+        .iter()
+        .find(|e| e["event"] == "fail" && e["phase"] == "lock")
+        .unwrap_or_else(|| panic!("no fail event for the lock phase: {}", stdout(&o)));
+    let msg = failed.to_string();
+    assert!(
+        msg.contains("bale install from elsewhere (pid 42)") && msg.contains("/run/bale.lock"),
+        "{msg}"
+    );
+    assert!(!has(&ev, "start", "preflight", N1), "went on past the lock");
+    on_ok("n1", "pkill -x sleep; true");
+
+    // An installer killed during its upload: the next run takes the lock at once.
+    let mut first = Command::new(b)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = first.stdout.take().unwrap();
+    for line in BufReader::new(out).lines() {
+        let line = line.unwrap();
+        if line.contains("\"start\"") && line.contains("\"upload\"") {
+            break;
+        }
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let t = Instant::now();
+    let o = Command::new(b).args(&args).output().unwrap();
+    ok(&o);
+    let ev = events(&stdout(&o));
+    assert!(has(&ev, "done", "lock", N1));
+    eprintln!(
+        "re-run after the kill took {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    // and the lock is free again once that run is over
+    on_ok("n1", "flock -n /run/bale.lock true");
+    bed.finish();
+}

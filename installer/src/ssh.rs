@@ -136,8 +136,29 @@ enum Transport {
 pub struct Conn {
     label: String,
     user: String,
+    /// Commands kept running for as long as the connection lives; declared before `transport`
+    /// so they end before the session closes.
+    held: std::sync::Mutex<Vec<Held>>,
     transport: Transport,
     sudo: Sudo,
+}
+
+/// A command left running on the host (one that holds a lock there). Closing its stdin ends
+/// it; so does the end of the SSH session, should this process die first.
+struct Held(std::process::Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Conn {
@@ -149,6 +170,7 @@ impl Conn {
         let mut c = Conn {
             label: "local".into(),
             user,
+            held: Default::default(),
             transport: Transport::Local,
             sudo: Sudo::Root,
         };
@@ -164,6 +186,7 @@ impl Conn {
         let mut c = Conn {
             label: host.label(),
             user: host.ssh.user.clone(),
+            held: Default::default(),
             transport: Transport::Ssh(session),
             sudo: Sudo::Root,
         };
@@ -209,13 +232,70 @@ impl Conn {
 
     /// Runs a shell script as root.
     pub fn root(&self, script: &str, input: Input) -> Result<Output, SshError> {
+        let (command, password) = self.as_root(script);
+        self.exec(&command, input, password)
+    }
+
+    /// The command line that runs `script` as root, and the password sudo reads first.
+    fn as_root(&self, script: &str) -> (String, Option<&Secret>) {
         let s = sq(script);
         match &self.sudo {
-            Sudo::Root => self.exec(&format!("sh -c {s}"), input, None),
-            Sudo::NoPasswd => self.exec(&format!("sudo -n -- sh -c {s}"), input, None),
-            Sudo::Password(pw) => {
-                self.exec(&format!("sudo -k -S -p '' -- sh -c {s}"), input, Some(pw))
+            Sudo::Root => (format!("sh -c {s}"), None),
+            Sudo::NoPasswd => (format!("sudo -n -- sh -c {s}"), None),
+            Sudo::Password(pw) => (format!("sudo -k -S -p '' -- sh -c {s}"), Some(pw)),
+        }
+    }
+
+    /// Starts `script` as root and leaves it running until this connection is dropped, with
+    /// its stdin open; returns the first line it prints (empty when it ended without one).
+    /// For a lock on the host that cannot outlive this run: the script holds it until its
+    /// stdin ends.
+    pub fn hold(&self, script: &str, wait: std::time::Duration) -> Result<String, SshError> {
+        let (command, password) = self.as_root(script);
+        let mut cmd = self.command(&command);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let io = |what: &'static str| {
+            let host = self.label.clone();
+            move |source| SshError::Io {
+                host,
+                what: what.to_string(),
+                source,
             }
+        };
+        let mut child = cmd.spawn().map_err(io("start ssh"))?;
+        if let (Some(pw), Some(stdin)) = (password, child.stdin.as_mut()) {
+            stdin
+                .write_all(format!("{}\n", pw.expose()).as_bytes())
+                .map_err(io("send the sudo password"))?;
+        }
+        let stdout = child.stdout.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            if let Some(out) = stdout {
+                let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+            }
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(wait).unwrap_or_default();
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Held(child));
+        Ok(line.trim().to_string())
+    }
+
+    /// `sh -c` here, or ssh to the host.
+    fn command(&self, command: &str) -> Command {
+        match &self.transport {
+            Transport::Local => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(command);
+                c
+            }
+            Transport::Ssh(s) => s.command(command),
         }
     }
 
@@ -242,14 +322,7 @@ impl Conn {
         input: Input,
         password: Option<&Secret>,
     ) -> Result<Output, SshError> {
-        let mut cmd = match &self.transport {
-            Transport::Local => {
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(command);
-                c
-            }
-            Transport::Ssh(s) => s.command(command),
-        };
+        let mut cmd = self.command(command);
         let io = |what: &str| {
             let host = self.label.clone();
             let what = what.to_string();

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod forget;
 pub mod health;
 pub mod hooks;
+pub mod lock;
 pub mod overlay;
 pub mod preflight;
 pub mod upload;
@@ -29,6 +30,7 @@ pub fn install() -> Vec<Box<dyn Phase>> {
     };
     vec![
         Box::new(connect::Connect),
+        Box::new(lock::Lock { verb: "install" }),
         Box::new(preflight::Preflight),
         Box::new(upload::Upload::new()),
         Box::new(agent_check::AgentCheck),
@@ -79,6 +81,7 @@ pub fn reset() -> Vec<Box<dyn Phase>> {
     };
     vec![
         Box::new(connect::Connect),
+        Box::new(lock::Lock { verb: "reset" }),
         hook(Action::PreClean),
         Box::new(UndoStep("lvscare")),
         Box::new(UndoStep("registry")),

@@ -1,0 +1,129 @@
+//! One bale run per host at a time: `install`, `reset` and `delete` take a host-wide lock right
+//! after connecting, and a second run against the same host stops there, naming the run that
+//! holds it.
+//!
+//! The lock is a `flock` held by a command that runs on the host for as long as this run's SSH
+//! connection lives, so it cannot go stale: when the run ends, is killed, or its host link drops,
+//! the command's stdin ends and the kernel releases the lock. It lives in /run (host-wide, not
+//! per data dir: two data dirs still share one containerd) and so never blocks a reinstall
+//! after a reboot either.
+
+use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::ssh::sq;
+use std::time::Duration;
+
+pub const LOCK: &str = "/run/bale.lock";
+pub const OWNER: &str = "/run/bale.owner";
+
+pub struct Lock {
+    pub verb: &'static str,
+}
+
+/// Prints `locked` and holds the lock until stdin ends, or prints `busy <owner>` at once.
+fn script(owner: &str) -> String {
+    format!(
+        r#"command -v flock >/dev/null || {{ echo noflock; exit 0; }}
+exec 9>>{LOCK}
+if flock -n 9; then
+  printf '%s since %s\n' {owner} "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > {OWNER}.tmp && mv -f {OWNER}.tmp {OWNER}
+  echo locked
+  exec cat >/dev/null
+fi
+echo "busy $(cat {OWNER} 2>/dev/null)"
+"#,
+        owner = sq(owner),
+    )
+}
+
+/// Who this run is, for a second run to read: the verb, the admin host and the process.
+fn owner(verb: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!("bale {verb} from {host} (pid {})", std::process::id())
+}
+
+impl Phase for Lock {
+    fn title(&self) -> &str {
+        "lock"
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn dry_run(&self, _node: &Node) -> String {
+        format!("hold {LOCK} so that no other bale run works on this host meanwhile")
+    }
+    fn run(&self, node: &Node) -> PhaseResult {
+        let conn = node.conn()?;
+        let answer = conn.hold(&script(&owner(self.verb)), Duration::from_secs(60))?;
+        match answer.split_once(' ').unwrap_or((answer.as_str(), "")) {
+            ("locked", _) => Ok(()),
+            ("noflock", _) => {
+                node.note("no flock(1) on this host: runs are not kept apart here");
+                Ok(())
+            }
+            ("busy", who) => Err(PhaseError::Msg(format!(
+                "another bale run is working on this host: {}. Wait for it to finish; its lock \
+                 ({LOCK}) goes away by itself when that run ends or loses its connection",
+                if who.is_empty() { "owner unknown" } else { who }
+            ))),
+            _ => Err(PhaseError::Msg(format!(
+                "could not take the host lock {LOCK} (the lock command answered {answer:?})"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    /// The script against itself on this machine, with the lock and owner files moved into a
+    /// temporary directory: the first holds, the second is told who holds it, and the lock is
+    /// free again once the first one's stdin ends.
+    #[test]
+    fn a_second_run_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let text = script("bale install from admin (pid 1)")
+            .replace(LOCK, &format!("{d}/bale.lock"))
+            .replace(OWNER, &format!("{d}/bale.owner"));
+        let start = || {
+            Command::new("sh")
+                .arg("-c")
+                .arg(&text)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let first_line = |c: &mut std::process::Child| {
+            let mut l = String::new();
+            BufReader::new(c.stdout.as_mut().unwrap())
+                .read_line(&mut l)
+                .unwrap();
+            l.trim().to_string()
+        };
+        let mut first = start();
+        if first_line(&mut first) == "noflock" {
+            eprintln!("SKIP: no flock(1) here");
+            return;
+        }
+        let mut second = start();
+        let busy = first_line(&mut second);
+        assert!(
+            busy.starts_with("busy bale install from admin (pid 1) since 20"),
+            "{busy}"
+        );
+        second.wait().unwrap();
+        // the first run ends: its stdin closes, and the lock with it
+        first.stdin.take().unwrap().flush().unwrap();
+        first.wait().unwrap();
+        let mut third = start();
+        assert_eq!(first_line(&mut third), "locked");
+        drop(third.stdin.take());
+        third.wait().unwrap();
+    }
+}
