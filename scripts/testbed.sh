@@ -18,6 +18,7 @@ SECURITY_MIRROR=${BALE_TESTBED_SECURITY_MIRROR:-http://deb.debian.org/debian-sec
 SUITE=bookworm
 BOOT_TIMEOUT=${BALE_TESTBED_BOOT_TIMEOUT:-60}          # seconds, container nodes
 VM_BOOT_TIMEOUT=${BALE_TESTBED_VM_BOOT_TIMEOUT:-900}   # seconds, VM nodes (TCG is slow)
+VM_SILENT_LIMIT=${BALE_TESTBED_VM_SILENT_LIMIT:-300}  # seconds without a console line before a VM is started again
 VM_MEM=${BALE_TESTBED_VM_MEM:-1536}                    # MiB per VM
 VM_CPUS=${BALE_TESTBED_VM_CPUS:-2}
 
@@ -134,6 +135,7 @@ Environment
   BALE_TESTBED_MIRROR, BALE_TESTBED_SECURITY_MIRROR   Debian mirrors for image builds
   BALE_TESTBED_EXTRA_PACKAGES   more Debian packages for the container image
   BALE_TESTBED_BOOT_TIMEOUT / BALE_TESTBED_VM_BOOT_TIMEOUT   seconds [$BOOT_TIMEOUT / $VM_BOOT_TIMEOUT]
+  BALE_TESTBED_VM_SILENT_LIMIT   seconds a VM may print nothing before it is started again, once [$VM_SILENT_LIMIT]
   BALE_TESTBED_VM_MEM (MiB) [$VM_MEM], BALE_TESTBED_VM_CPUS [$VM_CPUS]
 
 Examples
@@ -870,6 +872,17 @@ wait_nodes() {
       if [ "$(node_kind "$name")" = vm ] && ! vm_running "$name"; then
         tail -n 25 "$VMS/$name/console.log" >&2 || true
         die "$name (QEMU) exited while booting (console: $VMS/$name/console.log)" "read the console log above"
+      fi
+      # Seen once under heavy load: a guest that never printed a line in 15 minutes (its
+      # twin booted in 33 s). systemd greets within a minute or two here; one fresh start
+      # of a silent guest is cheaper than a failed run.
+      if [ "$(node_kind "$name")" = vm ] && [ ! -f "$VMS/$name/relaunched" ] &&
+         [ $(( $(date +%s) - $(cat "$VMS/$name/launched" 2>/dev/null || date +%s) )) -gt "$VM_SILENT_LIMIT" ] &&
+         tail -n 1 "$VMS/$name/console.log" | grep -q '^=== start'; then
+        say "$name printed nothing in ${VM_SILENT_LIMIT}s: starting it again (once)"
+        touch "$VMS/$name/relaunched"
+        vm_kill "$name"
+        vm_launch "$name"
       fi
       left+=("$name")
     done
