@@ -16,7 +16,7 @@ use super::sink::{OnBadChunk, Sink};
 use super::store::{Store, LOCK};
 use super::wire;
 use super::CopyError;
-use bale_payload::chunks::{MAX_TAIL_LEN, TAIL};
+use bale_payload::chunks::TAIL;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -80,6 +80,20 @@ pub fn run(args: CopyArgs) -> i32 {
 
 type Failure = (i32, String);
 
+/// Ends the agent from a thread other than the copy's own: the failure goes into the state
+/// for the installer, and to stderr like any other.
+pub(super) fn stop_now(store: &Store, why: &str) -> ! {
+    store.fail(why);
+    eprintln!("bale agent copy: {why}");
+    std::process::exit(1)
+}
+
+/// Why a copy fed by the installer stops on a chunk that does not check out: the installer read
+/// it from its own bundle, so another try cannot mend it.
+pub(super) fn bad_from_installer(e: &CopyError) -> String {
+    format!("the installer sent a chunk that does not check out: {e}")
+}
+
 fn fatal(e: impl std::fmt::Display) -> Failure {
     (1, e.to_string())
 }
@@ -123,9 +137,7 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
                     "no word from the installer for {} s: stopping",
                     SILENCE.as_secs()
                 );
-                store.fail(&why);
-                eprintln!("bale agent copy: {why}");
-                std::process::exit(1);
+                stop_now(&store, &why);
             }
         });
     }
@@ -139,10 +151,9 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
 
     match &setup.source {
         Source::Installer => {
-            // Chunks and pings on stdin, until it ends. The installer read these bytes from its
-            // own bundle: a chunk that does not check out is damage another try cannot fix.
+            // Chunks and pings on stdin, until it ends.
             let bad = |e: CopyError| {
-                let m = format!("the installer sent a chunk that does not check out: {e}");
+                let m = bad_from_installer(&e);
                 store.fail(&m);
                 fatal(m)
             };
@@ -212,30 +223,14 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads one record from the installer into `buf`; `None` at the end of stdin.
+/// Reads one record from the installer into `buf`; `None` at the end of stdin. Every MiB that
+/// arrives counts as word from the installer.
 fn next_record(
     r: &mut impl Read,
     heard: &AtomicU64,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<Option<u32>> {
-    let Some((index, len)) = wire::read_head(r)? else {
-        return Ok(None);
-    };
-    heard.store(now_ms(), Ordering::Relaxed);
-    if len > MAX_TAIL_LEN {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a record of {len} bytes is larger than any chunk"),
-        ));
-    }
-    buf.clear();
-    buf.resize(len as usize, 0);
-    // In pieces, so a slow link still counts as alive.
-    for piece in buf.chunks_mut(1 << 20) {
-        r.read_exact(piece)?;
-        heard.store(now_ms(), Ordering::Relaxed);
-    }
-    Ok(Some(index))
+    wire::read_record(r, buf, || heard.store(now_ms(), Ordering::Relaxed))
 }
 
 /// Fetches every missing chunk from a peer, in order, as the peer gets them.
@@ -302,16 +297,9 @@ fn receive(
     let sink = Sink::start(store.clone(), source, OnBadChunk::Skip);
     for &index in wanted {
         let mut buf = sink.buffer();
-        let (got, len) = wire::read_head(rd)
+        let got = wire::read_record(rd, &mut buf, || {})
             .map_err(|e| CopyError::Protocol(format!("reading chunk {index}: {e}")))?
             .ok_or_else(|| CopyError::Protocol("the peer closed the connection".into()))?;
-        if len > MAX_TAIL_LEN {
-            return Err(CopyError::Protocol(format!("a record of {len} bytes")));
-        }
-        buf.clear();
-        buf.resize(len as usize, 0);
-        rd.read_exact(&mut buf)
-            .map_err(|e| CopyError::Protocol(format!("reading chunk {index}: {e}")))?;
         if got == wire::ERROR {
             return Err(CopyError::Protocol(format!(
                 "the peer says: {}",

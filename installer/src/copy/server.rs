@@ -6,10 +6,10 @@
 //! installer handed out for this run and the bundle's digest. Clients re-check every chunk
 //! against the digests anyway: the token keeps strangers out, it does not vouch for the bytes.
 
+use super::agent::{bad_from_installer, stop_now};
 use super::sink::{OnBadChunk, Sink};
 use super::store::Store;
 use super::{wire, CopyError};
-use bale_payload::chunks::MAX_TAIL_LEN;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -117,30 +117,18 @@ impl Server {
     }
 
     /// Checks and writes the chunks the installer pushes, until it closes. A chunk that does not
-    /// check out ends the agent: the installer read it from its own bundle, and another try
-    /// cannot mend that.
+    /// check out ends the agent, as it does on stdin.
     fn take_pushed(&self, rd: &mut impl Read) -> std::io::Result<()> {
         if self.store.list().is_none() {
             return Err(std::io::Error::other("a push before the bundle's tail"));
         }
-        let give_up = |e: CopyError| -> ! {
-            let m = format!("the installer sent a chunk that does not check out: {e}");
-            self.store.fail(&m);
-            eprintln!("bale agent copy: {m}");
-            std::process::exit(1)
-        };
+        let give_up = |e: CopyError| -> ! { stop_now(&self.store, &bad_from_installer(&e)) };
         let sink = Sink::start(self.store.clone(), "installer", OnBadChunk::Fail);
         loop {
             let mut buf = sink.buffer();
-            let Some((index, len)) = wire::read_head(rd)? else {
+            let Some(index) = wire::read_record(rd, &mut buf, || {})? else {
                 break;
             };
-            if len > MAX_TAIL_LEN {
-                return Err(std::io::Error::other(format!("a record of {len} bytes")));
-            }
-            buf.clear();
-            buf.resize(len as usize, 0);
-            rd.read_exact(&mut buf)?;
             if let Err(e) = sink.put(index as usize, buf) {
                 give_up(e);
             }

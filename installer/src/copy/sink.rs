@@ -123,27 +123,17 @@ impl Drop for Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::copy::store::tests::sample_bundle;
-    use bale_payload::chunks::{ChunkList, TAIL};
-
-    fn chunks_of(path: &std::path::Path) -> (Vec<u8>, ChunkList, String) {
-        let bytes = std::fs::read(path).unwrap();
-        let b = bale_payload::Bundle::open(path).unwrap();
-        let list = ChunkList::of_bundle(&b).unwrap();
-        (bytes, list, hex::encode(b.trailer.header_sha256))
-    }
+    use crate::copy::store::tests::{chunk_bytes, sample_chunks};
+    use bale_payload::chunks::TAIL;
 
     #[test]
     fn every_chunk_lands_and_the_copy_finishes() {
         let dir = tempfile::tempdir().unwrap();
-        let (bytes, list, digest) = chunks_of(&sample_bundle(dir.path()));
+        let (bytes, list, digest) = sample_chunks(dir.path());
         let dest = dir.path().join("dest");
         std::fs::create_dir(&dest).unwrap();
         let store = Arc::new(Store::open(&dest, &digest, "t").unwrap());
-        let at = |i: usize| {
-            let c = list.get(i).unwrap();
-            bytes[c.offset as usize..(c.offset + c.len) as usize].to_vec()
-        };
+        let at = |i: usize| chunk_bytes(&bytes, &list, i);
         store.accept(TAIL, &at(TAIL), "test").unwrap();
         let sink = Sink::start(store.clone(), "test", OnBadChunk::Fail);
         for i in (0..list.len()).filter(|&i| i != TAIL) {
@@ -160,12 +150,10 @@ mod tests {
     #[test]
     fn a_bad_chunk_fails_or_stays_missing() {
         let dir = tempfile::tempdir().unwrap();
-        let (bytes, list, digest) = chunks_of(&sample_bundle(dir.path()));
-        let tail = list.get(TAIL).unwrap();
-        let tail = bytes[tail.offset as usize..].to_vec();
+        let (bytes, list, digest) = sample_chunks(dir.path());
+        let tail = chunk_bytes(&bytes, &list, TAIL);
         let last = list.len() - 1;
-        let c = list.get(last).unwrap();
-        let mut bad = bytes[c.offset as usize..(c.offset + c.len) as usize].to_vec();
+        let mut bad = chunk_bytes(&bytes, &list, last);
         bad[0] ^= 1;
         for (policy, dest) in [(OnBadChunk::Fail, "fail"), (OnBadChunk::Skip, "skip")] {
             let dest = dir.path().join(dest);

@@ -529,7 +529,16 @@ pub(crate) mod tests {
         dest
     }
 
-    fn chunk_bytes(bytes: &[u8], list: &ChunkList, i: usize) -> Vec<u8> {
+    /// The sample bundle in `dir`: its bytes, its chunk list and its header digest (hex).
+    pub(crate) fn sample_chunks(dir: &Path) -> (Vec<u8>, ChunkList, String) {
+        let src = sample_bundle(dir);
+        let bytes = std::fs::read(&src).unwrap();
+        let b = bale_payload::Bundle::open(&src).unwrap();
+        let list = ChunkList::of_bundle(&b).unwrap();
+        (bytes, list, hex::encode(b.trailer.header_sha256))
+    }
+
+    pub(crate) fn chunk_bytes(bytes: &[u8], list: &ChunkList, i: usize) -> Vec<u8> {
         let c = &list.chunks[i];
         bytes[c.offset as usize..(c.offset + c.len) as usize].to_vec()
     }
@@ -537,11 +546,7 @@ pub(crate) mod tests {
     #[test]
     fn a_copy_resumes_and_refetches_damaged_chunks() {
         let d = tempfile::tempdir().unwrap();
-        let src = sample_bundle(d.path());
-        let bytes = std::fs::read(&src).unwrap();
-        let b = bale_payload::Bundle::open(&src).unwrap();
-        let list = ChunkList::of_bundle(&b).unwrap();
-        let digest = hex::encode(b.trailer.header_sha256);
+        let (bytes, list, digest) = sample_chunks(d.path());
         let node = d.path().join("node");
         std::fs::create_dir(&node).unwrap();
         let n = list.len();
@@ -605,11 +610,7 @@ pub(crate) mod tests {
     #[test]
     fn another_bundle_starts_over_and_the_stub_comes_from_the_agent() {
         let d = tempfile::tempdir().unwrap();
-        let src = sample_bundle(d.path());
-        let bytes = std::fs::read(&src).unwrap();
-        let b = bale_payload::Bundle::open(&src).unwrap();
-        let list = ChunkList::of_bundle(&b).unwrap();
-        let digest = hex::encode(b.trailer.header_sha256);
+        let (bytes, list, digest) = sample_chunks(d.path());
         let node = d.path().join("node");
         std::fs::create_dir(&node).unwrap();
         let s = Store::open(&node, &digest, "a").unwrap();

@@ -14,6 +14,7 @@
 //! `push`, then records until it closes: its chunks travel straight over TCP, not through SSH's
 //! encryption and the extra copies of a session (the digests vouch for the bytes either way).
 
+use bale_payload::chunks::MAX_TAIL_LEN;
 use std::io::{self, BufRead, Read, Write};
 
 pub const HELLO: &str = "BALE-COPY/1";
@@ -59,6 +60,34 @@ pub fn read_head(r: &mut impl Read) -> io::Result<Option<(u32, u64)>> {
     let mut l = [0u8; 8];
     l.copy_from_slice(&head[4..]);
     Ok(Some((u32::from_le_bytes(i), u64::from_le_bytes(l))))
+}
+
+/// Reads one record into `buf` (resized to its length) and returns its index; `None` at a clean
+/// end of stream. A length beyond any chunk's is refused before anything is allocated.
+/// `alive` runs after the header and after every MiB of the body, so a slow link still shows
+/// life to whoever watches.
+pub fn read_record(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+    mut alive: impl FnMut(),
+) -> io::Result<Option<u32>> {
+    let Some((index, len)) = read_head(r)? else {
+        return Ok(None);
+    };
+    alive();
+    if len > MAX_TAIL_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a record of {len} bytes is larger than any chunk"),
+        ));
+    }
+    buf.clear();
+    buf.resize(len as usize, 0);
+    for piece in buf.chunks_mut(1 << 20) {
+        r.read_exact(piece)?;
+        alive();
+    }
+    Ok(Some(index))
 }
 
 /// Reads a line of at most [`MAX_LINE`] bytes, without its newline; `None` at end of stream.
@@ -201,6 +230,19 @@ mod tests {
         assert_eq!(read_head(&mut r).unwrap(), None);
         // A header cut in the middle is an error, not an end.
         assert!(read_head(&mut &buf[..7]).is_err());
+        // Whole records, with a sign of life after the head and each MiB of the body.
+        let (mut r, mut body, mut alive) = (&buf[..], Vec::new(), 0);
+        assert_eq!(
+            read_record(&mut r, &mut body, || alive += 1).unwrap(),
+            Some(5)
+        );
+        assert_eq!((&body[..], alive), (&b"hello"[..], 2));
+        assert_eq!(read_record(&mut r, &mut body, || {}).unwrap(), Some(PING));
+        assert!(body.is_empty());
+        assert_eq!(read_record(&mut r, &mut body, || {}).unwrap(), None);
+        assert!(read_record(&mut &buf[..15], &mut body, || {}).is_err());
+        let huge = record_head(1, MAX_TAIL_LEN + 1);
+        assert!(read_record(&mut &huge[..], &mut body, || {}).is_err());
 
         let mut lines = io::BufReader::new(&b"want 0-2\nstub"[..]);
         assert_eq!(read_line(&mut lines).unwrap().as_deref(), Some("want 0-2"));
