@@ -256,14 +256,7 @@ impl Conn {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        let io = |what: &'static str| {
-            let host = self.label.clone();
-            move |source| SshError::Io {
-                host,
-                what: what.to_string(),
-                source,
-            }
-        };
+        let io = |what: &str| io_error(&self.label, what);
         let mut child = cmd.spawn().map_err(io("start ssh"))?;
         if let (Some(pw), Some(stdin)) = (password, child.stdin.as_mut()) {
             stdin
@@ -323,11 +316,7 @@ impl Conn {
         password: Option<&Secret>,
     ) -> Result<Output, SshError> {
         let mut cmd = self.command(command);
-        let io = |what: &str| {
-            let host = self.label.clone();
-            let what = what.to_string();
-            move |source| SshError::Io { host, what, source }
-        };
+        let io = |what: &str| io_error(&self.label, what);
         // A file (or named pipe) with nothing to put before it becomes the command's stdin
         // itself: a bulk stream then skips one copy through this process.
         let (direct, input) = match input {
@@ -403,6 +392,12 @@ impl Conn {
     }
 }
 
+/// Turns an I/O error into one that names the host and what was being done.
+fn io_error(host: &str, what: &str) -> impl FnOnce(std::io::Error) -> SshError {
+    let (host, what) = (host.to_string(), what.to_string());
+    move |source| SshError::Io { host, what, source }
+}
+
 /// Opens `path` for reading without waiting for a writer when it is a named pipe (its writer
 /// may open it only once the command runs).
 fn open_for_stdin(path: &Path) -> std::io::Result<std::fs::File> {
@@ -434,11 +429,7 @@ struct Session {
 impl Session {
     fn open(host: &Host, opts: &SshOptions) -> Result<Session, SshError> {
         let label = host.label();
-        let io = |what: &str| {
-            let host = label.clone();
-            let what = what.to_string();
-            move |source| SshError::Io { host, what, source }
-        };
+        let io = |what: &str| io_error(&label, what);
         let dir = tempfile::Builder::new()
             .prefix("bale-ssh-")
             .tempdir()
