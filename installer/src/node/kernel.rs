@@ -454,18 +454,7 @@ impl Step for Kernel {
             (MODULES_LOAD_FILE, render_modules_load(ipvs)),
             (SYSCTL_FILE, render_sysctl(ipvs)),
         ] {
-            let same = std::fs::read_to_string(path).is_ok_and(|t| t == text);
-            out.push(Finding::of(
-                same,
-                format!(
-                    "{path}: {}",
-                    if same {
-                        "in place"
-                    } else {
-                        "missing or different"
-                    }
-                ),
-            ));
+            out.push(Finding::file_holds(std::path::Path::new(path), &text));
         }
         Ok(out)
     }

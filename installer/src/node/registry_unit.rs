@@ -116,19 +116,9 @@ impl Step for RegistryUnit {
 
     fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>> {
         let mut out = Vec::new();
-        let path = systemd::unit_path(UNIT);
-        let same = std::fs::read_to_string(&path).is_ok_and(|t| t == Self::unit_text(env));
-        out.push(Finding::of(
-            same,
-            format!(
-                "{}: {}",
-                path.display(),
-                if same {
-                    "in place"
-                } else {
-                    "missing or different"
-                }
-            ),
+        out.push(Finding::file_holds(
+            &systemd::unit_path(UNIT),
+            &Self::unit_text(env),
         ));
         let active = systemd::is_active(UNIT);
         out.push(Finding::of(

@@ -385,20 +385,9 @@ impl Step for Runtime {
         let domains = Self::domains(bundle, &entries, &p)?;
         let mut out = Vec::new();
         for d in &domains {
-            let path = hosts_file(d);
-            let same = std::fs::read_to_string(&path)
-                .is_ok_and(|t| t == cc::render_hosts_toml(d, env.ctx.registry_port));
-            out.push(Finding::of(
-                same,
-                format!(
-                    "{}: {}",
-                    path.display(),
-                    if same {
-                        "in place"
-                    } else {
-                        "missing or different"
-                    }
-                ),
+            out.push(Finding::file_holds(
+                &hosts_file(d),
+                &cc::render_hosts_toml(d, env.ctx.registry_port),
             ));
         }
         if !has_containerd(&files) {
@@ -433,21 +422,12 @@ impl Step for Runtime {
             ));
         }
         let driver = CgroupDriver::detect();
-        let config_ok = std::fs::read_to_string(cc::CONFIG_FILE)
-            .is_ok_and(|t| t == cc::render_config_toml(driver));
-        out.push(Finding::of(
-            config_ok,
-            format!(
-                "{}: {} (cgroup driver {})",
-                cc::CONFIG_FILE,
-                if config_ok {
-                    "in place"
-                } else {
-                    "missing or different"
-                },
-                driver.as_str()
-            ),
-        ));
+        let mut config = Finding::file_holds(
+            std::path::Path::new(cc::CONFIG_FILE),
+            &cc::render_config_toml(driver),
+        );
+        config.text += &format!(" (cgroup driver {})", driver.as_str());
+        out.push(config);
         let active = systemd::is_active(cc::UNIT);
         out.push(Finding::of(
             active,

@@ -109,6 +109,16 @@ impl Finding {
             text: text.into(),
         }
     }
+    /// Whether the file at `path` holds exactly `want`, the text a step writes there.
+    pub fn file_holds(path: &std::path::Path, want: &str) -> Finding {
+        let same = std::fs::read_to_string(path).is_ok_and(|t| t == want);
+        let state = if same {
+            "in place"
+        } else {
+            "missing or different"
+        };
+        Finding::of(same, format!("{}: {state}", path.display()))
+    }
 }
 
 /// Prints a step's progress and counts its changes, so a second apply can say it changed
