@@ -70,20 +70,7 @@ fn run_on_nodes(bundle: &Path, verb: &str, extra: &[&str]) -> (Output, Vec<serde
         &kh,
     ];
     args.extend_from_slice(extra);
-    let t = Instant::now();
-    let o = Command::new(bundle)
-        .args(&args)
-        .output()
-        .expect("run bundle");
-    eprintln!(
-        "{verb} {extra:?}: exit {:?} in {:.1}s\n{}{}",
-        o.status.code(),
-        t.elapsed().as_secs_f64(),
-        stdout(&o),
-        stderr(&o)
-    );
-    let ev = events(&stdout(&o));
-    (o, ev)
+    run_logged(bundle, &args, &format!("{verb} {extra:?}"))
 }
 
 /// One HTTP GET from the host to a node; the body, or why not.

@@ -34,16 +34,7 @@ fn big() -> &'static Big {
         let tree = dir.path().join("tree");
         std::fs::create_dir_all(&tree).unwrap();
         std::fs::write(tree.join("hello.txt"), "hello\n").unwrap();
-        let mut x: u64 = 0x9e3779b97f4a7c15;
-        let noise: Vec<u8> = (0..150u64 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        std::fs::write(tree.join("noise.bin"), noise).unwrap();
+        std::fs::write(tree.join("noise.bin"), noise(150 << 20, 0x9e3779b97f4a7c15)).unwrap();
         let path = dir.path().join("big.bale");
         build(&tree, &path);
         let size = std::fs::metadata(&path).unwrap().len();
@@ -97,17 +88,7 @@ fn copy_bytes(ev: &[serde_json::Value], node: &str) -> Option<(u64, u64, u64)> {
 }
 
 fn run_install(b: &Path, args: &[String]) -> (Output, Vec<serde_json::Value>) {
-    let t = Instant::now();
-    let o = Command::new(b).args(args).output().expect("run the bundle");
-    eprintln!(
-        "install: exit {:?} in {:.1}s\n{}{}",
-        o.status.code(),
-        t.elapsed().as_secs_f64(),
-        stdout(&o),
-        stderr(&o)
-    );
-    let ev = events(&stdout(&o));
-    (o, ev)
+    run_logged(b, args, "install")
 }
 
 /// The node's copy state file, parsed (null when there is none).

@@ -35,16 +35,7 @@ fn bundles() -> &'static Bundles {
         sample_tree(&tree);
         let small = dir.path().join("app.bale");
         build(&tree, &small);
-        let mut x: u64 = 0x2545f4914f6cdd1d;
-        let noise: Vec<u8> = (0..40 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        std::fs::write(tree.join("noise.bin"), noise).unwrap();
+        std::fs::write(tree.join("noise.bin"), noise(40 << 20, 0x2545f4914f6cdd1d)).unwrap();
         let big = dir.path().join("big.bale");
         build(&tree, &big);
         Bundles {
@@ -57,21 +48,10 @@ fn bundles() -> &'static Bundles {
 
 /// Runs `bundle install ARGS --json` and returns (output, events).
 fn install(bundle: &Path, args: &[&str]) -> (Output, Vec<serde_json::Value>) {
-    let t = Instant::now();
     // This file tests the engine and the copy; the node steps after them have their own tests.
     let mut all = vec!["install", "--json", "--until", "agent-check"];
     all.extend_from_slice(args);
-    let o = run(bundle, &all);
-    eprintln!(
-        "install {:?}: exit {:?} in {:.1}s\n{}{}",
-        args,
-        o.status.code(),
-        t.elapsed().as_secs_f64(),
-        stdout(&o),
-        stderr(&o)
-    );
-    let ev = events(&stdout(&o));
-    (o, ev)
+    run_logged(bundle, &all, &format!("install {args:?}"))
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

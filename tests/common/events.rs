@@ -1,6 +1,29 @@
 //! Reading the `--json` events of `bale install`, `reset` and `check`.
 
 use serde_json::Value;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+/// Runs `bundle ARGS` (one of its `--json` commands), prints its exit code, time and output
+/// under `label` for the log of a failing test, and returns the output and its events.
+pub fn run_logged(bundle: &Path, args: &[impl AsRef<OsStr>], label: &str) -> (Output, Vec<Value>) {
+    let t = Instant::now();
+    let o = Command::new(bundle)
+        .args(args)
+        .output()
+        .expect("run the bundle");
+    eprintln!(
+        "{label}: exit {:?} in {:.1}s\n{}{}",
+        o.status.code(),
+        t.elapsed().as_secs_f64(),
+        super::stdout(&o),
+        super::stderr(&o)
+    );
+    let ev = events(&super::stdout(&o));
+    (o, ev)
+}
 
 /// Every JSON event line of a run's stdout.
 pub fn events(text: &str) -> Vec<Value> {

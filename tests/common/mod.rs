@@ -83,6 +83,19 @@ pub fn sample_tree(dir: &Path) {
     std::os::unix::fs::symlink("app/config.yaml", dir.join("etc/current")).unwrap();
 }
 
+/// `len` bytes that do not compress (xorshift from `seed`): bundles big enough to cut mid-copy.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn build(tree: &Path, out: &Path) {
     ok(&bale(&[
         "build",
