@@ -88,10 +88,16 @@ pub(super) fn stop_now(store: &Store, why: &str) -> ! {
     std::process::exit(1)
 }
 
-/// Why a copy fed by the installer stops on a chunk that does not check out: the installer read
-/// it from its own bundle, so another try cannot mend it.
+/// Why a copy fed by the installer stops on a chunk it cannot take: one that does not check out
+/// (the installer read it from its own bundle, so another try cannot mend it), or one this
+/// node cannot store.
 pub(super) fn bad_from_installer(e: &CopyError) -> String {
-    format!("the installer sent a chunk that does not check out: {e}")
+    match e {
+        CopyError::BadChunk { .. } => {
+            format!("the installer sent a chunk that does not check out: {e}")
+        }
+        other => format!("cannot store a chunk from the installer: {other}"),
+    }
 }
 
 fn fatal(e: impl std::fmt::Display) -> Failure {

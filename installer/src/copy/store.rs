@@ -92,6 +92,8 @@ pub struct Store {
     finished: Mutex<bool>,
     unflushed: AtomicU64,
     flushing: AtomicBool,
+    /// Held while the state file is written: the writing threads share one temporary name.
+    saving: Mutex<()>,
 }
 
 /// Bytes written between two flushes of the partial file.
@@ -144,6 +146,7 @@ impl Store {
             finished: Mutex::new(false),
             unflushed: AtomicU64::new(0),
             flushing: AtomicBool::new(false),
+            saving: Mutex::new(()),
         };
         let resumed = match old.filter(|s| s.digest == digest_hex && s.file_len > 0) {
             Some(s) => store.resume(&s)?,
@@ -432,6 +435,11 @@ impl Store {
     /// Writes the state file when something changed (temporary name, rename; no fsync: a lost
     /// state only costs a re-fetch, since resuming re-checks every chunk anyway).
     pub fn save(&self) -> Result<(), CopyError> {
+        // also keeps the files in the order of their snapshots: the newest state lands last
+        let _saving = self
+            .saving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let body = {
             let mut g = self.lock();
             if !g.dirty {
@@ -541,6 +549,33 @@ pub(crate) mod tests {
     pub(crate) fn chunk_bytes(bytes: &[u8], list: &ChunkList, i: usize) -> Vec<u8> {
         let c = &list.chunks[i];
         bytes[c.offset as usize..(c.offset + c.len) as usize].to_vec()
+    }
+
+    /// The agent's threads save the state at the same time; each save must land (they share
+    /// the temporary file name).
+    #[test]
+    fn saves_from_many_threads_all_land() {
+        let d = tempfile::tempdir().unwrap();
+        let (_, _, digest) = sample_chunks(d.path());
+        let s = Store::open(d.path(), &digest, "r1").unwrap();
+        std::thread::scope(|sc| {
+            for t in 0..8u16 {
+                let s = &s;
+                sc.spawn(move || {
+                    for i in 0..300u16 {
+                        s.set_port(t * 1000 + i);
+                        s.save().unwrap();
+                    }
+                });
+            }
+        });
+        let st: State =
+            serde_json::from_slice(&std::fs::read(d.path().join(STATE)).unwrap()).unwrap();
+        assert!(
+            st.port % 1000 == 299,
+            "the last state written is a last one: {}",
+            st.port
+        );
     }
 
     #[test]
