@@ -197,6 +197,24 @@ fn the_installer_sends_one_copy_and_nodes_fetch_from_each_other() {
         installer += i;
         peers += p;
     }
+    // `--json` told how far each copy came: the whole bundle as the total, never going back.
+    let mut samples = 0;
+    for n in [N1, N2, N3] {
+        let done: Vec<u64> = ev
+            .iter()
+            .filter(|e| e["event"] == "progress" && e["phase"] == "upload" && e["node"] == n)
+            .map(|e| {
+                assert_eq!(e["total"], b.size, "{e}");
+                e["done"].as_u64().unwrap_or(u64::MAX)
+            })
+            .collect();
+        assert!(
+            done.windows(2).all(|w| w[0] <= w[1]) && done.iter().all(|&d| d <= b.size),
+            "{n}: progress {done:?}"
+        );
+        samples += done.len();
+    }
+    assert!(samples > 0, "no progress event");
     for n in ["n1", "n2", "n3"] {
         on_ok(n, &format!("{DATA}/bundle.bale verify >/dev/null"));
         // Nothing of the copy machinery is left running or lying around.

@@ -16,7 +16,6 @@ use super::wire;
 use crate::engine::{lock, Node, PhaseError};
 use crate::ssh::{sq, Conn, Input, SshError};
 use bale_payload::chunks::{ChunkList, TAIL};
-use bale_payload::error::human_bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -31,8 +30,6 @@ use std::time::{Duration, Instant};
 pub const AGENT: &str = ".bale-copy-agent";
 /// Sources a node may lose before its copy is given up.
 const MAX_ATTEMPTS: usize = 5;
-/// Progress lines per node at most this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 /// A push that cannot write for this long is given up (the rest goes over SSH).
 const PUSH_STALL: Duration = Duration::from_secs(20);
 
@@ -569,8 +566,6 @@ impl Fanout {
         let path = format!("{}/{STATE}", node.ctx.data_dir);
         let script = format!("cat {} 2>/dev/null || true", sq(&path));
         let (mut announced, mut completed) = (false, false);
-        let mut last_note = Instant::now();
-        let mut last_bytes: Option<(Instant, u64)> = None;
         while !ended.load(Ordering::SeqCst) {
             // quick while the agent starts: the feed and the next node's pick wait for it
             let settled = lock(latest)
@@ -595,25 +590,8 @@ impl Fanout {
                 self.complete(node.index);
                 self.release_source(node.index, src);
             }
-            if last_note.elapsed() >= PROGRESS_EVERY && !completed && st.file_len > 0 {
-                let now = Instant::now();
-                let rate = match last_bytes {
-                    Some((t, b)) => {
-                        st.have_bytes.saturating_sub(b) as f64
-                            / now.duration_since(t).as_secs_f64().max(0.001)
-                    }
-                    None => st.received as f64 / st.seconds.max(0.001),
-                };
-                last_bytes = Some((now, st.have_bytes));
-                last_note = now;
-                node.note(&format!(
-                    "copy: {} of {} ({:.0}%), {}/s from {}",
-                    human_bytes(st.have_bytes),
-                    human_bytes(st.file_len),
-                    st.have_bytes as f64 * 100.0 / st.file_len as f64,
-                    human_bytes(rate as u64),
-                    src.label()
-                ));
+            if !completed && st.file_len > 0 {
+                node.progress("upload", st.have_bytes, st.file_len, &src.label());
             }
             *lock(latest) = Some(st);
         }

@@ -163,6 +163,18 @@ impl Node {
         lock(&self.facts).clone().unwrap_or_default()
     }
 
+    /// How far a transfer to this node has come: a bar on a terminal, a line now and then in a
+    /// log, an event with `--json`.
+    pub fn progress(&self, phase: &str, done: u64, total: u64, source: &str) {
+        self.ctx.reporter.emit(&Event::Progress {
+            phase,
+            node: &self.name(),
+            done,
+            total,
+            source,
+        });
+    }
+
     /// A line of progress about this node.
     pub fn note(&self, msg: &str) {
         self.ctx.reporter.emit(&Event::Info {

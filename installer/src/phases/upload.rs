@@ -74,6 +74,8 @@ impl Upload {
         for i in store.missing() {
             local.read_chunk(i, &mut buf).map_err(|e| fail(&e))?;
             store.accept(i, &buf, "installer").map_err(|e| fail(&e))?;
+            let st = store.state();
+            node.progress("upload", st.have_bytes, st.file_len, "the bundle here");
         }
         store.finish().map_err(|e| fail(&e))?;
         let st = store.state();
