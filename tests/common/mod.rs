@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod events;
+pub mod oci;
 pub mod testbed;
 
 pub fn bale_bin() -> PathBuf {
