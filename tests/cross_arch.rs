@@ -10,37 +10,9 @@ mod common;
 
 use common::oci::*;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn aarch64_bale() -> Option<PathBuf> {
-    let p = std::env::var_os("BALE_AARCH64_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("out/release/bale-aarch64"));
-    let qemu = Command::new("qemu-aarch64-static")
-        .arg("--version")
-        .output();
-    let ready = p.exists() && qemu.is_ok_and(|o| o.status.success());
-    if !ready {
-        let msg = format!(
-            "aarch64 bale ({}) or qemu-aarch64-static missing: run scripts/build-release.sh aarch64",
-            p.display()
-        );
-        assert!(std::env::var_os("BALE_REQUIRE_CROSS").is_none(), "{msg}");
-        eprintln!("SKIP: {msg}");
-        return None;
-    }
-    Some(p)
-}
-
-fn qemu(bin: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("qemu-aarch64-static")
-        .arg(bin)
-        .args(args)
-        .output()
-        .expect("run qemu-aarch64-static")
-}
 
 #[test]
 fn aarch64_bundle_verifies_and_extracts_under_qemu() {

@@ -185,7 +185,7 @@ fn install_with_key_password_sudo_and_port() {
 }
 
 #[test]
-fn changed_and_unknown_host_keys() {
+fn host_keys_changed_and_unknown_and_a_key_with_a_passphrase() {
     let Some(bed) = Testbed::up(3, &[]) else {
         return;
     };
@@ -263,11 +263,66 @@ fn changed_and_unknown_host_keys() {
     assert!(std::fs::read_to_string(&empty)
         .unwrap()
         .contains("ssh-ed25519"));
+
+    // A key with a passphrase: ssh asks bale itself (as askpass) for it; a wrong one is refused,
+    // and names the host.
+    let enc = dir.path().join("id_enc");
+    let o = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "s3cret phrase",
+            "-C",
+            "bale-test",
+            "-f",
+        ])
+        .arg(&enc)
+        .output()
+        .unwrap();
+    ok(&o);
+    let public = std::fs::read_to_string(enc.with_extension("pub")).unwrap();
+    on_ok(
+        "n2",
+        &format!("echo '{}' >> /root/.ssh/authorized_keys", public.trim()),
+    );
+    let kh = known_hosts_path();
+    let enc = enc.to_str().unwrap();
+    for (phrase, works) in [("s3cret phrase", true), ("wrong", false)] {
+        let file = write(dir.path(), "phrase", &format!("{phrase}\n"));
+        let (o, ev) = install(
+            b,
+            &[
+                "--masters",
+                N2,
+                "--key",
+                enc,
+                "--key-passphrase-file",
+                &file,
+                "--known-hosts",
+                &kh,
+                "--dry-run",
+            ],
+        );
+        if works {
+            ok(&o);
+            assert!(has(&ev, "done", "connect", N2));
+        } else {
+            assert!(!o.status.success());
+            let out = stdout(&o);
+            assert!(
+                out.contains(&format!("{N2}: login as root refused")),
+                "{out}"
+            );
+            assert!(!out.contains(phrase), "the passphrase was printed: {out}");
+        }
+    }
     bed.finish();
 }
 
 #[test]
-fn preflight_catches_full_disk_and_duplicate_hostname() {
+fn preflight_catches_full_disk_duplicate_hostname_and_wrong_architecture() {
     let Some(bed) = Testbed::up(3, &["--tmpfs", "n2:/var/lib/bale:64M"]) else {
         return;
     };
@@ -332,6 +387,52 @@ fn preflight_catches_full_disk_and_duplicate_hostname() {
         reason.contains("disk") && !reason.contains(": hostname"),
         "{reason}"
     );
+
+    // The wrong architecture: a bundle built with the aarch64 stub (its installer run here
+    // under qemu-user) stops at preflight on these x86_64 hosts, before anything is copied.
+    if let Some(arm) = aarch64_bale() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        sample_tree(&tree);
+        let app = d.path().join("arm.bale");
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        ok(&bale(&[
+            "build",
+            &path(&tree),
+            "-o",
+            &path(&app),
+            "--stub",
+            &path(&arm),
+            "--name",
+            "arm",
+        ]));
+        let o = qemu(
+            &app,
+            &[
+                "install",
+                "--json",
+                "--masters",
+                N1,
+                "--key",
+                &key,
+                "--known-hosts",
+                kh,
+            ],
+        );
+        assert!(!o.status.success());
+        let ev = events(&stdout(&o));
+        let table = ev
+            .iter()
+            .find(|e| e["event"] == "preflight" && e["node"] == N1)
+            .unwrap_or_else(|| panic!("no preflight table: {}\n{}", stdout(&o), stderr(&o)));
+        let arch = table["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "arch"))
+            .unwrap_or_else(|| panic!("no arch check: {table}"));
+        assert_eq!(arch["detail"], "x86_64 (bundle aarch64)", "{table}");
+        assert_eq!(arch["status"], "fail", "{table}");
+        assert!(!ev.iter().any(|e| e["phase"] == "upload"), "nothing copied");
+    }
     bed.finish();
 }
 

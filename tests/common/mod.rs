@@ -216,3 +216,35 @@ pub fn files_below(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The aarch64 release `bale` (`BALE_AARCH64_BIN`, or `out/release/bale-aarch64`) when it and
+/// `qemu-aarch64-static` are there; otherwise None, and the test skips, unless
+/// BALE_REQUIRE_CROSS is set (as `scripts/test.sh` does): then a missing piece fails it.
+pub fn aarch64_bale() -> Option<PathBuf> {
+    let p = std::env::var_os("BALE_AARCH64_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("out/release/bale-aarch64"));
+    let qemu = Command::new("qemu-aarch64-static")
+        .arg("--version")
+        .output();
+    let ready = p.exists() && qemu.is_ok_and(|o| o.status.success());
+    if !ready {
+        let msg = format!(
+            "aarch64 bale ({}) or qemu-aarch64-static missing: run scripts/build-release.sh aarch64",
+            p.display()
+        );
+        assert!(std::env::var_os("BALE_REQUIRE_CROSS").is_none(), "{msg}");
+        eprintln!("SKIP: {msg}");
+        return None;
+    }
+    Some(p)
+}
+
+/// Runs an aarch64 program under qemu-user.
+pub fn qemu(bin: &Path, args: &[&str]) -> Output {
+    Command::new("qemu-aarch64-static")
+        .arg(bin)
+        .args(args)
+        .output()
+        .expect("run qemu-aarch64-static")
+}

@@ -53,33 +53,22 @@ impl Layout {
         json!({"digest": digest, "size": d.len()})
     }
 
-    /// An image for `arch` holding `files`; returns the manifest descriptor.
+    /// An image for `arch` holding `files` (run by `/bin/busybox`); returns the manifest
+    /// descriptor, with its platform as an index lists it.
     pub fn image(&self, arch: &str, files: &[(&str, &[u8], u32)]) -> Value {
-        let layer = tar(files);
-        let mut l = self.blob(&layer);
-        l["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar");
-        let cfg = serde_json::to_vec(&json!({
-            "architecture": arch, "os": "linux",
-            "config": {"Entrypoint": ["/bin/busybox"]},
-            "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]},
-        }))
-        .unwrap();
-        let mut c = self.blob(&cfg);
-        c["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
-        let m = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": c, "layers": [l],
-        }))
-        .unwrap();
-        let mut d = self.blob(&m);
-        d["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
+        let run = json!({"Entrypoint": ["/bin/busybox"]});
+        let mut d = self.manifest(arch, &[&tar(files)], Some(run));
         d["platform"] = json!({"architecture": arch, "os": "linux"});
         d
     }
 
     /// An image for `arch` made of the given layer tars, in order.
     pub fn image_of_layers(&self, arch: &str, layers: &[&[u8]]) -> Value {
+        self.manifest(arch, layers, None)
+    }
+
+    /// Stores the layers, the config and the manifest; returns the manifest's descriptor.
+    fn manifest(&self, arch: &str, layers: &[&[u8]], run: Option<Value>) -> Value {
         let mut descs = Vec::new();
         let mut diff_ids = Vec::new();
         for layer in layers {
@@ -88,12 +77,14 @@ impl Layout {
             descs.push(l);
             diff_ids.push(sha(layer));
         }
-        let cfg = serde_json::to_vec(&json!({
+        let mut cfg = json!({
             "architecture": arch, "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        }))
-        .unwrap();
-        let mut c = self.blob(&cfg);
+        });
+        if let Some(run) = run {
+            cfg["config"] = run;
+        }
+        let mut c = self.blob(&serde_json::to_vec(&cfg).unwrap());
         c["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
         let m = serde_json::to_vec(&json!({
             "schemaVersion": 2,
