@@ -159,6 +159,11 @@ impl Reporter {
         if text.is_empty() {
             return;
         }
+        // A phase that ended on a node ends its bar there too, even one that never reached
+        // its total (a failed copy).
+        if let Event::Done { phase, node, .. } | Event::Fail { phase, node, .. } = e {
+            screen.end_bar(&(node.to_string(), phase.to_string()));
+        }
         match &screen.bars {
             // above the bars, which are drawn again below it
             Some(bars) if !screen.live.is_empty() => {
@@ -200,9 +205,14 @@ impl Screen {
         bar.set_position(done);
         bar.set_message(format!("{} from {source}", key.1));
         if done >= total {
+            self.end_bar(&key);
+        }
+    }
+
+    fn end_bar(&mut self, key: &(String, String)) {
+        if let (Some(bars), Some(bar)) = (&self.bars, self.live.remove(key)) {
             bar.finish_and_clear();
-            bars.remove(bar);
-            self.live.remove(&key);
+            bars.remove(&bar);
         }
     }
 }
@@ -368,5 +378,17 @@ mod tests {
         let shown = lines(&term);
         assert_eq!(shown.len(), 4, "{shown:#?}");
         assert!(shown[3].starts_with("[10.0.0.3] upload"), "{shown:#?}");
+        // The phase failing on that node short of its total takes the last bar away too.
+        r.emit(&Event::Fail {
+            phase: "upload",
+            node: "10.0.0.3",
+            error: "cut off",
+        });
+        std::thread::sleep(Duration::from_millis(120));
+        let shown = lines(&term);
+        assert!(
+            !shown.iter().any(|l| l.contains("] upload from")),
+            "{shown:#?}"
+        );
     }
 }
