@@ -2,11 +2,14 @@
 //! after connecting, and a second run against the same host stops there, naming the run that
 //! holds it.
 //!
-//! The lock is a `flock` held by a command that runs on the host for as long as this run's SSH
-//! connection lives, so it cannot go stale: when the run ends, is killed, or its host link drops,
-//! the command's stdin ends and the kernel releases the lock. It lives in /run (host-wide, not
-//! per data dir: two data dirs still share one containerd) and so never blocks a reinstall
-//! after a reboot either.
+//! The lock is a `flock` held by a command on the host, as a lease: this run sends it a line
+//! every few seconds ([`crate::ssh::Conn::hold`]), and the command lets go when its stdin ends
+//! (the run ended or was killed) or when no line came for [`LEASE_SECS`] (the link was cut or
+//! the admin host hung). A cut link alone would not do: the host's sshd may not learn for a
+//! long time that the other end is gone (seen on the test nodes: a partitioned node still held
+//! the lock of the failed run when the link came back). A second run waits out one lease
+//! before it gives up. The lock lives in /run (host-wide, not per data dir: two data dirs still
+//! share one containerd) and so never blocks a reinstall after a reboot either.
 
 use crate::engine::{Node, Phase, PhaseError, PhaseResult};
 use crate::ssh::sq;
@@ -14,20 +17,25 @@ use std::time::Duration;
 
 pub const LOCK: &str = "/run/bale.lock";
 pub const OWNER: &str = "/run/bale.owner";
+/// Seconds without a line from the run after which the host lets the lock go.
+pub const LEASE_SECS: u64 = 15;
 
 pub struct Lock {
     pub verb: &'static str,
 }
 
-/// Prints `locked` and holds the lock until stdin ends, or prints `busy <owner>` at once.
-fn script(owner: &str) -> String {
+/// Prints `locked` and holds the lock until stdin ends or stays silent for `lease` seconds, or
+/// prints `busy <owner>` at once.
+fn script(owner: &str, lease: u64) -> String {
     format!(
         r#"command -v flock >/dev/null || {{ echo noflock; exit 0; }}
 exec 9>>{LOCK}
 if flock -n 9; then
   printf '%s since %s\n' {owner} "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > {OWNER}.tmp && mv -f {OWNER}.tmp {OWNER}
   echo locked
-  exec cat >/dev/null
+  command -v timeout >/dev/null || exec cat >/dev/null
+  while line=$(timeout {lease} head -n 1) && [ -n "$line" ]; do :; done
+  exit 0
 fi
 echo "busy $(cat {OWNER} 2>/dev/null)"
 "#,
@@ -55,7 +63,22 @@ impl Phase for Lock {
     }
     fn run(&self, node: &Node) -> PhaseResult {
         let conn = node.conn()?;
-        let answer = conn.hold(&script(&owner(self.verb)), Duration::from_secs(60))?;
+        let script = script(&owner(self.verb), LEASE_SECS);
+        // A holder that lost its run lets go within one lease: wait that out before giving up.
+        let give_up = std::time::Instant::now() + Duration::from_secs(LEASE_SECS + 5);
+        let mut answer = conn.hold(&script, Duration::from_secs(60))?;
+        let mut noted = false;
+        while std::time::Instant::now() < give_up {
+            let Some(who) = answer.strip_prefix("busy") else {
+                break;
+            };
+            if !noted {
+                node.note(&format!("lock: {LOCK} is held by{who}; waiting"));
+                noted = true;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            answer = conn.hold(&script, Duration::from_secs(60))?;
+        }
         match answer.split_once(' ').unwrap_or((answer.as_str(), "")) {
             ("locked", _) => Ok(()),
             ("noflock", _) => {
@@ -87,7 +110,7 @@ mod tests {
     fn a_second_run_is_refused_until_the_first_lets_go() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
-        let text = script("bale install from admin (pid 1)")
+        let text = script("bale install from admin (pid 1)", 1)
             .replace(LOCK, &format!("{d}/bale.lock"))
             .replace(OWNER, &format!("{d}/bale.owner"));
         let start = || {
@@ -123,7 +146,21 @@ mod tests {
         first.wait().unwrap();
         let mut third = start();
         assert_eq!(first_line(&mut third), "locked");
-        drop(third.stdin.take());
+        // A holder that hears nothing for a lease lets go by itself, its stdin still open (a
+        // run cut off from the host); lines within the lease keep it.
+        let mut stdin = third.stdin.take().unwrap();
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            stdin.write_all(b"ping\n").unwrap();
+        }
+        assert!(third.try_wait().unwrap().is_none(), "let go while pinged");
+        let started = std::time::Instant::now();
         third.wait().unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let mut fourth = start();
+        assert_eq!(first_line(&mut fourth), "locked");
+        drop(stdin);
+        drop(fourth.stdin.take());
+        fourth.wait().unwrap();
     }
 }

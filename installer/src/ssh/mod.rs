@@ -147,16 +147,23 @@ pub struct Conn {
     sudo: Sudo,
 }
 
-/// A command left running on the host (one that holds a lock there). Closing its stdin ends
-/// it; so does the end of the SSH session, should this process die first.
+/// A command left running on the host (one that holds a lock there), fed a line every
+/// [`HELD_PING`]. Closing its stdin ends it; so does the end of the SSH session, should this
+/// process die first.
 struct Held {
-    stdin: Option<process::Writer>,
+    /// Owns the command's stdin: stopping it closes that.
+    pinger: Option<tokio::task::JoinHandle<()>>,
     proc: Option<Proc>,
 }
 
+/// How often a held command hears from this run.
+pub const HELD_PING: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Drop for Held {
     fn drop(&mut self) {
-        drop(self.stdin.take());
+        if let Some(p) = self.pinger.take() {
+            p.abort();
+        }
         if let Some(proc) = self.proc.take() {
             // Given a second to end by itself; past that the future, and with it the local
             // process, is dropped: killed, which also ends the remote side.
@@ -253,9 +260,9 @@ impl Conn {
     }
 
     /// Starts `script` as root and leaves it running until this connection is dropped, with
-    /// its stdin open; returns the first line it prints (empty when it ended without one).
-    /// For a lock on the host that cannot outlive this run: the script holds it until its
-    /// stdin ends.
+    /// its stdin open and a line `ping` written to it every [`HELD_PING`]; returns the first
+    /// line it prints (empty when it ended without one). For a lock on the host that cannot
+    /// outlive this run: the script holds it until its stdin ends or falls silent.
     pub fn hold(&self, script: &str, wait: std::time::Duration) -> Result<String, SshError> {
         let (command, password) = self.as_root(script);
         let io = |what: &str| io_error(&self.label, what);
@@ -273,8 +280,19 @@ impl Conn {
                     .map_err(io("send the sudo password"))?;
             }
             let line = process::first_line(proc.take_stdout(), wait).await;
+            let pinger = stdin.map(|mut w| {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    loop {
+                        tokio::time::sleep(HELD_PING).await;
+                        if w.write_all(b"ping\n").await.is_err() || w.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                })
+            });
             let held = Held {
-                stdin,
+                pinger,
                 proc: Some(proc),
             };
             Ok::<_, SshError>((line, held))
