@@ -273,18 +273,7 @@ fn without_helm_reads_manifests_lists_and_values() {
 #[test]
 fn helm_in_context_renders_charts_and_failures_fall_back_to_values() {
     let tmp = fixture_copy(true);
-    let broken = tmp.path().join("charts/broken");
-    fs::create_dir_all(&broken).expect("mkdir");
-    fs::write(
-        broken.join("Chart.yaml"),
-        "apiVersion: v2\nname: broken\nversion: 1.0.0\n",
-    )
-    .expect("write");
-    fs::write(
-        broken.join("values.yaml"),
-        "image:\n  repository: example/broken\n  tag: \"2\"\n",
-    )
-    .expect("write");
+    add_broken_chart(tmp.path());
 
     let d = discover(tmp.path(), &no_path_opts()).expect("discovers");
     assert_eq!(
@@ -301,6 +290,28 @@ fn helm_in_context_renders_charts_and_failures_fall_back_to_values() {
         !w.iter().any(|w| w.contains("helm was not found")),
         "{w:#?}"
     );
+}
+
+/// A chart at charts/broken whose template helm cannot render (an undefined function), with
+/// an image in its values.yaml.
+fn add_broken_chart(context: &Path) {
+    let broken = context.join("charts/broken");
+    fs::create_dir_all(broken.join("templates")).expect("mkdir");
+    fs::write(
+        broken.join("Chart.yaml"),
+        "apiVersion: v2\nname: broken\nversion: 1.0.0\n",
+    )
+    .expect("write");
+    fs::write(
+        broken.join("values.yaml"),
+        "image:\n  repository: example/broken\n  tag: \"2\"\n",
+    )
+    .expect("write");
+    fs::write(
+        broken.join("templates/x.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: {{ oops }}}\n",
+    )
+    .expect("write");
 }
 
 /// What the fixture holds once its web chart is rendered, plus the broken chart's values.
@@ -368,23 +379,7 @@ fn real_helm() -> Option<PathBuf> {
 fn a_real_helm_renders_the_charts_and_a_broken_one_falls_back_to_values() {
     let Some(helm) = real_helm() else { return };
     let tmp = fixture_copy(false);
-    let broken = tmp.path().join("charts/broken");
-    fs::create_dir_all(broken.join("templates")).expect("mkdir");
-    fs::write(
-        broken.join("Chart.yaml"),
-        "apiVersion: v2\nname: broken\nversion: 1.0.0\n",
-    )
-    .expect("write");
-    fs::write(
-        broken.join("values.yaml"),
-        "image:\n  repository: example/broken\n  tag: \"2\"\n",
-    )
-    .expect("write");
-    fs::write(
-        broken.join("templates/x.yaml"),
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: {{ oops }}}\n",
-    )
-    .expect("write");
+    add_broken_chart(tmp.path());
     let mut opts = no_path_opts();
     opts.helm = HelmMode::Binary(helm.clone());
     let d = discover(tmp.path(), &opts).expect("discovers");
