@@ -584,8 +584,20 @@ ct_launcher_alive() {
   stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
   stat=${stat##*) }
   [ "${stat%% *}" != Z ] || return 1
-  # the PID could have been reused since: it must still be this node's launcher
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxE -- "$name|--machine=$name"
+  # the PID could have been reused since: it must still be this node's launcher.
+  # A process in the middle of execve (bash -> unshare -> bash -> nspawn) shows an
+  # empty cmdline for a moment; that is the launcher, not a death (seen in CI).
+  local cmdline
+  cmdline=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [ -n "$cmdline" ] || return 0
+  grep -qxE -- "$name|--machine=$name" <<<"$cmdline"
+}
+
+# Dead on two looks a second apart: one look can fall between two execs.
+ct_launcher_dead() {
+  ct_launcher_alive "$1" && return 1
+  sleep 1
+  ! ct_launcher_alive "$1"
 }
 
 # Does the node have any process left (its launcher, or anything in its cgroups)?
@@ -864,8 +876,9 @@ wait_nodes() {
       ip=$(node_ip "$name")
       if [ "$(node_kind "$name")" = ct ]; then ssh_ok "$ip" 20 && continue; else ssh_ok "$ip" 90 && continue; fi
       # a launcher that wrote its pid and died, or one that never got that far
-      if [ "$(node_kind "$name")" = ct ] && ! ct_launcher_alive "$name" &&
-         { [ -f "$NODES/$name/pid" ] || [ $(( $(date +%s) - $(cat "$NODES/$name/launched" 2>/dev/null || echo 0) )) -gt 15 ]; }; then
+      if [ "$(node_kind "$name")" = ct ] &&
+         { [ -f "$NODES/$name/pid" ] || [ $(( $(date +%s) - $(cat "$NODES/$name/launched" 2>/dev/null || echo 0) )) -gt 15 ]; } &&
+         ct_launcher_dead "$name"; then
         tail -n 25 "$NODES/$name/console.log" >&2 || true
         die "$name stopped while booting (console: $NODES/$name/console.log)" "read the console log above"
       fi
