@@ -2,7 +2,8 @@
 //!
 //! The upload phase runs once per node, each in its own engine thread; they meet here. A node
 //! asks [`Fanout::pick`] for a source: a node that already runs its chunk server and feeds no
-//! one else yet, or else the installer itself when it feeds no one. With every node starting
+//! one else yet, or else a node that holds the whole bundle (it may feed several), or else the
+//! installer itself when it feeds no one. With every node starting
 //! together that is a chain, installer → A → B → C, each link one full copy, all running at
 //! once. A node that holds the whole bundle keeps serving while any other node still copies, so
 //! a node whose source fails (its agent exits with [`EXIT_SOURCE_LOST`]) picks another source
@@ -101,8 +102,8 @@ struct Peer {
     state: PeerState,
     addr: Option<SocketAddr>,
     token: String,
-    /// The node it feeds now.
-    child: Option<usize>,
+    /// The nodes it feeds now: one while it copies itself, any number once it is complete.
+    children: Vec<usize>,
 }
 
 struct Table {
@@ -176,26 +177,39 @@ impl Fanout {
                 state: PeerState::Starting,
                 addr: None,
                 token: token.to_string(),
-                child: None,
+                children: Vec::new(),
             },
         );
         loop {
-            let best = t
+            let usable = |i: usize, p: &Peer| {
+                i != me
+                    && !excluded.contains(&i)
+                    && p.addr.is_some()
+                    && matches!(p.state, PeerState::Serving | PeerState::Complete)
+            };
+            // A peer that feeds no one, the complete ones first.
+            let free = t
                 .peers
                 .iter()
-                .filter(|(i, p)| {
-                    **i != me
-                        && !excluded.contains(i)
-                        && p.child.is_none()
-                        && p.addr.is_some()
-                        && matches!(p.state, PeerState::Serving | PeerState::Complete)
-                })
+                .filter(|(i, p)| usable(**i, p) && p.children.is_empty())
                 .max_by_key(|(i, p)| (p.state == PeerState::Complete, **i))
                 .map(|(i, _)| *i);
-            if let Some(i) = best {
+            // A complete peer serves any number of nodes, and is as good a source as the
+            // installer, whose link to the site is the one to spare: it is taken before the
+            // installer feeds a second copy (CI: a node that came to pick just as the first
+            // chain's head completed took the installer, and two copies left it).
+            let shared = || {
+                t.peers
+                    .iter()
+                    .filter(|(i, p)| usable(**i, p) && p.state == PeerState::Complete)
+                    .min_by_key(|(i, p)| (p.children.len(), std::cmp::Reverse(**i)))
+                    .map(|(i, _)| *i)
+            };
+            let pick_peer = free.or_else(shared);
+            if let Some(i) = pick_peer {
                 if let Some(p) = t.peers.get_mut(&i) {
-                    p.child = Some(me);
                     if let Some(addr) = p.addr {
+                        p.children.push(me);
                         return Src::Peer {
                             node: i,
                             name: p.name.clone(),
@@ -251,9 +265,7 @@ impl Fanout {
             }
             Src::Peer { node, .. } => {
                 if let Some(p) = t.peers.get_mut(node) {
-                    if p.child == Some(me) {
-                        p.child = None;
-                    }
+                    p.children.retain(|c| *c != me);
                 }
             }
         });
@@ -263,7 +275,7 @@ impl Fanout {
         self.update(|t| {
             if let Some(p) = t.peers.get_mut(&me) {
                 p.state = PeerState::Stopped;
-                p.child = None;
+                p.children.clear();
             }
         });
     }
@@ -814,5 +826,64 @@ fn open_fifo_writer(path: &Path, ended: &AtomicBool) -> std::io::Result<Option<F
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 77, 0, n], 4000))
+    }
+
+    fn peer_of(src: &Src) -> Option<usize> {
+        match src {
+            Src::Peer { node, .. } => Some(*node),
+            Src::Installer => None,
+        }
+    }
+
+    #[test]
+    fn nodes_form_a_chain_behind_the_installer() {
+        let f = Fanout::new();
+        assert_eq!(f.pick(0, "a", &[], "t0"), Src::Installer);
+        f.serving(0, addr(1));
+        assert_eq!(peer_of(&f.pick(1, "b", &[], "t1")), Some(0));
+        f.serving(1, addr(2));
+        assert_eq!(peer_of(&f.pick(2, "c", &[], "t2")), Some(1));
+    }
+
+    #[test]
+    fn a_complete_peer_is_taken_before_a_second_copy_from_the_installer() {
+        let f = Fanout::new();
+        let first = f.pick(0, "a", &[], "t0");
+        f.serving(0, addr(1));
+        assert_eq!(peer_of(&f.pick(1, "b", &[], "t1")), Some(0));
+        // The head of the chain completes (and frees the installer) before the second node
+        // has announced its own server: the third node must not take the installer.
+        f.complete(0);
+        f.release_source(0, &first);
+        assert_eq!(peer_of(&f.pick(2, "c", &[], "t2")), Some(0));
+    }
+
+    #[test]
+    fn a_peer_that_failed_a_node_is_not_picked_again_by_it() {
+        let f = Fanout::new();
+        let first = f.pick(0, "a", &[], "t0");
+        f.serving(0, addr(1));
+        f.complete(0);
+        f.release_source(0, &first);
+        assert_eq!(f.pick(1, "b", &[0], "t1"), Src::Installer);
+    }
+
+    #[test]
+    fn a_stopped_node_is_no_source() {
+        let f = Fanout::new();
+        let first = f.pick(0, "a", &[], "t0");
+        f.serving(0, addr(1));
+        f.release_source(0, &first);
+        assert!(f.try_stop(0));
+        assert_eq!(f.pick(1, "b", &[], "t1"), Src::Installer);
     }
 }
