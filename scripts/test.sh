@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$ROOT"
 
 # Real peers the tests drive: nftables and netns (lvscare), skopeo and containerd (registry),
-# busybox-static (test images), docker-registry and apache2-utils (image pulls), helm (charts).
+# busybox-static (test images), docker-registry and apache2-utils (image pulls), podman (a
+# mirror client that asks without the registry host), helm (charts).
 need_apt time diffutils zstd openssl bc jq nftables iproute2 skopeo containerd busybox-static \
-    docker-registry apache2-utils
+    docker-registry apache2-utils podman
 need_release_toolchain
 for c in clippy rustfmt; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"

@@ -575,4 +575,124 @@ disabled_plugins = [
         assert!(found, "no unpacked snapshot holds bin/busybox");
         eprintln!("containerd: {} requests served", reqs.len());
     }
+
+    /// Podman on a site that keeps the original names: `docker.io` is mirrored to the bale
+    /// registry in registries.conf, and the image runs. Private storage (vfs, no mounts), config
+    /// and registries files, so the machine's own podman set-up plays no part.
+    #[test]
+    fn podman_pulls_original_names_through_a_mirror_and_runs_the_image() {
+        if !have("podman") {
+            return skip("podman is not installed (apt-get install podman)");
+        }
+        // SAFETY: a plain query of the effective user id.
+        if unsafe { libc::geteuid() } != 0 {
+            return skip("podman runs containers here only as root");
+        }
+        let f = fixture();
+        if !f.real_busybox {
+            return skip("/bin/busybox is missing (apt-get install busybox-static)");
+        }
+        let s = start(f, ServeOptions::default());
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let storage = h.join("storage.conf");
+        std::fs::write(
+            &storage,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                h.display()
+            ),
+        )
+        .unwrap();
+        let conf = h.join("containers.conf");
+        std::fs::write(
+            &conf,
+            "[engine]\nevents_logger = \"file\"\ncgroup_manager = \"cgroupfs\"\n\
+             [containers]\nnetns = \"none\"\n",
+        )
+        .unwrap();
+        // podman, unlike skopeo, wants the auth file `client` names to exist.
+        std::fs::write(h.join("auth.json"), "{\"auths\": {}}").unwrap();
+        let registries = h.join("registries.conf");
+        std::fs::write(
+            &registries,
+            format!(
+                "unqualified-search-registries = []\n\n[[registry]]\nlocation = \"docker.io\"\n\n\
+                 [[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
+                s.addr
+            ),
+        )
+        .unwrap();
+        let podman = |args: &[&str]| {
+            client("podman", h)
+                .env("CONTAINERS_STORAGE_CONF", &storage)
+                .env("CONTAINERS_CONF", &conf)
+                .env("CONTAINERS_REGISTRIES_CONF", &registries)
+                .args(args)
+                .output()
+                .expect("run podman")
+        };
+        let image = "docker.io/library/busybox:1.36";
+        ok(podman(&["pull", "--quiet", image]));
+        let o = ok(podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Digest}}",
+            image,
+        ]));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), f.busybox);
+        // The mirror answered under the name without its domain, as podman asks a mirror.
+        let manifest = "/v2/library/busybox/manifests/1.36";
+        assert!(
+            s.requests()
+                .iter()
+                .any(|r| r.path == manifest && r.status == 200),
+            "podman did not fetch {manifest} from the bale registry"
+        );
+        // Low rlimits: podman's default (nofile 1048576) is above this machine's hard limit.
+        let o = ok(podman(&[
+            "run",
+            "--rm",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            image,
+            "/bin/busybox",
+            "echo",
+            "hello from podman",
+        ]));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("hello from podman"),
+            "{}",
+            out_text(&o)
+        );
+        // A name the bundle does not hold fails.
+        let o = podman(&["pull", "--quiet", "docker.io/library/busybox:9.9"]);
+        assert!(!o.status.success(), "pulled a tag the bundle lacks");
+        // The mirror form that never depends on short names: the registry host in the path.
+        ok(podman(&["rmi", "--all", "--force"]));
+        std::fs::write(
+            &registries,
+            format!(
+                "unqualified-search-registries = []\n\n[[registry]]\nlocation = \"docker.io\"\n\n\
+                 [[registry.mirror]]\nlocation = \"{}/docker.io\"\ninsecure = true\n",
+                s.addr
+            ),
+        )
+        .unwrap();
+        ok(podman(&["pull", "--quiet", image]));
+        let full = "/v2/docker.io/library/busybox/manifests/1.36";
+        assert!(
+            s.requests()
+                .iter()
+                .any(|r| r.path == full && r.status == 200),
+            "podman did not fetch {full}"
+        );
+        let reqs = s.requests();
+        assert!(reqs.iter().all(|r| r.status < 500));
+        eprintln!("podman: {} requests served", reqs.len());
+        let _ = podman(&["rmi", "--all", "--force"]);
+    }
 }

@@ -87,9 +87,19 @@ mod registry_http {
             assert_eq!(r.header("docker-content-digest"), Some(&*f.busybox));
         }
 
-        // Two registries have library/busybox: without ns or host, the name is refused, with both
-        // candidates named.
-        let r = get(s.addr, "/v2/library/busybox/manifests/1.36");
+        // Two registries have library/busybox (podman and Docker ask a mirror without ns): a
+        // tag or digest that only one of them holds, or that both hold with the same bytes,
+        // is served; the tags list cannot choose and names both candidates.
+        for target in [
+            "/v2/library/busybox/manifests/1.36".to_string(),
+            format!("/v2/library/busybox/manifests/{}", f.busybox),
+            format!("/v2/library/busybox/blobs/{}", f.busybox_config),
+        ] {
+            let r = get(s.addr, &target);
+            assert_eq!(r.status, 200, "{target}");
+        }
+        assert_eq!(get(s.addr, "/v2/library/busybox/manifests/1.36").body, bb);
+        let r = get(s.addr, "/v2/library/busybox/tags/list");
         assert_error(&r, 404, "NAME_UNKNOWN");
         let msg = r.json()["errors"][0]["message"]
             .as_str()
@@ -100,6 +110,11 @@ mod registry_http {
                 && msg.contains("docker.io/library/busybox")
                 && msg.contains("quay.io/library/busybox"),
             "{msg}"
+        );
+        assert_error(
+            &get(s.addr, "/v2/library/busybox/manifests/9.9"),
+            404,
+            "MANIFEST_UNKNOWN",
         );
         // quay.io only has it by digest; a mirror request for another registry finds nothing.
         assert_error(

@@ -131,7 +131,7 @@ async fn respond(state: &State, req: &Request<Incoming>) -> Result<Response<Body
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
         let ns = check_ns(&query)?;
-        let (_, repo) = resolve(reg, name, ns)?;
+        let (_, repo) = resolve(reg, name, ns, Wants::Repository)?;
         let tags: Vec<&str> = repo.tags.keys().map(String::as_str).collect();
         let (page, next) = paginate(&tags, &query)?;
         let body = serde_json::json!({ "name": name, "tags": page }).to_string();
@@ -185,7 +185,11 @@ fn manifest(
             format!("{reference:?} is neither a valid tag nor a sha256 digest"),
         ));
     };
-    let (full, repo) = resolve(reg, name, ns)?;
+    let wants = match &by_digest {
+        Some(d) => Wants::Manifest(d),
+        None => Wants::Tag(reference),
+    };
+    let (full, repo) = resolve(reg, name, ns, wants)?;
     let unknown = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -223,7 +227,7 @@ fn blob(
 ) -> Result<Response<Body>, ApiError> {
     check_name(name)?;
     let d = parse_digest(digest)?;
-    let (full, repo) = resolve(reg, name, ns)?;
+    let (full, repo) = resolve(reg, name, ns, Wants::Blob(&d))?;
     let loc = repo
         .blobs
         .contains(&d)
@@ -339,10 +343,66 @@ fn parse_digest(s: &str) -> Result<Digest, ApiError> {
     })
 }
 
+/// What a request wants from the repository it names; it settles a name without its host that
+/// several repositories share (podman and Docker ask a mirror without `?ns=`).
+enum Wants<'a> {
+    /// The repository itself (tags list): a shared short name stays ambiguous.
+    Repository,
+    Tag(&'a str),
+    Manifest(&'a Digest),
+    Blob(&'a Digest),
+}
+
+impl Wants<'_> {
+    fn held_by(&self, repo: &Repository) -> bool {
+        match self {
+            Wants::Repository => false,
+            Wants::Tag(t) => repo.tags.contains_key(*t),
+            Wants::Manifest(d) => repo.manifests.contains(*d),
+            Wants::Blob(d) => repo.blobs.contains(*d),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Wants::Repository => "the repository".into(),
+            Wants::Tag(t) => (*t).to_string(),
+            Wants::Manifest(d) | Wants::Blob(d) => names::digest_string(d),
+        }
+    }
+
+    /// The digest the answer would carry from `repo`: repositories that give the same bytes
+    /// are as good as one.
+    fn answer_in(&self, repo: &Repository) -> Option<Digest> {
+        match self {
+            Wants::Repository => None,
+            Wants::Tag(t) => repo.tags.get(*t).copied(),
+            Wants::Manifest(d) | Wants::Blob(d) => Some(**d),
+        }
+    }
+}
+
+/// Of the repositories a short name matches, the one to answer from: those that hold what is
+/// wanted must all give the same bytes, else the name stays ambiguous.
+fn settle<'r>(
+    candidates: impl Iterator<Item = (&'r str, &'r Repository)>,
+    wants: &Wants<'_>,
+) -> Option<(&'r str, &'r Repository)> {
+    let holding: Vec<(&'r str, &'r Repository)> =
+        candidates.filter(|(_, r)| wants.held_by(r)).collect();
+    let first = holding.first()?;
+    let answer = wants.answer_in(first.1);
+    holding
+        .iter()
+        .all(|(_, r)| wants.answer_in(r) == answer)
+        .then_some(*first)
+}
+
 fn resolve<'r>(
     reg: &'r Registry,
     name: &str,
     ns: Option<&str>,
+    wants: Wants<'_>,
 ) -> Result<(&'r str, &'r Repository), ApiError> {
     check_name(name)?;
     match reg.lookup(name, ns) {
@@ -355,15 +415,44 @@ fn resolve<'r>(
                 None => format!("repository {name} is not in this bundle"),
             },
         )),
-        Lookup::Ambiguous(all) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            Code::NameUnknown,
-            format!(
-                "repository name {name} is ambiguous: it matches {}; ask for the full name \
-                 (with its registry host) or pass ?ns=HOST",
-                all.join(", ")
-            ),
-        )),
+        Lookup::Ambiguous(all) => {
+            let candidates = all.iter().filter_map(|full| match reg.lookup(full, None) {
+                Lookup::Found(f, r) => Some((f, r)),
+                _ => None,
+            });
+            let held_by_none = || {
+                !all.iter().any(|full| {
+                    matches!(reg.lookup(full, None), Lookup::Found(_, r) if wants.held_by(r))
+                })
+            };
+            match settle(candidates, &wants) {
+                Some(found) => Ok(found),
+                None if !matches!(wants, Wants::Repository) && held_by_none() => {
+                    let (code, what) = match wants {
+                        Wants::Blob(_) => (Code::BlobUnknown, "blob"),
+                        _ => (Code::ManifestUnknown, "manifest"),
+                    };
+                    Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        code,
+                        format!(
+                            "{what} {} is not in this bundle for any of {}",
+                            wants.describe(),
+                            all.join(", ")
+                        ),
+                    ))
+                }
+                None => Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    Code::NameUnknown,
+                    format!(
+                        "repository name {name} is ambiguous: it matches {}; ask for the full \
+                         name (with its registry host) or pass ?ns=HOST",
+                        all.join(", ")
+                    ),
+                )),
+            }
+        }
     }
 }
 
@@ -587,5 +676,34 @@ mod tests {
         assert_eq!(q["last"], "a/b");
         assert_eq!(q["x"], "");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    fn repo(tags: &[(&str, u8)], blobs: &[u8]) -> Repository {
+        Repository {
+            tags: tags
+                .iter()
+                .map(|(t, d)| (t.to_string(), [*d; 32]))
+                .collect(),
+            manifests: tags.iter().map(|(_, d)| [*d; 32]).collect(),
+            blobs: blobs.iter().map(|d| [*d; 32]).collect(),
+        }
+    }
+
+    #[test]
+    fn a_shared_short_name_settles_on_the_repositories_holding_the_same_bytes() {
+        let docker = repo(&[("1.36", 1), ("latest", 1), ("edge", 2)], &[1, 2, 9]);
+        let quay = repo(&[("1.36", 1), ("edge", 3)], &[1, 3, 9]);
+        let both = || [("docker.io/x", &docker), ("quay.io/x", &quay)].into_iter();
+        let name = |w: Wants<'_>| settle(both(), &w).map(|(n, _)| n);
+        // one holder, or several giving the same bytes: answered
+        assert_eq!(name(Wants::Tag("latest")), Some("docker.io/x"));
+        assert_eq!(name(Wants::Tag("1.36")), Some("docker.io/x"));
+        assert_eq!(name(Wants::Manifest(&[3; 32])), Some("quay.io/x"));
+        assert_eq!(name(Wants::Blob(&[9; 32])), Some("docker.io/x"));
+        // the same tag naming other bytes, a listing, or nobody holding it: refused
+        assert_eq!(name(Wants::Tag("edge")), None);
+        assert_eq!(name(Wants::Repository), None);
+        assert_eq!(name(Wants::Tag("nope")), None);
+        assert_eq!(name(Wants::Blob(&[7; 32])), None);
     }
 }
