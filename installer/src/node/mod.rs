@@ -3,6 +3,7 @@
 
 pub mod containerd_config;
 pub mod context;
+pub mod cri;
 pub mod kernel;
 pub mod lvscare_unit;
 pub mod registry_unit;

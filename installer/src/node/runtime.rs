@@ -27,9 +27,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::containerd_config::{self as cc, CgroupDriver};
+use super::cri::{self, CriClient};
+use super::registry_unit;
 use super::step::{self, Finding, Progress, Step, StepEnv, StepError, StepResult};
 use super::systemd;
-use crate::registry::index::{INDEX_PATH, REF_NAME};
+use crate::registry::index::{Lookup, Registry, INDEX_PATH, REF_NAME};
+use crate::registry::names;
 
 pub const BIN_DIR: &str = "/usr/local/bin";
 /// How long containerd may take to answer after a start.
@@ -118,6 +121,52 @@ pub fn bundled_image_names(bundle: &Bundle, entries: &[Entry]) -> StepResult<Vec
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// The bundled image the check pulls through the CRI: the smallest, so that the check stays
+/// quick. Its size is the manifest's own bytes plus the config and layers it lists; images
+/// whose size cannot be told come last, and ties go by name. `None` without images.
+pub fn smallest_image(bundle: &Bundle, names: &[String]) -> Option<String> {
+    let registry = Registry::from_bundle(bundle).ok();
+    let size = |n: &str| registry.as_ref().and_then(|r| image_size(r, n));
+    names
+        .iter()
+        .min_by_key(|n| (size(n).unwrap_or(u64::MAX), n.as_str()))
+        .cloned()
+}
+
+fn image_size(reg: &Registry, name: &str) -> Option<u64> {
+    let r = names::parse_image_ref(name).ok()?;
+    let digest = match r.digest {
+        Some(d) => d,
+        None => match reg.lookup(&r.full_name(), None) {
+            Lookup::Found(_, repo) => *repo.tags.get(r.tag.as_deref().unwrap_or("latest"))?,
+            _ => return None,
+        },
+    };
+    manifest_size(reg, &digest, 0)
+}
+
+/// For an index: its smallest child in the bundle (bundles usually carry only the node's
+/// platform, so that is the one a pull fetches).
+fn manifest_size(reg: &Registry, digest: &names::Digest, depth: usize) -> Option<u64> {
+    if depth > 4 {
+        return None;
+    }
+    let m = reg.manifest(digest)?;
+    let own = m.bytes.len() as u64;
+    let doc: serde_json::Value = serde_json::from_slice(&m.bytes).ok()?;
+    if let Some(children) = doc["manifests"].as_array() {
+        return children
+            .iter()
+            .filter_map(|c| names::parse_digest(c["digest"].as_str()?))
+            .filter_map(|c| manifest_size(reg, &c, depth + 1))
+            .min()
+            .map(|s| s + own);
+    }
+    let layers = doc["layers"].as_array().into_iter().flatten();
+    let sizes = std::iter::once(&doc["config"]).chain(layers);
+    Some(own + sizes.filter_map(|d| d["size"].as_u64()).sum::<u64>())
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
@@ -449,6 +498,42 @@ impl Step for Runtime {
             Ok(v) => Finding::bad(format!("containerd does not answer: {}", v.trim())),
             Err(e) => Finding::bad(format!("containerd does not answer: {e}")),
         });
+        // `ctr` above ignores the hosts files; kubelet pulls through the CRI plugin, which
+        // reads them through config_path, so only a CRI pull shows that kubelet's path works.
+        let cri = CriClient::new(cc::SOCKET);
+        let version = cri.version();
+        out.push(match &version {
+            Ok(v) => Finding::ok(format!(
+                "CRI answers: {} {} ({})",
+                v.runtime_name,
+                v.runtime_version,
+                cri::API
+            )),
+            Err(e) => Finding::bad(format!("CRI does not answer: {e}")),
+        });
+        let names = bundled_image_names(bundle, &entries)?;
+        if let Some(image) = smallest_image(bundle, &names) {
+            let what =
+                format!("the CRI plugin pulls {image} from the bale registry (kubelet's path)");
+            let registry = format!("127.0.0.1:{}", env.ctx.registry_port);
+            out.push(match version {
+                Err(_) => Finding::bad(format!("{what}: not tried, the CRI does not answer")),
+                // The registry step comes after this one (and its check reports the registry):
+                // until it runs, there is nothing to pull from, which is no fault of the runtime.
+                Ok(_) if registry_unit::probe(&registry, Duration::from_secs(2)).is_err() => {
+                    Finding::ok(format!(
+                        "{what}: not tried yet, the bale registry does not answer on {registry} \
+                         (bale agent step registry apply starts it)"
+                    ))
+                }
+                // This stores the image in containerd's k8s.io namespace, where kubelet puts
+                // the images it pulls: kubelet would pull it there anyway.
+                Ok(_) => match cri.pull_image(&image) {
+                    Ok(_) => Finding::ok(what),
+                    Err(e) => Finding::bad(format!("{what}: {e}")),
+                },
+            });
+        }
         Ok(out)
     }
 
