@@ -58,6 +58,7 @@ enum Command {
     /// Remove everything bale installed on the hosts (safe to repeat)
     Reset(bale_installer::reset::ResetArgs),
     /// Remove the named hosts from the cluster (a reset of just those hosts)
+    #[command(after_help = bale_installer::reset::DELETE_HELP)]
     Delete(bale_installer::reset::ResetArgs),
     /// Report, per host, whether the runtime, the registry, the guard and the apps are healthy
     Check(bale_installer::reset::CheckArgs),

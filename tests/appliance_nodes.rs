@@ -4,7 +4,9 @@
 //! answers on every node, `ctr` pulls a bundled image by its original docker.io name, skopeo
 //! reads the node's registry with the bundle's digests, systemd restarts a killed registry, a
 //! re-run skips every phase, overlays land, a failing hook stops the install with its output,
-//! reset leaves nothing and a reinstall works, with no packet leaving the node subnet.
+//! reset leaves nothing and a reinstall works, and a fourth node joins as a master and is
+//! deleted again while the workers' guards follow with a reload, with no packet leaving the
+//! node subnet.
 //!
 //! Needs root, the testbed, and the appliance's inputs (examples/appliance/make-images.sh and
 //! fetch-runtime.sh, which scripts/test.sh runs first).
@@ -89,7 +91,11 @@ fn http_get(addr: &str, path: &str) -> Result<String, String> {
 }
 
 fn web_answers_everywhere() {
-    for ip in [N1, N2, N3] {
+    web_answers_on(&[N1, N2, N3]);
+}
+
+fn web_answers_on(ips: &[&str]) {
+    for ip in ips {
         let addr = format!("{ip}:8080");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -140,7 +146,8 @@ fn skopeo(args: &[&str]) -> String {
 fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = appliance(dir.path());
-    let Some(bed) = Testbed::up(3, &[]) else {
+    // n4 waits idle until it joins as a second master at the end.
+    let Some(bed) = Testbed::up(4, &[]) else {
         return;
     };
 
@@ -298,7 +305,7 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
     for n in ["n1", "n2", "n3"] {
         let left = on_ok(
             n,
-            "ls /var/lib/bale /etc/containerd /usr/local/bin/containerd \
+            "ls -A /var/lib/bale /etc/containerd /usr/local/bin/containerd \
              /etc/systemd/system/bale-registry.service 2>/dev/null; \
              systemctl is-active containerd bale-registry bale-lvscare appliance-web \
              2>/dev/null; grep apiserver.cluster.local /etc/hosts; true",
@@ -322,6 +329,96 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
     // And the appliance installs again.
     let (o, _) = run_on_nodes(&bundle, "install", &[]);
     ok(&o);
+    web_answers_everywhere();
+
+    // n4 joins as a second master: the workers' guards take it in with a reload, not a restart.
+    let guard_pid = |n: &str| on_ok(n, "systemctl show -p MainPID --value bale-lvscare.service");
+    let before: Vec<String> = ["n2", "n3"].iter().map(|n| guard_pid(n)).collect();
+    let (key, kh) = (key(), known_hosts_path());
+    let (masters, workers) = (format!("{N1},{N4}"), format!("{N2},{N3}"));
+    let (o, ev) = run_logged(
+        &bundle,
+        &[
+            "install",
+            "--json",
+            "--masters",
+            &masters,
+            "--nodes",
+            &workers,
+            "--key",
+            &key,
+            "--known-hosts",
+            &kh,
+        ],
+        "install with n4 as a master",
+    );
+    ok(&o);
+    assert_eq!(summary(&ev)["ok"].as_array().map(Vec::len), Some(4));
+    assert_eq!(started(&ev, "apps"), Vec::<String>::new(), "apps ran again");
+    web_answers_on(&[N4]);
+    let guarded = |n: &str| on_ok(n, "cat /etc/bale/lvscare.yaml");
+    for (n, pid) in ["n2", "n3"].iter().zip(&before) {
+        let cfg = guarded(n);
+        assert!(
+            cfg.contains(&format!("{N1}:6443")) && cfg.contains(&format!("{N4}:6443")),
+            "{n}: {cfg}"
+        );
+        assert_eq!(
+            &guard_pid(n),
+            pid,
+            "{n}: the guard restarted instead of reloading"
+        );
+        let log = unit_log(n, "bale-lvscare.service");
+        assert!(log.contains("config reloaded"), "{n}: {log}");
+    }
+
+    // n4 is deleted: the hosts that stay learn it from n4's own record, and the guards reload
+    // with n1 alone.
+    let (o, ev) = run_logged(
+        &bundle,
+        &[
+            "delete",
+            "--json",
+            "--yes",
+            "--masters",
+            N4,
+            "--key",
+            &key,
+            "--known-hosts",
+            &kh,
+        ],
+        "delete n4",
+    );
+    ok(&o);
+    assert!(
+        has(&ev, "done", "members", N4),
+        "n4's member list was not read"
+    );
+    for n in [N1, N2, N3] {
+        assert!(
+            has(&ev, "done", "members", n),
+            "{n} did not get the new member list"
+        );
+    }
+    for (n, pid) in ["n2", "n3"].iter().zip(&before) {
+        let cfg = guarded(n);
+        assert!(
+            cfg.contains(&format!("{N1}:6443")) && !cfg.contains(&format!("{N4}:6443")),
+            "{n}: {cfg}"
+        );
+        assert_eq!(
+            &guard_pid(n),
+            pid,
+            "{n}: the guard restarted instead of reloading"
+        );
+    }
+    for n in ["n1", "n2", "n3"] {
+        let ctx: serde_json::Value =
+            serde_json::from_str(&on_ok(n, "cat /var/lib/bale/node.json")).unwrap();
+        assert_eq!(ctx["masters"], serde_json::json!([N1]), "{n}");
+        assert_eq!(ctx["nodes"], serde_json::json!([N2, N3]), "{n}");
+    }
+    assert_eq!(on_ok("n4", "ls -A /var/lib/bale 2>/dev/null; true"), "");
     web_answers_everywhere();
     bed.finish();
 }

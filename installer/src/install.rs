@@ -34,7 +34,7 @@ pub struct InstallArgs {
 }
 
 /// The hosts of a run and how to reach them (shared by install, reset and check).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// Control-plane hosts: addresses and ranges, comma-separated
     #[arg(short = 'm', long)]

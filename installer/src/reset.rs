@@ -4,14 +4,23 @@
 //! is a no-op. delete is a reset of the hosts named.
 
 use crate::install::{execute, prepare, Target};
-use anyhow::{bail, Result};
+use crate::phases::members::{FollowMembers, Members, ReadMembers, Remaining};
+use anyhow::{bail, Context, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 const RESET_HELP: &str = "\
 Undoes the install on the hosts: stops and removes the lvscare guard, the registry unit, the
 container runtime bale installed (with its state), the kernel settings bale persisted, then
 bale's files in the data dir. PreClean and PostClean hooks run around it. Safe to repeat.";
+
+pub const DELETE_HELP: &str = "\
+Resets the named hosts, then hands the hosts that stay the new list of masters and workers
+(read from the deleted hosts' node.json): the workers' lvscare guards reload with the masters
+that are left, without a restart. The hosts that stay are reached with the same login options.
+
+Example: ./app.bale delete --masters 10.0.0.3 --key ~/.ssh/id_ed25519";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = RESET_HELP)]
@@ -73,7 +82,13 @@ pub fn reset(args: ResetArgs, this_bundle: Option<PathBuf>) -> Result<()> {
         t.dry_run,
     )?;
     let p = prepare(t, &[], this_bundle, "reset")?;
-    execute(p, crate::phases::reset(), t.dry_run, t.parallel, "reset")
+    execute(
+        p,
+        crate::phases::reset("reset"),
+        t.dry_run,
+        t.parallel,
+        "reset",
+    )
 }
 
 pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> Result<()> {
@@ -89,13 +104,72 @@ pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> Result<()> {
         args.yes,
         t.dry_run,
     )?;
-    let p = prepare(t, &[], this_bundle, "delete")?;
-    execute(p, crate::phases::reset(), t.dry_run, t.parallel, "delete")?;
+    let p = prepare(t, &[], this_bundle.clone(), "delete")?;
+    let deleted: Vec<String> = p
+        .nodes
+        .iter()
+        .filter_map(|n| n.host.as_ref().map(|h| h.addr.to_string()))
+        .collect();
+    let members = Arc::new(Members::default());
+    let mut phases = crate::phases::reset("delete");
+    // After connect and lock, before anything is undone: node.json goes with the reset.
+    phases.insert(2, Box::new(ReadMembers(members.clone())));
+    execute(p, phases, t.dry_run, t.parallel, "delete")?;
+    if t.dry_run {
+        eprintln!(
+            "then: the hosts that stay get the new list of masters and workers (their lvscare \
+             guards reload)"
+        );
+        return Ok(());
+    }
+    follow(t, this_bundle, members.remaining(&deleted))
+}
+
+/// After a delete: hands the hosts that stay their new member list, so the workers' guards
+/// follow the masters that are left.
+fn follow(t: &Target, this_bundle: Option<PathBuf>, rest: Option<Remaining>) -> Result<()> {
+    let Some(rest) = rest else {
+        eprintln!(
+            "deleted. The deleted hosts named no others; if hosts remain, run install again \
+             with them to update their view of the cluster."
+        );
+        return Ok(());
+    };
+    if rest.masters.is_empty() && rest.nodes.is_empty() {
+        eprintln!("deleted. No hosts remain in the cluster.");
+        return Ok(());
+    }
+    if rest.masters.is_empty() {
+        bail!(
+            "deleted, but no master remains: the workers {} still guard the deleted masters. \
+             Install masters again (install --masters ... --nodes {}) or reset the workers.",
+            rest.nodes.join(","),
+            rest.nodes.join(",")
+        );
+    }
     eprintln!(
-        "deleted. Run install again with the remaining hosts to update their view of the \
-         cluster (the lvscare guards follow the new list of masters)."
+        "deleted. Updating the hosts that stay: masters {}, workers {}",
+        rest.masters.join(","),
+        if rest.nodes.is_empty() {
+            "none".to_string()
+        } else {
+            rest.nodes.join(",")
+        }
     );
-    Ok(())
+    let mut stay = t.clone();
+    stay.clusterfile = None;
+    stay.masters = Some(rest.masters.join(","));
+    stay.nodes = (!rest.nodes.is_empty()).then(|| rest.nodes.join(","));
+    let p = prepare(&stay, &[], this_bundle, "delete")?;
+    let phases: Vec<Box<dyn crate::engine::Phase>> = vec![
+        Box::new(crate::phases::connect::Connect),
+        Box::new(crate::phases::lock::Lock { verb: "delete" }),
+        Box::new(FollowMembers { remaining: rest }),
+    ];
+    execute(p, phases, false, stay.parallel, "delete (update)").context(
+        "the deleted hosts are gone, but some that stay did not get the new member list: run \
+         install again with the hosts that stay",
+    )
 }
 
 pub fn check(args: CheckArgs, this_bundle: Option<PathBuf>) -> Result<()> {

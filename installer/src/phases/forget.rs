@@ -11,6 +11,10 @@ pub struct Forget;
 const OURS: &[&str] = &[
     "bundle.bale",
     ".bundle.bale.partial",
+    // the copy agent's state and lock (dot files: a plain `ls` misses them)
+    ".bundle.bale.copy.json",
+    ".bundle.bale.copy.json.tmp",
+    ".bundle.bale.copy.lock",
     "rootfs",
     "rootfs.part",
     "journal.json",

@@ -10,6 +10,7 @@ pub mod forget;
 pub mod health;
 pub mod hooks;
 pub mod lock;
+pub mod members;
 pub mod overlay;
 pub mod preflight;
 pub mod upload;
@@ -71,8 +72,9 @@ pub fn install() -> Vec<Box<dyn Phase>> {
     ]
 }
 
-/// The phases of `bale reset`: clean hooks around the undo of every node step, newest first.
-pub fn reset() -> Vec<Box<dyn Phase>> {
+/// The phases of `bale reset` (and `delete`, the `verb`): clean hooks around the undo of every
+/// node step, newest first.
+pub fn reset(verb: &'static str) -> Vec<Box<dyn Phase>> {
     let hook = |action| -> Box<dyn Phase> {
         Box::new(Hooks {
             action,
@@ -81,7 +83,7 @@ pub fn reset() -> Vec<Box<dyn Phase>> {
     };
     vec![
         Box::new(connect::Connect),
-        Box::new(lock::Lock { verb: "reset" }),
+        Box::new(lock::Lock { verb }),
         hook(Action::PreClean),
         Box::new(UndoStep("lvscare")),
         Box::new(UndoStep("registry")),
