@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 const DATA: &str = "/var/lib/bale";
 
 struct Big {
-    _dir: tempfile::TempDir,
     path: PathBuf,
     size: u64,
 }
@@ -30,19 +29,15 @@ struct Big {
 fn big() -> &'static Big {
     static B: OnceLock<Big> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = dir.path().join("tree");
+        let dir = scratch("copy_nodes");
+        let tree = dir.join("tree");
         std::fs::create_dir_all(&tree).unwrap();
         std::fs::write(tree.join("hello.txt"), "hello\n").unwrap();
         std::fs::write(tree.join("noise.bin"), noise(150 << 20, 0x9e3779b97f4a7c15)).unwrap();
-        let path = dir.path().join("big.bale");
+        let path = dir.join("big.bale");
         build(&tree, &path);
         let size = std::fs::metadata(&path).unwrap().len();
-        Big {
-            _dir: dir,
-            path,
-            size,
-        }
+        Big { path, size }
     })
 }
 

@@ -21,7 +21,6 @@ fn known_hosts() -> String {
 }
 
 struct Bundles {
-    _dir: tempfile::TempDir,
     small: PathBuf,
     big: PathBuf,
 }
@@ -30,19 +29,15 @@ struct Bundles {
 fn bundles() -> &'static Bundles {
     static B: OnceLock<Bundles> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = dir.path().join("tree");
+        let dir = scratch("install_nodes");
+        let tree = dir.join("tree");
         sample_tree(&tree);
-        let small = dir.path().join("app.bale");
+        let small = dir.join("app.bale");
         build(&tree, &small);
         std::fs::write(tree.join("noise.bin"), noise(40 << 20, 0x2545f4914f6cdd1d)).unwrap();
-        let big = dir.path().join("big.bale");
+        let big = dir.join("big.bale");
         build(&tree, &big);
-        Bundles {
-            _dir: dir,
-            small,
-            big,
-        }
+        Bundles { small, big }
     })
 }
 

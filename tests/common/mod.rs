@@ -15,6 +15,16 @@ pub fn bale_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bale"))
 }
 
+/// A directory for fixtures that live as long as the test program (statics are never dropped,
+/// so a tempdir there would be left behind on every run): one per name under Cargo's target
+/// tmp dir, emptied when it is taken.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch dir under the target dir");
+    dir
+}
+
 pub fn bale(args: &[&str]) -> Output {
     Command::new(bale_bin())
         .args(args)
