@@ -177,20 +177,31 @@ pub fn new_decompressor() -> Result<zstd::bulk::Decompressor<'static>> {
 }
 
 pub(crate) fn check_frame(entry: &Entry, index: usize, f: &Frame, stored: &[u8]) -> Result<()> {
-    let got = format::sha256(stored);
-    if got != f.sha256 {
-        return Err(Error::BadFrame {
-            path: entry.path.clone(),
-            frame: index,
-            offset: f.offset,
-            why: format!(
-                "does not match its SHA-256 (expected {}, got {})",
-                format::hex(&f.sha256),
-                format::hex(&got)
-            ),
-        });
+    match frame_mismatch(&entry.path, index, f.offset, &f.sha256, stored) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The error for frame `index` of `path` when `stored` does not hash to `expected`.
+pub(crate) fn frame_mismatch(
+    path: &str,
+    index: usize,
+    offset: u64,
+    expected: &format::Sha256Digest,
+    stored: &[u8],
+) -> Option<Error> {
+    let got = format::sha256(stored);
+    (got != *expected).then(|| Error::BadFrame {
+        path: path.to_string(),
+        frame: index,
+        offset,
+        why: format!(
+            "does not match its SHA-256 (expected {}, got {})",
+            format::hex(expected),
+            format::hex(&got)
+        ),
+    })
 }
 
 fn decode_frame(

@@ -105,8 +105,17 @@ struct Job {
     seq: usize,
     data: Vec<u8>,
     force_raw: bool,
-    /// Already stored bytes copied from another bundle: written as they are.
-    stored: Option<(Codec, u64, Sha256Digest)>,
+    /// Already stored bytes copied from another bundle: checked, then written as they are.
+    stored: Option<Copied>,
+}
+
+/// A frame of another bundle, as its entry table describes it.
+struct Copied {
+    codec: Codec,
+    raw_len: u64,
+    sha256: Sha256Digest,
+    /// Entry path, frame index and offset in the other bundle, for the error.
+    origin: (String, usize, u64),
 }
 
 struct Done {
@@ -115,6 +124,8 @@ struct Done {
     raw_len: u64,
     codec: Codec,
     sha256: Sha256Digest,
+    /// A copied frame that did not match its digest: nothing of it is written.
+    bad: Option<Error>,
 }
 
 struct Pending {
@@ -275,7 +286,7 @@ impl BundleWriter {
         &mut self,
         data: Vec<u8>,
         force_raw: bool,
-        stored: Option<(Codec, u64, Sha256Digest)>,
+        stored: Option<Copied>,
     ) -> Result<usize> {
         // Waiting for a token is what bounds memory: a frame is only read once an earlier one
         // has left for the file.
@@ -331,8 +342,10 @@ impl BundleWriter {
     }
 
     /// Adds `entry` of the bundle `base` under the same path: its stored frames are copied as
-    /// they are (no recompression), each checked against its SHA-256 on the way. Content this
-    /// bundle already holds is stored once, as for every other entry.
+    /// they are (no recompression), each checked against its SHA-256 on the way (by the worker
+    /// threads, in parallel with the reading and the writing; a mismatch fails the build at
+    /// [`BundleWriter::finish`]). Content this bundle already holds is stored once, as for
+    /// every other entry.
     pub fn add_entry_from(&mut self, base: &Bundle, entry: &Entry) -> Result<()> {
         match entry.kind {
             Kind::Dir => return self.add_dir(&entry.path, entry.mode),
@@ -370,10 +383,15 @@ impl BundleWriter {
                 base.payload_start() + f.offset,
             )
             .map_err(|e| Error::io(base.path(), e))?;
-            crate::reader::check_frame(entry, i, f, &data)?;
             self.copied_frames += 1;
             self.copied_bytes += f.stored_len;
-            seqs.push(self.submit_job(data, raw, Some((f.codec, f.raw_len, f.sha256)))?);
+            let copied = Copied {
+                codec: f.codec,
+                raw_len: f.raw_len,
+                sha256: f.sha256,
+                origin: (entry.path.clone(), i, f.offset),
+            };
+            seqs.push(self.submit_job(data, raw, Some(copied))?);
         }
         self.dedup.by_digest.entry(key).or_insert(seqs.clone());
         self.push(
@@ -712,14 +730,17 @@ fn compress_worker(
                 Err(_) => return,
             }
         };
-        if let Some((codec, raw_len, sha256)) = job.stored {
+        if let Some(c) = job.stored {
+            let (path, frame, offset) = &c.origin;
+            let bad = crate::reader::frame_mismatch(path, *frame, *offset, &c.sha256, &job.data);
             if done
                 .send(Done {
                     seq: job.seq,
                     stored: job.data,
-                    raw_len,
-                    codec,
-                    sha256,
+                    raw_len: c.raw_len,
+                    codec: c.codec,
+                    sha256: c.sha256,
+                    bad,
                 })
                 .is_err()
             {
@@ -754,6 +775,7 @@ fn compress_worker(
                 raw_len,
                 codec,
                 sha256,
+                bad: None,
             })
             .is_err()
         {
@@ -809,7 +831,10 @@ fn write_frames(
     let mut next = 0usize;
     let mut failure = None;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut out);
-    for d in done {
+    for mut d in done {
+        if let Some(e) = d.bad.take() {
+            failure.get_or_insert(e);
+        }
         waiting.insert(d.seq, d);
         while let Some(d) = waiting.remove(&next) {
             if failure.is_none() {
@@ -1027,6 +1052,46 @@ mod tests {
         }
         assert_eq!(new[2].frames, new[1].frames);
         crate::verify::verify(&out, 2, &|_| {}).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_frame_of_the_base_fails_the_build_and_leaves_no_file() {
+        let d = tempfile::tempdir().unwrap();
+        let files = [("a", noise(300 << 10, 11))];
+        let base_path = bundle_with(2, d.path(), "base.bale", &files);
+        let base = Bundle::open(&base_path).unwrap();
+        let entries = base.entries().unwrap();
+        let f = entries[0].frames[2];
+        let at = base.payload_start() + f.offset + 10;
+        drop(base);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&base_path)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"DAMAGED", at).unwrap();
+        drop(file);
+        let base = Bundle::open(&base_path).unwrap();
+        let dest = d.path().join("layered.bale");
+        let exe = std::env::current_exe().unwrap();
+        let mut w =
+            BundleWriter::create(&dest, &exe, BundleMeta::default(), WriteOptions::default())
+                .unwrap();
+        for e in base.entries().unwrap() {
+            w.add_entry_from(&base, &e).unwrap();
+        }
+        match w.finish() {
+            Err(Error::BadFrame { path, frame, .. }) => {
+                assert_eq!((path.as_str(), frame), ("a", 2))
+            }
+            other => panic!("expected a bad frame, got {other:?}"),
+        }
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("layered"))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 
     #[test]
