@@ -22,7 +22,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -36,8 +36,11 @@ pub const CHUNK: usize = 256 << 10;
 /// Bytes one placeholder stands for on a sendfile connection.
 pub const SENDFILE_CHUNK: usize = 4 << 20;
 /// What hyper is handed in place of blob bytes on a sendfile connection. Never read: only its
-/// address matters (it stays in .bss, untouched, so it costs no memory).
-static PLACEHOLDER: [u8; SENDFILE_CHUNK] = [0; SENDFILE_CHUNK];
+/// address matters. Allocated zeroed at first use (fresh pages that are never touched cost no
+/// memory): a `static` array of zeros would sit in .rodata and add its 4 MiB to the program
+/// file, which every bundle carries.
+static PLACEHOLDER: LazyLock<Box<[u8]>> =
+    LazyLock::new(|| vec![0u8; SENDFILE_CHUNK].into_boxed_slice());
 
 /// A file range a placeholder stands for.
 struct Pending {
@@ -327,7 +330,9 @@ impl BlobStream {
                     sent: 0,
                 });
                 self.pos += n as u64;
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&PLACEHOLDER[..n])))));
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                    &PLACEHOLDER.as_ref()[..n],
+                )))));
             }
             let n = self.remaining().min(CHUNK as u64) as usize;
             let buf = self
