@@ -499,6 +499,32 @@ fn a_killed_node_fails_alone_and_a_rerun_converges() {
     assert!(!ev
         .iter()
         .any(|e| e["event"] == "done" && e["phase"] == "upload"));
+
+    // Deleting a host that is down: it cannot be reset, nor tell who stays; the error says
+    // what to do instead.
+    tb_ok(&["kill", "n3"]);
+    let o = run(
+        b,
+        &[
+            "delete",
+            "--yes",
+            "--nodes",
+            N3,
+            "--key",
+            &key,
+            "--known-hosts",
+            kh,
+            "--connect-timeout",
+            "2",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("no deleted host could tell which hosts stay")
+            && err.contains("run install again with the hosts that stay"),
+        "{err}"
+    );
     bed.finish();
 }
 

@@ -19,6 +19,8 @@ pub const DELETE_HELP: &str = "\
 Resets the named hosts, then hands the hosts that stay the new list of masters and workers
 (read from the deleted hosts' node.json): the workers' lvscare guards reload with the masters
 that are left, without a restart. The hosts that stay are reached with the same login options.
+A deleted host that cannot be reached is not reset and cannot tell who stays: then run install
+again with the hosts that stay, which updates them the same way.
 
 Example: ./app.bale delete --masters 10.0.0.3 --key ~/.ssh/id_ed25519";
 
@@ -114,15 +116,30 @@ pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> Result<()> {
     let mut phases = crate::phases::reset("delete");
     // After connect and lock, before anything is undone: node.json goes with the reset.
     phases.insert(2, Box::new(ReadMembers(members.clone())));
-    execute(p, phases, t.dry_run, t.parallel, "delete")?;
+    let removed = execute(p, phases, t.dry_run, t.parallel, "delete");
     if t.dry_run {
         eprintln!(
             "then: the hosts that stay get the new list of masters and workers (their lvscare \
              guards reload)"
         );
-        return Ok(());
+        return removed;
     }
-    follow(t, this_bundle, members.remaining(&deleted))
+    match (removed, members.remaining(&deleted)) {
+        (Ok(()), rest) => follow(t, this_bundle, rest),
+        // The reset failed on some deleted host, but another told who stays: they still stop
+        // counting on the hosts the operator took out.
+        (Err(e), Some(rest)) => {
+            let followed = follow(t, this_bundle, Some(rest));
+            Err(match followed {
+                Ok(()) => e,
+                Err(f) => e.context(format!("{f:#}")),
+            })
+        }
+        (Err(e), None) => Err(e.context(
+            "no deleted host could tell which hosts stay: run install again with the hosts \
+             that stay, so their guards follow the masters that are left",
+        )),
+    }
 }
 
 /// After a delete: hands the hosts that stay their new member list, so the workers' guards
