@@ -38,20 +38,40 @@ impl Phase for WriteContext {
         )
     }
     fn run(&self, node: &Node) -> PhaseResult {
-        let c = node_context(node);
-        let body = serde_json::to_vec_pretty(&c)
-            .map_err(|e| PhaseError::Msg(format!("encode the node context: {e}")))?;
-        let d = sq(&c.data_dir);
-        let tmp = sq(&format!("{}/.{FILE}.tmp", c.data_dir));
-        let dest = sq(&format!("{}/{FILE}", c.data_dir));
-        node.conn()?.root_ok(
-            "write the node context",
-            &format!(
-                "set -e; [ -d {d} ] || install -d -m 0700 {d}; cat > {tmp}; sync {tmp} 2>/dev/null \
-                 || true; mv -f {tmp} {dest}"
-            ),
-            Input::Bytes(&body),
-        )?;
-        Ok(())
+        write_context(node, &node_context(node))
     }
+}
+
+/// Writes `c` as the node's `node.json`: to a temporary name, synced, then renamed.
+pub fn write_context(node: &Node, c: &NodeContext) -> PhaseResult {
+    let body = serde_json::to_vec_pretty(c)
+        .map_err(|e| PhaseError::Msg(format!("encode the node context: {e}")))?;
+    let d = sq(&c.data_dir);
+    let tmp = sq(&format!("{}/.{FILE}.tmp", c.data_dir));
+    let dest = sq(&format!("{}/{FILE}", c.data_dir));
+    node.conn()?.root_ok(
+        "write the node context",
+        &format!(
+            "set -e; [ -d {d} ] || install -d -m 0700 {d}; cat > {tmp}; sync {tmp} 2>/dev/null \
+             || true; mv -f {tmp} {dest}"
+        ),
+        Input::Bytes(&body),
+    )?;
+    Ok(())
+}
+
+/// The node's `node.json` as an earlier run wrote it; `None` where there is none.
+pub fn read_context(node: &Node) -> Result<Option<NodeContext>, PhaseError> {
+    let path = format!("{}/{FILE}", node.ctx.data_dir);
+    let text = node.conn()?.root_ok(
+        "read the node context",
+        &format!("cat {} 2>/dev/null || true", sq(&path)),
+        Input::None,
+    )?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| PhaseError::Msg(format!("{path} on this host is not a node context: {e}")))
 }

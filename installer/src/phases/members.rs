@@ -5,9 +5,9 @@
 //! worker rewrites the guard's config and reloads it, so connections through the API-server VIP
 //! survive a master leaving.
 
+use super::context::{read_context, write_context};
 use crate::engine::{lock, Node, Phase, PhaseError, PhaseResult};
 use crate::node::context::{NodeContext, FILE};
-use crate::ssh::{sq, Input};
 use std::sync::{Arc, Mutex};
 
 /// The masters and workers as the deleted hosts knew them, in install order.
@@ -49,34 +49,6 @@ impl Members {
             nodes: keep(n),
         })
     }
-}
-
-fn read_context(node: &Node) -> Result<Option<NodeContext>, PhaseError> {
-    let path = format!("{}/{FILE}", node.ctx.data_dir);
-    let text = node.conn()?.root_ok(
-        "read the node context",
-        &format!("cat {} 2>/dev/null || true", sq(&path)),
-        Input::None,
-    )?;
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| PhaseError::Msg(format!("{path} on this host is not a node context: {e}")))
-}
-
-fn write_context(node: &Node, c: &NodeContext) -> PhaseResult {
-    let body = serde_json::to_vec_pretty(c)
-        .map_err(|e| PhaseError::Msg(format!("encode the node context: {e}")))?;
-    let tmp = sq(&format!("{}/.{FILE}.tmp", c.data_dir));
-    let dest = sq(&format!("{}/{FILE}", c.data_dir));
-    node.conn()?.root_ok(
-        "write the node context",
-        &format!("set -e; cat > {tmp}; sync {tmp} 2>/dev/null || true; mv -f {tmp} {dest}"),
-        Input::Bytes(&body),
-    )?;
-    Ok(())
 }
 
 /// `delete`, before the reset: what the host knows of the cluster.
