@@ -56,23 +56,24 @@ fn appliance(dir: &Path) -> PathBuf {
 
 /// Runs `bundle VERB ARGS --json` against the three nodes and returns (output, events).
 fn run_on_nodes(bundle: &Path, verb: &str, extra: &[&str]) -> (Output, Vec<serde_json::Value>) {
+    let workers = format!("{N2},{N3}");
+    run_on(bundle, verb, &["--masters", N1, "--nodes", &workers], extra)
+}
+
+/// Runs `bundle VERB HOSTS ARGS --json` with the testbed's key and known hosts.
+fn run_on(
+    bundle: &Path,
+    verb: &str,
+    hosts: &[&str],
+    extra: &[&str],
+) -> (Output, Vec<serde_json::Value>) {
     let key = key();
     let kh = known_hosts_path();
-    let workers = format!("{N2},{N3}");
-    let mut args = vec![
-        verb,
-        "--json",
-        "--masters",
-        N1,
-        "--nodes",
-        &workers,
-        "--key",
-        &key,
-        "--known-hosts",
-        &kh,
-    ];
+    let mut args = vec![verb, "--json"];
+    args.extend_from_slice(hosts);
+    args.extend_from_slice(&["--key", &key, "--known-hosts", &kh]);
     args.extend_from_slice(extra);
-    run_logged(bundle, &args, &format!("{verb} {extra:?}"))
+    run_logged(bundle, &args, &format!("{verb} {hosts:?} {extra:?}"))
 }
 
 /// One HTTP GET from the host to a node; the body, or why not.
@@ -334,23 +335,12 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
     // n4 joins as a second master: the workers' guards take it in with a reload, not a restart.
     let guard_pid = |n: &str| on_ok(n, "systemctl show -p MainPID --value bale-lvscare.service");
     let before: Vec<String> = ["n2", "n3"].iter().map(|n| guard_pid(n)).collect();
-    let (key, kh) = (key(), known_hosts_path());
     let (masters, workers) = (format!("{N1},{N4}"), format!("{N2},{N3}"));
-    let (o, ev) = run_logged(
+    let (o, ev) = run_on(
         &bundle,
-        &[
-            "install",
-            "--json",
-            "--masters",
-            &masters,
-            "--nodes",
-            &workers,
-            "--key",
-            &key,
-            "--known-hosts",
-            &kh,
-        ],
-        "install with n4 as a master",
+        "install",
+        &["--masters", &masters, "--nodes", &workers],
+        &[],
     );
     ok(&o);
     assert_eq!(summary(&ev)["ok"].as_array().map(Vec::len), Some(4));
@@ -374,21 +364,7 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
 
     // n4 is deleted: the hosts that stay learn it from n4's own record, and the guards reload
     // with n1 alone.
-    let (o, ev) = run_logged(
-        &bundle,
-        &[
-            "delete",
-            "--json",
-            "--yes",
-            "--masters",
-            N4,
-            "--key",
-            &key,
-            "--known-hosts",
-            &kh,
-        ],
-        "delete n4",
-    );
+    let (o, ev) = run_on(&bundle, "delete", &["--masters", N4], &["--yes"]);
     ok(&o);
     assert!(
         has(&ev, "done", "members", N4),
