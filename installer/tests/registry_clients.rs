@@ -10,12 +10,11 @@ mod registry_common;
 
 /// Named so that `cargo test registry` selects these tests.
 mod registry_clients {
-    use std::io::Read as _;
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Output, Stdio};
+    use std::path::Path;
+    use std::process::{Command, Output, Stdio};
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
 
+    use crate::registry_common::containerd::TestContainerd;
     use crate::registry_common::*;
     use bale_installer::registry::{load_tls, Auth, ServeOptions};
 
@@ -322,26 +321,12 @@ mod registry_clients {
         assert!(s.requests().iter().any(|r| r.status == 401));
     }
 
-    /// A containerd of the test's own, killed when dropped.
-    struct Containerd {
-        child: Child,
-        dir: tempfile::TempDir,
-        socket: PathBuf,
-    }
-
-    impl Containerd {
-        fn start() -> Result<Containerd, String> {
-            // Short, so the socket path stays under the 108-byte limit.
-            let dir = tempfile::Builder::new()
-                .prefix("bale-ctrd-")
-                .tempdir_in("/tmp")
-                .map_err(|e| e.to_string())?;
-            let d = dir.path();
-            let socket = d.join("c.sock");
-            let config = d.join("config.toml");
-            std::fs::write(
-                &config,
-                format!(
+    /// A containerd of the test's own, with the CRI plugin off (this test pulls with `ctr`).
+    fn start_containerd() -> Result<TestContainerd, String> {
+        TestContainerd::start(
+            "bale-ctrd-",
+            |d, sock| {
+                Ok(format!(
                     r#"version = 2
 root = "{root}"
 state = "{state}"
@@ -366,68 +351,21 @@ disabled_plugins = [
 "#,
                     root = d.join("root").display(),
                     state = d.join("state").display(),
-                    sock = socket.display(),
-                ),
-            )
-            .map_err(|e| e.to_string())?;
-            let log = std::fs::File::create(d.join("containerd.log")).map_err(|e| e.to_string())?;
-            let child = Command::new("containerd")
-                .arg("--config")
-                .arg(&config)
-                .stdout(log.try_clone().map_err(|e| e.to_string())?)
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("cannot start containerd: {e}"))?;
-            let mut c = Containerd { child, dir, socket };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(Some(st)) = c.child.try_wait() {
-                    return Err(format!("containerd exited ({st}):\n{}", c.log()));
-                }
-                if c.socket.exists() && c.ctr(&["version"]).status.success() {
-                    return Ok(c);
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("containerd did not come up:\n{}", c.log()));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-
-        fn ctr(&self, args: &[&str]) -> Output {
-            client("ctr", self.dir.path())
-                .arg("--address")
-                .arg(&self.socket)
-                .args(["--namespace", "bale-test"])
-                .args(args)
-                .output()
-                .expect("run ctr")
-        }
-
-        fn log(&self) -> String {
-            let mut s = String::new();
-            if let Ok(mut f) = std::fs::File::open(self.dir.path().join("containerd.log")) {
-                let _ = f.read_to_string(&mut s);
-            }
-            s
-        }
+                    sock = sock.display(),
+                ))
+            },
+            |c| Ok(ctr(c, &["version"]).status.success()),
+        )
     }
 
-    impl Drop for Containerd {
-        fn drop(&mut self) {
-            let pid = self.child.id() as libc::pid_t;
-            // SAFETY: signals only the containerd this test started, by its pid.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn ctr(c: &TestContainerd, args: &[&str]) -> Output {
+        client("ctr", c.dir.path())
+            .arg("--address")
+            .arg(&c.socket)
+            .args(["--namespace", "bale-test"])
+            .args(args)
+            .output()
+            .expect("run ctr")
     }
 
     #[test]
@@ -444,7 +382,7 @@ disabled_plugins = [
             return skip("/bin/busybox is missing (apt-get install busybox-static)");
         }
         let s = start(f, ServeOptions::default());
-        let ctrd = match Containerd::start() {
+        let ctrd = match start_containerd() {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
@@ -464,17 +402,20 @@ disabled_plugins = [
         }
         let hosts_dir = hosts.to_string_lossy().into_owned();
         let pull = |image: &str| {
-            let o = ctrd.ctr(&[
-                "images",
-                "pull",
-                "--hosts-dir",
-                &hosts_dir,
-                "--platform",
-                "linux/amd64",
-                "--snapshotter",
-                "native",
-                image,
-            ]);
+            let o = ctr(
+                &ctrd,
+                &[
+                    "images",
+                    "pull",
+                    "--hosts-dir",
+                    &hosts_dir,
+                    "--platform",
+                    "linux/amd64",
+                    "--snapshotter",
+                    "native",
+                    image,
+                ],
+            );
             assert!(
                 o.status.success(),
                 "ctr pull {image}: {}\ncontainerd log:\n{}",
@@ -525,7 +466,7 @@ disabled_plugins = [
         );
         assert!(reqs.iter().all(|r| r.status < 500));
 
-        let o = ctrd.ctr(&["images", "ls"]);
+        let o = ctr(&ctrd, &["images", "ls"]);
         let ls = String::from_utf8_lossy(&o.stdout);
         for (name, digest) in [
             ("docker.io/library/busybox:1.36", &f.busybox),
@@ -537,7 +478,7 @@ disabled_plugins = [
                 "{name} @ {digest} not in:\n{ls}"
             );
         }
-        let o = ctrd.ctr(&["content", "ls", "-q"]);
+        let o = ctr(&ctrd, &["content", "ls", "-q"]);
         let content = String::from_utf8_lossy(&o.stdout);
         let mut want = vec![
             &f.busybox,
@@ -555,7 +496,7 @@ disabled_plugins = [
             );
         }
         // Unpacked: the snapshot holds the very busybox binary.
-        let o = ctrd.ctr(&["snapshots", "--snapshotter", "native", "ls"]);
+        let o = ctr(&ctrd, &["snapshots", "--snapshotter", "native", "ls"]);
         assert!(
             o.status.success() && String::from_utf8_lossy(&o.stdout).lines().count() > 1,
             "no snapshot: {}",
@@ -614,15 +555,18 @@ disabled_plugins = [
         // podman, unlike skopeo, wants the auth file `client` names to exist.
         std::fs::write(h.join("auth.json"), "{\"auths\": {}}").unwrap();
         let registries = h.join("registries.conf");
-        std::fs::write(
-            &registries,
-            format!(
-                "unqualified-search-registries = []\n\n[[registry]]\nlocation = \"docker.io\"\n\n\
-                 [[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
-                s.addr
-            ),
-        )
-        .unwrap();
+        // docker.io mirrored to `location`, the only registry podman may ask.
+        let mirror_at = |location: &str| {
+            std::fs::write(
+                &registries,
+                format!(
+                    "unqualified-search-registries = []\n\n[[registry]]\nlocation = \"docker.io\"\n\n\
+                     [[registry.mirror]]\nlocation = \"{location}\"\ninsecure = true\n"
+                ),
+            )
+            .unwrap()
+        };
+        mirror_at(&s.addr.to_string());
         let podman = |args: &[&str]| {
             client("podman", h)
                 .env("CONTAINERS_STORAGE_CONF", &storage)
@@ -673,15 +617,7 @@ disabled_plugins = [
         assert!(!o.status.success(), "pulled a tag the bundle lacks");
         // The mirror form that never depends on short names: the registry host in the path.
         ok(podman(&["rmi", "--all", "--force"]));
-        std::fs::write(
-            &registries,
-            format!(
-                "unqualified-search-registries = []\n\n[[registry]]\nlocation = \"docker.io\"\n\n\
-                 [[registry.mirror]]\nlocation = \"{}/docker.io\"\ninsecure = true\n",
-                s.addr
-            ),
-        )
-        .unwrap();
+        mirror_at(&format!("{}/docker.io", s.addr));
         ok(podman(&["pull", "--quiet", image]));
         let full = "/v2/docker.io/library/busybox/manifests/1.36";
         assert!(

@@ -17,12 +17,11 @@ mod registry_common;
 
 /// Named so that `cargo test registry` selects these tests.
 mod registry_cri {
-    use std::io::Read as _;
-    use std::os::unix::process::CommandExt as _;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
+    use crate::registry_common::containerd::TestContainerd;
     use crate::registry_common::*;
     use bale_installer::node::containerd_config as cc;
     use bale_installer::node::cri::{CriClient, CriError};
@@ -100,118 +99,33 @@ mod registry_cri {
         c
     }
 
-    /// A containerd of the test's own, killed (with anything it started) when dropped, also
-    /// when the test panics.
-    struct Containerd {
-        child: Child,
-        dir: tempfile::TempDir,
-        socket: PathBuf,
+    /// A containerd of the test's own with bale's config: with its CRI plugin, or (`cri`
+    /// false) with the plugin disabled.
+    fn start_containerd(cri: bool) -> Result<TestContainerd, String> {
+        TestContainerd::start(
+            "bale-cri-",
+            |d, _| {
+                for sub in ["hosts", "cni-bin", "cni-conf"] {
+                    std::fs::create_dir_all(d.join(sub)).map_err(|e| e.to_string())?;
+                }
+                Ok(private_config(d, cri))
+            },
+            |c| match (cri_of(c).version(), cri) {
+                (Ok(_), true) | (Err(CriError::Unimplemented { .. }), false) => Ok(true),
+                // Serving, but not as asked: waiting will not help.
+                (Ok(_), false) => Err("the CRI plugin is not disabled".into()),
+                (Err(e @ CriError::Unimplemented { .. }), true) => Err(format!("{e}\n{}", c.log())),
+                _ => Ok(false),
+            },
+        )
     }
 
-    impl Containerd {
-        /// With its CRI plugin, or (`cri` false) with the plugin disabled.
-        fn start(cri: bool) -> Result<Containerd, String> {
-            // Short, so the socket path stays under the 108-byte limit.
-            let dir = tempfile::Builder::new()
-                .prefix("bale-cri-")
-                .tempdir_in("/tmp")
-                .map_err(|e| e.to_string())?;
-            let d = dir.path();
-            for sub in ["hosts", "cni-bin", "cni-conf"] {
-                std::fs::create_dir_all(d.join(sub)).map_err(|e| e.to_string())?;
-            }
-            let config = d.join("config.toml");
-            std::fs::write(&config, private_config(d, cri)).map_err(|e| e.to_string())?;
-            let log = std::fs::File::create(d.join("containerd.log")).map_err(|e| e.to_string())?;
-            let mut cmd = Command::new("containerd");
-            cmd.arg("--config").arg(&config);
-            for v in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
-                cmd.env_remove(v).env_remove(v.to_uppercase());
-            }
-            let child = cmd
-                // Where an upstream request would go: nothing listens there, so it fails at
-                // once. Loopback (our registry) is never proxied.
-                .env("HTTPS_PROXY", "http://127.0.0.1:1")
-                .env("HTTP_PROXY", "http://127.0.0.1:1")
-                // Its own process group, so that Drop can end whatever it started.
-                .process_group(0)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().map_err(|e| e.to_string())?)
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("cannot start containerd: {e}"))?;
-            let mut c = Containerd {
-                child,
-                socket: d.join("c.sock"),
-                dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(Some(st)) = c.child.try_wait() {
-                    return Err(format!("containerd exited ({st}):\n{}", c.log()));
-                }
-                if c.socket.exists() {
-                    match (c.cri().version(), cri) {
-                        (Ok(_), true) | (Err(CriError::Unimplemented { .. }), false) => {
-                            return Ok(c)
-                        }
-                        // Serving, but not as asked: waiting will not help.
-                        (Ok(_), false) => return Err("the CRI plugin is not disabled".into()),
-                        (Err(e @ CriError::Unimplemented { .. }), true) => {
-                            return Err(format!("{e}\n{}", c.log()))
-                        }
-                        _ => {}
-                    }
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("containerd did not come up:\n{}", c.log()));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-
-        fn cri(&self) -> CriClient {
-            CriClient::new(&self.socket)
-        }
-
-        fn hosts_dir(&self) -> PathBuf {
-            self.dir.path().join("hosts")
-        }
-
-        fn log(&self) -> String {
-            let mut s = String::new();
-            if let Ok(mut f) = std::fs::File::open(self.dir.path().join("containerd.log")) {
-                let _ = f.read_to_string(&mut s);
-            }
-            s
-        }
+    fn cri_of(c: &TestContainerd) -> CriClient {
+        CriClient::new(&c.socket)
     }
 
-    impl Drop for Containerd {
-        fn drop(&mut self) {
-            let pgid = self.child.id() as libc::pid_t;
-            // SAFETY: signals only the process group this test created for its containerd.
-            unsafe { libc::kill(-pgid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            // SAFETY: as above; whatever is left of the group.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            let _ = self.child.wait();
-            // An unpack interrupted by a panic may leave a mount below the directory, which
-            // the directory's removal must not walk into.
-            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-            for m in runtime::mounts_below(&mountinfo, self.dir.path()) {
-                if let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) {
-                    // SAFETY: a valid NUL-terminated path; MNT_DETACH cannot hang.
-                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                }
-            }
-        }
+    fn hosts_dir(c: &TestContainerd) -> PathBuf {
+        c.dir.path().join("hosts")
     }
 
     fn write_hosts(hosts: &Path, domain: &str, port: u16) {
@@ -273,8 +187,8 @@ mod registry_cri {
         }
         let f = fixture();
         let s = start(f, ServeOptions::default());
-        let ctrd = Containerd::start(true).unwrap_or_else(|e| panic!("{e}"));
-        let cri = ctrd.cri();
+        let ctrd = start_containerd(true).unwrap_or_else(|e| panic!("{e}"));
+        let cri = cri_of(&ctrd);
         let log = |what: &str| format!("{what}\ncontainerd log:\n{}", ctrd.log());
 
         let v = cri
@@ -298,7 +212,7 @@ mod registry_cri {
         let (domains, bad) = cc::registry_domains(names.iter().map(String::as_str));
         assert!(bad.is_empty(), "{bad:?}");
         for d in &domains {
-            write_hosts(&ctrd.hosts_dir(), d, s.addr.port());
+            write_hosts(&hosts_dir(&ctrd), d, s.addr.port());
         }
         assert!(
             cri.image_status(&image).unwrap().is_none(),
@@ -354,7 +268,7 @@ mod registry_cri {
 
         // Negative control: without docker.io's hosts file the same registry's next name does
         // not come from the bale registry, though it holds it (same manifest, other tag).
-        std::fs::remove_dir_all(ctrd.hosts_dir().join("docker.io")).unwrap();
+        std::fs::remove_dir_all(hosts_dir(&ctrd).join("docker.io")).unwrap();
         let served = s.requests().len();
         let other = "docker.io/library/busybox:latest";
         let t = Instant::now();
@@ -395,10 +309,10 @@ mod registry_cri {
         if !have_containerd() {
             return skip("containerd is not installed (apt-get install containerd)");
         }
-        let ctrd = Containerd::start(false).unwrap_or_else(|e| panic!("{e}"));
+        let ctrd = start_containerd(false).unwrap_or_else(|e| panic!("{e}"));
         for e in [
-            ctrd.cri().version().unwrap_err(),
-            ctrd.cri()
+            cri_of(&ctrd).version().unwrap_err(),
+            cri_of(&ctrd)
                 .pull_image("docker.io/library/busybox:1.36")
                 .unwrap_err(),
         ] {

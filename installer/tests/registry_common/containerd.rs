@@ -1,0 +1,103 @@
+//! A containerd of a test's own: private root, state, socket and config in a short directory
+//! under /tmp, its log kept for the test's messages, and stopped (with anything it started)
+//! when dropped, also when the test panics.
+
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestContainerd {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+}
+
+impl TestContainerd {
+    /// Starts Debian's `containerd` with the config that `config(dir, socket)` returns (it may
+    /// also make the directories the config names; its error ends the start), then waits until `ready` says it serves as
+    /// the test needs: `Ok(false)` is asked again, an error ends the wait.
+    pub fn start(
+        prefix: &str,
+        config: impl FnOnce(&Path, &Path) -> Result<String, String>,
+        ready: impl Fn(&TestContainerd) -> Result<bool, String>,
+    ) -> Result<TestContainerd, String> {
+        // Short, so the socket path stays under the 108-byte limit.
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .map_err(|e| e.to_string())?;
+        let d = dir.path();
+        let socket = d.join("c.sock");
+        let config_file = d.join("config.toml");
+        std::fs::write(&config_file, config(d, &socket)?).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(d.join("containerd.log")).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config").arg(&config_file);
+        for v in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+            cmd.env_remove(v).env_remove(v.to_uppercase());
+        }
+        let child = cmd
+            // Where an upstream request would go: nothing listens there, so it fails at
+            // once. Loopback (our registry) is never proxied.
+            .env("HTTPS_PROXY", "http://127.0.0.1:1")
+            .env("HTTP_PROXY", "http://127.0.0.1:1")
+            // Its own process group, so that Drop can end whatever it started.
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start containerd: {e}"))?;
+        let mut c = TestContainerd { child, dir, socket };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = c.child.try_wait() {
+                return Err(format!("containerd exited ({st}):\n{}", c.log()));
+            }
+            if c.socket.exists() && ready(&c)? {
+                return Ok(c);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("containerd did not come up:\n{}", c.log()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("containerd.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for TestContainerd {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: signals only the process group this test created for its containerd.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: as above; whatever is left of the group.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+        // An unpack interrupted by a panic may leave a mount below the directory, which
+        // the directory's removal must not walk into.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for m in bale_installer::node::runtime::mounts_below(&mountinfo, self.dir.path()) {
+            if let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) {
+                // SAFETY: a valid NUL-terminated path; MNT_DETACH cannot hang.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
