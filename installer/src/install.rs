@@ -4,7 +4,7 @@
 use crate::clusterfile::Clusterfile;
 use crate::engine::{BundleInfo, Ctx, Event, Manager, Node, Reporter};
 use crate::hosts::{self, Secret, SshOverrides};
-use crate::site::Site;
+use crate::site::{Site, Vips};
 use crate::ssh::{sq, SshOptions};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -31,6 +31,40 @@ pub struct InstallArgs {
     /// a maintenance window (a later run goes on from there)
     #[arg(long, value_name = "PHASE")]
     pub until: Option<String>,
+    /// The API servers' virtual IP: every worker's guardian (bale-lvscare.service) keeps
+    /// VIP:6443 pointing at the healthy masters, and apiserver.cluster.local names it
+    #[arg(long, value_name = "IP", default_value_t = crate::node::context::DEFAULT_VIP)]
+    pub vip: std::net::Ipv4Addr,
+    /// Also guard the masters' registries behind this virtual IP (at the registry port, 5050):
+    /// each worker gets a second guardian (bale-lvscare-registry.service), and its containerd
+    /// pulls through the VIP whenever the worker's own registry does not answer. Off unless
+    /// given; a later install without it removes that guardian
+    #[arg(long, value_name = "IP")]
+    pub registry_vip: Option<std::net::Ipv4Addr>,
+}
+
+impl InstallArgs {
+    /// The VIPs asked for, checked against each other.
+    fn vips(&self) -> Result<Vips> {
+        let bad = |ip: std::net::Ipv4Addr| {
+            ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast()
+        };
+        if bad(self.vip) {
+            bail!("--vip {}: a virtual IP must be a unicast address that is not loopback (the default is {})", self.vip, crate::node::context::DEFAULT_VIP);
+        }
+        if let Some(r) = self.registry_vip {
+            if bad(r) {
+                bail!("--registry-vip {r}: a virtual IP must be a unicast address that is not loopback (e.g. 10.103.97.3)");
+            }
+            if r == self.vip {
+                bail!("--registry-vip {r} is also --vip: the registries need a VIP of their own (e.g. 10.103.97.3)");
+            }
+        }
+        Ok(Vips {
+            apiserver: self.vip.into(),
+            registry: self.registry_vip.map(Into::into),
+        })
+    }
 }
 
 /// The hosts of a run and how to reach them (shared by install, reset and check).
@@ -119,7 +153,8 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
         phases.truncate(i + 1);
     }
     let t = &args.target;
-    let p = prepare(t, &args.ignore_preflight, this_bundle, "install")?;
+    let vips = args.vips()?;
+    let p = prepare(t, &args.ignore_preflight, this_bundle, "install", vips)?;
     execute(p, phases, t.dry_run, t.parallel, "install")
 }
 
@@ -129,6 +164,7 @@ pub fn prepare(
     ignore_preflight: &[String],
     this_bundle: Option<PathBuf>,
     verb: &str,
+    vips: Vips,
 ) -> Result<Prepared> {
     let bundle_path = this_bundle.with_context(|| {
         format!("this bale program carries no payload: run {verb} from a bundle (./app.bale {verb} ...)")
@@ -198,13 +234,21 @@ pub fn prepare(
         .as_ref()
         .map(|f| f.display().to_string())
         .unwrap_or_default();
-    let site = Site::load(
+    let mut site = Site::load(
         &bundle,
         &host_list,
         cluster_text.as_deref().map(|t| (cf_name.as_str(), t)),
         &cluster_env,
     )?;
     drop(bundle);
+    if let Some(clash) = host_list
+        .iter()
+        .map(|h| h.addr)
+        .find(|a| *a == vips.apiserver || Some(*a) == vips.registry)
+    {
+        bail!("{clash} is a host and a virtual IP at once: pick a --vip / --registry-vip that no host has");
+    }
+    site.vips = vips;
     let ctx = Arc::new(Ctx {
         bundle: info,
         data_dir,

@@ -5,6 +5,7 @@
 
 use crate::install::{execute, prepare, Target};
 use crate::phases::members::{FollowMembers, Members, ReadMembers, Remaining};
+use crate::site::Vips;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -83,7 +84,7 @@ pub fn reset(args: ResetArgs, this_bundle: Option<PathBuf>) -> Result<()> {
         args.yes,
         t.dry_run,
     )?;
-    let p = prepare(t, &[], this_bundle, "reset")?;
+    let p = prepare(t, &[], this_bundle, "reset", Vips::default())?;
     execute(
         p,
         crate::phases::reset("reset"),
@@ -106,7 +107,7 @@ pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> Result<()> {
         args.yes,
         t.dry_run,
     )?;
-    let p = prepare(t, &[], this_bundle.clone(), "delete")?;
+    let p = prepare(t, &[], this_bundle.clone(), "delete", Vips::default())?;
     let deleted: Vec<String> = p
         .nodes
         .iter()
@@ -177,7 +178,7 @@ fn follow(t: &Target, this_bundle: Option<PathBuf>, rest: Option<Remaining>) -> 
     stay.clusterfile = None;
     stay.masters = Some(rest.masters.join(","));
     stay.nodes = (!rest.nodes.is_empty()).then(|| rest.nodes.join(","));
-    let p = prepare(&stay, &[], this_bundle, "delete")?;
+    let p = prepare(&stay, &[], this_bundle, "delete", Vips::default())?;
     let phases: Vec<Box<dyn crate::engine::Phase>> = vec![
         Box::new(crate::phases::connect::Connect),
         Box::new(crate::phases::lock::Lock { verb: "delete" }),
@@ -191,7 +192,7 @@ fn follow(t: &Target, this_bundle: Option<PathBuf>, rest: Option<Remaining>) -> 
 
 pub fn check(args: CheckArgs, this_bundle: Option<PathBuf>) -> Result<()> {
     let t = &args.target;
-    let p = prepare(t, &[], this_bundle, "check")?;
+    let p = prepare(t, &[], this_bundle, "check", Vips::default())?;
     execute(
         p,
         vec![

@@ -28,6 +28,25 @@ pub struct Site {
     /// Files of the tree as the Config overlays leave them: (path, content), computed once
     /// here and written to every node after extraction.
     pub overlays: Vec<(String, String)>,
+    pub vips: Vips,
+}
+
+/// The virtual IPs that the workers' guardians serve (`install --vip`, `--registry-vip`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vips {
+    /// The API servers' VIP, at port 6443.
+    pub apiserver: IpAddr,
+    /// The masters' registries behind one VIP (at the registry port), when asked for.
+    pub registry: Option<IpAddr>,
+}
+
+impl Default for Vips {
+    fn default() -> Self {
+        Vips {
+            apiserver: IpAddr::V4(DEFAULT_VIP),
+            registry: None,
+        }
+    }
 }
 
 /// One install-time step (Kubefile `CMD`, or `LAUNCH` of an `APP`), run on the first master.
@@ -290,7 +309,8 @@ impl Site {
             masters,
             nodes: self.workers(),
             registry_port: REGISTRY_PORT,
-            vip: DEFAULT_VIP.into(),
+            vip: self.vips.apiserver.to_string(),
+            registry_vip: self.vips.registry.map(|v| v.to_string()),
             env: self.env.clone(),
         }
     }

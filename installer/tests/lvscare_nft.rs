@@ -297,13 +297,17 @@ fn answer(mut s: TcpStream, name: &str) {
 /// `n` sequential requests to the VIP from the node namespace: names seen
 /// and failures.
 fn hit(ns: &str, n: usize) -> (BTreeMap<String, usize>, usize) {
-    let ns = ns.to_string();
+    hit_at(ns, VIP, n)
+}
+
+fn hit_at(ns: &str, vip: &str, n: usize) -> (BTreeMap<String, usize>, usize) {
+    let (ns, vip) = (ns.to_string(), sa(vip));
     thread::spawn(move || {
         enter(&ns);
         let mut seen = BTreeMap::new();
         let mut failed = 0;
         for _ in 0..n {
-            match get(sa(VIP)) {
+            match get(vip) {
                 Ok(name) => *seen.entry(name).or_insert(0) += 1,
                 Err(_) => failed += 1,
             }
@@ -618,6 +622,79 @@ fn nft_restart_adopts_rules_never_duplicates_and_clean_removes_only_bale() {
             .expect("clean thread")
             .expect("second clean failed");
     }
+}
+
+/// The registry guard beside the apiserver guard, as on a worker of an install with
+/// `--registry-vip`: each owns its own table, and cleaning one leaves the other working.
+#[test]
+fn two_instances_keep_their_own_tables_and_clean_only_their_own() {
+    require_netns!();
+    const REG_VIP: &str = "10.103.97.3:5050";
+    let t = Topology::new("i");
+    let _api: Vec<Master> = MASTERS
+        .iter()
+        .zip(["m1", "m2", "m3"])
+        .map(|(a, n)| Master::start(&t.masters, a, n))
+        .collect();
+    let _reg: Vec<Master> = [("10.88.0.11:5050", "r1"), ("10.88.0.12:5050", "r2")]
+        .into_iter()
+        .map(|(a, n)| Master::start(&t.masters, a, n))
+        .collect();
+    let tables = |t: &Topology| -> Vec<String> {
+        let out = t.nft(&["list", "tables"]).unwrap_or_default();
+        out.lines().map(|l| l.trim().to_string()).collect()
+    };
+
+    let mut api = Guardian::start(&t.node, args(&rs_args()));
+    let mut reg_args = args(&[
+        "--instance",
+        "registry",
+        "--rs",
+        "10.88.0.11:5050",
+        "--rs",
+        "10.88.0.12:5050",
+    ]);
+    reg_args.vs = Some(sa(REG_VIP));
+    let mut reg = Guardian::start(&t.node, reg_args.clone());
+    api.rounds(2);
+    reg.rounds(2);
+    let have = tables(&t);
+    assert!(
+        have.contains(&"table ip bale_lvscare".to_string())
+            && have.contains(&"table ip bale_lvscare_registry".to_string()),
+        "{have:?}"
+    );
+    // Each rewrites its whole table on every change: neither may wipe out the other.
+    assert_eq!(t.bale_rules(), (1, 3));
+    let (seen, failed) = hit(&t.node, 30);
+    assert_eq!((failed, seen.len()), (0, 3), "apiserver VIP: {seen:?}");
+    let (seen, failed) = hit_at(&t.node, REG_VIP, 20);
+    assert_eq!((failed, seen.len()), (0, 2), "registry VIP: {seen:?}");
+    assert!(seen.keys().all(|k| k.starts_with('r')), "{seen:?}");
+
+    // Stop the registry guardian and clean it: its table and route go, the apiserver's stay.
+    reg.stop();
+    let mut clean = reg_args;
+    clean.clean = true;
+    let mut c = Guardian::start(&t.node, clean);
+    if let Some(h) = c.handle.take() {
+        h.join().expect("clean thread").expect("clean failed");
+    }
+    let have = tables(&t);
+    assert!(
+        !have.iter().any(|l| l.contains("bale_lvscare_registry")),
+        "{have:?}"
+    );
+    assert_eq!(
+        t.bale_rules(),
+        (1, 3),
+        "the apiserver guard's table is intact"
+    );
+    assert!(!t.routes().contains("10.103.97.3"), "{}", t.routes());
+    assert!(t.routes().contains("10.103.97.2"), "{}", t.routes());
+    let (seen, failed) = hit(&t.node, 30);
+    assert_eq!((failed, seen.len()), (0, 3), "after the clean: {seen:?}");
+    api.stop();
 }
 
 #[test]

@@ -131,7 +131,11 @@ mod registry_cri {
     fn write_hosts(hosts: &Path, domain: &str, port: u16) {
         let d = hosts.join(domain);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("hosts.toml"), cc::render_hosts_toml(domain, port)).unwrap();
+        std::fs::write(
+            d.join("hosts.toml"),
+            cc::render_hosts_toml(domain, port, None),
+        )
+        .unwrap();
     }
 
     /// What the runtime step's check pulls: the smallest image (busybox's one layer, not pause's

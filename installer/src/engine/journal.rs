@@ -21,6 +21,9 @@ pub struct Journal {
 pub struct Done {
     /// Unix seconds.
     pub at: u64,
+    /// The phase's inputs when it was done (see `Phase::inputs`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub inputs: String,
 }
 
 impl Journal {
@@ -32,7 +35,12 @@ impl Journal {
     }
 
     pub fn is_done(&self, phase: &str) -> bool {
-        self.phases.contains_key(phase)
+        self.is_done_with(phase, "")
+    }
+
+    /// Done, and with these inputs.
+    pub fn is_done_with(&self, phase: &str, inputs: &str) -> bool {
+        self.phases.get(phase).is_some_and(|d| d.inputs == inputs)
     }
 
     /// Reads the node's journal for this bundle (an empty one when there is none).
@@ -51,11 +59,23 @@ impl Journal {
 
     /// Marks `phase` done and writes the journal back to the node.
     pub fn record(&mut self, conn: &Conn, data_dir: &str, phase: &str) -> Result<(), SshError> {
+        self.record_with(conn, data_dir, phase, "")
+    }
+
+    /// Marks `phase` done with these inputs and writes the journal back to the node.
+    pub fn record_with(
+        &mut self,
+        conn: &Conn,
+        data_dir: &str,
+        phase: &str,
+        inputs: &str,
+    ) -> Result<(), SshError> {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        self.phases.insert(phase.into(), Done { at });
+        let inputs = inputs.to_string();
+        self.phases.insert(phase.into(), Done { at, inputs });
         let body = serde_json::to_vec_pretty(self).unwrap_or_default();
         let d = sq(data_dir);
         let script = format!(
@@ -82,6 +102,11 @@ mod tests {
         j.record(&c, d, "upload").unwrap();
         let again = Journal::load(&c, d, "abc").unwrap();
         assert!(again.is_done("upload"));
+        j.record_with(&c, d, "runtime", "10.103.97.3:5050").unwrap();
+        let again = Journal::load(&c, d, "abc").unwrap();
+        assert!(again.is_done_with("runtime", "10.103.97.3:5050"));
+        assert!(!again.is_done("runtime"), "other inputs: run again");
+        assert!(!again.is_done_with("runtime", "10.103.97.4:5050"));
         assert_eq!(again, j);
         // Another bundle starts over; garbage too.
         assert!(!Journal::load(&c, d, "def").unwrap().is_done("upload"));

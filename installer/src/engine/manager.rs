@@ -79,7 +79,12 @@ impl Manager {
             let ran_somewhere = std::sync::atomic::AtomicBool::new(false);
             for_each_parallel(&live, self.parallel, |n| {
                 let name = n.name();
-                if phase.journaled() && lock(&n.journal).is_done(title) {
+                let inputs = if phase.journaled() {
+                    phase.inputs(n)
+                } else {
+                    String::new()
+                };
+                if phase.journaled() && lock(&n.journal).is_done_with(title, &inputs) {
                     if planning {
                         lock(&plans[n.index]).push(format!("{title}: already done"));
                     } else {
@@ -117,7 +122,7 @@ impl Manager {
                     if phase.journaled() {
                         let conn = n.conn()?;
                         lock(&n.journal)
-                            .record(&conn, &n.ctx.data_dir, title)
+                            .record_with(&conn, &n.ctx.data_dir, title, &inputs)
                             .map_err(PhaseError::from)?;
                     }
                     Ok(())

@@ -49,6 +49,12 @@ pub trait Phase: Send + Sync {
     fn journaled(&self) -> bool {
         true
     }
+    /// The settings of the run this phase's result depends on, recorded with it in the
+    /// journal: a journaled phase runs again when they differ from the recorded ones (e.g. the
+    /// containerd hosts files when `--registry-vip` is added). Empty for most phases.
+    fn inputs(&self, _node: &Node) -> String {
+        String::new()
+    }
     /// Changes nothing on the nodes, so it runs for real under `--dry-run` too.
     fn read_only(&self) -> bool {
         false

@@ -14,6 +14,66 @@ use super::backend::Scheduler;
 
 pub const DEFAULT_VS: &str = "10.103.97.2:6443";
 pub const LINK_NAME: &str = "bale-lvs0";
+/// The longest `--instance` name: `bale-` plus it must fit an interface name (15 bytes).
+const INSTANCE_MAX: usize = 10;
+
+/// What one guardian owns on the node. The guardian without `--instance` (the apiserver's) has
+/// the plain names; a second guardian, such as the registry's, gets its own table, masquerade
+/// table and link, so neither ever rewrites or cleans the other's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub instance: Option<String>,
+    /// `table ip <table>` of the nftables backend.
+    pub table: String,
+    /// `table ip <masq_table>`: IPVS link mode's source NAT.
+    pub masq_table: String,
+    /// The dummy interface of link mode.
+    pub link: String,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            instance: None,
+            table: super::nft::TABLE.into(),
+            masq_table: super::nft::IPVS_MASQ_TABLE.into(),
+            link: LINK_NAME.into(),
+        }
+    }
+}
+
+impl Names {
+    pub fn of(instance: Option<&str>) -> Result<Names, String> {
+        let Some(name) = instance else {
+            return Ok(Names::default());
+        };
+        let ok = !name.is_empty()
+            && name.len() <= INSTANCE_MAX
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !ok {
+            return Err(format!(
+                "--instance {name:?}: use 1 to {INSTANCE_MAX} lowercase letters or digits (it \
+                 names the interface bale-{name}, which must fit 15 bytes)"
+            ));
+        }
+        // The names of the guardian without --instance would come out of these two.
+        if name == "ipvs" || format!("bale-{name}") == LINK_NAME {
+            return Err(format!(
+                "--instance {name:?} is taken by the guardian without --instance (table \
+                 {}, link {LINK_NAME}): choose another name",
+                super::nft::IPVS_MASQ_TABLE
+            ));
+        }
+        Ok(Names {
+            instance: Some(name.to_string()),
+            table: format!("{}_{name}", super::nft::TABLE),
+            masq_table: format!("{}_{name}", super::nft::IPVS_MASQ_TABLE),
+            link: format!("bale-{name}"),
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -150,7 +210,9 @@ apiserver while it restarts; --clean removes them.\n\n\
 Examples:\n  \
 bale lvscare --rs 192.168.0.2:6443 --rs 192.168.0.3:6443 --insecure-skip-verify\n  \
 bale lvscare --config /etc/bale/lvscare.yaml   # kill -HUP reloads it\n  \
-bale lvscare --clean\n\n\
+bale lvscare --clean\n  \
+bale lvscare --instance registry --vs 10.103.97.3:5050 --rs 192.168.0.2:5050 \
+--health-scheme http --health-path /v2/   # a second guardian beside the first\n\n\
 Config file (YAML or JSON; flags win over it):\n  \
 vs: 10.103.97.2:6443\n  \
 rs: [192.168.0.2:6443, {addr: 192.168.0.3:6443, weight: 2}]\n  \
@@ -232,6 +294,13 @@ pub struct LvscareArgs {
     /// YAML or JSON file with the same settings (vs, rs, health, ...); reloaded on SIGHUP
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Name of a second guardian on this node (1-10 lowercase letters or digits, e.g.
+    /// registry): it owns table ip bale_lvscare_NAME and link bale-NAME instead of the
+    /// plain ones, so it and the first guardian never touch each other's rules; give it to
+    /// --clean too
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
 }
 
 /// A real server in the file: "IP:PORT" or {addr: "IP:PORT", weight: N}.
@@ -334,6 +403,9 @@ pub struct Config {
     pub node_ip: Option<Ipv4Addr>,
     pub run_once: bool,
     pub clean: bool,
+    /// The tables and link this guardian owns (from `--instance`, which only a flag sets: the
+    /// names must not change on a reload).
+    pub names: Names,
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -448,6 +520,7 @@ impl Config {
             node_ip: args.node_ip.or(file.node_ip),
             run_once: args.run_once,
             clean: args.clean,
+            names: Names::of(args.instance.as_deref()).map_err(ConfigError::Invalid)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -650,6 +723,43 @@ fall: 3
         let mut a = args(&[]);
         a.config = Some(PathBuf::from("/nonexistent/bale-lvscare.yaml"));
         assert!(matches!(Config::resolve(&a), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn an_instance_owns_its_own_table_and_link() {
+        let plain = Config::resolve(&args(&["-C"])).unwrap().names;
+        assert_eq!(
+            (
+                plain.table.as_str(),
+                plain.masq_table.as_str(),
+                plain.link.as_str()
+            ),
+            ("bale_lvscare", "bale_lvscare_ipvs", "bale-lvs0")
+        );
+        let reg = Config::resolve(&args(&["-C", "--instance", "registry"]))
+            .unwrap()
+            .names;
+        assert_eq!(
+            (
+                reg.table.as_str(),
+                reg.masq_table.as_str(),
+                reg.link.as_str()
+            ),
+            (
+                "bale_lvscare_registry",
+                "bale_lvscare_ipvs_registry",
+                "bale-registry"
+            )
+        );
+        let longest = Config::resolve(&args(&["-C", "--instance", "abcdefghij"])).unwrap();
+        assert!(
+            longest.names.link.len() <= 15,
+            "an interface name fits IFNAMSIZ"
+        );
+        for bad in ["abcdefghijk", "Reg", "a-b", "", "ipvs", "lvs0"] {
+            let e = Config::resolve(&args(&["-C", "--instance", bad])).unwrap_err();
+            assert!(e.to_string().contains("--instance"), "{bad}: {e}");
+        }
     }
 
     #[test]

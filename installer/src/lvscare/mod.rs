@@ -29,7 +29,7 @@ use anyhow::Context as _;
 use tokio::sync::Notify;
 
 pub use backend::{Backend, Scheduler, ServiceState};
-pub use config::{BackendKind, Config, LvscareArgs, VipMode, DEFAULT_VS, LINK_NAME};
+pub use config::{BackendKind, Config, LvscareArgs, Names, VipMode, DEFAULT_VS, LINK_NAME};
 use state::{Event, Pool, Probe, Thresholds};
 
 /// The name every node resolves to reach the apiserver.
@@ -124,7 +124,8 @@ pub fn run_with(args: LvscareArgs, control: Control) -> anyhow::Result<()> {
 }
 
 /// `--clean`: removes the virtual server from every backend present, the
-/// VIP route and link. Each part is attempted even if another fails.
+/// VIP route and link: those of this guardian's instance only. Each part is
+/// attempted even if another fails.
 pub fn clean(cfg: &Config) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     let want_ipvs = cfg.backend != BackendKind::Nftables;
@@ -138,7 +139,9 @@ pub fn clean(cfg: &Config) -> anyhow::Result<()> {
     }
     if want_ipvs {
         if let Some(p) = nft::find_nft() {
-            match nft::NftBackend::new(p).apply(&nft::render_ipvs_masquerade_clean()) {
+            match nft::NftBackend::new(p, &cfg.names.masq_table)
+                .apply(&nft::render_ipvs_masquerade_clean(&cfg.names.masq_table))
+            {
                 Ok(()) => {}
                 Err(e) => errors.push(format!("link-mode masquerade: {e}")),
             }
@@ -146,8 +149,8 @@ pub fn clean(cfg: &Config) -> anyhow::Result<()> {
     }
     if want_nft {
         match nft::find_nft() {
-            Some(p) => match nft::NftBackend::new(p).clean(cfg.vs) {
-                Ok(()) => tracing::info!("removed nftables table ip {}", nft::TABLE),
+            Some(p) => match nft::NftBackend::new(p, &cfg.names.table).clean(cfg.vs) {
+                Ok(()) => tracing::info!("removed nftables table ip {}", cfg.names.table),
                 Err(e) => errors.push(format!("nftables: {e}")),
             },
             None if cfg.backend == BackendKind::Nftables => {
@@ -161,8 +164,8 @@ pub fn clean(cfg: &Config) -> anyhow::Result<()> {
         Ok(false) => {}
         Err(e) => errors.push(format!("route: {e}")),
     }
-    match vip::remove_link(LINK_NAME) {
-        Ok(true) => tracing::info!("removed interface {LINK_NAME}"),
+    match vip::remove_link(&cfg.names.link) {
+        Ok(true) => tracing::info!("removed interface {}", cfg.names.link),
         Ok(false) => {}
         Err(e) => errors.push(format!("link: {e}")),
     }
@@ -180,18 +183,18 @@ pub fn clean(cfg: &Config) -> anyhow::Result<()> {
 /// IPVS (net.ipv4.vs.conntrack=1) and a postrouting masquerade matches the
 /// connections made to the virtual server. Failures are logged, not fatal:
 /// route mode and remote clients work without it.
-fn ipvs_link_masquerade(vs: SocketAddr, control: &Control) {
+fn ipvs_link_masquerade(vs: SocketAddr, names: &Names, control: &Control) {
+    let table = &names.masq_table;
     let result = (|| -> anyhow::Result<()> {
         let sysctl = "/proc/sys/net/ipv4/vs/conntrack";
         std::fs::write(sysctl, "1").with_context(|| format!("writing 1 to {sysctl}"))?;
-        let nft = nft::NftBackend::locate()?;
-        nft.apply(&nft::render_ipvs_masquerade(vs)?)?;
+        let nft = nft::NftBackend::locate(table)?;
+        nft.apply(&nft::render_ipvs_masquerade(table, vs)?)?;
         Ok(())
     })();
     match result {
         Ok(()) => tracing::info!(
-            "link mode: source NAT for local clients of {vs} (table ip {}, net.ipv4.vs.conntrack=1)",
-            nft::IPVS_MASQ_TABLE
+            "link mode: source NAT for local clients of {vs} (table ip {table}, net.ipv4.vs.conntrack=1)"
         ),
         Err(e) => {
             tracing::error!(
@@ -203,14 +206,14 @@ fn ipvs_link_masquerade(vs: SocketAddr, control: &Control) {
     }
 }
 
-fn open_backend(kind: BackendKind) -> anyhow::Result<(Box<dyn Backend>, String)> {
+fn open_backend(kind: BackendKind, names: &Names) -> anyhow::Result<(Box<dyn Backend>, String)> {
     Ok(match kind {
         BackendKind::Ipvs => (
             Box::new(ipvs::IpvsBackend::open()?),
             "ipvs (--backend ipvs)".into(),
         ),
         BackendKind::Nftables => (
-            Box::new(nft::NftBackend::locate()?),
+            Box::new(nft::NftBackend::locate(&names.table)?),
             "nftables (--backend nftables)".into(),
         ),
         BackendKind::Auto if ipvs::kernel_has_ipvs() => (
@@ -218,7 +221,7 @@ fn open_backend(kind: BackendKind) -> anyhow::Result<(Box<dyn Backend>, String)>
             "ipvs (the kernel has IP_VS)".into(),
         ),
         BackendKind::Auto => (
-            Box::new(nft::NftBackend::locate()?),
+            Box::new(nft::NftBackend::locate(&names.table)?),
             "nftables (the kernel has no IP_VS)".into(),
         ),
     })
@@ -238,7 +241,7 @@ fn ensure_vip(cfg: &Config) -> anyhow::Result<()> {
             };
             vip::ensure_route(cfg.vs.ip(), gw)?;
         }
-        VipMode::Link => vip::ensure_link(LINK_NAME, cfg.vs.ip())?,
+        VipMode::Link => vip::ensure_link(&cfg.names.link, cfg.vs.ip())?,
     }
     Ok(())
 }
@@ -275,7 +278,7 @@ fn apply(backend: &mut dyn Backend, cfg: &Config, pool: &Pool, control: &Control
 }
 
 async fn guard(args: LvscareArgs, mut cfg: Config, control: Control) -> anyhow::Result<()> {
-    let (mut backend, why) = open_backend(cfg.backend)?;
+    let (mut backend, why) = open_backend(cfg.backend, &cfg.names)?;
     tracing::info!(
         "guarding {} -> [{}] with {why}",
         cfg.vs,
@@ -287,7 +290,7 @@ async fn guard(args: LvscareArgs, mut cfg: Config, control: Control) -> anyhow::
     );
     control.report(Report::Backend(backend.name().to_string()));
     if backend.name() == "ipvs" && cfg.mode == VipMode::Link {
-        ipvs_link_masquerade(cfg.vs, &control);
+        ipvs_link_masquerade(cfg.vs, &cfg.names, &control);
     }
 
     let mut prober = Arc::new(health::Prober::new(&cfg.health)?);
@@ -360,7 +363,7 @@ async fn guard(args: LvscareArgs, mut cfg: Config, control: Control) -> anyhow::
                         }
                     }
                     if new.vs != cfg.vs && backend.name() == "ipvs" && cfg.mode == VipMode::Link {
-                        ipvs_link_masquerade(new.vs, &control);
+                        ipvs_link_masquerade(new.vs, &cfg.names, &control);
                     }
                     if new.backend != cfg.backend || new.mode != cfg.mode {
                         tracing::warn!("backend and mode changes take effect on restart");
@@ -445,6 +448,26 @@ pub fn worker_config(vip: SocketAddr, masters: &[IpAddr]) -> String {
         "scheduler: rr\ninterval: 5s\nfall: 2\nrise: 1\n\
          health:\n  scheme: https\n  path: /healthz\n  timeout: 2s\n  status: \"200-399\"\n  \
          insecure_skip_verify: true\n",
+    );
+    out
+}
+
+/// The config file of a worker's registry guardian: every master's registry behind `vip`,
+/// probed with `GET /v2/` over plain http (what the bale registry serves on the node address);
+/// 401 counts as alive, for a registry that asks for credentials.
+pub fn registry_config(vip: SocketAddr, masters: &[IpAddr]) -> String {
+    let port = vip.port();
+    let mut out = format!(
+        "# Written by bale: the registries' VIP and the masters' registries behind it.\n\
+         # bale lvscare --instance registry --config <this file>; kill -HUP reloads it.\n\
+         vs: \"{vip}\"\nrs:\n"
+    );
+    for m in masters {
+        out.push_str(&format!("  - \"{}\"\n", SocketAddr::new(*m, port)));
+    }
+    out.push_str(
+        "scheduler: rr\ninterval: 5s\nfall: 2\nrise: 1\n\
+         health:\n  scheme: http\n  path: /v2/\n  timeout: 2s\n  status: \"200,401\"\n",
     );
     out
 }

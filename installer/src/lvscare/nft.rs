@@ -1,7 +1,9 @@
 //! nftables data plane, for kernels built without IP_VS.
 //!
-//! bale owns exactly one table, `table ip bale_lvscare`, and every change
-//! rewrites that whole table in one `nft -f -` transaction:
+//! A guardian owns exactly one table, `table ip bale_lvscare` (or
+//! `bale_lvscare_<instance>` for a second guardian on the node, such as the
+//! registry's), and every change rewrites that whole table in one `nft -f -`
+//! transaction:
 //!
 //! ```text
 //! add table ip bale_lvscare      # so the delete below never fails
@@ -44,6 +46,7 @@ use serde_json::Value;
 
 use super::backend::{Backend, BackendError, Scheduler, ServiceState};
 
+/// The table of the guardian without `--instance`.
 pub const TABLE: &str = "bale_lvscare";
 const COMMENT_PREFIX: &str = "bale-lvscare";
 /// Keeps a weighted map small: weights are reduced by their gcd and then
@@ -104,7 +107,10 @@ fn service_comment(svc: &ServiceState) -> String {
 
 /// Renders the complete batch that replaces bale's table. Pure, so tests can
 /// pin the exact text; also used as the transaction fed to `nft -f -`.
-pub fn render_batch(services: &BTreeMap<SocketAddr, ServiceState>) -> Result<String, BackendError> {
+pub fn render_batch(
+    table: &str,
+    services: &BTreeMap<SocketAddr, ServiceState>,
+) -> Result<String, BackendError> {
     let mut maps = String::new();
     let mut dnat = String::new();
     let mut masq = String::new();
@@ -148,9 +154,9 @@ pub fn render_batch(services: &BTreeMap<SocketAddr, ServiceState>) -> Result<Str
         );
     }
     let mut out = String::new();
-    let _ = writeln!(out, "add table ip {TABLE}");
-    let _ = writeln!(out, "delete table ip {TABLE}");
-    let _ = writeln!(out, "table ip {TABLE} {{");
+    let _ = writeln!(out, "add table ip {table}");
+    let _ = writeln!(out, "delete table ip {table}");
+    let _ = writeln!(out, "table ip {table} {{");
     out.push_str(&maps);
     // Numeric priorities (-100 = dstnat, 100 = srcnat) parse on nft older
     // than the named ones (0.9.6).
@@ -171,9 +177,9 @@ pub fn render_batch(services: &BTreeMap<SocketAddr, ServiceState>) -> Result<Str
     Ok(out)
 }
 
-/// Deletes bale's table and nothing else; succeeds when it does not exist.
-pub fn render_clean() -> String {
-    format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")
+/// Deletes `table` and nothing else; succeeds when it does not exist.
+pub fn render_clean(table: &str) -> String {
+    format!("add table ip {table}\ndelete table ip {table}\n")
 }
 
 /// The table that gives IPVS in link mode the source NAT it needs: with the
@@ -182,17 +188,18 @@ pub fn render_clean() -> String {
 /// address it cannot route back. Matching on the conntrack original tuple
 /// catches exactly the connections made to the virtual server (IPVS keeps
 /// conntrack informed when net.ipv4.vs.conntrack=1). What lvscare and
-/// kube-proxy do with ipset and iptables, as one small nftables table.
+/// kube-proxy do with ipset and iptables, as one small nftables table (this
+/// name for the guardian without `--instance`).
 pub const IPVS_MASQ_TABLE: &str = "bale_lvscare_ipvs";
 
-/// The batch that (re)writes [`IPVS_MASQ_TABLE`] for `vs`, atomically.
-pub fn render_ipvs_masquerade(vs: SocketAddr) -> Result<String, BackendError> {
+/// The batch that (re)writes the masquerade `table` for `vs`, atomically.
+pub fn render_ipvs_masquerade(table: &str, vs: SocketAddr) -> Result<String, BackendError> {
     let vip = v4(vs)?;
     let port = vs.port();
     Ok(format!(
-        "add table ip {IPVS_MASQ_TABLE}\n\
-         delete table ip {IPVS_MASQ_TABLE}\n\
-         table ip {IPVS_MASQ_TABLE} {{\n\
+        "add table ip {table}\n\
+         delete table ip {table}\n\
+         table ip {table} {{\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority 100; policy accept;\n\
          \t\tct original ip daddr {vip} ct original protocol tcp ct original proto-dst {port} \
@@ -202,9 +209,9 @@ pub fn render_ipvs_masquerade(vs: SocketAddr) -> Result<String, BackendError> {
     ))
 }
 
-/// Deletes [`IPVS_MASQ_TABLE`]; succeeds when it does not exist.
-pub fn render_ipvs_masquerade_clean() -> String {
-    format!("add table ip {IPVS_MASQ_TABLE}\ndelete table ip {IPVS_MASQ_TABLE}\n")
+/// Deletes the masquerade `table`; succeeds when it does not exist.
+pub fn render_ipvs_masquerade_clean(table: &str) -> String {
+    render_clean(table)
 }
 
 /// How many rules `render_batch` produces for these services: used to notice
@@ -334,6 +341,8 @@ pub fn find_nft() -> Option<PathBuf> {
 
 pub struct NftBackend {
     nft: PathBuf,
+    /// The one table this backend owns.
+    table: String,
     model: BTreeMap<SocketAddr, ServiceState>,
     dirty: bool,
     /// The first commit after start always rewrites the table: whatever an
@@ -343,17 +352,18 @@ pub struct NftBackend {
 }
 
 impl NftBackend {
-    pub fn new(nft: PathBuf) -> Self {
+    pub fn new(nft: PathBuf, table: &str) -> Self {
         NftBackend {
             nft,
+            table: table.to_string(),
             model: BTreeMap::new(),
             dirty: false,
             force: true,
         }
     }
 
-    pub fn locate() -> Result<Self, BackendError> {
-        find_nft().map(Self::new).ok_or_else(|| {
+    pub fn locate(table: &str) -> Result<Self, BackendError> {
+        find_nft().map(|p| Self::new(p, table)).ok_or_else(|| {
             BackendError::Nft(
                 "no `nft` binary found in $PATH, /usr/sbin or /sbin; install nftables or use \
                  --backend ipvs on a kernel with IP_VS"
@@ -366,10 +376,14 @@ impl NftBackend {
         &self.nft
     }
 
-    /// Reads bale's table; an absent table is an empty model.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Reads the table; an absent table is an empty model.
     pub fn read(&self) -> Result<Parsed, BackendError> {
         let out = Command::new(&self.nft)
-            .args(["-j", "list", "table", "ip", TABLE])
+            .args(["-j", "list", "table", "ip", &self.table])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| BackendError::Nft(format!("running {}: {e}", self.nft.display())))?;
@@ -477,7 +491,7 @@ impl Backend for NftBackend {
 
     fn commit(&mut self) -> Result<(), BackendError> {
         if self.dirty || self.force {
-            self.apply(&render_batch(&self.model)?)?;
+            self.apply(&render_batch(&self.table, &self.model)?)?;
             self.dirty = false;
             self.force = false;
         }
@@ -485,7 +499,7 @@ impl Backend for NftBackend {
     }
 
     fn clean(&mut self, _vs: SocketAddr) -> Result<(), BackendError> {
-        self.apply(&render_clean())?;
+        self.apply(&render_clean(&self.table))?;
         self.model.clear();
         self.dirty = false;
         Ok(())
@@ -516,14 +530,17 @@ mod tests {
 
     #[test]
     fn batch_replaces_whole_table_with_drained_dest_out_of_rotation() {
-        let got = render_batch(&svc(
-            Scheduler::Rr,
-            &[
-                ("10.88.0.11:6443", 1),
-                ("10.88.0.12:6443", 0),
-                ("10.88.0.13:6443", 1),
-            ],
-        ))
+        let got = render_batch(
+            TABLE,
+            &svc(
+                Scheduler::Rr,
+                &[
+                    ("10.88.0.11:6443", 1),
+                    ("10.88.0.12:6443", 0),
+                    ("10.88.0.13:6443", 1),
+                ],
+            ),
+        )
         .unwrap();
         let c = "comment \"bale-lvscare vs=10.103.97.2:6443 sched=rr\"";
         let dnat = format!("\t\tip daddr 10.103.97.2 tcp dport 6443 dnat ip addr . port to numgen inc mod 2 map {{ 0 : 10.88.0.11 . 6443, 1 : 10.88.0.13 . 6443 }} {c}\n");
@@ -557,7 +574,7 @@ mod tests {
         let m = svc(Scheduler::Wrr, &[("10.0.0.1:1", 4), ("10.0.0.2:1", 2)]);
         let s = slots(m.values().next().unwrap());
         assert_eq!(s.len(), 3, "4:2 reduces to 2:1");
-        let got = render_batch(&svc(Scheduler::Sh, &[("10.0.0.1:1", 1)])).unwrap();
+        let got = render_batch(TABLE, &svc(Scheduler::Sh, &[("10.0.0.1:1", 1)])).unwrap();
         assert!(got.contains("to jhash ip saddr mod 1 seed 0x0 map { 0 : 10.0.0.1 . 1 }"));
     }
 
@@ -570,7 +587,7 @@ mod tests {
 
     #[test]
     fn all_drained_renders_no_dnat_rule() {
-        let got = render_batch(&svc(Scheduler::Rr, &[("10.0.0.1:1", 0)])).unwrap();
+        let got = render_batch(TABLE, &svc(Scheduler::Rr, &[("10.0.0.1:1", 0)])).unwrap();
         assert!(!got.contains("dnat ip"));
         assert!(got.contains("masquerade"));
     }
@@ -588,14 +605,14 @@ mod tests {
             },
         );
         assert!(matches!(
-            render_batch(&m),
+            render_batch(TABLE, &m),
             Err(BackendError::Unsupported(_))
         ));
     }
 
     #[test]
     fn ipvs_masquerade_matches_the_original_tuple_only() {
-        let b = render_ipvs_masquerade(sa("10.103.97.2:6443")).unwrap();
+        let b = render_ipvs_masquerade(IPVS_MASQ_TABLE, sa("10.103.97.2:6443")).unwrap();
         assert!(
             b.starts_with("add table ip bale_lvscare_ipvs\ndelete table ip bale_lvscare_ipvs\n")
         );
@@ -607,9 +624,9 @@ mod tests {
             !b.contains("bale_lvscare "),
             "never touches the nftables backend's table"
         );
-        assert!(render_ipvs_masquerade(sa("[::1]:6443")).is_err());
+        assert!(render_ipvs_masquerade(IPVS_MASQ_TABLE, sa("[::1]:6443")).is_err());
         assert_eq!(
-            render_ipvs_masquerade_clean(),
+            render_ipvs_masquerade_clean(IPVS_MASQ_TABLE),
             "add table ip bale_lvscare_ipvs\ndelete table ip bale_lvscare_ipvs\n"
         );
     }
@@ -617,7 +634,7 @@ mod tests {
     #[test]
     fn clean_batch_touches_only_bale_table() {
         assert_eq!(
-            render_clean(),
+            render_clean(TABLE),
             "add table ip bale_lvscare\ndelete table ip bale_lvscare\n"
         );
     }

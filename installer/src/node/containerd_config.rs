@@ -80,9 +80,11 @@ pub fn upstream(domain: &str) -> String {
 }
 
 /// `certs.d/<domain>/hosts.toml` (containerd looks the domain up as written, port included):
-/// the local bale registry first, for pulls and resolves.
-pub fn render_hosts_toml(domain: &str, registry_port: u16) -> String {
-    format!(
+/// the local bale registry first, for pulls and resolves; then, on a worker of an install with
+/// `--registry-vip`, the masters' registries behind that VIP (`fallback`, host:port), which
+/// containerd tries when the local one does not answer.
+pub fn render_hosts_toml(domain: &str, registry_port: u16, fallback: Option<&str>) -> String {
+    let mut out = format!(
         "# Written by bale (bale agent step runtime): images of {domain} come from this node's\n\
          # bale registry first, under their original names.\n\
          server = \"{upstream}\"\n\
@@ -90,7 +92,15 @@ pub fn render_hosts_toml(domain: &str, registry_port: u16) -> String {
          [host.\"http://127.0.0.1:{registry_port}\"]\n\
          \x20 capabilities = [\"pull\", \"resolve\"]\n",
         upstream = upstream(domain),
-    )
+    );
+    if let Some(vip) = fallback {
+        out.push_str(&format!(
+            "\n# The masters' registries, through the registry guardian, if this node's fails.\n\
+             [host.\"http://{vip}\"]\n\
+             \x20 capabilities = [\"pull\", \"resolve\"]\n"
+        ));
+    }
+    out
 }
 
 pub fn render_config_toml(driver: CgroupDriver) -> String {
@@ -198,17 +208,31 @@ mod tests {
 
     #[test]
     fn hosts_toml_points_at_the_local_registry_first() {
-        let t = render_hosts_toml("docker.io", 5050);
+        let t = render_hosts_toml("docker.io", 5050, None);
         assert!(t.contains("server = \"https://registry-1.docker.io\"\n"));
         assert!(t.contains(
             "[host.\"http://127.0.0.1:5050\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
         ));
-        let t = render_hosts_toml("registry.k8s.io", 6000);
+        let t = render_hosts_toml("registry.k8s.io", 6000, None);
         assert!(t.contains("server = \"https://registry.k8s.io\""));
         assert!(t.contains("http://127.0.0.1:6000"));
         // Every table header comes after the top-level keys (TOML would nest them otherwise).
         let server = t.find("server =").unwrap();
         assert!(t.find("[host.").unwrap() > server);
+        assert_eq!(t.matches("[host.").count(), 1);
+    }
+
+    #[test]
+    fn hosts_toml_lists_the_registry_vip_second() {
+        let t = render_hosts_toml("quay.io", 5050, Some("10.103.97.3:5050"));
+        let local = t.find("[host.\"http://127.0.0.1:5050\"]").unwrap();
+        let vip = t.find("[host.\"http://10.103.97.3:5050\"]").unwrap();
+        assert!(local < vip, "containerd tries hosts in the order written");
+        assert_eq!(
+            t.matches("capabilities = [\"pull\", \"resolve\"]\n")
+                .count(),
+            2
+        );
     }
 
     #[test]

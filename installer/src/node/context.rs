@@ -10,7 +10,7 @@ pub const FILE: &str = "node.json";
 /// The port of the registry built into bale on every node.
 pub const REGISTRY_PORT: u16 = 5050;
 /// The API servers' virtual IP that lvscare guards on workers.
-pub const DEFAULT_VIP: &str = "10.103.97.2";
+pub const DEFAULT_VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 103, 97, 2);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NodeContext {
@@ -30,6 +30,10 @@ pub struct NodeContext {
     pub registry_port: u16,
     #[serde(default = "default_vip")]
     pub vip: String,
+    /// The registries' virtual IP (at `registry_port`), when the install asked for a registry
+    /// guard: workers then reach the masters' registries through it when their own fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_vip: Option<String>,
     /// Install-time environment (Clusterfile `env`, Kubefile `ENV`), for templates and hooks.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -40,7 +44,7 @@ fn default_registry_port() -> u16 {
 }
 
 fn default_vip() -> String {
-    DEFAULT_VIP.into()
+    DEFAULT_VIP.to_string()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,13 @@ impl NodeContext {
         Path::new(&self.data_dir).join("rootfs")
     }
 
+    /// `host:port` of the masters' registries behind the registry VIP, for a worker of an
+    /// install with `--registry-vip` (containerd's second choice after its own registry).
+    pub fn registry_fallback(&self) -> Option<String> {
+        let vip = self.registry_vip.as_ref().filter(|_| !self.is_master())?;
+        Some(format!("{vip}:{}", self.registry_port))
+    }
+
     /// `host:port` of this node's own registry.
     pub fn registry_addr(&self) -> String {
         format!("127.0.0.1:{}", self.registry_port)
@@ -103,7 +114,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.registry_port, REGISTRY_PORT);
-        assert_eq!(c.vip, DEFAULT_VIP);
+        assert_eq!(c.vip, DEFAULT_VIP.to_string());
+        assert_eq!(c.registry_vip, None);
         assert!(c.is_master());
         assert_eq!(c.rootfs(), Path::new("/var/lib/bale/rootfs"));
     }

@@ -6,6 +6,12 @@
 //!   `Restart=always`, and `<vip> apiserver.cluster.local` in `/etc/hosts`. Re-applying with other
 //!   masters rewrites the file and reloads the guardian (SIGHUP through `systemctl reload`), so
 //!   connections through the VIP survive a master joining or leaving.
+//! - workers, when the install gave `--registry-vip`: a second guardian,
+//!   `bale-lvscare-registry.service` (`lvscare --instance registry`, its own nftables table and
+//!   link), keeping `<registry-vip>:5050` on the masters' registries that answer `GET /v2/`.
+//!   The runtime step lists that VIP in containerd's hosts files after the worker's own
+//!   registry, so a pull still works while the local one is down. Without the flag, apply
+//!   removes this guardian.
 //! - masters: only the hosts line, pointing at the first master (a master must not depend on a
 //!   VIP that only workers set up).
 //!
@@ -25,6 +31,10 @@ use std::process::{Command, Stdio};
 
 pub const STEP: &str = "lvscare";
 pub const UNIT: &str = "bale-lvscare.service";
+pub const REGISTRY_UNIT: &str = "bale-lvscare-registry.service";
+/// `lvscare --instance` of the registry guardian: table `bale_lvscare_registry`, link
+/// `bale-registry`.
+pub const REGISTRY_INSTANCE: &str = "registry";
 /// The port of the apiserver behind the VIP.
 pub const APISERVER_PORT: u16 = 6443;
 /// Marks the hosts line this step owns, so undo removes exactly that line.
@@ -57,18 +67,95 @@ pub struct Paths {
     pub hosts: PathBuf,
     pub config: PathBuf,
     pub unit: PathBuf,
+    pub registry_config: PathBuf,
+    pub registry_unit: PathBuf,
     /// Run systemctl (and the data-plane clean). Off only where there is no systemd to talk to.
     pub systemd: bool,
 }
 
 impl Paths {
     pub fn system() -> Paths {
+        let units = Path::new("/etc/systemd/system");
         Paths {
             hosts: PathBuf::from("/etc/hosts"),
             config: PathBuf::from("/etc/bale/lvscare.yaml"),
-            unit: Path::new("/etc/systemd/system").join(UNIT),
+            unit: units.join(UNIT),
+            registry_config: PathBuf::from("/etc/bale/lvscare-registry.yaml"),
+            registry_unit: units.join(REGISTRY_UNIT),
             systemd: true,
         }
+    }
+}
+
+/// The guardians a worker may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The API servers' VIP: always on a worker.
+    Apiserver,
+    /// The masters' registries' VIP: only with `--registry-vip`.
+    Registry,
+}
+
+impl Guard {
+    pub const ALL: [Guard; 2] = [Guard::Apiserver, Guard::Registry];
+
+    pub fn unit_name(self) -> &'static str {
+        match self {
+            Guard::Apiserver => UNIT,
+            Guard::Registry => REGISTRY_UNIT,
+        }
+    }
+
+    fn instance(self) -> Option<&'static str> {
+        match self {
+            Guard::Apiserver => None,
+            Guard::Registry => Some(REGISTRY_INSTANCE),
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Guard::Apiserver => "the apiserver VIP",
+            Guard::Registry => "the registry VIP",
+        }
+    }
+
+    /// (config file, unit file)
+    fn files(self, p: &Paths) -> (&Path, &Path) {
+        match self {
+            Guard::Apiserver => (&p.config, &p.unit),
+            Guard::Registry => (&p.registry_config, &p.registry_unit),
+        }
+    }
+
+    /// The virtual server this guardian keeps on `ctx`, or None when this node runs no such
+    /// guardian.
+    fn vs(self, ctx: &NodeContext) -> Result<Option<SocketAddr>, LvscareStepError> {
+        if !is_worker(ctx) {
+            return Ok(None);
+        }
+        Ok(match self {
+            Guard::Apiserver => Some(vs(ctx)?),
+            Guard::Registry => match &ctx.registry_vip {
+                Some(v) => Some(SocketAddr::new(
+                    ip("registry_vip", v, ctx)?,
+                    ctx.registry_port,
+                )),
+                None => None,
+            },
+        })
+    }
+
+    /// The config file for `ctx`, or None when this node runs no such guardian.
+    pub fn render_config(self, ctx: &NodeContext) -> Result<Option<String>, LvscareStepError> {
+        let Some(vs) = self.vs(ctx)? else {
+            return Ok(None);
+        };
+        let masters = masters(ctx)?;
+        Ok(Some(match self {
+            Guard::Apiserver => lvscare::worker_config(vs, &masters),
+            Guard::Registry => lvscare::registry_config(vs, &masters),
+        }))
     }
 }
 
@@ -98,7 +185,7 @@ fn vs(ctx: &NodeContext) -> Result<SocketAddr, LvscareStepError> {
     Ok(SocketAddr::new(ip("vip", &ctx.vip, ctx)?, APISERVER_PORT))
 }
 
-/// The guardian's config file for a worker.
+/// The apiserver guardian's config file for a worker.
 pub fn render_config(ctx: &NodeContext) -> Result<String, LvscareStepError> {
     Ok(lvscare::worker_config(vs(ctx)?, &masters(ctx)?))
 }
@@ -106,21 +193,30 @@ pub fn render_config(ctx: &NodeContext) -> Result<String, LvscareStepError> {
 /// The systemd unit: the bundle itself is the guardian. `Restart=always` brings it back after a
 /// crash or kill -9 (it adopts its own rules); reload is SIGHUP, which re-reads the config.
 pub fn render_unit(ctx: &NodeContext, config: &Path) -> String {
+    render_guard_unit(Guard::Apiserver, ctx, config)
+}
+
+pub fn render_guard_unit(guard: Guard, ctx: &NodeContext, config: &Path) -> String {
+    let instance = guard
+        .instance()
+        .map(|i| format!(" --instance {i}"))
+        .unwrap_or_default();
     format!(
         "# Written by bale (step {STEP}); `bale agent step {STEP} undo` removes it.\n\
          [Unit]\n\
-         Description=bale lvscare: the apiserver VIP on this worker\n\
+         Description=bale lvscare: {what} on this worker\n\
          After=network-online.target\n\
          Wants=network-online.target\n\
          \n\
          [Service]\n\
-         ExecStart={bundle} lvscare --config {config}\n\
+         ExecStart={bundle} lvscare{instance} --config {config}\n\
          ExecReload=/bin/kill -HUP $MAINPID\n\
          Restart=always\n\
          RestartSec=2\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
+        what = guard.what(),
         bundle = ctx.bundle_path().display(),
         config = config.display()
     )
@@ -231,23 +327,32 @@ fn systemctl(args: &[&str]) -> Result<(), LvscareStepError> {
     }
 }
 
-fn is_active() -> bool {
+fn is_active(unit: &str) -> bool {
     Command::new("systemctl")
-        .args(["is-active", "--quiet", UNIT])
+        .args(["is-active", "--quiet", unit])
         .stdin(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
 }
 
-/// What `apply` did, for the step's log.
+/// What `apply` did to one guardian.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Applied {
-    pub hosts_changed: bool,
+pub struct GuardApplied {
     pub config_changed: bool,
     pub unit_changed: bool,
     /// The running guardian was told to re-read its config.
     pub reloaded: bool,
+    /// The guardian is no longer wanted here and was removed with its rules.
+    pub removed: bool,
+}
+
+/// What `apply` did, for the step's log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub hosts_changed: bool,
+    pub apiserver: GuardApplied,
+    pub registry: GuardApplied,
 }
 
 pub fn apply(ctx: &NodeContext) -> Result<Applied, LvscareStepError> {
@@ -255,26 +360,55 @@ pub fn apply(ctx: &NodeContext) -> Result<Applied, LvscareStepError> {
 }
 
 pub fn apply_at(ctx: &NodeContext, p: &Paths) -> Result<Applied, LvscareStepError> {
-    let mut done = Applied::default();
     let hosts = read_or_empty(&p.hosts)?;
-    done.hosts_changed = write_if_changed(&p.hosts, &hosts_with(&hosts, apiserver_address(ctx)?))?;
+    let hosts_changed = write_if_changed(&p.hosts, &hosts_with(&hosts, apiserver_address(ctx)?))?;
     if !is_worker(ctx) {
-        return Ok(done);
+        return Ok(Applied {
+            hosts_changed,
+            ..Default::default()
+        });
     }
-    done.config_changed = write_if_changed(&p.config, &render_config(ctx)?)?;
-    done.unit_changed = write_if_changed(&p.unit, &render_unit(ctx, &p.config))?;
+    Ok(Applied {
+        hosts_changed,
+        apiserver: apply_guard(Guard::Apiserver, ctx, p)?,
+        registry: apply_guard(Guard::Registry, ctx, p)?,
+    })
+}
+
+fn apply_guard(
+    guard: Guard,
+    ctx: &NodeContext,
+    p: &Paths,
+) -> Result<GuardApplied, LvscareStepError> {
+    let (config, unit) = guard.files(p);
+    let Some(text) = guard.render_config(ctx)? else {
+        let removed = unit.exists() || config.exists();
+        if removed {
+            undo_guard(guard, ctx, p)?;
+        }
+        return Ok(GuardApplied {
+            removed,
+            ..Default::default()
+        });
+    };
+    let name = guard.unit_name();
+    let mut done = GuardApplied {
+        config_changed: write_if_changed(config, &text)?,
+        unit_changed: write_if_changed(unit, &render_guard_unit(guard, ctx, config))?,
+        ..Default::default()
+    };
     if p.systemd {
         if done.unit_changed {
             systemctl(&["daemon-reload"])?;
         }
-        if done.config_changed && !done.unit_changed && is_active() {
+        if done.config_changed && !done.unit_changed && is_active(name) {
             // Masters joined or left: SIGHUP keeps the guardian and its rules running.
-            systemctl(&["reload", UNIT])?;
+            systemctl(&["reload", name])?;
             done.reloaded = true;
-        } else if done.unit_changed && is_active() {
-            systemctl(&["restart", UNIT])?;
+        } else if done.unit_changed && is_active(name) {
+            systemctl(&["restart", name])?;
         }
-        systemctl(&["enable", "--now", UNIT])?;
+        systemctl(&["enable", "--now", name])?;
     }
     Ok(done)
 }
@@ -285,24 +419,8 @@ pub fn undo(ctx: &NodeContext) -> Result<(), LvscareStepError> {
 
 /// Removes everything `apply` made; a second undo finds nothing and succeeds.
 pub fn undo_at(ctx: &NodeContext, p: &Paths) -> Result<(), LvscareStepError> {
-    if p.systemd && p.unit.exists() {
-        systemctl(&["disable", "--now", UNIT])?;
-    }
-    let unit_removed = remove(&p.unit)?;
-    remove(&p.config)?;
-    if p.systemd && unit_removed {
-        systemctl(&["daemon-reload"])?;
-    }
-    if p.systemd && is_worker(ctx) {
-        // The guardian leaves its rules when stopped; reset removes them.
-        let args = lvscare::LvscareArgs {
-            vs: Some(vs(ctx)?),
-            clean: true,
-            ..Default::default()
-        };
-        let cfg =
-            lvscare::Config::resolve(&args).map_err(|e| LvscareStepError::Clean(e.to_string()))?;
-        lvscare::clean(&cfg).map_err(|e| LvscareStepError::Clean(format!("{e:#}")))?;
+    for guard in Guard::ALL {
+        undo_guard(guard, ctx, p)?;
     }
     let hosts = read_or_empty(&p.hosts)?;
     if hosts.lines().any(owned_line) {
@@ -311,8 +429,47 @@ pub fn undo_at(ctx: &NodeContext, p: &Paths) -> Result<(), LvscareStepError> {
     Ok(())
 }
 
+/// Stops and removes one guardian, then removes its rules: stopping it on purpose leaves them.
+/// The VIP to clean comes from the config file it ran with, which may name another VIP than
+/// `ctx` now does (the install changed it), else from `ctx`.
+fn undo_guard(guard: Guard, ctx: &NodeContext, p: &Paths) -> Result<(), LvscareStepError> {
+    let (config, unit) = guard.files(p);
+    let name = guard.unit_name();
+    let args = lvscare::LvscareArgs {
+        instance: guard.instance().map(str::to_string),
+        ..Default::default()
+    };
+    let ran_with = std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| lvscare::Config::from_text(&args, &text).ok())
+        .map(|c| c.vs);
+    if p.systemd && unit.exists() {
+        systemctl(&["disable", "--now", name])?;
+    }
+    let unit_removed = remove(unit)?;
+    remove(config)?;
+    if p.systemd && unit_removed {
+        systemctl(&["daemon-reload"])?;
+    }
+    let vs = match ran_with {
+        Some(vs) => Some(vs),
+        None => guard.vs(ctx)?,
+    };
+    if let (true, Some(vs)) = (p.systemd, vs) {
+        let args = lvscare::LvscareArgs {
+            vs: Some(vs),
+            clean: true,
+            ..args
+        };
+        let cfg =
+            lvscare::Config::resolve(&args).map_err(|e| LvscareStepError::Clean(e.to_string()))?;
+        lvscare::clean(&cfg).map_err(|e| LvscareStepError::Clean(format!("{e:#}")))?;
+    }
+    Ok(())
+}
+
 /// What is missing or stale; empty when the step's result is in place (and, on a worker with
-/// systemd, the guardian runs).
+/// systemd, the guardians run).
 pub fn check(ctx: &NodeContext) -> Result<Vec<String>, LvscareStepError> {
     check_at(ctx, &Paths::system())
 }
@@ -333,17 +490,30 @@ pub fn check_at(ctx: &NodeContext, p: &Paths) -> Result<Vec<String>, LvscareStep
     if !is_worker(ctx) {
         return Ok(problems);
     }
-    if read_or_empty(&p.config)? != render_config(ctx)? {
-        problems.push(format!(
-            "{} is missing or lists other masters",
-            p.config.display()
-        ));
-    }
-    if read_or_empty(&p.unit)? != render_unit(ctx, &p.config) {
-        problems.push(format!("{} is missing or stale", p.unit.display()));
-    }
-    if p.systemd && !is_active() {
-        problems.push(format!("{UNIT} is not running (journalctl -u {UNIT})"));
+    for guard in Guard::ALL {
+        let (config, unit) = guard.files(p);
+        let name = guard.unit_name();
+        let Some(text) = guard.render_config(ctx)? else {
+            if unit.exists() {
+                problems.push(format!(
+                    "{} is left over: this install asks for no such guardian",
+                    unit.display()
+                ));
+            }
+            continue;
+        };
+        if read_or_empty(config)? != text {
+            problems.push(format!(
+                "{} is missing or lists other masters",
+                config.display()
+            ));
+        }
+        if read_or_empty(unit)? != render_guard_unit(guard, ctx, config) {
+            problems.push(format!("{} is missing or stale", unit.display()));
+        }
+        if p.systemd && !is_active(name) {
+            problems.push(format!("{name} is not running (journalctl -u {name})"));
+        }
     }
     Ok(problems)
 }
@@ -369,9 +539,14 @@ impl Step for LvscareStep {
         let problems = check(env.ctx)?;
         if problems.is_empty() {
             let what = if is_worker(env.ctx) {
+                let running: Vec<&str> = Guard::ALL
+                    .into_iter()
+                    .filter(|g| matches!(g.vs(env.ctx), Ok(Some(_))))
+                    .map(Guard::unit_name)
+                    .collect();
                 format!(
-                    "{UNIT} runs with {} and the hosts line is in place",
-                    Paths::system().config.display()
+                    "{} run(s) and the hosts line is in place",
+                    running.join(" and ")
                 )
             } else {
                 format!("{APISERVER_NAME} points at the first master")
@@ -392,27 +567,47 @@ impl Step for LvscareStep {
                 paths.hosts.display()
             ));
         }
-        if done.config_changed {
-            p.changed(format!("wrote {}", paths.config.display()));
-        }
-        if done.unit_changed {
-            p.changed(format!("wrote {} and started it", paths.unit.display()));
-        }
-        if done.reloaded {
-            p.changed(format!("reloaded {UNIT} (the masters changed)"));
+        for (guard, g) in [
+            (Guard::Apiserver, &done.apiserver),
+            (Guard::Registry, &done.registry),
+        ] {
+            let (config, unit) = guard.files(&paths);
+            let name = guard.unit_name();
+            if g.config_changed {
+                p.changed(format!("wrote {}", config.display()));
+            }
+            if g.unit_changed {
+                p.changed(format!("wrote {} and started it", unit.display()));
+            }
+            if g.reloaded {
+                p.changed(format!("reloaded {name} (the masters changed)"));
+            }
+            if g.removed {
+                p.changed(format!(
+                    "removed {name} and its rules (this install asks for no {})",
+                    guard.what()
+                ));
+            }
         }
         Ok(())
     }
 
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
         let paths = Paths::system();
-        let had = paths.unit.exists()
-            || paths.config.exists()
+        let had = [
+            &paths.unit,
+            &paths.config,
+            &paths.registry_unit,
+            &paths.registry_config,
+        ]
+        .iter()
+        .any(|f| f.exists())
             || read_or_empty(&paths.hosts)?.lines().any(owned_line);
         undo(env.ctx)?;
         if had {
             p.changed(format!(
-                "removed {UNIT}, its config, its rules and the {APISERVER_NAME} line"
+                "removed {UNIT}, {REGISTRY_UNIT}, their configs and rules and the \
+                 {APISERVER_NAME} line"
             ));
         }
         Ok(())
@@ -434,6 +629,7 @@ mod tests {
             nodes: vec!["10.0.0.5".into()],
             registry_port: 5050,
             vip: "10.103.97.2".into(),
+            registry_vip: None,
             env: Default::default(),
         }
     }
@@ -443,6 +639,8 @@ mod tests {
             hosts: dir.join("hosts"),
             config: dir.join("etc/bale/lvscare.yaml"),
             unit: dir.join("systemd").join(UNIT),
+            registry_config: dir.join("etc/bale/lvscare-registry.yaml"),
+            registry_unit: dir.join("systemd").join(REGISTRY_UNIT),
             systemd: false,
         }
     }
@@ -496,6 +694,50 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_guard_comes_and_goes_with_the_registry_vip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = scratch(dir.path());
+        let mut w = ctx("node", &["10.0.0.2", "10.0.0.3"]);
+        w.registry_vip = Some("10.103.97.3".into());
+        let first = apply_at(&w, &p).unwrap();
+        assert!(first.registry.config_changed && first.registry.unit_changed);
+        let unit = std::fs::read_to_string(&p.registry_unit).unwrap();
+        assert!(unit
+            .contains("ExecStart=/var/lib/bale/bundle.bale lvscare --instance registry --config "));
+        let text = std::fs::read_to_string(&p.registry_config).unwrap();
+        let args = lvscare::LvscareArgs {
+            instance: Some(REGISTRY_INSTANCE.into()),
+            ..Default::default()
+        };
+        let cfg = lvscare::Config::from_text(&args, &text).expect("parses");
+        assert_eq!(cfg.vs, "10.103.97.3:5050".parse().unwrap());
+        let rs: Vec<String> = cfg.rs.iter().map(|(a, _)| a.to_string()).collect();
+        assert_eq!(rs, ["10.0.0.2:5050", "10.0.0.3:5050"]);
+        assert_eq!(cfg.health.scheme, lvscare::config::HealthScheme::Http);
+        assert_eq!(cfg.health.path, "/v2/");
+        assert_eq!(cfg.names.table, "bale_lvscare_registry");
+        assert!(check_at(&w, &p).unwrap().is_empty());
+        assert_eq!(apply_at(&w, &p).unwrap(), Applied::default(), "idempotent");
+
+        // An install without --registry-vip removes it, and check says when it is left over.
+        let mut plain = w.clone();
+        plain.registry_vip = None;
+        std::fs::copy(&p.registry_unit, dir.path().join("kept")).unwrap();
+        let off = apply_at(&plain, &p).unwrap();
+        assert!(off.registry.removed && !off.apiserver.config_changed);
+        assert!(!p.registry_unit.exists() && !p.registry_config.exists());
+        assert!(p.unit.exists(), "the apiserver guard stays");
+        std::fs::copy(dir.path().join("kept"), &p.registry_unit).unwrap();
+        let left = check_at(&plain, &p).unwrap();
+        assert!(left.len() == 1 && left[0].contains("left over"), "{left:?}");
+
+        // A bad VIP in node.json names the field.
+        w.registry_vip = Some("registry".into());
+        let e = apply_at(&w, &p).unwrap_err().to_string();
+        assert!(e.contains("registry_vip") && e.contains("node.json"), "{e}");
+    }
+
+    #[test]
     fn apply_check_undo_on_files_for_a_worker_and_a_master() {
         let dir = tempfile::tempdir().unwrap();
         let p = scratch(dir.path());
@@ -503,14 +745,18 @@ mod tests {
         let w = ctx("node", &["10.0.0.2"]);
         assert_eq!(check_at(&w, &p).unwrap().len(), 3, "nothing in place yet");
         let first = apply_at(&w, &p).unwrap();
-        assert!(first.hosts_changed && first.config_changed && first.unit_changed);
+        assert!(first.hosts_changed && first.apiserver.config_changed);
+        assert!(first.apiserver.unit_changed);
+        assert_eq!(first.registry, GuardApplied::default(), "no --registry-vip");
+        assert!(!p.registry_unit.exists());
         assert!(check_at(&w, &p).unwrap().is_empty());
         assert_eq!(apply_at(&w, &p).unwrap(), Applied::default(), "idempotent");
 
         // A master joins: only the config changes.
         let w2 = ctx("node", &["10.0.0.2", "10.0.0.3"]);
         let again = apply_at(&w2, &p).unwrap();
-        assert!(again.config_changed && !again.unit_changed && !again.hosts_changed);
+        assert!(again.apiserver.config_changed && !again.apiserver.unit_changed);
+        assert!(!again.hosts_changed);
         assert!(std::fs::read_to_string(&p.config)
             .unwrap()
             .contains("10.0.0.3:6443"));

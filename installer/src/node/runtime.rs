@@ -409,7 +409,11 @@ impl Runtime {
             let path = hosts_file(d);
             record.add(&path);
             step::save_manifest(manifest, record)?;
-            let text = cc::render_hosts_toml(d, env.ctx.registry_port);
+            let text = cc::render_hosts_toml(
+                d,
+                env.ctx.registry_port,
+                env.ctx.registry_fallback().as_deref(),
+            );
             if step::write_file(&path, text.as_bytes(), 0o644)? {
                 p.changed(format!("wrote {}", path.display()));
             }
@@ -436,7 +440,11 @@ impl Step for Runtime {
         for d in &domains {
             out.push(Finding::file_holds(
                 &hosts_file(d),
-                &cc::render_hosts_toml(d, env.ctx.registry_port),
+                &cc::render_hosts_toml(
+                    d,
+                    env.ctx.registry_port,
+                    env.ctx.registry_fallback().as_deref(),
+                ),
             ));
         }
         if !has_containerd(&files) {

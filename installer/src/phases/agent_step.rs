@@ -16,6 +16,14 @@ pub struct AgentStep {
     /// Apply on every run instead of once per bundle (for steps whose input, such as the list
     /// of masters, can change between runs; apply must then be cheap when nothing changed).
     pub every_run: bool,
+    /// The node settings the step's result depends on (see `Phase::inputs`): a change applies
+    /// it again.
+    pub inputs: fn(&crate::node::context::NodeContext) -> String,
+}
+
+/// For steps whose result depends on the bundle alone.
+pub fn no_inputs(_: &crate::node::context::NodeContext) -> String {
+    String::new()
 }
 
 /// The last line a step printed, for the progress output (the agent already names the step).
@@ -52,6 +60,9 @@ impl Phase for AgentStep {
     }
     fn journaled(&self) -> bool {
         !self.every_run
+    }
+    fn inputs(&self, node: &Node) -> String {
+        (self.inputs)(&super::context::node_context(node))
     }
     fn should_run(&self, node: &Node) -> bool {
         self.only.is_none_or(|r| r == node.role())

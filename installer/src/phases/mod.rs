@@ -18,7 +18,7 @@ pub mod upload;
 use crate::engine::{Node, Phase};
 use crate::plugins::Action;
 use crate::ssh::{sq, Input};
-use agent_step::{AgentStep, UndoStep};
+use agent_step::{no_inputs, AgentStep, UndoStep};
 use hooks::Hooks;
 
 /// The phases of `bale install`.
@@ -44,18 +44,22 @@ pub fn install() -> Vec<Box<dyn Phase>> {
             only: None,
             what: "load kernel modules, set sysctls, turn swap off",
             every_run: false,
+            inputs: no_inputs,
         }),
         Box::new(AgentStep {
             step: "runtime",
             only: None,
             what: "install containerd, runc and the CNI plugins from the bundle",
             every_run: false,
+            // The hosts files name the registry VIP on workers.
+            inputs: |c| c.registry_fallback().unwrap_or_default(),
         }),
         Box::new(AgentStep {
             step: "registry",
             only: None,
             what: "serve the bundle's images on this node (bale-registry.service)",
             every_run: false,
+            inputs: no_inputs,
         }),
         hook(Action::PreInit),
         hook(Action::PostInit),
@@ -66,6 +70,7 @@ pub fn install() -> Vec<Box<dyn Phase>> {
             what: "name the API servers in /etc/hosts; on workers, guard their virtual IP \
                    (bale-lvscare.service)",
             every_run: true,
+            inputs: no_inputs,
         }),
         Box::new(apps::Apps),
         hook(Action::PostInstall),
