@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// The registries' VIP of the run with `--registry-vip`.
+const REGISTRY_VIP: &str = "10.103.97.3";
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -332,6 +335,53 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
     ok(&o);
     web_answers_everywhere();
 
+    // With --registry-vip the workers also guard the masters' registries, and their containerd
+    // falls back to that VIP: a worker whose own registry is down still pulls.
+    // Without it, a worker whose registry is down cannot pull (nothing else serves it here).
+    on_ok("n2", "systemctl stop bale-registry.service");
+    let t = Instant::now();
+    let alone = on(
+        "n2",
+        "timeout 60 ctr -n e2e3 images pull --hosts-dir /etc/containerd/certs.d \
+         docker.io/appliance/web:1.0",
+    );
+    assert!(!alone.status.success(), "pulled with no registry on n2");
+    eprintln!("the pull without a registry failed in {:?}", t.elapsed());
+    on_ok("n2", "systemctl start bale-registry.service");
+    let (o, ev) = run_on_nodes(&bundle, "install", &["--registry-vip", REGISTRY_VIP]);
+    ok(&o);
+    let mut rerun = started(&ev, "runtime");
+    rerun.sort();
+    assert_eq!(
+        rerun,
+        [N2, N3],
+        "the hosts files change on the workers only"
+    );
+    for n in ["n2", "n3"] {
+        on_ok(n, "systemctl is-active -q bale-lvscare-registry.service");
+        on_ok(n, "nft list table ip bale_lvscare_registry >/dev/null");
+        let hosts = on_ok(n, "cat /etc/containerd/certs.d/docker.io/hosts.toml");
+        assert!(
+            hosts.contains(&format!("[host.\"http://{REGISTRY_VIP}:5050\"]")),
+            "{n}: {hosts}"
+        );
+    }
+    assert!(
+        !on_ok("n1", "cat /etc/containerd/certs.d/docker.io/hosts.toml").contains(REGISTRY_VIP)
+    );
+    on_ok("n2", "systemctl stop bale-registry.service");
+    assert!(
+        http_get(&format!("{N2}:5050"), "/v2/").is_err(),
+        "n2's registry still answers"
+    );
+    let pulled = on(
+        "n2",
+        "ctr -n e2e3 images pull --hosts-dir /etc/containerd/certs.d \
+         docker.io/appliance/web:1.0",
+    );
+    on_ok("n2", "systemctl start bale-registry.service");
+    ok(&pulled);
+
     // n4 joins as a second master: the workers' guards take it in with a reload, not a restart.
     let guard_pid = |n: &str| on_ok(n, "systemctl show -p MainPID --value bale-lvscare.service");
     let before: Vec<String> = ["n2", "n3"].iter().map(|n| guard_pid(n)).collect();
@@ -339,7 +389,14 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
     let (o, ev) = run_on(
         &bundle,
         "install",
-        &["--masters", &masters, "--nodes", &workers],
+        &[
+            "--masters",
+            &masters,
+            "--nodes",
+            &workers,
+            "--registry-vip",
+            REGISTRY_VIP,
+        ],
         &[],
     );
     ok(&o);
@@ -360,6 +417,8 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
         );
         let log = unit_log(n, "bale-lvscare.service");
         assert!(log.contains("config reloaded"), "{n}: {log}");
+        let reg = on_ok(n, "cat /etc/bale/lvscare-registry.yaml");
+        assert!(reg.contains(&format!("{N4}:5050")), "{n}: {reg}");
     }
 
     // n4 is deleted: the hosts that stay learn it from n4's own record, and the guards reload
@@ -395,6 +454,36 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
         assert_eq!(ctx["nodes"], serde_json::json!([N2, N3]), "{n}");
     }
     assert_eq!(on_ok("n4", "ls -A /var/lib/bale 2>/dev/null; true"), "");
+    for n in ["n2", "n3"] {
+        let reg = on_ok(n, "cat /etc/bale/lvscare-registry.yaml");
+        assert!(
+            reg.contains(&format!("{N1}:5050")) && !reg.contains(&format!("{N4}:5050")),
+            "{n}: {reg}"
+        );
+    }
     web_answers_everywhere();
+
+    // An install without --registry-vip removes that guardian, its rules and the fallback.
+    let (o, ev) = run_on_nodes(&bundle, "install", &[]);
+    ok(&o);
+    let mut rerun = started(&ev, "runtime");
+    rerun.sort();
+    assert_eq!(rerun, [N2, N3]);
+    for n in ["n2", "n3"] {
+        let left = on_ok(
+            n,
+            "systemctl is-active bale-lvscare-registry.service 2>/dev/null; \
+             nft list tables; ls /etc/bale; cat /etc/containerd/certs.d/docker.io/hosts.toml; \
+             true",
+        );
+        assert!(
+            !left.lines().any(|l| l.trim() == "active")
+                && !left.contains("bale_lvscare_registry")
+                && !left.contains("lvscare-registry.yaml")
+                && !left.contains(REGISTRY_VIP),
+            "{n}: left behind:\n{left}"
+        );
+        on_ok(n, "systemctl is-active -q bale-lvscare.service");
+    }
     bed.finish();
 }
