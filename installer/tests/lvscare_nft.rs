@@ -753,6 +753,29 @@ fn nft_config_reload_adds_and_forgets_masters() {
     let (seen, failed) = hit(&t.node, 10);
     assert_eq!((failed, seen.len()), (0, 2));
     g.stop();
+
+    // The VIP itself moves (install --vip): the new one answers and the old route goes.
+    const MOVED: &str = "10.103.97.9:6443";
+    std::fs::write(&file, format!("vs: {VIP}\nrs: [{}]\n", MASTERS[0])).expect("config");
+    let mut from_file = args(&["--config", &path]);
+    from_file.vs = None;
+    let mut g = Guardian::start(&t.node, from_file);
+    g.rounds(2);
+    assert!(t.routes().contains("10.103.97.2"), "{}", t.routes());
+    std::fs::write(&file, format!("vs: {MOVED}\nrs: [{}]\n", MASTERS[0])).expect("config");
+    g.reload.notify_one();
+    g.wait_for(Duration::from_secs(3), "reload", |r| {
+        matches!(r, Report::Reloaded)
+    });
+    g.rounds(1);
+    let routes = t.routes();
+    assert!(
+        routes.contains("10.103.97.9") && !routes.contains("10.103.97.2"),
+        "{routes}"
+    );
+    let (seen, failed) = hit_at(&t.node, MOVED, 10);
+    assert_eq!((failed, seen.len()), (0, 1), "{seen:?}");
+    g.stop();
 }
 
 #[test]

@@ -361,6 +361,13 @@ async fn guard(args: LvscareArgs, mut cfg: Config, control: Control) -> anyhow::
                         {
                             tracing::error!("removing old virtual server {}: {e}", cfg.vs);
                         }
+                        // The new VIP gets its route on the next apply; the old one's must not
+                        // linger and catch traffic for an address nothing serves any more.
+                        if cfg.mode == VipMode::Route && new.vs.ip() != cfg.vs.ip() {
+                            if let Err(e) = vip::remove_route(cfg.vs.ip()) {
+                                tracing::error!("removing the route to {}: {e}", cfg.vs.ip());
+                            }
+                        }
                     }
                     if new.vs != cfg.vs && backend.name() == "ipvs" && cfg.mode == VipMode::Link {
                         ipvs_link_masquerade(new.vs, &cfg.names, &control);

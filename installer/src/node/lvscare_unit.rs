@@ -544,8 +544,9 @@ impl Step for LvscareStep {
                     .filter(|g| matches!(g.vs(env.ctx), Ok(Some(_))))
                     .map(Guard::unit_name)
                     .collect();
+                let verb = if running.len() == 1 { "runs" } else { "run" };
                 format!(
-                    "{} run(s) and the hosts line is in place",
+                    "{} {verb} and the hosts line is in place",
                     running.join(" and ")
                 )
             } else {
