@@ -331,3 +331,38 @@ fn retry_command() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: InstallArgs,
+    }
+
+    fn vips(v: &[&str]) -> Result<Vips> {
+        let cli = Cli::try_parse_from(std::iter::once("install").chain(v.iter().copied()))
+            .expect("flags parse");
+        cli.a.vips()
+    }
+
+    #[test]
+    fn vips_default_and_are_checked_against_each_other() {
+        let v = vips(&[]).unwrap();
+        assert_eq!(v, Vips::default());
+        let v = vips(&["--vip", "10.96.0.2", "--registry-vip", "10.96.0.3"]).unwrap();
+        assert_eq!(v.apiserver.to_string(), "10.96.0.2");
+        assert_eq!(
+            v.registry.map(|r| r.to_string()).as_deref(),
+            Some("10.96.0.3")
+        );
+        let e = |v: &[&str]| vips(v).unwrap_err().to_string();
+        assert!(e(&["--registry-vip", "10.103.97.2"]).contains("is also --vip"));
+        assert!(e(&["--vip", "127.0.0.1"]).contains("--vip 127.0.0.1"));
+        assert!(e(&["--registry-vip", "0.0.0.0"]).contains("--registry-vip"));
+        assert!(Cli::try_parse_from(["install", "--registry-vip", "fd00::1"]).is_err());
+    }
+}
