@@ -139,9 +139,7 @@ pub fn clean(cfg: &Config) -> anyhow::Result<()> {
     }
     if want_ipvs {
         if let Some(p) = nft::find_nft() {
-            match nft::NftBackend::new(p, &cfg.names.masq_table)
-                .apply(&nft::render_ipvs_masquerade_clean(&cfg.names.masq_table))
-            {
+            match nft::NftBackend::new(p, &cfg.names.masq_table).clean(cfg.vs) {
                 Ok(()) => {}
                 Err(e) => errors.push(format!("link-mode masquerade: {e}")),
             }

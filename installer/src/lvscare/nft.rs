@@ -209,11 +209,6 @@ pub fn render_ipvs_masquerade(table: &str, vs: SocketAddr) -> Result<String, Bac
     ))
 }
 
-/// Deletes the masquerade `table`; succeeds when it does not exist.
-pub fn render_ipvs_masquerade_clean(table: &str) -> String {
-    render_clean(table)
-}
-
 /// How many rules `render_batch` produces for these services: used to notice
 /// tables that were edited by hand or left half-written.
 fn expected_rule_count(services: &BTreeMap<SocketAddr, ServiceState>) -> usize {
@@ -626,7 +621,7 @@ mod tests {
         );
         assert!(render_ipvs_masquerade(IPVS_MASQ_TABLE, sa("[::1]:6443")).is_err());
         assert_eq!(
-            render_ipvs_masquerade_clean(IPVS_MASQ_TABLE),
+            render_clean(IPVS_MASQ_TABLE),
             "add table ip bale_lvscare_ipvs\ndelete table ip bale_lvscare_ipvs\n"
         );
     }
