@@ -185,18 +185,10 @@ fn vs(ctx: &NodeContext) -> Result<SocketAddr, LvscareStepError> {
     Ok(SocketAddr::new(ip("vip", &ctx.vip, ctx)?, APISERVER_PORT))
 }
 
-/// The apiserver guardian's config file for a worker.
-pub fn render_config(ctx: &NodeContext) -> Result<String, LvscareStepError> {
-    Ok(lvscare::worker_config(vs(ctx)?, &masters(ctx)?))
-}
-
-/// The systemd unit: the bundle itself is the guardian. `Restart=always` brings it back after a
-/// crash or kill -9 (it adopts its own rules); reload is SIGHUP, which re-reads the config.
-pub fn render_unit(ctx: &NodeContext, config: &Path) -> String {
-    render_guard_unit(Guard::Apiserver, ctx, config)
-}
-
-pub fn render_guard_unit(guard: Guard, ctx: &NodeContext, config: &Path) -> String {
+/// A guardian's systemd unit: the bundle itself is the guardian. `Restart=always` brings it back
+/// after a crash or kill -9 (it adopts its own rules); reload is SIGHUP, which re-reads the
+/// config.
+pub fn render_unit(guard: Guard, ctx: &NodeContext, config: &Path) -> String {
     let instance = guard
         .instance()
         .map(|i| format!(" --instance {i}"))
@@ -394,7 +386,7 @@ fn apply_guard(
     let name = guard.unit_name();
     let mut done = GuardApplied {
         config_changed: write_if_changed(config, &text)?,
-        unit_changed: write_if_changed(unit, &render_guard_unit(guard, ctx, config))?,
+        unit_changed: write_if_changed(unit, &render_unit(guard, ctx, config))?,
         ..Default::default()
     };
     if p.systemd {
@@ -508,7 +500,7 @@ pub fn check_at(ctx: &NodeContext, p: &Paths) -> Result<Vec<String>, LvscareStep
                 config.display()
             ));
         }
-        if read_or_empty(unit)? != render_guard_unit(guard, ctx, config) {
+        if read_or_empty(unit)? != render_unit(guard, ctx, config) {
             problems.push(format!("{} is missing or stale", unit.display()));
         }
         if p.systemd && !is_active(name) {
@@ -649,7 +641,10 @@ mod tests {
     #[test]
     fn config_lists_every_master_behind_the_vip_and_parses() {
         let c = ctx("node", &["10.0.0.2", "10.0.0.3"]);
-        let text = render_config(&c).unwrap();
+        let text = Guard::Apiserver
+            .render_config(&c)
+            .unwrap()
+            .expect("a worker's config");
         let cfg =
             lvscare::Config::from_text(&lvscare::LvscareArgs::default(), &text).expect("parses");
         assert_eq!(cfg.vs, "10.103.97.2:6443".parse().unwrap());
@@ -659,18 +654,20 @@ mod tests {
 
     #[test]
     fn bad_addresses_name_the_field_and_the_file() {
-        let e = render_config(&ctx("node", &["10.0.0.2", "master-b"])).unwrap_err();
+        let apiserver = |c: &NodeContext| Guard::Apiserver.render_config(c);
+        let e = apiserver(&ctx("node", &["10.0.0.2", "master-b"])).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("masters") && msg.contains("master-b") && msg.contains("node.json"),
             "{msg}"
         );
-        assert!(render_config(&ctx("node", &[])).is_err());
+        assert!(apiserver(&ctx("node", &[])).is_err());
     }
 
     #[test]
     fn unit_runs_the_bundle_restarts_always_and_reloads_with_sighup() {
         let u = render_unit(
+            Guard::Apiserver,
             &ctx("node", &["10.0.0.2"]),
             Path::new("/etc/bale/lvscare.yaml"),
         );
