@@ -54,6 +54,15 @@ pub fn agent_step(node: &Node, step: &str, action: &str) -> Result<String, Phase
     Ok(out)
 }
 
+/// Runs `bundle.bale agent step STEP ACTION` on the node and notes the last line it printed.
+pub fn run_noted(node: &Node, step: &str, action: &str) -> PhaseResult {
+    let out = agent_step(node, step, action)?;
+    if let Some(last) = last_line(&out) {
+        node.note(last);
+    }
+    Ok(())
+}
+
 impl Phase for AgentStep {
     fn title(&self) -> &str {
         self.step
@@ -71,11 +80,7 @@ impl Phase for AgentStep {
         format!("{} (agent step {} apply)", self.what, self.step)
     }
     fn run(&self, node: &Node) -> PhaseResult {
-        let out = agent_step(node, self.step, "apply")?;
-        if let Some(last) = last_line(&out) {
-            node.note(last);
-        }
-        Ok(())
+        run_noted(node, self.step, "apply")
     }
     fn undo(&self, node: &Node) -> PhaseResult {
         agent_step(node, self.step, "undo").map(|_| ())
@@ -99,10 +104,6 @@ impl Phase for UndoStep {
         format!("agent step {} undo", self.0)
     }
     fn run(&self, node: &Node) -> PhaseResult {
-        let out = agent_step(node, self.0, "undo")?;
-        if let Some(last) = last_line(&out) {
-            node.note(last);
-        }
-        Ok(())
+        run_noted(node, self.0, "undo")
     }
 }

@@ -27,14 +27,13 @@ impl Members {
     fn record(&self, masters: &[String], nodes: &[String]) {
         let mut seen = lock(&self.seen);
         let (m, n) = seen.get_or_insert_with(Default::default);
-        for a in masters {
-            if !m.contains(a) {
-                m.push(a.clone());
-            }
-        }
-        for a in nodes {
-            if !n.contains(a) {
-                n.push(a.clone());
+        // Union in first-seen order: every deleted host should list the same, but one that
+        // missed a later install may know fewer.
+        for (known, told) in [(m, masters), (n, nodes)] {
+            for a in told {
+                if !known.contains(a) {
+                    known.push(a.clone());
+                }
             }
         }
     }
@@ -94,7 +93,7 @@ impl FollowMembers {
         let mut c = c.clone();
         c.masters = self.remaining.masters.clone();
         c.nodes = self.remaining.nodes.clone();
-        c.first_master = c.role == "master" && c.masters.first() == Some(&c.node_ip);
+        c.first_master = c.is_master() && c.masters.first() == Some(&c.node_ip);
         c
     }
 }
@@ -134,11 +133,7 @@ impl Phase for FollowMembers {
                 new.nodes.len()
             ));
         }
-        let out = super::agent_step::agent_step(node, "lvscare", "apply")?;
-        if let Some(last) = super::agent_step::last_line(&out) {
-            node.note(last);
-        }
-        Ok(())
+        super::agent_step::run_noted(node, "lvscare", "apply")
     }
 }
 
