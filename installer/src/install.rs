@@ -43,21 +43,29 @@ pub struct InstallArgs {
     pub registry_vip: Option<std::net::Ipv4Addr>,
 }
 
+/// A registry VIP for messages: the next address after the default API-server VIP.
+const REGISTRY_VIP_EXAMPLE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 103, 97, 3);
+
 impl InstallArgs {
     /// The VIPs asked for, checked against each other.
     fn vips(&self) -> Result<Vips> {
-        let bad = |ip: std::net::Ipv4Addr| {
-            ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast()
-        };
-        if bad(self.vip) {
-            bail!("--vip {}: a virtual IP must be a unicast address that is not loopback (the default is {})", self.vip, crate::node::context::DEFAULT_VIP);
-        }
-        if let Some(r) = self.registry_vip {
-            if bad(r) {
-                bail!("--registry-vip {r}: a virtual IP must be a unicast address that is not loopback (e.g. 10.103.97.3)");
+        let usable = |flag: &str, ip: std::net::Ipv4Addr, e_g: std::net::Ipv4Addr| {
+            if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+                bail!(
+                    "{flag} {ip}: a virtual IP must be a unicast address that is not loopback \
+                     (e.g. {e_g})"
+                );
             }
+            Ok(())
+        };
+        usable("--vip", self.vip, crate::node::context::DEFAULT_VIP)?;
+        if let Some(r) = self.registry_vip {
+            usable("--registry-vip", r, REGISTRY_VIP_EXAMPLE)?;
             if r == self.vip {
-                bail!("--registry-vip {r} is also --vip: the registries need a VIP of their own (e.g. 10.103.97.3)");
+                bail!(
+                    "--registry-vip {r} is also --vip: the registries need a VIP of their own \
+                     (e.g. {REGISTRY_VIP_EXAMPLE})"
+                );
             }
         }
         Ok(Vips {
