@@ -426,6 +426,14 @@ impl Guardian {
         self.halt();
     }
 
+    /// Waits for a guardian that ends by itself (`--clean`) and expects it to succeed.
+    fn finish(mut self, what: &str) {
+        if let Some(h) = self.handle.take() {
+            let r = h.join().expect("guardian thread");
+            r.unwrap_or_else(|e| panic!("{what} failed: {e:#}"));
+        }
+    }
+
     fn halt(&mut self) {
         self.stop.notify_one();
         if let Some(h) = self.handle.take() {
@@ -607,21 +615,13 @@ fn nft_restart_adopts_rules_never_duplicates_and_clean_removes_only_bale() {
     assert_eq!(t.bale_rules(), (1, 3));
 
     // --clean: bale's table and route go, the other table stays.
-    let mut g = Guardian::start(&t.node, args(&["--clean"]));
-    if let Some(h) = g.handle.take() {
-        h.join().expect("clean thread").expect("clean failed");
-    }
+    Guardian::start(&t.node, args(&["--clean"])).finish("clean");
     assert_eq!(t.bale_rules(), (0, 0));
     let tables = t.nft(&["list", "tables"]).unwrap_or_default();
     assert!(tables.contains("someone_else"), "{tables}");
     assert!(!t.routes().contains("10.103.97.2"), "{}", t.routes());
     // Cleaning what is already clean is fine.
-    let mut g = Guardian::start(&t.node, args(&["--clean"]));
-    if let Some(h) = g.handle.take() {
-        h.join()
-            .expect("clean thread")
-            .expect("second clean failed");
-    }
+    Guardian::start(&t.node, args(&["--clean"])).finish("second clean");
 }
 
 /// The registry guard beside the apiserver guard, as on a worker of an install with
@@ -676,10 +676,7 @@ fn two_instances_keep_their_own_tables_and_clean_only_their_own() {
     reg.stop();
     let mut clean = reg_args;
     clean.clean = true;
-    let mut c = Guardian::start(&t.node, clean);
-    if let Some(h) = c.handle.take() {
-        h.join().expect("clean thread").expect("clean failed");
-    }
+    Guardian::start(&t.node, clean).finish("clean of the registry instance");
     let have = tables(&t);
     assert!(
         !have.iter().any(|l| l.contains("bale_lvscare_registry")),

@@ -18,21 +18,6 @@ mod registry_clients {
     use crate::registry_common::*;
     use bale_installer::registry::{load_tls, Auth, ServeOptions};
 
-    fn have(tool: &str) -> bool {
-        // openssl has no --version.
-        let arg = if tool == "openssl" {
-            "version"
-        } else {
-            "--version"
-        };
-        Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
     /// A client command with no proxy settings and a private home, so only the test's own
     /// configuration applies.
     fn client(tool: &str, home: &Path) -> Command {
@@ -373,8 +358,7 @@ disabled_plugins = [
         if !have("containerd") || !have("ctr") {
             return skip("containerd/ctr are not installed (apt-get install containerd)");
         }
-        // SAFETY: a plain query of the effective user id.
-        if unsafe { libc::geteuid() } != 0 {
+        if !is_root() {
             return skip("containerd needs root to run");
         }
         let f = fixture();
@@ -525,8 +509,7 @@ disabled_plugins = [
         if !have("podman") {
             return skip("podman is not installed (apt-get install podman)");
         }
-        // SAFETY: a plain query of the effective user id.
-        if unsafe { libc::geteuid() } != 0 {
+        if !is_root() {
             return skip("podman runs containers here only as root");
         }
         let f = fixture();

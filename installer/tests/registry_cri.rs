@@ -45,15 +45,6 @@ mod registry_cri {
         eprintln!("SKIP: {why}");
     }
 
-    fn have_containerd() -> bool {
-        Command::new("containerd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
     /// bale's containerd config with the test's directories in place of the node's, and the
     /// plugins that would touch the host (or need what this machine lacks) disabled.
     fn private_config(d: &Path, cri: bool) -> String {
@@ -182,11 +173,10 @@ mod registry_cri {
 
     #[test]
     fn cri_plugin_pulls_original_names_through_config_path() {
-        // SAFETY: a plain query of the effective user id.
-        if unsafe { libc::geteuid() } != 0 {
+        if !is_root() {
             return skip("containerd needs root to run");
         }
-        if !have_containerd() {
+        if !have("containerd") {
             return skip("containerd is not installed (apt-get install containerd)");
         }
         let f = fixture();
@@ -306,11 +296,10 @@ mod registry_cri {
     /// Unimplemented, and the client says so, naming the socket and the remedy.
     #[test]
     fn a_containerd_without_its_cri_plugin_is_told_apart() {
-        // SAFETY: a plain query of the effective user id.
-        if unsafe { libc::geteuid() } != 0 {
+        if !is_root() {
             return skip("containerd needs root to run");
         }
-        if !have_containerd() {
+        if !have("containerd") {
             return skip("containerd is not installed (apt-get install containerd)");
         }
         let ctrd = start_containerd(false).unwrap_or_else(|e| panic!("{e}"));

@@ -58,6 +58,28 @@ impl Fixture {
     }
 }
 
+/// Whether `tool` runs here.
+pub fn have(tool: &str) -> bool {
+    // openssl has no --version.
+    let arg = if tool == "openssl" {
+        "version"
+    } else {
+        "--version"
+    };
+    std::process::Command::new(tool)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether this test runs as root (containerd and podman need it to run containers).
+pub fn is_root() -> bool {
+    // SAFETY: a plain query of the effective user id.
+    unsafe { libc::geteuid() == 0 }
+}
+
 pub fn sha(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
