@@ -105,39 +105,30 @@ for _ in $(seq 1 "$RUNS"); do
     echo "splice $(SPLICE=1 python3 "$DRAIN" get 127.0.0.1 "$PORT" "${URL#http://127.0.0.1:$PORT}")" >>"$TIMES"
     echo "splice_ceiling $(SPLICE=1 python3 "$DRAIN" ceiling "$LAYER")" >>"$TIMES"
 done
-cat_s=$(awk '$1 == "cat" {print $2}' "$TIMES" | median)
-reg_s=$(awk '$1 == "curl" {print $2}' "$TIMES" | median)
-cat_cpu=$(awk '$1 == "cat" {print $3 + $4}' "$TIMES" | median)
-curl_cpu=$(awk '$1 == "curl" {print $3 + $4}' "$TIMES" | median)
-srv_cpu=$(echo "scale=2; ($s1 - $s0) / $RUNS" | bc -l)
+wall() { awk -v l="$1" '$1 == l {print $2}' "$TIMES" | median; }
+cpu() { awk -v l="$1" '$1 == l {print $3 + $4}' "$TIMES" | median; }
 mibps() { echo "scale=0; $BYTES / 1048576 / $1" | bc -l; }
-cat_r=$(mibps "$cat_s"); reg_r=$(mibps "$reg_s")
-pct=$(echo "scale=1; 100 * $cat_s / $reg_s" | bc -l)
-verdict=$(if [ "$(echo "$pct >= 80" | bc -l)" = 1 ]; then echo PASS; else echo MISS; fi)
+# row LABEL REF_NAME REF_SECONDS NAME SECONDS NOTE: the second as a percentage of the first's
+# speed; a NOTE of "target" prints the verdict against 80% of cat.
+row() {
+    local pct note=$6
+    pct=$(echo "scale=1; 100 * $3 / $5" | bc -l)
+    if [ "$note" = target ]; then
+        note="target >= 80% of cat: $(if [ "$(echo "$pct >= 80" | bc -l)" = 1 ]; then echo PASS; else echo MISS; fi)"
+    fi
+    printf '%-52s %10s %10s %8s %s\n' "$1" "$2 $(mibps "$3")" "$4 $(mibps "$5")" "$pct%" "$note"
+}
+srv_cpu=$(echo "scale=2; ($s1 - $s0) / $RUNS" | bc -l)
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (the wall-time ratio needs an idle machine)"
-printf '%-52s %10s %10s %8s %s\n' "registry blob throughput ($MIB MiB, loopback, MiB/s)" \
-    "cat $cat_r" "bale $reg_r" "$pct%" "target >= 80% of cat: $verdict"
+row "registry blob throughput ($MIB MiB, loopback, MiB/s)" cat "$(wall cat)" bale "$(wall curl)" target
 printf '%-52s %10s %10s %8s\n' "CPU seconds per blob: cat | bale server, curl client" \
-    "$cat_cpu" "$srv_cpu" "$curl_cpu"
-cat2_s=$(awk '$1 == "cat2" {print $2}' "$TIMES" | median)
-drain_s=$(awk '$1 == "drain" {print $2}' "$TIMES" | median)
-ceil_s=$(awk '$1 == "ceiling" {print $2}' "$TIMES" | median)
-dpct=$(echo "scale=1; 100 * $cat2_s / $drain_s" | bc -l)
-cpct=$(echo "scale=1; 100 * $cat2_s / $ceil_s" | bc -l)
-dverdict=$(if [ "$(echo "$dpct >= 80" | bc -l)" = 1 ]; then echo PASS; else echo MISS; fi)
-printf '%-52s %10s %10s %8s %s\n' "registry blob throughput, draining client (MiB/s)" \
-    "cat $(mibps "$cat2_s")" "bale $(mibps "$drain_s")" "$dpct%" "target >= 80% of cat: $dverdict"
-printf '%-52s %10s %10s %8s %s\n' "loopback ceiling: kernel sendfile, same client" \
-    "cat $(mibps "$cat2_s")" "tcp $(mibps "$ceil_s")" "$cpct%" "(no server can beat this here)"
-printf '%-52s %10s %10s %8s %s\n' "registry / loopback ceiling, draining client" \
-    "tcp $(mibps "$ceil_s")" "bale $(mibps "$drain_s")" "$(echo "scale=1; 100 * $ceil_s / $drain_s" | bc -l)%" \
+    "$(cpu cat)" "$srv_cpu" "$(cpu curl)"
+cat2_s=$(wall cat2)
+row "registry blob throughput, draining client (MiB/s)" cat "$cat2_s" bale "$(wall drain)" target
+row "loopback ceiling: kernel sendfile, same client" cat "$cat2_s" tcp "$(wall ceiling)" \
+    "(no server can beat this here)"
+row "registry / loopback ceiling, draining client" tcp "$(wall ceiling)" bale "$(wall drain)" \
     "(what the server itself costs)"
-splice_s=$(awk '$1 == "splice" {print $2}' "$TIMES" | median)
-sceil_s=$(awk '$1 == "splice_ceiling" {print $2}' "$TIMES" | median)
-spct=$(echo "scale=1; 100 * $cat2_s / $splice_s" | bc -l)
-sverdict=$(if [ "$(echo "$spct >= 80" | bc -l)" = 1 ]; then echo PASS; else echo MISS; fi)
-printf '%-52s %10s %10s %8s %s\n' "registry blob throughput, zero-copy client (MiB/s)" \
-    "cat $(mibps "$cat2_s")" "bale $(mibps "$splice_s")" "$spct%" "target >= 80% of cat: $sverdict"
-printf '%-52s %10s %10s %8s %s\n' "registry / loopback ceiling, zero-copy client" \
-    "tcp $(mibps "$sceil_s")" "bale $(mibps "$splice_s")" "$(echo "scale=1; 100 * $sceil_s / $splice_s" | bc -l)%" \
+row "registry blob throughput, zero-copy client (MiB/s)" cat "$cat2_s" bale "$(wall splice)" target
+row "registry / loopback ceiling, zero-copy client" tcp "$(wall splice_ceiling)" bale "$(wall splice)" \
     "(what the server itself costs)"
