@@ -162,7 +162,23 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> Result<()> {
     }
     let t = &args.target;
     let vips = args.vips()?;
-    let p = prepare(t, &args.ignore_preflight, this_bundle, "install", vips)?;
+    let p = prepare(
+        t,
+        &args.ignore_preflight,
+        this_bundle,
+        "install",
+        vips.clone(),
+    )?;
+    // Only install sets VIPs up; reset, delete and check pass the defaults and must not trip
+    // on them.
+    if let Some(clash) = p
+        .nodes
+        .iter()
+        .filter_map(|n| n.host.as_ref().map(|h| h.addr))
+        .find(|a| *a == vips.apiserver || Some(*a) == vips.registry)
+    {
+        bail!("{clash} is a host and a virtual IP at once: pick a --vip / --registry-vip that no host has");
+    }
     execute(p, phases, t.dry_run, t.parallel, "install")
 }
 
@@ -249,13 +265,6 @@ pub fn prepare(
         &cluster_env,
     )?;
     drop(bundle);
-    if let Some(clash) = host_list
-        .iter()
-        .map(|h| h.addr)
-        .find(|a| *a == vips.apiserver || Some(*a) == vips.registry)
-    {
-        bail!("{clash} is a host and a virtual IP at once: pick a --vip / --registry-vip that no host has");
-    }
     site.vips = vips;
     let ctx = Arc::new(Ctx {
         bundle: info,
