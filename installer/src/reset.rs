@@ -116,7 +116,12 @@ pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> Result<()> {
     let members = Arc::new(Members::default());
     let mut phases = crate::phases::reset("delete");
     // After connect and lock, before anything is undone: node.json goes with the reset.
-    phases.insert(2, Box::new(ReadMembers(members.clone())));
+    let after_lock = phases
+        .iter()
+        .position(|p| p.title() == "lock")
+        .expect("the reset phases take the host lock")
+        + 1;
+    phases.insert(after_lock, Box::new(ReadMembers(members.clone())));
     let removed = execute(p, phases, t.dry_run, t.parallel, "delete");
     if t.dry_run {
         eprintln!(
