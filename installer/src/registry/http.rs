@@ -416,16 +416,15 @@ fn resolve<'r>(
             },
         )),
         Lookup::Ambiguous(all) => {
-            let candidates = all.iter().filter_map(|full| match reg.lookup(full, None) {
-                Lookup::Found(f, r) => Some((f, r)),
-                _ => None,
-            });
-            let held_by_none = || {
-                !all.iter().any(|full| {
-                    matches!(reg.lookup(full, None), Lookup::Found(_, r) if wants.held_by(r))
+            let candidates: Vec<(&str, &Repository)> = all
+                .iter()
+                .filter_map(|full| match reg.lookup(full, None) {
+                    Lookup::Found(f, r) => Some((f, r)),
+                    _ => None,
                 })
-            };
-            match settle(candidates, &wants) {
+                .collect();
+            let held_by_none = || !candidates.iter().any(|(_, r)| wants.held_by(r));
+            match settle(candidates.iter().copied(), &wants) {
                 Some(found) => Ok(found),
                 None if !matches!(wants, Wants::Repository) && held_by_none() => {
                     let (code, what) = match wants {
