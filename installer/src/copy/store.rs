@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 pub const PARTIAL: &str = ".bundle.bale.partial";
 pub const STATE: &str = ".bundle.bale.copy.json";
+/// Where the state file is written before it is renamed over [`STATE`].
+pub const STATE_TMP: &str = ".bundle.bale.copy.json.tmp";
 pub const LOCK: &str = ".bundle.bale.copy.lock";
 pub const BUNDLE: &str = "bundle.bale";
 
@@ -451,7 +453,7 @@ impl Store {
             serde_json::to_vec(&g.state).unwrap_or_default()
         };
         let path = self.dir.join(STATE);
-        let tmp = self.dir.join(format!("{STATE}.tmp"));
+        let tmp = self.dir.join(STATE_TMP);
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&body)?;

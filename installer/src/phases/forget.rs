@@ -1,6 +1,7 @@
 //! The last step of `reset`: remove what bale keeps in the data dir (the bundle, the extracted
 //! tree, the journal, the node context), so nothing is left that could block a reinstall.
 
+use crate::copy::store;
 use crate::engine::{Node, Phase, PhaseResult};
 use crate::ssh::{sq, Input};
 
@@ -10,11 +11,11 @@ pub struct Forget;
 /// (it may be a mount point, or hold the user's files).
 const OURS: &[&str] = &[
     "bundle.bale",
-    ".bundle.bale.partial",
-    // the copy agent's state and lock (dot files: a plain `ls` misses them)
-    ".bundle.bale.copy.json",
-    ".bundle.bale.copy.json.tmp",
-    ".bundle.bale.copy.lock",
+    // the copy agent's partial file, state and lock (dot files: a plain `ls` misses them)
+    store::PARTIAL,
+    store::STATE,
+    store::STATE_TMP,
+    store::LOCK,
     "rootfs",
     "rootfs.part",
     "journal.json",
