@@ -11,7 +11,7 @@ mod registry_common;
 /// Named so that `cargo test registry` selects these tests.
 mod registry_clients {
     use std::path::Path;
-    use std::process::{Command, Output, Stdio};
+    use std::process::{Command, Output};
     use std::sync::Arc;
 
     use crate::registry_common::containerd::TestContainerd;

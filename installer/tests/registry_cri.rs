@@ -18,7 +18,6 @@ mod registry_common;
 /// Named so that `cargo test registry` selects these tests.
 mod registry_cri {
     use std::path::{Path, PathBuf};
-    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     use crate::registry_common::containerd::TestContainerd;
