@@ -4,7 +4,8 @@
 //! answers on every node, `ctr` pulls a bundled image by its original docker.io name, skopeo
 //! reads the node's registry with the bundle's digests, systemd restarts a killed registry, a
 //! re-run skips every phase, overlays land, a failing hook stops the install with its output,
-//! reset leaves nothing and a reinstall works, and a fourth node joins as a master and is
+//! reset leaves nothing and a reinstall works, a runtime or lvscare step that fails on a live
+//! node leaves its containers and its guardian running and a re-run converges, and a fourth node joins as a master and is
 //! deleted again while the workers' guards follow with a reload, with no packet leaving the
 //! node subnet.
 //!
@@ -348,15 +349,87 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
     assert!(!alone.status.success(), "pulled with no registry on n2");
     eprintln!("the pull without a registry failed in {:?}", t.elapsed());
     on_ok("n2", "systemctl start bale-registry.service");
+
+    // A failure never uninstalls. Adding --registry-vip applies the runtime step again on the
+    // workers (their hosts files change) and gives them a second guardian. Make that fail for
+    // real: n2's containerd hosts directory and n3's /etc/bale read-only for this run.
+    let read_only = |n: &str, dir: &str| {
+        on_ok(
+            n,
+            &format!("mount --bind {dir} {dir} && mount -o remount,bind,ro {dir}"),
+        );
+    };
+    read_only("n2", "/etc/containerd/certs.d");
+    read_only("n3", "/etc/bale");
+    let web_task = |n: &str| on_ok(n, "ctr -n appliance task ls");
+    let blobs = |n: &str| {
+        on_ok(
+            n,
+            "find /var/lib/containerd/io.containerd.content.v1.content/blobs -type f | sort",
+        )
+    };
+    let n2_blobs = blobs("n2");
+    assert!(web_task("n2").contains("RUNNING"), "{}", web_task("n2"));
+    let n3_guard = on_ok(
+        "n3",
+        "systemctl show -p MainPID --value bale-lvscare.service",
+    );
+    let (o, ev) = run_on_nodes(&bundle, "install", &["--registry-vip", REGISTRY_VIP]);
+    assert!(
+        !o.status.success(),
+        "the install succeeded on read-only directories"
+    );
+    let failed = summary(&ev)["failed"].clone();
+    let failures: Vec<(String, String, String)> = failed
+        .as_array()
+        .unwrap_or_else(|| panic!("no failures in the summary: {failed}"))
+        .iter()
+        .map(|f| {
+            (
+                f["node"].as_str().unwrap_or("").to_string(),
+                f["phase"].as_str().unwrap_or("").to_string(),
+                f["error"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(failures.len(), 2, "{failed}");
+    let of = |node: &str| failures.iter().find(|f| f.0 == node).cloned();
+    let (_, phase, error) = of(N2).unwrap_or_else(|| panic!("n2 did not fail: {failed}"));
+    assert_eq!(phase, "runtime", "{failed}");
+    assert!(error.contains("/etc/containerd/certs.d"), "{error}");
+    let (_, phase, error) = of(N3).unwrap_or_else(|| panic!("n3 did not fail: {failed}"));
+    assert_eq!(phase, "lvscare", "{failed}");
+    assert!(error.contains("/etc/bale"), "{error}");
+    assert!(
+        ev.iter().all(|e| e["event"] != "clean-up"),
+        "a clean-up ran though no attempt created anything"
+    );
+    // n2 still runs its app container on an intact containerd; n3's guardian never stopped.
+    assert!(web_task("n2").contains("RUNNING"), "{}", web_task("n2"));
+    assert_eq!(blobs("n2"), n2_blobs, "n2's /var/lib/containerd changed");
+    on_ok("n2", "systemctl is-active -q containerd.service");
+    web_answers_on(&[N2]);
+    assert_eq!(
+        on_ok(
+            "n3",
+            "systemctl show -p MainPID --value bale-lvscare.service"
+        ),
+        n3_guard,
+        "n3's guardian was stopped by a failed install"
+    );
+    on_ok("n3", "nft list table ip bale_lvscare >/dev/null");
+    // With the cause gone, the same command converges: the runtime step runs again on n2
+    // alone (n3 finished it in the failed run).
+    on_ok("n2", "umount /etc/containerd/certs.d");
+    on_ok("n3", "umount /etc/bale");
     let (o, ev) = run_on_nodes(&bundle, "install", &["--registry-vip", REGISTRY_VIP]);
     ok(&o);
-    let mut rerun = started(&ev, "runtime");
-    rerun.sort();
     assert_eq!(
-        rerun,
-        [N2, N3],
-        "the hosts files change on the workers only"
+        started(&ev, "runtime"),
+        [N2],
+        "the hosts files change on the workers only, and n3 had done it"
     );
+    assert!(started(&ev, "lvscare").contains(&N3.to_string()));
     for n in ["n2", "n3"] {
         on_ok(n, "systemctl is-active -q bale-lvscare-registry.service");
         on_ok(n, "nft list table ip bale_lvscare_registry >/dev/null");

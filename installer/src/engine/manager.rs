@@ -1,19 +1,36 @@
 //! Runs the phases: each phase on every node still in the run, at most `parallel` nodes at a
-//! time, then the next phase. A node that fails drops out (the failed phase is undone; the
-//! phases it finished stay in its journal, so a re-run resumes after them) and the others go
-//! on; a failed cross-node check stops everything.
+//! time, then the next phase. A node that fails drops out and the others go on; a failed
+//! cross-node check stops everything. A failure removes only what the failed attempt itself
+//! created ([`Phase::clean_up`]); the phases a node finished stay done and in its journal, so a
+//! re-run resumes after them (the rule is in the engine's module doc).
 
-use super::{lock, Event, Node, Phase, PhaseError};
+use super::{lock, Attempt, Event, Node, Phase, PhaseError};
 use serde::Serialize;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
+
+/// How a phase ended on a node that dropped out of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The phase failed; what it had installed before stays, and so does what earlier phases
+    /// and runs installed.
+    Failed,
+    /// The phase was applied, but its journal entry could not be written: nothing is removed,
+    /// and the next run applies it again (which changes nothing).
+    NotJournaled,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     pub node: String,
     pub phase: String,
     pub error: String,
+    pub outcome: Outcome,
+    /// Set when removing what the failed attempt created failed too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clean_up_error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +70,59 @@ pub fn for_each_parallel<T: Sync>(items: &[T], limit: usize, f: impl Fn(&T) + Sy
     });
 }
 
+/// Applies one phase on one node and records it in the node's journal: `Ok` when both
+/// happened, the outcome and error otherwise. Only a failed apply is cleaned up, and only of
+/// what the attempt recorded.
+fn attempt(phase: &dyn Phase, n: &Node, inputs: &str) -> Result<(), Failure> {
+    let title = phase.title();
+    let rep = &n.ctx.reporter;
+    let failure = |outcome, error: &PhaseError, clean_up_error| Failure {
+        node: n.name(),
+        phase: title.into(),
+        error: error.to_string(),
+        outcome,
+        clean_up_error,
+    };
+    let attempt = Attempt::default();
+    if let Err(e) = phase.run(n, &attempt) {
+        let clean_up_error = match phase.clean_up(n, &attempt) {
+            Ok(removed) => {
+                if !removed.is_empty() {
+                    rep.emit(&Event::CleanUp {
+                        phase: title,
+                        node: &n.name(),
+                        removed: &removed,
+                        error: None,
+                    });
+                }
+                None
+            }
+            Err(ce) => {
+                let ce = ce.to_string();
+                rep.emit(&Event::CleanUp {
+                    phase: title,
+                    node: &n.name(),
+                    removed: &[],
+                    error: Some(&ce),
+                });
+                Some(ce)
+            }
+        };
+        return Err(failure(Outcome::Failed, &e, clean_up_error));
+    }
+    if phase.journaled() {
+        let recorded = n.conn().and_then(|conn| {
+            lock(&n.journal)
+                .record_with(&conn, &n.ctx.data_dir, title, inputs)
+                .map_err(PhaseError::from)
+        });
+        if let Err(e) = recorded {
+            return Err(failure(Outcome::NotJournaled, &e, None));
+        }
+    }
+    Ok(())
+}
+
 impl Manager {
     pub fn run(&self, nodes: &[Node]) -> RunReport {
         let Some(first) = nodes.first() else {
@@ -76,7 +146,7 @@ impl Manager {
             }
             let planning = self.dry_run && !phase.read_only();
             let phase_start = Instant::now();
-            let ran_somewhere = std::sync::atomic::AtomicBool::new(false);
+            let ran_somewhere = AtomicBool::new(false);
             for_each_parallel(&live, self.parallel, |n| {
                 let name = n.name();
                 let inputs = if phase.journaled() {
@@ -84,29 +154,22 @@ impl Manager {
                 } else {
                     String::new()
                 };
-                if phase.journaled() && lock(&n.journal).is_done_with(title, &inputs) {
+                let skip = |plan: &str, reason: &str| {
                     if planning {
-                        lock(&plans[n.index]).push(format!("{title}: already done"));
+                        lock(&plans[n.index]).push(format!("{title}: {plan}"));
                     } else {
                         rep.emit(&Event::Skip {
                             phase: title,
                             node: &name,
-                            reason: "done in an earlier run",
+                            reason,
                         });
                     }
-                    return;
+                };
+                if phase.journaled() && lock(&n.journal).is_done_with(title, &inputs) {
+                    return skip("already done", "done in an earlier run");
                 }
                 if !phase.should_run(n) {
-                    if planning {
-                        lock(&plans[n.index]).push(format!("{title}: nothing to do"));
-                    } else {
-                        rep.emit(&Event::Skip {
-                            phase: title,
-                            node: &name,
-                            reason: "nothing to do",
-                        });
-                    }
-                    return;
+                    return skip("nothing to do", "nothing to do");
                 }
                 if planning {
                     lock(&plans[n.index]).push(format!("{title}: {}", phase.dry_run(n)));
@@ -118,42 +181,27 @@ impl Manager {
                 });
                 let t = Instant::now();
                 ran_somewhere.store(true, Ordering::Relaxed);
-                let r = phase.run(n).and_then(|()| {
-                    if phase.journaled() {
-                        let conn = n.conn()?;
-                        lock(&n.journal)
-                            .record_with(&conn, &n.ctx.data_dir, title, &inputs)
-                            .map_err(PhaseError::from)?;
-                    }
-                    Ok(())
-                });
-                match r {
+                match attempt(phase.as_ref(), n, &inputs) {
                     Ok(()) => rep.emit(&Event::Done {
                         phase: title,
                         node: &name,
                         seconds: t.elapsed().as_secs_f64(),
                     }),
-                    Err(e) => {
-                        let error = e.to_string();
+                    Err(f) => {
+                        let error = match f.outcome {
+                            Outcome::Failed => f.error.clone(),
+                            Outcome::NotJournaled => format!(
+                                "applied, but its journal entry could not be written ({}); \
+                                 nothing was removed, and a re-run applies it again",
+                                f.error
+                            ),
+                        };
                         rep.emit(&Event::Fail {
                             phase: title,
                             node: &name,
                             error: &error,
                         });
-                        *lock(&failed[n.index]) = Some(Failure {
-                            node: name.clone(),
-                            phase: title.into(),
-                            error,
-                        });
-                        // Only the failed phase is undone: the phases before it finished and are
-                        // in the journal, so a re-run resumes after them.
-                        if let Err(e) = phase.undo(n) {
-                            rep.emit(&Event::Undo {
-                                phase: title,
-                                node: &name,
-                                error: Some(&e.to_string()),
-                            });
-                        }
+                        *lock(&failed[n.index]) = Some(Failure { error, ..f });
                     }
                 }
             });
@@ -171,12 +219,12 @@ impl Manager {
             if let Err(reason) = phase.after_all(&ok, &first.ctx) {
                 rep.emit(&Event::Stopped {
                     phase: title,
-                    reason: &reason,
+                    reason: &reason.to_string(),
                 });
-                if !self.dry_run {
-                    stopped = Some(format!("{title} failed"));
-                    break;
-                }
+                // A dry run stops here too: the plan after a failed check would be a plan for
+                // hosts that cannot take it, and the run must not report success.
+                stopped = Some(format!("{title} failed"));
+                break;
             }
         }
 
@@ -213,14 +261,41 @@ impl Manager {
 mod tests {
     use super::*;
     use crate::engine::{BundleInfo, Ctx, PhaseResult, Reporter};
-    use crate::ssh::SshOptions;
+    use crate::ssh::{Conn, SshOptions};
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
+    /// A phase that writes `<dir>/<title>.<node>` as its result, first creating a temp file
+    /// `<dir>/<title>.<node>.tmp` recorded in its attempt, and fails where told to.
     struct Fake {
         title: &'static str,
+        dir: PathBuf,
         fail_on: Option<usize>,
+        /// Fail after writing the result (the temp file stays for clean-up to find).
+        journaled: bool,
+        clean_up_fails: bool,
         runs: Arc<AtomicUsize>,
-        undos: Arc<AtomicUsize>,
+        clean_ups: Arc<AtomicUsize>,
+    }
+
+    impl Fake {
+        fn new(title: &'static str, dir: &Path) -> Fake {
+            Fake {
+                title,
+                dir: dir.to_path_buf(),
+                fail_on: None,
+                journaled: false,
+                clean_up_fails: false,
+                runs: Arc::new(AtomicUsize::new(0)),
+                clean_ups: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+        fn result(&self, n: usize) -> PathBuf {
+            self.dir.join(format!("{}.{n}", self.title))
+        }
+        fn temp(&self, n: usize) -> PathBuf {
+            self.dir.join(format!("{}.{n}.tmp", self.title))
+        }
     }
 
     impl Phase for Fake {
@@ -230,23 +305,55 @@ mod tests {
         fn dry_run(&self, _: &Node) -> String {
             "would fake".into()
         }
-        fn run(&self, n: &Node) -> PhaseResult {
+        fn run(&self, n: &Node, attempt: &Attempt) -> PhaseResult {
             self.runs.fetch_add(1, Ordering::SeqCst);
+            let temp = self.temp(n.index);
+            attempt.creates(temp.to_string_lossy());
+            std::fs::write(&temp, b"half").map_err(|e| PhaseError::Msg(e.to_string()))?;
             if self.fail_on == Some(n.index) {
                 return Err(PhaseError::Msg("boom".into()));
             }
+            std::fs::rename(&temp, self.result(n.index))
+                .map_err(|e| PhaseError::Msg(e.to_string()))?;
             Ok(())
         }
-        fn undo(&self, _: &Node) -> PhaseResult {
-            self.undos.fetch_add(1, Ordering::SeqCst);
+        fn clean_up(&self, n: &Node, attempt: &Attempt) -> Result<Vec<String>, PhaseError> {
+            self.clean_ups.fetch_add(1, Ordering::SeqCst);
+            if self.clean_up_fails {
+                return Err(PhaseError::Msg("clean-up refused".into()));
+            }
+            attempt.remove_created(n)
+        }
+        fn journaled(&self) -> bool {
+            self.journaled
+        }
+    }
+
+    /// A phase whose cross-node check fails.
+    struct FailingCheck;
+
+    impl Phase for FailingCheck {
+        fn title(&self) -> &str {
+            "preflight"
+        }
+        fn dry_run(&self, _: &Node) -> String {
+            "check".into()
+        }
+        fn run(&self, _: &Node, _: &Attempt) -> PhaseResult {
             Ok(())
         }
         fn journaled(&self) -> bool {
             false
         }
+        fn read_only(&self) -> bool {
+            true
+        }
+        fn after_all(&self, _: &[&Node], _: &Ctx) -> PhaseResult {
+            Err(PhaseError::CrossNode("two hosts share a hostname".into()))
+        }
     }
 
-    fn ctx() -> Arc<Ctx> {
+    fn ctx(data_dir: &Path) -> Arc<Ctx> {
         Arc::new(Ctx {
             bundle: BundleInfo {
                 path: "/b".into(),
@@ -256,7 +363,7 @@ mod tests {
                 digest: "d".into(),
                 size: 1,
             },
-            data_dir: "/tmp/x".into(),
+            data_dir: data_dir.to_string_lossy().into_owned(),
             site: Default::default(),
             ssh: SshOptions {
                 known_hosts: "/kh".into(),
@@ -270,49 +377,142 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_failing_node_drops_out_and_others_go_on() {
-        let c = ctx();
-        let nodes: Vec<Node> = (0..4).map(|i| Node::new(i, None, c.clone())).collect();
-        let (r1, u1, r2, u2) = (
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let m = Manager {
-            phases: vec![
-                Box::new(Fake {
-                    title: "one",
-                    fail_on: None,
-                    runs: r1.clone(),
-                    undos: u1.clone(),
-                }),
-                Box::new(Fake {
-                    title: "two",
-                    fail_on: Some(2),
-                    runs: r2.clone(),
-                    undos: u2.clone(),
-                }),
-                Box::new(Fake {
-                    title: "three",
-                    fail_on: None,
-                    runs: Arc::new(AtomicUsize::new(0)),
-                    undos: Arc::new(AtomicUsize::new(0)),
-                }),
-            ],
+    /// `count` nodes on this machine, each with a local connection.
+    fn nodes(count: usize, data_dir: &Path) -> Vec<Node> {
+        let c = ctx(data_dir);
+        (0..count)
+            .map(|i| {
+                let n = Node::new(i, None, c.clone());
+                n.set_conn(Some(Conn::local().expect("a local connection")));
+                n
+            })
+            .collect()
+    }
+
+    fn manager(phases: Vec<Box<dyn Phase>>, dry_run: bool) -> Manager {
+        Manager {
+            phases,
             parallel: 2,
-            dry_run: false,
-        };
-        let rep = m.run(&nodes);
+            dry_run,
+        }
+    }
+
+    #[test]
+    fn a_failed_apply_removes_only_what_its_attempt_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = nodes(4, &dir.path().join("data"));
+        let one = Fake::new("one", dir.path());
+        let mut two = Fake::new("two", dir.path());
+        two.fail_on = Some(2);
+        let three = Fake::new("three", dir.path());
+        let (runs3, clean_ups2) = (three.runs.clone(), two.clean_ups.clone());
+        let (one_result, two_temp, two_result_0) = (one.result(2), two.temp(2), two.result(0));
+        let rep = manager(vec![Box::new(one), Box::new(two), Box::new(three)], false).run(&ns);
+
         assert_eq!(rep.failed.len(), 1);
         assert_eq!(rep.failed[0].phase, "two");
+        assert_eq!(rep.failed[0].outcome, Outcome::Failed);
+        assert_eq!(rep.failed[0].error, "boom");
+        assert!(rep.failed[0].clean_up_error.is_none());
         assert_eq!(rep.ok.len(), 3);
-        assert_eq!(r1.load(Ordering::SeqCst), 4);
-        // Node 2 undid "two", the phase that failed, and kept "one" for a resume.
+        // The node that failed kept what "one" made before, lost only the failed attempt's
+        // temp file, and went no further; the others went on.
+        assert!(one_result.exists(), "an earlier phase's result was removed");
+        assert!(!two_temp.exists(), "the failed attempt's temp file stayed");
+        assert!(two_result_0.exists());
+        assert_eq!(clean_ups2.load(Ordering::SeqCst), 1);
+        assert_eq!(runs3.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_failed_clean_up_is_reported_and_removes_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = nodes(2, &dir.path().join("data"));
+        let one = Fake::new("one", dir.path());
+        let mut two = Fake::new("two", dir.path());
+        two.fail_on = Some(1);
+        two.clean_up_fails = true;
+        let (one_result, two_temp) = (one.result(1), two.temp(1));
+        let rep = manager(vec![Box::new(one), Box::new(two)], false).run(&ns);
+
+        assert_eq!(rep.failed.len(), 1);
+        let f = &rep.failed[0];
+        assert_eq!((f.phase.as_str(), f.outcome), ("two", Outcome::Failed));
+        assert_eq!(f.clean_up_error.as_deref(), Some("clean-up refused"));
+        assert!(one_result.exists());
+        // The clean-up did not run, so its temp file is still there, and nothing else went.
+        assert!(two_temp.exists());
+        assert_eq!(rep.ok.len(), 1);
+    }
+
+    #[test]
+    fn applied_but_not_journaled_keeps_the_work_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        // The data dir is a regular file: the journal cannot be written there.
+        let data = dir.path().join("data");
+        std::fs::write(&data, b"not a directory").unwrap();
+        let ns = nodes(2, &data);
+        let mut one = Fake::new("one", dir.path());
+        one.journaled = true;
+        let (clean_ups, result) = (one.clean_ups.clone(), one.result(0));
+        let rep = manager(vec![Box::new(one)], false).run(&ns);
+
+        assert_eq!(rep.failed.len(), 2);
+        for f in &rep.failed {
+            assert_eq!(f.outcome, Outcome::NotJournaled, "{f:?}");
+            assert!(f.error.contains("journal"), "{}", f.error);
+            assert!(f.error.contains("a re-run applies it again"), "{}", f.error);
+        }
+        assert!(result.exists(), "the applied work was removed");
         assert_eq!(
-            (u1.load(Ordering::SeqCst), u2.load(Ordering::SeqCst)),
-            (0, 1)
+            clean_ups.load(Ordering::SeqCst),
+            0,
+            "no clean-up after a good apply"
         );
+    }
+
+    #[test]
+    fn a_journaled_phase_is_skipped_on_the_next_run_and_a_failed_one_runs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let run = |fail_on: Option<usize>| {
+            let ns = nodes(2, &data);
+            for n in &ns {
+                let conn = n.conn().unwrap();
+                *lock(&n.journal) = crate::engine::journal::Journal::load(
+                    &conn,
+                    &n.ctx.data_dir,
+                    &n.ctx.bundle.digest,
+                )
+                .unwrap();
+            }
+            let mut one = Fake::new("one", dir.path());
+            one.journaled = true;
+            one.fail_on = fail_on;
+            let runs = one.runs.clone();
+            let rep = manager(vec![Box::new(one)], false).run(&ns);
+            (rep, runs.load(Ordering::SeqCst))
+        };
+        // Both local nodes share one journal: the failing node 1 records nothing, node 0 does.
+        let (rep, runs) = run(Some(1));
+        assert_eq!((rep.failed.len(), runs), (1, 2));
+        let (rep, runs) = run(None);
+        assert!(rep.success());
+        assert_eq!(runs, 0, "the journal says done: nothing runs again");
+    }
+
+    #[test]
+    fn a_failed_cross_node_check_stops_a_dry_run_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = nodes(2, &dir.path().join("data"));
+        let later = Fake::new("later", dir.path());
+        let runs = later.runs.clone();
+        let rep = manager(vec![Box::new(FailingCheck), Box::new(later)], true).run(&ns);
+        assert_eq!(rep.stopped.as_deref(), Some("preflight failed"));
+        assert!(!rep.success());
+        assert!(rep.ok.is_empty());
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        let rep = manager(vec![Box::new(FailingCheck)], false).run(&ns);
+        assert_eq!(rep.stopped.as_deref(), Some("preflight failed"));
     }
 }

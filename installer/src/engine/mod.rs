@@ -5,6 +5,19 @@
 //!
 //! Phases see one [`Node`] at a time; checks that need every node (unique hostnames, clock
 //! skew) go in [`Phase::after_all`], whose failure stops the whole run.
+//!
+//! # A failure never uninstalls
+//!
+//! A phase that fails is reported, and the node is left as it is: whatever earlier runs or
+//! earlier phases put there (a running containerd and its containers, a guardian holding the
+//! VIP, a control plane) keeps running. Steps are idempotent, so a re-run once the cause is
+//! removed converges. The only compensation after a failure is [`Phase::clean_up`], which
+//! removes what *this attempt* created and nothing else: the temporary paths the phase
+//! recorded in its [`Attempt`] as it made them (a `.part` tree, a temp file). A phase that was
+//! applied but whose journal entry could not be written is its own outcome
+//! ([`manager::Outcome::NotJournaled`]): the work stays, and the next run applies it again,
+//! which changes nothing. Taking things apart is what `reset` and `delete` do, through the
+//! steps' explicit `undo`, and nothing else in the engine calls it.
 
 pub mod journal;
 pub mod manager;
@@ -26,6 +39,54 @@ pub enum PhaseError {
     Msg(String),
     #[error("not connected (the connect phase did not run)")]
     NotConnected,
+    /// A node-local step (`bundle.bale agent step NAME ACTION`) exited non-zero.
+    #[error("{step} {action} failed (exit {code}): {output}")]
+    Agent {
+        step: String,
+        action: String,
+        code: i32,
+        /// What the step printed on stderr (stdout when stderr was empty).
+        output: String,
+    },
+    /// A check across all nodes failed; the text names the nodes and the fix.
+    #[error("{0}")]
+    CrossNode(String),
+}
+
+/// What one attempt of one phase on one node created, so that a failure of that attempt can
+/// remove exactly that (see the module doc). Filled by the phase as it goes.
+#[derive(Debug, Default)]
+pub struct Attempt {
+    created: Mutex<Vec<String>>,
+}
+
+impl Attempt {
+    /// Records that this attempt creates `path` on the node (a temporary file or tree that a
+    /// successful attempt renames away or removes): a failed attempt removes it.
+    pub fn creates(&self, path: impl Into<String>) {
+        lock(&self.created).push(path.into());
+    }
+
+    /// The paths recorded so far, in the order they were created.
+    pub fn created(&self) -> Vec<String> {
+        lock(&self.created).clone()
+    }
+
+    /// Removes what this attempt recorded, newest first, on the node. Paths that are already
+    /// gone (renamed into place) are no error.
+    pub fn remove_created(&self, node: &Node) -> Result<Vec<String>, PhaseError> {
+        let created = self.created();
+        if created.is_empty() {
+            return Ok(created);
+        }
+        let paths: Vec<String> = created.iter().rev().map(|p| crate::ssh::sq(p)).collect();
+        node.conn()?.root_ok(
+            "remove what the failed attempt created",
+            &format!("rm -rf -- {}", paths.join(" ")),
+            crate::ssh::Input::None,
+        )?;
+        Ok(created)
+    }
 }
 
 pub type PhaseResult = Result<(), PhaseError>;
@@ -39,10 +100,13 @@ pub trait Phase: Send + Sync {
     }
     /// What `run` would do on this node, for `--dry-run`.
     fn dry_run(&self, node: &Node) -> String;
-    fn run(&self, node: &Node) -> PhaseResult;
-    /// Cleans up what a failed run of this phase left half done on the node.
-    fn undo(&self, _node: &Node) -> PhaseResult {
-        Ok(())
+    /// Applies the phase on one node. Whatever temporary thing it creates on the node goes into
+    /// `attempt` first, so that [`Phase::clean_up`] can remove it if the attempt fails.
+    fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult;
+    /// After `run` failed on this node: removes what this attempt created and nothing more,
+    /// never what an earlier run installed (see the module doc). Returns what it removed.
+    fn clean_up(&self, node: &Node, attempt: &Attempt) -> Result<Vec<String>, PhaseError> {
+        attempt.remove_created(node)
     }
     /// Recorded in the node's journal and skipped on a re-run once done. Checks and
     /// connections are not journaled: they run every time.
@@ -61,7 +125,7 @@ pub trait Phase: Send + Sync {
     }
     /// Runs once after `run` succeeded on every node that was still in the run; an error
     /// stops the whole install (used by preflight for the cross-node checks).
-    fn after_all(&self, _nodes: &[&Node], _ctx: &Ctx) -> Result<(), String> {
+    fn after_all(&self, _nodes: &[&Node], _ctx: &Ctx) -> PhaseResult {
         Ok(())
     }
 }

@@ -36,9 +36,11 @@ pub enum Event<'a> {
         node: &'a str,
         error: &'a str,
     },
-    Undo {
+    /// After a failed attempt: what it had created and was removed again, or why that failed.
+    CleanUp {
         phase: &'a str,
         node: &'a str,
+        removed: &'a [String],
         error: Option<&'a str>,
     },
     Info {
@@ -241,16 +243,21 @@ fn human(e: &Event) -> String {
             reason,
         } => format!("[{node}] {phase}: skipped, {reason}"),
         Event::Fail { phase, node, error } => format!("[{node}] {phase}: FAILED: {error}"),
-        Event::Undo {
+        Event::CleanUp {
             phase,
             node,
+            removed,
             error: None,
-        } => format!("[{node}] {phase}: undone"),
-        Event::Undo {
+        } => format!(
+            "[{node}] {phase}: removed what the failed attempt created: {}",
+            removed.join(", ")
+        ),
+        Event::CleanUp {
             phase,
             node,
             error: Some(err),
-        } => format!("[{node}] {phase}: undo failed: {err}"),
+            ..
+        } => format!("[{node}] {phase}: could not remove what the failed attempt created: {err}"),
         Event::Info { node, message } => format!("[{node}] {message}"),
         // drawn or throttled in `Reporter::emit`
         Event::Progress { .. } => String::new(),

@@ -24,7 +24,6 @@
 use crate::lvscare::{self, APISERVER_NAME};
 use crate::node::context::NodeContext;
 use crate::node::step::{Finding, Progress, Step, StepEnv, StepError, StepResult};
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -268,28 +267,20 @@ fn read_or_empty(path: &Path) -> Result<String, LvscareStepError> {
 
 /// Writes `text` to `path` through a synced temporary file and a rename, keeping the old file's
 /// mode (0644 for new files). Returns false when the content was already `text`.
+/// Writes `text` to `path` unless it is there already (temp name, fsync, rename, through the
+/// steps' one writer), keeping the file's mode.
 fn write_if_changed(path: &Path, text: &str) -> Result<bool, LvscareStepError> {
-    if path.exists() && read_or_empty(path)? == text {
-        return Ok(false);
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".bale-tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o644);
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    Ok(true)
+    crate::node::step::write_file(path, text.as_bytes(), mode).map_err(|e| match e {
+        crate::node::step::StepError::Io { path, source } => LvscareStepError::Io { path, source },
+        other => LvscareStepError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 fn remove(path: &Path) -> Result<bool, LvscareStepError> {

@@ -4,7 +4,7 @@
 
 use super::bundle_path;
 use crate::agent::Status;
-use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::ssh::{sq, Input};
 
 pub struct AgentCheck;
@@ -19,7 +19,7 @@ impl Phase for AgentCheck {
             bundle_path(&node.ctx.data_dir)
         )
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let conn = node.conn()?;
         let out = conn.root_ok(
             "run the bundle's agent",

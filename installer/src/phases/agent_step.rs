@@ -1,9 +1,9 @@
 //! A node-local step run natively by the bundle on the node (`bundle.bale agent step NAME
-//! apply`), with its undo (`… undo`). The step itself lives in `crate::node`; this phase only
-//! starts it over SSH and relays what it printed.
+//! apply`), and, for `reset` and `delete` only, its undo (`… undo`). The step itself lives in
+//! `crate::node`; this phase only starts it over SSH and relays what it printed.
 
 use super::bundle_path;
-use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::hosts::Role;
 use crate::ssh::{sq, Input};
 
@@ -45,11 +45,12 @@ pub fn agent_step(node: &Node, step: &str, action: &str) -> Result<String, Phase
     let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
     if o.code != 0 {
         let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
-        return Err(PhaseError::Msg(format!(
-            "{step} {action} failed (exit {}): {}",
-            o.code,
-            if err.is_empty() { out } else { err }
-        )));
+        return Err(PhaseError::Agent {
+            step: step.into(),
+            action: action.into(),
+            code: o.code,
+            output: if err.is_empty() { out } else { err },
+        });
     }
     Ok(out)
 }
@@ -79,11 +80,11 @@ impl Phase for AgentStep {
     fn dry_run(&self, _node: &Node) -> String {
         format!("{} (agent step {} apply)", self.what, self.step)
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    /// A failed apply is reported and nothing is undone: the step's `undo` is the full removal
+    /// (containers, guardians), which only `reset` and `delete` run. The agent step removes its
+    /// own temporary files when it fails.
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         run_noted(node, self.step, "apply")
-    }
-    fn undo(&self, node: &Node) -> PhaseResult {
-        agent_step(node, self.step, "undo").map(|_| ())
     }
 }
 
@@ -103,7 +104,7 @@ impl Phase for UndoStep {
     fn dry_run(&self, _node: &Node) -> String {
         format!("agent step {} undo", self.0)
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         run_noted(node, self.0, "undo")
     }
 }

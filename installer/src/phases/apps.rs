@@ -4,7 +4,7 @@
 //! failure stops the install with the step's output.
 
 use super::hooks::{prelude, run_script};
-use crate::engine::{lock, Node, Phase, PhaseResult};
+use crate::engine::{lock, Attempt, Node, Phase, PhaseResult};
 
 pub struct Apps;
 
@@ -33,7 +33,7 @@ impl Phase for Apps {
             .collect();
         format!("run {} step(s):{}", steps.len(), steps.concat())
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let conn = node.conn()?;
         let prelude = prelude(node)?;
         let total = node.ctx.site.apps.len();

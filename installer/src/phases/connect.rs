@@ -1,7 +1,7 @@
 //! Open the session to the host (or use this machine), learn what it is, read its journal.
 
 use crate::engine::journal::Journal;
-use crate::engine::{lock, Facts, Node, Phase, PhaseResult};
+use crate::engine::{lock, Attempt, Facts, Node, Phase, PhaseResult};
 use crate::ssh::{Conn, Input};
 
 pub struct Connect;
@@ -43,7 +43,7 @@ impl Phase for Connect {
     fn journaled(&self) -> bool {
         false
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let conn = match &node.host {
             None => Conn::local()?,
             Some(h) => Conn::connect(h, &node.ctx.ssh)?,

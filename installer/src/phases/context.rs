@@ -2,7 +2,7 @@
 //! workers, the environment), which every node-local step reads. Runs every time, so a re-run
 //! with other hosts or env updates it.
 
-use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::node::context::{NodeContext, FILE};
 use crate::ssh::{sq, Input};
 
@@ -37,7 +37,7 @@ impl Phase for WriteContext {
             c.nodes.len()
         )
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         write_context(node, &node_context(node))
     }
 }

@@ -3,7 +3,7 @@
 //! itself, checking every frame; the tree appears under its final name only when complete.
 
 use super::bundle_path;
-use crate::engine::{Node, Phase, PhaseResult};
+use crate::engine::{Attempt, Node, Phase, PhaseResult};
 use crate::ssh::{sq, Input};
 
 pub struct Extract;
@@ -26,28 +26,26 @@ impl Phase for Extract {
             rootfs(&node.ctx.data_dir)
         )
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult {
         let d = &node.ctx.data_dir;
-        let part = sq(&format!("{}.part", rootfs(d)));
+        let part = format!("{}.part", rootfs(d));
+        attempt.creates(&part);
+        let part = sq(&part);
         let dest = sq(&rootfs(d));
+        let old = sq(&format!("{}.old", rootfs(d)));
         let paths: Vec<String> = node.ctx.site.tree_top.iter().map(|p| sq(p)).collect();
+        // The tree in place stays until the new one is complete, and comes back if the swap
+        // fails half way.
         node.conn()?.root_ok(
             "extract the bundle's tree",
             &format!(
-                "set -e; rm -rf {part}; {} extract --sync --to {part} {}; rm -rf {dest}; \
-                 mv {part} {dest}",
+                "set -e; rm -rf {part} {old}; {} extract --sync --to {part} {}; \
+                 if [ -e {dest} ]; then mv {dest} {old}; fi; \
+                 if ! mv {part} {dest}; then [ ! -e {old} ] || mv {old} {dest}; exit 1; fi; \
+                 rm -rf {old}",
                 sq(&bundle_path(d)),
                 paths.join(" ")
             ),
-            Input::None,
-        )?;
-        Ok(())
-    }
-    fn undo(&self, node: &Node) -> PhaseResult {
-        let part = sq(&format!("{}.part", rootfs(&node.ctx.data_dir)));
-        node.conn()?.root_ok(
-            "remove a partial tree",
-            &format!("rm -rf {part}"),
             Input::None,
         )?;
         Ok(())

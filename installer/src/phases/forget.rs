@@ -2,7 +2,7 @@
 //! tree, the journal, the node context), so nothing is left that could block a reinstall.
 
 use crate::copy::store;
-use crate::engine::{Node, Phase, PhaseResult};
+use crate::engine::{Attempt, Node, Phase, PhaseResult};
 use crate::ssh::{sq, Input};
 
 pub struct Forget;
@@ -43,7 +43,7 @@ impl Phase for Forget {
     fn dry_run(&self, node: &Node) -> String {
         format!("remove bale's files from {}", node.ctx.data_dir)
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let d = &node.ctx.data_dir;
         let paths: Vec<String> = OURS.iter().map(|p| sq(&format!("{d}/{p}"))).collect();
         node.conn()?.root_ok(

@@ -4,7 +4,7 @@
 
 use super::agent_step::agent_step;
 use super::context::node_context;
-use crate::engine::{lock, Node, Phase, PhaseError, PhaseResult};
+use crate::engine::{lock, Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::hosts::Role;
 
 pub struct Health;
@@ -33,7 +33,7 @@ impl Phase for Health {
     fn dry_run(&self, _node: &Node) -> String {
         "check the node's steps".into()
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let mut bad = Vec::new();
         for (step, only) in CHECKED {
             if only.is_some_and(|r| r != node.role()) {

@@ -2,7 +2,7 @@
 //! were defined. A failing hook stops the install on that node with its output.
 
 use super::context::node_context;
-use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::plugins::{Action, Plugin};
 use crate::ssh::{sq, Conn, Input};
 
@@ -114,7 +114,7 @@ impl Phase for Hooks {
             .collect();
         format!("run {} hook(s): {}", self.action.name(), names.join(", "))
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let conn = node.conn()?;
         let prelude = prelude(node)?;
         for p in self.mine(node) {

@@ -11,7 +11,7 @@
 //! before it gives up. The lock lives in /run (host-wide, not per data dir: two data dirs still
 //! share one containerd) and so never blocks a reinstall after a reboot either.
 
-use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::ssh::sq;
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ impl Phase for Lock {
     fn dry_run(&self, _node: &Node) -> String {
         format!("hold {LOCK} so that no other bale run works on this host meanwhile")
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let conn = node.conn()?;
         let script = script(&owner(self.verb), LEASE_SECS);
         // A holder that lost its run lets go within one lease: wait that out before giving up.

@@ -6,7 +6,7 @@
 //! survive a master leaving.
 
 use super::context::{read_context, write_context};
-use crate::engine::{lock, Node, Phase, PhaseError, PhaseResult};
+use crate::engine::{lock, Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::node::context::{NodeContext, FILE};
 use std::sync::{Arc, Mutex};
 
@@ -66,7 +66,7 @@ impl Phase for ReadMembers {
             node.ctx.data_dir
         )
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         match read_context(node)? {
             Some(c) => {
                 self.0.record(&c.masters, &c.nodes);
@@ -113,7 +113,7 @@ impl Phase for FollowMembers {
             node.ctx.data_dir
         )
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let Some(old) = read_context(node)? else {
             return Err(PhaseError::Msg(format!(
                 "no {}/{FILE} here: this host was not installed by bale (or was reset); leave it \

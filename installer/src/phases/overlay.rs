@@ -2,7 +2,7 @@
 //! were computed once on the admin host from the bundle's originals, so every node gets the
 //! same bytes. Runs every time (cheap, and the overlays may have changed).
 
-use crate::engine::{Node, Phase, PhaseResult};
+use crate::engine::{Attempt, Node, Phase, PhaseResult};
 use crate::ssh::{sq, Input};
 
 pub struct Overlay;
@@ -27,7 +27,7 @@ impl Phase for Overlay {
             .collect();
         format!("overlay {}", paths.join(", "))
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let conn = node.conn()?;
         let root = format!("{}/rootfs", node.ctx.data_dir);
         for (path, text) in &node.ctx.site.overlays {

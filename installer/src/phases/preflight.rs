@@ -1,6 +1,6 @@
 //! Check every host before changing anything; see [`crate::preflight`].
 
-use crate::engine::{lock, Ctx, Event, Node, Phase, PhaseResult};
+use crate::engine::{lock, Attempt, Ctx, Event, Node, Phase, PhaseError, PhaseResult};
 use crate::preflight::{self, HostView, Probe, Status, Want};
 use crate::ssh::Input;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,7 +27,7 @@ impl Phase for Preflight {
     fn journaled(&self) -> bool {
         false
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let conn = node.conn()?;
         let peers: Vec<String> = node
             .ctx
@@ -50,7 +50,7 @@ impl Phase for Preflight {
         *lock(&node.probe) = Some(Probe::parse(&text, offset));
         Ok(())
     }
-    fn after_all(&self, nodes: &[&Node], ctx: &Ctx) -> Result<(), String> {
+    fn after_all(&self, nodes: &[&Node], ctx: &Ctx) -> PhaseResult {
         let facts: Vec<_> = nodes.iter().map(|n| n.facts()).collect();
         let probes: Vec<Probe> = nodes
             .iter()
@@ -98,6 +98,6 @@ impl Phase for Preflight {
             "fix these, or skip a check with --ignore-preflight={}",
             names.join(",")
         ));
-        Err(s)
+        Err(PhaseError::CrossNode(s))
     }
 }

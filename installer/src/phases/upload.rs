@@ -5,7 +5,7 @@
 use super::bundle_path;
 use crate::copy::fanout::Fanout;
 use crate::copy::store::Store;
-use crate::engine::{Node, Phase, PhaseError, PhaseResult};
+use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::ssh::{sq, Conn, Input};
 use bale_payload::chunks::TAIL;
 use bale_payload::error::human_bytes;
@@ -106,7 +106,7 @@ impl Phase for Upload {
             bundle_path(&node.ctx.data_dir)
         )
     }
-    fn run(&self, node: &Node) -> PhaseResult {
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let conn = node.conn()?;
         if conn.is_local() || node.host.is_none() {
             return self.copy_here(node);
@@ -123,10 +123,6 @@ impl Phase for Upload {
             t.from_peers,
             t.kept
         ));
-        Ok(())
-    }
-    /// Keeps the partial copy: the next run resumes it.
-    fn undo(&self, _node: &Node) -> PhaseResult {
         Ok(())
     }
 }
