@@ -27,7 +27,7 @@ pub enum AgentCommand {
         #[arg(value_enum)]
         action: crate::node::step::StepAction,
         /// Where the install keeps node.json and bundle.bale
-        #[arg(long, default_value = "/var/lib/bale")]
+        #[arg(long, default_value = crate::layout::DEFAULT_DATA_DIR)]
         data_dir: String,
     },
 }

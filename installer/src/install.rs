@@ -115,7 +115,7 @@ pub struct Target {
     #[arg(long, default_value_t = 10)]
     pub connect_timeout: u32,
     /// Where the bundle and the journal go on each host
-    #[arg(long, default_value = "/var/lib/bale")]
+    #[arg(long, default_value = crate::layout::DEFAULT_DATA_DIR)]
     pub data_dir: String,
     /// Hosts worked on at the same time
     #[arg(long, default_value_t = 16)]

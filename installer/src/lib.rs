@@ -6,6 +6,7 @@ pub mod copy;
 pub mod engine;
 pub mod hosts;
 pub mod install;
+pub mod layout;
 pub mod lvscare;
 pub mod node;
 pub mod phases;

@@ -95,13 +95,13 @@ D={d}
 d="$D"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "disk_path=$d"
 echo "disk_avail_kib=$(df -Pk "$d" | awk 'NR==2{{print $4}}')"
-if [ -f "$D/bundle.bale" ]; then echo "existing_bundle=$(stat -c %s "$D/bundle.bale")"; fi
+if [ -f "$D/{bundle}" ]; then echo "existing_bundle=$(stat -c %s "$D/{bundle}")"; fi
 echo "tmp_opts=$(awk '$2=="/tmp"{{o=$4}} END{{print o}}' /proc/mounts)"
 if [ -d /run/systemd/system ]; then echo systemd=yes; else echo systemd=no; fi
 # What an earlier install of bale put there is not a conflict: its registry unit, and the
 # runtime its journal records.
 ours_runtime=no
-if [ -f "$D/journal.json" ] && grep -q '"runtime"' "$D/journal.json"; then ours_runtime=yes; fi
+if [ -f "$D/{journal}" ] && grep -q '"runtime"' "$D/{journal}"; then ours_runtime=yes; fi
 for p in {ports}; do
   h=$(printf ':%04X' "$p")
   if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v h="$h" '$4=="0A" && substr($2, length($2)-4)==h {{f=1}} END{{exit !f}}'
@@ -118,6 +118,8 @@ for b in containerd dockerd kubelet; do
 done
 "#,
         d = sq(data_dir),
+        bundle = crate::layout::BUNDLE,
+        journal = crate::layout::JOURNAL,
         registry = crate::node::context::REGISTRY_PORT,
         ports = PORTS
             .iter()

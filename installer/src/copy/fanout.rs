@@ -457,16 +457,13 @@ impl Fanout {
                     .filter(|(k, _)| *k != "installer" && *k != "local")
                     .map(|(_, v)| v)
                     .sum::<u64>();
-                let ok = conn.root_ok(
-                    "check the installed bundle",
-                    &super::super::phases::upload::digest_script(&format!("{data_dir}/{BUNDLE}")),
-                    Input::None,
-                )?;
-                if ok.trim() != local.digest {
+                let have =
+                    crate::phases::upload::remote_digest(conn, &format!("{data_dir}/{BUNDLE}"))?;
+                if have.as_deref() != Some(local.digest.as_str()) {
                     return Err(AttemptError::Fatal(PhaseError::Msg(format!(
                         "the agent reported a complete copy, but {data_dir}/{BUNDLE} has header \
                          digest {:?}",
-                        ok.trim()
+                        have.unwrap_or_default()
                     ))));
                 }
                 Ok(())

@@ -20,12 +20,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub const PARTIAL: &str = ".bundle.bale.partial";
-pub const STATE: &str = ".bundle.bale.copy.json";
+pub use crate::layout::BUNDLE;
+pub use crate::layout::BUNDLE_PARTIAL as PARTIAL;
+pub use crate::layout::COPY_LOCK as LOCK;
+pub use crate::layout::COPY_STATE as STATE;
 /// Where the state file is written before it is renamed over [`STATE`].
-pub const STATE_TMP: &str = ".bundle.bale.copy.json.tmp";
-pub const LOCK: &str = ".bundle.bale.copy.lock";
-pub const BUNDLE: &str = "bundle.bale";
+pub use crate::layout::COPY_STATE_TMP as STATE_TMP;
 
 /// What a node's copy is doing, kept in the state file: the resume record, and the progress the
 /// installer reads.

@@ -2,11 +2,12 @@
 //! `<data-dir>/journal.json` and replaced atomically (write a temporary file, rename). A journal
 //! written for another bundle (different header digest) is ignored: a new bundle starts over.
 
+use crate::layout::JOURNAL_TMP;
 use crate::ssh::{sq, Conn, Input, SshError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const FILE: &str = "journal.json";
+pub use crate::layout::JOURNAL as FILE;
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Journal {
@@ -79,7 +80,7 @@ impl Journal {
         let body = serde_json::to_vec_pretty(self).unwrap_or_default();
         let d = sq(data_dir);
         let script = format!(
-            "set -e; [ -d {d} ] || install -d -m 0700 {d}; t={d}/.{FILE}.tmp; \
+            "set -e; [ -d {d} ] || install -d -m 0700 {d}; t={d}/{JOURNAL_TMP}; \
              cat > \"$t\"; sync \"$t\" 2>/dev/null || true; mv -f \"$t\" {d}/{FILE}"
         );
         conn.root_ok("write the journal", &script, Input::Bytes(&body))?;

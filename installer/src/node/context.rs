@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const FILE: &str = "node.json";
+pub use crate::layout::NODE_CONTEXT as FILE;
 /// The port of the registry built into bale on every node.
 pub const REGISTRY_PORT: u16 = 5050;
 /// The API servers' virtual IP that lvscare guards on workers.
@@ -81,12 +81,12 @@ impl NodeContext {
 
     /// Where the bundle lives on this node.
     pub fn bundle_path(&self) -> PathBuf {
-        Path::new(&self.data_dir).join("bundle.bale")
+        Path::new(&self.data_dir).join(crate::layout::BUNDLE)
     }
 
     /// Where the bundle's tree (without the registry) is extracted on this node.
     pub fn rootfs(&self) -> PathBuf {
-        Path::new(&self.data_dir).join("rootfs")
+        Path::new(&self.data_dir).join(crate::layout::ROOTFS)
     }
 
     /// `host:port` of the masters' registries behind the registry VIP, for a worker of an

@@ -78,7 +78,7 @@ impl StepEnv<'_> {
     /// Where a step keeps the record of what it made, for undo.
     pub fn manifest_path(&self, step: &str) -> PathBuf {
         Path::new(&self.ctx.data_dir)
-            .join("steps")
+            .join(crate::layout::STEPS)
             .join(format!("{step}.json"))
     }
 }

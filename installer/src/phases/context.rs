@@ -47,7 +47,10 @@ pub fn write_context(node: &Node, c: &NodeContext) -> PhaseResult {
     let body = serde_json::to_vec_pretty(c)
         .map_err(|e| PhaseError::Msg(format!("encode the node context: {e}")))?;
     let d = sq(&c.data_dir);
-    let tmp = sq(&format!("{}/.{FILE}.tmp", c.data_dir));
+    let tmp = sq(&crate::layout::path(
+        &c.data_dir,
+        crate::layout::NODE_CONTEXT_TMP,
+    ));
     let dest = sq(&format!("{}/{FILE}", c.data_dir));
     node.conn()?.root_ok(
         "write the node context",

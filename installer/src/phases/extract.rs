@@ -9,7 +9,7 @@ use crate::ssh::{sq, Input};
 pub struct Extract;
 
 fn rootfs(data_dir: &str) -> String {
-    format!("{data_dir}/rootfs")
+    crate::layout::path(data_dir, crate::layout::ROOTFS)
 }
 
 impl Phase for Extract {
@@ -28,11 +28,11 @@ impl Phase for Extract {
     }
     fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult {
         let d = &node.ctx.data_dir;
-        let part = format!("{}.part", rootfs(d));
+        let part = crate::layout::path(d, crate::layout::ROOTFS_PART);
         attempt.creates(&part);
         let part = sq(&part);
         let dest = sq(&rootfs(d));
-        let old = sq(&format!("{}.old", rootfs(d)));
+        let old = sq(&crate::layout::path(d, crate::layout::ROOTFS_OLD));
         let paths: Vec<String> = node.ctx.site.tree_top.iter().map(|p| sq(p)).collect();
         // The tree in place stays until the new one is complete, and comes back if the swap
         // fails half way.

@@ -1,29 +1,13 @@
 //! The last step of `reset`: remove what bale keeps in the data dir (the bundle, the extracted
 //! tree, the journal, the node context), so nothing is left that could block a reinstall.
 
-use crate::copy::store;
 use crate::engine::{Attempt, Node, Phase, PhaseResult};
 use crate::ssh::{sq, Input};
 
 pub struct Forget;
 
-/// What bale writes in the data dir; the directory itself goes too when nothing else is in it
-/// (it may be a mount point, or hold the user's files).
-const OURS: &[&str] = &[
-    "bundle.bale",
-    // the copy agent's partial file, state and lock (dot files: a plain `ls` misses them)
-    store::PARTIAL,
-    store::STATE,
-    store::STATE_TMP,
-    store::LOCK,
-    "rootfs",
-    "rootfs.part",
-    "journal.json",
-    ".journal.json.tmp",
-    "node.json",
-    ".node.json.tmp",
-    "steps",
-];
+/// What bale writes in the data dir.
+const OURS: &[&str] = crate::layout::ALL;
 
 impl Phase for Forget {
     fn title(&self) -> &str {

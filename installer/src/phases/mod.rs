@@ -101,7 +101,7 @@ pub fn reset(verb: &'static str) -> Vec<Box<dyn Phase>> {
 
 /// Where the bundle lives on a node.
 pub fn bundle_path(data_dir: &str) -> String {
-    format!("{data_dir}/bundle.bale")
+    crate::layout::path(data_dir, crate::layout::BUNDLE)
 }
 
 /// True when the node holds a bundle that can run its own undo steps.

@@ -29,7 +29,7 @@ impl Phase for Overlay {
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let conn = node.conn()?;
-        let root = format!("{}/rootfs", node.ctx.data_dir);
+        let root = crate::layout::path(&node.ctx.data_dir, crate::layout::ROOTFS);
         for (path, text) in &node.ctx.site.overlays {
             let dest = format!("{root}/{path}");
             let dir = dest.rsplit_once('/').map(|(d, _)| d).unwrap_or(&root);

@@ -30,16 +30,35 @@ impl Default for Upload {
     }
 }
 
-/// Shell that prints the header digest of the bundle at `path` (bytes 48..80 of the trailer).
-pub fn digest_script(path: &str) -> String {
+/// Shell that prints the size of the file at `path` and its last trailer-length bytes in hex,
+/// or nothing when there is no such file. The bytes are only carried here; they are read by
+/// the payload crate ([`trailer_digest`]).
+fn trailer_script(path: &str) -> String {
     let p = sq(path);
-    format!("[ -f {p} ] && tail -c 128 {p} | od -An -tx1 -j48 -N32 | tr -d ' \\n'; true")
+    let n = bale_payload::format::TRAILER_LEN;
+    format!("[ -f {p} ] || exit 0; stat -c %s {p}; tail -c {n} {p} | od -An -v -tx1 | tr -d ' \\n'")
 }
 
-fn remote_digest(conn: &Conn, path: &str) -> Option<String> {
-    conn.root_ok("read the bundle digest", &digest_script(path), Input::None)
-        .ok()
-        .map(|s| s.trim().to_string())
+/// The header digest named by the trailer that `trailer_script` printed; `None` when there is
+/// no file or no intact trailer.
+fn trailer_digest(out: &str) -> Option<String> {
+    let mut lines = out.lines();
+    let file_len: u64 = lines.next()?.trim().parse().ok()?;
+    let bytes = hex::decode(lines.next()?.trim()).ok()?;
+    let tail: [u8; bale_payload::format::TRAILER_LEN] = bytes.try_into().ok()?;
+    let t = bale_payload::format::Trailer::decode(&tail, file_len).ok()?;
+    Some(bale_payload::format::hex(&t.header_sha256))
+}
+
+/// The header digest of the bundle at `path` on the node, from its trailer; `None` when the
+/// node has no intact bundle there.
+pub fn remote_digest(conn: &Conn, path: &str) -> Result<Option<String>, crate::ssh::SshError> {
+    let out = conn.root_ok(
+        "read the bundle's trailer",
+        &trailer_script(path),
+        Input::None,
+    )?;
+    Ok(trailer_digest(&out))
 }
 
 impl Upload {
@@ -95,7 +114,9 @@ impl Phase for Upload {
     }
     fn should_run(&self, node: &Node) -> bool {
         let Ok(conn) = node.conn() else { return true };
-        let have = remote_digest(&conn, &bundle_path(&node.ctx.data_dir));
+        let have = remote_digest(&conn, &bundle_path(&node.ctx.data_dir))
+            .ok()
+            .flatten();
         have.as_deref() != Some(node.ctx.bundle.digest.as_str())
     }
     fn dry_run(&self, node: &Node) -> String {
@@ -124,5 +145,40 @@ impl Phase for Upload {
             t.kept
         ));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_remote_digest_is_read_by_the_payload_crate_from_the_trailer() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = crate::copy::store::tests::sample_bundle(dir.path());
+        let want = hex::encode(
+            bale_payload::Bundle::open(&bundle)
+                .unwrap()
+                .trailer
+                .header_sha256,
+        );
+
+        let conn = Conn::local().unwrap();
+        let path = bundle.to_string_lossy();
+        assert_eq!(remote_digest(&conn, &path).unwrap(), Some(want));
+        // No file, a truncated file, a damaged trailer: no digest.
+        let missing = dir.path().join("none.bale");
+        assert_eq!(
+            remote_digest(&conn, &missing.to_string_lossy()).unwrap(),
+            None
+        );
+        let bytes = std::fs::read(&bundle).unwrap();
+        std::fs::write(&bundle, &bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(remote_digest(&conn, &path).unwrap(), None);
+        let mut damaged = bytes.clone();
+        let at = damaged.len() - 90;
+        damaged[at] ^= 1;
+        std::fs::write(&bundle, &damaged).unwrap();
+        assert_eq!(remote_digest(&conn, &path).unwrap(), None);
     }
 }
