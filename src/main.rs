@@ -58,10 +58,10 @@ enum Command {
     /// Remove everything bale installed on the hosts (safe to repeat)
     Reset(bale_installer::reset::ResetArgs),
     /// Remove the named hosts from the cluster (a reset of just those hosts)
-    #[command(after_help = bale_installer::reset::DELETE_HELP)]
+    #[command(after_help = bale_installer::delete::DELETE_HELP)]
     Delete(bale_installer::reset::ResetArgs),
     /// Report, per host, whether the runtime, the registry, the guard and the apps are healthy
-    Check(bale_installer::reset::CheckArgs),
+    Check(bale_installer::check::CheckArgs),
     /// What the copied bundle runs on each host during an install
     #[command(hide = true)]
     Agent(bale_installer::agent::AgentArgs),
@@ -106,15 +106,19 @@ fn main() -> ExitCode {
         Some(Command::Lvscare(a)) => bale_installer::lvscare::run(a),
         Some(Command::Install(a)) => {
             bale_installer::install::run(a, this.as_ref().map(|b| b.path().to_path_buf()))
+                .map_err(anyhow::Error::from)
         }
         Some(Command::Reset(a)) => {
             bale_installer::reset::reset(a, this.as_ref().map(|b| b.path().to_path_buf()))
+                .map_err(anyhow::Error::from)
         }
         Some(Command::Delete(a)) => {
-            bale_installer::reset::delete(a, this.as_ref().map(|b| b.path().to_path_buf()))
+            bale_installer::delete::delete(a, this.as_ref().map(|b| b.path().to_path_buf()))
+                .map_err(anyhow::Error::from)
         }
         Some(Command::Check(a)) => {
-            bale_installer::reset::check(a, this.as_ref().map(|b| b.path().to_path_buf()))
+            bale_installer::check::check(a, this.as_ref().map(|b| b.path().to_path_buf()))
+                .map_err(anyhow::Error::from)
         }
         Some(Command::Agent(a)) => bale_installer::agent::run(a, this.as_ref()),
     };

@@ -1,8 +1,10 @@
 //! Everything bale runs on site.
 
 pub mod agent;
+pub mod check;
 pub mod clusterfile;
 pub mod copy;
+pub mod delete;
 pub mod engine;
 pub mod hosts;
 pub mod install;
@@ -14,5 +16,6 @@ pub mod plugins;
 pub mod preflight;
 pub mod registry;
 pub mod reset;
+pub mod run;
 pub mod site;
 pub mod ssh;

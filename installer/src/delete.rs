@@ -1,0 +1,114 @@
+//! `bale delete`: resets the hosts named, then hands the hosts that stay the new list of
+//! masters and workers (read from a deleted host's node.json), so the workers' guards follow.
+
+use crate::phases::members::{FollowMembers, Members, ReadMembers, Remaining};
+use crate::reset::ResetArgs;
+use crate::run::{confirm, execute, hosts_phrase, prepare, RunError, RunResult, Target};
+use crate::site::Vips;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const DELETE_HELP: &str = "\
+Resets the named hosts, then hands the hosts that stay the new list of masters and workers
+(read from the deleted hosts' node.json): the workers' lvscare guards reload with the masters
+that are left, without a restart. The hosts that stay are reached with the same login options.
+A deleted host that cannot be reached is not reset and cannot tell who stays: then run install
+again with the hosts that stay, which updates them the same way.
+
+Example: ./app.bale delete --masters 10.0.0.3 --key ~/.ssh/id_ed25519";
+
+pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
+    let t = &args.target;
+    if t.masters.is_none() && t.nodes.is_none() {
+        return Err(RunError::DeleteWhom);
+    }
+    confirm(
+        &format!("remove {} from the cluster", hosts_phrase(t)),
+        args.yes,
+        t.dry_run,
+    )?;
+    let p = prepare(t, &[], this_bundle.clone(), "delete", Vips::default())?;
+    let deleted: Vec<String> = p
+        .nodes
+        .iter()
+        .filter_map(|n| n.host.as_ref().map(|h| h.addr.to_string()))
+        .collect();
+    let members = Arc::new(Members::default());
+    let mut phases = crate::phases::reset("delete");
+    // After connect and lock, before anything is undone: node.json goes with the reset.
+    // The reset phases always take the host lock; at worst the read goes first.
+    let after_lock = phases
+        .iter()
+        .position(|p| p.title() == "lock")
+        .map_or(0, |i| i + 1);
+    phases.insert(after_lock, Box::new(ReadMembers(members.clone())));
+    let removed = execute(p, phases, t.dry_run, t.parallel, "delete");
+    if t.dry_run {
+        eprintln!(
+            "then: the hosts that stay get the new list of masters and workers (their lvscare \
+             guards reload)"
+        );
+        return removed;
+    }
+    match (removed, members.remaining(&deleted)) {
+        (Ok(()), rest) => follow(t, this_bundle, rest),
+        // The reset failed on some deleted host, but another told who stays: they still stop
+        // counting on the hosts the operator took out.
+        (Err(e), Some(rest)) => {
+            let followed = follow(t, this_bundle, Some(rest));
+            Err(match followed {
+                Ok(()) => e,
+                Err(f) => RunError::DeleteAndFollow {
+                    delete: Box::new(e),
+                    follow: Box::new(f),
+                },
+            })
+        }
+        (Err(e), None) => Err(RunError::Unknown {
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// After a delete: hands the hosts that stay their new member list, so the workers' guards
+/// follow the masters that are left.
+fn follow(t: &Target, this_bundle: Option<PathBuf>, rest: Option<Remaining>) -> RunResult<()> {
+    let Some(rest) = rest else {
+        eprintln!(
+            "deleted. The deleted hosts named no others; if hosts remain, run install again \
+             with them to update their view of the cluster."
+        );
+        return Ok(());
+    };
+    if rest.masters.is_empty() && rest.nodes.is_empty() {
+        eprintln!("deleted. No hosts remain in the cluster.");
+        return Ok(());
+    }
+    if rest.masters.is_empty() {
+        return Err(RunError::NoMasterLeft {
+            workers: rest.nodes.join(","),
+        });
+    }
+    eprintln!(
+        "deleted. Updating the hosts that stay: masters {}, workers {}",
+        rest.masters.join(","),
+        if rest.nodes.is_empty() {
+            "none".to_string()
+        } else {
+            rest.nodes.join(",")
+        }
+    );
+    let mut stay = t.clone();
+    stay.clusterfile = None;
+    stay.masters = Some(rest.masters.join(","));
+    stay.nodes = (!rest.nodes.is_empty()).then(|| rest.nodes.join(","));
+    let p = prepare(&stay, &[], this_bundle, "delete", Vips::default())?;
+    let phases: Vec<Box<dyn crate::engine::Phase>> = vec![
+        Box::new(crate::phases::connect::Connect),
+        Box::new(crate::phases::lock::Lock { verb: "delete" }),
+        Box::new(FollowMembers { remaining: rest }),
+    ];
+    execute(p, phases, false, stay.parallel, "delete (update)").map_err(|e| RunError::NotFollowed {
+        source: Box::new(e),
+    })
+}

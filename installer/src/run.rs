@@ -1,0 +1,397 @@
+//! What every run over the hosts shares (`install`, `reset`, `delete`, `check`): the hosts and
+//! how to reach them ([`Target`]), reading the bundle, the hosts and the Clusterfile into the
+//! nodes of the run ([`prepare`]), running a list of phases on them and reporting
+//! ([`execute`]), and the errors of all of that ([`RunError`]).
+
+use crate::clusterfile::{Clusterfile, ClusterfileError};
+use crate::engine::{BundleInfo, Ctx, Event, Manager, Node, Reporter};
+use crate::hosts::{self, HostError, Secret, SshOverrides};
+use crate::site::{Site, Vips};
+use crate::ssh::{sq, SshOptions};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const PASSWORD_ENV: &str = "BALE_SSH_PASSWORD";
+
+/// Why a run over the hosts could not start or did not succeed. Each names the flag, file or
+/// host at fault and the fix; a damaged bundle keeps its payload error as the source, so the
+/// program exits 3 for it.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "this bale program carries no payload: run {verb} from a bundle (./app.bale {verb} ...)"
+    )]
+    NoPayload { verb: String },
+    #[error("{}", path.display())]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: bale_payload::Error,
+    },
+    #[error("--data-dir: {0:?} must be an absolute path below /")]
+    DataDir(String),
+    #[error(transparent)]
+    Hosts(#[from] HostError),
+    #[error(transparent)]
+    Clusterfile(#[from] ClusterfileError),
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "hosts are given twice: use either --masters/--nodes or spec.hosts in {}",
+        clusterfile.display()
+    )]
+    HostsTwice { clusterfile: PathBuf },
+    #[error("key {}: no such file", .0.display())]
+    NoKey(PathBuf),
+    /// The bundle's plugins, configs and apps together with the Clusterfile's.
+    #[error(transparent)]
+    Site(anyhow::Error),
+    #[error("locate this program for SSH_ASKPASS: {0}")]
+    CurrentExe(#[source] std::io::Error),
+    #[error("--ignore-preflight: unknown check {name:?} (checks: {known})")]
+    UnknownCheck { name: String, known: String },
+    #[error("--until: no phase {phase:?} (the phases, in order: {known})")]
+    UnknownPhase { phase: String, known: String },
+    #[error(
+        "{flag} {ip}: a virtual IP must be a unicast address that is not loopback (e.g. {example})"
+    )]
+    BadVip {
+        flag: &'static str,
+        ip: std::net::Ipv4Addr,
+        example: std::net::Ipv4Addr,
+    },
+    #[error("--registry-vip {0} is also --vip: the registries need a VIP of their own (e.g. {1})")]
+    SameVip(std::net::Ipv4Addr, std::net::Ipv4Addr),
+    #[error(
+        "{0} is a host and a virtual IP at once: pick a --vip / --registry-vip that no host has"
+    )]
+    HostIsVip(std::net::IpAddr),
+    #[error("{what}: add --yes to confirm (no terminal to ask on)")]
+    NotConfirmed { what: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("read the answer: {0}")]
+    Answer(#[source] std::io::Error),
+    #[error(
+        "delete: name the hosts to remove with --masters/--nodes (to remove every host, use reset)"
+    )]
+    DeleteWhom,
+    #[error("{verb} stopped: {reason}")]
+    Stopped { verb: String, reason: String },
+    #[error("{verb} failed on {failed} of {total} host(s)")]
+    Failed {
+        verb: String,
+        failed: usize,
+        total: usize,
+    },
+    #[error(
+        "deleted, but no master remains: the workers {workers} still guard the deleted masters. \
+         Install masters again (install --masters ... --nodes {workers}) or reset the workers."
+    )]
+    NoMasterLeft { workers: String },
+    /// The deleted hosts are gone, but the hosts that stay did not all learn it.
+    #[error(
+        "the deleted hosts are gone, but some that stay did not get the new member list: run \
+         install again with the hosts that stay"
+    )]
+    NotFollowed {
+        #[source]
+        source: Box<RunError>,
+    },
+    /// The delete failed on some deleted host and no deleted host could tell who stays.
+    #[error(
+        "no deleted host could tell which hosts stay: run install again with the hosts that \
+         stay, so their guards follow the masters that are left"
+    )]
+    Unknown {
+        #[source]
+        source: Box<RunError>,
+    },
+    /// The delete failed on some deleted host, and updating the hosts that stay failed too.
+    #[error("{delete}; and {follow}")]
+    DeleteAndFollow {
+        delete: Box<RunError>,
+        follow: Box<RunError>,
+    },
+}
+
+pub type RunResult<T> = Result<T, RunError>;
+
+/// The hosts of a run and how to reach them (shared by install, reset and check).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Control-plane hosts: addresses and ranges, comma-separated
+    #[arg(short = 'm', long)]
+    pub masters: Option<String>,
+    /// Worker hosts: addresses and ranges, comma-separated
+    #[arg(short = 'n', long)]
+    pub nodes: Option<String>,
+    /// A Clusterfile (apiVersion sealer.io/v2, kind Cluster) with hosts and per-host login
+    #[arg(short = 'f', long = "clusterfile", value_name = "FILE")]
+    pub clusterfile: Option<PathBuf>,
+    /// Login user [default: root]
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// SSH port [default: 22]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Private key file
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// File holding the private key's passphrase
+    #[arg(long, value_name = "FILE")]
+    pub key_passphrase_file: Option<PathBuf>,
+    /// File holding the login (and sudo) password
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run privileged commands through sudo (the default for users other than root)
+    #[arg(long)]
+    pub sudo: bool,
+    /// known_hosts file that host keys are checked against [default: ~/.ssh/known_hosts]
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record host keys never seen before (a changed key is still refused)
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Seconds to wait for an SSH connection
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u32,
+    /// Where the bundle and the journal go on each host
+    #[arg(long, default_value = crate::layout::DEFAULT_DATA_DIR)]
+    pub data_dir: String,
+    /// Hosts worked on at the same time
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
+    /// Connect and check, then print what would be done on each host
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One JSON object per event on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn home_known_hosts() -> PathBuf {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".ssh/known_hosts")
+}
+
+/// Everything a run over the hosts needs, ready to go.
+pub struct Prepared {
+    pub ctx: Arc<Ctx>,
+    pub nodes: Vec<Node>,
+}
+
+/// Reads the bundle, the hosts and the Clusterfile, and builds the nodes of the run.
+pub fn prepare(
+    args: &Target,
+    ignore_preflight: &[String],
+    this_bundle: Option<PathBuf>,
+    verb: &str,
+    vips: Vips,
+) -> RunResult<Prepared> {
+    let bundle_path = this_bundle.ok_or_else(|| RunError::NoPayload { verb: verb.into() })?;
+    let bundle = bale_payload::Bundle::open(&bundle_path).map_err(|source| RunError::Bundle {
+        path: bundle_path.clone(),
+        source,
+    })?;
+    let info = BundleInfo::of(&bundle);
+    if !args.data_dir.starts_with('/') || args.data_dir.len() < 2 {
+        return Err(RunError::DataDir(args.data_dir.clone()));
+    }
+    let data_dir = args.data_dir.trim_end_matches('/').to_string();
+
+    let password = match (&args.password_file, std::env::var(PASSWORD_ENV)) {
+        (Some(f), _) => Some(Secret::from_file("--password-file", f)?),
+        (None, Ok(p)) if !p.is_empty() => Some(Secret::new(p)),
+        _ => None,
+    };
+    let flags = SshOverrides {
+        user: args.user.clone(),
+        port: args.port,
+        key: args.key.clone(),
+        key_passphrase: args
+            .key_passphrase_file
+            .as_deref()
+            .map(|f| Secret::from_file("--key-passphrase-file", f))
+            .transpose()?,
+        password,
+        sudo: args.sudo.then_some(true),
+    };
+    let have_flag_hosts = args.masters.is_some() || args.nodes.is_some();
+    let mut cluster_env = Vec::new();
+    let mut cluster_text = None;
+    let host_list = match &args.clusterfile {
+        Some(f) => {
+            let cf = Clusterfile::load(f)?;
+            cluster_env = cf.env.clone();
+            cluster_text = Some(std::fs::read_to_string(f).map_err(|source| RunError::Read {
+                path: f.clone(),
+                source,
+            })?);
+            if have_flag_hosts && cf.has_hosts() {
+                return Err(RunError::HostsTwice {
+                    clusterfile: f.clone(),
+                });
+            }
+            let defaults = cf.ssh.merged(&flags);
+            if cf.has_hosts() {
+                cf.hosts(&defaults)?
+            } else {
+                hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &defaults)?
+            }
+        }
+        None => hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &flags)?,
+    };
+    if let Some(k) = host_list
+        .iter()
+        .filter_map(|h| h.ssh.key.as_ref())
+        .find(|k| !k.is_file())
+    {
+        return Err(RunError::NoKey(k.clone()));
+    }
+
+    let cf_name = args
+        .clusterfile
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_default();
+    let mut site = Site::load(
+        &bundle,
+        &host_list,
+        cluster_text.as_deref().map(|t| (cf_name.as_str(), t)),
+        &cluster_env,
+    )
+    .map_err(RunError::Site)?;
+    drop(bundle);
+    site.vips = vips;
+    let ctx = Arc::new(Ctx {
+        bundle: info,
+        data_dir,
+        ssh: SshOptions {
+            known_hosts: args.known_hosts.clone().unwrap_or_else(home_known_hosts),
+            accept_new_host_keys: args.accept_new_host_keys,
+            connect_timeout_secs: args.connect_timeout.max(1),
+            askpass_exe: std::env::current_exe().map_err(RunError::CurrentExe)?,
+        },
+        ignore_preflight: ignore_preflight.to_vec(),
+        peers: host_list.iter().map(|h| (h.addr, h.ssh.port)).collect(),
+        reporter: Reporter::new(args.json),
+        site,
+    });
+    let nodes: Vec<Node> = if host_list.is_empty() {
+        vec![Node::new(0, None, ctx.clone())]
+    } else {
+        host_list
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| Node::new(i, Some(h), ctx.clone()))
+            .collect()
+    };
+    Ok(Prepared { ctx, nodes })
+}
+
+/// Runs `phases` on the prepared nodes and reports; an error when any node failed.
+pub fn execute(
+    p: Prepared,
+    phases: Vec<Box<dyn crate::engine::Phase>>,
+    dry_run: bool,
+    parallel: usize,
+    verb: &str,
+) -> RunResult<()> {
+    let Prepared { ctx, nodes } = p;
+    let manager = Manager {
+        phases,
+        parallel: parallel.max(1),
+        dry_run,
+    };
+    let report = manager.run(&nodes);
+    // Close every session before the summary.
+    for n in &nodes {
+        n.set_conn(None);
+    }
+    let retry = (!report.success()).then(retry_command);
+    ctx.reporter.emit(&Event::Summary {
+        verb,
+        ok: &report.ok,
+        failed: &report.failed,
+        stopped: report.stopped.as_deref(),
+        retry: retry.as_deref(),
+        timings: &report.timings,
+    });
+    if let Some(s) = report.stopped {
+        return Err(RunError::Stopped {
+            verb: verb.into(),
+            reason: s,
+        });
+    }
+    if !report.failed.is_empty() {
+        return Err(RunError::Failed {
+            verb: verb.into(),
+            failed: report.failed.len(),
+            total: nodes.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The command line of this run, quoted for a shell (it never holds a secret).
+fn retry_command() -> String {
+    std::env::args()
+        .map(|a| {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@".contains(c))
+            {
+                a
+            } else {
+                sq(&a)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Asks on the terminal before an uninstall, unless `--yes` (or a dry run) says not to.
+pub fn confirm(what: &str, yes: bool, dry_run: bool) -> RunResult<()> {
+    if yes || dry_run {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(RunError::NotConfirmed { what: what.into() });
+    }
+    eprint!("{what}? [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(RunError::Answer)?;
+    if !matches!(line.trim(), "y" | "Y" | "yes") {
+        return Err(RunError::Cancelled);
+    }
+    Ok(())
+}
+
+/// The hosts of a run in words, for a question.
+pub fn hosts_phrase(t: &Target) -> String {
+    let mut v = Vec::new();
+    if let Some(m) = &t.masters {
+        v.push(m.clone());
+    }
+    if let Some(n) = &t.nodes {
+        v.push(n.clone());
+    }
+    if let Some(f) = &t.clusterfile {
+        v.push(format!("the hosts of {}", f.display()));
+    }
+    if v.is_empty() {
+        "this machine".into()
+    } else {
+        v.join(",")
+    }
+}
