@@ -35,7 +35,7 @@ pub enum RunError {
     Hosts(#[from] HostError),
     #[error(transparent)]
     Clusterfile(#[from] ClusterfileError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Read {
         path: PathBuf,
         #[source]

@@ -96,30 +96,38 @@ pub(super) fn bad_from_installer(e: &CopyError) -> String {
         CopyError::BadChunk { .. } => {
             format!("the installer sent a chunk that does not check out: {e}")
         }
-        other => format!("cannot store a chunk from the installer: {other}"),
+        other => format!(
+            "cannot store a chunk from the installer: {}",
+            crate::engine::report::chain(other)
+        ),
     }
 }
 
-fn fatal(e: impl std::fmt::Display) -> Failure {
-    (1, e.to_string())
+fn fatal(message: impl std::fmt::Display) -> Failure {
+    (1, message.to_string())
+}
+
+/// An error with its causes.
+fn failed<E: std::error::Error + 'static>(e: E) -> Failure {
+    (1, crate::engine::report::chain(&e))
 }
 
 fn copy(args: CopyArgs) -> Result<(), Failure> {
     super::grow_pipe(&std::io::stdin());
     let mut control = BufReader::with_capacity(1 << 20, std::io::stdin());
     let line = wire::read_line(&mut control)
-        .map_err(fatal)?
+        .map_err(failed)?
         .ok_or_else(|| fatal("stdin ended before the setup line"))?;
     let setup: Setup =
         serde_json::from_str(&line).map_err(|e| fatal(format!("bad setup line: {e}")))?;
-    let _lock = take_lock(&args.data_dir).map_err(fatal)?;
-    let store = Arc::new(Store::open(&args.data_dir, &args.digest, &args.run).map_err(fatal)?);
+    let _lock = take_lock(&args.data_dir).map_err(failed)?;
+    let store = Arc::new(Store::open(&args.data_dir, &args.digest, &args.run).map_err(failed)?);
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    store.fill_stub_from(&exe).map_err(fatal)?;
+    store.fill_stub_from(&exe).map_err(failed)?;
 
     let listener = TcpListener::bind(SocketAddr::new(args.listen, 0))
         .map_err(|e| fatal(format!("listen on {}: {e}", args.listen)))?;
-    let port = listener.local_addr().map_err(fatal)?.port();
+    let port = listener.local_addr().map_err(failed)?.port();
     store.set_port(port);
     let server = Arc::new(Server {
         store: store.clone(),
@@ -153,7 +161,7 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
         } else {
             "listening"
         })
-        .map_err(fatal)?;
+        .map_err(failed)?;
 
     match &setup.source {
         Source::Installer => {
@@ -178,9 +186,9 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
                 if store.list().is_none() && index as usize == TAIL {
                     // the tail names every other chunk: it is settled before any of them
                     store.accept(TAIL, &buf, "installer").map_err(bad)?;
-                    store.fill_stub_from(&exe).map_err(fatal)?;
-                    store.set_phase("ready").map_err(fatal)?;
-                    store.finish_if_complete().map_err(fatal)?;
+                    store.fill_stub_from(&exe).map_err(failed)?;
+                    store.set_phase("ready").map_err(failed)?;
+                    store.finish_if_complete().map_err(failed)?;
                     continue;
                 }
                 sink.put(index as usize, buf).map_err(bad)?;
@@ -203,7 +211,7 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
                 store.fail(&m);
                 return Err((code, m));
             }
-            store.finish_if_complete().map_err(fatal)?;
+            store.finish_if_complete().map_err(failed)?;
             while !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -214,7 +222,7 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
         store.fail(m);
         return Err(fatal(m));
     }
-    store.save().map_err(fatal)?;
+    store.save().map_err(failed)?;
     println!(
         "{}",
         serde_json::to_string(&store.state()).unwrap_or_default()
@@ -254,8 +262,8 @@ fn fetch(
         .set_read_timeout(Some(PEER_STALL))
         .and_then(|()| stream.set_write_timeout(Some(PEER_STALL)))
         .and_then(|()| stream.set_nodelay(true))
-        .map_err(|e| lost(e.to_string()))?;
-    let mut rd = BufReader::with_capacity(1 << 20, stream.try_clone().map_err(fatal)?);
+        .map_err(|e| lost(crate::engine::report::chain(&e)))?;
+    let mut rd = BufReader::with_capacity(1 << 20, stream.try_clone().map_err(failed)?);
     let mut wr = BufWriter::new(stream);
     let source = addr.ip().to_string();
     writeln!(wr, "{} {token} {digest}", wire::HELLO)
@@ -268,9 +276,10 @@ fn fetch(
     };
     if store.list().is_none() {
         want(&mut wr, &[TAIL])?;
-        receive(&mut rd, store, &[TAIL], &source).map_err(|e| lost(e.to_string()))?;
-        store.fill_stub_from(exe).map_err(fatal)?;
-        store.set_phase("ready").map_err(fatal)?;
+        receive(&mut rd, store, &[TAIL], &source)
+            .map_err(|e| lost(crate::engine::report::chain(&e)))?;
+        store.fill_stub_from(exe).map_err(failed)?;
+        store.set_phase("ready").map_err(failed)?;
     }
     // A chunk that fails its check is asked for once more before the peer is given up on.
     for round in 0..2 {
@@ -285,7 +294,8 @@ fn fetch(
             );
         }
         want(&mut wr, &missing)?;
-        receive(&mut rd, store, &missing, &source).map_err(|e| lost(e.to_string()))?;
+        receive(&mut rd, store, &missing, &source)
+            .map_err(|e| lost(crate::engine::report::chain(&e)))?;
     }
     let left = store.missing().len();
     Err(lost(format!(

@@ -34,6 +34,46 @@ const MAX_ATTEMPTS: usize = 5;
 /// A push that cannot write for this long is given up (the rest goes over SSH).
 const PUSH_STALL: Duration = Duration::from_secs(20);
 
+/// What goes wrong on the installer's side of a copy.
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error("{}", path.display())]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: bale_payload::Error,
+    },
+    #[error("{}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a remote copy needs the node's address")]
+    NoAddress,
+    #[error("read /dev/urandom for a token: {0}")]
+    Token(#[source] std::io::Error),
+    #[error("make a pipe for ssh: {0}")]
+    Pipe(#[source] std::io::Error),
+    #[error("the copy lost {attempts} sources, the last: {last}; run the install again to resume")]
+    SourcesLost { attempts: usize, last: String },
+    #[error("the copy found no source")]
+    NoSource,
+    #[error("the copy agent ended without its report: {0}")]
+    NoReport(String),
+    #[error(
+        "the agent reported a complete copy, but {path} has header digest {found:?}, not \
+         {expected}"
+    )]
+    WrongDigest {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error("the copy agent failed (exit {code}): {stderr}")]
+    Agent { code: i32, stderr: String },
+}
+
 /// The bundle being installed, as the installer reads it.
 pub struct Local {
     pub path: PathBuf,
@@ -44,10 +84,17 @@ pub struct Local {
 }
 
 impl Local {
-    fn open(path: &Path) -> Result<Local, String> {
-        let b = bale_payload::Bundle::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let list = ChunkList::of_bundle(&b).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    fn open(path: &Path) -> Result<Local, FanoutError> {
+        let bundle = |source| FanoutError::Bundle {
+            path: path.to_path_buf(),
+            source,
+        };
+        let b = bale_payload::Bundle::open(path).map_err(bundle)?;
+        let list = ChunkList::of_bundle(&b).map_err(bundle)?;
+        let file = File::open(path).map_err(|source| FanoutError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Local {
             path: path.to_path_buf(),
             file,
@@ -116,7 +163,7 @@ struct Table {
 pub struct Fanout {
     table: Mutex<Table>,
     changed: Condvar,
-    local: OnceLock<Result<Arc<Local>, String>>,
+    local: OnceLock<Result<Arc<Local>, Arc<FanoutError>>>,
 }
 
 impl Default for Fanout {
@@ -162,9 +209,9 @@ impl Fanout {
 
     pub fn local(&self, path: &Path) -> Result<Arc<Local>, PhaseError> {
         self.local
-            .get_or_init(|| Local::open(path).map(Arc::new))
+            .get_or_init(|| Local::open(path).map(Arc::new).map_err(Arc::new))
             .clone()
-            .map_err(PhaseError::Msg)
+            .map_err(PhaseError::Fanout)
     }
 
     /// Waits for a source for node `me` and books it. `excluded`: peers that failed `me` before.
@@ -306,7 +353,7 @@ impl Fanout {
             .host
             .as_ref()
             .map(|h| h.addr)
-            .ok_or_else(|| PhaseError::Msg("a remote copy needs the node's address".into()))?;
+            .ok_or(FanoutError::NoAddress)?;
         let d = sq(&node.ctx.data_dir);
         conn.root_ok(
             "make the data dir",
@@ -317,8 +364,7 @@ impl Fanout {
         let mut totals = Totals::default();
         let t0 = Instant::now();
         for attempt in 1..=MAX_ATTEMPTS {
-            let token = wire::new_token()
-                .map_err(|e| PhaseError::Msg(format!("read /dev/urandom for a token: {e}")))?;
+            let token = wire::new_token().map_err(FanoutError::Token)?;
             let src = self.pick(node.index, &ip.to_string(), &excluded, &token);
             let r = self.attempt(node, conn, &local, &src, &token, ip, &mut totals);
             self.release_source(node.index, &src);
@@ -343,15 +389,16 @@ impl Fanout {
                     }
                 }
                 Err(AttemptError::SourceLost(why)) => {
-                    return Err(PhaseError::Msg(format!(
-                        "the copy lost {MAX_ATTEMPTS} sources, the last: {why}; run the \
-                         install again to resume"
-                    )))
+                    return Err(FanoutError::SourcesLost {
+                        attempts: MAX_ATTEMPTS,
+                        last: why,
+                    }
+                    .into())
                 }
                 Err(AttemptError::Fatal(e)) => return Err(e),
             }
         }
-        Err(PhaseError::Msg("the copy found no source".into()))
+        Err(FanoutError::NoSource.into())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -397,9 +444,7 @@ impl Fanout {
         }
 
         // 2. The agent: receives, checks, serves; the installer feeds it or pings it on stdin.
-        let fifo = Fifo::new().map_err(|e| {
-            AttemptError::Fatal(PhaseError::Msg(format!("make a pipe for ssh: {e}")))
-        })?;
+        let fifo = Fifo::new().map_err(|e| AttemptError::Fatal(FanoutError::Pipe(e).into()))?;
         let run = wire::new_token()
             .map(|t| t[..12].to_string())
             .unwrap_or_default();
@@ -445,10 +490,7 @@ impl Fanout {
                     .rev()
                     .find_map(|l| serde_json::from_str(l).ok())
                     .ok_or_else(|| {
-                        AttemptError::Fatal(PhaseError::Msg(format!(
-                            "the copy agent ended without its report: {}",
-                            out.stderr_line()
-                        )))
+                        AttemptError::Fatal(FanoutError::NoReport(out.stderr_line()).into())
                     })?;
                 totals.kept += st.kept;
                 totals.from_peers += st
@@ -460,19 +502,25 @@ impl Fanout {
                 let have =
                     crate::phases::upload::remote_digest(conn, &format!("{data_dir}/{BUNDLE}"))?;
                 if have.as_deref() != Some(local.digest.as_str()) {
-                    return Err(AttemptError::Fatal(PhaseError::Msg(format!(
-                        "the agent reported a complete copy, but {data_dir}/{BUNDLE} has header \
-                         digest {:?}",
-                        have.unwrap_or_default()
-                    ))));
+                    return Err(AttemptError::Fatal(
+                        FanoutError::WrongDigest {
+                            path: format!("{data_dir}/{BUNDLE}"),
+                            found: have.unwrap_or_default(),
+                            expected: local.digest.clone(),
+                        }
+                        .into(),
+                    ));
                 }
                 Ok(())
             }
             EXIT_SOURCE_LOST => Err(AttemptError::SourceLost(out.stderr_line())),
-            code => Err(AttemptError::Fatal(PhaseError::Msg(format!(
-                "the copy agent failed (exit {code}): {}",
-                out.stderr_line()
-            )))),
+            code => Err(AttemptError::Fatal(
+                FanoutError::Agent {
+                    code,
+                    stderr: out.stderr_line(),
+                }
+                .into(),
+            )),
         }
     }
 

@@ -68,7 +68,7 @@ pub fn grow_pipe(fd: &impl AsRawFd) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    #[error("{path}: {what}: {source}")]
+    #[error("{}: {what}", path.display())]
     Io {
         path: PathBuf,
         what: String,

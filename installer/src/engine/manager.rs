@@ -79,7 +79,7 @@ fn attempt(phase: &dyn Phase, n: &Node, inputs: &str) -> Result<(), Failure> {
     let failure = |outcome, error: &PhaseError, clean_up_error| Failure {
         node: n.name(),
         phase: title.into(),
-        error: error.to_string(),
+        error: super::report::chain(error),
         outcome,
         clean_up_error,
     };
@@ -98,7 +98,7 @@ fn attempt(phase: &dyn Phase, n: &Node, inputs: &str) -> Result<(), Failure> {
                 None
             }
             Err(ce) => {
-                let ce = ce.to_string();
+                let ce = super::report::chain(&ce);
                 rep.emit(&Event::CleanUp {
                     phase: title,
                     node: &n.name(),
@@ -265,6 +265,15 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
+    /// The error of a fake step that printed `output`.
+    fn fails(output: &str) -> PhaseError {
+        PhaseError::Script {
+            what: "fake".into(),
+            code: 1,
+            output: output.into(),
+        }
+    }
+
     /// A phase that writes `<dir>/<title>.<node>` as its result, first creating a temp file
     /// `<dir>/<title>.<node>.tmp` recorded in its attempt, and fails where told to.
     struct Fake {
@@ -309,18 +318,21 @@ mod tests {
             self.runs.fetch_add(1, Ordering::SeqCst);
             let temp = self.temp(n.index);
             attempt.creates(temp.to_string_lossy());
-            std::fs::write(&temp, b"half").map_err(|e| PhaseError::Msg(e.to_string()))?;
+            let io = |source| PhaseError::Io {
+                path: temp.clone(),
+                source,
+            };
+            std::fs::write(&temp, b"half").map_err(io)?;
             if self.fail_on == Some(n.index) {
-                return Err(PhaseError::Msg("boom".into()));
+                return Err(fails("boom"));
             }
-            std::fs::rename(&temp, self.result(n.index))
-                .map_err(|e| PhaseError::Msg(e.to_string()))?;
+            std::fs::rename(&temp, self.result(n.index)).map_err(io)?;
             Ok(())
         }
         fn clean_up(&self, n: &Node, attempt: &Attempt) -> Result<Vec<String>, PhaseError> {
             self.clean_ups.fetch_add(1, Ordering::SeqCst);
             if self.clean_up_fails {
-                return Err(PhaseError::Msg("clean-up refused".into()));
+                return Err(fails("clean-up refused"));
             }
             attempt.remove_created(n)
         }
@@ -412,7 +424,7 @@ mod tests {
         assert_eq!(rep.failed.len(), 1);
         assert_eq!(rep.failed[0].phase, "two");
         assert_eq!(rep.failed[0].outcome, Outcome::Failed);
-        assert_eq!(rep.failed[0].error, "boom");
+        assert_eq!(rep.failed[0].error, "fake failed with exit code 1:\nboom");
         assert!(rep.failed[0].clean_up_error.is_none());
         assert_eq!(rep.ok.len(), 3);
         // The node that failed kept what "one" made before, lost only the failed attempt's
@@ -438,7 +450,10 @@ mod tests {
         assert_eq!(rep.failed.len(), 1);
         let f = &rep.failed[0];
         assert_eq!((f.phase.as_str(), f.outcome), ("two", Outcome::Failed));
-        assert_eq!(f.clean_up_error.as_deref(), Some("clean-up refused"));
+        assert_eq!(
+            f.clean_up_error.as_deref(),
+            Some("fake failed with exit code 1:\nclean-up refused")
+        );
         assert!(one_result.exists());
         // The clean-up did not run, so its temp file is still there, and nothing else went.
         assert!(two_temp.exists());

@@ -35,10 +35,61 @@ pub use report::{Event, Reporter};
 pub enum PhaseError {
     #[error(transparent)]
     Ssh(#[from] SshError),
-    #[error("{0}")]
-    Msg(String),
     #[error("not connected (the connect phase did not run)")]
     NotConnected,
+    #[error("{}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Copy(#[from] crate::copy::CopyError),
+    #[error(transparent)]
+    Fanout(Arc<crate::copy::fanout::FanoutError>),
+    #[error(
+        "another bale run is working on this host: {owner}. Wait for it to finish; its lock \
+         ({lock}) goes away by itself when that run ends or loses its connection"
+    )]
+    HostBusy { lock: String, owner: String },
+    #[error("could not take the host lock {lock} (the lock command answered {answer:?})")]
+    HostLock { lock: String, answer: String },
+    #[error("the agent printed something that is not its status: {output}")]
+    AgentStatus {
+        output: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the agent runs from bundle {running:?}, expected {expected}")]
+    AgentBundle { running: String, expected: String },
+    #[error("kernel features missing: {0} (--ignore-preflight=features to go on anyway)")]
+    MissingFeatures(String),
+    /// What `check` found not in place, one line each.
+    #[error("{}", .0.join("\n"))]
+    Unhealthy(Vec<String>),
+    #[error(
+        "no {path} here: this host was not installed by bale (or was reset); leave it out, or \
+         install it"
+    )]
+    NotInstalled { path: String },
+    #[error("{path} on this host is not a node context")]
+    NodeContext {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "environment variable {0:?} (Kubefile ENV or Clusterfile spec.env) is not a shell name: \
+         use letters, digits and _"
+    )]
+    EnvName(String),
+    /// A hook or an app step exited non-zero; `output` is the end of what it printed.
+    #[error("{what} failed with exit code {code}:\n{output}")]
+    Script {
+        what: String,
+        code: i32,
+        output: String,
+    },
     /// A node-local step (`bundle.bale agent step NAME ACTION`) exited non-zero.
     #[error("{step} {action} failed (exit {code}): {output}")]
     Agent {
@@ -51,6 +102,12 @@ pub enum PhaseError {
     /// A check across all nodes failed; the text names the nodes and the fix.
     #[error("{0}")]
     CrossNode(String),
+}
+
+impl From<crate::copy::fanout::FanoutError> for PhaseError {
+    fn from(e: crate::copy::fanout::FanoutError) -> Self {
+        PhaseError::Fanout(Arc::new(e))
+    }
 }
 
 /// What one attempt of one phase on one node created, so that a failure of that attempt can

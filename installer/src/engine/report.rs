@@ -81,6 +81,20 @@ pub enum Event<'a> {
     },
 }
 
+/// An error and its causes on one line, each layer once: `outer: cause: root cause`. Errors
+/// keep their cause out of their own text and name it as their source, so this (or anyhow's
+/// `{:#}`) is how one is shown whole.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    s
+}
+
 pub struct Reporter {
     json: bool,
     out: Mutex<Screen>,

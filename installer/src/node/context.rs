@@ -49,12 +49,16 @@ fn default_vip() -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
-    #[error("{path}: {source} (run `bale install` first: it writes this file on every node)")]
+    #[error(
+        "{}: cannot read the node context (run `bale install` first: it writes this file on \
+         every node)",
+        path.display()
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not a node context: {source}")]
+    #[error("{}: not a node context", path.display())]
     Parse {
         path: PathBuf,
         source: serde_json::Error,

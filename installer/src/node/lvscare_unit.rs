@@ -49,7 +49,7 @@ pub enum LvscareStepError {
     },
     #[error("node context: no masters listed (fix {0}/node.json)")]
     NoMasters(String),
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -51,18 +51,44 @@ pub fn render_unit(bundle_path: &str, bundle_digest: &str, listen: &[String]) ->
     )
 }
 
+/// Why a registry did not answer `GET /v2/` with 200.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{addr}: not an address")]
+    Address {
+        addr: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error("{addr}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: no answer")]
+    NoAnswer(String),
+    #[error("{addr}: {status}")]
+    Status { addr: String, status: String },
+}
+
 /// `GET /v2/` on `addr`: Ok with the status line when the registry answers 200.
-pub fn probe(addr: &str, timeout: Duration) -> Result<String, String> {
-    let sa: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+pub fn probe(addr: &str, timeout: Duration) -> Result<String, ProbeError> {
+    let io = |source| ProbeError::Io {
+        addr: addr.into(),
+        source,
+    };
+    let sa: SocketAddr = addr.parse().map_err(|source| ProbeError::Address {
+        addr: addr.into(),
+        source,
+    })?;
+    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(io)?;
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    s.set_write_timeout(Some(timeout)).map_err(io)?;
     s.write_all(
         format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
-    .map_err(|e| format!("{addr}: {e}"))?;
+    .map_err(io)?;
     let mut buf = Vec::new();
     let _ = s.take(4096).read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
@@ -70,9 +96,12 @@ pub fn probe(addr: &str, timeout: Duration) -> Result<String, String> {
     if status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200") {
         Ok(status)
     } else if status.is_empty() {
-        Err(format!("{addr}: no answer"))
+        Err(ProbeError::NoAnswer(addr.into()))
     } else {
-        Err(format!("{addr}: {status}"))
+        Err(ProbeError::Status {
+            addr: addr.into(),
+            status,
+        })
     }
 }
 
@@ -84,8 +113,9 @@ fn wait_until_serving(addrs: &[String]) -> StepResult<()> {
                 Ok(_) => break,
                 Err(e) if start.elapsed() > START_TIMEOUT => {
                     return Err(StepError::Failed(format!(
-                        "the bale registry does not answer GET /v2/ after {}s ({e})\njournal of {UNIT}:\n{}",
+                        "the bale registry does not answer GET /v2/ after {}s ({})\njournal of {UNIT}:\n{}",
                         START_TIMEOUT.as_secs(),
+                        crate::engine::report::chain(&e),
                         systemd::recent_log(UNIT)
                     )))
                 }
@@ -128,7 +158,10 @@ impl Step for RegistryUnit {
         for a in listen_addrs(&env.ctx.node_ip, env.ctx.registry_port) {
             out.push(match probe(&a, Duration::from_secs(3)) {
                 Ok(status) => Finding::ok(format!("GET http://{a}/v2/: {status}")),
-                Err(e) => Finding::bad(format!("GET http://{a}/v2/: {e}")),
+                Err(e) => Finding::bad(format!(
+                    "GET http://{a}/v2/: {}",
+                    crate::engine::report::chain(&e)
+                )),
             });
         }
         Ok(out)

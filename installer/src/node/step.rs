@@ -23,12 +23,12 @@ use super::context::{ContextError, NodeContext};
 pub enum StepError {
     #[error(transparent)]
     Context(#[from] ContextError),
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Payload {
         path: PathBuf,
         source: bale_payload::Error,

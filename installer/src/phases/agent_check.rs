@@ -29,28 +29,24 @@ impl Phase for AgentCheck {
             ),
             Input::None,
         )?;
-        let st: Status = serde_json::from_str(out.trim()).map_err(|e| {
-            PhaseError::Msg(format!(
-                "the agent printed something that is not its status ({e}): {}",
-                out.trim()
-            ))
-        })?;
+        let st: Status =
+            serde_json::from_str(out.trim()).map_err(|source| PhaseError::AgentStatus {
+                output: out.trim().to_string(),
+                source,
+            })?;
         let digest = st.bundle.as_ref().map(|b| b.digest.as_str()).unwrap_or("");
         if digest != node.ctx.bundle.digest {
-            return Err(PhaseError::Msg(format!(
-                "the agent runs from bundle {digest:?}, expected {}",
-                node.ctx.bundle.digest
-            )));
+            return Err(PhaseError::AgentBundle {
+                running: digest.into(),
+                expected: node.ctx.bundle.digest.clone(),
+            });
         }
         if !st.missing_features.is_empty() {
             let list = st.missing_features.join("; ");
             if node.ctx.ignore_preflight.iter().any(|c| c == "features") {
                 node.note(&format!("ignored: missing kernel features: {list}"));
             } else {
-                return Err(PhaseError::Msg(format!(
-                    "kernel features missing: {list} (--ignore-preflight=features to go on \
-                     anyway)"
-                )));
+                return Err(PhaseError::MissingFeatures(list));
             }
         }
         node.note(&format!(

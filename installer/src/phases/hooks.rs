@@ -37,10 +37,7 @@ pub fn prelude(node: &Node) -> Result<String, PhaseError> {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {
-            return Err(PhaseError::Msg(format!(
-                "environment variable {k:?} (Kubefile ENV or Clusterfile spec.env) is not a \
-                 shell name: use letters, digits and _"
-            )));
+            return Err(PhaseError::EnvName(k.clone()));
         }
         vars.push((k.clone(), v.clone()));
     }
@@ -66,12 +63,11 @@ pub fn run_script(
 ) -> PhaseResult {
     let o = conn.root(&format!("{prelude}exec 2>&1\n{script}"), Input::None)?;
     if o.code != 0 {
-        return Err(PhaseError::Msg(format!(
-            "{} failed with exit code {}:\n{}",
-            what(),
-            o.code,
-            tail(&o.stdout, 20)
-        )));
+        return Err(PhaseError::Script {
+            what: what(),
+            code: o.code,
+            output: tail(&o.stdout, 20),
+        });
     }
     Ok(())
 }

@@ -85,14 +85,14 @@ impl Phase for Lock {
                 node.note("no flock(1) on this host: runs are not kept apart here");
                 Ok(())
             }
-            ("busy", who) => Err(PhaseError::Msg(format!(
-                "another bale run is working on this host: {}. Wait for it to finish; its lock \
-                 ({LOCK}) goes away by itself when that run ends or loses its connection",
-                if who.is_empty() { "owner unknown" } else { who }
-            ))),
-            _ => Err(PhaseError::Msg(format!(
-                "could not take the host lock {LOCK} (the lock command answered {answer:?})"
-            ))),
+            ("busy", who) => Err(PhaseError::HostBusy {
+                lock: LOCK.into(),
+                owner: if who.is_empty() { "owner unknown" } else { who }.into(),
+            }),
+            _ => Err(PhaseError::HostLock {
+                lock: LOCK.into(),
+                answer: answer.clone(),
+            }),
         }
     }
 }

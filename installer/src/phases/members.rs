@@ -115,11 +115,9 @@ impl Phase for FollowMembers {
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let Some(old) = read_context(node)? else {
-            return Err(PhaseError::Msg(format!(
-                "no {}/{FILE} here: this host was not installed by bale (or was reset); leave it \
-                 out, or install it",
-                node.ctx.data_dir
-            )));
+            return Err(PhaseError::NotInstalled {
+                path: format!("{}/{FILE}", node.ctx.data_dir),
+            });
         };
         let new = self.updated(&old);
         if new == old {

@@ -71,32 +71,36 @@ impl Upload {
         }
         let local = self.fanout.local(&ctx.bundle.path)?;
         let dir = std::path::Path::new(&ctx.data_dir);
-        let fail = |e: &dyn std::fmt::Display| PhaseError::Msg(e.to_string());
         if !dir.is_dir() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| PhaseError::Msg(format!("{}: {e}", dir.display())))?;
+                .map_err(|source| PhaseError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
         }
-        let _lock = crate::copy::agent::take_lock(dir).map_err(|e| fail(&e))?;
+        let _lock = crate::copy::agent::take_lock(dir)?;
         let t = std::time::Instant::now();
-        let store = Store::open(dir, &local.digest, "local").map_err(|e| fail(&e))?;
+        let store = Store::open(dir, &local.digest, "local")?;
+        let read = |source| PhaseError::Io {
+            path: ctx.bundle.path.clone(),
+            source,
+        };
         let mut buf = Vec::new();
         if store.list().is_none() {
-            local.read_chunk(TAIL, &mut buf).map_err(|e| fail(&e))?;
-            store
-                .accept(TAIL, &buf, "installer")
-                .map_err(|e| fail(&e))?;
+            local.read_chunk(TAIL, &mut buf).map_err(read)?;
+            store.accept(TAIL, &buf, "installer")?;
         }
         for i in store.missing() {
-            local.read_chunk(i, &mut buf).map_err(|e| fail(&e))?;
-            store.accept(i, &buf, "installer").map_err(|e| fail(&e))?;
+            local.read_chunk(i, &mut buf).map_err(read)?;
+            store.accept(i, &buf, "installer")?;
             let st = store.state();
             node.progress("upload", st.have_bytes, st.file_len, "the bundle here");
         }
-        store.finish().map_err(|e| fail(&e))?;
+        store.finish()?;
         let st = store.state();
         node.note(&format!(
             "copy: done, {} written and checked, {} already in place, in {:.1}s",
