@@ -867,3 +867,38 @@ fn add_unpacks_local_archives_and_copies_other_files() {
         "{e}"
     );
 }
+
+#[test]
+fn an_app_on_a_base_keeps_the_apps_the_base_launches() {
+    let d = tempfile::tempdir().unwrap();
+    let base_ctx = d.path().join("base");
+    write(
+        &base_ctx.join("Kubefile"),
+        "FROM scratch\nCOPY web.yaml .\nAPP web local://web.yaml\nLAUNCH [\"web\"]\n",
+    );
+    write(&base_ctx.join("web.yaml"), "kind: List\n");
+    let base = d.path().join("app").join("base.bale");
+    std::fs::create_dir_all(base.parent().unwrap()).unwrap();
+    ok(&build(&["-t", "base:1.0", "-o", s(&base), s(&base_ctx)]));
+    write(
+        &d.path().join("app/Kubefile"),
+        "FROM base.bale\nCMD echo app\n",
+    );
+    let out = d.path().join("app.bale");
+    ok(&build(&[
+        "-t",
+        "app:1.0",
+        "-o",
+        s(&out),
+        s(&d.path().join("app")),
+    ]));
+    let a = parts(&out);
+    let m = &a.header.metadata;
+    assert_eq!(m["schema"], json!(1));
+    // The base's LAUNCH step travels in its layer, and the app it names with it.
+    assert_eq!(
+        m["layers"][0]["install_steps"][0],
+        json!({"type": "launch", "line": 4, "app": "web"})
+    );
+    assert_eq!(m["apps"]["web"]["sources"], json!(["web.yaml"]));
+}

@@ -13,9 +13,10 @@ use crate::discover::{self, DiscoverOptions, Discovery};
 use crate::images::{self, Cache, CollectOptions, Platform, ResolvedImage, REGISTRY_DIR};
 use crate::kubefile::{self, Base, BuildPlan, Command, CopyKind, CopyStep, RunStep, Step};
 use anyhow::{anyhow, bail, Context, Result};
+use bale_contract::manifest::{ImageRecord, Layer, Manifest};
 use bale_payload::writer::WriteSummary;
 use bale_payload::{format, Bundle, BundleMeta, BundleWriter, Entry, Kind, WriteOptions};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -800,15 +801,16 @@ pub fn write(
     }
     let mut layout = p.layout.clone();
     let in_registry = |k: &str| k == REGISTRY_DIR || k.starts_with("registry/");
-    let mut metadata: BTreeMap<String, Value> = BTreeMap::new();
+    let mut manifest = Manifest::new();
     let mut env = BTreeMap::new();
     let mut labels = BTreeMap::new();
     let mut inputs = vec![
         format!("kubefile {} {}", cfg.kubefile_shown, p.kubefile_digest),
         format!("context {}", cfg.context_shown),
     ];
-    let mut layers: Vec<Value> = Vec::new();
-    let mut base_listing: Vec<Value> = Vec::new();
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut base_listing: Vec<ImageRecord> = Vec::new();
+    let mut base_apps = BTreeMap::new();
     let mut base_images = images::BaseImages::default();
     if let Some(b) = &p.base {
         let h = &b.bundle.header;
@@ -822,26 +824,19 @@ pub fn write(
             );
         }
         let digest = format!("sha256:{}", format::hex(&b.bundle.trailer.header_sha256));
-        layers = h
-            .metadata
-            .get("layers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let mut layer = json!({"name": h.name, "version": h.version, "digest": digest});
-        if let Some(s) = h.metadata.get("install_steps") {
-            layer["install_steps"] = s.clone();
-        }
-        layers.push(layer);
-        for (k, dst) in [("env", &mut env), ("labels", &mut labels)] {
-            if let Some(o) = h.metadata.get(k).and_then(Value::as_object) {
-                for (k, v) in o {
-                    if let Some(s) = v.as_str() {
-                        dst.insert(k.clone(), s.to_string());
-                    }
-                }
-            }
-        }
+        let base =
+            Manifest::from_metadata(&h.metadata).with_context(|| format!("FROM {}", b.shown))?;
+        layers = base.layers.clone();
+        layers.push(Layer {
+            name: h.name.clone(),
+            version: h.version.clone(),
+            digest: digest.clone(),
+            install_steps: base.install_steps.clone(),
+            entries: None,
+        });
+        base_apps = base.apps.clone();
+        env.extend(base.env.clone().unwrap_or_default());
+        labels.extend(base.labels.clone().unwrap_or_default());
         inputs.push(format!("base {} {digest}", b.shown));
         base_images.shown = b.shown.clone();
         let index_from_base = layout
@@ -859,9 +854,7 @@ pub fn write(
                 .read_to_end(&mut data)
                 .map_err(|e| anyhow!("FROM {}: registry/index.json: {e}", b.shown))?;
             base_images.manifests = images::BaseImages::parse_index(&data, &b.shown)?;
-            if let Some(v) = h.metadata.get("images").and_then(Value::as_array) {
-                base_listing = v.clone();
-            }
+            base_listing = base.images.clone();
         }
     }
     env.extend(p.plan.env.clone());
@@ -930,45 +923,30 @@ pub fn write(
         resolved = images::collect(&refs, &target.platform, &copts)
             .with_context(|| format!("collecting images for {}", target.platform))?;
     }
-    let new_listing = match images_listing(&resolved) {
-        Value::Array(v) => v,
-        _ => Vec::new(),
-    };
-    let mut listing: BTreeMap<String, Value> = BTreeMap::new();
-    for v in base_listing.into_iter().chain(new_listing) {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
-        listing.entry(name.to_string()).or_insert(v);
+    let mut listing: BTreeMap<String, ImageRecord> = BTreeMap::new();
+    for v in base_listing.into_iter().chain(images_listing(&resolved)) {
+        listing.entry(v.name.clone()).or_insert(v);
     }
     let image_count = listing.len() as u64;
-    if image_count > 0 {
-        metadata.insert(
-            "images".into(),
-            Value::Array(listing.into_values().collect()),
-        );
-    }
+    manifest.images = listing.into_values().collect();
 
     // Which entries each base layer gave.
     if !layers.is_empty() {
         let owned = layer_entries(&layout, layers.len());
         for (layer, entries) in layers.iter_mut().zip(owned) {
-            layer["entries"] = json!(entries);
+            layer.entries = Some(entries);
         }
-        metadata.insert("layers".into(), Value::Array(layers));
+        manifest.layers = layers;
     }
-    metadata.insert("platform".into(), json!(target.platform.to_string()));
-    metadata.insert("kubefile".into(), json!(p.kubefile_digest));
-    metadata.insert(
-        "install_steps".into(),
-        serde_json::to_value(&p.plan.install_steps)?,
-    );
-    if !p.plan.apps.is_empty() {
-        metadata.insert("apps".into(), serde_json::to_value(&p.plan.apps)?);
-    }
-    metadata.insert("env".into(), serde_json::to_value(&env)?);
-    metadata.insert("labels".into(), serde_json::to_value(&labels)?);
-    if let Some(v) = &p.plan.kube_version {
-        metadata.insert("kube_version".into(), json!(v));
-    }
+    manifest.platform = Some(target.platform.to_string());
+    manifest.kubefile = Some(p.kubefile_digest.clone());
+    manifest.install_steps = Some(p.plan.install_steps.clone());
+    // The base layers' apps too: their LAUNCH steps run from this bundle.
+    manifest.apps = base_apps;
+    manifest.apps.extend(p.plan.apps.clone());
+    manifest.env = Some(env);
+    manifest.labels = Some(labels);
+    manifest.kube_version = p.plan.kube_version.clone();
     if image_count > 0 {
         inputs.push(format!("images {image_count}"));
     }
@@ -978,7 +956,7 @@ pub fn write(
         inputs,
         created_at: cfg.created_at.clone(),
         images: image_count,
-        metadata,
+        metadata: manifest.to_metadata(),
     };
     let mut w = BundleWriter::create(&target.output, &target.stub, meta, cfg.write.clone())
         .with_context(|| format!("cannot start {}", target.output.display()))?;
@@ -1099,21 +1077,8 @@ fn layer_entries(layout: &BTreeMap<String, Placed>, n: usize) -> Vec<Vec<String>
 }
 
 /// What `add_images_to_bundle` reports, known before writing so it goes into the header.
-fn images_listing(images: &[ResolvedImage]) -> Value {
+fn images_listing(images: &[ResolvedImage]) -> Vec<ImageRecord> {
     let by_name: BTreeMap<&str, &ResolvedImage> =
         images.iter().map(|i| (i.name.as_str(), i)).collect();
-    Value::Array(
-        by_name
-            .iter()
-            .map(|(name, img)| {
-                json!({
-                    "name": name,
-                    "digest": img.descriptor.digest,
-                    "mediaType": img.descriptor.media_type,
-                    "platform": img.platform.to_string(),
-                    "size": img.size(),
-                })
-            })
-            .collect(),
-    )
+    by_name.iter().map(|(name, img)| img.record(name)).collect()
 }

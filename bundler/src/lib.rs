@@ -3,7 +3,8 @@
 pub mod archive;
 pub mod build;
 pub mod discover;
-pub mod imageref;
+/// The one image-reference grammar, shared with the registry.
+pub use bale_contract::imageref;
 pub mod images;
 pub mod kubefile;
 pub mod tree;

@@ -143,14 +143,11 @@ fn images_oci_layout_into_bundle_shares_layers() {
         assert!(e.contiguous_raw().is_some(), "{h} is not stored raw");
     }
     let md = &summary.images;
-    assert_eq!(md.as_array().map(Vec::len), Some(3));
-    assert_eq!(md[0]["name"], "docker.io/library/app2:2.0");
-    assert_eq!(md[0]["platform"], "linux/amd64");
-    assert_eq!(
-        md[1]["mediaType"],
-        "application/vnd.oci.image.index.v1+json"
-    );
-    assert!(md[1]["size"].as_u64().expect("size") > busybox().len() as u64 / 4);
+    assert_eq!(md.len(), 3);
+    assert_eq!(md[0].name, "docker.io/library/app2:2.0");
+    assert_eq!(md[0].platform, "linux/amd64");
+    assert_eq!(md[1].media_type, "application/vnd.oci.image.index.v1+json");
+    assert!(md[1].size > busybox().len() as u64 / 4);
     // The layout is deterministic: the same images give the same bundle bytes.
     let out2 = tempfile::tempdir().expect("tempdir");
     let (bundle2, _) = build_bundle(out2.path(), cache_dir.path(), &images);

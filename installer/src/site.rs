@@ -6,8 +6,8 @@ use crate::hosts::{Host, Role};
 use crate::node::context::{NodeContext, DEFAULT_VIP, REGISTRY_PORT};
 use crate::plugins::Documents;
 use anyhow::{Context, Result};
+use bale_contract::manifest::{App, Command, InstallStep, Manifest};
 use bale_payload::{Bundle, Kind};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
@@ -60,28 +60,6 @@ pub struct AppStep {
     pub script: String,
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum StepMeta {
-    Cmd { line: usize, command: CommandMeta },
-    Launch { line: usize, app: String },
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum CommandMeta {
-    Shell(String),
-    Exec(Vec<String>),
-}
-
-#[derive(Deserialize)]
-struct AppMeta {
-    #[serde(default)]
-    sources: Vec<String>,
-    #[serde(default)]
-    cmds: Vec<String>,
-}
-
 fn shell_words(words: &[String]) -> String {
     words
         .iter()
@@ -105,31 +83,29 @@ fn launch_script(name: &str, source: &str, is_chart: bool) -> String {
 
 fn steps_of(
     layer: &str,
-    steps: &serde_json::Value,
-    apps: &BTreeMap<String, AppMeta>,
+    steps: &[InstallStep],
+    apps: &BTreeMap<String, App>,
     charts: &dyn Fn(&str) -> bool,
     out: &mut Vec<AppStep>,
 ) -> Result<()> {
-    let steps: Vec<StepMeta> = serde_json::from_value(steps.clone())
-        .with_context(|| format!("{layer}: unreadable install steps in the bundle header"))?;
     for s in steps {
         match s {
-            StepMeta::Cmd { line, command } => out.push(AppStep {
+            InstallStep::Cmd { line, command } => out.push(AppStep {
                 key: format!("app:{}:{line}", out.len() + 1),
                 origin: format!("{layer}, Kubefile line {line}"),
                 script: match command {
-                    CommandMeta::Shell(s) => s,
-                    CommandMeta::Exec(w) => shell_words(&w),
+                    Command::Shell(s) => s.clone(),
+                    Command::Exec(w) => shell_words(w),
                 },
             }),
-            StepMeta::Launch { line, app } => {
-                let meta = apps.get(&app).with_context(|| {
+            InstallStep::Launch { line, app } => {
+                let meta = apps.get(app).with_context(|| {
                     format!("{layer}, Kubefile line {line}: LAUNCH {app}: no APP of that name")
                 })?;
                 let scripts: Vec<String> = if meta.cmds.is_empty() {
                     meta.sources
                         .iter()
-                        .map(|s| launch_script(&app, s, charts(s)))
+                        .map(|s| launch_script(app, s, charts(s)))
                         .collect()
                 } else {
                     meta.cmds.clone()
@@ -200,25 +176,15 @@ impl Site {
         clusterfile: Option<(&str, &str)>,
         cluster_env: &[(String, String)],
     ) -> Result<Site> {
-        let meta = &bundle.header.metadata;
+        let manifest =
+            Manifest::from_metadata(&bundle.header.metadata).context("the bundle's header")?;
         let mut site = Site {
             hosts: hosts.iter().map(|h| (h.addr, h.role)).collect(),
             ..Site::default()
         };
-        if let Some(env) = meta.get("env").and_then(|e| e.as_object()) {
-            for (k, v) in env {
-                if let Some(v) = v.as_str() {
-                    site.env.insert(k.clone(), v.to_string());
-                }
-            }
-        }
+        site.env = manifest.env();
         site.env.extend(cluster_env.iter().cloned());
-
-        let apps: BTreeMap<String, AppMeta> = match meta.get("apps") {
-            Some(v) => serde_json::from_value(v.clone())
-                .context("unreadable app list in the bundle header")?,
-            None => BTreeMap::new(),
-        };
+        let apps = &manifest.apps;
         let entries = bundle
             .entries()
             .context("reading the bundle's entry table")?;
@@ -226,21 +192,15 @@ impl Site {
             let want = format!("{}/Chart.yaml", src.trim_end_matches('/'));
             entries.iter().any(|e| e.path == want)
         };
-        if let Some(layers) = meta.get("layers").and_then(|l| l.as_array()) {
-            for l in layers {
-                if let Some(steps) = l.get("install_steps") {
-                    let name = format!(
-                        "base {} {}",
-                        l.get("name").and_then(|v| v.as_str()).unwrap_or("?"),
-                        l.get("version").and_then(|v| v.as_str()).unwrap_or("?")
-                    );
-                    steps_of(&name, steps, &apps, &charts, &mut site.apps)?;
-                }
+        for l in &manifest.layers {
+            if let Some(steps) = &l.install_steps {
+                let name = format!("base {} {}", l.name, l.version);
+                steps_of(&name, steps, apps, &charts, &mut site.apps)?;
             }
         }
-        if let Some(steps) = meta.get("install_steps") {
+        if let Some(steps) = &manifest.install_steps {
             let name = format!("{} {}", bundle.header.name, bundle.header.version);
-            steps_of(&name, steps, &apps, &charts, &mut site.apps)?;
+            steps_of(&name, steps, apps, &charts, &mut site.apps)?;
         }
 
         let mut tops: Vec<String> = Vec::new();
@@ -322,19 +282,22 @@ mod tests {
 
     #[test]
     fn cmd_and_launch_steps_become_scripts_in_order() {
-        let apps: BTreeMap<String, AppMeta> = serde_json::from_value(serde_json::json!({
-            "web": {"sources": ["apps/web/"], "cmds": []},
-            "db": {"sources": ["apps/db.sh"], "cmds": []},
-            "custom": {"sources": ["x"], "cmds": ["echo one", "echo two"]}
+        // As the bundle header carries them.
+        let apps: BTreeMap<String, App> = serde_json::from_value(serde_json::json!({
+            "web": {"name": "web", "line": 1, "role": "app", "sources": ["apps/web/"]},
+            "db": {"name": "db", "line": 1, "role": "app", "sources": ["apps/db.sh"]},
+            "custom": {"name": "custom", "line": 2, "role": "app", "sources": ["x"],
+                       "cmds": ["echo one", "echo two"]}
         }))
         .unwrap();
-        let steps = serde_json::json!([
+        let steps: Vec<InstallStep> = serde_json::from_value(serde_json::json!([
             {"type": "cmd", "line": 3, "command": {"shell": "echo hi"}},
             {"type": "cmd", "line": 4, "command": {"exec": ["printf", "%s", "a b"]}},
             {"type": "launch", "line": 5, "app": "web"},
             {"type": "launch", "line": 6, "app": "db"},
             {"type": "launch", "line": 7, "app": "custom"}
-        ]);
+        ]))
+        .unwrap();
         let mut out = Vec::new();
         let charts = |s: &str| s == "apps/web/";
         steps_of("app 1.0", &steps, &apps, &charts, &mut out).unwrap();
@@ -354,7 +317,10 @@ mod tests {
         let keys: std::collections::BTreeSet<_> = out.iter().map(|s| &s.key).collect();
         assert_eq!(keys.len(), out.len(), "journal keys are unique");
 
-        let bad = serde_json::json!([{"type": "launch", "line": 9, "app": "nope"}]);
+        let bad = [InstallStep::Launch {
+            line: 9,
+            app: "nope".into(),
+        }];
         let e = steps_of("app 1.0", &bad, &apps, &charts, &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("line 9: LAUNCH nope"), "{e}");
     }

@@ -6,7 +6,6 @@ use super::error::{ImagesError, Result};
 use super::oci::{self, Descriptor, Index, OCI_LAYOUT_JSON, REF_NAME};
 use super::ResolvedImage;
 use bale_payload::BundleWriter;
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -22,9 +21,8 @@ pub struct ImagesSummary {
     pub blobs: u64,
     /// Bytes of those blobs.
     pub bytes: u64,
-    /// `[{name, digest, mediaType, platform, size}]`, sorted by name; `size` is the bytes of
-    /// all the image's blobs (index, manifest, config, layers).
-    pub images: serde_json::Value,
+    /// Each image as the bundle's manifest lists it, sorted by name.
+    pub images: Vec<bale_contract::manifest::ImageRecord>,
 }
 
 /// Images a `FROM` base bundle already carries under `registry/`, which a build on it keeps.
@@ -180,13 +178,7 @@ pub fn add_images_merged(
         }
         d.annotations.insert(REF_NAME.to_string(), name.to_string());
         manifests.insert(name.to_string(), d);
-        listed.push(json!({
-            "name": name,
-            "digest": img.descriptor.digest,
-            "mediaType": img.descriptor.media_type,
-            "platform": img.platform.to_string(),
-            "size": img.size(),
-        }));
+        listed.push(img.record(name));
     }
     writer.add_bytes(
         "registry/index.json",
@@ -198,6 +190,6 @@ pub fn add_images_merged(
         count: by_name.len() as u64,
         blobs: blobs.len() as u64,
         bytes,
-        images: serde_json::Value::Array(listed),
+        images: listed,
     })
 }

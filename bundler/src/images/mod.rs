@@ -50,6 +50,17 @@ pub struct ResolvedImage {
 }
 
 impl ResolvedImage {
+    /// What the bundle's manifest says of this image, under `name`.
+    pub fn record(&self, name: &str) -> bale_contract::manifest::ImageRecord {
+        bale_contract::manifest::ImageRecord {
+            name: name.to_string(),
+            digest: self.descriptor.digest.clone(),
+            media_type: self.descriptor.media_type.clone(),
+            platform: self.platform.to_string(),
+            size: self.size(),
+        }
+    }
+
     /// Bytes of all its blobs.
     pub fn size(&self) -> u64 {
         self.blobs.iter().map(|b| b.size).sum()

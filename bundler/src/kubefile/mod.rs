@@ -96,49 +96,8 @@ pub struct RunStep {
     pub env: BTreeMap<String, String>,
 }
 
-/// A command in shell form (run by `sh -c`) or exec form (no shell).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Command {
-    Shell(String),
-    Exec(Vec<String>),
-}
-
-/// An install-time step, run on the first master after the cluster is up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum InstallStep {
-    Cmd {
-        line: usize,
-        command: Command,
-    },
-    /// Launch the app named `app` (see [`BuildPlan::apps`]).
-    Launch {
-        line: usize,
-        app: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AppRole {
-    App,
-    Cni,
-    Csi,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct App {
-    pub name: String,
-    pub line: usize,
-    pub role: AppRole,
-    /// Paths relative to the build context (the `local://` prefix removed): a
-    /// chart directory, YAML files or directories, or shell scripts.
-    pub sources: Vec<String>,
-    /// Commands from `APPCMDS` that replace the default launch; empty for the
-    /// default (apply YAML, install the chart, run the script).
-    pub cmds: Vec<String>,
-}
+// The install-time parts of a Kubefile are what the bundle's manifest carries to the site.
+pub use bale_contract::manifest::{App, AppRole, Command, InstallStep};
 
 /// Everything a Kubefile says, resolved and validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
