@@ -6,7 +6,6 @@ pub mod copy;
 pub mod engine;
 pub mod hosts;
 pub mod install;
-pub mod lvscare;
 pub mod node;
 pub mod phases;
 pub mod plugins;

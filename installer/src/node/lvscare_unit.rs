@@ -21,9 +21,9 @@
 //! Every file is written to a temporary name, synced and renamed, and only when its content
 //! differs, so `apply` is idempotent and `check` can compare byte for byte.
 
-use crate::lvscare::{self, APISERVER_NAME};
 use crate::node::context::NodeContext;
 use crate::node::step::{Finding, Progress, Step, StepEnv, StepError, StepResult};
+use bale_lvscare::{self as lvscare, APISERVER_NAME};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

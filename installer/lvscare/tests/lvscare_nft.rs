@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bale_installer::lvscare::state::Event;
-use bale_installer::lvscare::vip::{self, VipError};
-use bale_installer::lvscare::{run_with, Control, LvscareArgs, Report, LINK_NAME};
+use bale_lvscare::state::Event;
+use bale_lvscare::vip::{self, VipError};
+use bale_lvscare::{run_with, Control, LvscareArgs, Report, LINK_NAME};
 use clap::Parser;
 use tokio::sync::Notify;
 
