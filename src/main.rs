@@ -2,6 +2,7 @@
 //! executable is the bundle and acts on itself.
 
 mod bundle_cmds;
+mod lvscare_cmd;
 mod progress;
 
 use anyhow::Result;
@@ -52,7 +53,7 @@ enum Command {
     #[command(subcommand)]
     Registry(RegistryCommand),
     /// Keep a virtual IP pointing at healthy API servers (IPVS or nftables)
-    Lvscare(bale_installer::lvscare::LvscareArgs),
+    Lvscare(lvscare_cmd::LvscareArgs),
     /// Install this bundle on hosts over SSH (or on this machine when none are given)
     Install(bale_installer::install::InstallArgs),
     /// Remove everything bale installed on the hosts (safe to repeat)
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
         Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
         Some(Command::Registry(RegistryCommand::Serve(a))) => bale_installer::registry::serve(a),
-        Some(Command::Lvscare(a)) => bale_installer::lvscare::run(a),
+        Some(Command::Lvscare(a)) => lvscare_cmd::run(a),
         Some(Command::Install(a)) => {
             bale_installer::install::run(a, this.as_ref().map(|b| b.path().to_path_buf()))
                 .map_err(anyhow::Error::from)

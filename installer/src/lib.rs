@@ -9,7 +9,6 @@ pub mod engine;
 pub mod hosts;
 pub mod install;
 pub mod layout;
-pub mod lvscare;
 pub mod node;
 pub mod phases;
 pub mod plugins;

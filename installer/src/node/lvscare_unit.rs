@@ -21,9 +21,9 @@
 //! Every file is written to a temporary name, synced and renamed, and only when its content
 //! differs, so `apply` is idempotent and `check` can compare byte for byte.
 
-use crate::lvscare::{self, APISERVER_NAME};
 use crate::node::context::NodeContext;
 use crate::node::step::{Finding, Progress, Step, StepEnv, StepError, StepResult};
+use bale_lvscare::{self as lvscare, APISERVER_NAME};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -418,7 +418,7 @@ pub fn undo_at(ctx: &NodeContext, p: &Paths) -> Result<(), LvscareStepError> {
 fn undo_guard(guard: Guard, ctx: &NodeContext, p: &Paths) -> Result<(), LvscareStepError> {
     let (config, unit) = guard.files(p);
     let name = guard.unit_name();
-    let args = lvscare::LvscareArgs {
+    let args = lvscare::Options {
         instance: guard.instance().map(str::to_string),
         ..Default::default()
     };
@@ -439,7 +439,7 @@ fn undo_guard(guard: Guard, ctx: &NodeContext, p: &Paths) -> Result<(), LvscareS
         None => guard.vs(ctx)?,
     };
     if let (true, Some(vs)) = (p.systemd, vs) {
-        let args = lvscare::LvscareArgs {
+        let args = lvscare::Options {
             vs: Some(vs),
             clean: true,
             ..args
@@ -636,8 +636,7 @@ mod tests {
             .render_config(&c)
             .unwrap()
             .expect("a worker's config");
-        let cfg =
-            lvscare::Config::from_text(&lvscare::LvscareArgs::default(), &text).expect("parses");
+        let cfg = lvscare::Config::from_text(&lvscare::Options::default(), &text).expect("parses");
         assert_eq!(cfg.vs, "10.103.97.2:6443".parse().unwrap());
         let rs: Vec<String> = cfg.rs.iter().map(|(a, _)| a.to_string()).collect();
         assert_eq!(rs, ["10.0.0.2:6443", "10.0.0.3:6443"]);
@@ -694,7 +693,7 @@ mod tests {
         assert!(unit
             .contains("ExecStart=/var/lib/bale/bundle.bale lvscare --instance registry --config "));
         let text = std::fs::read_to_string(&p.registry_config).unwrap();
-        let args = lvscare::LvscareArgs {
+        let args = lvscare::Options {
             instance: Some(REGISTRY_INSTANCE.into()),
             ..Default::default()
         };
@@ -702,7 +701,7 @@ mod tests {
         assert_eq!(cfg.vs, "10.103.97.3:5050".parse().unwrap());
         let rs: Vec<String> = cfg.rs.iter().map(|(a, _)| a.to_string()).collect();
         assert_eq!(rs, ["10.0.0.2:5050", "10.0.0.3:5050"]);
-        assert_eq!(cfg.health.scheme, lvscare::config::HealthScheme::Http);
+        assert_eq!(cfg.health.scheme, lvscare::HealthScheme::Http);
         assert_eq!(cfg.health.path, "/v2/");
         assert_eq!(cfg.names.table, "bale_lvscare_registry");
         assert!(check_at(&w, &p).unwrap().is_empty());

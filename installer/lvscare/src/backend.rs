@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::netlink::NetlinkError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheduler {
     /// Round robin.
@@ -24,7 +24,6 @@ pub enum Scheduler {
     /// Source hashing: one client keeps one master.
     Sh,
     /// Found in the kernel but not one bale sets; never requested.
-    #[value(skip)]
     #[serde(skip)]
     Other,
 }

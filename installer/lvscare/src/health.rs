@@ -356,7 +356,7 @@ mod tests {
 
     fn testdata(name: &str) -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/lvscare/testdata")
+            .join("src/testdata")
             .join(name)
     }
 

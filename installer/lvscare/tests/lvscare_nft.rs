@@ -19,10 +19,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bale_installer::lvscare::state::Event;
-use bale_installer::lvscare::vip::{self, VipError};
-use bale_installer::lvscare::{run_with, Control, LvscareArgs, Report, LINK_NAME};
-use clap::Parser;
+use bale_lvscare::state::Event;
+use bale_lvscare::vip::{self, VipError};
+use bale_lvscare::{run_with, BackendKind, Control, HealthScheme, Options, Report, LINK_NAME};
 use tokio::sync::Notify;
 
 const VIP: &str = "10.103.97.2:6443";
@@ -330,39 +329,42 @@ fn get(addr: SocketAddr) -> std::io::Result<String> {
         .ok_or_else(|| std::io::Error::other("no body"))
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    a: LvscareArgs,
+/// The settings every test starts from: nftables, http probes, short intervals.
+fn args() -> Options {
+    Options {
+        vs: Some(sa(VIP)),
+        backend: Some(BackendKind::Nftables),
+        health_scheme: Some(HealthScheme::Http),
+        interval: Some(Duration::from_millis(INTERVAL_MS)),
+        health_timeout: Some(Duration::from_millis(TIMEOUT_MS)),
+        fall: Some(FALL as u32),
+        rise: Some(1),
+        ..Options::default()
+    }
 }
 
-fn args(extra: &[&str]) -> LvscareArgs {
-    let interval = format!("{INTERVAL_MS}ms");
-    let timeout = format!("{TIMEOUT_MS}ms");
-    let fall = FALL.to_string();
-    let mut v = vec![
-        "lvscare",
-        "--vs",
-        VIP,
-        "--backend",
-        "nftables",
-        "--health-scheme",
-        "http",
-        "--interval",
-        &interval,
-        "--health-timeout",
-        &timeout,
-        "--fall",
-        &fall,
-        "--rise",
-        "1",
-    ];
-    v.extend_from_slice(extra);
-    Cli::try_parse_from(v).expect("test args").a
+/// [`args`] with the three masters as real servers.
+fn with_masters() -> Options {
+    Options {
+        rs: MASTERS.iter().map(|m| sa(m)).collect(),
+        ..args()
+    }
 }
 
-fn rs_args() -> Vec<&'static str> {
-    MASTERS.iter().flat_map(|m| ["--rs", m]).collect()
+/// [`args`] with `--clean`.
+fn clean() -> Options {
+    Options {
+        clean: true,
+        ..args()
+    }
+}
+
+/// [`args`] with `--config FILE`.
+fn from_config(path: &str) -> Options {
+    Options {
+        config: Some(path.into()),
+        ..args()
+    }
 }
 
 /// The guardian running in the node namespace on its own thread.
@@ -375,7 +377,7 @@ struct Guardian {
 }
 
 impl Guardian {
-    fn start(ns: &str, a: LvscareArgs) -> Guardian {
+    fn start(ns: &str, a: Options) -> Guardian {
         let (tx, rx) = channel();
         let ctl = Control::embedded(tx);
         let (stop, reload) = (Arc::clone(&ctl.stop), Arc::clone(&ctl.reload));
@@ -464,7 +466,7 @@ fn nft_spreads_drains_removes_restores_and_holds_last_good_set() {
     let mut m1 = Some(Master::start(&t.masters, MASTERS[0], "m1"));
     let mut m2 = Some(Master::start(&t.masters, MASTERS[1], "m2"));
     let mut m3 = Some(Master::start(&t.masters, MASTERS[2], "m3"));
-    let mut g = Guardian::start(&t.node, args(&rs_args()));
+    let mut g = Guardian::start(&t.node, with_masters());
     g.wait_for(
         Duration::from_secs(5),
         "backend choice",
@@ -588,7 +590,7 @@ fn nft_restart_adopts_rules_never_duplicates_and_clean_removes_only_bale() {
     );
     assert_eq!(t.bale_rules(), (1, 2));
 
-    let mut g = Guardian::start(&t.node, args(&rs_args()));
+    let mut g = Guardian::start(&t.node, with_masters());
     g.rounds(2);
     assert_eq!(t.bale_rules(), (1, 3), "stale table replaced, not added to");
     let (seen, failed) = hit(&t.node, 30);
@@ -597,7 +599,7 @@ fn nft_restart_adopts_rules_never_duplicates_and_clean_removes_only_bale() {
     g.stop();
     assert_eq!(t.bale_rules(), (1, 3));
 
-    let mut g = Guardian::start(&t.node, args(&rs_args()));
+    let mut g = Guardian::start(&t.node, with_masters());
     g.rounds(3);
     assert_eq!(t.bale_rules(), (1, 3), "restart adopted the table");
     let (seen, failed) = hit(&t.node, 30);
@@ -605,23 +607,25 @@ fn nft_restart_adopts_rules_never_duplicates_and_clean_removes_only_bale() {
     g.stop();
 
     // --run-once, twice: still one table, three rules.
-    let mut once = rs_args();
-    once.push("--run-once");
+    let once = Options {
+        run_once: true,
+        ..with_masters()
+    };
     for _ in 0..2 {
-        let mut g = Guardian::start(&t.node, args(&once));
+        let mut g = Guardian::start(&t.node, once.clone());
         g.rounds(1);
         g.stop();
     }
     assert_eq!(t.bale_rules(), (1, 3));
 
     // --clean: bale's table and route go, the other table stays.
-    Guardian::start(&t.node, args(&["--clean"])).finish("clean");
+    Guardian::start(&t.node, clean()).finish("clean");
     assert_eq!(t.bale_rules(), (0, 0));
     let tables = t.nft(&["list", "tables"]).unwrap_or_default();
     assert!(tables.contains("someone_else"), "{tables}");
     assert!(!t.routes().contains("10.103.97.2"), "{}", t.routes());
     // Cleaning what is already clean is fine.
-    Guardian::start(&t.node, args(&["--clean"])).finish("second clean");
+    Guardian::start(&t.node, clean()).finish("second clean");
 }
 
 /// The registry guard beside the apiserver guard, as on a worker of an install with
@@ -645,16 +649,13 @@ fn two_instances_keep_their_own_tables_and_clean_only_their_own() {
         out.lines().map(|l| l.trim().to_string()).collect()
     };
 
-    let mut api = Guardian::start(&t.node, args(&rs_args()));
-    let mut reg_args = args(&[
-        "--instance",
-        "registry",
-        "--rs",
-        "10.88.0.11:5050",
-        "--rs",
-        "10.88.0.12:5050",
-    ]);
-    reg_args.vs = Some(sa(REG_VIP));
+    let mut api = Guardian::start(&t.node, with_masters());
+    let reg_args = Options {
+        vs: Some(sa(REG_VIP)),
+        instance: Some("registry".into()),
+        rs: vec![sa("10.88.0.11:5050"), sa("10.88.0.12:5050")],
+        ..args()
+    };
     let mut reg = Guardian::start(&t.node, reg_args.clone());
     api.rounds(2);
     reg.rounds(2);
@@ -674,9 +675,11 @@ fn two_instances_keep_their_own_tables_and_clean_only_their_own() {
 
     // Stop the registry guardian and clean it: its table and route go, the apiserver's stay.
     reg.stop();
-    let mut clean = reg_args;
-    clean.clean = true;
-    Guardian::start(&t.node, clean).finish("clean of the registry instance");
+    let clean_registry = Options {
+        clean: true,
+        ..reg_args
+    };
+    Guardian::start(&t.node, clean_registry).finish("clean of the registry instance");
     let have = tables(&t);
     assert!(
         !have.iter().any(|l| l.contains("bale_lvscare_registry")),
@@ -711,7 +714,7 @@ fn nft_config_reload_adds_and_forgets_masters() {
     )
     .expect("write config");
     let path = file.to_string_lossy().to_string();
-    let mut g = Guardian::start(&t.node, args(&["--config", &path]));
+    let mut g = Guardian::start(&t.node, from_config(&path));
     g.rounds(2);
     let (seen, _) = hit(&t.node, 20);
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["m1", "m2"]);
@@ -754,7 +757,7 @@ fn nft_config_reload_adds_and_forgets_masters() {
     // The VIP itself moves (install --vip): the new one answers and the old route goes.
     const MOVED: &str = "10.103.97.9:6443";
     std::fs::write(&file, format!("vs: {VIP}\nrs: [{}]\n", MASTERS[0])).expect("config");
-    let mut from_file = args(&["--config", &path]);
+    let mut from_file = from_config(&path);
     from_file.vs = None;
     let mut g = Guardian::start(&t.node, from_file);
     g.rounds(2);

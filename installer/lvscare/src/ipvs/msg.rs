@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::lvscare::netlink::{
+use crate::netlink::{
     attrs, c_str, u16_be, u16_ne, u32_ne, MsgBuilder, NetlinkError, NLM_F_ACK, NLM_F_DUMP,
     NLM_F_REQUEST,
 };

@@ -75,7 +75,7 @@ impl Names {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthScheme {
     /// TLS then `GET <path>`; the apiserver's own port speaks only TLS.
@@ -87,7 +87,7 @@ pub enum HealthScheme {
     Tcp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// IPVS when the kernel has it, else nftables.
@@ -99,7 +99,7 @@ pub enum BackendKind {
     Nftables,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VipMode {
     /// A /32 route to the VIP via this node's own address: no interface, no
@@ -193,113 +193,46 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// The guardian's command line. Every flag may also come from `--config`.
-#[derive(Debug, Clone, Default, clap::Args)]
-#[command(
-    about = "Keep a virtual server (the apiserver VIP) pointing only at healthy masters",
-    long_about = "Keep a virtual server (the apiserver VIP) pointing only at healthy masters.\n\n\
-Every --interval all real servers are probed at once. The first failed probe drains a server \
-(weight 0: no new connections); --fall failures in a row remove it; --rise successes in a row \
-bring it back. If every probe fails in the same round, the problem is almost surely this \
-node's network, not every master, so the last good set is kept and that is logged.\n\n\
-The data plane is IPVS (kernel module ip_vs, driven over netlink) or, on kernels without it, \
-one nftables table `ip bale_lvscare` replaced atomically on each change. The VIP is reached \
-through a /32 route via this node's address (--mode route) or a dummy interface bale-lvs0 \
-(--mode link). Stopping the guardian leaves the rules in place so the node keeps reaching the \
-apiserver while it restarts; --clean removes them.\n\n\
-Examples:\n  \
-bale lvscare --rs 192.168.0.2:6443 --rs 192.168.0.3:6443 --insecure-skip-verify\n  \
-bale lvscare --config /etc/bale/lvscare.yaml   # kill -HUP reloads it\n  \
-bale lvscare --clean\n  \
-bale lvscare --instance registry --vs 10.103.97.3:5050 --rs 192.168.0.2:5050 \
---health-scheme http --health-path /v2/   # a second guardian beside the first\n\n\
-Config file (YAML or JSON; flags win over it):\n  \
-vs: 10.103.97.2:6443\n  \
-rs: [192.168.0.2:6443, {addr: 192.168.0.3:6443, weight: 2}]\n  \
-health: {scheme: https, path: /healthz, timeout: 2s, status: 200-399, insecure_skip_verify: true}\n  \
-interval: 5s\n  \
-fall: 2\n  \
-rise: 1"
-)]
-pub struct LvscareArgs {
-    /// Virtual server IP:PORT that clients dial [default: 10.103.97.2:6443]
-    #[arg(long, value_name = "IP:PORT")]
+/// The settings given when the guardian starts (the command line, or a caller embedding it).
+/// Each one left unset comes from the `--config` file, else from the default; the file is
+/// re-read on reload and these keep winning over it.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Virtual server IP:PORT that clients dial [default: 10.103.97.2:6443].
     pub vs: Option<SocketAddr>,
-
-    /// A real server IP:PORT (a master's apiserver); repeat, or separate with commas
-    #[arg(long, value_name = "IP:PORT", value_delimiter = ',')]
+    /// Real servers (the masters' apiservers); when given, they replace the file's list.
     pub rs: Vec<SocketAddr>,
-
-    /// How new connections are spread [default: rr]
-    #[arg(long, value_enum)]
     pub scheduler: Option<Scheduler>,
-
-    /// Time between probe rounds, e.g. 5s, 500ms [default: 5s]
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    /// Time between probe rounds [default: 5s].
     pub interval: Option<Duration>,
-
-    /// HTTP path to GET [default: /healthz]
-    #[arg(long, value_name = "PATH")]
+    /// HTTP path to GET [default: /healthz].
     pub health_path: Option<String>,
-
-    /// How to probe: https, http, or tcp (connect only) [default: https]
-    #[arg(long, value_enum, alias = "health-schem")]
     pub health_scheme: Option<HealthScheme>,
-
-    /// Give up on one probe after this long [default: 2s]
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    /// Give up on one probe after this long [default: 2s].
     pub health_timeout: Option<Duration>,
-
-    /// Accepted HTTP status codes: list and ranges, e.g. 200,401 or 200-399 [default: 200-399]
-    #[arg(long, value_parser = parse_status, value_name = "CODES")]
+    /// Accepted HTTP status codes [default: 200-399].
     pub health_status: Option<StatusSet>,
-
-    /// Do not verify the server certificate (needed when no --ca-file is at hand,
-    /// e.g. on a worker before it joins; the probe sends no credentials)
-    #[arg(long)]
+    /// Do not verify the server certificate (the file may also turn this on).
     pub insecure_skip_verify: bool,
-
-    /// PEM file of CAs that sign the masters' serving certificates (e.g. /etc/kubernetes/pki/ca.crt)
-    #[arg(long, value_name = "FILE")]
+    /// PEM file of the CAs that sign the masters' serving certificates.
     pub ca_file: Option<PathBuf>,
-
-    /// Consecutive failed probes before a server is removed [default: 2]
-    #[arg(long, value_name = "N")]
+    /// Consecutive failed probes before a server is removed [default: 2].
     pub fall: Option<u32>,
-
-    /// Consecutive good probes before a removed or drained server returns [default: 1]
-    #[arg(long, value_name = "N")]
+    /// Consecutive good probes before a removed or drained server returns [default: 1].
     pub rise: Option<u32>,
-
-    /// Set up the virtual server, probe once, apply, and exit
-    #[arg(long)]
+    /// Set up the virtual server, probe once, apply, and return.
     pub run_once: bool,
-
-    /// Remove the virtual server, bale's nftables table and the VIP route/link, then exit
-    #[arg(long, short = 'C')]
+    /// Remove the virtual server, the nftables table and the VIP route/link, then return.
     pub clean: bool,
-
-    /// Data plane: auto (IPVS if the kernel has it, else nftables), ipvs, nftables [default: auto]
-    #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
-
-    /// How this node reaches the VIP: route (/32 via the node address) or link (dummy interface) [default: route]
-    #[arg(long, value_enum)]
     pub mode: Option<VipMode>,
-
-    /// Node address the VIP route points at [default: the source address the kernel picks towards the first real server]
-    #[arg(long, value_name = "IP")]
+    /// Node address the VIP route points at [default: the source address the kernel picks
+    /// towards the first real server].
     pub node_ip: Option<Ipv4Addr>,
-
-    /// YAML or JSON file with the same settings (vs, rs, health, ...); reloaded on SIGHUP
-    #[arg(long, value_name = "FILE")]
+    /// YAML or JSON file with the same settings; re-read on reload.
     pub config: Option<PathBuf>,
-
-    /// Name of a second guardian on this node (1-10 lowercase letters or digits, e.g.
-    /// registry): it owns table ip bale_lvscare_NAME and link bale-NAME instead of the
-    /// plain ones, so it and the first guardian never touch each other's rules; give it to
-    /// --clean too
-    #[arg(long, value_name = "NAME")]
+    /// Name of a second guardian on this node: it owns its own table and link. Only set here,
+    /// never by the file, so the names cannot change on a reload.
     pub instance: Option<String>,
 }
 
@@ -430,7 +363,7 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
 
 impl Config {
     /// Resolves flags over the file over defaults, and checks the result.
-    pub fn resolve(args: &LvscareArgs) -> Result<Config, ConfigError> {
+    pub fn resolve(args: &Options) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(p) => load_file(p)?,
             None => FileConfig::default(),
@@ -439,7 +372,7 @@ impl Config {
     }
 
     /// Same as `resolve` from config text instead of a path (tests, tools).
-    pub fn from_text(args: &LvscareArgs, text: &str) -> Result<Config, ConfigError> {
+    pub fn from_text(args: &Options, text: &str) -> Result<Config, ConfigError> {
         let file = parse_file(text).map_err(|msg| ConfigError::Parse {
             path: PathBuf::from("<text>"),
             msg,
@@ -447,7 +380,7 @@ impl Config {
         Self::merge(args, file)
     }
 
-    fn merge(args: &LvscareArgs, file: FileConfig) -> Result<Config, ConfigError> {
+    fn merge(args: &Options, file: FileConfig) -> Result<Config, ConfigError> {
         let vs = match args.vs.or(file.vs) {
             Some(v) => v,
             None => DEFAULT_VS
@@ -591,18 +524,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        a: LvscareArgs,
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
     }
 
-    fn args(v: &[&str]) -> LvscareArgs {
-        Cli::try_parse_from(std::iter::once("lvscare").chain(v.iter().copied()))
-            .unwrap()
-            .a
+    /// `--clean` alone, optionally with `--instance`.
+    fn clean(instance: Option<&str>) -> Options {
+        Options {
+            clean: true,
+            instance: instance.map(str::to_string),
+            ..Options::default()
+        }
     }
 
     #[test]
@@ -629,13 +562,15 @@ mod tests {
 
     #[test]
     fn flags_alone_resolve_with_lvscare_defaults() {
-        let c = Config::resolve(&args(&[
-            "--rs",
-            "10.0.0.2:6443",
-            "--rs",
-            "10.0.0.1:6443,10.0.0.3:6443",
-            "--insecure-skip-verify",
-        ]))
+        let c = Config::resolve(&Options {
+            rs: vec![
+                sa("10.0.0.2:6443"),
+                sa("10.0.0.1:6443"),
+                sa("10.0.0.3:6443"),
+            ],
+            insecure_skip_verify: true,
+            ..Options::default()
+        })
         .unwrap();
         assert_eq!(c.vs, DEFAULT_VS.parse().unwrap());
         assert_eq!(c.rs.len(), 3);
@@ -644,13 +579,6 @@ mod tests {
         assert_eq!((c.fall, c.rise), (2, 1));
         assert_eq!(c.health.path, "/healthz");
         assert!(c.health.status.contains(204) && !c.health.status.contains(403));
-    }
-
-    #[test]
-    fn lvscare_spelling_of_scheme_is_accepted() {
-        let a = args(&["--health-schem", "http", "-C"]);
-        assert_eq!(a.health_scheme, Some(HealthScheme::Http));
-        assert!(a.clean);
     }
 
     #[test]
@@ -665,7 +593,14 @@ interval: 500ms
 health: {scheme: http, timeout: 1, status: [200, 401]}
 fall: 3
 "#;
-        let c = Config::from_text(&args(&["--fall", "4"]), text).unwrap();
+        let c = Config::from_text(
+            &Options {
+                fall: Some(4),
+                ..Options::default()
+            },
+            text,
+        )
+        .unwrap();
         assert_eq!(c.vs, "10.103.97.9:6443".parse().unwrap());
         assert_eq!(c.rs[1], ("192.168.0.3:6443".parse().unwrap(), 3));
         assert_eq!(c.scheduler, Scheduler::Wrr);
@@ -674,7 +609,14 @@ fall: 3
         assert!(c.health.status.contains(401) && !c.health.status.contains(302));
         assert_eq!(c.fall, 4, "flag wins over file");
         // Flags' rs replace the file's list entirely.
-        let c = Config::from_text(&args(&["--rs", "192.168.0.9:6443"]), text).unwrap();
+        let c = Config::from_text(
+            &Options {
+                rs: vec![sa("192.168.0.9:6443")],
+                ..Options::default()
+            },
+            text,
+        )
+        .unwrap();
         assert_eq!(c.rs.len(), 1);
     }
 
@@ -684,7 +626,7 @@ fall: 3
             rs: [192.168.0.2:6443, {addr: 192.168.0.3:6443, weight: 2}]\n\
             health: {scheme: https, path: /healthz, timeout: 2s, status: 200-399, insecure_skip_verify: true}\n\
             interval: 5s\nfall: 2\nrise: 1\n";
-        let c = Config::from_text(&args(&[]), text).unwrap();
+        let c = Config::from_text(&Options::default(), text).unwrap();
         assert_eq!(c.rs[1], ("192.168.0.3:6443".parse().unwrap(), 2));
         assert!(c.health.status.contains(399));
     }
@@ -692,7 +634,7 @@ fall: 3
     #[test]
     fn file_json_is_read_too() {
         let c = Config::from_text(
-            &args(&[]),
+            &Options::default(),
             r#"{"rs": ["10.1.0.1:6443"], "health": {"scheme": "tcp"}}"#,
         )
         .unwrap();
@@ -701,33 +643,41 @@ fall: 3
 
     #[test]
     fn config_errors_say_what_is_wrong() {
-        let e = |text: &str, a: &[&str]| Config::from_text(&args(a), text).unwrap_err().to_string();
-        assert!(e("", &[]).contains("no real servers"));
-        assert!(e("rs: [1.2.3.4:1]", &[]).contains("--ca-file"));
-        assert!(e("rs: [1.2.3.4:1]\nhelth: {}", &[]).contains("unknown field"));
-        assert!(e("rs: [not-an-address]", &[]).contains("parsing"));
-        assert!(e("rs: [1.2.3.4:1, 1.2.3.4:1]", &["--insecure-skip-verify"]).contains("twice"));
-        assert!(e("rs: [1.2.3.4:1]\ninterval: 0s", &[]).contains("interval"));
-        assert!(e("rs: [1.2.3.4:1]\nfall: 0", &["--insecure-skip-verify"]).contains("--fall"));
+        let e = |text: &str, insecure: bool| {
+            let flags = Options {
+                insecure_skip_verify: insecure,
+                ..Options::default()
+            };
+            Config::from_text(&flags, text).unwrap_err().to_string()
+        };
+        assert!(e("", false).contains("no real servers"));
+        assert!(e("rs: [1.2.3.4:1]", false).contains("--ca-file"));
+        assert!(e("rs: [1.2.3.4:1]\nhelth: {}", false).contains("unknown field"));
+        assert!(e("rs: [not-an-address]", false).contains("parsing"));
+        assert!(e("rs: [1.2.3.4:1, 1.2.3.4:1]", true).contains("twice"));
+        assert!(e("rs: [1.2.3.4:1]\ninterval: 0s", false).contains("interval"));
+        assert!(e("rs: [1.2.3.4:1]\nfall: 0", true).contains("--fall"));
         assert!(e(
             "rs: [1.2.3.4:1]\nhealth: {path: healthz, scheme: http}",
-            &[]
+            false
         )
         .contains("start with"));
-        assert!(e("rs: ['[::1]:5']", &["--insecure-skip-verify"]).contains("IP versions"));
-        assert!(e("vs: '[fd00::1]:6443'\nrs: ['[::1]:5']", &[]).contains("IPv4"));
+        assert!(e("rs: ['[::1]:5']", true).contains("IP versions"));
+        assert!(e("vs: '[fd00::1]:6443'\nrs: ['[::1]:5']", false).contains("IPv4"));
     }
 
     #[test]
     fn missing_file_is_a_read_error() {
-        let mut a = args(&[]);
-        a.config = Some(PathBuf::from("/nonexistent/bale-lvscare.yaml"));
+        let a = Options {
+            config: Some(PathBuf::from("/nonexistent/bale-lvscare.yaml")),
+            ..Options::default()
+        };
         assert!(matches!(Config::resolve(&a), Err(ConfigError::Read { .. })));
     }
 
     #[test]
     fn an_instance_owns_its_own_table_and_link() {
-        let plain = Config::resolve(&args(&["-C"])).unwrap().names;
+        let plain = Config::resolve(&clean(None)).unwrap().names;
         assert_eq!(
             (
                 plain.table.as_str(),
@@ -736,9 +686,7 @@ fall: 3
             ),
             ("bale_lvscare", "bale_lvscare_ipvs", "bale-lvs0")
         );
-        let reg = Config::resolve(&args(&["-C", "--instance", "registry"]))
-            .unwrap()
-            .names;
+        let reg = Config::resolve(&clean(Some("registry"))).unwrap().names;
         assert_eq!(
             (
                 reg.table.as_str(),
@@ -751,19 +699,19 @@ fall: 3
                 "bale-registry"
             )
         );
-        let longest = Config::resolve(&args(&["-C", "--instance", "abcdefghij"])).unwrap();
+        let longest = Config::resolve(&clean(Some("abcdefghij"))).unwrap();
         assert!(
             longest.names.link.len() <= 15,
             "an interface name fits IFNAMSIZ"
         );
         for bad in ["abcdefghijk", "Reg", "a-b", "", "ipvs", "lvs0"] {
-            let e = Config::resolve(&args(&["-C", "--instance", bad])).unwrap_err();
+            let e = Config::resolve(&clean(Some(bad))).unwrap_err();
             assert!(e.to_string().contains("--instance"), "{bad}: {e}");
         }
     }
 
     #[test]
     fn clean_needs_no_real_servers() {
-        assert!(Config::resolve(&args(&["-C"])).unwrap().clean);
+        assert!(Config::resolve(&clean(None)).unwrap().clean);
     }
 }
