@@ -1,6 +1,7 @@
 //! Shared by the registry tests: real OCI images made on the spot, an OCI layout on disk, a
-//! real bundle holding that layout under `registry/`, a server on 127.0.0.1, and a minimal
-//! HTTP/1.1 client that shows exactly what went over the wire.
+//! real bundle holding that layout under `registry/`, a server on 127.0.0.1, a minimal
+//! HTTP/1.1 client that shows exactly what went over the wire, waiting on conditions, and the
+//! one rule for a test that cannot run on this machine ([`skip`]).
 
 #![allow(dead_code)]
 
@@ -76,8 +77,65 @@ pub fn have(tool: &str) -> bool {
 
 /// Whether this test runs as root (containerd and podman need it to run containers).
 pub fn is_root() -> bool {
-    // SAFETY: a plain query of the effective user id.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
+}
+
+/// `BALE_REQUIRE_ALL=1` (set by `scripts/test.sh`; CI's `CI=true` counts the same): every
+/// test that cannot run on this machine fails instead of skipping.
+pub const REQUIRE_ALL: &str = "BALE_REQUIRE_ALL";
+/// The older switch for the tests that need root and containerd; still honoured.
+pub const REQUIRE_TESTBED: &str = "BALE_REQUIRE_TESTBED";
+
+/// Why a test that cannot run here must fail instead of skipping: `BALE_REQUIRE_ALL=1`,
+/// `CI=true`, or one of `switches` set (to anything but empty or `0`). None: it may skip.
+pub fn skips_forbidden_by(switches: &[&str]) -> Option<String> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
+    if set(REQUIRE_ALL) {
+        return Some(format!("{REQUIRE_ALL}=1"));
+    }
+    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
+        return Some("CI=true".into());
+    }
+    switches
+        .iter()
+        .find(|s| set(s))
+        .map(|s| format!("{s} is set"))
+}
+
+/// Ends a test that cannot run on this machine, for the reason `why` (which names the fix).
+/// Where skipping is forbidden ([`skips_forbidden_by`]) it fails the test. Otherwise it says
+/// so on the process's own stderr, past the harness's capture (an `eprintln!` in a passing test
+/// is never shown), and the caller returns.
+#[track_caller]
+pub fn skip(switches: &[&str], why: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    if let Some(rule) = skips_forbidden_by(switches) {
+        panic!("{test} cannot run here and must ({rule}): {why}");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {why} ({REQUIRE_ALL}=1 makes this a failure)"
+    );
+}
+
+/// Asks `check` every `every` until it gives an answer (`Some`) or `limit` passes (`None`).
+/// Tests wait on conditions this way, never on fixed sleeps.
+pub fn poll<T>(
+    every: Duration,
+    limit: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if t0.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
 }
 
 pub fn sha(data: &[u8]) -> String {
