@@ -39,7 +39,8 @@ VMS=$STATE/vms
 # Packages of the container template. Changing this list (or the template
 # customisation below) changes the cache key, so `prepare` rebuilds.
 NODE_PACKAGES="openssh-server systemd-sysv dbus iproute2 nftables procps kmod sudo ca-certificates less iputils-ping ${BALE_TESTBED_EXTRA_PACKAGES:-}"
-NODE_PACKAGES=$(echo $NODE_PACKAGES)   # normalise spaces
+read -r -a node_package_list <<<"$NODE_PACKAGES"
+NODE_PACKAGES="${node_package_list[*]}"   # normalise spaces
 BASE_REV=1
 # Host packages: command -> Debian package.
 HOST_PACKAGES="systemd-nspawn:systemd-container mmdebstrap:mmdebstrap debootstrap:debootstrap ip:iproute2 nft:nftables ssh:openssh-client ssh-keygen:openssh-client sshpass:sshpass flock:util-linux unshare:util-linux nsenter:util-linux setsid:util-linux pgrep:procps mkfs.ext4:e2fsprogs"
@@ -544,8 +545,9 @@ join_node_cgroups() {
     fi
     if [ "$(stat -fc %T "$mnt")" = cgroup2fs ] && [ -f "$parent/cgroup.subtree_control" ]; then
       # delegate whatever controllers we have (pure cgroup v2 hosts)
-      local c
-      for c in $(cat "$parent/cgroup.controllers"); do echo "+$c" >"$parent/cgroup.subtree_control" 2>/dev/null || true; done
+      local c ctrls=()
+      read -r -a ctrls <"$parent/cgroup.controllers" || true
+      for c in "${ctrls[@]+"${ctrls[@]}"}"; do echo "+$c" >"$parent/cgroup.subtree_control" 2>/dev/null || true; done
     fi
     echo "$pid" >"$cg/cgroup.procs" || die "cannot move the launcher of $name into $cg" "check that $mnt allows it"
     list+=("$cg")
@@ -572,7 +574,7 @@ node_cg_freezer() {
   while read -r c; do [ -f "$c/freezer.state" ] && { echo "$c"; return; }; done <"$f"
   return 1
 }
-cg_pids() { [ -d "$1" ] && find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null || true; }
+cg_pids() { if [ -d "$1" ]; then find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null || true; fi; }
 
 # Is the node's launcher alive? Its PID is stable: the launcher execs through
 # unshare into systemd-nspawn, which lives as long as the container. This is the
@@ -627,12 +629,13 @@ ct_kill() {
     if [ -f "$cg/cgroup.kill" ]; then
       echo 1 >"$cg/cgroup.kill" 2>/dev/null || true
     else
+      # shellcheck disable=SC2086,SC2046  # lists of PIDs: split on purpose
       kill -9 $pids $(cat "$dir/pid" 2>/dev/null) 2>/dev/null || true
     fi
     # v1-frozen tasks only die once thawed
-    fz=$(node_cg_freezer "$dir" 2>/dev/null) && {
-      if [ -f "$fz/cgroup.freeze" ]; then echo 0 >"$fz/cgroup.freeze"; else echo THAWED >"$fz/freezer.state"; fi
-    } 2>/dev/null || true
+    if fz=$(node_cg_freezer "$dir" 2>/dev/null); then
+      { if [ -f "$fz/cgroup.freeze" ]; then echo 0 >"$fz/cgroup.freeze"; else echo THAWED >"$fz/freezer.state"; fi; } 2>/dev/null || true
+    fi
     sleep 0.1
   done
   if [ -n "$(cg_pids "$cg")" ] || ct_launcher_alive "$name"; then
@@ -648,7 +651,7 @@ remove_node_cgroups() {
   local dir=$1 c
   [ -f "$dir/cgroups" ] || return 0
   while read -r c; do
-    [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    if [ -d "$c" ]; then find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
     rmdir "$(dirname "$c")" 2>/dev/null || true   # bale-testbed/, when empty
   done <"$dir/cgroups"
   rm -f "$dir/cgroups"
@@ -687,7 +690,6 @@ ct_launch() {
   ip -n "$(netns_of "$name")" link set eth0 up
   remove_node_cgroups "$dir"
   rm -f "$dir/pid"
-  : >>"$dir/console.log"
   echo "=== start $(date -Is)" >>"$dir/console.log"
   # 9>&-: the node must not inherit (and hold forever) the testbed lock
   setsid -f "$BASH" "$SELF" __launch "$name" </dev/null >>"$dir/console.log" 2>&1 9>&-
@@ -803,11 +805,11 @@ cmd_up() {
   for s in ${BALE_TESTBED_TMPFS:-}; do tmpfss+=("$s"); done
   need_root
   if [ $vm = 1 ]; then
-    [ "$count" -ge 1 ] && [ "$count" -le "$MAX_VMS" ] || die "up --vm: N must be 1..$MAX_VMS"
+    { [ "$count" -ge 1 ] && [ "$count" -le "$MAX_VMS" ]; } || die "up --vm: N must be 1..$MAX_VMS"
     vm_up "$count" "${binds[@]+"${binds[@]}"}" "${tmpfss[@]+"${tmpfss[@]}"}"
     return
   fi
-  [ "$count" -ge 1 ] && [ "$count" -le "$MAX_NODES" ] || die "up: N must be 1..$MAX_NODES (got $count)"
+  { [ "$count" -ge 1 ] && [ "$count" -le "$MAX_NODES" ]; } || die "up: N must be 1..$MAX_NODES (got $count)"
 
   ensure_host_packages
   lock
@@ -821,7 +823,7 @@ cmd_up() {
   for s in "${binds[@]+"${binds[@]}"}"; do
     expand_spec "$s" n "$count"; rest=$SPEC_REST
     hostdir=${rest%%:*}; nodedir=${rest#*:}
-    [ -n "$hostdir" ] && [ -n "$nodedir" ] && [ "$nodedir" != "$rest" ] && [ "${hostdir:0:1}" = / ] && [ "${nodedir:0:1}" = / ] \
+    { [ -n "$hostdir" ] && [ -n "$nodedir" ] && [ "$nodedir" != "$rest" ] && [ "${hostdir:0:1}" = / ] && [ "${nodedir:0:1}" = / ]; } \
       || die "bad --bind '$s'" "expected NODE:/abs/host/dir:/abs/node/dir, e.g. n1:/tmp/data:/data"
     mkdir -p "$hostdir"
     for who in "${SPEC_NODES[@]}"; do extra[$who]+="--bind=$hostdir:$nodedir"$'\n'; done
@@ -829,7 +831,7 @@ cmd_up() {
   for s in "${tmpfss[@]+"${tmpfss[@]}"}"; do
     expand_spec "$s" n "$count"; rest=$SPEC_REST
     nodedir=${rest%%:*}; size=${rest#*:}
-    [ "${nodedir:0:1}" = / ] && [ "$size" != "$rest" ] && [[ $size =~ ^[0-9]+[KkMmGg]?$ ]] \
+    { [ "${nodedir:0:1}" = / ] && [ "$size" != "$rest" ] && [[ $size =~ ^[0-9]+[KkMmGg]?$ ]]; } \
       || die "bad --tmpfs '$s'" "expected NODE:/abs/node/dir:SIZE, e.g. n2:/var/lib/bale:64M"
     for who in "${SPEC_NODES[@]}"; do extra[$who]+="--tmpfs=$nodedir:size=$size,mode=0755"$'\n'; done
   done
@@ -945,9 +947,9 @@ cmd_status() {
 # never rm -rf through a mount (e.g. an overlay that leaked into the host namespace)
 safe_rm_node_dir() {
   local dir=$1 m
-  for m in $(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+  while read -r m; do
     umount -l "$m" 2>/dev/null || die "cannot unmount $m" "unmount it by hand, then run down again"
-  done
+  done < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r)
   rm -rf "$dir"
 }
 
@@ -1075,7 +1077,7 @@ resolve_qemu_dir() {
   if [ -z "$v" ] || [ "$v" = "(none)" ]; then
     apt-get update -q >/dev/null 2>&1 || true; APT_UPDATED=1
     v=$(apt-cache policy qemu-system-x86 2>/dev/null | awk '/Candidate:/ {print $2}')
-    [ -n "$v" ] && [ "$v" != "(none)" ] || die "apt knows no qemu-system-x86 package" "check /etc/apt/sources.list* (Debian main must be there) and run apt-get update"
+    { [ -n "$v" ] && [ "$v" != "(none)" ]; } || die "apt knows no qemu-system-x86 package" "check /etc/apt/sources.list* (Debian main must be there) and run apt-get update"
   fi
   QEMU_DIR=$CACHE/qemu-${v//[^A-Za-z0-9.+-]/_}
 }
@@ -1106,6 +1108,7 @@ ensure_qemu() {
     say "unpacking QEMU (Debian qemu-system-x86 ${dir#"$CACHE"/qemu-}) into $dir"
     tmp=$dir.tmp; rm -rf "$tmp"; mkdir -p "$tmp/debs"
     chown _apt "$tmp/debs" 2>/dev/null || true
+    # shellcheck disable=SC2086  # a list of package names: split on purpose
     (cd "$tmp/debs" && apt-get download -q $QEMU_DEBS >/dev/null 2>"$tmp/download.log") \
       || { cat "$tmp/download.log" >&2; die "apt-get download $QEMU_DEBS failed" "check the Debian mirror in /etc/apt/sources.list*"; }
     for deb in "$tmp"/debs/*.deb; do dpkg -x "$deb" "$tmp"; done
@@ -1147,6 +1150,7 @@ EOF
 # build_initrd ROOTFS OUT: busybox + the modules needed to mount /dev/vda (ext4)
 build_initrd() {
   local r=$1 out=$2 kver stage dep m f order=() seen=" "
+  # shellcheck disable=SC2012  # kernel version directories: plain names
   kver=$(ls "$r/lib/modules" | sort -V | tail -n1)
   dep=$r/lib/modules/$kver/modules.dep
   stage=$(mktemp -d)
@@ -1157,6 +1161,7 @@ build_initrd() {
     line=$(grep -E "(^|/)${name}\.ko(\.[a-z]+)?:" "$dep" | head -n1)
     [ -n "$line" ] || return 0     # built in
     path=${line%%:*}; deps=${line#*:}
+    # shellcheck disable=SC2086  # the dependency list: split on purpose
     for d in $(echo $deps | tr ' ' '\n' | tac); do add_mod "$(basename "${d%%.ko*}")"; done
     case $seen in *" $path "*) return 0 ;; esac
     seen="$seen$path "; order+=("$path")
@@ -1197,6 +1202,8 @@ vm_prepare() {
     say "building VM image ($SUITE + kernel) in $img; takes a few minutes"
     # The kernel's postinst would build a big initramfs we do not use: divert
     # update-initramfs to /bin/true while the image is built.
+    # The hooks are run by mmdebstrap, which passes the root directory as $1.
+    # shellcheck disable=SC2016
     mm_sources | mmdebstrap --variant=minbase --include="${VM_PACKAGES// /,}" \
         --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -sf /bin/true "$1/usr/sbin/update-initramfs"' \
         --customize-hook='rm -f "$1/usr/sbin/update-initramfs" && chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
@@ -1206,6 +1213,7 @@ vm_prepare() {
       || { tail -n 20 "$CACHE/mmdebstrap-vm.log" >&2; rm -rf "$tmp"
            die "mmdebstrap for the VM image failed (log: $CACHE/mmdebstrap-vm.log)" "check that $MIRROR is reachable (or set BALE_TESTBED_MIRROR)"; }
     customize_vm "$root" "$KEY.pub" || { rm -rf "$tmp"; die "customising the VM image failed" "see the messages above"; }
+    # shellcheck disable=SC2012  # kernel file names: plain
     cp "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -n1)" "$tmp/vmlinuz"
     build_initrd "$root" "$tmp/initrd.img" || { rm -rf "$tmp"; die "building the VM initrd failed"; }
     say "making the ext4 disk image ($VM_DISK_SIZE, sparse)"
