@@ -13,8 +13,10 @@ set -Eeuo pipefail
 # ----------------------------------------------------------------------------
 STATE=${BALE_TESTBED_STATE:-/var/lib/bale-testbed}
 CACHE=${BALE_TESTBED_CACHE:-/var/cache/bale-testbed}
-MIRROR=${BALE_TESTBED_MIRROR:-http://deb.debian.org/debian}
-SECURITY_MIRROR=${BALE_TESTBED_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# Debian mirrors for the node images: BALE_TESTBED_MIRROR / BALE_TESTBED_SECURITY_MIRROR, else
+# the ones this host's apt uses (resolve_mirrors).
+MIRROR=
+SECURITY_MIRROR=
 SUITE=bookworm
 BOOT_TIMEOUT=${BALE_TESTBED_BOOT_TIMEOUT:-60}          # seconds, container nodes
 VM_BOOT_TIMEOUT=${BALE_TESTBED_VM_BOOT_TIMEOUT:-900}   # seconds, VM nodes (TCG is slow)
@@ -100,6 +102,13 @@ Faults
                                   at any address but $HOST_IP). Use it to prove that
                                   an install was offline.
 
+Mirrors
+  mirrors [--apt-root DIR]        The Debian mirrors the images are built from: those
+                                  of the first Debian archive and security entries in
+                                  the apt sources under DIR (default /), read as apt
+                                  reads them. BALE_TESTBED_MIRROR and
+                                  BALE_TESTBED_SECURITY_MIRROR override them.
+
 Nodes: nK = container K at 10.77.0.(10+K); vK = VM K at 10.77.0.(20+K); the host is $HOST_IP.
 Logins on every node: root (key, password root-pass), ops (key, password ops-pass,
 sudo without password), opspw (key, password opspw-pass, sudo asks the password).
@@ -134,6 +143,7 @@ Environment
   BALE_TESTBED_STATE   state dir (keys, known_hosts, node disks)  [$STATE]
   BALE_TESTBED_CACHE   cache dir (images, unpacked QEMU)           [$CACHE]
   BALE_TESTBED_MIRROR, BALE_TESTBED_SECURITY_MIRROR   Debian mirrors for image builds
+                       [the host's own, from its apt sources: see 'mirrors']
   BALE_TESTBED_EXTRA_PACKAGES   more Debian packages for the container image
   BALE_TESTBED_BOOT_TIMEOUT / BALE_TESTBED_VM_BOOT_TIMEOUT   seconds [$BOOT_TIMEOUT / $VM_BOOT_TIMEOUT]
   BALE_TESTBED_VM_SILENT_LIMIT   seconds a VM may print nothing before it is started again, once [$VM_SILENT_LIMIT]
@@ -243,16 +253,113 @@ base_key() { printf '%s|%s|%s|%s' "$SUITE" "$NODE_PACKAGES" "$BASE_REV" "$(uname
 template_key() { { base_key; declare -f customize_common customize_template; cat "$KEY.pub"; } | hash; }
 template_dir() { echo "$CACHE/template-$(template_key)"; }
 
+# apt_deb_sources [ROOT]: every enabled binary ("deb") source of the apt configuration under
+# ROOT (default /), in apt's order: sources.list, then the files of sources.list.d named
+# *.list (one-line format) or *.sources (deb822), sorted; apt ignores other names.
+# One line each: URI SUITE COMPONENT...
+apt_deb_sources() {
+  local root=${1:-} f files=()
+  [ -f "$root/etc/apt/sources.list" ] && files+=("$root/etc/apt/sources.list")
+  while IFS= read -r f; do
+    [[ ${f##*/} =~ ^[A-Za-z0-9_.-]+\.(list|sources)$ ]] && files+=("$f")
+  done < <({ find "$root/etc/apt/sources.list.d" -mindepth 1 -maxdepth 1 -type f 2>/dev/null || true; } | LC_ALL=C sort)
+  [ ${#files[@]} -gt 0 ] || return 0
+  awk '
+    function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
+    # the end of a deb822 stanza: one line per URI and suite
+    function stanza(   i, j, n, m, u, w) {
+      if (types ~ /(^|[ \t])deb([ \t]|$)/ && tolower(enabled) != "no") {
+        n = split(uris, u, /[ \t]+/); m = split(suites, w, /[ \t]+/)
+        for (i = 1; i <= n; i++) for (j = 1; j <= m; j++)
+          if (u[i] != "" && w[j] != "") print u[i], w[j], trim(comps)
+      }
+      types = uris = suites = comps = enabled = key = ""
+    }
+    FNR == 1 { if (deb822) stanza(); deb822 = (FILENAME ~ /\.sources$/) }
+    deb822 {
+      if ($0 ~ /^#/) next
+      if ($0 ~ /^[ \t]*$/) { stanza(); next }
+      if ($0 ~ /^[ \t]/) {              # a continuation line of the field before
+        if (key == "uris") uris = uris " " trim($0)
+        else if (key == "suites") suites = suites " " trim($0)
+        else if (key == "components") comps = comps " " trim($0)
+        next
+      }
+      c = index($0, ":"); if (c == 0) next
+      key = tolower(trim(substr($0, 1, c - 1))); v = trim(substr($0, c + 1))
+      if (key == "types") types = v
+      else if (key == "uris") uris = v
+      else if (key == "suites") suites = v
+      else if (key == "components") comps = v
+      else if (key == "enabled") enabled = v
+      next
+    }
+    {                                   # one-line format: deb [OPTIONS] URI SUITE COMPONENT...
+      line = $0; sub(/#.*/, "", line); line = trim(line)
+      if (line !~ /^deb[ \t]/) next
+      sub(/^deb[ \t]+/, "", line)
+      if (line ~ /^\[/ && !sub(/^\[[^]]*\][ \t]*/, "", line)) next
+      if (split(line, f, /[ \t]+/) >= 2) print line
+    }
+    END { if (deb822) stanza() }
+  ' "${files[@]}"
+}
+
+# host_debian_mirrors [ROOT]: HOST_MIRROR and HOST_SECURITY_MIRROR, the URIs of the first
+# http(s) entries of the apt sources under ROOT that carry Debian's main component for a
+# Debian suite (security: SUITE-security, or SUITE/updates before bullseye). Empty if none.
+host_debian_mirrors() {
+  local uri suite comps
+  HOST_MIRROR=''
+  HOST_SECURITY_MIRROR=''
+  while read -r uri suite comps; do
+    case " $comps " in *" main "*) ;; *) continue ;; esac
+    case $uri in http://*|https://*) ;; *) continue ;; esac
+    case ${suite%%[-/]*} in
+      buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable) ;;
+      *) continue ;;
+    esac
+    case $suite in
+      *-security|*/updates) [ -n "$HOST_SECURITY_MIRROR" ] || HOST_SECURITY_MIRROR=${uri%/} ;;
+      *) [ -n "$HOST_MIRROR" ] || HOST_MIRROR=${uri%/} ;;
+    esac
+  done < <(apt_deb_sources "${1:-}")
+}
+
+# resolve_mirrors [ROOT]: MIRROR and SECURITY_MIRROR, from the environment or else the apt
+# sources under ROOT (default /). Without a security mirror the images get no security
+# updates (the nodes never reach outside the testbed, so they can do without).
+resolve_mirrors() {
+  host_debian_mirrors "${1:-}"
+  MIRROR=${BALE_TESTBED_MIRROR:-$HOST_MIRROR}
+  SECURITY_MIRROR=${BALE_TESTBED_SECURITY_MIRROR:-$HOST_SECURITY_MIRROR}
+  [ -n "$MIRROR" ] || die "the apt sources under ${1:-/} name no Debian archive (etc/apt/sources.list, sources.list.d/*.list, *.sources)" \
+    "set BALE_TESTBED_MIRROR to a Debian mirror, e.g. BALE_TESTBED_MIRROR=http://HOST/debian"
+}
+
+cmd_mirrors() {
+  local root=
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --apt-root) [ $# -ge 2 ] || die "mirrors: --apt-root needs a directory"; root=$2; shift ;;
+      *) die "mirrors: unknown argument '$1'" "usage: mirrors [--apt-root DIR]" ;;
+    esac; shift
+  done
+  resolve_mirrors "$root"
+  printf 'mirror %s\nsecurity %s\n' "$MIRROR" "${SECURITY_MIRROR:-none}"
+}
+
+# The apt sources the images are built from (after resolve_mirrors).
 mm_sources() {
-  printf '%s\n' \
-    "deb $MIRROR $SUITE main" \
-    "deb $MIRROR $SUITE-updates main" \
-    "deb $SECURITY_MIRROR $SUITE-security main"
+  printf '%s\n' "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main"
+  [ -z "$SECURITY_MIRROR" ] || printf '%s\n' "deb $SECURITY_MIRROR $SUITE-security main"
 }
 
 build_base() {
   local dir=$1 tmp=$1.tmp t0
   t0=$(now)
+  resolve_mirrors
+  [ -n "$SECURITY_MIRROR" ] || warn "no Debian security mirror in the apt sources: the image gets no security updates"
   rm -rf "$tmp"
   say "building base rootfs ($SUITE minbase + $NODE_PACKAGES) in $dir; takes about a minute"
   mm_sources | mmdebstrap --variant=minbase --include="${NODE_PACKAGES// /,}" \
@@ -1200,6 +1307,7 @@ vm_prepare() {
     tmp=$img.tmp; root=$tmp/root
     rm -rf "$tmp"; mkdir -p "$tmp"
     say "building VM image ($SUITE + kernel) in $img; takes a few minutes"
+    resolve_mirrors
     # The kernel's postinst would build a big initramfs we do not use: divert
     # update-initramfs to /bin/true while the image is built.
     # The hooks are run by mmdebstrap, which passes the root directory as $1.
@@ -1353,6 +1461,7 @@ main() {
     freeze) [ $# -eq 1 ] || die "usage: freeze NODE"; cmd_freeze freeze "$1" ;;
     thaw) [ $# -eq 1 ] || die "usage: thaw NODE"; cmd_freeze thaw "$1" ;;
     guard-counter) cmd_guard_counter ;;
+    mirrors) cmd_mirrors "$@" ;;
     __launch) internal_launch "$@" ;;
     __nspawn) internal_nspawn "$@" ;;
     *) usage >&2; die "unknown command '$cmd'" "see the list above" ;;
