@@ -683,3 +683,9 @@ fn chart_directory_under_manifests_is_a_chart() {
     );
     assert_eq!(warnings(&d).len(), 1, "{:#?}", d.warnings);
 }
+
+/// The bundler tests' skip rule (`images_support::skip`), on this program.
+#[test]
+fn a_skip_fails_where_tests_must_run_and_is_loud_elsewhere() {
+    images_support::check_the_skip_rule_on_this_program(images_support::REQUIRE_HELM);
+}

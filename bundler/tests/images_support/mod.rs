@@ -70,6 +70,53 @@ pub fn skip(switches: &[&str], why: &str) {
     );
 }
 
+/// The rule of [`skip`], checked on this test program: the calling test runs again as a child
+/// that skips. It must pass with a notice past the harness's capture where skipping is allowed,
+/// and fail with the reason where it is not (`BALE_REQUIRE_ALL=1`, `CI=true`, `switch`).
+pub fn check_the_skip_rule_on_this_program(switch: &str) {
+    const CHILD: &str = "BALE_SKIP_RULE_CHILD";
+    const WHY: &str = "the skip rule's own check (nothing is missing)";
+    if std::env::var_os(CHILD).is_some() {
+        return skip(&[switch], WHY);
+    }
+    let me = std::thread::current()
+        .name()
+        .expect("the harness names test threads")
+        .to_string();
+    let child = |env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(std::env::current_exe().expect("this program"));
+        c.args(["--exact", &me]).env(CHILD, "1");
+        for v in [REQUIRE_ALL, "CI", switch] {
+            c.env_remove(v);
+        }
+        c.envs(env.iter().copied()).output().expect("run the child")
+    };
+    let o = child(&[]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success() && err.contains(&format!("SKIPPED {me}: {WHY}")),
+        "allowed skip: {err}"
+    );
+    let all = format!("{REQUIRE_ALL}=1");
+    let by_switch = format!("{switch} is set");
+    for (env, rule) in [
+        ((REQUIRE_ALL, "1"), all.as_str()),
+        (("CI", "true"), "CI=true"),
+        ((switch, "1"), by_switch.as_str()),
+    ] {
+        let o = child(&[env]);
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !o.status.success() && out.contains(&format!("must ({rule}): {WHY}")),
+            "under {env:?}:\n{out}"
+        );
+    }
+}
+
 /// True (after [`skip`], which fails the test where it must run) if a tool is missing.
 #[track_caller]
 pub fn missing(tools: &[&str]) -> bool {
