@@ -27,24 +27,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs one of the example appliance's scripts; false (after printing why) when it fails.
-fn script(name: &str) -> bool {
+/// Runs one of the example appliance's scripts; why not, when it fails.
+fn script(name: &str) -> Result<(), String> {
     let o = Command::new("bash")
         .arg(root().join("examples/appliance").join(name))
         .output()
         .expect("run bash");
     if !o.status.success() {
-        eprintln!("examples/appliance/{name} failed:\n{}", stderr(&o));
+        return Err(format!("examples/appliance/{name} failed:\n{}", stderr(&o)));
     }
-    o.status.success()
+    Ok(())
 }
 
 /// A bundle with the runtime (bin/, cni/bin/) and the appliance's two images.
 fn runtime_bundle(dir: &Path) -> Option<PathBuf> {
-    if !script("fetch-runtime.sh") || !script("make-images.sh") {
+    if let Err(why) = script("fetch-runtime.sh").and_then(|_| script("make-images.sh")) {
         skip(
             &[REQUIRE_TESTBED],
-            "the runtime or the images for the test bundle could not be made (see above)",
+            &format!("the runtime or the images for the test bundle could not be made: {why}"),
         );
         return None;
     }
