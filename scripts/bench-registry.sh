@@ -97,13 +97,15 @@ s1=$(server_cpu)
 # file, the most any server can give it over loopback here. Runs interleaved, so that a change
 # in the machine's load touches all three alike.
 DRAIN="$ROOT/scripts/http-drain.py"
-python3 "$DRAIN" get 127.0.0.1 "$PORT" "${URL#http://127.0.0.1:$PORT}" >/dev/null
+python3 "$DRAIN" get 127.0.0.1 "$PORT" "${URL#http://127.0.0.1:"$PORT"}" >/dev/null
 for _ in $(seq 1 "$RUNS"); do
     timed cat2 cat "$LAYER"
-    echo "drain $(python3 "$DRAIN" get 127.0.0.1 "$PORT" "${URL#http://127.0.0.1:$PORT}")" >>"$TIMES"
-    echo "ceiling $(python3 "$DRAIN" ceiling "$LAYER")" >>"$TIMES"
-    echo "splice $(SPLICE=1 python3 "$DRAIN" get 127.0.0.1 "$PORT" "${URL#http://127.0.0.1:$PORT}")" >>"$TIMES"
-    echo "splice_ceiling $(SPLICE=1 python3 "$DRAIN" ceiling "$LAYER")" >>"$TIMES"
+    {
+        echo "drain $(python3 "$DRAIN" get 127.0.0.1 "$PORT" "${URL#http://127.0.0.1:"$PORT"}")"
+        echo "ceiling $(python3 "$DRAIN" ceiling "$LAYER")"
+        echo "splice $(SPLICE=1 python3 "$DRAIN" get 127.0.0.1 "$PORT" "${URL#http://127.0.0.1:"$PORT"}")"
+        echo "splice_ceiling $(SPLICE=1 python3 "$DRAIN" ceiling "$LAYER")"
+    } >>"$TIMES"
 done
 wall() { awk -v l="$1" '$1 == l {print $2}' "$TIMES" | median; }
 cpu() { awk -v l="$1" '$1 == l {print $3 + $4}' "$TIMES" | median; }

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test of bale: formatting, lints, unit and integration tests, the static release
-# builds for x86_64 and aarch64, and the aarch64 bundle under qemu-user. Installs what it needs.
+# Runs every test of bale: formatting, lints (shellcheck on the scripts too), unit and
+# integration tests, the static release builds for x86_64 and aarch64, and the aarch64 bundle
+# under qemu-user. Installs what it needs. Every test runs here: one that cannot fails
+# (BALE_REQUIRE_ALL=1) instead of skipping.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 # Real peers the tests drive: nftables and netns (lvscare), skopeo and containerd (registry),
 # busybox-static (test images), docker-registry and apache2-utils (image pulls), podman (a
-# mirror client that asks without the registry host), helm (charts).
-need_apt time diffutils zstd openssl bc jq nftables iproute2 skopeo containerd busybox-static \
-    docker-registry apache2-utils podman
+# mirror client that asks without the registry host), helm (charts), xz and bzip2 (Kubefile
+# ADD of compressed archives), shellcheck (the scripts).
+need_apt time diffutils zstd xz-utils bzip2 openssl bc jq nftables iproute2 skopeo containerd \
+    busybox-static docker-registry apache2-utils podman shellcheck
 need_release_toolchain
 for c in clippy rustfmt; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"
@@ -19,6 +22,9 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+say "shellcheck"
+# -x -P SCRIPTDIR: follow `. "$(dirname "$0")/lib.sh"` into the file beside each script.
+shellcheck -x -P SCRIPTDIR scripts/*.sh examples/*/*.sh
 say "static release builds"
 scripts/build-release.sh
 say "test nodes (scripts/testbed.sh prepare: cached after the first run)"
@@ -32,6 +38,6 @@ examples/appliance/fetch-runtime.sh
 say "helm for the chart tests"
 helm=$(need_helm)
 say "tests"
-# Cross-architecture, multi-node and real-helm tests must run here, not skip.
-BALE_REQUIRE_CROSS=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" BALE_REQUIRE_TESTBED=1 \
-    BALE_TEST_HELM="$helm" BALE_REQUIRE_HELM=1 cargo test --workspace --locked
+# Every test must run here, not skip: cross-architecture, multi-node, real-helm and the rest.
+BALE_REQUIRE_ALL=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" BALE_TEST_HELM="$helm" \
+    cargo test --workspace --locked

@@ -13,8 +13,10 @@ set -Eeuo pipefail
 # ----------------------------------------------------------------------------
 STATE=${BALE_TESTBED_STATE:-/var/lib/bale-testbed}
 CACHE=${BALE_TESTBED_CACHE:-/var/cache/bale-testbed}
-MIRROR=${BALE_TESTBED_MIRROR:-http://deb.debian.org/debian}
-SECURITY_MIRROR=${BALE_TESTBED_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# Debian mirrors for the node images: BALE_TESTBED_MIRROR / BALE_TESTBED_SECURITY_MIRROR, else
+# the ones this host's apt uses (resolve_mirrors).
+MIRROR=
+SECURITY_MIRROR=
 SUITE=bookworm
 BOOT_TIMEOUT=${BALE_TESTBED_BOOT_TIMEOUT:-60}          # seconds, container nodes
 VM_BOOT_TIMEOUT=${BALE_TESTBED_VM_BOOT_TIMEOUT:-900}   # seconds, VM nodes (TCG is slow)
@@ -39,7 +41,8 @@ VMS=$STATE/vms
 # Packages of the container template. Changing this list (or the template
 # customisation below) changes the cache key, so `prepare` rebuilds.
 NODE_PACKAGES="openssh-server systemd-sysv dbus iproute2 nftables procps kmod sudo ca-certificates less iputils-ping ${BALE_TESTBED_EXTRA_PACKAGES:-}"
-NODE_PACKAGES=$(echo $NODE_PACKAGES)   # normalise spaces
+read -r -a node_package_list <<<"$NODE_PACKAGES"
+NODE_PACKAGES="${node_package_list[*]}"   # normalise spaces
 BASE_REV=1
 # Host packages: command -> Debian package.
 HOST_PACKAGES="systemd-nspawn:systemd-container mmdebstrap:mmdebstrap debootstrap:debootstrap ip:iproute2 nft:nftables ssh:openssh-client ssh-keygen:openssh-client sshpass:sshpass flock:util-linux unshare:util-linux nsenter:util-linux setsid:util-linux pgrep:procps mkfs.ext4:e2fsprogs"
@@ -99,6 +102,13 @@ Faults
                                   at any address but $HOST_IP). Use it to prove that
                                   an install was offline.
 
+Mirrors
+  mirrors [--apt-root DIR]        The Debian mirrors the images are built from: those
+                                  of the first Debian archive and security entries in
+                                  the apt sources under DIR (default /), read as apt
+                                  reads them. BALE_TESTBED_MIRROR and
+                                  BALE_TESTBED_SECURITY_MIRROR override them.
+
 Nodes: nK = container K at 10.77.0.(10+K); vK = VM K at 10.77.0.(20+K); the host is $HOST_IP.
 Logins on every node: root (key, password root-pass), ops (key, password ops-pass,
 sudo without password), opspw (key, password opspw-pass, sudo asks the password).
@@ -133,6 +143,7 @@ Environment
   BALE_TESTBED_STATE   state dir (keys, known_hosts, node disks)  [$STATE]
   BALE_TESTBED_CACHE   cache dir (images, unpacked QEMU)           [$CACHE]
   BALE_TESTBED_MIRROR, BALE_TESTBED_SECURITY_MIRROR   Debian mirrors for image builds
+                       [the host's own, from its apt sources: see 'mirrors']
   BALE_TESTBED_EXTRA_PACKAGES   more Debian packages for the container image
   BALE_TESTBED_BOOT_TIMEOUT / BALE_TESTBED_VM_BOOT_TIMEOUT   seconds [$BOOT_TIMEOUT / $VM_BOOT_TIMEOUT]
   BALE_TESTBED_VM_SILENT_LIMIT   seconds a VM may print nothing before it is started again, once [$VM_SILENT_LIMIT]
@@ -242,16 +253,113 @@ base_key() { printf '%s|%s|%s|%s' "$SUITE" "$NODE_PACKAGES" "$BASE_REV" "$(uname
 template_key() { { base_key; declare -f customize_common customize_template; cat "$KEY.pub"; } | hash; }
 template_dir() { echo "$CACHE/template-$(template_key)"; }
 
+# apt_deb_sources [ROOT]: every enabled binary ("deb") source of the apt configuration under
+# ROOT (default /), in apt's order: sources.list, then the files of sources.list.d named
+# *.list (one-line format) or *.sources (deb822), sorted; apt ignores other names.
+# One line each: URI SUITE COMPONENT...
+apt_deb_sources() {
+  local root=${1:-} f files=()
+  [ -f "$root/etc/apt/sources.list" ] && files+=("$root/etc/apt/sources.list")
+  while IFS= read -r f; do
+    [[ ${f##*/} =~ ^[A-Za-z0-9_.-]+\.(list|sources)$ ]] && files+=("$f")
+  done < <({ find "$root/etc/apt/sources.list.d" -mindepth 1 -maxdepth 1 -type f 2>/dev/null || true; } | LC_ALL=C sort)
+  [ ${#files[@]} -gt 0 ] || return 0
+  awk '
+    function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
+    # the end of a deb822 stanza: one line per URI and suite
+    function stanza(   i, j, n, m, u, w) {
+      if (types ~ /(^|[ \t])deb([ \t]|$)/ && tolower(enabled) != "no") {
+        n = split(uris, u, /[ \t]+/); m = split(suites, w, /[ \t]+/)
+        for (i = 1; i <= n; i++) for (j = 1; j <= m; j++)
+          if (u[i] != "" && w[j] != "") print u[i], w[j], trim(comps)
+      }
+      types = uris = suites = comps = enabled = key = ""
+    }
+    FNR == 1 { if (deb822) stanza(); deb822 = (FILENAME ~ /\.sources$/) }
+    deb822 {
+      if ($0 ~ /^#/) next
+      if ($0 ~ /^[ \t]*$/) { stanza(); next }
+      if ($0 ~ /^[ \t]/) {              # a continuation line of the field before
+        if (key == "uris") uris = uris " " trim($0)
+        else if (key == "suites") suites = suites " " trim($0)
+        else if (key == "components") comps = comps " " trim($0)
+        next
+      }
+      c = index($0, ":"); if (c == 0) next
+      key = tolower(trim(substr($0, 1, c - 1))); v = trim(substr($0, c + 1))
+      if (key == "types") types = v
+      else if (key == "uris") uris = v
+      else if (key == "suites") suites = v
+      else if (key == "components") comps = v
+      else if (key == "enabled") enabled = v
+      next
+    }
+    {                                   # one-line format: deb [OPTIONS] URI SUITE COMPONENT...
+      line = $0; sub(/#.*/, "", line); line = trim(line)
+      if (line !~ /^deb[ \t]/) next
+      sub(/^deb[ \t]+/, "", line)
+      if (line ~ /^\[/ && !sub(/^\[[^]]*\][ \t]*/, "", line)) next
+      if (split(line, f, /[ \t]+/) >= 2) print line
+    }
+    END { if (deb822) stanza() }
+  ' "${files[@]}"
+}
+
+# host_debian_mirrors [ROOT]: HOST_MIRROR and HOST_SECURITY_MIRROR, the URIs of the first
+# http(s) entries of the apt sources under ROOT that carry Debian's main component for a
+# Debian suite (security: SUITE-security, or SUITE/updates before bullseye). Empty if none.
+host_debian_mirrors() {
+  local uri suite comps
+  HOST_MIRROR=''
+  HOST_SECURITY_MIRROR=''
+  while read -r uri suite comps; do
+    case " $comps " in *" main "*) ;; *) continue ;; esac
+    case $uri in http://*|https://*) ;; *) continue ;; esac
+    case ${suite%%[-/]*} in
+      buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable) ;;
+      *) continue ;;
+    esac
+    case $suite in
+      *-security|*/updates) [ -n "$HOST_SECURITY_MIRROR" ] || HOST_SECURITY_MIRROR=${uri%/} ;;
+      *) [ -n "$HOST_MIRROR" ] || HOST_MIRROR=${uri%/} ;;
+    esac
+  done < <(apt_deb_sources "${1:-}")
+}
+
+# resolve_mirrors [ROOT]: MIRROR and SECURITY_MIRROR, from the environment or else the apt
+# sources under ROOT (default /). Without a security mirror the images get no security
+# updates (the nodes never reach outside the testbed, so they can do without).
+resolve_mirrors() {
+  host_debian_mirrors "${1:-}"
+  MIRROR=${BALE_TESTBED_MIRROR:-$HOST_MIRROR}
+  SECURITY_MIRROR=${BALE_TESTBED_SECURITY_MIRROR:-$HOST_SECURITY_MIRROR}
+  [ -n "$MIRROR" ] || die "the apt sources under ${1:-/} name no Debian archive (etc/apt/sources.list, sources.list.d/*.list, *.sources)" \
+    "set BALE_TESTBED_MIRROR to a Debian mirror, e.g. BALE_TESTBED_MIRROR=http://HOST/debian"
+}
+
+cmd_mirrors() {
+  local root=
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --apt-root) [ $# -ge 2 ] || die "mirrors: --apt-root needs a directory"; root=$2; shift ;;
+      *) die "mirrors: unknown argument '$1'" "usage: mirrors [--apt-root DIR]" ;;
+    esac; shift
+  done
+  resolve_mirrors "$root"
+  printf 'mirror %s\nsecurity %s\n' "$MIRROR" "${SECURITY_MIRROR:-none}"
+}
+
+# The apt sources the images are built from (after resolve_mirrors).
 mm_sources() {
-  printf '%s\n' \
-    "deb $MIRROR $SUITE main" \
-    "deb $MIRROR $SUITE-updates main" \
-    "deb $SECURITY_MIRROR $SUITE-security main"
+  printf '%s\n' "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main"
+  [ -z "$SECURITY_MIRROR" ] || printf '%s\n' "deb $SECURITY_MIRROR $SUITE-security main"
 }
 
 build_base() {
   local dir=$1 tmp=$1.tmp t0
   t0=$(now)
+  resolve_mirrors
+  [ -n "$SECURITY_MIRROR" ] || warn "no Debian security mirror in the apt sources: the image gets no security updates"
   rm -rf "$tmp"
   say "building base rootfs ($SUITE minbase + $NODE_PACKAGES) in $dir; takes about a minute"
   mm_sources | mmdebstrap --variant=minbase --include="${NODE_PACKAGES// /,}" \
@@ -544,8 +652,9 @@ join_node_cgroups() {
     fi
     if [ "$(stat -fc %T "$mnt")" = cgroup2fs ] && [ -f "$parent/cgroup.subtree_control" ]; then
       # delegate whatever controllers we have (pure cgroup v2 hosts)
-      local c
-      for c in $(cat "$parent/cgroup.controllers"); do echo "+$c" >"$parent/cgroup.subtree_control" 2>/dev/null || true; done
+      local c ctrls=()
+      read -r -a ctrls <"$parent/cgroup.controllers" || true
+      for c in "${ctrls[@]+"${ctrls[@]}"}"; do echo "+$c" >"$parent/cgroup.subtree_control" 2>/dev/null || true; done
     fi
     echo "$pid" >"$cg/cgroup.procs" || die "cannot move the launcher of $name into $cg" "check that $mnt allows it"
     list+=("$cg")
@@ -572,7 +681,7 @@ node_cg_freezer() {
   while read -r c; do [ -f "$c/freezer.state" ] && { echo "$c"; return; }; done <"$f"
   return 1
 }
-cg_pids() { [ -d "$1" ] && find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null || true; }
+cg_pids() { if [ -d "$1" ]; then find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null || true; fi; }
 
 # Is the node's launcher alive? Its PID is stable: the launcher execs through
 # unshare into systemd-nspawn, which lives as long as the container. This is the
@@ -627,12 +736,13 @@ ct_kill() {
     if [ -f "$cg/cgroup.kill" ]; then
       echo 1 >"$cg/cgroup.kill" 2>/dev/null || true
     else
+      # shellcheck disable=SC2086,SC2046  # lists of PIDs: split on purpose
       kill -9 $pids $(cat "$dir/pid" 2>/dev/null) 2>/dev/null || true
     fi
     # v1-frozen tasks only die once thawed
-    fz=$(node_cg_freezer "$dir" 2>/dev/null) && {
-      if [ -f "$fz/cgroup.freeze" ]; then echo 0 >"$fz/cgroup.freeze"; else echo THAWED >"$fz/freezer.state"; fi
-    } 2>/dev/null || true
+    if fz=$(node_cg_freezer "$dir" 2>/dev/null); then
+      { if [ -f "$fz/cgroup.freeze" ]; then echo 0 >"$fz/cgroup.freeze"; else echo THAWED >"$fz/freezer.state"; fi; } 2>/dev/null || true
+    fi
     sleep 0.1
   done
   if [ -n "$(cg_pids "$cg")" ] || ct_launcher_alive "$name"; then
@@ -648,7 +758,7 @@ remove_node_cgroups() {
   local dir=$1 c
   [ -f "$dir/cgroups" ] || return 0
   while read -r c; do
-    [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    if [ -d "$c" ]; then find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
     rmdir "$(dirname "$c")" 2>/dev/null || true   # bale-testbed/, when empty
   done <"$dir/cgroups"
   rm -f "$dir/cgroups"
@@ -687,7 +797,6 @@ ct_launch() {
   ip -n "$(netns_of "$name")" link set eth0 up
   remove_node_cgroups "$dir"
   rm -f "$dir/pid"
-  : >>"$dir/console.log"
   echo "=== start $(date -Is)" >>"$dir/console.log"
   # 9>&-: the node must not inherit (and hold forever) the testbed lock
   setsid -f "$BASH" "$SELF" __launch "$name" </dev/null >>"$dir/console.log" 2>&1 9>&-
@@ -803,11 +912,11 @@ cmd_up() {
   for s in ${BALE_TESTBED_TMPFS:-}; do tmpfss+=("$s"); done
   need_root
   if [ $vm = 1 ]; then
-    [ "$count" -ge 1 ] && [ "$count" -le "$MAX_VMS" ] || die "up --vm: N must be 1..$MAX_VMS"
+    { [ "$count" -ge 1 ] && [ "$count" -le "$MAX_VMS" ]; } || die "up --vm: N must be 1..$MAX_VMS"
     vm_up "$count" "${binds[@]+"${binds[@]}"}" "${tmpfss[@]+"${tmpfss[@]}"}"
     return
   fi
-  [ "$count" -ge 1 ] && [ "$count" -le "$MAX_NODES" ] || die "up: N must be 1..$MAX_NODES (got $count)"
+  { [ "$count" -ge 1 ] && [ "$count" -le "$MAX_NODES" ]; } || die "up: N must be 1..$MAX_NODES (got $count)"
 
   ensure_host_packages
   lock
@@ -821,7 +930,7 @@ cmd_up() {
   for s in "${binds[@]+"${binds[@]}"}"; do
     expand_spec "$s" n "$count"; rest=$SPEC_REST
     hostdir=${rest%%:*}; nodedir=${rest#*:}
-    [ -n "$hostdir" ] && [ -n "$nodedir" ] && [ "$nodedir" != "$rest" ] && [ "${hostdir:0:1}" = / ] && [ "${nodedir:0:1}" = / ] \
+    { [ -n "$hostdir" ] && [ -n "$nodedir" ] && [ "$nodedir" != "$rest" ] && [ "${hostdir:0:1}" = / ] && [ "${nodedir:0:1}" = / ]; } \
       || die "bad --bind '$s'" "expected NODE:/abs/host/dir:/abs/node/dir, e.g. n1:/tmp/data:/data"
     mkdir -p "$hostdir"
     for who in "${SPEC_NODES[@]}"; do extra[$who]+="--bind=$hostdir:$nodedir"$'\n'; done
@@ -829,7 +938,7 @@ cmd_up() {
   for s in "${tmpfss[@]+"${tmpfss[@]}"}"; do
     expand_spec "$s" n "$count"; rest=$SPEC_REST
     nodedir=${rest%%:*}; size=${rest#*:}
-    [ "${nodedir:0:1}" = / ] && [ "$size" != "$rest" ] && [[ $size =~ ^[0-9]+[KkMmGg]?$ ]] \
+    { [ "${nodedir:0:1}" = / ] && [ "$size" != "$rest" ] && [[ $size =~ ^[0-9]+[KkMmGg]?$ ]]; } \
       || die "bad --tmpfs '$s'" "expected NODE:/abs/node/dir:SIZE, e.g. n2:/var/lib/bale:64M"
     for who in "${SPEC_NODES[@]}"; do extra[$who]+="--tmpfs=$nodedir:size=$size,mode=0755"$'\n'; done
   done
@@ -945,9 +1054,9 @@ cmd_status() {
 # never rm -rf through a mount (e.g. an overlay that leaked into the host namespace)
 safe_rm_node_dir() {
   local dir=$1 m
-  for m in $(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+  while read -r m; do
     umount -l "$m" 2>/dev/null || die "cannot unmount $m" "unmount it by hand, then run down again"
-  done
+  done < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r)
   rm -rf "$dir"
 }
 
@@ -1075,7 +1184,7 @@ resolve_qemu_dir() {
   if [ -z "$v" ] || [ "$v" = "(none)" ]; then
     apt-get update -q >/dev/null 2>&1 || true; APT_UPDATED=1
     v=$(apt-cache policy qemu-system-x86 2>/dev/null | awk '/Candidate:/ {print $2}')
-    [ -n "$v" ] && [ "$v" != "(none)" ] || die "apt knows no qemu-system-x86 package" "check /etc/apt/sources.list* (Debian main must be there) and run apt-get update"
+    { [ -n "$v" ] && [ "$v" != "(none)" ]; } || die "apt knows no qemu-system-x86 package" "check /etc/apt/sources.list* (Debian main must be there) and run apt-get update"
   fi
   QEMU_DIR=$CACHE/qemu-${v//[^A-Za-z0-9.+-]/_}
 }
@@ -1106,6 +1215,7 @@ ensure_qemu() {
     say "unpacking QEMU (Debian qemu-system-x86 ${dir#"$CACHE"/qemu-}) into $dir"
     tmp=$dir.tmp; rm -rf "$tmp"; mkdir -p "$tmp/debs"
     chown _apt "$tmp/debs" 2>/dev/null || true
+    # shellcheck disable=SC2086  # a list of package names: split on purpose
     (cd "$tmp/debs" && apt-get download -q $QEMU_DEBS >/dev/null 2>"$tmp/download.log") \
       || { cat "$tmp/download.log" >&2; die "apt-get download $QEMU_DEBS failed" "check the Debian mirror in /etc/apt/sources.list*"; }
     for deb in "$tmp"/debs/*.deb; do dpkg -x "$deb" "$tmp"; done
@@ -1147,6 +1257,7 @@ EOF
 # build_initrd ROOTFS OUT: busybox + the modules needed to mount /dev/vda (ext4)
 build_initrd() {
   local r=$1 out=$2 kver stage dep m f order=() seen=" "
+  # shellcheck disable=SC2012  # kernel version directories: plain names
   kver=$(ls "$r/lib/modules" | sort -V | tail -n1)
   dep=$r/lib/modules/$kver/modules.dep
   stage=$(mktemp -d)
@@ -1157,6 +1268,7 @@ build_initrd() {
     line=$(grep -E "(^|/)${name}\.ko(\.[a-z]+)?:" "$dep" | head -n1)
     [ -n "$line" ] || return 0     # built in
     path=${line%%:*}; deps=${line#*:}
+    # shellcheck disable=SC2086  # the dependency list: split on purpose
     for d in $(echo $deps | tr ' ' '\n' | tac); do add_mod "$(basename "${d%%.ko*}")"; done
     case $seen in *" $path "*) return 0 ;; esac
     seen="$seen$path "; order+=("$path")
@@ -1195,8 +1307,11 @@ vm_prepare() {
     tmp=$img.tmp; root=$tmp/root
     rm -rf "$tmp"; mkdir -p "$tmp"
     say "building VM image ($SUITE + kernel) in $img; takes a few minutes"
+    resolve_mirrors
     # The kernel's postinst would build a big initramfs we do not use: divert
     # update-initramfs to /bin/true while the image is built.
+    # The hooks are run by mmdebstrap, which passes the root directory as $1.
+    # shellcheck disable=SC2016
     mm_sources | mmdebstrap --variant=minbase --include="${VM_PACKAGES// /,}" \
         --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -sf /bin/true "$1/usr/sbin/update-initramfs"' \
         --customize-hook='rm -f "$1/usr/sbin/update-initramfs" && chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
@@ -1206,6 +1321,7 @@ vm_prepare() {
       || { tail -n 20 "$CACHE/mmdebstrap-vm.log" >&2; rm -rf "$tmp"
            die "mmdebstrap for the VM image failed (log: $CACHE/mmdebstrap-vm.log)" "check that $MIRROR is reachable (or set BALE_TESTBED_MIRROR)"; }
     customize_vm "$root" "$KEY.pub" || { rm -rf "$tmp"; die "customising the VM image failed" "see the messages above"; }
+    # shellcheck disable=SC2012  # kernel file names: plain
     cp "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -n1)" "$tmp/vmlinuz"
     build_initrd "$root" "$tmp/initrd.img" || { rm -rf "$tmp"; die "building the VM initrd failed"; }
     say "making the ext4 disk image ($VM_DISK_SIZE, sparse)"
@@ -1345,6 +1461,7 @@ main() {
     freeze) [ $# -eq 1 ] || die "usage: freeze NODE"; cmd_freeze freeze "$1" ;;
     thaw) [ $# -eq 1 ] || die "usage: thaw NODE"; cmd_freeze thaw "$1" ;;
     guard-counter) cmd_guard_counter ;;
+    mirrors) cmd_mirrors "$@" ;;
     __launch) internal_launch "$@" ;;
     __nspawn) internal_nspawn "$@" ;;
     *) usage >&2; die "unknown command '$cmd'" "see the list above" ;;

@@ -102,16 +102,15 @@ fn web_answers_everywhere() {
 fn web_answers_on(ips: &[&str]) {
     for ip in ips {
         let addr = format!("{ip}:8080");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match http_get(&addr, "/") {
-                Ok(b) if b.contains("The example appliance is up") => break,
-                other if Instant::now() > deadline => {
-                    panic!("the appliance's web server on {addr} does not answer: {other:?}")
-                }
-                _ => std::thread::sleep(Duration::from_millis(500)),
-            }
-        }
+        poll_ok(
+            Duration::from_millis(500),
+            &format!("the appliance's web server on {addr}"),
+            Duration::from_secs(60),
+            || match http_get(&addr, "/") {
+                Ok(b) if b.contains("The example appliance is up") => Ok(()),
+                other => Err(other),
+            },
+        );
     }
 }
 
@@ -247,18 +246,17 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
 
     // systemd brings a killed registry back, and pulls work again.
     on_ok("n2", "systemctl kill -s KILL bale-registry.service");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if on("n2", "systemctl is-active -q bale-registry.service")
-            .status
-            .success()
-            && http_get(&format!("{N2}:5050"), "/v2/").is_ok_and(|b| b.contains("200"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the registry did not come back");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    poll_until(
+        Duration::from_millis(300),
+        "systemd to bring the registry back",
+        Duration::from_secs(30),
+        || {
+            on("n2", "systemctl is-active -q bale-registry.service")
+                .status
+                .success()
+                && http_get(&format!("{N2}:5050"), "/v2/").is_ok_and(|b| b.contains("200"))
+        },
+    );
     on_ok(
         "n2",
         "ctr -n e2e2 images pull --hosts-dir /etc/containerd/certs.d \

@@ -491,8 +491,7 @@ fn special_files_are_refused_at_build_and_unknown_kinds_at_read() {
     let tree = d.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
     let fifo = tree.join("pipe");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     let o = bale(&[
         "build",
         tree.to_str().unwrap(),
@@ -557,9 +556,8 @@ fn an_unsafe_symlink_in_the_tree_fails_the_build_with_the_fix() {
 
 #[test]
 fn free_space_is_checked_before_writing() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP free_space_is_checked_before_writing: needs root to mount a small tmpfs");
-        return;
+    if !is_root() {
+        return skip(&[], "needs root to mount a small tmpfs");
     }
     let (d, app) = built();
     let small = d.path().join("small");
@@ -606,8 +604,9 @@ fn a_killed_extraction_never_leaves_a_file_that_looks_complete() {
     let app = d.path().join("big.bale");
     build(&tree, &app);
     let want = format::sha256(&big);
-    for delay_ms in [5u64, 20, 60] {
-        let to = d.path().join(format!("out{delay_ms}"));
+    // Killed once early, once midway and once late in the file.
+    for written in [1u64 << 20, 32 << 20, 80 << 20] {
+        let to = d.path().join(format!("out{written}"));
         let mut child = std::process::Command::new(bale_bin())
             .args([
                 "extract",
@@ -619,7 +618,23 @@ fn a_killed_extraction_never_leaves_a_file_that_looks_complete() {
             ])
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        // The partial file is preallocated (sparse): the blocks allocated below `to` show how
+        // far the extraction got, wherever it keeps that file.
+        poll_until(
+            std::time::Duration::from_millis(1),
+            "the extraction to get that far",
+            std::time::Duration::from_secs(60),
+            || {
+                use std::os::unix::fs::MetadataExt;
+                let allocated: u64 = files_below(&to)
+                    .iter()
+                    .filter_map(|f| std::fs::symlink_metadata(to.join(f)).ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.blocks() * 512)
+                    .sum();
+                allocated >= written || child.try_wait().unwrap().is_some()
+            },
+        );
         let _ = child.kill();
         let _ = child.wait();
         if let Ok(got) = std::fs::read(to.join("big")) {

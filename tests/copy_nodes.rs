@@ -3,8 +3,8 @@
 //! alone and resumes on the next run with fewer bytes than a bundle, and a chunk damaged in the
 //! partial file is sent again.
 //!
-//! Needs root and the testbed (`scripts/testbed.sh`). Without them each test prints SKIP, unless
-//! BALE_REQUIRE_TESTBED=1 is set, which makes that a failure.
+//! Needs root and the testbed (`scripts/testbed.sh`). Without them each test skips, or fails
+//! under BALE_REQUIRE_ALL=1 or BALE_REQUIRE_TESTBED=1 (see `common::skip`).
 
 mod common;
 
@@ -133,27 +133,28 @@ fn install_with_fault(
         text
     });
     let mut cut = false;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        let st = copy_state(victim);
-        if st["phase"] == "complete" {
-            break;
-        }
-        if received_from_network(&st) >= 8 << 20 {
-            tb_ok(&[fault, victim]);
-            eprintln!(
-                "{fault} {victim} after {:.1}s, {} bytes received",
-                t.elapsed().as_secs_f64(),
-                received_from_network(&st)
-            );
-            cut = true;
-            break;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll_until(
+        Duration::from_millis(100),
+        &format!("{victim}'s copy to get under way"),
+        Duration::from_secs(300),
+        || {
+            let st = copy_state(victim);
+            if st["phase"] == "complete" {
+                return true;
+            }
+            if received_from_network(&st) >= 8 << 20 {
+                tb_ok(&[fault, victim]);
+                eprintln!(
+                    "{fault} {victim} after {:.1}s, {} bytes received",
+                    t.elapsed().as_secs_f64(),
+                    received_from_network(&st)
+                );
+                cut = true;
+                return true;
+            }
+            child.try_wait().unwrap().is_some()
+        },
+    );
     let status = child.wait().unwrap();
     let text = reader.join().unwrap();
     eprintln!(

@@ -3,8 +3,8 @@
 //! serving its own architecture's image.
 //!
 //! Needs the release binary from `scripts/build-release.sh aarch64`, `qemu-aarch64-static` and
-//! (for the pair) `skopeo`. `scripts/test.sh` provides them and sets BALE_REQUIRE_CROSS=1, so
-//! there a missing piece fails the test instead of skipping it.
+//! (for the pair) `skopeo`. `scripts/test.sh` provides them and sets BALE_REQUIRE_ALL=1, so
+//! there a missing piece fails the test instead of skipping it (see `common::skip`).
 
 mod common;
 
@@ -12,7 +12,7 @@ use common::oci::*;
 use common::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn aarch64_bundle_verifies_and_extracts_under_qemu() {
@@ -95,14 +95,17 @@ fn serve(bundle: &Path, under_qemu: bool) -> (Server, u16) {
             .expect("start the registry"),
     );
     // emulated, the program starts slower: give it room
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        if let Ok(Some(st)) = server.0.try_wait() {
-            panic!("the registry of {} ended: {st}", bundle.display());
-        }
-        assert!(Instant::now() < deadline, "the registry never answered");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll_until(
+        Duration::from_millis(200),
+        "the registry to answer",
+        Duration::from_secs(120),
+        || {
+            if let Ok(Some(st)) = server.0.try_wait() {
+                panic!("the registry of {} ended: {st}", bundle.display());
+            }
+            std::net::TcpStream::connect(&listen).is_ok()
+        },
+    );
     (server, port)
 }
 
@@ -122,12 +125,7 @@ fn skopeo(args: &[&str]) -> String {
 fn a_platform_pair_each_serves_and_runs_its_own_architecture() {
     let Some(arm) = aarch64_bale() else { return };
     if Command::new("skopeo").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("BALE_REQUIRE_CROSS").is_none(),
-            "skopeo missing"
-        );
-        eprintln!("SKIP: skopeo missing (apt-get install skopeo)");
-        return;
+        return skip(&[REQUIRE_CROSS], "skopeo missing (apt-get install skopeo)");
     }
     let d = tempfile::tempdir().unwrap();
     let ctx = d.path().join("ctx");

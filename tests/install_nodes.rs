@@ -2,8 +2,8 @@
 //! `scripts/testbed.sh`: key, password, sudo and non-22-port logins, host key checks, preflight
 //! failures, the journal, and a node killed mid-run.
 //!
-//! Needs root and the testbed. Without them each test prints SKIP, unless
-//! BALE_REQUIRE_TESTBED=1 is set, which makes that a failure.
+//! Needs root and the testbed. Without them each test skips, or fails under BALE_REQUIRE_ALL=1
+//! or BALE_REQUIRE_TESTBED=1 (see `common::skip`).
 
 mod common;
 
@@ -531,9 +531,8 @@ fn a_killed_node_fails_alone_and_a_rerun_converges() {
 /// No hosts: this machine only, no SSH.
 #[test]
 fn install_on_this_machine() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: needs root");
-        return;
+    if !is_root() {
+        return skip(&[REQUIRE_TESTBED], "needs root");
     }
     let b = &bundles().small;
     let dir = tempfile::tempdir().unwrap();
@@ -586,12 +585,23 @@ fn a_second_run_waits_for_the_host_lock_and_a_killed_run_leaves_none() {
     .map(|s| s.to_string())
     .collect();
 
-    // Another run holds the lock (as bale's own lock command would).
+    // Another run holds the lock (as bale's own lock command would): it names itself in the
+    // owner file once it has the lock.
     on_ok(
         "n1",
-        "setsid sh -c 'exec 9>>/run/bale.lock; flock 9; \
+        "rm -f /run/bale.owner; setsid sh -c 'exec 9>>/run/bale.lock; flock 9; \
          echo \"bale install from elsewhere (pid 42) since then\" > /run/bale.owner; sleep 60' \
-         </dev/null >/dev/null 2>&1 & sleep 0.5",
+         </dev/null >/dev/null 2>&1 &",
+    );
+    poll_until(
+        std::time::Duration::from_millis(100),
+        "the other run to hold the lock on n1",
+        std::time::Duration::from_secs(30),
+        || {
+            on("n1", "grep -q 'from elsewhere' /run/bale.owner")
+                .status
+                .success()
+        },
     );
     let b = &bundles().big;
     let o = Command::new(b).args(&args).output().unwrap();

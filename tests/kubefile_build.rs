@@ -335,7 +335,7 @@ fn busybox() -> Option<Vec<u8>> {
     match std::fs::read("/bin/busybox") {
         Ok(b) => Some(b),
         Err(_) => {
-            eprintln!("SKIP: /bin/busybox missing (apt-get install busybox-static)");
+            skip(&[], "/bin/busybox missing (apt-get install busybox-static)");
             None
         }
     }
@@ -438,29 +438,41 @@ fn images_named_by_manifests_come_from_the_context() {
     }
 }
 
-/// Just enough of an ELF header to pass for an aarch64 program as a stub.
-fn fake_aarch64_stub(path: &Path) {
+/// The one of bale's two architectures that this host is not, as (kernel name, OCI name, ELF
+/// machine number): the one a fake stub stands in for.
+fn other_arch() -> Option<(&'static str, &'static str, u16)> {
+    match std::env::consts::ARCH {
+        "x86_64" => Some(("aarch64", "arm64", 183)),
+        "aarch64" => Some(("x86_64", "amd64", 62)),
+        _ => None,
+    }
+}
+
+/// Just enough of an ELF header to pass for a program of ELF machine `machine` as a stub.
+fn fake_stub(path: &Path, machine: u16) {
     let mut h = vec![0u8; 64];
     h[..4].copy_from_slice(b"\x7fELF");
     h[4] = 2;
     h[5] = 1;
     h[6] = 1;
-    h[18..20].copy_from_slice(&183u16.to_le_bytes());
+    h[18..20].copy_from_slice(&machine.to_le_bytes());
     write(path, h);
 }
 
 #[test]
 fn one_bundle_per_platform_each_with_its_own_image() {
     let Some(bb) = busybox() else { return };
-    if std::env::consts::ARCH != "x86_64" {
-        eprintln!("SKIP: the fake stub stands in for aarch64 on an x86_64 host");
-        return;
-    }
+    let Some((other_kernel, other_oci, other_machine)) = other_arch() else {
+        return skip(
+            &[],
+            "bale builds for x86_64 and aarch64 only, and this host is neither",
+        );
+    };
     let d = tempfile::tempdir().unwrap();
     let ctx = d.path().join("ctx");
     let (amd, arm) = image_context(&ctx, &bb);
     let stubs = d.path().join("stubs");
-    fake_aarch64_stub(&stubs.join("bale-aarch64"));
+    fake_stub(&stubs.join(format!("bale-{other_kernel}")), other_machine);
     let outdir = d.path().join("out");
     std::fs::create_dir_all(&outdir).unwrap();
     let pattern = outdir.join("app-{arch}.bale");
@@ -497,14 +509,17 @@ fn one_bundle_per_platform_each_with_its_own_image() {
     let o = build(&[
         "--offline",
         "--platform",
-        "linux/arm64",
+        &format!("linux/{other_oci}"),
         "-o",
         s(&outdir.join("x.bale")),
         s(&ctx),
     ]);
     let e = stderr(&o);
     assert!(!o.status.success());
-    assert!(e.contains("bale-aarch64") && e.contains("--stub"), "{e}");
+    assert!(
+        e.contains(&format!("bale-{other_kernel}")) && e.contains("--stub"),
+        "{e}"
+    );
 }
 
 /// Random bytes: a layer that does not compress, so its frames are stored raw.
@@ -714,7 +729,10 @@ fn an_app_with_images_on_a_base_with_images_merges_the_registries() {
             assert_eq!(json!(sha(&o.stdout)), desc["digest"], "{name}");
         }
     } else {
-        eprintln!("SKIP (part): skopeo missing, the merged layout was not read by skopeo");
+        skip(
+            &[],
+            "skopeo missing (apt-get install skopeo): the merged layout was not read by skopeo",
+        );
     }
 
     // An app context holding another image under a name the base carries keeps the base's
@@ -793,7 +811,7 @@ fn add_unpacks_local_archives_and_copies_other_files() {
         {
             have.push((name, file, vec![flag, "-cf"]));
         } else {
-            eprintln!("SKIP (part): {tool} missing, ADD of {file} not checked");
+            skip(&[], &format!("{tool} missing: ADD of {file} not checked"));
         }
     }
     let mut kubefile = String::from("FROM scratch\n");

@@ -15,7 +15,7 @@
 
 mod common;
 use common::testbed::*;
-use common::{bale_bin, stderr};
+use common::{bale_bin, poll_until, stderr};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -244,6 +244,8 @@ fn nftables_guardian_with_real_https_traffic() {
     wait_for("the hold", Duration::from_secs(30), || {
         journal("lvs1").contains("keeping the last good set")
     });
+    // Deliberate: three more rounds pass with every server down, and the held set must survive
+    // them (the guardian logs nothing per round, so there is no event to wait for).
     std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
     let j = journal("lvs1");
     let kept = kept_set(&j);
@@ -298,6 +300,8 @@ fn nftables_guardian_with_real_https_traffic() {
     wait_for("lvs2 running rounds", Duration::from_secs(30), || {
         journal("lvs2").contains("dropped all capabilities")
     });
+    // Deliberate: three rounds of the new guardian pass, and none of them may touch the table
+    // it adopted (an adoption that changes nothing logs nothing: no event to wait for).
     std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
     let j = journal("lvs2");
     assert!(

@@ -9,8 +9,8 @@
 //! config names the hosts directory. No CRI client (crictl) is packaged in Debian bookworm, so
 //! no image is pulled through the CRI API here.
 //!
-//! Needs root and the testbed; without them the test prints SKIP, unless
-//! BALE_REQUIRE_TESTBED=1, which makes that (and a missing runtime) a failure.
+//! Needs root and the testbed; without them (or without the runtime) the test skips, or fails
+//! under BALE_REQUIRE_ALL=1 or BALE_REQUIRE_TESTBED=1 (see `common::skip`).
 
 mod common;
 
@@ -27,30 +27,25 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn required() -> bool {
-    std::env::var("BALE_REQUIRE_TESTBED").as_deref() == Ok("1")
-}
-
-/// Runs one of the example appliance's scripts; false (after printing why) when it fails.
-fn script(name: &str) -> bool {
+/// Runs one of the example appliance's scripts; why not, when it fails.
+fn script(name: &str) -> Result<(), String> {
     let o = Command::new("bash")
         .arg(root().join("examples/appliance").join(name))
         .output()
         .expect("run bash");
     if !o.status.success() {
-        eprintln!("examples/appliance/{name} failed:\n{}", stderr(&o));
+        return Err(format!("examples/appliance/{name} failed:\n{}", stderr(&o)));
     }
-    o.status.success()
+    Ok(())
 }
 
 /// A bundle with the runtime (bin/, cni/bin/) and the appliance's two images.
 fn runtime_bundle(dir: &Path) -> Option<PathBuf> {
-    if !script("fetch-runtime.sh") || !script("make-images.sh") {
-        assert!(
-            !required(),
-            "the runtime or the images for the test bundle could not be made (see above)"
+    if let Err(why) = script("fetch-runtime.sh").and_then(|_| script("make-images.sh")) {
+        skip(
+            &[REQUIRE_TESTBED],
+            &format!("the runtime or the images for the test bundle could not be made: {why}"),
         );
-        eprintln!("SKIP: no runtime binaries");
         return None;
     }
     let kubefile = dir.join("Kubefile");
@@ -144,9 +139,9 @@ fn pull_and_run(node: &str, name: &str) {
 
 #[test]
 fn runtime_steps_on_a_node() {
-    if unsafe { libc::geteuid() } != 0 {
-        let _ = Testbed::up(1, &[]); // prints SKIP, or fails under BALE_REQUIRE_TESTBED=1
-        return;
+    // Before the runtime is made: its scripts install Debian packages.
+    if !is_root() {
+        return skip(&[REQUIRE_TESTBED], "no testbed: needs root");
     }
     let dir = tempfile::tempdir().unwrap();
     let Some(bundle) = runtime_bundle(dir.path()) else {
@@ -237,15 +232,15 @@ fn runtime_steps_on_a_node() {
     // Kill the registry: systemd restarts it, pulls work again.
     let pid_before = on_ok(n, "systemctl show -p MainPID --value bale-registry");
     on_ok(n, "systemctl kill -s KILL bale-registry");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pid = on_ok(n, "systemctl show -p MainPID --value bale-registry");
-        if step(n, "registry", "check").status.success() && pid.trim() != "0" && pid != pid_before {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the registry did not come back");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    poll_until(
+        Duration::from_millis(300),
+        "systemd to bring the registry back",
+        Duration::from_secs(30),
+        || {
+            let pid = on_ok(n, "systemctl show -p MainPID --value bale-registry");
+            step(n, "registry", "check").status.success() && pid.trim() != "0" && pid != pid_before
+        },
+    );
     on_ok(n, &format!("ctr images rm {IMAGE}"));
     pull_and_run(n, "after-kill");
 

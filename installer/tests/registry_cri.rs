@@ -11,7 +11,8 @@
 //! nothing could leave the machine anyway (loopback itself is never proxied).
 //!
 //! Needs root and Debian's containerd (`scripts/test.sh` installs it); without them the test
-//! prints SKIP, unless BALE_REQUIRE_TESTBED=1, which makes that a failure.
+//! skips, or fails under BALE_REQUIRE_ALL=1 or BALE_REQUIRE_TESTBED=1 (see
+//! `registry_common::skip`).
 
 mod registry_common;
 
@@ -30,19 +31,6 @@ mod registry_cri {
 
     /// The negative control must fail by itself well within this, not by the client's timeout.
     const NEGATIVE_BOUND: Duration = Duration::from_secs(20);
-
-    fn required() -> bool {
-        std::env::var("BALE_REQUIRE_TESTBED").as_deref() == Ok("1")
-    }
-
-    /// Prints SKIP, or fails when the test is required to run.
-    fn skip(why: &str) {
-        assert!(
-            !required(),
-            "required (BALE_REQUIRE_TESTBED=1) but cannot run: {why}"
-        );
-        eprintln!("SKIP: {why}");
-    }
 
     /// bale's containerd config with the test's directories in place of the node's, and the
     /// plugins that would touch the host (or need what this machine lacks) disabled.
@@ -173,10 +161,13 @@ mod registry_cri {
     #[test]
     fn cri_plugin_pulls_original_names_through_config_path() {
         if !is_root() {
-            return skip("containerd needs root to run");
+            return skip(&[REQUIRE_TESTBED], "containerd needs root to run");
         }
         if !have("containerd") {
-            return skip("containerd is not installed (apt-get install containerd)");
+            return skip(
+                &[REQUIRE_TESTBED],
+                "containerd is not installed (apt-get install containerd)",
+            );
         }
         let f = fixture();
         let s = start(f, ServeOptions::default());
@@ -296,10 +287,13 @@ mod registry_cri {
     #[test]
     fn a_containerd_without_its_cri_plugin_is_told_apart() {
         if !is_root() {
-            return skip("containerd needs root to run");
+            return skip(&[REQUIRE_TESTBED], "containerd needs root to run");
         }
         if !have("containerd") {
-            return skip("containerd is not installed (apt-get install containerd)");
+            return skip(
+                &[REQUIRE_TESTBED],
+                "containerd is not installed (apt-get install containerd)",
+            );
         }
         let ctrd = start_containerd(false).unwrap_or_else(|e| panic!("{e}"));
         for e in [

@@ -31,6 +31,12 @@ mod registry_http {
         );
     }
 
+    /// The installer tests' skip rule (`registry_common::skip`), on this program.
+    #[test]
+    fn a_skip_fails_where_tests_must_run_and_is_loud_elsewhere() {
+        check_the_skip_rule_on_this_program(REQUIRE_TESTBED);
+    }
+
     #[test]
     fn base_endpoint() {
         let (_, s) = server();

@@ -4,8 +4,9 @@
 //! testbed state dir) for as long as it uses the nodes, so tests in different binaries and
 //! processes take turns instead of tearing down each other's nodes.
 
-use super::{ok, stderr, stdout};
-use std::os::fd::AsRawFd;
+use super::{is_root, ok, skip, stderr, stdout, REQUIRE_TESTBED};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -60,17 +61,18 @@ pub fn known_hosts_path() -> String {
     format!("{STATE}/known_hosts")
 }
 
-/// Held while a test uses the nodes; dropping it tears them down (after checking the guard).
+/// Held while a test uses the nodes; dropping it tears them down (after checking the guard),
+/// then lets the next test have them.
 pub struct Testbed {
-    lock: std::fs::File,
+    _lock: Flock<File>,
 }
 
 impl Testbed {
     /// Takes the machine-wide testbed lock, then brings up fresh nodes n1..n`count` (or VMs
-    /// with `--vm` in `extra`). `None` (after printing SKIP) when this machine cannot, unless
-    /// BALE_REQUIRE_TESTBED=1, which turns that into a failure.
+    /// with `--vm` in `extra`). `None` when this machine cannot: the test [`skip`]s (or fails,
+    /// also under BALE_REQUIRE_TESTBED=1).
     pub fn up(count: usize, extra: &[&str]) -> Option<Testbed> {
-        let why = if unsafe { libc::geteuid() } != 0 {
+        let why = if !is_root() {
             "needs root".to_string()
         } else {
             let lock = take_lock();
@@ -80,14 +82,11 @@ impl Testbed {
             args.extend_from_slice(extra);
             let o = tb(&args);
             if o.status.success() {
-                return Some(Testbed { lock });
+                return Some(Testbed { _lock: lock });
             }
             format!("scripts/testbed.sh up failed: {}", stderr(&o))
         };
-        if std::env::var("BALE_REQUIRE_TESTBED").as_deref() == Ok("1") {
-            panic!("testbed required (BALE_REQUIRE_TESTBED=1) but unavailable: {why}");
-        }
-        eprintln!("SKIP: {why}");
+        skip(&[REQUIRE_TESTBED], &format!("no testbed: {why}"));
         None
     }
 
@@ -99,13 +98,13 @@ impl Testbed {
 }
 
 impl Drop for Testbed {
+    /// The nodes go down first; the lock is released after, when the field drops.
     fn drop(&mut self) {
         let _ = tb(&["down"]);
-        unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
-fn take_lock() -> std::fs::File {
+fn take_lock() -> Flock<File> {
     std::fs::create_dir_all(STATE).expect("create the testbed state dir");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -113,29 +112,8 @@ fn take_lock() -> std::fs::File {
         .write(true)
         .open(format!("{STATE}/.test-lock"))
         .expect("open the testbed lock");
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock the testbed lock");
-    f
-}
-
-/// Polls `cond` every `every` until it holds or `limit` passes; returns the time it took.
-pub fn poll_until(
-    every: std::time::Duration,
-    what: &str,
-    limit: std::time::Duration,
-    mut cond: impl FnMut() -> bool,
-) -> std::time::Duration {
-    let t0 = std::time::Instant::now();
-    loop {
-        if cond() {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(every);
-    }
+    Flock::lock(f, FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("flock the testbed lock: {e}"))
 }
 
 /// The log of a systemd unit on a node, messages only.

@@ -1,6 +1,8 @@
-//! Shared by the images_* tests: real images made on the spot, a real registry
-//! (Debian's docker-registry) on 127.0.0.1, and a tiny HTTP server that stands in front of it
-//! to play a token service or a failing server. Nothing here talks to anything but loopback.
+//! Shared by the bundler's tests: real images made on the spot, a real registry
+//! (Debian's docker-registry) on 127.0.0.1, a tiny HTTP server that stands in front of it
+//! to play a token service or a failing server, waiting on conditions, and the one rule for
+//! a test that cannot run on this machine ([`skip`]). Nothing here talks to anything but
+//! loopback.
 
 #![allow(dead_code)]
 
@@ -29,17 +31,122 @@ pub fn have(tool: &str) -> bool {
     })
 }
 
-/// Prints why a test does not run and returns `true` if a tool is missing.
+/// `BALE_REQUIRE_ALL=1` (set by `scripts/test.sh`; CI's `CI=true` counts the same): every
+/// test that cannot run on this machine fails instead of skipping.
+pub const REQUIRE_ALL: &str = "BALE_REQUIRE_ALL";
+/// The older switch for the real-helm test; still honoured.
+pub const REQUIRE_HELM: &str = "BALE_REQUIRE_HELM";
+
+/// Why a test that cannot run here must fail instead of skipping: `BALE_REQUIRE_ALL=1`,
+/// `CI=true`, or one of `switches` set (to anything but empty or `0`). None: it may skip.
+pub fn skips_forbidden_by(switches: &[&str]) -> Option<String> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
+    if set(REQUIRE_ALL) {
+        return Some(format!("{REQUIRE_ALL}=1"));
+    }
+    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
+        return Some("CI=true".into());
+    }
+    switches
+        .iter()
+        .find(|s| set(s))
+        .map(|s| format!("{s} is set"))
+}
+
+/// Ends a test that cannot run on this machine, for the reason `why` (which names the fix).
+/// Where skipping is forbidden ([`skips_forbidden_by`]) it fails the test. Otherwise it says
+/// so on the process's own stderr, past the harness's capture (an `eprintln!` in a passing test
+/// is never shown), and the caller returns.
+#[track_caller]
+pub fn skip(switches: &[&str], why: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    if let Some(rule) = skips_forbidden_by(switches) {
+        panic!("{test} cannot run here and must ({rule}): {why}");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {why} ({REQUIRE_ALL}=1 makes this a failure)"
+    );
+}
+
+/// The rule of [`skip`], checked on this test program: the calling test runs again as a child
+/// that skips. It must pass with a notice past the harness's capture where skipping is allowed,
+/// and fail with the reason where it is not (`BALE_REQUIRE_ALL=1`, `CI=true`, `switch`).
+pub fn check_the_skip_rule_on_this_program(switch: &str) {
+    const CHILD: &str = "BALE_SKIP_RULE_CHILD";
+    const WHY: &str = "the skip rule's own check (nothing is missing)";
+    if std::env::var_os(CHILD).is_some() {
+        return skip(&[switch], WHY);
+    }
+    let me = std::thread::current()
+        .name()
+        .expect("the harness names test threads")
+        .to_string();
+    let child = |env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(std::env::current_exe().expect("this program"));
+        c.args(["--exact", &me]).env(CHILD, "1");
+        for v in [REQUIRE_ALL, "CI", switch] {
+            c.env_remove(v);
+        }
+        c.envs(env.iter().copied()).output().expect("run the child")
+    };
+    let o = child(&[]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success() && err.contains(&format!("SKIPPED {me}: {WHY}")),
+        "allowed skip: {err}"
+    );
+    let all = format!("{REQUIRE_ALL}=1");
+    let by_switch = format!("{switch} is set");
+    for (env, rule) in [
+        ((REQUIRE_ALL, "1"), all.as_str()),
+        (("CI", "true"), "CI=true"),
+        ((switch, "1"), by_switch.as_str()),
+    ] {
+        let o = child(&[env]);
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !o.status.success() && out.contains(&format!("must ({rule}): {WHY}")),
+            "under {env:?}:\n{out}"
+        );
+    }
+}
+
+/// True (after [`skip`], which fails the test where it must run) if a tool is missing.
+#[track_caller]
 pub fn missing(tools: &[&str]) -> bool {
     let gone: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
     if gone.is_empty() {
         return false;
     }
-    eprintln!(
-        "SKIP: {} not installed (apt-get install docker-registry skopeo busybox-static apache2-utils)",
-        gone.join(", ")
+    skip(
+        &[],
+        &format!(
+            "{} not installed (apt-get install docker-registry skopeo busybox-static apache2-utils)",
+            gone.join(", ")
+        ),
     );
     true
+}
+
+/// Polls `cond` every `every` until it holds (true) or `limit` passes (false). Tests wait on
+/// conditions this way, never on fixed sleeps.
+pub fn poll_until(every: Duration, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if t0.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// The busybox binary to put in test images: the real static one when busybox-static is
@@ -203,14 +310,10 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on 127.0.0.1:{port}");
+    let up = poll_until(Duration::from_millis(50), Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "nothing listens on 127.0.0.1:{port}");
 }
 
 /// Debian's docker-registry on 127.0.0.1, with its own storage and config; killed on drop.

@@ -2,11 +2,15 @@
 //! under /tmp, its log kept for the test's messages, and stopped (with anything it started)
 //! when dropped, also when the test panics.
 
+use super::poll;
+use nix::mount::{umount2, MntFlags};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct TestContainerd {
     child: Child,
@@ -51,18 +55,23 @@ impl TestContainerd {
             .spawn()
             .map_err(|e| format!("cannot start containerd: {e}"))?;
         let mut c = TestContainerd { child, dir, socket };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let outcome = poll(Duration::from_millis(200), Duration::from_secs(30), || {
             if let Ok(Some(st)) = c.child.try_wait() {
-                return Err(format!("containerd exited ({st}):\n{}", c.log()));
+                return Some(Err(format!("containerd exited ({st})")));
             }
-            if c.socket.exists() && ready(&c)? {
-                return Ok(c);
+            if !c.socket.exists() {
+                return None;
             }
-            if Instant::now() > deadline {
-                return Err(format!("containerd did not come up:\n{}", c.log()));
+            match ready(&c) {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
             }
-            std::thread::sleep(Duration::from_millis(200));
+        });
+        match outcome {
+            Some(Ok(())) => Ok(c),
+            Some(Err(e)) => Err(format!("{e}:\n{}", c.log())),
+            None => Err(format!("containerd did not come up:\n{}", c.log())),
         }
     }
 
@@ -77,27 +86,21 @@ impl TestContainerd {
 
 impl Drop for TestContainerd {
     fn drop(&mut self) {
-        let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: signals only the process group this test created for its containerd.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // SAFETY: as above; whatever is left of the group.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        // The process group this test created for its containerd, and only that.
+        let group = Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let _ = poll(Duration::from_millis(100), Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_))).then_some(())
+        });
+        // Whatever is left of the group.
+        let _ = killpg(group, Signal::SIGKILL);
         let _ = self.child.wait();
         // An unpack interrupted by a panic may leave a mount below the directory, which
         // the directory's removal must not walk into.
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for m in bale_installer::node::runtime::mounts_below(&mountinfo, self.dir.path()) {
-            if let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) {
-                // SAFETY: a valid NUL-terminated path; MNT_DETACH cannot hang.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
+            // MNT_DETACH cannot hang.
+            let _ = umount2(&m, MntFlags::MNT_DETACH);
         }
     }
 }
