@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::netlink::NetlinkError;
+use crate::netlink::NetlinkError;
+use crate::nft::NftError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,15 +47,19 @@ impl fmt::Display for Scheduler {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("unknown scheduler {0:?} (rr, wrr, lc, sh)")]
+pub struct UnknownScheduler(String);
+
 impl FromStr for Scheduler {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownScheduler;
+    fn from_str(s: &str) -> Result<Self, UnknownScheduler> {
         match s {
             "rr" => Ok(Scheduler::Rr),
             "wrr" => Ok(Scheduler::Wrr),
             "lc" => Ok(Scheduler::Lc),
             "sh" => Ok(Scheduler::Sh),
-            other => Err(format!("unknown scheduler {other:?} (rr, wrr, lc, sh)")),
+            other => Err(UnknownScheduler(other.to_string())),
         }
     }
 }
@@ -68,19 +73,27 @@ pub struct ServiceState {
     pub dests: BTreeMap<SocketAddr, u32>,
 }
 
+/// Why a data plane could not be opened, read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("netlink: {0}")]
+    #[error("IPVS over netlink")]
     Netlink(#[from] NetlinkError),
     #[error(
         "the kernel has no IPVS (no /proc/net/ip_vs and the IPVS netlink family does not \
          resolve, not even by loading ip_vs); use --backend nftables"
     )]
     NoIpvs,
-    #[error("nft: {0}")]
-    Nft(String),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("nftables")]
+    Nft(#[from] NftError),
+    #[error("the nftables backend handles IPv4 only, got {0}")]
+    NotIpv4(SocketAddr),
+    /// A change to a virtual server that the backend does not hold (a bug in the caller).
+    #[error("no virtual server {0} to change")]
+    NoService(SocketAddr),
+    /// An addition of what is already there (a bug in the caller), as IPVS's EEXIST.
+    #[cfg(test)]
+    #[error("{0} exists")]
+    Exists(SocketAddr),
 }
 
 /// What a data plane must offer. Mutations may be buffered until `commit`
@@ -161,8 +174,8 @@ pub fn reconcile(
     Ok(changes)
 }
 
-/// An in-memory backend: the reconcile logic's test double, and a way to run
-/// the guardian's loop without touching the kernel.
+/// An in-memory backend: the reconcile logic's test double.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     pub services: BTreeMap<SocketAddr, ServiceState>,
@@ -170,6 +183,7 @@ pub struct MemoryBackend {
     pub ops: Vec<String>,
 }
 
+#[cfg(test)]
 impl Backend for MemoryBackend {
     fn name(&self) -> &'static str {
         "memory"
@@ -180,7 +194,7 @@ impl Backend for MemoryBackend {
     fn create_service(&mut self, vs: SocketAddr, sched: Scheduler) -> Result<(), BackendError> {
         self.ops.push(format!("create {vs}"));
         if self.services.contains_key(&vs) {
-            return Err(BackendError::Unsupported(format!("{vs} exists")));
+            return Err(BackendError::Exists(vs));
         }
         self.services.insert(
             vs,
@@ -208,7 +222,7 @@ impl Backend for MemoryBackend {
         let s = self.svc(vs)?;
         if s.dests.insert(rs, w).is_some() {
             // Mirrors IPVS's EEXIST: adding twice is a bug in the caller.
-            return Err(BackendError::Unsupported(format!("{rs} exists")));
+            return Err(BackendError::Exists(rs));
         }
         Ok(())
     }
@@ -229,11 +243,12 @@ impl Backend for MemoryBackend {
     }
 }
 
+#[cfg(test)]
 impl MemoryBackend {
     fn svc(&mut self, vs: SocketAddr) -> Result<&mut ServiceState, BackendError> {
         self.services
             .get_mut(&vs)
-            .ok_or_else(|| BackendError::Unsupported(format!("no service {vs}")))
+            .ok_or(BackendError::NoService(vs))
     }
 }
 

@@ -9,9 +9,14 @@
 
 use caps::{CapSet, Capability, CapsHashSet};
 
+/// Which step of the drop failed; the guardian then runs with what it had.
 #[derive(Debug, thiserror::Error)]
-#[error("dropping capabilities: {0}")]
-pub struct CapsError(String);
+#[error("dropping capabilities: {step}")]
+pub struct CapsError {
+    step: &'static str,
+    #[source]
+    source: caps::errors::CapsError,
+}
 
 /// What `drop_to_net_admin` did, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +30,7 @@ pub enum Dropped {
 const KEEP: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW];
 
 pub fn drop_to_net_admin() -> Result<Dropped, CapsError> {
-    let e = |what: &str, err: caps::errors::CapsError| CapsError(format!("{what}: {err}"));
+    let e = |step: &'static str, source| CapsError { step, source };
     let permitted = caps::read(None, CapSet::Permitted).map_err(|x| e("read permitted", x))?;
     if permitted.is_empty() {
         return Ok(Dropped::NothingToDrop);

@@ -13,6 +13,11 @@ use serde::Deserialize;
 use super::backend::Scheduler;
 
 pub const DEFAULT_VS: &str = "10.103.97.2:6443";
+/// [`DEFAULT_VS`] as an address, so resolving needs no parse that could fail.
+const DEFAULT_VS_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    Ipv4Addr::new(10, 103, 97, 2),
+    6443,
+));
 pub const LINK_NAME: &str = "bale-lvs0";
 /// The longest `--instance` name: `bale-` plus it must fit an interface name (15 bytes).
 const INSTANCE_MAX: usize = 10;
@@ -42,8 +47,24 @@ impl Default for Names {
     }
 }
 
+/// Why an `--instance` name cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error(
+        "--instance {0:?}: use 1 to {INSTANCE_MAX} lowercase letters or digits (it names the \
+         interface bale-{0}, which must fit 15 bytes)"
+    )]
+    BadName(String),
+    #[error(
+        "--instance {0:?} is taken by the guardian without --instance (table {masq}, link \
+         {LINK_NAME}): choose another name",
+        masq = super::nft::IPVS_MASQ_TABLE
+    )]
+    Taken(String),
+}
+
 impl Names {
-    pub fn of(instance: Option<&str>) -> Result<Names, String> {
+    pub fn of(instance: Option<&str>) -> Result<Names, InstanceError> {
         let Some(name) = instance else {
             return Ok(Names::default());
         };
@@ -53,18 +74,11 @@ impl Names {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !ok {
-            return Err(format!(
-                "--instance {name:?}: use 1 to {INSTANCE_MAX} lowercase letters or digits (it \
-                 names the interface bale-{name}, which must fit 15 bytes)"
-            ));
+            return Err(InstanceError::BadName(name.to_string()));
         }
         // The names of the guardian without --instance would come out of these two.
         if name == "ipvs" || format!("bale-{name}") == LINK_NAME {
-            return Err(format!(
-                "--instance {name:?} is taken by the guardian without --instance (table \
-                 {}, link {LINK_NAME}): choose another name",
-                super::nft::IPVS_MASQ_TABLE
-            ));
+            return Err(InstanceError::Taken(name.to_string()));
         }
         Ok(Names {
             instance: Some(name.to_string()),
@@ -145,33 +159,55 @@ impl std::fmt::Display for StatusSet {
     }
 }
 
-pub fn parse_status(s: &str) -> Result<StatusSet, String> {
+/// Why a list of HTTP status codes does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{0:?} is not an HTTP status code (100-599)")]
+    NotACode(String),
+    #[error("range {0:?} is backwards")]
+    Backwards(String),
+    #[error("no status codes given (e.g. 200 or 200,401 or 200-399)")]
+    Empty,
+}
+
+pub fn parse_status(s: &str) -> Result<StatusSet, StatusError> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (lo, hi) = match part.split_once('-') {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (part, part),
         };
-        let code = |x: &str| -> Result<u16, String> {
+        let code = |x: &str| -> Result<u16, StatusError> {
             x.parse::<u16>()
                 .ok()
                 .filter(|c| (100..=599).contains(c))
-                .ok_or_else(|| format!("{x:?} is not an HTTP status code (100-599)"))
+                .ok_or_else(|| StatusError::NotACode(x.to_string()))
         };
         let (lo, hi) = (code(lo)?, code(hi)?);
         if lo > hi {
-            return Err(format!("range {part:?} is backwards"));
+            return Err(StatusError::Backwards(part.to_string()));
         }
         out.push((lo, hi));
     }
     if out.is_empty() {
-        return Err("no status codes given (e.g. 200 or 200,401 or 200-399)".into());
+        return Err(StatusError::Empty);
     }
     Ok(StatusSet(out))
 }
 
+/// Why a duration does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration (try 5s, 500ms, 1m)")]
+    NotANumber(String),
+    #[error("unknown unit {unit:?} in {text:?} (ms, s, m, h)")]
+    UnknownUnit { unit: String, text: String },
+    #[error("{0:?} must be more than 0 and at most 24h")]
+    OutOfRange(String),
+}
+
 /// "5s", "200ms", "1m", "1.5s", or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -179,16 +215,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 5s, 500ms, 1m)"))?;
+        .map_err(|_| DurationError::NotANumber(s.to_string()))?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        u => return Err(format!("unknown unit {u:?} in {s:?} (ms, s, m, h)")),
+        u => {
+            return Err(DurationError::UnknownUnit {
+                unit: u.to_string(),
+                text: s.to_string(),
+            })
+        }
     };
     if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
-        return Err(format!("{s:?} must be more than 0 and at most 24h"));
+        return Err(DurationError::OutOfRange(s.to_string()));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -253,12 +294,12 @@ enum FileDuration {
 }
 
 impl FileDuration {
-    fn get(&self, field: &str) -> Result<Duration, ConfigError> {
+    fn get(&self, field: &'static str) -> Result<Duration, ConfigError> {
         let r = match self {
             FileDuration::Secs(n) => parse_duration(&n.to_string()),
             FileDuration::Text(s) => parse_duration(s),
         };
-        r.map_err(|e| ConfigError::Invalid(format!("{field}: {e}")))
+        r.map_err(|source| ConfigError::Duration { field, source })
     }
 }
 
@@ -297,17 +338,61 @@ struct FileConfig {
     node_ip: Option<Ipv4Addr>,
 }
 
+/// Why the flags and the config file do not make a usable guardian. Each message names the
+/// file, field or flag at fault and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("parsing {path}: {msg}")]
-    Parse { path: PathBuf, msg: String },
-    #[error("{0}")]
-    Invalid(String),
+    /// `path` is `<text>` for [`Config::from_text`].
+    #[error("parsing {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("{field}")]
+    Duration {
+        field: &'static str,
+        #[source]
+        source: DurationError,
+    },
+    #[error("health.status")]
+    Status(#[source] StatusError),
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error("real server {0} is listed twice")]
+    ListedTwice(SocketAddr),
+    #[error("--vs {0} needs a port")]
+    VsWithoutPort(SocketAddr),
+    #[error("--vs {0}: only IPv4 VIPs are supported (route, link and nftables are IPv4 here)")]
+    VsNotIpv4(SocketAddr),
+    #[error(
+        "no real servers: pass --rs IP:PORT (repeatable) or list them under `rs:` in --config"
+    )]
+    NoRealServers,
+    #[error("real server {0} needs a port")]
+    RsWithoutPort(SocketAddr),
+    #[error("real server {0} is the virtual server itself")]
+    RsIsVs(SocketAddr),
+    #[error("real server {rs} and virtual server {vs} are different IP versions")]
+    MixedIpVersions { rs: SocketAddr, vs: SocketAddr },
+    #[error("--fall and --rise must be at least 1")]
+    ZeroThreshold,
+    #[error("--health-path {0:?} must start with /")]
+    RelativeHealthPath(String),
+    #[error("--health-path must not contain spaces or line breaks")]
+    HealthPathWithSpace,
+    #[error(
+        "https probes need a CA to verify the masters: pass --ca-file /etc/kubernetes/pki/ca.crt, \
+         or --insecure-skip-verify where that file is not on this node yet (a worker before it \
+         joins)"
+    )]
+    HttpsWithoutCa,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,19 +431,19 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_file(&text).map_err(|msg| ConfigError::Parse {
+    parse_file(&text).map_err(|source| ConfigError::Parse {
         path: path.to_path_buf(),
-        msg,
+        source,
     })
 }
 
 /// YAML is a superset of JSON, so one parser reads what the installer writes
 /// in either form.
-fn parse_file(text: &str) -> Result<FileConfig, String> {
+fn parse_file(text: &str) -> Result<FileConfig, serde_yaml::Error> {
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }
-    serde_yaml::from_str(text).map_err(|e| e.to_string())
+    serde_yaml::from_str(text)
 }
 
 impl Config {
@@ -373,20 +458,15 @@ impl Config {
 
     /// Same as `resolve` from config text instead of a path (tests, tools).
     pub fn from_text(args: &Options, text: &str) -> Result<Config, ConfigError> {
-        let file = parse_file(text).map_err(|msg| ConfigError::Parse {
+        let file = parse_file(text).map_err(|source| ConfigError::Parse {
             path: PathBuf::from("<text>"),
-            msg,
+            source,
         })?;
         Self::merge(args, file)
     }
 
     fn merge(args: &Options, file: FileConfig) -> Result<Config, ConfigError> {
-        let vs = match args.vs.or(file.vs) {
-            Some(v) => v,
-            None => DEFAULT_VS
-                .parse()
-                .map_err(|_| ConfigError::Invalid("bad built-in VIP".into()))?,
-        };
+        let vs = args.vs.or(file.vs).unwrap_or(DEFAULT_VS_ADDR);
         let mut rs: Vec<(SocketAddr, u32)> = if args.rs.is_empty() {
             file.rs
                 .iter()
@@ -401,21 +481,16 @@ impl Config {
         rs.sort();
         for w in rs.windows(2) {
             if w[0].0 == w[1].0 {
-                return Err(ConfigError::Invalid(format!(
-                    "real server {} is listed twice",
-                    w[0].0
-                )));
+                return Err(ConfigError::ListedTwice(w[0].0));
             }
         }
         let h = file.health;
         let status = match (&args.health_status, &h.status) {
             (Some(s), _) => s.clone(),
-            (None, Some(FileStatus::Text(t))) => {
-                parse_status(t).map_err(|e| ConfigError::Invalid(format!("health.status: {e}")))?
-            }
+            (None, Some(FileStatus::Text(t))) => parse_status(t).map_err(ConfigError::Status)?,
             (None, Some(FileStatus::List(l))) => {
                 let t = l.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-                parse_status(&t).map_err(|e| ConfigError::Invalid(format!("health.status: {e}")))?
+                parse_status(&t).map_err(ConfigError::Status)?
             }
             (None, None) => StatusSet::default(),
         };
@@ -453,69 +528,53 @@ impl Config {
             node_ip: args.node_ip.or(file.node_ip),
             run_once: args.run_once,
             clean: args.clean,
-            names: Names::of(args.instance.as_deref()).map_err(ConfigError::Invalid)?,
+            names: Names::of(args.instance.as_deref())?,
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.vs.port() == 0 {
-            return bad(format!("--vs {} needs a port", self.vs));
+            return Err(ConfigError::VsWithoutPort(self.vs));
         }
         if !self.vs.is_ipv4() {
-            return bad(format!(
-                "--vs {}: only IPv4 VIPs are supported (route, link and nftables are IPv4 here)",
-                self.vs
-            ));
+            return Err(ConfigError::VsNotIpv4(self.vs));
         }
         if self.clean {
             return Ok(()); // cleaning needs only the VIP
         }
         if self.rs.is_empty() {
-            return bad(
-                "no real servers: pass --rs IP:PORT (repeatable) or list them under \
-                        `rs:` in --config"
-                    .into(),
-            );
+            return Err(ConfigError::NoRealServers);
         }
         for (a, _) in &self.rs {
             if a.port() == 0 {
-                return bad(format!("real server {a} needs a port"));
+                return Err(ConfigError::RsWithoutPort(*a));
             }
             if *a == self.vs {
-                return bad(format!("real server {a} is the virtual server itself"));
+                return Err(ConfigError::RsIsVs(*a));
             }
             if a.is_ipv4() != self.vs.is_ipv4() {
-                return bad(format!(
-                    "real server {a} and virtual server {} are different IP versions",
-                    self.vs
-                ));
+                return Err(ConfigError::MixedIpVersions {
+                    rs: *a,
+                    vs: self.vs,
+                });
             }
         }
         if self.fall == 0 || self.rise == 0 {
-            return bad("--fall and --rise must be at least 1".into());
+            return Err(ConfigError::ZeroThreshold);
         }
         if !self.health.path.starts_with('/') {
-            return bad(format!(
-                "--health-path {:?} must start with /",
-                self.health.path
-            ));
+            return Err(ConfigError::RelativeHealthPath(self.health.path.clone()));
         }
         if self.health.path.contains(['\r', '\n', ' ']) {
-            return bad("--health-path must not contain spaces or line breaks".into());
+            return Err(ConfigError::HealthPathWithSpace);
         }
         if self.health.scheme == HealthScheme::Https
             && !self.health.insecure_skip_verify
             && self.health.ca_file.is_none()
         {
-            return bad(
-                "https probes need a CA to verify the masters: pass --ca-file \
-                        /etc/kubernetes/pki/ca.crt, or --insecure-skip-verify where that file \
-                        is not on this node yet (a worker before it joins)"
-                    .into(),
-            );
+            return Err(ConfigError::HttpsWithoutCa);
         }
         Ok(())
     }
@@ -648,7 +707,7 @@ fall: 3
                 insecure_skip_verify: insecure,
                 ..Options::default()
             };
-            Config::from_text(&flags, text).unwrap_err().to_string()
+            crate::error_chain(&Config::from_text(&flags, text).unwrap_err())
         };
         assert!(e("", false).contains("no real servers"));
         assert!(e("rs: [1.2.3.4:1]", false).contains("--ca-file"));
@@ -708,6 +767,11 @@ fall: 3
             let e = Config::resolve(&clean(Some(bad))).unwrap_err();
             assert!(e.to_string().contains("--instance"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_default_vip_is_the_documented_one() {
+        assert_eq!(DEFAULT_VS_ADDR, DEFAULT_VS.parse::<SocketAddr>().unwrap());
     }
 
     #[test]

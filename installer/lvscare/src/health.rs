@@ -5,24 +5,71 @@
 //! status line of one request per server per interval.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::{self, client::danger, pki_types};
+use tokio_rustls::rustls::{self, pki_types};
 use tokio_rustls::TlsConnector;
 
-use super::config::{HealthConfig, HealthScheme, StatusSet};
-use super::state::Probe;
+use crate::config::{HealthConfig, HealthScheme, StatusSet};
+use crate::insecure_tls::AcceptAnyServerCert;
+use crate::state::Probe;
 
+/// Why the probes cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    #[error("reading CA file {path}: {msg}")]
-    CaFile { path: String, msg: String },
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("reading CA file {path}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: CaFileError,
+    },
+    #[error("TLS setup")]
+    Tls(#[from] rustls::Error),
+}
+
+/// What is wrong with a `--ca-file`.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error(transparent)]
+    Pem(#[from] pki_types::pem::Error),
+    #[error("a certificate in it is unusable as a trust anchor")]
+    Anchor(#[from] rustls::Error),
+    #[error("no certificates in it")]
+    Empty,
+}
+
+/// Why one probe failed; it becomes the reason in [`Probe::Fail`].
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("connect")]
+    Connect(#[source] io::Error),
+    #[error("TLS")]
+    Tls(#[source] io::Error),
+    #[error("send")]
+    Send(#[source] io::Error),
+    #[error("read")]
+    Read(#[source] io::Error),
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+    #[error("HTTP {code}, accepted: {accepted}")]
+    Status { code: u16, accepted: StatusSet },
+}
+
+/// An answer without a usable HTTP status line.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("bad status line {0:?}")]
+    BadStatusLine(String),
+    #[error("connection closed without an answer")]
+    Closed,
+    #[error("not an HTTP answer: {0:?}")]
+    NotHttp(String),
 }
 
 pub struct Prober {
@@ -52,7 +99,7 @@ impl Prober {
     pub async fn probe(&self, rs: SocketAddr) -> Probe {
         match tokio::time::timeout(self.timeout, self.probe_inner(rs)).await {
             Ok(Ok(())) => Probe::Ok,
-            Ok(Err(reason)) => Probe::Fail(reason),
+            Ok(Err(e)) => Probe::Fail(crate::error_chain(&e)),
             Err(_) => Probe::Fail(format!("no answer within {:?}", self.timeout)),
         }
     }
@@ -75,18 +122,13 @@ impl Prober {
         out
     }
 
-    async fn probe_inner(&self, rs: SocketAddr) -> Result<(), String> {
-        let tcp = TcpStream::connect(rs)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+    async fn probe_inner(&self, rs: SocketAddr) -> Result<(), ProbeError> {
+        let tcp = TcpStream::connect(rs).await.map_err(ProbeError::Connect)?;
         match (self.scheme, &self.tls) {
             (HealthScheme::Tcp, _) => Ok(()),
             (HealthScheme::Https, Some(tls)) => {
                 let name = pki_types::ServerName::IpAddress(rs.ip().into());
-                let stream = tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
+                let stream = tls.connect(name, tcp).await.map_err(ProbeError::Tls)?;
                 self.http_get(stream, rs).await
             }
             _ => self.http_get(tcp, rs).await,
@@ -97,19 +139,19 @@ impl Prober {
         &self,
         mut s: S,
         rs: SocketAddr,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProbeError> {
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {rs}\r\nUser-Agent: bale-lvscare\r\nAccept: */*\r\nConnection: close\r\n\r\n",
             self.path
         );
         s.write_all(req.as_bytes())
             .await
-            .map_err(|e| format!("send: {e}"))?;
+            .map_err(ProbeError::Send)?;
         let mut buf = Vec::with_capacity(256);
         let mut chunk = [0u8; 256];
         // Only the status line matters; stop at its end or after 4 KiB.
         while !buf.contains(&b'\n') && buf.len() < 4096 {
-            let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            let n = s.read(&mut chunk).await.map_err(ProbeError::Read)?;
             if n == 0 {
                 break;
             }
@@ -119,106 +161,60 @@ impl Prober {
         if self.status.contains(code) {
             Ok(())
         } else {
-            Err(format!("HTTP {code}, accepted: {}", self.status))
+            Err(ProbeError::Status {
+                code,
+                accepted: self.status.clone(),
+            })
         }
     }
 }
 
 /// Extracts the code from "HTTP/1.1 200 OK".
-pub fn parse_status_line(buf: &[u8]) -> Result<u16, String> {
+fn parse_status_line(buf: &[u8]) -> Result<u16, AnswerError> {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     match (parts.next(), parts.next()) {
         (Some(v), Some(code)) if v.starts_with("HTTP/") => code
             .parse()
-            .map_err(|_| format!("bad status line {:?}", line.trim())),
-        _ if buf.is_empty() => Err("connection closed without an answer".into()),
-        _ => Err(format!("not an HTTP answer: {:?}", line.trim())),
+            .map_err(|_| AnswerError::BadStatusLine(line.trim().to_string())),
+        _ if buf.is_empty() => Err(AnswerError::Closed),
+        _ => Err(AnswerError::NotHttp(line.trim().to_string())),
     }
 }
 
 fn tls_config(cfg: &HealthConfig) -> Result<rustls::ClientConfig, HealthError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HealthError::Tls(e.to_string()))?;
+        .with_safe_default_protocol_versions()?;
     let config = if let Some(path) = &cfg.ca_file {
-        use pki_types::pem::PemObject;
-        let ca_err = |msg: String| HealthError::CaFile {
-            path: path.display().to_string(),
-            msg,
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in
-            pki_types::CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))?
-        {
-            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
-            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(ca_err("no certificates in it".into()));
-        }
+        let roots = trust_anchors(path).map_err(|source| HealthError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         // Only reached with --insecure-skip-verify (config validation
         // refuses https without a CA otherwise).
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::new(provider)))
             .with_no_client_auth()
     };
     Ok(config)
 }
 
-/// Accepts any certificate: the probe sends no secret and learns only
-/// "is something answering TLS and HTTP here", which is what the flag asks.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &pki_types::CertificateDer<'_>,
-        _intermediates: &[pki_types::CertificateDer<'_>],
-        _server_name: &pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: pki_types::UnixTime,
-    ) -> Result<danger::ServerCertVerified, rustls::Error> {
-        Ok(danger::ServerCertVerified::assertion())
+/// The certificates of a PEM file, every one of them a usable trust anchor.
+fn trust_anchors(path: &std::path::Path) -> Result<rustls::RootCertStore, CaFileError> {
+    use pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pki_types::CertificateDer::pem_file_iter(path)? {
+        roots.add(cert?)?;
     }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    if roots.is_empty() {
+        return Err(CaFileError::Empty);
     }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    Ok(roots)
 }
 
 #[cfg(test)]
@@ -265,7 +261,10 @@ mod tests {
             401
         );
         assert!(parse_status_line(b"SSH-2.0-OpenSSH\r\n").is_err());
-        assert!(parse_status_line(b"").unwrap_err().contains("closed"));
+        assert!(parse_status_line(b"")
+            .unwrap_err()
+            .to_string()
+            .contains("closed"));
     }
 
     #[test]
@@ -391,9 +390,17 @@ mod tests {
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let mut c = cfg(HealthScheme::Https);
         c.insecure_skip_verify = false;
-        c.ca_file = Some(empty);
-        assert!(matches!(Prober::new(&c), Err(HealthError::CaFile { .. })));
+        c.ca_file = Some(empty.clone());
+        let e = Prober::new(&c).err().expect("refused");
+        assert!(matches!(e, HealthError::CaFile { .. }));
+        let text = crate::error_chain(&e);
+        assert_eq!(
+            text,
+            format!("reading CA file {}: no certificates in it", empty.display())
+        );
         c.ca_file = Some(dir.path().join("missing.crt"));
-        assert!(matches!(Prober::new(&c), Err(HealthError::CaFile { .. })));
+        let e = Prober::new(&c).err().expect("refused");
+        assert!(matches!(e, HealthError::CaFile { .. }));
+        assert!(crate::error_chain(&e).contains("missing.crt"), "{e}");
     }
 }

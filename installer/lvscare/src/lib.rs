@@ -1,52 +1,68 @@
 //! `bale lvscare`: a guardian that keeps a virtual server (the apiserver VIP,
 //! 10.103.97.2:6443 by default) pointing only at healthy masters.
 //!
+//! The binary gives it [`Options`] (its command line) and calls [`run`]; the installer writes
+//! its config file ([`worker_config`], [`registry_config`]) and removes its rules ([`clean`]).
+//!
 //! Layout:
-//! - `config`: flags, the YAML/JSON file, defaults, validation;
+//! - `config`: the options, the YAML/JSON file, defaults, validation;
 //! - `state`: the pure fall/rise state machine;
-//! - `health`: HTTP(S)/TCP probes;
+//! - `health`: HTTP(S)/TCP probes (`insecure_tls`: the verifier of `--insecure-skip-verify`);
 //! - `backend`: the data-plane trait and reconcile; `ipvs` (generic netlink)
 //!   and `nft` (one nftables table) implement it;
 //! - `vip`: the /32 route or dummy link that makes the VIP reachable;
-//! - `caps`: dropping to CAP_NET_ADMIN + CAP_NET_RAW.
+//! - `netlink`: the message layer under `ipvs` and `vip`;
+//! - `caps`: dropping to CAP_NET_ADMIN + CAP_NET_RAW;
+//! - `error`: the errors of the whole.
 
-pub mod backend;
-pub mod caps;
-pub mod config;
-pub mod health;
-pub mod ipvs;
-pub mod netlink;
-pub mod nft;
-pub mod state;
-pub mod vip;
+mod backend;
+mod caps;
+mod config;
+mod error;
+mod health;
+mod insecure_tls;
+mod ipvs;
+mod netlink;
+mod nft;
+mod state;
+mod vip;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio::sync::Notify;
 
-pub use backend::{Backend, Scheduler, ServiceState};
+use backend::{Backend, ServiceState};
+pub use backend::{BackendError, Scheduler, UnknownScheduler};
 pub use config::{
-    parse_duration, parse_status, BackendKind, Config, HealthScheme, Names, Options, StatusSet,
-    VipMode, DEFAULT_VS, LINK_NAME,
+    parse_duration, parse_status, BackendKind, Config, ConfigError, DurationError, HealthConfig,
+    HealthScheme, InstanceError, Names, Options, StatusError, StatusSet, VipMode, DEFAULT_VS,
+    LINK_NAME,
 };
-use state::{Event, Pool, Probe, Thresholds};
+use error::CleanFailure;
+pub use error::{error_chain, CleanError, Error};
+pub use health::{CaFileError, HealthError};
+pub use insecure_tls::AcceptAnyServerCert;
+pub use netlink::NetlinkError;
+pub use nft::NftError;
+pub use state::{Event, Probe};
+use state::{Pool, Thresholds};
+pub use vip::VipError;
 
 /// The name every node resolves to reach the apiserver.
 pub const APISERVER_NAME: &str = "apiserver.cluster.local";
 
 /// The command's entry: logs to stderr, handles SIGHUP (reload), SIGTERM/SIGINT
 /// (stop, leaving the rules in place), and drops capabilities.
-pub fn run(args: Options) -> anyhow::Result<()> {
+pub fn run(args: Options) -> Result<(), Error> {
     init_logging();
     run_with(args, Control::cli())
 }
 
 /// Sets up a compact stderr logger once; later calls do nothing.
-pub fn init_logging() {
+fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -114,48 +130,47 @@ impl Control {
 
 /// Runs the guardian until stopped (or once, or `--clean`), on a
 /// current-thread runtime: one thread, small RSS.
-pub fn run_with(args: Options, control: Control) -> anyhow::Result<()> {
+pub fn run_with(args: Options, control: Control) -> Result<(), Error> {
     let cfg = Config::resolve(&args)?;
     if cfg.clean {
-        return clean(&cfg);
+        return Ok(clean(&cfg)?);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?;
+        .map_err(Error::Runtime)?;
     rt.block_on(guard(args, cfg, control))
 }
 
 /// `--clean`: removes the virtual server from every backend present, the
 /// VIP route and link: those of this guardian's instance only. Each part is
 /// attempted even if another fails.
-pub fn clean(cfg: &Config) -> anyhow::Result<()> {
-    let mut errors = Vec::new();
+pub fn clean(cfg: &Config) -> Result<(), CleanError> {
+    let mut failures = Vec::new();
     let want_ipvs = cfg.backend != BackendKind::Nftables;
     let want_nft = cfg.backend != BackendKind::Ipvs;
     // Only a loaded IPVS can hold a service: no module is loaded to clean.
     if want_ipvs && std::path::Path::new("/proc/net/ip_vs").exists() {
         match ipvs::IpvsBackend::open().and_then(|mut b| b.clean(cfg.vs)) {
             Ok(()) => tracing::info!("removed IPVS service {}", cfg.vs),
-            Err(e) => errors.push(format!("ipvs: {e}")),
+            Err(e) => failures.push(CleanFailure::Ipvs(e)),
         }
     }
     if want_ipvs {
         if let Some(p) = nft::find_nft() {
-            match nft::NftBackend::new(p, &cfg.names.masq_table).clean(cfg.vs) {
-                Ok(()) => {}
-                Err(e) => errors.push(format!("link-mode masquerade: {e}")),
+            if let Err(e) = nft::NftBackend::new(p, &cfg.names.masq_table).remove_table() {
+                failures.push(CleanFailure::Masquerade(e));
             }
         }
     }
     if want_nft {
         match nft::find_nft() {
-            Some(p) => match nft::NftBackend::new(p, &cfg.names.table).clean(cfg.vs) {
+            Some(p) => match nft::NftBackend::new(p, &cfg.names.table).remove_table() {
                 Ok(()) => tracing::info!("removed nftables table ip {}", cfg.names.table),
-                Err(e) => errors.push(format!("nftables: {e}")),
+                Err(e) => failures.push(CleanFailure::Nftables(e)),
             },
             None if cfg.backend == BackendKind::Nftables => {
-                errors.push("nftables: no `nft` binary found".into())
+                failures.push(CleanFailure::Nftables(nft::NftError::NotFound))
             }
             None => {}
         }
@@ -163,18 +178,25 @@ pub fn clean(cfg: &Config) -> anyhow::Result<()> {
     match vip::remove_route(cfg.vs.ip()) {
         Ok(true) => tracing::info!("removed route {}/32", cfg.vs.ip()),
         Ok(false) => {}
-        Err(e) => errors.push(format!("route: {e}")),
+        Err(e) => failures.push(CleanFailure::Route(e)),
     }
     match vip::remove_link(&cfg.names.link) {
         Ok(true) => tracing::info!("removed interface {}", cfg.names.link),
         Ok(false) => {}
-        Err(e) => errors.push(format!("link: {e}")),
+        Err(e) => failures.push(CleanFailure::Link(e)),
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!("clean incomplete: {}", errors.join("; "))
-    }
+    CleanError::check(failures)
+}
+
+/// Why IPVS link mode has no source NAT for local clients.
+#[derive(Debug, thiserror::Error)]
+enum MasqueradeError {
+    #[error("writing 1 to {0}")]
+    Sysctl(&'static str, #[source] std::io::Error),
+    #[error(transparent)]
+    Nft(#[from] nft::NftError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
 /// IPVS in link mode: local clients dial the VIP from the VIP (it is a local
@@ -186,9 +208,9 @@ pub fn clean(cfg: &Config) -> anyhow::Result<()> {
 /// route mode and remote clients work without it.
 fn ipvs_link_masquerade(vs: SocketAddr, names: &Names, control: &Control) {
     let table = &names.masq_table;
-    let result = (|| -> anyhow::Result<()> {
+    let result = (|| -> Result<(), MasqueradeError> {
         let sysctl = "/proc/sys/net/ipv4/vs/conntrack";
-        std::fs::write(sysctl, "1").with_context(|| format!("writing 1 to {sysctl}"))?;
+        std::fs::write(sysctl, "1").map_err(|e| MasqueradeError::Sysctl(sysctl, e))?;
         let nft = nft::NftBackend::locate(table)?;
         nft.apply(&nft::render_ipvs_masquerade(table, vs)?)?;
         Ok(())
@@ -198,46 +220,51 @@ fn ipvs_link_masquerade(vs: SocketAddr, names: &Names, control: &Control) {
             "link mode: source NAT for local clients of {vs} (table ip {table}, net.ipv4.vs.conntrack=1)"
         ),
         Err(e) => {
+            let why = error_chain(&e);
             tracing::error!(
                 "link mode: no source NAT for local clients of {vs}, they will get no answers \
-                 (--mode route needs none): {e:#}"
+                 (--mode route needs none): {why}"
             );
-            control.report(Report::Error(format!("link-mode masquerade: {e:#}")));
+            control.report(Report::Error(format!("link-mode masquerade: {why}")));
         }
     }
 }
 
-fn open_backend(kind: BackendKind, names: &Names) -> anyhow::Result<(Box<dyn Backend>, String)> {
+fn open_backend(kind: BackendKind, names: &Names) -> Result<(Box<dyn Backend>, String), Error> {
+    let ipvs = || -> Result<Box<dyn Backend>, Error> {
+        let b = ipvs::IpvsBackend::open().map_err(|source| Error::OpenBackend {
+            backend: "ipvs",
+            source,
+        })?;
+        Ok(Box::new(b))
+    };
+    let nftables = || -> Result<Box<dyn Backend>, Error> {
+        let b = nft::NftBackend::locate(&names.table).map_err(|e| Error::OpenBackend {
+            backend: "nftables",
+            source: e.into(),
+        })?;
+        Ok(Box::new(b))
+    };
     Ok(match kind {
-        BackendKind::Ipvs => (
-            Box::new(ipvs::IpvsBackend::open()?),
-            "ipvs (--backend ipvs)".into(),
-        ),
-        BackendKind::Nftables => (
-            Box::new(nft::NftBackend::locate(&names.table)?),
-            "nftables (--backend nftables)".into(),
-        ),
-        BackendKind::Auto if ipvs::kernel_has_ipvs() => (
-            Box::new(ipvs::IpvsBackend::open()?),
-            "ipvs (the kernel has IP_VS)".into(),
-        ),
-        BackendKind::Auto => (
-            Box::new(nft::NftBackend::locate(&names.table)?),
-            "nftables (the kernel has no IP_VS)".into(),
-        ),
+        BackendKind::Ipvs => (ipvs()?, "ipvs (--backend ipvs)".into()),
+        BackendKind::Nftables => (nftables()?, "nftables (--backend nftables)".into()),
+        BackendKind::Auto if ipvs::kernel_has_ipvs() => {
+            (ipvs()?, "ipvs (the kernel has IP_VS)".into())
+        }
+        BackendKind::Auto => (nftables()?, "nftables (the kernel has no IP_VS)".into()),
     })
 }
 
 /// Makes the VIP reachable; idempotent, so it runs every round and repairs a
 /// route or address someone removed.
-fn ensure_vip(cfg: &Config) -> anyhow::Result<()> {
+fn ensure_vip(cfg: &Config) -> Result<(), VipError> {
     match cfg.mode {
         VipMode::Route => {
             let gw = match cfg.node_ip {
                 Some(ip) => ip,
                 None => {
-                    let first = cfg.rs.first().map(|(a, _)| *a).context("no real servers")?;
-                    vip::node_ip_towards(first)?
+                    let first = cfg.rs.first().map(|(a, _)| *a);
+                    vip::node_ip_towards(first.ok_or(VipError::NoRealServers)?)?
                 }
             };
             vip::ensure_route(cfg.vs.ip(), gw)?;
@@ -257,8 +284,9 @@ fn desired(cfg: &Config, pool: &Pool) -> ServiceState {
 
 fn apply(backend: &mut dyn Backend, cfg: &Config, pool: &Pool, control: &Control) {
     if let Err(e) = ensure_vip(cfg) {
-        tracing::error!("VIP {} not reachable from this node: {e:#}", cfg.vs.ip());
-        control.report(Report::Error(format!("vip: {e:#}")));
+        let why = error_chain(&e);
+        tracing::error!("VIP {} not reachable from this node: {why}", cfg.vs.ip());
+        control.report(Report::Error(format!("vip: {why}")));
     }
     match backend::reconcile(backend, &desired(cfg, pool)) {
         Ok(changes) if changes.is_empty() => {}
@@ -269,16 +297,17 @@ fn apply(backend: &mut dyn Backend, cfg: &Config, pool: &Pool, control: &Control
             control.report(Report::Applied(changes));
         }
         Err(e) => {
+            let why = error_chain(&e);
             tracing::error!(
-                "{}: applying failed, retrying next round: {e}",
+                "{}: applying failed, retrying next round: {why}",
                 backend.name()
             );
-            control.report(Report::Error(e.to_string()));
+            control.report(Report::Error(why));
         }
     }
 }
 
-async fn guard(args: Options, mut cfg: Config, control: Control) -> anyhow::Result<()> {
+async fn guard(args: Options, mut cfg: Config, control: Control) -> Result<(), Error> {
     let (mut backend, why) = open_backend(cfg.backend, &cfg.names)?;
     tracing::info!(
         "guarding {} -> [{}] with {why}",
@@ -307,7 +336,7 @@ async fn guard(args: Options, mut cfg: Config, control: Control) -> anyhow::Resu
         let msg = match caps::drop_to_net_admin() {
             Ok(caps::Dropped::Kept(k)) => format!("dropped all capabilities but {}", k.join(", ")),
             Ok(caps::Dropped::NothingToDrop) => "no capabilities to drop (not root)".into(),
-            Err(e) => format!("could not drop capabilities: {e}"),
+            Err(e) => format!("could not drop capabilities: {}", error_chain(&e)),
         };
         tracing::info!("{msg}");
         control.report(Report::Capabilities(msg));
@@ -360,13 +389,21 @@ async fn guard(args: Options, mut cfg: Config, control: Control) -> anyhow::Resu
                             .delete_service(cfg.vs)
                             .and_then(|_| backend.commit())
                         {
-                            tracing::error!("removing old virtual server {}: {e}", cfg.vs);
+                            tracing::error!(
+                                "removing old virtual server {}: {}",
+                                cfg.vs,
+                                error_chain(&e)
+                            );
                         }
                         // The new VIP gets its route on the next apply; the old one's must not
                         // linger and catch traffic for an address nothing serves any more.
                         if cfg.mode == VipMode::Route && new.vs.ip() != cfg.vs.ip() {
                             if let Err(e) = vip::remove_route(cfg.vs.ip()) {
-                                tracing::error!("removing the route to {}: {e}", cfg.vs.ip());
+                                tracing::error!(
+                                    "removing the route to {}: {}",
+                                    cfg.vs.ip(),
+                                    error_chain(&e)
+                                );
                             }
                         }
                     }
@@ -378,7 +415,9 @@ async fn guard(args: Options, mut cfg: Config, control: Control) -> anyhow::Resu
                     }
                     match health::Prober::new(&new.health) {
                         Ok(p) => prober = Arc::new(p),
-                        Err(e) => tracing::error!("keeping old probe settings: {e}"),
+                        Err(e) => {
+                            tracing::error!("keeping old probe settings: {}", error_chain(&e))
+                        }
                     }
                     for ev in pool.set_servers(&new.rs) {
                         tracing::info!("{ev}");
@@ -399,7 +438,10 @@ async fn guard(args: Options, mut cfg: Config, control: Control) -> anyhow::Resu
                     control.report(Report::Reloaded);
                     apply(backend.as_mut(), &cfg, &pool, &control);
                 }
-                Err(e) => tracing::error!("reload failed, keeping the running config: {e}"),
+                Err(e) => tracing::error!(
+                    "reload failed, keeping the running config: {}",
+                    error_chain(&e)
+                ),
             },
         }
     }
@@ -418,12 +460,13 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> anyhow::Result<Self> {
+    fn new() -> Result<Self, Error> {
         use tokio::signal::unix::{signal, SignalKind};
+        let handler = |name, kind| signal(kind).map_err(|e| Error::Signal(name, e));
         Ok(Signals {
-            hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
-            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
-            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: handler("SIGHUP", SignalKind::hangup())?,
+            term: handler("SIGTERM", SignalKind::terminate())?,
+            int: handler("SIGINT", SignalKind::interrupt())?,
         })
     }
 }

@@ -8,8 +8,13 @@
 //! netlink runtime. Kernel round trips are sub-millisecond, so blocking calls
 //! from the single-threaded guardian are fine.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
 
 pub const NLMSG_HDRLEN: usize = 16;
 pub const NLA_HDRLEN: usize = 4;
@@ -32,22 +37,34 @@ pub const NLA_TYPE_MASK: u16 = 0x3fff;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    #[error("netlink socket: {0}")]
-    Io(#[from] io::Error),
-    /// The kernel refused the request; `errno` is positive (e.g. ENOENT=2).
-    #[error("kernel answered {}: {}", .errno, io::Error::from_raw_os_error(*.errno))]
-    Kernel { errno: i32 },
+    /// A call on the socket itself failed (`op` is the call: socket, bind, send, ...).
+    #[error("netlink socket: {op}")]
+    Socket {
+        op: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("no answer from the kernel within {0:?}")]
+    NoAnswer(std::time::Duration),
+    /// The kernel refused the request.
+    #[error("kernel answered {errno}")]
+    Kernel { errno: Errno },
     #[error("malformed netlink data: {0}")]
     Malformed(&'static str),
 }
 
 impl NetlinkError {
-    pub fn errno(&self) -> Option<i32> {
+    /// The kernel's refusal, to tell "already there" or "not there" from real failures.
+    pub fn errno(&self) -> Option<Errno> {
         match self {
             NetlinkError::Kernel { errno } => Some(*errno),
             _ => None,
         }
     }
+}
+
+fn socket_call(op: &'static str) -> impl FnOnce(Errno) -> NetlinkError {
+    move |source| NetlinkError::Socket { op, source }
 }
 
 pub const fn align4(n: usize) -> usize {
@@ -99,9 +116,6 @@ impl MsgBuilder {
         self
     }
 
-    pub fn attr_u8(&mut self, ty: u16, v: u8) -> &mut Self {
-        self.attr(ty, &[v])
-    }
     pub fn attr_u16(&mut self, ty: u16, v: u16) -> &mut Self {
         self.attr(ty, &v.to_ne_bytes())
     }
@@ -246,10 +260,13 @@ pub fn check_error(payload: &[u8]) -> Result<(), NetlinkError> {
         Ok(())
     } else {
         Err(NetlinkError::Kernel {
-            errno: code.saturating_neg(),
+            errno: Errno::from_raw(code.saturating_neg()),
         })
     }
 }
+
+/// How long a request waits for the kernel's answer.
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A blocking netlink socket talking to the kernel.
 pub struct Socket {
@@ -258,50 +275,20 @@ pub struct Socket {
 }
 
 impl Socket {
-    pub fn open(protocol: i32) -> Result<Self, NetlinkError> {
-        // SAFETY: plain socket(2); the fd is owned immediately below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                protocol,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: zeroed sockaddr_nl is valid (pid 0 = let the kernel pick).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: addr is a valid sockaddr_nl of the given size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+    pub fn open(protocol: SockProtocol) -> Result<Self, NetlinkError> {
+        let fd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            protocol,
+        )
+        .map_err(socket_call("socket"))?;
+        // Port id 0: the kernel picks one for this socket.
+        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(socket_call("bind"))?;
         // A guardian must never hang on a lost reply: bound every receive.
-        let tv = libc::timeval {
-            // A literal keeps the field's own type, which differs between libcs.
-            tv_sec: 5,
-            tv_usec: 0,
-        };
-        // SAFETY: tv is a valid timeval for SO_RCVTIMEO.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
+        let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
+        socket::setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)
+            .map_err(socket_call("setsockopt SO_RCVTIMEO"))?;
         Ok(Socket { fd, seq: 1 })
     }
 
@@ -313,38 +300,19 @@ impl Socket {
         let seq = self.seq;
         let bytes = msg.finish(seq);
         let is_dump = u16_ne(&bytes[6..8])? & NLM_F_DUMP == NLM_F_DUMP;
-        // SAFETY: bytes is a valid buffer of the given length.
-        let sent = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr() as *const libc::c_void,
-                bytes.len(),
-                0,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        // A netlink datagram goes whole or not at all: no partial send to resume.
+        socket::send(self.fd.as_raw_fd(), &bytes, MsgFlags::empty())
+            .map_err(socket_call("send"))?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // SAFETY: buf is a valid writable buffer of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                )
+            let n = match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Err(NetlinkError::NoAnswer(REPLY_TIMEOUT)),
+                Err(e) => return Err(socket_call("receive")(e)),
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e.into());
-            }
-            for m in parse_messages(&buf[..n as usize])? {
+            for m in parse_messages(&buf[..n])? {
                 if m.seq != seq {
                     continue; // stale answer to an earlier, timed-out request
                 }
@@ -432,7 +400,7 @@ mod tests {
     fn error_payload_decodes_errno() {
         assert!(check_error(&0i32.to_ne_bytes()).is_ok());
         let e = check_error(&(-2i32).to_ne_bytes()).unwrap_err();
-        assert_eq!(e.errno(), Some(2));
+        assert_eq!(e.errno(), Some(Errno::ENOENT));
     }
 
     #[test]

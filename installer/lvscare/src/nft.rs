@@ -39,12 +39,36 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::backend::{Backend, BackendError, Scheduler, ServiceState};
+use crate::backend::{Backend, BackendError, Scheduler, ServiceState};
+
+/// Why `nft` did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error(
+        "no `nft` binary found in $PATH, /usr/sbin or /sbin; install nftables or use \
+         --backend ipvs on a kernel with IP_VS"
+    )]
+    NotFound,
+    #[error("running {0}")]
+    Spawn(PathBuf, #[source] std::io::Error),
+    #[error("writing the batch for table ip {0} to nft")]
+    WriteBatch(String, #[source] std::io::Error),
+    #[error("waiting for nft")]
+    Wait(#[source] std::io::Error),
+    #[error("the batch for table ip {table} was rejected: {stderr}")]
+    Rejected { table: String, stderr: String },
+    #[error("listing table ip {table}: {stderr}")]
+    List { table: String, stderr: String },
+    #[error("unreadable `nft -j` output")]
+    Json(#[source] serde_json::Error),
+    #[error("`nft -j` output has no nftables array")]
+    NoArray,
+}
 
 /// The table of the guardian without `--instance`.
 pub const TABLE: &str = "bale_lvscare";
@@ -60,9 +84,7 @@ fn map_name(vs: SocketAddr) -> String {
 fn v4(addr: SocketAddr) -> Result<Ipv4Addr, BackendError> {
     match addr.ip() {
         IpAddr::V4(ip) => Ok(ip),
-        IpAddr::V6(_) => Err(BackendError::Unsupported(format!(
-            "the nftables backend handles IPv4 only, got {addr}"
-        ))),
+        IpAddr::V6(_) => Err(BackendError::NotIpv4(addr)),
     }
 }
 
@@ -239,13 +261,12 @@ fn parse_sock(ip: &Value, port: &Value) -> Option<SocketAddr> {
 }
 
 /// Parses the JSON listing of bale's table back into services.
-pub fn parse_listing(json: &str) -> Result<Parsed, BackendError> {
-    let root: Value = serde_json::from_str(json)
-        .map_err(|e| BackendError::Nft(format!("unreadable `nft -j` output: {e}")))?;
+pub fn parse_listing(json: &str) -> Result<Parsed, NftError> {
+    let root: Value = serde_json::from_str(json).map_err(NftError::Json)?;
     let items = root
         .get("nftables")
         .and_then(Value::as_array)
-        .ok_or_else(|| BackendError::Nft("`nft -j` output has no nftables array".into()))?;
+        .ok_or(NftError::NoArray)?;
     let mut maps: BTreeMap<String, BTreeMap<SocketAddr, u32>> = BTreeMap::new();
     let mut comments: BTreeMap<SocketAddr, Scheduler> = BTreeMap::new();
     let mut parsed = Parsed {
@@ -357,31 +378,19 @@ impl NftBackend {
         }
     }
 
-    pub fn locate(table: &str) -> Result<Self, BackendError> {
-        find_nft().map(|p| Self::new(p, table)).ok_or_else(|| {
-            BackendError::Nft(
-                "no `nft` binary found in $PATH, /usr/sbin or /sbin; install nftables or use \
-                 --backend ipvs on a kernel with IP_VS"
-                    .into(),
-            )
-        })
-    }
-
-    pub fn nft_path(&self) -> &Path {
-        &self.nft
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
+    pub fn locate(table: &str) -> Result<Self, NftError> {
+        find_nft()
+            .map(|p| Self::new(p, table))
+            .ok_or(NftError::NotFound)
     }
 
     /// Reads the table; an absent table is an empty model.
-    pub fn read(&self) -> Result<Parsed, BackendError> {
+    pub fn read(&self) -> Result<Parsed, NftError> {
         let out = Command::new(&self.nft)
             .args(["-j", "list", "table", "ip", &self.table])
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| BackendError::Nft(format!("running {}: {e}", self.nft.display())))?;
+            .map_err(|e| NftError::Spawn(self.nft.clone(), e))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             if err.contains("No such file or directory") {
@@ -390,42 +399,46 @@ impl NftBackend {
                     ..Default::default()
                 });
             }
-            return Err(BackendError::Nft(format!("listing table: {}", err.trim())));
+            return Err(NftError::List {
+                table: self.table.clone(),
+                stderr: err.trim().to_string(),
+            });
         }
         parse_listing(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// Feeds one batch to `nft -f -`: one transaction, all or nothing.
-    pub fn apply(&self, batch: &str) -> Result<(), BackendError> {
+    pub fn apply(&self, batch: &str) -> Result<(), NftError> {
         let mut child = Command::new(&self.nft)
             .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| BackendError::Nft(format!("running {}: {e}", self.nft.display())))?;
+            .map_err(|e| NftError::Spawn(self.nft.clone(), e))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(batch.as_bytes())
-                .map_err(|e| BackendError::Nft(format!("writing batch: {e}")))?;
+                .map_err(|e| NftError::WriteBatch(self.table.clone(), e))?;
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| BackendError::Nft(format!("waiting for nft: {e}")))?;
+        let out = child.wait_with_output().map_err(NftError::Wait)?;
         if !out.status.success() {
-            return Err(BackendError::Nft(format!(
-                "batch rejected: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(NftError::Rejected {
+                table: self.table.clone(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
         Ok(())
     }
 
+    /// Deletes this backend's table and nothing else; succeeds when it does not exist.
+    pub fn remove_table(&self) -> Result<(), NftError> {
+        self.apply(&render_clean(&self.table))
+    }
+
     fn svc(&mut self, vs: SocketAddr) -> Result<&mut ServiceState, BackendError> {
         self.dirty = true;
-        self.model
-            .get_mut(&vs)
-            .ok_or_else(|| BackendError::Unsupported(format!("no service {vs} in the model")))
+        self.model.get_mut(&vs).ok_or(BackendError::NoService(vs))
     }
 }
 
@@ -494,7 +507,7 @@ impl Backend for NftBackend {
     }
 
     fn clean(&mut self, _vs: SocketAddr) -> Result<(), BackendError> {
-        self.apply(&render_clean(&self.table))?;
+        self.remove_table()?;
         self.model.clear();
         self.dirty = false;
         Ok(())
@@ -601,7 +614,7 @@ mod tests {
         );
         assert!(matches!(
             render_batch(TABLE, &m),
-            Err(BackendError::Unsupported(_))
+            Err(BackendError::NotIpv4(_))
         ));
     }
 

@@ -145,14 +145,11 @@ impl Pool {
         self
     }
 
-    pub fn servers(&self) -> &BTreeMap<SocketAddr, Server> {
-        &self.servers
-    }
-
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.servers.keys().copied().collect()
     }
 
+    #[cfg(test)]
     pub fn holding(&self) -> bool {
         self.holding
     }

@@ -16,7 +16,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
-use super::netlink::{
+use nix::errno::Errno;
+use nix::net::if_::{if_nametoindex, InterfaceFlags};
+use nix::sys::socket::{AddressFamily, SockProtocol};
+
+use crate::netlink::{
     MsgBuilder, NetlinkError, Socket, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
     NLM_F_REQUEST,
 };
@@ -42,22 +46,29 @@ const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RT_SCOPE_HOST: u8 = 254;
 
-const AF_INET: u8 = libc::AF_INET as u8;
-const IFF_UP: u32 = libc::IFF_UP as u32;
+const AF_INET: u8 = AddressFamily::Inet as u8;
+const IFF_UP: u32 = InterfaceFlags::IFF_UP.bits() as u32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
-    #[error("rtnetlink: {0}")]
+    #[error("rtnetlink")]
     Netlink(#[from] NetlinkError),
     #[error("the VIP must be IPv4 here, got {0}")]
     NotIpv4(IpAddr),
-    #[error("finding this node's address towards {target}: {source}")]
+    #[error("finding this node's address towards {target}")]
     NodeIp {
         target: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
-    #[error("interface {0} has no index after creation")]
-    NoIndex(String),
+    #[error("interface {name} has no index after creation")]
+    NoIndex {
+        name: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("no real server to route the VIP towards: pass --node-ip")]
+    NoRealServers,
 }
 
 fn rtmsg(dst_len: u8, protocol: u8) -> [u8; 12] {
@@ -163,7 +174,7 @@ pub fn node_ip_towards(target: SocketAddr) -> Result<Ipv4Addr, VipError> {
 }
 
 fn rtnl() -> Result<Socket, VipError> {
-    Ok(Socket::open(libc::NETLINK_ROUTE)?)
+    Ok(Socket::open(SockProtocol::NetlinkRoute)?)
 }
 
 pub fn ensure_route(vip: IpAddr, gw: Ipv4Addr) -> Result<(), VipError> {
@@ -174,16 +185,9 @@ pub fn ensure_route(vip: IpAddr, gw: Ipv4Addr) -> Result<(), VipError> {
 pub fn remove_route(vip: IpAddr) -> Result<bool, VipError> {
     match rtnl()?.request(del_route_msg(v4(vip)?)) {
         Ok(_) => Ok(true),
-        Err(e) if e.errno() == Some(libc::ESRCH) => Ok(false),
+        Err(e) if e.errno() == Some(Errno::ESRCH) => Ok(false),
         Err(e) => Err(e.into()),
     }
-}
-
-fn if_index(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: c is a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
 }
 
 pub fn ensure_link(name: &str, vip: IpAddr) -> Result<(), VipError> {
@@ -191,10 +195,13 @@ pub fn ensure_link(name: &str, vip: IpAddr) -> Result<(), VipError> {
     let mut s = rtnl()?;
     match s.request(new_dummy_msg(name)) {
         Ok(_) => {}
-        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+        Err(e) if e.errno() == Some(Errno::EEXIST) => {}
         Err(e) => return Err(e.into()),
     }
-    let index = if_index(name).ok_or_else(|| VipError::NoIndex(name.to_string()))?;
+    let index = if_nametoindex(name).map_err(|source| VipError::NoIndex {
+        name: name.to_string(),
+        source,
+    })?;
     // It may exist from an earlier run but have been set down.
     s.request(link_up_msg(index as i32))?;
     s.request(addr_msg(index, vip))?;
@@ -204,7 +211,7 @@ pub fn ensure_link(name: &str, vip: IpAddr) -> Result<(), VipError> {
 pub fn remove_link(name: &str) -> Result<bool, VipError> {
     match rtnl()?.request(del_link_msg(name)) {
         Ok(_) => Ok(true),
-        Err(e) if e.errno() == Some(libc::ENODEV) => Ok(false),
+        Err(e) if e.errno() == Some(Errno::ENODEV) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -238,6 +245,8 @@ mod tests {
         assert_eq!(&m[48..50], &16u16.to_ne_bytes()); // IFLA_LINKINFO nest len
         assert_eq!(&m[52..54], &10u16.to_ne_bytes()); // IFLA_INFO_KIND len, unpadded
         assert_eq!(&m[56..62], b"dummy\0");
+        assert_eq!(&m[24..28], &1u32.to_ne_bytes()); // ifi_flags: IFF_UP
+        assert_eq!(&m[28..32], &1u32.to_ne_bytes()); // ifi_change: IFF_UP
     }
 
     #[test]

@@ -14,15 +14,17 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bale_lvscare::state::Event;
-use bale_lvscare::vip::{self, VipError};
-use bale_lvscare::{run_with, BackendKind, Control, HealthScheme, Options, Report, LINK_NAME};
+use bale_lvscare::{
+    error_chain, run_with, BackendKind, Control, Event, HealthScheme, Options, Report, VipMode,
+    LINK_NAME,
+};
+use nix::sched::CloneFlags;
+use nix::sys::socket::Shutdown;
 use tokio::sync::Notify;
 
 const VIP: &str = "10.103.97.2:6443";
@@ -61,8 +63,7 @@ fn skip_reason() -> Option<String> {
 }
 
 fn find_skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Some("not root".into());
     }
     if sh("nft", &["--version"]).is_err() {
@@ -233,43 +234,35 @@ impl Drop for Topology {
 /// Moves the calling thread into a namespace made by this test.
 fn enter(ns: &str) {
     let f = File::open(format!("/run/netns/{ns}")).expect("netns handle");
-    // SAFETY: f is an open netns file; setns affects only this thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+    // setns affects only this thread: the test's other threads stay where they are.
+    nix::sched::setns(&f, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {ns}: {e}"));
 }
 
 /// A master: answers every HTTP request with 200 and its name.
 struct Master {
-    stop: Arc<AtomicBool>,
+    /// The master thread's listening socket, kept here to wake its blocking accept.
+    listener: TcpListener,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Master {
     fn start(ns: &str, addr: &str, name: &'static str) -> Master {
         let (ns, addr) = (ns.to_string(), sa(addr));
-        let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = channel();
-        let flag = Arc::clone(&stop);
         let handle = thread::spawn(move || {
             enter(&ns);
             let l = TcpListener::bind(addr).expect("bind master");
-            l.set_nonblocking(true).expect("nonblocking");
-            let _ = ready_tx.send(());
-            while !flag.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((s, _)) => answer(s, name),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(2))
-                    }
-                    Err(_) => break,
-                }
+            let _ = ready_tx.send(l.try_clone().expect("listener clone"));
+            // Ends when `halt` shuts the socket down: accept then fails.
+            while let Ok((s, _)) = l.accept() {
+                answer(s, name);
             }
         });
-        ready_rx
+        let listener = ready_rx
             .recv_timeout(Duration::from_secs(5))
             .expect("master did not start");
         Master {
-            stop,
+            listener,
             handle: Some(handle),
         }
     }
@@ -280,9 +273,16 @@ impl Master {
     }
 
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
-            let _ = h.join();
+            // Shutting a listening socket down wakes the accept blocked on it (Linux).
+            match nix::sys::socket::shutdown(self.listener.as_raw_fd(), Shutdown::Read) {
+                Ok(()) => {
+                    let _ = h.join();
+                }
+                // Not joined: the thread would never wake. No second panic while unwinding.
+                Err(e) if !thread::panicking() => panic!("shutting a master's socket down: {e}"),
+                Err(_) => {}
+            }
         }
     }
 }
@@ -294,7 +294,6 @@ impl Drop for Master {
 }
 
 fn answer(mut s: TcpStream, name: &str) {
-    let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let mut req = Vec::new();
     let mut buf = [0u8; 512];
@@ -391,7 +390,7 @@ struct Guardian {
     reload: Arc<Notify>,
     rx: Receiver<Report>,
     log: Vec<Report>,
-    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    handle: Option<JoinHandle<Result<(), bale_lvscare::Error>>>,
 }
 
 impl Guardian {
@@ -450,7 +449,7 @@ impl Guardian {
     fn finish(mut self, what: &str) {
         if let Some(h) = self.handle.take() {
             let r = h.join().expect("guardian thread");
-            r.unwrap_or_else(|e| panic!("{what} failed: {e:#}"));
+            r.unwrap_or_else(|e| panic!("{what} failed: {}", error_chain(&e)));
         }
     }
 
@@ -458,7 +457,9 @@ impl Guardian {
         self.stop.notify_one();
         if let Some(h) = self.handle.take() {
             let r = h.join().expect("guardian thread");
-            r.expect("guardian returned an error");
+            if let Err(e) = r {
+                panic!("guardian returned an error: {}", error_chain(&e));
+            }
         }
     }
 }
@@ -796,35 +797,57 @@ fn nft_config_reload_adds_and_forgets_masters() {
     g.stop();
 }
 
+/// `--mode link`: the VIP on a dummy interface, as the guardian sets it up, and gone after
+/// `--clean`.
 #[test]
 fn vip_link_mode_puts_vip_on_a_dummy_interface() {
     require_netns!();
     let t = Topology::new("d");
-    let node = t.node.clone();
-    let vip_ip = sa(VIP).ip();
-    let first = thread::spawn(move || {
-        enter(&node);
-        let r = vip::ensure_link(LINK_NAME, vip_ip);
-        // Twice: a restart finds the interface already there.
-        r.and_then(|_| vip::ensure_link(LINK_NAME, vip_ip))
-    })
-    .join()
-    .expect("link thread");
-    match first {
-        Err(VipError::Netlink(e)) if e.errno() == Some(libc::EOPNOTSUPP) => {
-            return skip(&format!("this kernel has no dummy interface support ({e})"));
+    let _m: Vec<Master> = MASTERS
+        .iter()
+        .zip(["m1", "m2", "m3"])
+        .map(|(a, n)| Master::start(&t.masters, a, n))
+        .collect();
+    let link = Options {
+        mode: Some(VipMode::Link),
+        run_once: true,
+        ..with_masters()
+    };
+    // Twice: a restart finds the interface already there.
+    for run in ["first", "second"] {
+        let mut g = Guardian::start(&t.node, link.clone());
+        g.rounds(1);
+        let errors: Vec<&Report> = g
+            .log
+            .iter()
+            .filter(|r| matches!(r, Report::Error(_)))
+            .collect();
+        if errors
+            .iter()
+            .any(|r| matches!(r, Report::Error(m) if m.contains("EOPNOTSUPP")))
+        {
+            // This kernel has no dummy interface driver (the case on the project's build
+            // machines): the guardian must say so plainly, which is what can be checked here.
+            // The link path itself runs against a real Debian kernel in tests/lvscare_vm.rs.
+            assert_eq!(run, "first", "{errors:?}");
+            eprintln!("link mode: this kernel refuses dummy interfaces, as reported: {errors:?}");
+            return;
         }
-        other => other.expect("ensure_link"),
+        assert!(errors.is_empty(), "{run} run: {errors:?}");
+        g.stop();
     }
     let addrs = sh("ip", &["-n", &t.node, "addr", "show", "dev", LINK_NAME]).expect("ip addr");
     assert!(addrs.contains("10.103.97.2/32"), "{addrs}");
     assert!(addrs.contains("UP"), "{addrs}");
-    let node = t.node.clone();
-    let removed = thread::spawn(move || {
-        enter(&node);
-        (vip::remove_link(LINK_NAME), vip::remove_link(LINK_NAME))
-    })
-    .join()
-    .expect("link thread");
-    assert!(matches!(removed, (Ok(true), Ok(false))), "{removed:?}");
+    assert!(
+        !t.routes().contains("proto 180"),
+        "no route in link mode: {}",
+        t.routes()
+    );
+
+    Guardian::start(&t.node, clean()).finish("clean");
+    let gone = sh("ip", &["-n", &t.node, "link", "show", "dev", LINK_NAME]);
+    assert!(gone.is_err(), "{LINK_NAME} survived the clean: {gone:?}");
+    // Nothing left to remove is fine.
+    Guardian::start(&t.node, clean()).finish("second clean");
 }

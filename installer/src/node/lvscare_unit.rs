@@ -56,8 +56,9 @@ pub enum LvscareStepError {
     },
     #[error("systemctl {args}: {msg}")]
     Systemctl { args: String, msg: String },
-    #[error("lvscare --clean: {0}")]
-    Clean(String),
+    /// Carried whole, not as `source`: the step's errors reach the engine as text.
+    #[error("lvscare --clean: {}", lvscare::error_chain(.0))]
+    Clean(lvscare::Error),
 }
 
 /// Where the step's files live; [`Paths::system`] on a node, a scratch tree in tests.
@@ -444,9 +445,8 @@ fn undo_guard(guard: Guard, ctx: &NodeContext, p: &Paths) -> Result<(), LvscareS
             clean: true,
             ..args
         };
-        let cfg =
-            lvscare::Config::resolve(&args).map_err(|e| LvscareStepError::Clean(e.to_string()))?;
-        lvscare::clean(&cfg).map_err(|e| LvscareStepError::Clean(format!("{e:#}")))?;
+        let cfg = lvscare::Config::resolve(&args).map_err(|e| LvscareStepError::Clean(e.into()))?;
+        lvscare::clean(&cfg).map_err(|e| LvscareStepError::Clean(e.into()))?;
     }
     Ok(())
 }

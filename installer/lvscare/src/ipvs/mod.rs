@@ -9,8 +9,11 @@ pub mod msg;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::backend::{Backend, BackendError, Scheduler, ServiceState};
-use super::netlink::{attrs, u16_ne, MsgBuilder, NetlinkError, Socket, NLM_F_ACK, NLM_F_REQUEST};
+use nix::errno::Errno;
+use nix::sys::socket::SockProtocol;
+
+use crate::backend::{Backend, BackendError, Scheduler, ServiceState};
+use crate::netlink::{attrs, u16_ne, MsgBuilder, NetlinkError, Socket, NLM_F_ACK, NLM_F_REQUEST};
 use msg::{IpvsDest, IpvsService};
 
 const GENL_ID_CTRL: u16 = 0x10;
@@ -30,7 +33,7 @@ pub fn resolve_family(sock: &mut Socket, name: &str) -> Result<Option<u16>, Netl
     b.attr_str(CTRL_ATTR_FAMILY_NAME, name);
     let replies = match sock.request(b) {
         Ok(r) => r,
-        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) if e.errno() == Some(Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(e),
     };
     for r in replies {
@@ -56,7 +59,7 @@ pub fn kernel_has_ipvs() -> bool {
     if Path::new("/proc/net/ip_vs").exists() {
         return true;
     }
-    Socket::open(libc::NETLINK_GENERIC)
+    Socket::open(SockProtocol::NetlinkGeneric)
         .and_then(|mut s| resolve_family(&mut s, msg::IPVS_GENL_NAME))
         .map(|id| id.is_some())
         .unwrap_or(false)
@@ -69,7 +72,7 @@ pub struct IpvsBackend {
 
 impl IpvsBackend {
     pub fn open() -> Result<Self, BackendError> {
-        let mut sock = Socket::open(libc::NETLINK_GENERIC)?;
+        let mut sock = Socket::open(SockProtocol::NetlinkGeneric)?;
         let family = resolve_family(&mut sock, msg::IPVS_GENL_NAME)?.ok_or(BackendError::NoIpvs)?;
         Ok(IpvsBackend { sock, family })
     }
@@ -151,7 +154,7 @@ impl Backend for IpvsBackend {
     fn delete_service(&mut self, vs: SocketAddr) -> Result<(), BackendError> {
         match self.sock.request(msg::del_service(self.family, vs)) {
             Ok(_) => Ok(()),
-            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()), // already gone
+            Err(e) if e.errno() == Some(Errno::ESRCH) => Ok(()), // already gone
             Err(e) => Err(e.into()),
         }
     }
@@ -166,7 +169,7 @@ impl Backend for IpvsBackend {
 
     fn delete_dest(&mut self, vs: SocketAddr, rs: SocketAddr) -> Result<(), BackendError> {
         match self.dest_cmd(msg::IPVS_CMD_DEL_DEST, vs, rs, 0) {
-            Err(BackendError::Netlink(e)) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            Err(BackendError::Netlink(e)) if e.errno() == Some(Errno::ENOENT) => Ok(()),
             other => other,
         }
     }
@@ -193,7 +196,7 @@ mod tests {
     /// request and decode path; IPVS itself is absent on this machine.
     #[test]
     fn genl_controller_resolves_itself_on_this_kernel() {
-        let mut s = match Socket::open(libc::NETLINK_GENERIC) {
+        let mut s = match Socket::open(SockProtocol::NetlinkGeneric) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("SKIP: no netlink socket here: {e}");

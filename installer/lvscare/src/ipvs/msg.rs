@@ -7,6 +7,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use nix::sys::socket::{AddressFamily, SockProtocol};
+
 use crate::netlink::{
     attrs, c_str, u16_be, u16_ne, u32_ne, MsgBuilder, NetlinkError, NLM_F_ACK, NLM_F_DUMP,
     NLM_F_REQUEST,
@@ -53,9 +55,9 @@ pub const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
 /// are local processes, so neither DR nor tunnelling would work.
 pub const IP_VS_CONN_F_MASQ: u32 = 0x0000;
 
-const AF_INET: u16 = libc::AF_INET as u16;
-const AF_INET6: u16 = libc::AF_INET6 as u16;
-const IPPROTO_TCP: u16 = libc::IPPROTO_TCP as u16;
+const AF_INET: u16 = AddressFamily::Inet as u16;
+const AF_INET6: u16 = AddressFamily::Inet6 as u16;
+const IPPROTO_TCP: u16 = SockProtocol::Tcp as u16;
 
 /// A virtual service as IPVS describes it (TCP only: apiservers).
 #[derive(Debug, Clone, PartialEq, Eq)]
