@@ -11,7 +11,6 @@ pub mod node;
 pub mod phases;
 pub mod plugins;
 pub mod preflight;
-pub mod registry;
 pub mod reset;
 pub mod site;
 pub mod ssh;

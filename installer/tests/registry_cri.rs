@@ -13,6 +13,8 @@
 //! Needs root and Debian's containerd (`scripts/test.sh` installs it); without them the test
 //! prints SKIP, unless BALE_REQUIRE_TESTBED=1, which makes that a failure.
 
+// The registry crate's test helpers: the same fixture bundle and test containerd.
+#[path = "../registry/tests/registry_common/mod.rs"]
 mod registry_common;
 
 /// Named so that `cargo test registry` selects these tests.
@@ -25,7 +27,7 @@ mod registry_cri {
     use bale_installer::node::containerd_config as cc;
     use bale_installer::node::cri::{CriClient, CriError};
     use bale_installer::node::runtime;
-    use bale_installer::registry::ServeOptions;
+    use bale_registry::ServeOptions;
     use bale_payload::Bundle;
 
     /// The negative control must fail by itself well within this, not by the client's timeout.

@@ -8,7 +8,7 @@ mod registry_http {
     use std::sync::Arc;
 
     use crate::registry_common::*;
-    use bale_installer::registry::{Auth, ServeOptions};
+    use bale_registry::{Auth, ServeOptions};
 
     fn server() -> (&'static Fixture, Server) {
         let f = fixture();
@@ -516,7 +516,7 @@ mod registry_http {
         let bundle = bale_payload::Bundle::open(&path).unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let h = bale_installer::registry::spawn(&bundle, vec![l], ServeOptions::default()).unwrap();
+        let h = bale_registry::spawn(&bundle, vec![l], ServeOptions::default()).unwrap();
         assert_eq!(get(addr, "/v2/").status, 200);
         assert_eq!(
             get(addr, "/v2/_catalog").json(),
@@ -534,7 +534,7 @@ mod registry_http {
     fn serve_refuses_an_address_it_cannot_bind() {
         let f = fixture();
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let args = bale_installer::registry::RegistryArgs {
+        let args = bale_registry::RegistryArgs {
             bundle: Some(f.bundle.clone()),
             listen: vec![busy.local_addr().unwrap()],
             tls_cert: None,
@@ -544,7 +544,7 @@ mod registry_http {
             max_connections: 4,
             verbose: false,
         };
-        let err = format!("{:#}", bale_installer::registry::serve(args).unwrap_err());
+        let err = format!("{:#}", bale_registry::serve(args).unwrap_err());
         assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
     }
 }

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bale_installer::registry::{self, RequestRecord, ServeOptions, ServerHandle};
+use bale_registry::{self, RequestRecord, ServeOptions, ServerHandle};
 use bale_payload::{Bundle, BundleMeta, BundleWriter, WriteOptions};
 use sha2::{Digest as _, Sha256};
 
