@@ -103,7 +103,7 @@ fn main() -> ExitCode {
         Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
-            bale_registry::serve(a)
+            bale_registry::serve(a).map_err(Into::into)
         }
         Some(Command::Lvscare(a)) => bale_installer::lvscare::run(a),
         Some(Command::Install(a)) => {

@@ -27,8 +27,8 @@ mod registry_cri {
     use bale_installer::node::containerd_config as cc;
     use bale_installer::node::cri::{CriClient, CriError};
     use bale_installer::node::runtime;
-    use bale_registry::ServeOptions;
     use bale_payload::Bundle;
+    use bale_registry::ServeOptions;
 
     /// The negative control must fail by itself well within this, not by the client's timeout.
     const NEGATIVE_BOUND: Duration = Duration::from_secs(20);

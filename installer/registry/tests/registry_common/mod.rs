@@ -14,8 +14,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bale_registry::{self, RequestRecord, ServeOptions, ServerHandle};
 use bale_payload::{Bundle, BundleMeta, BundleWriter, WriteOptions};
+use bale_registry::{RequestRecord, ServeOptions, ServerHandle};
 use sha2::{Digest as _, Sha256};
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -76,8 +76,7 @@ pub fn have(tool: &str) -> bool {
 
 /// Whether this test runs as root (containerd and podman need it to run containers).
 pub fn is_root() -> bool {
-    // SAFETY: a plain query of the effective user id.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 pub fn sha(data: &[u8]) -> String {
@@ -352,7 +351,7 @@ pub fn start(f: &Fixture, mut opts: ServeOptions) -> Server {
         sink.lock().unwrap().push(r.clone());
     }));
     let bundle = Bundle::open(&f.bundle).unwrap();
-    let handle = registry::spawn(&bundle, vec![listener], opts).unwrap();
+    let handle = bale_registry::spawn(&bundle, vec![listener], opts).unwrap();
     Server { handle, addr, log }
 }
 
