@@ -388,14 +388,19 @@ impl Resp {
 /// Sends one request with `Connection: close` and reads the whole answer, so the test sees
 /// exactly the bytes sent (a HEAD answer with a body would show up here).
 pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Resp {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
+    request_raw(addr, req.as_bytes())
+}
+
+/// Sends `req` as it is and reads the answer until the server closes the connection.
+pub fn request_raw(addr: SocketAddr, req: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(req).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let end = raw
