@@ -48,7 +48,7 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let head = req.method() == Method::HEAD;
     let mut resp = match check_framing(&req) {
-        Ok(()) => match respond(&state, &req).await {
+        Ok(()) => match respond(&state, &req, peer).await {
             Ok(r) => r,
             Err(e) => error_response(&state, &e, head),
         },
@@ -113,13 +113,17 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn respond(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn respond(
+    state: &State,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
     if let Some(auth) = &state.auth {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        if !auth.check(given).await {
+        if !auth.check(given, peer.ip()).await {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 Code::Unauthorized,
