@@ -74,6 +74,10 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub max_connections: usize,
 
+    /// Connections one client address may hold [default: an eighth of --max-connections]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_peer: Option<usize>,
+
     /// Log every request
     #[arg(short, long)]
     pub verbose: bool,
@@ -100,6 +104,7 @@ pub fn serve(args: RegistryArgs) -> Result<(), RegistryError> {
     let registry = Registry::from_bundle(&bundle)?;
     let mut opts = ServeOptions {
         max_connections: args.max_connections,
+        max_per_peer: args.max_connections_per_peer,
         ..ServeOptions::default()
     };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {

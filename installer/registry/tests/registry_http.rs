@@ -575,6 +575,7 @@ mod registry_http {
             htpasswd: None,
             basic_auth: None,
             max_connections: 4,
+            max_connections_per_peer: None,
             verbose: false,
         };
         let err = format!("{:#}", bale_registry::serve(args).unwrap_err());
