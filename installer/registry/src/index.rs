@@ -18,14 +18,14 @@ use super::names::{self, Digest, DOCKER_HUB};
 /// Bundle path of the OCI image layout's index.
 pub const INDEX_PATH: &str = "registry/index.json";
 /// Bundle directory holding every blob, named by its hex digest.
-pub const BLOBS_DIR: &str = "registry/blobs/sha256/";
+pub(crate) const BLOBS_DIR: &str = "registry/blobs/sha256/";
 /// Annotation carrying an image's full original reference.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// The index is read whole; bigger means a damaged or hostile bundle.
 const MAX_INDEX_LEN: u64 = 64 << 20;
 /// The OCI specification lets a registry refuse manifests above 4 MiB; so do we.
-pub const MAX_MANIFEST_LEN: u64 = 4 << 20;
+pub(crate) const MAX_MANIFEST_LEN: u64 = 4 << 20;
 /// Indexes nest rarely and shallowly; a deeper chain is a loop or an attack.
 const MAX_NESTING: usize = 4;
 /// Links (index to child, image to blob) followed at start over all repositories: a thousand
@@ -33,23 +33,25 @@ const MAX_NESTING: usize = 4;
 /// repositories' blob sets (about 50 MiB at the limit).
 const MAX_LINKS: usize = 1 << 20;
 
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Where a blob's bytes lie in the bundle file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlobLocation {
+pub(crate) struct BlobLocation {
     /// Absolute offset in the bundle file.
     pub offset: u64,
     pub len: u64,
 }
 
+/// A manifest as served: its media type and its exact bytes.
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub media_type: String,
     pub bytes: Bytes,
 }
 
+/// What one repository (a full name with its registry host) may serve.
 #[derive(Debug, Default)]
 pub struct Repository {
     pub tags: BTreeMap<String, Digest>,
@@ -267,22 +269,22 @@ impl Registry {
         self.manifests.get(d)
     }
 
-    pub fn blob(&self, d: &Digest) -> Option<BlobLocation> {
+    pub(crate) fn blob(&self, d: &Digest) -> Option<BlobLocation> {
         self.blobs.get(d).copied()
     }
 
     /// The bundle file, for reading blobs by offset.
-    pub fn file(&self) -> &Arc<File> {
+    pub(crate) fn file(&self) -> &Arc<File> {
         &self.file
     }
 
     /// Full repository names (with registry host), sorted.
-    pub fn repository_names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn repository_names(&self) -> impl Iterator<Item = &str> {
         self.repos.keys().map(String::as_str)
     }
 
     /// Repositories, tags, manifests and blobs served, for the start-up message.
-    pub fn counts(&self) -> (usize, usize, usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize, usize, usize) {
         (
             self.repos.len(),
             self.repos.values().map(|r| r.tags.len()).sum(),
@@ -654,6 +656,7 @@ mod tests {
             .recv_timeout(Duration::from_secs(10))
             .expect("reading a fan-out index took more than 10 s")
             .unwrap();
+        eprintln!("a 60-way fan-out, 4 levels deep, read in {took:?}");
         assert!(took < Duration::from_secs(1), "took {took:?}");
 
         let Lookup::Found(name, repo) = reg.lookup("fan", None) else {

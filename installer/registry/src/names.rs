@@ -9,7 +9,7 @@ pub type Digest = [u8; 32];
 
 /// Longest repository name accepted, with its registry host (the limit Docker and the
 /// distribution reference implementation use).
-pub const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = 255;
 const MAX_TAG_LEN: usize = 128;
 
 /// Parses `sha256:` followed by exactly 64 lowercase hex digits: the only digest form the
@@ -24,7 +24,7 @@ pub fn parse_digest(s: &str) -> Option<Digest> {
     Some(d)
 }
 
-pub fn digest_string(d: &Digest) -> String {
+pub(crate) fn digest_string(d: &Digest) -> String {
     format!("sha256:{}", hex::encode(d))
 }
 
@@ -72,7 +72,7 @@ fn is_path_component(c: &str) -> bool {
 
 /// A registry host as it appears in a reference or in containerd's `ns` parameter:
 /// DNS labels joined by dots, or a bracketed IPv6 address, with an optional port.
-pub fn is_host(s: &str) -> bool {
+pub(crate) fn is_host(s: &str) -> bool {
     if s.is_empty() || s.len() > MAX_NAME_LEN {
         return false;
     }
@@ -118,7 +118,7 @@ pub fn is_host(s: &str) -> bool {
 /// A repository name as it may appear in a request path. Besides the OCI grammar the first
 /// component may be a `host:port`, so a full name such as `localhost:5000/app` can still be
 /// asked for directly.
-pub fn is_repository_name(name: &str) -> bool {
+pub(crate) fn is_repository_name(name: &str) -> bool {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return false;
     }
@@ -132,7 +132,7 @@ pub fn is_repository_name(name: &str) -> bool {
 }
 
 /// `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-pub fn is_tag(t: &str) -> bool {
+pub(crate) fn is_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_TAG_LEN
@@ -145,7 +145,7 @@ pub fn is_tag(t: &str) -> bool {
 pub const DOCKER_HUB: &str = "docker.io";
 
 /// Maps Docker Hub's alias hosts to `docker.io`, as containerd and Docker do.
-pub fn normalize_host(host: &str) -> &str {
+pub(crate) fn normalize_host(host: &str) -> &str {
     match host {
         "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
         h => h,

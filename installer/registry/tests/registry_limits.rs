@@ -116,6 +116,11 @@ mod registry_limits {
             .flat_map(|peer| (0..8).map(move |_| Ipv4Addr::new(127, 0, 2, 10 + peer)))
             .map(|from| stalled_download(from, &srv, &f.big_layer))
             .collect();
+        // Every download under way: its response has begun to arrive.
+        for s in &stalled {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            assert!(s.peek(&mut [0u8; 1]).unwrap() > 0);
+        }
         let (status, _, took) = timed_get(srv.addr, "/v2/").expect("locked out");
         assert_eq!(status, 200);
         eprintln!("GET /v2/ answered in {took:?} with every slot held by stalled downloads");
