@@ -35,14 +35,31 @@ pub enum RegistryError {
         source: std::io::Error,
     },
 
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("{}: not a usable PEM file", path.display())]
+    TlsPem {
+        path: PathBuf,
+        #[source]
+        source: tokio_rustls::rustls::pki_types::pem::Error,
+    },
+
+    #[error("{}: no certificate in it", path.display())]
+    NoCertificate { path: PathBuf },
+
+    #[error("the TLS certificate and key do not make a server configuration")]
+    TlsConfig(#[source] tokio_rustls::rustls::Error),
 
     #[error("{path}: {why}")]
     Credentials { path: PathBuf, why: String },
 
-    #[error("the registry server failed: {0}")]
-    Runtime(String),
+    #[error("cannot start the registry's {what}")]
+    Start {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the registry's server thread panicked")]
+    Panicked,
 }
 
 /// What is wrong with a bundle's `registry/index.json`, or the graph of manifests it opens.

@@ -145,7 +145,10 @@ pub fn serve(args: RegistryArgs) -> Result<(), RegistryError> {
         .enable_all()
         .thread_name("bale-registry")
         .build()
-        .map_err(|e| RegistryError::Runtime(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|source| RegistryError::Start {
+            what: "async runtime",
+            source,
+        })?;
     rt.block_on(async move {
         let listeners = to_tokio(listeners)?;
         server::run(Arc::new(registry), listeners, opts, stop_signal()).await?;
@@ -226,9 +229,7 @@ impl ServerHandle {
             let _ = tx.send(());
         }
         match self.thread.take() {
-            Some(t) => t
-                .join()
-                .map_err(|_| RegistryError::Runtime("the server thread panicked".into()))?,
+            Some(t) => t.join().map_err(|_| RegistryError::Panicked)?,
             None => Ok(()),
         }
     }
@@ -268,7 +269,10 @@ fn spawn_registry(
         .enable_all()
         .thread_name("bale-registry")
         .build()
-        .map_err(|e| RegistryError::Runtime(e.to_string()))?;
+        .map_err(|source| RegistryError::Start {
+            what: "async runtime",
+            source,
+        })?;
     // Converted inside the runtime: tokio listeners must be registered with its reactor.
     let listeners = rt.block_on(async { to_tokio(listeners) })?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -279,7 +283,10 @@ fn spawn_registry(
                 let _ = rx.await;
             }))
         })
-        .map_err(|e| RegistryError::Runtime(e.to_string()))?;
+        .map_err(|source| RegistryError::Start {
+            what: "server thread",
+            source,
+        })?;
     Ok(ServerHandle {
         addrs,
         stop: Some(tx),

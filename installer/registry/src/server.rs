@@ -104,23 +104,27 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Re
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| RegistryError::Tls(format!("{}: {e}", cert.display())))?;
+        .map_err(|source| RegistryError::TlsPem {
+            path: cert.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(RegistryError::Tls(format!(
-            "{}: no certificate found",
-            cert.display()
-        )));
+        return Err(RegistryError::NoCertificate {
+            path: cert.to_path_buf(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| RegistryError::Tls(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| RegistryError::TlsPem {
+        path: key.to_path_buf(),
+        source,
+    })?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| RegistryError::Tls(e.to_string()))?
+    .map_err(RegistryError::TlsConfig)?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .map_err(|e| RegistryError::Tls(e.to_string()))?;
+    .map_err(RegistryError::TlsConfig)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
