@@ -18,6 +18,7 @@ use super::body::{BlobStream, Body};
 use super::error::{ApiError, Code};
 use super::index::{Lookup, Registry, Repository};
 use super::names::{self, Digest};
+use super::server;
 
 pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -123,7 +124,7 @@ async fn respond(
             .headers()
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        if !auth.check(given, peer.ip()).await {
+        if !auth.check(given, server::peer_key(peer.ip())).await {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 Code::Unauthorized,

@@ -210,7 +210,7 @@ async fn accept_loop(listener: TcpListener, shared: Shared, mut stop: watch::Rec
             },
             _ = stopped(&mut stop) => return,
         };
-        let Some(conn) = shared.conns.admit(peer.ip()) else {
+        let Some(conn) = shared.conns.admit(peer_key(peer.ip())) else {
             tracing::debug!("{peer}: connection closed, the peer holds its limit already");
             continue;
         };
@@ -337,6 +337,19 @@ async fn drive<I>(
     if let Err(e) = res {
         // Clients hanging up mid-download are routine; a body read error was logged already.
         tracing::debug!("{peer}: connection ended: {e}");
+    }
+}
+
+/// The address a client is counted under: an IPv6 client by its /64, which one host or
+/// site usually holds whole (one address each would give it 2^64 shares), and an IPv4 client
+/// reaching an IPv6 socket by its IPv4 address.
+pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 
@@ -581,4 +594,20 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard wait_for returns must not live across the caller's awaits: it is not Send.
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_counted_by_ipv4_address_or_ipv6_prefix() {
+        let key = |s: &str| peer_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("10.0.0.7"), "10.0.0.7");
+        assert_eq!(key("::ffff:10.0.0.7"), "10.0.0.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::1"), "::");
+    }
 }
