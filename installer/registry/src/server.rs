@@ -7,8 +7,9 @@
 //! ends its connection, and one peer address holds at most
 //! [`ServeOptions::max_per_peer`] connections. When every slot is taken, a newcomer takes the
 //! slot of the longest-idle connection, or else of a connection of the peer holding the most,
-//! when that peer holds more than its share; only when every slot does real work for peers
-//! holding no more than the newcomer's does it wait in the listen backlog.
+//! when that peer holds more than its share, or else of the response stalled longest, once it
+//! has been stalled for a sixth of the write timeout; only when every slot moves bytes for
+//! peers holding no more than the newcomer's does it wait.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,6 +42,11 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The share of all connection slots one peer address may hold.
 const PEER_SHARE: usize = 8;
+/// When every slot is taken, a response stalled for this part of the write timeout gives its
+/// slot to a newcomer.
+const STALLED_SHARE: u32 = 6;
+/// How often a newcomer waiting for a slot looks again for one to free.
+const MAKE_ROOM_EVERY: Duration = Duration::from_millis(250);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long responses in flight may take to finish after a stop is asked for.
 const GRACE: Duration = Duration::from_secs(10);
@@ -216,16 +222,20 @@ async fn accept_loop(listener: TcpListener, shared: Shared, mut stop: watch::Rec
         };
         let slot = match shared.slots.clone().try_acquire_owned() {
             Ok(s) => s,
-            Err(_) => {
-                shared.conns.make_room(&conn);
+            Err(_) => loop {
+                // Asked again now and then: a download may stall long enough meanwhile.
+                shared
+                    .conns
+                    .make_room(&conn, shared.limits.write_timeout / STALLED_SHARE);
                 tokio::select! {
                     s = shared.slots.clone().acquire_owned() => match s {
-                        Ok(s) => s,
+                        Ok(s) => break s,
                         Err(_) => return,
                     },
+                    _ = tokio::time::sleep(MAKE_ROOM_EVERY) => continue,
                     _ = stopped(&mut stop) => return,
                 }
-            }
+            },
         };
         let _ = stream.set_nodelay(true);
         let (shared, stop) = (shared.clone(), stop.clone());
@@ -253,7 +263,11 @@ async fn connection(
         None => {
             // Plain HTTP: blobs go out with sendfile (see body.rs).
             let spool = Spool::default();
-            let io = Watched::new(SendfileIo::new(stream, spool.clone()), limits.write_timeout);
+            let io = Watched::new(
+                SendfileIo::new(stream, spool.clone()),
+                limits.write_timeout,
+                &conn.0,
+            );
             drive(io, peer, state, limits, &conn, stop, Some(spool)).await
         }
         Some(acc) => {
@@ -263,7 +277,7 @@ async fn connection(
             };
             match handshake {
                 Ok(Ok(tls)) => {
-                    let io = Watched::new(tls, limits.write_timeout);
+                    let io = Watched::new(tls, limits.write_timeout, &conn.0);
                     drive(io, peer, state, limits, &conn, stop, None).await
                 }
                 Ok(Err(e)) => tracing::debug!("{peer}: TLS handshake failed: {e}"),
@@ -361,6 +375,8 @@ struct Conn {
     in_flight: AtomicUsize,
     /// When the last response ended (or the connection opened).
     idle_since: Mutex<Instant>,
+    /// Since when a response has been waiting for the client to take more of it.
+    stalled_since: Mutex<Option<Instant>>,
     /// Set once the connection was chosen to make room, so it is not chosen twice.
     evicted: AtomicBool,
     /// Whether it ends at once (its peer holds more than its share) rather than gracefully.
@@ -375,6 +391,14 @@ impl Conn {
 
     fn idle_since(&self) -> Instant {
         *self.idle_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stalled_since(&self) -> Option<Instant> {
+        *self.stalled_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_stalled(&self, since: Option<Instant>) {
+        *self.stalled_since.lock().unwrap_or_else(|e| e.into_inner()) = since;
     }
 
     fn evict(&self, forced: bool) {
@@ -415,6 +439,7 @@ impl Conns {
             opened: now,
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(now),
+            stalled_since: Mutex::new(None),
             evicted: AtomicBool::new(false),
             forced: AtomicBool::new(false),
             evict: Notify::new(),
@@ -423,10 +448,11 @@ impl Conns {
         Some(ConnGuard(conn, self.clone()))
     }
 
-    /// Every slot is taken and `newcomer` waits for one: frees the longest-idle connection,
-    /// or else the oldest of the peer holding the most, when it holds more than one beyond
-    /// what the newcomer's peer holds.
-    fn make_room(&self, newcomer: &ConnGuard) {
+    /// Every slot is taken and `newcomer` waits for one: frees the longest-idle connection;
+    /// else the oldest of the peer holding the most, when it holds more than one beyond what
+    /// the newcomer's peer holds; else the response stalled longest, when it has been stalled
+    /// for `stalled_for`.
+    fn make_room(&self, newcomer: &ConnGuard, stalled_for: Duration) {
         let open = self.lock();
         let live = || {
             open.iter()
@@ -444,13 +470,22 @@ impl Conns {
             *held.entry(c.peer).or_default() += 1;
         }
         let mine = held.get(&newcomer.0.peer).copied().unwrap_or(0);
-        let Some((&greedy, &most)) = held.iter().max_by_key(|(_, n)| **n) else {
-            return;
-        };
-        if most > mine + 1 {
-            if let Some(c) = live().filter(|c| c.peer == greedy).min_by_key(|c| c.opened) {
-                c.evict(true);
+        if let Some((&greedy, &most)) = held.iter().max_by_key(|(_, n)| **n) {
+            if most > mine + 1 {
+                if let Some(c) = live().filter(|c| c.peer == greedy).min_by_key(|c| c.opened) {
+                    c.evict(true);
+                    return;
+                }
             }
+        }
+        let now = Instant::now();
+        if let Some(c) = live()
+            .filter_map(|c| Some((c, c.stalled_since()?)))
+            .filter(|(_, since)| now.duration_since(*since) >= stalled_for)
+            .min_by_key(|(_, since)| *since)
+            .map(|(c, _)| c)
+        {
+            c.evict(true);
         }
     }
 }
@@ -513,27 +548,33 @@ struct Watched<I> {
     io: I,
     timeout: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Told when a write stalls and when it moves again, for the choice of a slot to free.
+    conn: Arc<Conn>,
 }
 
 impl<I> Watched<I> {
-    fn new(io: I, timeout: Duration) -> Watched<I> {
+    fn new(io: I, timeout: Duration, conn: &Arc<Conn>) -> Watched<I> {
         Watched {
             io,
             timeout,
             stalled: None,
+            conn: conn.clone(),
         }
     }
 
     /// Passes a write's outcome on; a pending one starts (or checks) the stall timer.
     fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if r.is_ready() {
-            self.stalled = None;
+            if self.stalled.take().is_some() {
+                self.conn.set_stalled(None);
+            }
             return r;
         }
-        let timeout = self.timeout;
-        let timer = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        let (timeout, conn) = (self.timeout, &self.conn);
+        let timer = self.stalled.get_or_insert_with(|| {
+            conn.set_stalled(Some(Instant::now()));
+            Box::pin(tokio::time::sleep(timeout))
+        });
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,

@@ -127,6 +127,39 @@ mod registry_limits {
         drop(stalled);
     }
 
+    /// As many peers as slots, one stalled download each: none holds more than its share, and
+    /// a newcomer takes the slot of the download stalled longest, well before the write
+    /// timeout would free one.
+    #[test]
+    fn stalled_downloads_of_many_peers_give_way_to_a_newcomer() {
+        let f = fixture();
+        let write_timeout = Duration::from_secs(6);
+        let srv = start(
+            f,
+            ServeOptions {
+                write_timeout,
+                ..options()
+            },
+        );
+        let stalled: Vec<TcpStream> = (0..64)
+            .map(|i| stalled_download(Ipv4Addr::new(127, 0, 5, 10 + i), &srv, &f.big_layer))
+            .collect();
+        let started = Instant::now();
+        for s in &stalled {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            assert!(s.peek(&mut [0u8; 1]).unwrap() > 0);
+        }
+        let (status, _, took) = timed_get(srv.addr, "/v2/").expect("locked out");
+        assert_eq!(status, 200);
+        eprintln!("GET /v2/ answered in {took:?} with every slot held by a stalled peer");
+        assert!(
+            started.elapsed() < write_timeout / 2,
+            "served only after {:?}: the write timeout freed the slot",
+            started.elapsed()
+        );
+        drop(stalled);
+    }
+
     #[test]
     fn a_client_that_stops_reading_loses_its_connection() {
         let f = fixture();
