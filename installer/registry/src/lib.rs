@@ -15,8 +15,8 @@
 //! - the name without its host, when only one registry's image has it:
 //!   `/v2/library/busybox/...`, and for Docker Hub also `/v2/busybox/...`.
 //!
-//! Layout: [`names`] (grammar), [`index`] (what is served), [`http`] (the API), [`body`]
-//! (streaming blobs), [`auth`] (basic auth), [`server`] (connections, TLS, shutdown).
+//! Layout: [`names`] (grammar), `index` (what is served), `http` (the API), `body`
+//! (streaming blobs), `auth` (basic auth), `server` (connections, TLS, limits, shutdown).
 
 mod auth;
 mod body;
