@@ -71,7 +71,7 @@ enum Command {
 #[derive(Subcommand)]
 enum RegistryCommand {
     /// Serve this bundle's images (or another bundle's) read-only, straight from the file
-    Serve(bale_installer::registry::RegistryArgs),
+    Serve(bale_registry::RegistryArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,7 +103,9 @@ fn main() -> ExitCode {
         Some(Command::List(a)) => bundle_cmds::list(a, this),
         Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
-        Some(Command::Registry(RegistryCommand::Serve(a))) => bale_installer::registry::serve(a),
+        Some(Command::Registry(RegistryCommand::Serve(a))) => {
+            bale_registry::serve(a).map_err(Into::into)
+        }
         Some(Command::Lvscare(a)) => lvscare_cmd::run(a),
         Some(Command::Install(a)) => {
             bale_installer::install::run(a, this.as_ref().map(|b| b.path().to_path_buf()))

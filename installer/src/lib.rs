@@ -13,7 +13,6 @@ pub mod node;
 pub mod phases;
 pub mod plugins;
 pub mod preflight;
-pub mod registry;
 pub mod reset;
 pub mod run;
 pub mod site;

@@ -14,6 +14,8 @@
 //! skips, or fails under BALE_REQUIRE_ALL=1 or BALE_REQUIRE_TESTBED=1 (see
 //! `registry_common::skip`).
 
+// The registry crate's test helpers: the same fixture bundle and test containerd.
+#[path = "../registry/tests/registry_common/mod.rs"]
 mod registry_common;
 
 /// Named so that `cargo test registry` selects these tests.
@@ -26,8 +28,8 @@ mod registry_cri {
     use bale_installer::node::containerd_config as cc;
     use bale_installer::node::cri::{CriClient, CriError};
     use bale_installer::node::runtime;
-    use bale_installer::registry::ServeOptions;
     use bale_payload::Bundle;
+    use bale_registry::ServeOptions;
 
     /// The negative control must fail by itself well within this, not by the client's timeout.
     const NEGATIVE_BOUND: Duration = Duration::from_secs(20);

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::registry::names;
+use bale_registry::names;
 
 pub const CONFIG_DIR: &str = "/etc/containerd";
 pub const CONFIG_FILE: &str = "/etc/containerd/config.toml";

@@ -31,8 +31,8 @@ use super::cri::{self, CriClient};
 use super::registry_unit;
 use super::step::{self, Finding, Progress, Step, StepEnv, StepError, StepResult};
 use super::systemd;
-use crate::registry::index::{Lookup, Registry, INDEX_PATH, REF_NAME};
-use crate::registry::names;
+use bale_registry::names;
+use bale_registry::{Lookup, Registry, INDEX_PATH, REF_NAME};
 
 pub const BIN_DIR: &str = "/usr/local/bin";
 /// How long containerd may take to answer after a start.

@@ -3,10 +3,10 @@
 //! when dropped, also when the test panics.
 
 use super::poll;
-use nix::mount::{umount2, MntFlags};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::io::Read as _;
+use std::os::unix::ffi::OsStringExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -96,11 +96,44 @@ impl Drop for TestContainerd {
         let _ = killpg(group, Signal::SIGKILL);
         let _ = self.child.wait();
         // An unpack interrupted by a panic may leave a mount below the directory, which
-        // the directory's removal must not walk into.
+        // the directory's removal must not walk into. MNT_DETACH cannot hang.
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in bale_installer::node::runtime::mounts_below(&mountinfo, self.dir.path()) {
-            // MNT_DETACH cannot hang.
-            let _ = umount2(&m, MntFlags::MNT_DETACH);
+        for m in mounts_below(&mountinfo, self.dir.path()) {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }
     }
+}
+
+/// Mount points strictly below `dir`, deepest first. mountinfo's fifth field is the mount
+/// point, with space, tab, newline and backslash written as `\ooo`.
+fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let unescape = |field: &str| -> PathBuf {
+        let mut out = Vec::with_capacity(field.len());
+        let mut rest = field.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            let octal = tail
+                .get(..3)
+                .filter(|d| b == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+            match octal {
+                Some(d) => {
+                    out.push(d.iter().fold(0u8, |v, c| v.wrapping_mul(8) + (c - b'0')));
+                    rest = &tail[3..];
+                }
+                None => {
+                    out.push(b);
+                    rest = tail;
+                }
+            }
+        }
+        PathBuf::from(std::ffi::OsString::from_vec(out))
+    };
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .filter(|m| m.starts_with(dir) && m != dir)
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found.dedup();
+    found
 }

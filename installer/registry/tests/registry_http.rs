@@ -8,7 +8,7 @@ mod registry_http {
     use std::sync::Arc;
 
     use crate::registry_common::*;
-    use bale_installer::registry::{Auth, ServeOptions};
+    use bale_registry::{Auth, ServeOptions};
 
     fn server() -> (&'static Fixture, Server) {
         let f = fixture();
@@ -317,6 +317,39 @@ mod registry_http {
         assert_eq!((r.status, &r.body[..]), (200, f.blob(&f.busybox)));
     }
 
+    /// Finding F23: a request without Host, and one with both Content-Length and
+    /// Transfer-Encoding, were answered like any other.
+    #[test]
+    fn requests_without_host_or_with_two_lengths_are_refused() {
+        let (_, srv) = server();
+        let without_host = request_raw(srv.addr, b"GET /v2/ HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_error(&without_host, 400, "UNSUPPORTED");
+        let two_hosts = request_raw(
+            srv.addr,
+            b"GET /v2/ HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        );
+        assert_error(&two_hosts, 400, "UNSUPPORTED");
+        // The smuggled second request must not be answered: the connection ends after the 400.
+        let smuggled = format!(
+            "GET /v2/ HTTP/1.1\r\nHost: {}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+             0\r\n\r\nGET /v2/_catalog HTTP/1.1\r\nHost: x\r\n\r\n",
+            srv.addr
+        );
+        let r = request_raw(srv.addr, smuggled.as_bytes());
+        assert_error(&r, 400, "UNSUPPORTED");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("HTTP/1.1"),
+            "a second response followed: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        // HTTP/1.0 needs no Host, and a well-formed HTTP/1.1 request is still served.
+        let old = request_raw(srv.addr, b"GET /v2/ HTTP/1.0\r\n\r\n");
+        assert_eq!(old.status, 200);
+        assert_eq!(get(srv.addr, "/v2/").status, 200);
+        assert!(srv.requests().iter().all(|r| r.path != "/v2/_catalog"));
+    }
+
     #[test]
     fn writes_are_refused() {
         let (f, s) = server();
@@ -522,7 +555,7 @@ mod registry_http {
         let bundle = bale_payload::Bundle::open(&path).unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let h = bale_installer::registry::spawn(&bundle, vec![l], ServeOptions::default()).unwrap();
+        let h = bale_registry::spawn(&bundle, vec![l], ServeOptions::default()).unwrap();
         assert_eq!(get(addr, "/v2/").status, 200);
         assert_eq!(
             get(addr, "/v2/_catalog").json(),
@@ -540,7 +573,7 @@ mod registry_http {
     fn serve_refuses_an_address_it_cannot_bind() {
         let f = fixture();
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let args = bale_installer::registry::RegistryArgs {
+        let args = bale_registry::RegistryArgs {
             bundle: Some(f.bundle.clone()),
             listen: vec![busy.local_addr().unwrap()],
             tls_cert: None,
@@ -548,9 +581,10 @@ mod registry_http {
             htpasswd: None,
             basic_auth: None,
             max_connections: 4,
+            max_connections_per_peer: None,
             verbose: false,
         };
-        let err = format!("{:#}", bale_installer::registry::serve(args).unwrap_err());
+        let err = format!("{:#}", bale_registry::serve(args).unwrap_err());
         assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
     }
 }

@@ -15,8 +15,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bale_installer::registry::{self, RequestRecord, ServeOptions, ServerHandle};
 use bale_payload::{Bundle, BundleMeta, BundleWriter, WriteOptions};
+use bale_registry::{RequestRecord, ServeOptions, ServerHandle};
 use sha2::{Digest as _, Sha256};
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -457,7 +457,7 @@ pub fn start(f: &Fixture, mut opts: ServeOptions) -> Server {
         sink.lock().unwrap().push(r.clone());
     }));
     let bundle = Bundle::open(&f.bundle).unwrap();
-    let handle = registry::spawn(&bundle, vec![listener], opts).unwrap();
+    let handle = bale_registry::spawn(&bundle, vec![listener], opts).unwrap();
     Server { handle, addr, log }
 }
 
@@ -494,14 +494,19 @@ impl Resp {
 /// Sends one request with `Connection: close` and reads the whole answer, so the test sees
 /// exactly the bytes sent (a HEAD answer with a body would show up here).
 pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Resp {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
+    request_raw(addr, req.as_bytes())
+}
+
+/// Sends `req` as it is and reads the answer until the server closes the connection.
+pub fn request_raw(addr: SocketAddr, req: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(req).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let end = raw

@@ -7,11 +7,19 @@ use hyper::StatusCode;
 /// Why the registry could not be set up or could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error(transparent)]
+    /// Reading the bundle failed; kept as the source so that a damaged bundle is told apart.
+    #[error("reading the bundle's images")]
     Bundle(#[from] bale_payload::Error),
 
-    #[error("the bundle's registry/index.json is unusable: {0}")]
-    Index(String),
+    #[error("this bale program carries no bundle; pass --bundle FILE to serve another one")]
+    NoBundle,
+
+    #[error("{}: registry/index.json is unusable", bundle.display())]
+    Index {
+        bundle: PathBuf,
+        #[source]
+        source: IndexError,
+    },
 
     #[error("{path}: {source}")]
     Io {
@@ -27,14 +35,47 @@ pub enum RegistryError {
         source: std::io::Error,
     },
 
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("{}: not a usable PEM file", path.display())]
+    TlsPem {
+        path: PathBuf,
+        #[source]
+        source: tokio_rustls::rustls::pki_types::pem::Error,
+    },
+
+    #[error("{}: no certificate in it", path.display())]
+    NoCertificate { path: PathBuf },
+
+    #[error("the TLS certificate and key do not make a server configuration")]
+    TlsConfig(#[source] tokio_rustls::rustls::Error),
 
     #[error("{path}: {why}")]
     Credentials { path: PathBuf, why: String },
 
-    #[error("the registry server failed: {0}")]
-    Runtime(String),
+    #[error("cannot start the registry's {what}")]
+    Start {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the registry's server thread panicked")]
+    Panicked,
+}
+
+/// What is wrong with a bundle's `registry/index.json`, or the graph of manifests it opens.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot read it")]
+    Read(#[source] std::io::Error),
+    #[error("it is larger than {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("it is not an OCI image index")]
+    Json(#[source] serde_json::Error),
+    #[error(
+        "its images link to more than {max} manifests and blobs (counting each repository \
+         apart): the bundle is hostile or broken"
+    )]
+    TooManyLinks { max: usize },
 }
 
 impl RegistryError {

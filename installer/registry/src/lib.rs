@@ -15,32 +15,31 @@
 //! - the name without its host, when only one registry's image has it:
 //!   `/v2/library/busybox/...`, and for Docker Hub also `/v2/busybox/...`.
 //!
-//! Layout: [`names`] (grammar), [`index`] (what is served), [`http`] (the API), [`body`]
-//! (streaming blobs), [`auth`] (basic auth), [`server`] (connections, TLS, shutdown).
+//! Layout: [`names`] (grammar), `index` (what is served), `http` (the API), `body`
+//! (streaming blobs), `auth` (basic auth), `server` (connections, TLS, limits, shutdown).
 
-pub mod auth;
-pub mod body;
-pub mod error;
-pub mod http;
-pub mod index;
+mod auth;
+mod body;
+mod error;
+mod http;
+mod index;
 pub mod names;
-pub mod server;
+mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use bale_payload::Bundle;
 
 pub use auth::Auth;
-pub use error::{ApiError, Code, RegistryError};
+pub use error::{IndexError, RegistryError};
 pub use http::{RequestHook, RequestRecord};
-pub use index::Registry;
-pub use server::{load_tls, run, ServeOptions};
+pub use index::{Lookup, Manifest, Registry, Repository, INDEX_PATH, REF_NAME};
+pub use server::{load_tls, ServeOptions};
 
-/// Where the registry listens when no `--listen` is given.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:5050";
+/// The port the registry listens on, on 127.0.0.1, when no `--listen` is given.
+pub const DEFAULT_PORT: u16 = 5050;
 
 /// `bale registry serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,13 +74,17 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub max_connections: usize,
 
+    /// Connections one client address may hold [default: an eighth of --max-connections]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_peer: Option<usize>,
+
     /// Log every request
     #[arg(short, long)]
     pub verbose: bool,
 }
 
 /// Runs the registry until SIGTERM or SIGINT.
-pub fn serve(args: RegistryArgs) -> anyhow::Result<()> {
+pub fn serve(args: RegistryArgs) -> Result<(), RegistryError> {
     let level = if args.verbose {
         tracing::Level::DEBUG
     } else {
@@ -95,15 +98,13 @@ pub fn serve(args: RegistryArgs) -> anyhow::Result<()> {
         .try_init();
 
     let bundle = match &args.bundle {
-        Some(p) => Bundle::open(p).with_context(|| format!("opening {}", p.display()))?,
-        None => Bundle::open_self()?.context(
-            "this bale program carries no bundle; pass --bundle FILE to serve another one",
-        )?,
+        Some(p) => Bundle::open(p)?,
+        None => Bundle::open_self()?.ok_or(RegistryError::NoBundle)?,
     };
-    let registry = Registry::from_bundle(&bundle)
-        .with_context(|| format!("reading the images in {}", bundle.path().display()))?;
+    let registry = Registry::from_bundle(&bundle)?;
     let mut opts = ServeOptions {
         max_connections: args.max_connections,
+        max_per_peer: args.max_connections_per_peer,
         ..ServeOptions::default()
     };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -115,7 +116,7 @@ pub fn serve(args: RegistryArgs) -> anyhow::Result<()> {
         opts.auth = Some(Arc::new(Auth::from_credentials_file(p)?));
     }
     let addrs = if args.listen.is_empty() {
-        vec![DEFAULT_LISTEN.parse()?]
+        vec![SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))]
     } else {
         args.listen.clone()
     };
@@ -144,10 +145,13 @@ pub fn serve(args: RegistryArgs) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("bale-registry")
         .build()
-        .context("starting the async runtime")?;
+        .map_err(|source| RegistryError::Start {
+            what: "async runtime",
+            source,
+        })?;
     rt.block_on(async move {
         let listeners = to_tokio(listeners)?;
-        run(Arc::new(registry), listeners, opts, stop_signal()).await?;
+        server::run(Arc::new(registry), listeners, opts, stop_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -174,7 +178,7 @@ async fn stop_signal() {
 
 /// Binds every address before serving any, so a typo fails the start instead of leaving a
 /// half-reachable registry.
-pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, RegistryError> {
+fn bind(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, RegistryError> {
     addrs
         .iter()
         .map(|a| {
@@ -225,9 +229,7 @@ impl ServerHandle {
             let _ = tx.send(());
         }
         match self.thread.take() {
-            Some(t) => t
-                .join()
-                .map_err(|_| RegistryError::Runtime("the server thread panicked".into()))?,
+            Some(t) => t.join().map_err(|_| RegistryError::Panicked)?,
             None => Ok(()),
         }
     }
@@ -250,7 +252,7 @@ pub fn spawn(
 }
 
 /// Like [`spawn`], for a registry already built.
-pub fn spawn_registry(
+fn spawn_registry(
     registry: Registry,
     listeners: Vec<std::net::TcpListener>,
     opts: ServeOptions,
@@ -267,18 +269,24 @@ pub fn spawn_registry(
         .enable_all()
         .thread_name("bale-registry")
         .build()
-        .map_err(|e| RegistryError::Runtime(e.to_string()))?;
+        .map_err(|source| RegistryError::Start {
+            what: "async runtime",
+            source,
+        })?;
     // Converted inside the runtime: tokio listeners must be registered with its reactor.
     let listeners = rt.block_on(async { to_tokio(listeners) })?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("bale-registry".into())
         .spawn(move || {
-            rt.block_on(run(Arc::new(registry), listeners, opts, async {
+            rt.block_on(server::run(Arc::new(registry), listeners, opts, async {
                 let _ = rx.await;
             }))
         })
-        .map_err(|e| RegistryError::Runtime(e.to_string()))?;
+        .map_err(|source| RegistryError::Start {
+            what: "server thread",
+            source,
+        })?;
     Ok(ServerHandle {
         addrs,
         stop: Some(tx),
@@ -332,7 +340,15 @@ mod tests {
     fn serve_fails_fast_on_a_missing_bundle() {
         let mut a = parse(&["--bundle", "/nonexistent/bundle.bale"]).unwrap();
         a.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let err = format!("{:#}", serve(a).unwrap_err());
-        assert!(err.contains("/nonexistent/bundle.bale"), "{err}");
+        let err = serve(a).unwrap_err();
+        // The bundle's error stays the source, for the binary's damaged-bundle exit code.
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            matches!(err, RegistryError::Bundle(_))
+                && source
+                    .as_deref()
+                    .is_some_and(|s| s.contains("/nonexistent/bundle.bale")),
+            "{err}: {source:?}"
+        );
     }
 }

@@ -11,13 +11,14 @@ use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::auth::Auth;
 use super::body::{BlobStream, Body};
 use super::error::{ApiError, Code};
 use super::index::{Lookup, Registry, Repository};
 use super::names::{self, Digest};
+use super::server;
 
 pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -47,9 +48,19 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let head = req.method() == Method::HEAD;
-    let mut resp = match respond(&state, &req).await {
-        Ok(r) => r,
-        Err(e) => error_response(&state, &e, head),
+    let mut resp = match check_framing(&req) {
+        Ok(()) => match respond(&state, &req, peer).await {
+            Ok(r) => r,
+            Err(e) => error_response(&state, &e, head),
+        },
+        Err(e) => {
+            let mut resp = error_response(&state, &e, head);
+            // Whatever follows on this connection cannot be told apart from this request's
+            // body: end it (RFC 9112 §6.1).
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
     };
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
@@ -77,13 +88,43 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-async fn respond(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Refuses what RFC 9112 says a server must refuse, and what lets a proxy in front of us and
+/// this server disagree on where a request ends (request smuggling): an HTTP/1.1 request
+/// without exactly one `Host` (§3.2), and a request with both `Content-Length` and
+/// `Transfer-Encoding` (§6.1). hyper drops the `Content-Length` of such a request before we see
+/// it, so every request with a `Transfer-Encoding` is refused: a read-only registry takes no
+/// request bodies, and no client of it sends a chunked one.
+fn check_framing(req: &Request<Incoming>) -> Result<(), ApiError> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version() >= Version::HTTP_11) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Code::Unsupported,
+            format!("an HTTP/1.1 request needs exactly one Host header; this one has {hosts}"),
+        ));
+    }
+    if req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Code::Unsupported,
+            "this registry takes no request bodies: Transfer-Encoding is refused (with a \
+             Content-Length too, the request would have no single length)",
+        ));
+    }
+    Ok(())
+}
+
+async fn respond(
+    state: &State,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
     if let Some(auth) = &state.auth {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        if !auth.check(given).await {
+        if !auth.check(given, server::peer_key(peer.ip())).await {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 Code::Unauthorized,

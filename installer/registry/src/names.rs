@@ -9,7 +9,7 @@ pub type Digest = [u8; 32];
 
 /// Longest repository name accepted, with its registry host (the limit Docker and the
 /// distribution reference implementation use).
-pub const MAX_NAME_LEN: usize = 255;
+pub(crate) const MAX_NAME_LEN: usize = 255;
 const MAX_TAG_LEN: usize = 128;
 
 /// Parses `sha256:` followed by exactly 64 lowercase hex digits: the only digest form the
@@ -24,7 +24,7 @@ pub fn parse_digest(s: &str) -> Option<Digest> {
     Some(d)
 }
 
-pub fn digest_string(d: &Digest) -> String {
+pub(crate) fn digest_string(d: &Digest) -> String {
     format!("sha256:{}", hex::encode(d))
 }
 
@@ -72,7 +72,7 @@ fn is_path_component(c: &str) -> bool {
 
 /// A registry host as it appears in a reference or in containerd's `ns` parameter:
 /// DNS labels joined by dots, or a bracketed IPv6 address, with an optional port.
-pub fn is_host(s: &str) -> bool {
+pub(crate) fn is_host(s: &str) -> bool {
     if s.is_empty() || s.len() > MAX_NAME_LEN {
         return false;
     }
@@ -118,7 +118,7 @@ pub fn is_host(s: &str) -> bool {
 /// A repository name as it may appear in a request path. Besides the OCI grammar the first
 /// component may be a `host:port`, so a full name such as `localhost:5000/app` can still be
 /// asked for directly.
-pub fn is_repository_name(name: &str) -> bool {
+pub(crate) fn is_repository_name(name: &str) -> bool {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return false;
     }
@@ -132,7 +132,7 @@ pub fn is_repository_name(name: &str) -> bool {
 }
 
 /// `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-pub fn is_tag(t: &str) -> bool {
+pub(crate) fn is_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_TAG_LEN
@@ -145,7 +145,7 @@ pub fn is_tag(t: &str) -> bool {
 pub const DOCKER_HUB: &str = "docker.io";
 
 /// Maps Docker Hub's alias hosts to `docker.io`, as containerd and Docker do.
-pub fn normalize_host(host: &str) -> &str {
+pub(crate) fn normalize_host(host: &str) -> &str {
     match host {
         "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
         h => h,
@@ -170,14 +170,29 @@ impl ImageRef {
     }
 }
 
+/// Why a full image reference was refused; each names the part at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    #[error("{0:?} is not a sha256 digest")]
+    Digest(String),
+    #[error("{0:?} is not a valid tag")]
+    Tag(String),
+    #[error("{0:?} is not a valid registry host")]
+    Host(String),
+    #[error("{0:?} is not a valid repository path")]
+    Path(String),
+    #[error("the name is longer than {MAX_NAME_LEN} bytes")]
+    TooLong,
+}
+
 /// Parses `[host/]path[:tag][@sha256:...]`. A reference without a host is a Docker Hub one
 /// (`busybox` becomes `docker.io/library/busybox`); one with neither tag nor digest means
 /// `latest`, as everywhere else.
-pub fn parse_image_ref(s: &str) -> Result<ImageRef, String> {
+pub fn parse_image_ref(s: &str) -> Result<ImageRef, RefError> {
     let (rest, digest) = match s.split_once('@') {
         Some((r, d)) => (
             r,
-            Some(parse_digest(d).ok_or_else(|| format!("{d:?} is not a sha256 digest"))?),
+            Some(parse_digest(d).ok_or_else(|| RefError::Digest(d.to_string()))?),
         ),
         None => (s, None),
     };
@@ -191,7 +206,7 @@ pub fn parse_image_ref(s: &str) -> Result<ImageRef, String> {
     };
     if let Some(t) = &tag {
         if !is_tag(t) {
-            return Err(format!("{t:?} is not a valid tag"));
+            return Err(RefError::Tag(t.clone()));
         }
     }
     let (host, path) = match name.split_once('/') {
@@ -201,7 +216,7 @@ pub fn parse_image_ref(s: &str) -> Result<ImageRef, String> {
         _ => (DOCKER_HUB.to_string(), name.to_string()),
     };
     if !is_host(&host) {
-        return Err(format!("{host:?} is not a valid registry host"));
+        return Err(RefError::Host(host));
     }
     let path = if host == DOCKER_HUB && !path.contains('/') {
         format!("library/{path}")
@@ -209,10 +224,10 @@ pub fn parse_image_ref(s: &str) -> Result<ImageRef, String> {
         path
     };
     if !path.split('/').all(is_path_component) {
-        return Err(format!("{path:?} is not a valid repository path"));
+        return Err(RefError::Path(path));
     }
     if host.len() + 1 + path.len() > MAX_NAME_LEN {
-        return Err("name is too long".into());
+        return Err(RefError::TooLong);
     }
     let tag = if tag.is_none() && digest.is_none() {
         Some("latest".to_string())
@@ -314,8 +329,18 @@ mod tests {
         assert_eq!(r.digest, parse_digest(&d));
         let r = parse_image_ref(&format!("quay.io/x/y@{d}")).unwrap();
         assert_eq!(r.tag, None);
-        assert!(parse_image_ref("quay.io/X/y:1").is_err());
+        assert_eq!(
+            parse_image_ref("quay.io/X/y:1"),
+            Err(RefError::Path("X/y".into()))
+        );
         assert!(parse_image_ref("quay.io/x/y:a/b").is_err());
-        assert!(parse_image_ref("quay.io/x/y@sha256:abc").is_err());
+        assert_eq!(
+            parse_image_ref("quay.io/x/y@sha256:abc"),
+            Err(RefError::Digest("sha256:abc".into()))
+        );
+        assert_eq!(
+            parse_image_ref(&format!("quay.io/{}", "a".repeat(250))),
+            Err(RefError::TooLong)
+        );
     }
 }

@@ -17,7 +17,7 @@ mod registry_clients {
 
     use crate::registry_common::containerd::TestContainerd;
     use crate::registry_common::*;
-    use bale_installer::registry::{load_tls, Auth, ServeOptions};
+    use bale_registry::{load_tls, Auth, ServeOptions};
 
     /// A client command with no proxy settings and a private home, so only the test's own
     /// configuration applies.

@@ -19,7 +19,6 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future as _;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -104,18 +103,17 @@ impl SendfileIo {
         }
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
-            let out_fd = self.tcp.as_raw_fd();
-            let in_fd = front.file.as_raw_fd();
-            let mut off = (front.offset + front.sent as u64) as libc::off_t;
+            let Ok(mut off) = nix::libc::off_t::try_from(front.offset + front.sent as u64) else {
+                return Poll::Ready(Err(io::Error::other(
+                    "a blob offset beyond what sendfile can address",
+                )));
+            };
             let want = front.len - front.sent;
-            let r = self.tcp.try_io(Interest::WRITABLE, || {
-                // SAFETY: both descriptors are open for the call; `off` is a valid pointer.
-                let n = unsafe { libc::sendfile(out_fd, in_fd, &mut off, want) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+            let file = &front.file;
+            let tcp = &self.tcp;
+            let r = tcp.try_io(Interest::WRITABLE, || {
+                nix::sys::sendfile::sendfile(tcp, file.as_ref(), Some(&mut off), want)
+                    .map_err(io::Error::from)
             });
             match r {
                 Ok(0) => {
