@@ -4,6 +4,8 @@
 //! Every string that comes from a URL is checked here before it is used as a map key or shown
 //! in a message, so nothing unexpected (percent escapes, `..`, control bytes) gets further.
 
+use bale_contract::imageref::ImageRefError;
+
 /// A SHA-256 digest as raw bytes.
 pub type Digest = [u8; 32];
 
@@ -170,74 +172,31 @@ impl ImageRef {
     }
 }
 
-/// Why a full image reference was refused; each names the part at fault.
+/// Why a full image reference was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefError {
+    /// The reference grammar that the build side uses too (`bale_contract::imageref`).
+    #[error(transparent)]
+    Grammar(#[from] ImageRefError),
+    /// The registry serves blobs by sha256 only.
     #[error("{0:?} is not a sha256 digest")]
     Digest(String),
-    #[error("{0:?} is not a valid tag")]
-    Tag(String),
-    #[error("{0:?} is not a valid registry host")]
-    Host(String),
-    #[error("{0:?} is not a valid repository path")]
-    Path(String),
-    #[error("the name is longer than {MAX_NAME_LEN} bytes")]
-    TooLong,
 }
 
-/// Parses `[host/]path[:tag][@sha256:...]`. A reference without a host is a Docker Hub one
-/// (`busybox` becomes `docker.io/library/busybox`); one with neither tag nor digest means
-/// `latest`, as everywhere else.
+/// Parses `[host/]path[:tag][@sha256:...]` with the one image-reference grammar bale has, then
+/// as this registry keys it: a reference without a host is a Docker Hub one (`busybox` becomes
+/// `docker.io/library/busybox`), Docker Hub's other host names become `docker.io`, and one with
+/// neither tag nor digest means `latest`.
 pub fn parse_image_ref(s: &str) -> Result<ImageRef, RefError> {
-    let (rest, digest) = match s.split_once('@') {
-        Some((r, d)) => (
-            r,
-            Some(parse_digest(d).ok_or_else(|| RefError::Digest(d.to_string()))?),
-        ),
-        None => (s, None),
-    };
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest[last_slash..].rfind(':') {
-        Some(i) => (
-            &rest[..last_slash + i],
-            Some(rest[last_slash + i + 1..].to_string()),
-        ),
-        None => (rest, None),
-    };
-    if let Some(t) = &tag {
-        if !is_tag(t) {
-            return Err(RefError::Tag(t.clone()));
-        }
-    }
-    let (host, path) = match name.split_once('/') {
-        Some((first, p)) if first.contains(['.', ':']) || first == "localhost" => {
-            (normalize_host(first).to_string(), p.to_string())
-        }
-        _ => (DOCKER_HUB.to_string(), name.to_string()),
-    };
-    if !is_host(&host) {
-        return Err(RefError::Host(host));
-    }
-    let path = if host == DOCKER_HUB && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    };
-    if !path.split('/').all(is_path_component) {
-        return Err(RefError::Path(path));
-    }
-    if host.len() + 1 + path.len() > MAX_NAME_LEN {
-        return Err(RefError::TooLong);
-    }
-    let tag = if tag.is_none() && digest.is_none() {
-        Some("latest".to_string())
-    } else {
-        tag
+    let r = bale_contract::imageref::ImageRef::parse(s)?;
+    let digest = match &r.digest {
+        Some(d) => Some(parse_digest(d).ok_or_else(|| RefError::Digest(d.clone()))?),
+        None => None,
     };
     Ok(ImageRef {
-        host,
-        path,
-        tag,
+        host: normalize_host(&r.domain).to_string(),
+        tag: r.effective_tag().map(str::to_string),
+        path: r.path,
         digest,
     })
 }
@@ -329,18 +288,20 @@ mod tests {
         assert_eq!(r.digest, parse_digest(&d));
         let r = parse_image_ref(&format!("quay.io/x/y@{d}")).unwrap();
         assert_eq!(r.tag, None);
-        assert_eq!(
+        assert!(matches!(
             parse_image_ref("quay.io/X/y:1"),
-            Err(RefError::Path("X/y".into()))
-        );
+            Err(RefError::Grammar(e)) if e.reason.contains("lowercase")
+        ));
         assert!(parse_image_ref("quay.io/x/y:a/b").is_err());
-        assert_eq!(
+        assert!(matches!(
             parse_image_ref("quay.io/x/y@sha256:abc"),
-            Err(RefError::Digest("sha256:abc".into()))
-        );
-        assert_eq!(
+            Err(RefError::Grammar(e)) if e.reason.contains("64 lowercase hex")
+        ));
+        let other = format!("quay.io/x/y@sha512:{}", "a".repeat(128));
+        assert!(matches!(parse_image_ref(&other), Err(RefError::Digest(_))));
+        assert!(matches!(
             parse_image_ref(&format!("quay.io/{}", "a".repeat(250))),
-            Err(RefError::TooLong)
-        );
+            Err(RefError::Grammar(e)) if e.reason.contains("longer than")
+        ));
     }
 }
