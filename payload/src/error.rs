@@ -14,7 +14,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The reason is part of this message (not a `source`): a chain printed by a caller shows it
     /// once.
-    #[error("{}: {}", path.display(), io_reason(cause))]
+    #[error("{}: {}", crate::printable(&path.to_string_lossy()), io_reason(cause))]
     Io {
         path: PathBuf,
         cause: std::io::Error,
@@ -119,7 +119,7 @@ pub enum Error {
         available_h: String,
     },
 
-    #[error("{}: {why}", path.display())]
+    #[error("{}: {why}", crate::printable(&path.to_string_lossy()))]
     Refused { path: PathBuf, why: String },
 
     #[error("{0}")]

@@ -834,9 +834,10 @@ fn check_symlink_chains(entries: &[Entry]) -> Result<()> {
         .filter(|e| e.kind == Kind::Symlink)
         .map(|e| (e.path.as_str(), e.target.as_str()))
         .collect();
-    for (path, target) in &links {
-        resolve_in_root(&links, path, target).map_err(|why| Error::UnsafePath {
-            path: format!("{path} -> {target}"),
+    // In table order, so the report names the same link every time.
+    for e in entries.iter().filter(|e| e.kind == Kind::Symlink) {
+        resolve_in_root(&links, &e.path, &e.target).map_err(|why| Error::UnsafePath {
+            path: format!("{} -> {}", e.path, e.target),
             why: why.to_string(),
         })?;
     }
