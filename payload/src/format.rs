@@ -1051,4 +1051,94 @@ mod tests {
         let err = decode_table(&enc, 20).unwrap_err();
         assert!(err.to_string().contains("device"), "{err}");
     }
+
+    fn link(path: &str, target: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::Symlink,
+            mode: 0o777,
+            size: 0,
+            sha256: [0; 32],
+            frames: vec![],
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn symlinks_are_resolved_through_the_other_links() {
+        let ok = |links: &[(&str, &str)]| {
+            let entries: Vec<Entry> = links.iter().map(|(p, t)| link(p, t)).collect();
+            check_symlink_chains(&entries)
+        };
+        assert!(ok(&[("sub/up", "..")]).is_ok());
+        assert!(ok(&[("sub/up", ".."), ("esc", "sub/up/..")]).is_err());
+        assert!(ok(&[("sub/up", ".."), ("p", "sub/up/sub/up/../../etc/passwd")]).is_err());
+        assert!(ok(&[("lib", "usr/lib"), ("lib64", "lib"), ("x", "lib64/../bin")]).is_ok());
+        assert!(ok(&[("a", "b/../.."), ("b", "c")]).is_err());
+        assert!(ok(&[("a", "b"), ("b", "a")])
+            .unwrap_err()
+            .to_string()
+            .contains("too many levels"));
+        // A link to an absolute link leaves the root too.
+        let mut abs = vec![link("a", "b/x"), link("b", "/etc")];
+        abs.sort_by(|x, y| x.path.cmp(&y.path));
+        assert!(check_symlink_chains(&abs).is_err());
+    }
+
+    #[test]
+    fn an_entry_lists_each_frame_once_and_shares_only_whole_lists() {
+        let mut twice = file("a", 0);
+        twice.frames.push(twice.frames[0]);
+        twice.size = 20;
+        let err = decode_table(&encode_table(&[twice]), 20).unwrap_err();
+        assert!(err.to_string().contains("repeats or overlaps"), "{err}");
+
+        let mut empty = file("a", 0);
+        empty.frames[0].stored_len = 0;
+        empty.frames[0].raw_len = 0;
+        empty.size = 0;
+        let err = decode_table(&encode_table(&[empty]), 20).unwrap_err();
+        assert!(err.to_string().contains("empty frame"), "{err}");
+
+        let mut two = file("a", 0);
+        two.frames.push(Frame {
+            offset: 10,
+            ..two.frames[0]
+        });
+        two.size = 20;
+        let same = Entry {
+            path: "b".into(),
+            ..two.clone()
+        };
+        assert!(decode_table(&encode_table(&[two.clone(), same]), 20).is_ok());
+        let err = decode_table(&encode_table(&[two, file("b", 10)]), 20).unwrap_err();
+        assert!(err.to_string().contains("but not"), "{err}");
+    }
+
+    #[test]
+    fn decoding_stops_at_the_memory_limit_and_the_declared_count() {
+        let entries: Vec<Entry> = (0..100).map(|i| file(&format!("f{i:03}"), 0)).collect();
+        // Every entry shares the one frame: legal, and each costs its own memory.
+        let enc = encode_table(&entries);
+        let limits = |entries, memory| TableLimits {
+            payload_len: 20,
+            entries,
+            memory,
+        };
+        assert_eq!(
+            decode_table_from(&enc[..], limits(100, 1 << 20))
+                .unwrap()
+                .len(),
+            100
+        );
+        let err = decode_table_from(&enc[..], limits(99, 1 << 20)).unwrap_err();
+        assert!(
+            err.to_string().contains("more entries than the 99"),
+            "{err}"
+        );
+        let err = decode_table_from(&enc[..], limits(100, 50 * entry_cost(4, 0, 1))).unwrap_err();
+        assert!(err.to_string().contains("bytes of memory"), "{err}");
+        assert_eq!(table_memory_limit(1), MIN_TABLE_MEMORY);
+        assert_eq!(table_memory_limit(u64::MAX), MAX_TABLE_MEMORY);
+    }
 }

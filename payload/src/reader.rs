@@ -53,7 +53,10 @@ impl Bundle {
         }
     }
 
-    fn from_file(file: File, path: PathBuf) -> Result<Bundle> {
+    /// Opens a bundle from a file already open (a memory file, say); `path` is how messages
+    /// name it.
+    pub fn from_file(file: File, path: impl Into<PathBuf>) -> Result<Bundle> {
+        let path = path.into();
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         if len < TRAILER_LEN as u64 {
             return Err(Error::NoTrailer);
