@@ -19,6 +19,8 @@ fn fake_stub(dir: &Path) -> std::path::PathBuf {
 }
 
 type Content<'a> = (&'a str, &'a [u8]);
+/// A seed: its name, its files and its symlinks.
+type Case<'a> = (&'a str, Vec<Content<'a>>, Vec<(&'a str, &'a str)>);
 
 fn bundle(
     dir: &Path,
@@ -68,7 +70,7 @@ fn main() {
     std::fs::create_dir_all(&work).expect("create a work dir");
     let stub = fake_stub(&work);
     let long: Vec<u8> = (0..200u32).map(|i| (i * 7 % 251) as u8).collect();
-    let cases: Vec<(&str, Vec<Content>, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("empty", vec![], vec![]),
         ("one", vec![("d/a", b"hello")], vec![]),
         (

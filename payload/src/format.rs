@@ -506,11 +506,11 @@ pub const TABLE_WINDOW_LOG_MAX: u32 = 23;
 /// frames, with allocator overhead.
 pub fn entry_cost(path_len: usize, target_len: usize, frames: u64) -> u64 {
     const ALLOC_OVERHEAD: u64 = 32;
-    std::mem::size_of::<Entry>() as u64
-        + path_len as u64
-        + target_len as u64
-        + 2 * ALLOC_OVERHEAD
-        + frames.saturating_mul(FRAME_COST)
+    // Saturating: a hostile frame count must come out as "too much", never wrap to little.
+    (std::mem::size_of::<Entry>() as u64 + 2 * ALLOC_OVERHEAD)
+        .saturating_add(path_len as u64)
+        .saturating_add(target_len as u64)
+        .saturating_add(frames.saturating_mul(FRAME_COST))
 }
 
 /// A frame as [`entry_cost`] counts it: the struct, plus its slot in the map that checks
@@ -1137,6 +1137,16 @@ mod tests {
             "{err}"
         );
         let err = decode_table_from(&enc[..], limits(100, 50 * entry_cost(4, 0, 1))).unwrap_err();
+        assert!(err.to_string().contains("bytes of memory"), "{err}");
+        // A frame count near 2^64 (found by the fuzzer: its cost overflowed) is refused.
+        let mut raw = encode_table(&[file("a", 0)]);
+        // kind, path length, path, mode, size, digest: the frame count follows.
+        let at = 1 + 1 + 1 + 1 + 1 + 32;
+        raw.splice(
+            at..at + 1,
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        );
+        let err = decode_table_from(&raw[..], limits(1, 1 << 20)).unwrap_err();
         assert!(err.to_string().contains("bytes of memory"), "{err}");
         assert_eq!(table_memory_limit(1), MIN_TABLE_MEMORY);
         assert_eq!(table_memory_limit(u64::MAX), MAX_TABLE_MEMORY);
