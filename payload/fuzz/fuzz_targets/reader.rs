@@ -81,7 +81,8 @@ fn assemble(rest: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn exercise(bytes: &[u8]) {
-    let Ok(fd) = nix::sys::memfd::memfd_create(c"bale-fuzz", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+    let Ok(fd) =
+        nix::sys::memfd::memfd_create(c"bale-fuzz", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
     else {
         return;
     };
