@@ -1,11 +1,15 @@
 //! The commands that work on bundle files: build, info, list, verify, extract.
+//!
+//! Whatever a bundle says about itself (names, versions, inputs, entry paths, link targets) is
+//! printed through [`bale_payload::printable`], so a crafted bundle cannot fake lines or move
+//! the cursor; `--json` output is escaped by JSON itself.
 
-use crate::{progress, target_bundle};
+use crate::{in_bundle, progress, target_bundle};
 use anyhow::{bail, Context, Result};
 use bale_bundler::tree;
 use bale_payload::error::human_bytes;
 use bale_payload::extract::{self, ExtractOptions};
-use bale_payload::{verify, Bundle, BundleMeta, BundleWriter, Kind, WriteOptions};
+use bale_payload::{printable, verify, Bundle, BundleMeta, BundleWriter, Kind, WriteOptions};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -396,9 +400,9 @@ pub fn summary(b: &Bundle) {
     let h = &b.header;
     println!(
         "{} {} ({}), a bale bundle: {} files, {} images, {} of content.",
-        h.name,
-        h.version,
-        h.arch,
+        printable(&h.name),
+        printable(&h.version),
+        printable(&h.arch),
         h.counts.files + h.counts.blobs,
         h.counts.images,
         human_bytes(h.sizes.content)
@@ -423,22 +427,23 @@ pub fn info(a: InfoArgs, this: Option<Bundle>) -> Result<()> {
     } else {
         1.0
     };
-    println!("name:        {}", h.name);
-    println!("version:     {}", h.version);
-    println!("arch:        {}", h.arch);
-    println!("format:      {}", h.format);
-    println!("created by:  {}", h.created_by);
+    println!("name:        {}", printable(&h.name));
+    println!("version:     {}", printable(&h.version));
+    println!("arch:        {}", printable(&h.arch));
+    println!("format:      {}", printable(&h.format));
+    println!("created by:  {}", printable(&h.created_by));
     if let Some(t) = &h.created_at {
-        println!("created at:  {t}");
+        println!("created at:  {}", printable(t));
     }
     for (i, input) in h.inputs.iter().enumerate() {
         println!(
-            "{}{input}",
+            "{}{}",
             if i == 0 {
                 "inputs:      "
             } else {
                 "             "
-            }
+            },
+            printable(input)
         );
     }
     println!(
@@ -466,7 +471,7 @@ pub fn info(a: InfoArgs, this: Option<Bundle>) -> Result<()> {
 
 pub fn list(a: ListArgs, this: Option<Bundle>) -> Result<()> {
     let b = target_bundle(a.file, this)?;
-    let entries = b.entries()?;
+    let entries = b.entries().map_err(|e| in_bundle(b.path(), e))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write;
     for e in &entries {
@@ -481,9 +486,9 @@ pub fn list(a: ListArgs, this: Option<Bundle>) -> Result<()> {
             writeln!(out, "{v}")
         } else if a.long {
             let name = if e.kind == Kind::Symlink {
-                format!("{} -> {}", e.path, e.target)
+                format!("{} -> {}", printable(&e.path), printable(&e.target))
             } else {
-                e.path.clone()
+                printable(&e.path).into_owned()
             };
             let digest = if matches!(e.kind, Kind::File | Kind::Blob) {
                 hex_of(&e.sha256)[..12].to_string()
@@ -500,7 +505,7 @@ pub fn list(a: ListArgs, this: Option<Bundle>) -> Result<()> {
                 digest
             )
         } else {
-            writeln!(out, "{}", e.path)
+            writeln!(out, "{}", printable(&e.path))
         };
         if let Err(err) = r {
             if err.kind() == std::io::ErrorKind::BrokenPipe {
@@ -521,13 +526,11 @@ pub fn verify(a: VerifyArgs, this: Option<Bundle>) -> Result<()> {
     let started = Instant::now();
     let n = threads(a.threads);
     let bar = progress::bytes(b.trailer.file_len, "verifying");
-    let report = verify::verify(&b, n, &|x| bar.inc(x))
-        .with_context(|| format!("{} is damaged", b.path().display()))?;
+    let report = verify::verify(&b, n, &|x| bar.inc(x)).map_err(|e| in_bundle(b.path(), e))?;
     bar.finish_and_clear();
     if a.content {
         let bar = progress::bytes(b.header.sizes.content, "content");
-        verify::verify_content(&b, n, &|x| bar.inc(x))
-            .with_context(|| format!("{} is damaged", b.path().display()))?;
+        verify::verify_content(&b, n, &|x| bar.inc(x)).map_err(|e| in_bundle(b.path(), e))?;
         bar.finish_and_clear();
     }
     let secs = started.elapsed().as_secs_f64();
@@ -562,7 +565,7 @@ pub fn extract(a: ExtractArgs, this: Option<Bundle>) -> Result<()> {
     };
     let b = target_bundle(named, this)?;
     let started = Instant::now();
-    let entries = b.entries()?;
+    let entries = b.entries().map_err(|e| in_bundle(b.path(), e))?;
     let opts = ExtractOptions {
         threads: threads(a.threads),
         paths: args,

@@ -138,12 +138,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// A payload error about the bundle at `path`, named once: an I/O error already names its
+/// file, every other one gets the bundle's path in front.
+pub fn in_bundle(path: &std::path::Path, e: bale_payload::Error) -> anyhow::Error {
+    match e {
+        bale_payload::Error::Io { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e)
+            .context(bale_payload::printable(&path.to_string_lossy()).into_owned()),
+    }
+}
+
 /// The bundle a command acts on: the one named, or this program itself when it is a bundle.
 pub fn target_bundle(named: Option<PathBuf>, this: Option<Bundle>) -> Result<Bundle> {
     match (named, this) {
-        (Some(p), _) => {
-            Bundle::open(&p).map_err(|e| anyhow::Error::new(e).context(format!("{}", p.display())))
-        }
+        (Some(p), _) => Bundle::open(&p).map_err(|e| in_bundle(&p, e)),
         (None, Some(b)) => Ok(b),
         (None, None) => anyhow::bail!(
             "name a bundle file, e.g. `bale info app.bale` (this bale program carries no payload)"

@@ -1,3 +1,9 @@
+//! The payload's one error type: what is wrong with a bundle, or with writing or extracting it.
+//!
+//! Each message says only what this layer knows (the path, the entry, the region), once: an
+//! I/O failure is shown with its path and the system's reason, and is not exposed again as a
+//! source, so a printed chain never repeats it.
+
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -6,11 +12,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the file and say what a user can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    /// The reason is part of this message (not a `source`): a chain printed by a caller shows it
+    /// once.
+    #[error("{}: {}", crate::printable(&path.to_string_lossy()), io_reason(cause))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error(
@@ -87,6 +94,16 @@ pub enum Error {
         why: String,
     },
 
+    #[error(
+        "entry {path:?} is damaged: its content does not match the entry's SHA-256 (expected \
+         {expected}, got {actual}); copy the bundle again"
+    )]
+    ContentDigest {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+
     #[error("no entry named {0:?} in the bundle (see `list`)")]
     NoSuchEntry(String),
 
@@ -102,7 +119,7 @@ pub enum Error {
         available_h: String,
     },
 
-    #[error("{path}: {why}")]
+    #[error("{}: {why}", crate::printable(&path.to_string_lossy()))]
     Refused { path: PathBuf, why: String },
 
     #[error("{0}")]
@@ -110,10 +127,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 
@@ -127,6 +144,16 @@ impl Error {
                 | Error::Input(_)
                 | Error::NoSuchEntry(_)
         )
+    }
+}
+
+/// The system's reason for an I/O failure, once: `No such file or directory (os error 2)`.
+/// An error that wraps another (from a reader that can only return `io::Error`) shows the
+/// inner message only.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.get_ref() {
+        Some(inner) => inner.to_string(),
+        None => e.to_string(),
     }
 }
 

@@ -1,31 +1,42 @@
 //! Writing a bundle's entries to a directory, safely.
 //!
 //! Rules, in the order they apply:
-//! - The entry table has already refused `..`, absolute paths, escaping symlinks, entries below
-//!   a bundled symlink and special files.
-//! - Free space is checked before the first byte is written.
-//! - Every directory on the way is created or checked to be a real directory (never a symlink)
-//!   before anything is written below it, so a link planted in the target cannot redirect a
-//!   write outside it.
-//! - Every file is written under a temporary name, its frames checked against their digests as
-//!   they are read, and renamed into place only when all of it is verified. An interrupted or
-//!   failed extraction never leaves a file that looks complete.
+//! - The entry table has already refused `..`, absolute paths, symlinks that leave the root
+//!   (alone or through other links), entries below a bundled symlink and special files.
+//! - Free space is checked before the first byte is written, counting what the extraction adds
+//!   (a file replaced by one of the same size adds nothing once renamed) plus the files in
+//!   flight at once.
+//! - Everything below the target is reached through directory descriptors, never full paths:
+//!   each directory is opened beneath the target with no symlink followed (`openat2` with
+//!   `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or component by component with `O_NOFOLLOW`
+//!   where the kernel lacks it). A symlink planted in the target, or swapped in for a
+//!   directory while the extraction runs, stops it instead of redirecting a write.
+//! - Every file and symlink is made in a private directory that this extraction creates in the
+//!   target (same file system, a name no entry of the bundle has, mode 0700), under a number
+//!   rather than its name: temporary names never collide with entries and are never longer
+//!   than the final ones. A file's frames are checked as they are read and its whole content
+//!   against the entry's SHA-256 before it is renamed into place, so a file under its final
+//!   name is always whole and verified. An interrupted extraction leaves its leftovers in the
+//!   private directory only.
 //! - Symlinks are made last, so nothing is written through one.
 //! - With `sync`, the file system is flushed before success is reported.
-//! - Work is spread over every core by file, and by frame for large files.
+//! - Work is spread over the worker threads by file, and by frame for large files.
 
 use crate::error::{human_bytes, Error, FirstError, Result};
-use crate::format::{Entry, Kind};
+use crate::format::{self, Entry, Kind};
 use crate::reader::{new_decompressor, Bundle};
-use std::collections::BTreeSet;
-use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use crate::verify::{Fed, OrderedHash};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use std::collections::{BTreeSet, HashSet};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Default)]
 pub struct ExtractOptions {
@@ -80,24 +91,289 @@ pub fn select<'a>(entries: &'a [Entry], paths: &[String]) -> Result<Vec<&'a Entr
     Ok(out)
 }
 
+/// Takes ownership of a descriptor a successful `open` call just returned.
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was returned by a successful open call of this thread a moment ago and is
+    // owned by nothing else, so it is open and closed exactly once, by the OwnedFd.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn errno_io(e: Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e as i32)
+}
+
+/// Splits `a/b/c` into (`a/b`, `c`); a top-level name has the empty parent.
+fn split_parent(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+/// The target directory, reached only through descriptors.
+struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// Cleared once `openat2` turns out to be missing (kernels before 5.6, some sandboxes).
+    openat2: AtomicBool,
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+impl Root {
+    /// Creates the target if needed (following the user's own path as given) and opens it.
+    fn open(to: &Path) -> Result<Root> {
+        std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+        let fd = nix::fcntl::open(
+            to,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(to, errno_io(e)))?;
+        Ok(Root {
+            fd: owned(fd),
+            path: to.to_path_buf(),
+            openat2: AtomicBool::new(true),
+        })
+    }
+
+    fn shown(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.path.clone()
+        } else {
+            self.path.join(rel)
+        }
+    }
+
+    /// Opens the directory `rel` below the root, following no symlink on the way.
+    fn dir(&self, rel: &str) -> Result<OwnedFd> {
+        if rel.is_empty() {
+            return self.fd.try_clone().map_err(|e| Error::io(&self.path, e));
+        }
+        if self.openat2.load(Ordering::Relaxed) {
+            let how = nix::fcntl::OpenHow::new().flags(DIR_FLAGS).resolve(
+                nix::fcntl::ResolveFlag::RESOLVE_BENEATH
+                    | nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS,
+            );
+            match nix::fcntl::openat2(self.fd.as_raw_fd(), rel, how) {
+                Ok(fd) => return Ok(owned(fd)),
+                Err(Errno::ENOSYS) | Err(Errno::EPERM) => {
+                    self.openat2.store(false, Ordering::Relaxed)
+                }
+                // Walk again one component at a time to name the culprit precisely.
+                Err(_) => {}
+            }
+        }
+        self.walk(rel)
+    }
+
+    /// Opens `rel` component by component with `O_NOFOLLOW`.
+    fn walk(&self, rel: &str) -> Result<OwnedFd> {
+        let mut cur = self.fd.try_clone().map_err(|e| Error::io(&self.path, e))?;
+        let mut end = 0;
+        for c in rel.split('/') {
+            end += c.len();
+            let so_far = &rel[..end];
+            end += 1;
+            match nix::fcntl::openat(Some(cur.as_raw_fd()), c, DIR_FLAGS, Mode::empty()) {
+                Ok(fd) => cur = owned(fd),
+                Err(e) => {
+                    let st = nix::sys::stat::fstatat(
+                        Some(cur.as_raw_fd()),
+                        c,
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    );
+                    return Err(match st {
+                        Ok(st) if !is_dir(&st) => refuse_non_dir(self.shown(so_far), &st),
+                        _ => Error::io(self.shown(so_far), errno_io(e)),
+                    });
+                }
+            }
+        }
+        Ok(cur)
+    }
+}
+
+fn file_type(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    file_type(st) == SFlag::S_IFDIR
+}
+
+fn refuse_non_dir(path: PathBuf, st: &FileStat) -> Error {
+    let what = if file_type(st) == SFlag::S_IFLNK {
+        "a symlink"
+    } else {
+        "not a directory"
+    };
+    Error::Refused {
+        path,
+        why: format!(
+            "is {what} on disk; refusing to write through it (remove it, or extract into an \
+             empty directory)"
+        ),
+    }
+}
+
+/// The last directory opened by a worker: files of one directory come together.
+#[derive(Default)]
+struct DirCache {
+    rel: String,
+    fd: Option<OwnedFd>,
+}
+
+impl DirCache {
+    fn get(&mut self, root: &Root, rel: &str) -> Result<RawFd> {
+        match &self.fd {
+            Some(fd) if self.rel == rel => Ok(fd.as_raw_fd()),
+            _ => {
+                let fd = root.dir(rel)?;
+                let raw = fd.as_raw_fd();
+                self.fd = Some(fd);
+                self.rel = rel.to_string();
+                Ok(raw)
+            }
+        }
+    }
+}
+
+/// The extraction's private directory inside the target, where files and symlinks are made
+/// before they are renamed into place.
+struct Scratch {
+    fd: OwnedFd,
+    name: String,
+}
+
+impl Scratch {
+    /// Makes a directory whose name no entry of the bundle starts with.
+    fn create(root: &Root, entries: &[Entry]) -> Result<Scratch> {
+        let taken: HashSet<&str> = entries
+            .iter()
+            .map(|e| e.path.split('/').next().unwrap_or(""))
+            .collect();
+        let pid = std::process::id();
+        for n in 0..1000u32 {
+            let name = format!(".bale-extract-{pid}-{n}");
+            if taken.contains(name.as_str()) {
+                continue;
+            }
+            match nix::sys::stat::mkdirat(
+                Some(root.fd.as_raw_fd()),
+                name.as_str(),
+                Mode::from_bits_truncate(0o700),
+            ) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(Error::io(root.shown(&name), errno_io(e))),
+            }
+            let fd = nix::fcntl::openat(
+                Some(root.fd.as_raw_fd()),
+                name.as_str(),
+                DIR_FLAGS,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::io(root.shown(&name), errno_io(e)))?;
+            return Ok(Scratch {
+                fd: owned(fd),
+                name,
+            });
+        }
+        Err(Error::Refused {
+            path: root.path.clone(),
+            why: "holds 1000 leftover .bale-extract-* directories; remove them".into(),
+        })
+    }
+
+    /// A new file in the private directory, never following anything.
+    fn create_file(&self, root: &Root, name: &str) -> Result<File> {
+        let fd = nix::fcntl::openat(
+            Some(self.fd.as_raw_fd()),
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| Error::io(self.shown(root, name), errno_io(e)))?;
+        Ok(File::from(owned(fd)))
+    }
+
+    fn shown(&self, root: &Root, name: &str) -> PathBuf {
+        root.shown(&self.name).join(name)
+    }
+
+    fn remove(&self, name: &str) {
+        let _ = nix::unistd::unlinkat(
+            Some(self.fd.as_raw_fd()),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+
+    /// Moves `name` from the private directory to `dest` (a path below the root).
+    fn place(&self, root: &Root, dirs: &mut DirCache, name: &str, dest: &str) -> Result<()> {
+        let (parent, base) = split_parent(dest);
+        let pfd = dirs.get(root, parent)?;
+        match nix::fcntl::renameat(Some(self.fd.as_raw_fd()), name, Some(pfd), base) {
+            Ok(()) => Ok(()),
+            Err(Errno::EISDIR) | Err(Errno::ENOTEMPTY) | Err(Errno::EEXIST) => {
+                Err(Error::Refused {
+                    path: root.shown(dest),
+                    why: "is a directory on disk; the bundle has a file or symlink here".into(),
+                })
+            }
+            Err(Errno::EXDEV) => Err(Error::Refused {
+                path: root.shown(dest),
+                why: format!(
+                    "lies on another file system than {}, where the extraction makes its files \
+                     before renaming them; extract that part separately with --to",
+                    root.path.display()
+                ),
+            }),
+            Err(e) => Err(Error::io(root.shown(dest), errno_io(e))),
+        }
+    }
+
+    /// Removes the private directory; it holds something only after a failure.
+    fn finish(self, root: &Root, names: impl Iterator<Item = String>) {
+        for n in names {
+            self.remove(&n);
+        }
+        let _ = nix::unistd::unlinkat(
+            Some(root.fd.as_raw_fd()),
+            self.name.as_str(),
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        );
+    }
+}
+
 enum Unit<'a> {
-    Whole(&'a Entry),
+    Whole(usize, &'a Entry),
     Part {
         entry: &'a Entry,
         frame: usize,
         at: u64,
-        slot: Arc<BigFile>,
+        big: Arc<BigFile>,
     },
 }
 
-/// A file extracted frame by frame by several workers.
+/// A file extracted frame by frame by several workers: opened by the first of them, closed
+/// when complete.
 struct BigFile {
-    file: File,
-    tmp: PathBuf,
-    dest: PathBuf,
-    mode: u32,
-    left: AtomicUsize,
-    failed: AtomicBool,
+    name: String,
+    file: Mutex<Option<Arc<File>>>,
+    hash: OrderedHash,
+}
+
+fn temp_name(unit: usize) -> String {
+    format!("f{unit}")
+}
+
+fn link_name(i: usize) -> String {
+    format!("l{i}")
 }
 
 pub fn extract(
@@ -110,34 +386,29 @@ pub fn extract(
     let selected = select(entries, &opts.paths)?;
     // A bundle whose program is damaged is not trusted to have written anything else right.
     bundle.check_stub()?;
-    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    let root = Root::open(to)?;
+    let threads = opts.threads.max(1);
     if !opts.skip_space_check {
-        check_space(to, &selected)?;
+        check_space(&root, &selected, threads)?;
     }
     let mut report = ExtractReport {
-        dirs: make_dirs(to, &selected)?,
+        dirs: make_dirs(&root, &selected)?,
         ..Default::default()
     };
-
+    let scratch = Scratch::create(&root, entries)?;
     let mut units = Vec::new();
     for e in selected
         .iter()
         .filter(|e| matches!(e.kind, Kind::File | Kind::Blob))
     {
         if e.frames.len() <= 1 {
-            units.push(Unit::Whole(e));
+            units.push(Unit::Whole(units.len(), e));
             continue;
         }
-        let dest = to.join(&e.path);
-        let (file, tmp) = create_temp(&dest)?;
-        file.set_len(e.size).map_err(|err| Error::io(&tmp, err))?;
-        let slot = Arc::new(BigFile {
-            file,
-            tmp,
-            dest,
-            mode: file_mode(e.mode),
-            left: AtomicUsize::new(e.frames.len()),
-            failed: AtomicBool::new(false),
+        let big = Arc::new(BigFile {
+            name: temp_name(units.len()),
+            file: Mutex::new(None),
+            hash: OrderedHash::default(),
         });
         let mut at = 0u64;
         for (i, f) in e.frames.iter().enumerate() {
@@ -145,232 +416,277 @@ pub fn extract(
                 entry: e,
                 frame: i,
                 at,
-                slot: Arc::clone(&slot),
+                big: Arc::clone(&big),
             });
             at += f.raw_len;
         }
     }
-
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let first_error = FirstError::default();
-    std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
-            s.spawn(|| {
-                let mut dctx = match new_decompressor() {
-                    Ok(d) => d,
-                    Err(e) => {
-                        first_error.record(0, e);
-                        stop.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                };
-                let mut stored = Vec::new();
-                let mut out = Vec::new();
-                loop {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(u) = units.get(i) else { return };
-                    let r = match u {
-                        Unit::Whole(e) => {
-                            extract_whole(bundle, e, to, &mut dctx, &mut stored, &mut out)
-                        }
-                        Unit::Part {
-                            entry,
-                            frame,
-                            at,
-                            slot,
-                        } => extract_part(
-                            bundle,
-                            entry,
-                            *frame,
-                            *at,
-                            slot,
-                            &mut dctx,
-                            &mut stored,
-                            &mut out,
-                        ),
-                    };
-                    match r {
-                        Ok(n) => progress(n),
-                        Err(e) => {
-                            first_error.record(i, e);
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    // Whatever did not complete leaves no trace behind.
-    for u in &units {
-        if let Unit::Part { slot, .. } = u {
-            if slot.left.load(Ordering::Relaxed) != 0 {
-                let _ = std::fs::remove_file(&slot.tmp);
-            }
-        }
+    let unit_count = units.len();
+    let links: Vec<&Entry> = selected
+        .iter()
+        .copied()
+        .filter(|e| e.kind == Kind::Symlink)
+        .collect();
+    let leftovers = || {
+        (0..unit_count)
+            .map(temp_name)
+            .chain((0..links.len()).map(link_name))
+    };
+    let r = write_files(bundle, &root, &scratch, &units, threads, progress)
+        .and_then(|()| make_links(&root, &scratch, &links));
+    if let Err(e) = r {
+        scratch.finish(&root, leftovers());
+        return Err(e);
     }
-    first_error.into_result()?;
+    scratch.finish(&root, std::iter::empty());
     for e in &selected {
         match e.kind {
             Kind::File | Kind::Blob => {
                 report.files += 1;
                 report.bytes += e.size;
             }
-            Kind::Symlink => {
-                make_symlink(to, e)?;
-                report.symlinks += 1;
-            }
+            Kind::Symlink => report.symlinks += 1,
             Kind::Dir => {}
         }
     }
     // Directory modes last and deepest first: a read-only directory must not block its own
     // contents from being written.
     for e in selected.iter().rev().filter(|e| e.kind == Kind::Dir) {
-        let p = to.join(&e.path);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(file_mode(e.mode)))
-            .map_err(|err| Error::io(&p, err))?;
+        let fd = root.dir(&e.path)?;
+        nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(file_mode(e.mode)))
+            .map_err(|err| Error::io(root.shown(&e.path), errno_io(err)))?;
     }
     if opts.sync {
-        sync_fs(to);
+        // Failure only weakens durability, never correctness.
+        let _ = nix::unistd::syncfs(root.fd.as_raw_fd());
     }
     Ok(report)
 }
 
+/// Writes every file through the worker threads; the first failure in unit order is
+/// reported, whatever the scheduling.
+fn write_files(
+    bundle: &Bundle,
+    root: &Root,
+    scratch: &Scratch,
+    units: &[Unit],
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let stop_at = AtomicUsize::new(usize::MAX);
+    let first_error = FirstError::default();
+    let fail = |i: usize, e: Error| {
+        stop_at.fetch_min(i, Ordering::Relaxed);
+        first_error.record(i, e);
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut dctx = match new_decompressor() {
+                    Ok(d) => d,
+                    Err(e) => return fail(0, e),
+                };
+                let (mut stored, mut out) = (Vec::new(), Vec::new());
+                let mut dirs = DirCache::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(u) = units.get(i) else { return };
+                    if i > stop_at.load(Ordering::Relaxed) {
+                        // Whoever waits behind this frame must not wait for ever.
+                        if let Unit::Part { big, .. } = u {
+                            big.hash.fail();
+                        }
+                        return;
+                    }
+                    let r = match u {
+                        Unit::Whole(n, e) => {
+                            let name = temp_name(*n);
+                            let mut buffers = (&mut dctx, &mut stored, &mut out);
+                            extract_whole(
+                                bundle,
+                                root,
+                                scratch,
+                                &mut dirs,
+                                (e, &name),
+                                &mut buffers,
+                            )
+                            .inspect_err(|_| scratch.remove(&name))
+                        }
+                        Unit::Part {
+                            entry,
+                            frame,
+                            at,
+                            big,
+                        } => {
+                            let mut buffers = (&mut dctx, &mut stored, &mut out);
+                            extract_part(
+                                bundle,
+                                root,
+                                scratch,
+                                &mut dirs,
+                                (entry, *frame, *at),
+                                big,
+                                &mut buffers,
+                            )
+                            .inspect_err(|_| {
+                                big.hash.fail();
+                                scratch.remove(&big.name);
+                            })
+                        }
+                    };
+                    match r {
+                        Ok(n) => progress(n),
+                        Err(e) => fail(i, e),
+                    }
+                }
+            });
+        }
+    });
+    first_error.into_result()
+}
+
 /// Setuid and setgid bits are kept only for root, as tar does.
 fn file_mode(mode: u32) -> u32 {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         mode & 0o7777
     } else {
         mode & 0o1777
     }
 }
 
+fn check_content(e: &Entry, got: format::Sha256Digest) -> Result<()> {
+    if got == e.sha256 {
+        return Ok(());
+    }
+    Err(Error::ContentDigest {
+        path: e.path.clone(),
+        expected: format::hex(&e.sha256),
+        actual: format::hex(&got),
+    })
+}
+
+fn set_mode(root: &Root, scratch: &Scratch, name: &str, file: &File, mode: u32) -> Result<()> {
+    nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(file_mode(mode)))
+        .map_err(|e| Error::io(scratch.shown(root, name), errno_io(e)))
+}
+
+/// A file of at most one frame: read, checked, written, renamed.
 fn extract_whole(
     bundle: &Bundle,
-    e: &Entry,
-    to: &Path,
-    dctx: &mut zstd::bulk::Decompressor<'static>,
-    stored: &mut Vec<u8>,
-    out: &mut Vec<u8>,
+    root: &Root,
+    scratch: &Scratch,
+    dirs: &mut DirCache,
+    (e, name): (&Entry, &str),
+    (dctx, stored, out): &mut Buffers,
 ) -> Result<u64> {
     if e.frames.is_empty() {
         out.clear();
     } else {
         bundle.read_frame(e, 0, dctx, stored, out)?;
     }
-    let dest = to.join(&e.path);
-    let (mut file, tmp) = create_temp(&dest)?;
-    let r = file
-        .write_all(out)
-        .and_then(|_| file.set_permissions(std::fs::Permissions::from_mode(file_mode(e.mode))))
-        .and_then(|_| std::fs::rename(&tmp, &dest));
-    if let Err(err) = r {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&dest, err));
-    }
+    check_content(e, format::sha256(out))?;
+    let mut file = scratch.create_file(root, name)?;
+    file.write_all(&out[..])
+        .map_err(|err| Error::io(scratch.shown(root, name), err))?;
+    set_mode(root, scratch, name, &file, e.mode)?;
+    drop(file);
+    scratch.place(root, dirs, name, &e.path)?;
     Ok(e.size)
 }
 
-#[allow(clippy::too_many_arguments)]
+type Buffers<'a, 'b> = (
+    &'a mut zstd::bulk::Decompressor<'static>,
+    &'b mut Vec<u8>,
+    &'b mut Vec<u8>,
+);
+
+/// One frame of a large file, written at its offset; the worker that feeds the last frame to
+/// the content's digest checks it and renames the file.
 fn extract_part(
     bundle: &Bundle,
-    e: &Entry,
-    index: usize,
-    at: u64,
-    slot: &BigFile,
-    dctx: &mut zstd::bulk::Decompressor<'static>,
-    stored: &mut Vec<u8>,
-    out: &mut Vec<u8>,
+    root: &Root,
+    scratch: &Scratch,
+    dirs: &mut DirCache,
+    (e, index, at): (&Entry, usize, u64),
+    big: &BigFile,
+    (dctx, stored, out): &mut Buffers,
 ) -> Result<u64> {
-    if slot.failed.load(Ordering::Relaxed) {
-        return Ok(0);
-    }
-    let r = (|| {
-        bundle.read_frame(e, index, dctx, stored, out)?;
-        slot.file
-            .write_all_at(out, at)
-            .map_err(|err| Error::io(&slot.tmp, err))?;
-        Ok(out.len() as u64)
-    })();
-    let n = match r {
-        Ok(n) => n,
-        Err(err) => {
-            slot.failed.store(true, Ordering::Relaxed);
-            return Err(err);
+    bundle.read_frame(e, index, dctx, stored, out)?;
+    let file = {
+        let mut slot = big
+            .file
+            .lock()
+            .map_err(|_| Error::Input("an extraction worker panicked".into()))?;
+        match slot.as_ref() {
+            Some(f) => Arc::clone(f),
+            None => {
+                let f = scratch.create_file(root, &big.name)?;
+                f.set_len(e.size)
+                    .map_err(|err| Error::io(scratch.shown(root, &big.name), err))?;
+                let f = Arc::new(f);
+                *slot = Some(Arc::clone(&f));
+                f
+            }
         }
     };
-    if slot.left.fetch_sub(1, Ordering::AcqRel) == 1 && !slot.failed.load(Ordering::Relaxed) {
-        slot.file
-            .set_permissions(std::fs::Permissions::from_mode(slot.mode))
-            .and_then(|_| std::fs::rename(&slot.tmp, &slot.dest))
-            .map_err(|err| Error::io(&slot.dest, err))?;
+    file.write_all_at(out, at)
+        .map_err(|err| Error::io(scratch.shown(root, &big.name), err))?;
+    let last = index + 1 == e.frames.len();
+    match big.hash.feed(index, last, out) {
+        Fed::Earlier => {}
+        // An earlier frame failed and reported it.
+        Fed::Failed => return Ok(0),
+        Fed::Done(got) => {
+            check_content(e, got)?;
+            set_mode(root, scratch, &big.name, &file, e.mode)?;
+            drop(file);
+            if let Ok(mut slot) = big.file.lock() {
+                *slot = None;
+            }
+            scratch.place(root, dirs, &big.name, &e.path)?;
+        }
     }
-    Ok(n)
+    Ok(out.len() as u64)
 }
 
-/// Opens a fresh temporary file beside `dest`. `O_EXCL` never follows a symlink, so a link
-/// planted under the temporary name cannot redirect the write; a stale leftover is replaced.
-fn create_temp(dest: &Path) -> Result<(File, PathBuf)> {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dest.with_file_name(format!(".{name}.bale-part"));
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-    };
-    let file = match open() {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(&tmp).map_err(|err| Error::io(&tmp, err))?;
-            open().map_err(|err| Error::io(&tmp, err))?
+/// Makes the symlinks, after every file: in the private directory, then renamed into place.
+fn make_links(root: &Root, scratch: &Scratch, links: &[&Entry]) -> Result<()> {
+    let mut dirs = DirCache::default();
+    for (i, e) in links.iter().enumerate() {
+        let (parent, base) = split_parent(&e.path);
+        let pfd = dirs.get(root, parent)?;
+        match nix::sys::stat::fstatat(Some(pfd), base, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if is_dir(&st) => {
+                return Err(Error::Refused {
+                    path: root.shown(&e.path),
+                    why: "is a directory; the bundle wants a symlink here".into(),
+                })
+            }
+            Ok(st) if file_type(&st) == SFlag::S_IFLNK => {
+                let same = nix::fcntl::readlinkat(Some(pfd), base)
+                    .is_ok_and(|t| t.as_encoded_bytes() == e.target.as_bytes());
+                if same {
+                    continue;
+                }
+            }
+            _ => {}
         }
-        Err(e) => return Err(Error::io(&tmp, e)),
-    };
-    Ok((file, tmp))
-}
-
-fn make_symlink(to: &Path, e: &Entry) -> Result<()> {
-    let dest = to.join(&e.path);
-    match std::fs::symlink_metadata(&dest) {
-        Ok(m) if m.is_dir() => {
-            return Err(Error::Refused {
-                path: dest,
-                why: "is a directory; the bundle wants a symlink here".into(),
-            })
-        }
-        Ok(m)
-            if m.file_type().is_symlink()
-                && std::fs::read_link(&dest).is_ok_and(|t| t == Path::new(&e.target)) =>
-        {
-            return Ok(());
-        }
-        _ => {}
+        let name = link_name(i);
+        nix::unistd::symlinkat(
+            e.target.as_str(),
+            Some(scratch.fd.as_raw_fd()),
+            name.as_str(),
+        )
+        .map_err(|err| Error::io(scratch.shown(root, &name), errno_io(err)))?;
+        scratch.place(root, &mut dirs, &name, &e.path)?;
     }
-    let tmp = dest.with_file_name(format!(
-        ".{}.bale-link",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&e.target, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, &dest))
-        .map_err(|err| Error::io(&dest, err))
+    Ok(())
 }
 
 /// Creates every directory the selection needs, parents first, and refuses to go through
 /// anything on disk that is not a real directory.
-fn make_dirs(to: &Path, selected: &[&Entry]) -> Result<u64> {
+fn make_dirs(root: &Root, selected: &[&Entry]) -> Result<u64> {
     let mut dirs: BTreeSet<&str> = BTreeSet::new();
     for e in selected {
         let mut p = e.path.as_str();
@@ -383,42 +699,64 @@ fn make_dirs(to: &Path, selected: &[&Entry]) -> Result<u64> {
         }
     }
     // Lexical order puts every directory after its parent.
+    let mut cache = DirCache::default();
     let mut made = 0;
     for d in &dirs {
-        let p = to.join(d);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) => {
-                let what = if m.file_type().is_symlink() {
-                    "a symlink"
-                } else {
-                    "not a directory"
-                };
-                return Err(Error::Refused {
-                    path: p,
-                    why: format!(
-                        "is {what} on disk; refusing to write through it (remove it, or \
-                         extract into an empty directory)"
-                    ),
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&p).map_err(|err| Error::io(&p, err))?;
-            }
-            Err(e) => return Err(Error::io(&p, e)),
+        let (parent, base) = split_parent(d);
+        let pfd = cache.get(root, parent)?;
+        match nix::sys::stat::mkdirat(Some(pfd), base, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Error::io(root.shown(d), errno_io(e))),
+        }
+        let st = nix::sys::stat::fstatat(Some(pfd), base, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| Error::io(root.shown(d), errno_io(e)))?;
+        if !is_dir(&st) {
+            return Err(refuse_non_dir(root.shown(d), &st));
         }
         made += 1;
     }
     Ok(made)
 }
 
-fn check_space(to: &Path, selected: &[&Entry]) -> Result<()> {
-    // Content plus a block per entry for metadata and partial last blocks.
-    let needed: u64 = selected.iter().map(|e| e.size + 4096).sum();
-    let available = free_bytes(to)?;
+/// Bytes the extraction needs free: every new entry's content plus a block for its metadata;
+/// for a file that replaces one already there, only what it adds; and, since a replaced file
+/// is freed only when its successor is renamed over it, the largest of those that can be in
+/// flight at once (one per worker).
+fn space_needed(root: &Root, selected: &[&Entry], threads: usize) -> u64 {
+    const BLOCK: u64 = 4096;
+    let mut dirs = DirCache::default();
+    let mut growth = 0u64;
+    let mut replaced: Vec<u64> = Vec::new();
+    for e in selected {
+        let (parent, base) = split_parent(&e.path);
+        let existing = dirs
+            .get(root, parent)
+            .ok()
+            .and_then(|pfd| {
+                nix::sys::stat::fstatat(Some(pfd), base, AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+            })
+            .map(|st| (file_type(&st), u64::try_from(st.st_size).unwrap_or(0)));
+        match (e.kind, existing) {
+            (Kind::File | Kind::Blob, Some((SFlag::S_IFREG, old))) => {
+                growth += e.size.saturating_sub(old);
+                replaced.push(e.size);
+            }
+            (_, Some(_)) => growth += e.size,
+            (_, None) => growth += e.size + BLOCK,
+        }
+    }
+    replaced.sort_unstable_by(|a, b| b.cmp(a));
+    growth + replaced.iter().take(threads).sum::<u64>()
+}
+
+fn check_space(root: &Root, selected: &[&Entry], threads: usize) -> Result<()> {
+    let needed = space_needed(root, selected, threads);
+    let s =
+        nix::sys::statvfs::fstatvfs(&root.fd).map_err(|e| Error::io(&root.path, errno_io(e)))?;
+    let available = s.blocks_available() as u64 * s.fragment_size() as u64;
     if needed > available {
         return Err(Error::NoSpace {
-            dir: to.to_path_buf(),
+            dir: root.path.clone(),
             needed,
             needed_h: human_bytes(needed),
             available,
@@ -430,21 +768,69 @@ fn check_space(to: &Path, selected: &[&Entry]) -> Result<()> {
 
 /// Bytes an unprivileged writer may still use on the file system holding `dir`.
 pub fn free_bytes(dir: &Path) -> Result<u64> {
-    let c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::Input(format!("{}: path has a NUL byte", dir.display())))?;
-    // SAFETY: statvfs is plain old data; the path is a valid C string.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(Error::io(dir, std::io::Error::last_os_error()));
-    }
-    Ok(s.f_bavail as u64 * s.f_frsize as u64)
+    let s = nix::sys::statvfs::statvfs(dir).map_err(|e| Error::io(dir, errno_io(e)))?;
+    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
-/// One flush for the whole tree instead of one per file; failure only weakens durability.
-fn sync_fs(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: the descriptor is valid for the duration of the call.
-        unsafe { libc::syncfs(d.as_raw_fd()) };
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::{BundleMeta, BundleWriter, WriteOptions};
+
+    fn bundle(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        let dest = dir.join("t.bale");
+        let exe = std::env::current_exe().unwrap();
+        let opts = WriteOptions {
+            threads: 2,
+            frame_size: 64 << 10,
+            ..Default::default()
+        };
+        let mut w = BundleWriter::create(&dest, &exe, BundleMeta::default(), opts).unwrap();
+        for (p, data) in files {
+            w.add_bytes(p, 0o644, data).unwrap();
+        }
+        w.finish().unwrap();
+        dest
+    }
+
+    #[test]
+    fn a_re_extraction_needs_only_the_files_in_flight() {
+        let d = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 300 << 10];
+        let files: Vec<(String, Vec<u8>)> = (0..6)
+            .map(|i| (format!("f{i}"), big.iter().map(|b| b ^ i as u8).collect()))
+            .collect();
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.as_slice()))
+            .collect();
+        let path = bundle(d.path(), &refs);
+        let b = Bundle::open(&path).unwrap();
+        let entries = b.entries().unwrap();
+        let to = d.path().join("out");
+        let root = Root::open(&to).unwrap();
+        let all: Vec<&Entry> = entries.iter().collect();
+        let fresh = space_needed(&root, &all, 2);
+        assert!(fresh >= 6 * (300 << 10), "{fresh}");
+        extract(&b, &entries, &to, &ExtractOptions::default(), &|_| {}).unwrap();
+        assert_eq!(space_needed(&root, &all, 2), 2 * (300 << 10));
+        assert_eq!(space_needed(&root, &all, 1), 300 << 10);
+    }
+
+    #[test]
+    fn temporary_names_are_short_and_private() {
+        let d = tempfile::tempdir().unwrap();
+        let long = "n".repeat(255);
+        let path = bundle(d.path(), &[(&long, b"long name"), ("x", &[1u8; 200 << 10])]);
+        let b = Bundle::open(&path).unwrap();
+        let entries = b.entries().unwrap();
+        let to = d.path().join("out");
+        extract(&b, &entries, &to, &ExtractOptions::default(), &|_| {}).unwrap();
+        assert_eq!(std::fs::read(to.join(&long)).unwrap(), b"long name");
+        let names: Vec<String> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }

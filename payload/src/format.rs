@@ -450,26 +450,111 @@ pub fn encode_table(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-struct Cursor<'a> {
-    data: &'a [u8],
-    pos: usize,
-    entry: usize,
+/// What decoding a table may cost, fixed before the first byte is decoded: a hostile table
+/// cannot make a reader allocate more than this, however well it compresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableLimits {
+    /// Every frame must lie inside the payload.
+    pub payload_len: u64,
+    /// Entries the header declares; decoding stops at the first entry beyond it.
+    pub entries: u64,
+    /// Memory the decoded table may take, as [`entry_cost`] counts it.
+    pub memory: u64,
 }
 
-impl<'a> Cursor<'a> {
+impl TableLimits {
+    /// The limits for a bundle file of `file_len` bytes whose header declares `entries`:
+    /// [`table_memory_limit`] of memory.
+    pub fn for_file(file_len: u64, payload_len: u64, entries: u64) -> TableLimits {
+        TableLimits {
+            payload_len,
+            entries,
+            memory: table_memory_limit(file_len),
+        }
+    }
+
+    /// No limit beyond the payload's length (for tables this process made itself).
+    pub fn unbounded(payload_len: u64) -> TableLimits {
+        TableLimits {
+            payload_len,
+            entries: u64::MAX,
+            memory: u64::MAX,
+        }
+    }
+}
+
+/// Memory a decoded table may take: 64 MiB for any bundle, up to 4 bytes per byte of the file
+/// for larger ones, never more than 512 MiB. A table is what a reader must hold whole, and
+/// the bytes that describe it compress without bound, so the limit follows what the file
+/// really carries, not what it claims.
+pub fn table_memory_limit(file_len: u64) -> u64 {
+    file_len
+        .saturating_mul(TABLE_MEMORY_PER_FILE_BYTE)
+        .clamp(MIN_TABLE_MEMORY, MAX_TABLE_MEMORY)
+}
+
+pub const MIN_TABLE_MEMORY: u64 = 64 << 20;
+pub const MAX_TABLE_MEMORY: u64 = 512 << 20;
+pub const TABLE_MEMORY_PER_FILE_BYTE: u64 = 4;
+/// The smallest encoding of an entry: kind, path length, a one-byte path, mode.
+pub const MIN_ENTRY_RAW_LEN: u64 = 4;
+/// The table's own zstd window (the writer uses 4 MiB): a larger one can only come from a
+/// hostile table, and decoding it would need that much memory.
+pub const TABLE_WINDOW_LOG_MAX: u32 = 23;
+
+/// Memory an entry takes once decoded, as the limits count it: the struct, its strings and its
+/// frames, with allocator overhead.
+pub fn entry_cost(path_len: usize, target_len: usize, frames: u64) -> u64 {
+    const ALLOC_OVERHEAD: u64 = 32;
+    // Saturating: a hostile frame count must come out as "too much", never wrap to little.
+    (std::mem::size_of::<Entry>() as u64 + 2 * ALLOC_OVERHEAD)
+        .saturating_add(path_len as u64)
+        .saturating_add(target_len as u64)
+        .saturating_add(frames.saturating_mul(FRAME_COST))
+}
+
+/// A frame as [`entry_cost`] counts it: the struct, plus its slot in the map that checks
+/// frames are shared only by whole lists.
+pub const FRAME_COST: u64 = std::mem::size_of::<Frame>() as u64 + 32;
+
+/// Reads the decoded table byte by byte from any reader (a zstd stream), so the decoded form is
+/// never held whole in memory.
+struct Cursor<R> {
+    src: R,
+    /// Bytes consumed so far.
+    pos: u64,
+    entry: usize,
+    scratch: Vec<u8>,
+}
+
+impl<R: std::io::BufRead> Cursor<R> {
     fn bad(&self, why: impl Into<String>) -> Error {
         Error::BadTable {
             entry: self.entry,
             why: why.into(),
         }
     }
+    fn read_failed(&self, e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            self.bad("table ends early")
+        } else {
+            self.bad(format!("cannot decompress the table: {e}"))
+        }
+    }
+    /// True when the table has no more bytes.
+    fn at_end(&mut self) -> Result<bool> {
+        match self.src.fill_buf() {
+            Ok(b) => Ok(b.is_empty()),
+            Err(e) => Err(self.read_failed(e)),
+        }
+    }
     fn byte(&mut self) -> Result<u8> {
-        let b = *self
-            .data
-            .get(self.pos)
-            .ok_or_else(|| self.bad("table ends early"))?;
+        let mut b = [0u8; 1];
+        self.src
+            .read_exact(&mut b)
+            .map_err(|e| self.read_failed(e))?;
         self.pos += 1;
-        Ok(b)
+        Ok(b[0])
     }
     fn varint(&mut self) -> Result<u64> {
         let mut v: u64 = 0;
@@ -482,42 +567,67 @@ impl<'a> Cursor<'a> {
         }
         Err(self.bad("varint too long"))
     }
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|e| *e <= self.data.len())
-            .ok_or_else(|| self.bad("table ends early"))?;
-        let s = &self.data[self.pos..end];
-        self.pos = end;
-        Ok(s)
+    fn fill(&mut self, n: usize) -> Result<()> {
+        self.scratch.resize(n, 0);
+        let Cursor { src, scratch, .. } = self;
+        if let Err(e) = src.read_exact(scratch) {
+            return Err(self.read_failed(e));
+        }
+        self.pos += n as u64;
+        Ok(())
     }
     fn digest(&mut self) -> Result<Sha256Digest> {
+        self.fill(32)?;
         let mut d = [0u8; 32];
-        d.copy_from_slice(self.bytes(32)?);
+        d.copy_from_slice(&self.scratch);
         Ok(d)
     }
     fn string(&mut self) -> Result<String> {
         let n = self.varint()?;
-        if n as usize > MAX_PATH_LEN {
+        if n > MAX_PATH_LEN as u64 {
             return Err(self.bad(format!("string of {n} bytes is longer than {MAX_PATH_LEN}")));
         }
-        let b = self.bytes(n as usize)?;
-        String::from_utf8(b.to_vec()).map_err(|_| self.bad("name is not UTF-8"))
+        self.fill(n as usize)?;
+        String::from_utf8(self.scratch.clone()).map_err(|_| self.bad("name is not UTF-8"))
     }
 }
 
-/// Decodes and checks a table: paths are safe and strictly sorted, frames lie inside the payload
-/// and respect the size limits, content sizes add up, symlinks stay inside the root and nothing
-/// is written through a symlink.
+/// Decodes and checks a table held in memory, with no limit but the payload's length (for
+/// tables whose size is already known to be sane; a bundle read from a file goes through
+/// [`decode_table_from`]).
 pub fn decode_table(data: &[u8], payload_len: u64) -> Result<Vec<Entry>> {
+    decode_table_from(data, TableLimits::unbounded(payload_len))
+}
+
+/// Decodes and checks a table from a stream of its decoded bytes: paths are safe and strictly
+/// sorted, frames are non-empty, lie inside the payload, follow each other within an entry and
+/// are shared only as a whole list (identical content stored once), content sizes add up,
+/// symlinks stay inside the root even through other links, and nothing is written through a
+/// symlink. Memory is charged as entries arrive, and decoding stops as soon as the limits are
+/// passed.
+pub fn decode_table_from(src: impl std::io::BufRead, limits: TableLimits) -> Result<Vec<Entry>> {
     let mut c = Cursor {
-        data,
+        src,
         pos: 0,
         entry: 0,
+        scratch: Vec::new(),
     };
-    let mut entries: Vec<Entry> = Vec::new();
-    while c.pos < data.len() {
+    let mut spent: u64 = 0;
+    // The declared count, once checked against the memory limit, sizes the list exactly.
+    let capacity = match limits.entries {
+        u64::MAX => 0,
+        n => n.min(limits.memory / entry_cost(0, 0, 0)),
+    };
+    let mut entries: Vec<Entry> = Vec::with_capacity(capacity as usize);
+    // Which entry first listed each frame (by payload offset).
+    let mut owners: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    while !c.at_end()? {
+        if entries.len() as u64 >= limits.entries {
+            return Err(c.bad(format!(
+                "the table holds more entries than the {} its header declares",
+                limits.entries
+            )));
+        }
         let code = c.byte()?;
         let kind = Kind::from_code(code).ok_or_else(|| {
             c.bad(format!(
@@ -540,12 +650,17 @@ pub fn decode_table(data: &[u8], payload_len: u64) -> Result<Vec<Entry>> {
             frames: Vec::new(),
             target: String::new(),
         };
+        let mut cost = entry_cost(e.path.len(), 0, 0);
         match kind {
             Kind::File | Kind::Blob => {
                 e.size = c.varint()?;
                 e.sha256 = c.digest()?;
                 let n = c.varint()?;
+                cost = entry_cost(e.path.len(), 0, n);
+                charge(&c, &mut spent, cost, &limits, &e.path)?;
+                e.frames.reserve_exact(n as usize);
                 let mut sum: u64 = 0;
+                let mut next_free: u64 = 0;
                 for _ in 0..n {
                     let f = Frame {
                         offset: c.varint()?,
@@ -558,30 +673,11 @@ pub fn decode_table(data: &[u8], payload_len: u64) -> Result<Vec<Entry>> {
                         },
                         sha256: c.digest()?,
                     };
-                    if f.raw_len > MAX_FRAME_LEN || f.stored_len > MAX_FRAME_LEN {
-                        return Err(Error::Oversized {
-                            what: "frame",
-                            claimed: f.raw_len.max(f.stored_len),
-                            limit: MAX_FRAME_LEN,
-                        });
-                    }
-                    if f.codec == Codec::Raw && f.raw_len != f.stored_len {
-                        return Err(c.bad("raw frame with different stored and raw lengths"));
-                    }
-                    let end = f.offset.checked_add(f.stored_len);
-                    if end.is_none_or(|end| end > payload_len) {
-                        return Err(c.bad(format!(
-                            "frame at {}+{} lies outside the {payload_len}-byte payload",
-                            f.offset, f.stored_len
-                        )));
-                    }
+                    check_frame_record(&c, &f, next_free, limits.payload_len)?;
+                    next_free = f.offset + f.stored_len;
                     sum = sum
                         .checked_add(f.raw_len)
                         .ok_or_else(|| c.bad("size overflow"))?;
-                    // Bounded by the payload: frames cannot outnumber its bytes by much.
-                    if e.frames.len() as u64 > payload_len + 1 {
-                        return Err(c.bad("more frames than the payload can hold"));
-                    }
                     e.frames.push(f);
                 }
                 if sum != e.size {
@@ -593,15 +689,18 @@ pub fn decode_table(data: &[u8], payload_len: u64) -> Result<Vec<Entry>> {
                 if kind == Kind::Blob && e.contiguous_raw().is_none() && e.size > 0 {
                     return Err(c.bad("blob is not stored raw and contiguous"));
                 }
+                check_shared_frames(&c, &e, &entries, &mut owners)?;
             }
             Kind::Symlink => {
                 e.target = c.string()?;
+                cost = entry_cost(e.path.len(), e.target.len(), 0);
+                charge(&c, &mut spent, cost, &limits, &e.path)?;
                 check_symlink_target(&e.path, &e.target).map_err(|why| Error::UnsafePath {
                     path: format!("{} -> {}", e.path, e.target),
                     why: why.to_string(),
                 })?;
             }
-            Kind::Dir => {}
+            Kind::Dir => charge(&c, &mut spent, cost, &limits, &e.path)?,
         }
         if let Some(prev) = entries.last() {
             if prev.path >= e.path {
@@ -614,8 +713,186 @@ pub fn decode_table(data: &[u8], payload_len: u64) -> Result<Vec<Entry>> {
         entries.push(e);
         c.entry += 1;
     }
-    check_no_write_through_symlink(&entries)?;
+    check_links(&entries)?;
     Ok(entries)
+}
+
+/// Counts `cost` against the table's memory limit, refusing the entry that passes it.
+fn charge<R: std::io::BufRead>(
+    c: &Cursor<R>,
+    spent: &mut u64,
+    cost: u64,
+    limits: &TableLimits,
+    path: &str,
+) -> Result<()> {
+    *spent = spent.saturating_add(cost);
+    if *spent > limits.memory {
+        return Err(c.bad(format!(
+            "at {path:?} the table needs more than {} bytes of memory, the limit for a bundle of \
+             this size: the bundle is damaged or hostile",
+            limits.memory
+        )));
+    }
+    Ok(())
+}
+
+/// A frame record on its own and after the previous frame of the same entry: non-empty, within
+/// the size limits and the payload, and after the previous frame's end, so an entry can never
+/// list one stored frame twice (a small file would otherwise declare terabytes).
+fn check_frame_record<R: std::io::BufRead>(
+    c: &Cursor<R>,
+    f: &Frame,
+    next_free: u64,
+    payload_len: u64,
+) -> Result<()> {
+    if f.raw_len > MAX_FRAME_LEN || f.stored_len > MAX_FRAME_LEN {
+        return Err(Error::Oversized {
+            what: "frame",
+            claimed: f.raw_len.max(f.stored_len),
+            limit: MAX_FRAME_LEN,
+        });
+    }
+    if f.stored_len == 0 || f.raw_len == 0 {
+        return Err(c.bad("empty frame (an entry's content is never stored as an empty frame)"));
+    }
+    if f.codec == Codec::Raw && f.raw_len != f.stored_len {
+        return Err(c.bad("raw frame with different stored and raw lengths"));
+    }
+    let end = f.offset.checked_add(f.stored_len);
+    if end.is_none_or(|end| end > payload_len) {
+        return Err(c.bad(format!(
+            "frame at {}+{} lies outside the {payload_len}-byte payload",
+            f.offset, f.stored_len
+        )));
+    }
+    if f.offset < next_free {
+        return Err(c.bad(format!(
+            "frame at payload offset {} repeats or overlaps an earlier frame of the same entry \
+             (an entry's frames follow each other in the payload)",
+            f.offset
+        )));
+    }
+    Ok(())
+}
+
+/// Identical content is stored once, so entries share frames only as a whole list: an entry
+/// whose first frame belongs to an earlier entry must list exactly that entry's frames, and
+/// one whose first frame is new must list only new frames. With this, the content a table
+/// declares is bounded by its distinct frames, each decoded once.
+fn check_shared_frames<R: std::io::BufRead>(
+    c: &Cursor<R>,
+    e: &Entry,
+    entries: &[Entry],
+    owners: &mut std::collections::HashMap<u64, usize>,
+) -> Result<()> {
+    let Some(first) = e.frames.first() else {
+        return Ok(());
+    };
+    if let Some(&owner) = owners.get(&first.offset) {
+        let o = &entries[owner];
+        if o.frames != e.frames {
+            return Err(c.bad(format!(
+                "{:?} shares frames with {:?} but not all of them (identical content shares \
+                 every frame, other content none)",
+                e.path, o.path
+            )));
+        }
+        return Ok(());
+    }
+    let me = entries.len();
+    for f in &e.frames {
+        if let Some(&owner) = owners.get(&f.offset) {
+            return Err(c.bad(format!(
+                "{:?} shares the frame at payload offset {} with {:?} but not its other \
+                 frames (identical content shares every frame, other content none)",
+                e.path, f.offset, entries[owner].path
+            )));
+        }
+        owners.insert(f.offset, me);
+    }
+    Ok(())
+}
+
+/// The checks that need the whole table: nothing lies below a bundled symlink, and every
+/// symlink, followed through the other symlinks of the table, stays inside the root. The
+/// writer runs them too, so it never writes a bundle that readers refuse.
+pub fn check_links(entries: &[Entry]) -> Result<()> {
+    check_no_write_through_symlink(entries)?;
+    check_symlink_chains(entries)
+}
+
+/// Most links followed when resolving one symlink, as the kernel's own limit.
+pub const MAX_LINK_HOPS: usize = 40;
+
+/// Resolves every symlink through the links the table holds, component by component as the
+/// kernel will once they are on disk: `sub/up -> ..` is fine alone, but `esc -> sub/up/..`
+/// then leaves the root. A link whose resolution climbs above the root, or that needs more
+/// than [`MAX_LINK_HOPS`] links, is refused by name.
+fn check_symlink_chains(entries: &[Entry]) -> Result<()> {
+    let links: std::collections::HashMap<&str, &str> = entries
+        .iter()
+        .filter(|e| e.kind == Kind::Symlink)
+        .map(|e| (e.path.as_str(), e.target.as_str()))
+        .collect();
+    // In table order, so the report names the same link every time.
+    for e in entries.iter().filter(|e| e.kind == Kind::Symlink) {
+        resolve_in_root(&links, &e.path, &e.target).map_err(|why| Error::UnsafePath {
+            path: format!("{} -> {}", e.path, e.target),
+            why: why.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Follows `target` from the directory of the link at `path`; `Err` says why it leaves the
+/// root (or loops).
+fn resolve_in_root(
+    links: &std::collections::HashMap<&str, &str>,
+    path: &str,
+    target: &str,
+) -> std::result::Result<(), &'static str> {
+    let mut at: Vec<&str> = path.split('/').collect();
+    at.pop();
+    let mut todo: std::collections::VecDeque<&str> = target.split('/').collect();
+    let mut hops = 0;
+    let mut joined = String::new();
+    while let Some(c) = todo.pop_front() {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if at.pop().is_none() {
+                    return Err(
+                        "symlink target climbs out of the target directory through the \
+                         bundle's other symlinks",
+                    );
+                }
+            }
+            name => {
+                at.push(name);
+                joined.clear();
+                for (i, part) in at.iter().enumerate() {
+                    if i > 0 {
+                        joined.push('/');
+                    }
+                    joined.push_str(part);
+                }
+                if let Some(next) = links.get(joined.as_str()) {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS {
+                        return Err("too many levels of symlinks (a loop?)");
+                    }
+                    if next.starts_with('/') {
+                        return Err("symlink target points outside through an absolute link");
+                    }
+                    at.pop();
+                    for part in next.split('/').rev() {
+                        todo.push_front(part);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuses any entry below a path that the bundle itself makes a symlink: extracting it would
@@ -773,5 +1050,105 @@ mod tests {
         enc[0] = 9;
         let err = decode_table(&enc, 20).unwrap_err();
         assert!(err.to_string().contains("device"), "{err}");
+    }
+
+    fn link(path: &str, target: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::Symlink,
+            mode: 0o777,
+            size: 0,
+            sha256: [0; 32],
+            frames: vec![],
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn symlinks_are_resolved_through_the_other_links() {
+        let ok = |links: &[(&str, &str)]| {
+            let entries: Vec<Entry> = links.iter().map(|(p, t)| link(p, t)).collect();
+            check_symlink_chains(&entries)
+        };
+        assert!(ok(&[("sub/up", "..")]).is_ok());
+        assert!(ok(&[("sub/up", ".."), ("esc", "sub/up/..")]).is_err());
+        assert!(ok(&[("sub/up", ".."), ("p", "sub/up/sub/up/../../etc/passwd")]).is_err());
+        assert!(ok(&[("lib", "usr/lib"), ("lib64", "lib"), ("x", "lib64/../bin")]).is_ok());
+        assert!(ok(&[("a", "b/../.."), ("b", "c")]).is_err());
+        assert!(ok(&[("a", "b"), ("b", "a")])
+            .unwrap_err()
+            .to_string()
+            .contains("too many levels"));
+        // A link to an absolute link leaves the root too.
+        let mut abs = vec![link("a", "b/x"), link("b", "/etc")];
+        abs.sort_by(|x, y| x.path.cmp(&y.path));
+        assert!(check_symlink_chains(&abs).is_err());
+    }
+
+    #[test]
+    fn an_entry_lists_each_frame_once_and_shares_only_whole_lists() {
+        let mut twice = file("a", 0);
+        twice.frames.push(twice.frames[0]);
+        twice.size = 20;
+        let err = decode_table(&encode_table(&[twice]), 20).unwrap_err();
+        assert!(err.to_string().contains("repeats or overlaps"), "{err}");
+
+        let mut empty = file("a", 0);
+        empty.frames[0].stored_len = 0;
+        empty.frames[0].raw_len = 0;
+        empty.size = 0;
+        let err = decode_table(&encode_table(&[empty]), 20).unwrap_err();
+        assert!(err.to_string().contains("empty frame"), "{err}");
+
+        let mut two = file("a", 0);
+        two.frames.push(Frame {
+            offset: 10,
+            ..two.frames[0]
+        });
+        two.size = 20;
+        let same = Entry {
+            path: "b".into(),
+            ..two.clone()
+        };
+        assert!(decode_table(&encode_table(&[two.clone(), same]), 20).is_ok());
+        let err = decode_table(&encode_table(&[two, file("b", 10)]), 20).unwrap_err();
+        assert!(err.to_string().contains("but not"), "{err}");
+    }
+
+    #[test]
+    fn decoding_stops_at_the_memory_limit_and_the_declared_count() {
+        let entries: Vec<Entry> = (0..100).map(|i| file(&format!("f{i:03}"), 0)).collect();
+        // Every entry shares the one frame: legal, and each costs its own memory.
+        let enc = encode_table(&entries);
+        let limits = |entries, memory| TableLimits {
+            payload_len: 20,
+            entries,
+            memory,
+        };
+        assert_eq!(
+            decode_table_from(&enc[..], limits(100, 1 << 20))
+                .unwrap()
+                .len(),
+            100
+        );
+        let err = decode_table_from(&enc[..], limits(99, 1 << 20)).unwrap_err();
+        assert!(
+            err.to_string().contains("more entries than the 99"),
+            "{err}"
+        );
+        let err = decode_table_from(&enc[..], limits(100, 50 * entry_cost(4, 0, 1))).unwrap_err();
+        assert!(err.to_string().contains("bytes of memory"), "{err}");
+        // A frame count near 2^64 (found by the fuzzer: its cost overflowed) is refused.
+        let mut raw = encode_table(&[file("a", 0)]);
+        // kind, path length, path, mode, size, digest: the frame count follows.
+        let at = 1 + 1 + 1 + 1 + 1 + 32;
+        raw.splice(
+            at..at + 1,
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        );
+        let err = decode_table_from(&raw[..], limits(1, 1 << 20)).unwrap_err();
+        assert!(err.to_string().contains("bytes of memory"), "{err}");
+        assert_eq!(table_memory_limit(1), MIN_TABLE_MEMORY);
+        assert_eq!(table_memory_limit(u64::MAX), MAX_TABLE_MEMORY);
     }
 }

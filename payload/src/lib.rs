@@ -28,3 +28,47 @@ pub use writer::{BundleMeta, BundleWriter, WriteOptions};
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
+
+/// `s` made safe to print on a terminal: control characters (a crafted bundle's way to fake
+/// lines or move the cursor), line and paragraph separators and bidirectional overrides are
+/// shown as escapes (`\n`, `\x1b`, `\u{202e}`), and a backslash as `\\`, so what is shown
+/// reads back unambiguously. Everything else is left as it is.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c == '\\'
+            || c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    }
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && unsafe_char(c) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_escapes_what_could_fake_output() {
+        assert_eq!(super::printable("bin/tool"), "bin/tool");
+        assert_eq!(
+            super::printable("a\nfake line\x1b[2J\u{202e}x\\y\u{85}"),
+            "a\\nfake line\\x1b[2J\\u{202e}x\\\\y\\u{85}"
+        );
+    }
+}

@@ -53,7 +53,10 @@ impl Bundle {
         }
     }
 
-    fn from_file(file: File, path: PathBuf) -> Result<Bundle> {
+    /// Opens a bundle from a file already open (a memory file, say); `path` is how messages
+    /// name it.
+    pub fn from_file(file: File, path: impl Into<PathBuf>) -> Result<Bundle> {
+        let path = path.into();
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         if len < TRAILER_LEN as u64 {
             return Err(Error::NoTrailer);
@@ -88,15 +91,18 @@ impl Bundle {
         self.trailer.stub_len
     }
 
-    /// Loads, authenticates and decodes the entry table.
+    /// Loads, authenticates and decodes the entry table, streaming it from the file: memory is
+    /// what the decoded entries take, within [`format::table_memory_limit`].
     pub fn entries(&self) -> Result<Vec<Entry>> {
-        let stored = read_region(
-            &self.file,
-            &self.path,
-            self.trailer.table_offset,
-            self.trailer.table_len,
-        )?;
-        decode_entries(&self.trailer, &self.header, &stored)
+        let region = RegionReader {
+            file: &self.file,
+            pos: self.trailer.table_offset,
+            end: self.trailer.table_offset + self.trailer.table_len,
+        };
+        load_entries(&self.trailer, &self.header, region).map_err(|e| match e {
+            LoadError::Bundle(e) => e,
+            LoadError::Read(e) => Error::io(&self.path, e),
+        })
     }
 
     /// Reads one frame's stored bytes into `stored`, checks their digest, and leaves the content
@@ -328,44 +334,156 @@ pub(crate) fn decode_header(trailer: &Trailer, header_bytes: &[u8]) -> Result<He
     Ok(header)
 }
 
-/// Authenticates the stored entry table against the header and decodes it, with
-/// decompression bounded by the size the header declares.
+/// Authenticates the stored entry table (held in memory) against the header and decodes it.
 pub(crate) fn decode_entries(
     trailer: &Trailer,
     header: &Header,
     stored: &[u8],
 ) -> Result<Vec<Entry>> {
+    load_entries(trailer, header, stored).map_err(|e| match e {
+        LoadError::Bundle(e) => e,
+        LoadError::Read(e) => Error::Input(format!("cannot read the entry table: {e}")),
+    })
+}
+
+/// Why a table could not be loaded: the bundle, or reading its bytes.
+enum LoadError {
+    Bundle(Error),
+    Read(std::io::Error),
+}
+
+impl From<Error> for LoadError {
+    fn from(e: Error) -> Self {
+        LoadError::Bundle(e)
+    }
+}
+
+/// Hashes every byte read through it, so the table is authenticated in the same pass that
+/// decodes it: the bytes checked are the bytes used, read once.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    /// Set when the underlying read fails, to tell it from a bad table.
+    failed: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(out) {
+            Ok(n) => {
+                self.hasher.update(&out[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                let again = std::io::Error::new(e.kind(), e.to_string());
+                self.failed = Some(e);
+                Err(again)
+            }
+        }
+    }
+}
+
+/// Checks the header's claims about the table against the file and the limits before anything
+/// is decoded, then decodes the stored table from `stored` as a stream (zstd's window bounded,
+/// entries charged against the memory limit as they arrive), hashing it on the way. Nothing
+/// decoded is returned unless the stored bytes match the header's digest; a table that fails
+/// to decode is reported as damaged when its digest is wrong too.
+fn load_entries(
+    trailer: &Trailer,
+    header: &Header,
+    stored: impl Read,
+) -> std::result::Result<Vec<Entry>, LoadError> {
     let expected = parse_digest("entry table", &header.table.sha256)?;
-    check_digest("entry table", &expected, stored)?;
-    let raw_len = header.table.raw_len as usize;
-    let raw = zstd::bulk::Decompressor::new()
-        .and_then(|mut d| {
-            let mut out = Vec::with_capacity(raw_len);
-            d.decompress_to_buffer(stored, &mut out)?;
-            Ok(out)
-        })
-        .map_err(|e| Error::BadTable {
-            entry: 0,
-            why: format!("cannot decompress within its declared {raw_len} bytes: {e}"),
-        })?;
-    if raw.len() != raw_len {
+    let raw_len = header.table.raw_len;
+    let declared = header.table.entries;
+    let limits = format::TableLimits::for_file(trailer.file_len, trailer.payload_len, declared);
+    let min_memory = declared.saturating_mul(format::entry_cost(1, 0, 0));
+    if declared.saturating_mul(format::MIN_ENTRY_RAW_LEN) > raw_len || min_memory > limits.memory {
         return Err(Error::BadTable {
             entry: 0,
-            why: format!("decoded to {} bytes, header says {raw_len}", raw.len()),
-        });
+            why: format!(
+                "the header declares {declared} entries in {raw_len} bytes; they cannot fit, or                  they would need more than the {} bytes of memory allowed for a bundle of {}                  bytes",
+                limits.memory, trailer.file_len
+            ),
+        }
+        .into());
     }
-    let entries = format::decode_table(&raw, trailer.payload_len)?;
-    if entries.len() as u64 != header.table.entries {
+    let mut src = Hashing {
+        inner: stored,
+        hasher: Sha256::new(),
+        failed: None,
+    };
+    let decoded = decode_stream(&mut src, raw_len, limits);
+    if let Some(e) = src.failed.take() {
+        return Err(LoadError::Read(e));
+    }
+    // The rest of the region (zstd need not have read it all) is hashed as well.
+    std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| match src.failed.take() {
+        Some(e) => LoadError::Read(e),
+        None => LoadError::Read(e),
+    })?;
+    let got: format::Sha256Digest = src.hasher.finalize().into();
+    if got != expected {
+        return Err(Error::RegionDigest {
+            region: "entry table",
+            expected: format::hex(&expected),
+            actual: format::hex(&got),
+        }
+        .into());
+    }
+    let entries = decoded?;
+    if entries.len() as u64 != declared {
         return Err(Error::BadTable {
             entry: entries.len(),
-            why: format!(
-                "holds {} entries, header says {}",
-                entries.len(),
-                header.table.entries
-            ),
+            why: format!("holds {} entries, header says {declared}", entries.len()),
+        }
+        .into());
+    }
+    Ok(entries)
+}
+
+/// Decodes the zstd stream of the table, refusing more than `raw_len` decoded bytes.
+fn decode_stream(
+    stored: &mut impl Read,
+    raw_len: u64,
+    limits: format::TableLimits,
+) -> Result<Vec<Entry>> {
+    let undecodable = |e: std::io::Error| Error::BadTable {
+        entry: 0,
+        why: format!("cannot decompress: {e}"),
+    };
+    let mut z = zstd::stream::read::Decoder::new(stored).map_err(undecodable)?;
+    z.window_log_max(format::TABLE_WINDOW_LOG_MAX)
+        .map_err(undecodable)?;
+    let mut counted = Counted {
+        inner: z.take(raw_len.saturating_add(1)),
+        n: 0,
+    };
+    let entries = format::decode_table_from(
+        std::io::BufReader::with_capacity(64 << 10, &mut counted),
+        limits,
+    )?;
+    if counted.n != raw_len {
+        return Err(Error::BadTable {
+            entry: entries.len(),
+            why: format!("decoded to {} bytes, header says {raw_len}", counted.n),
         });
     }
     Ok(entries)
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.n += n as u64;
+        Ok(n)
+    }
 }
 
 pub(crate) fn parse_digest(region: &'static str, s: &str) -> Result<format::Sha256Digest> {

@@ -6,11 +6,13 @@
 //! batches of neighbouring frames read with one `pread` each and hashed on every core.
 
 use crate::error::{Error, FirstError, Result};
-use crate::format::{self, Entry};
-use crate::reader::Bundle;
+use crate::format::{self, Entry, Kind};
+use crate::reader::{new_decompressor, Bundle};
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 /// Bytes read per batch: large enough that syscalls vanish in the hashing cost, small enough
 /// that memory stays flat.
@@ -86,44 +88,91 @@ pub fn verify(
     })
 }
 
-/// Decompresses every entry and checks the SHA-256 of its content as well: slower than
-/// `verify`, which already authenticates every stored byte, but it also proves the builder
-/// recorded the right content digests.
+/// Decompresses every content and checks its SHA-256 as well: slower than `verify`, which
+/// already authenticates every stored byte, but it also proves the builder recorded the right
+/// content digests.
+///
+/// Each distinct content is decoded once (entries sharing frames share content), so the work
+/// is bounded by the payload's distinct frames whatever the table declares. Frames are
+/// decoded by `threads` workers at once, a large file's frames included, and fed to their
+/// content's SHA-256 in order.
 pub fn verify_content(
     bundle: &Bundle,
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     let entries = bundle.entries()?;
+    // Contents by their owner (the first entry listing the frames), with every entry that
+    // shares them.
+    let mut by_first: HashMap<u64, usize> = HashMap::new();
+    let mut contents: Vec<Vec<usize>> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if !matches!(e.kind, Kind::File | Kind::Blob) {
+            continue;
+        }
+        let Some(first) = e.frames.first() else {
+            if e.sha256 != format::sha256(b"") {
+                return Err(content_mismatch(e, &format::sha256(b"")));
+            }
+            continue;
+        };
+        match by_first.get(&first.offset) {
+            Some(&c) => contents[c].push(i),
+            None => {
+                by_first.insert(first.offset, contents.len());
+                contents.push(vec![i]);
+            }
+        }
+    }
+    drop(by_first);
+    let jobs: Vec<(usize, usize)> = contents
+        .iter()
+        .enumerate()
+        .flat_map(|(c, members)| (0..entries[members[0]].frames.len()).map(move |f| (c, f)))
+        .collect();
+    let hashes: Vec<OrderedHash> = contents.iter().map(|_| OrderedHash::default()).collect();
     let next = AtomicUsize::new(0);
+    let stop_at = AtomicUsize::new(usize::MAX);
     let first_error = FirstError::default();
+    let fail = |job: usize, e: Error| {
+        stop_at.fetch_min(job, Ordering::Relaxed);
+        first_error.record(job, e);
+    };
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(e) = entries.get(i) else { return };
-                if e.frames.is_empty() && e.size == 0 {
-                    continue;
-                }
-                let r = content_digest(bundle, e).and_then(|got| {
-                    if got == e.sha256 {
-                        progress(e.size);
-                        Ok(())
-                    } else {
-                        Err(Error::BadFrame {
-                            path: e.path.clone(),
-                            frame: 0,
-                            offset: e.frames.first().map_or(0, |f| f.offset),
-                            why: format!(
-                                "content does not match the entry's SHA-256 (expected {}, got {})",
-                                format::hex(&e.sha256),
-                                format::hex(&got)
-                            ),
-                        })
+            s.spawn(|| {
+                let mut dctx = match new_decompressor() {
+                    Ok(d) => d,
+                    Err(e) => return fail(0, e),
+                };
+                let (mut stored, mut out) = (Vec::new(), Vec::new());
+                loop {
+                    let job = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(c, f)) = jobs.get(job) else { return };
+                    if job > stop_at.load(Ordering::Relaxed) {
+                        return;
                     }
-                });
-                if let Err(err) = r {
-                    first_error.record(i, err);
+                    let owner = &entries[contents[c][0]];
+                    if let Err(e) = bundle.read_frame(owner, f, &mut dctx, &mut stored, &mut out) {
+                        hashes[c].fail();
+                        fail(job, e);
+                        continue;
+                    }
+                    let last = f + 1 == owner.frames.len();
+                    match hashes[c].feed(f, last, &out) {
+                        Fed::Earlier => {}
+                        Fed::Done(got) => {
+                            for &m in &contents[c] {
+                                if entries[m].sha256 != got {
+                                    fail(job, content_mismatch(&entries[m], &got));
+                                    break;
+                                }
+                            }
+                        }
+                        // An earlier frame of this content failed and said so.
+                        Fed::Failed => continue,
+                    }
+                    progress(out.len() as u64);
                 }
             });
         }
@@ -131,37 +180,84 @@ pub fn verify_content(
     first_error.into_result()
 }
 
-fn content_digest(bundle: &Bundle, e: &Entry) -> Result<format::Sha256Digest> {
-    let mut h = Sha256::new();
-    let mut r = bundle.open_entry(e)?;
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = std::io::Read::read(&mut r, &mut buf).map_err(|err| unwrap_io(bundle, err))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
+fn content_mismatch(e: &Entry, got: &format::Sha256Digest) -> Error {
+    Error::ContentDigest {
+        path: e.path.clone(),
+        expected: format::hex(&e.sha256),
+        actual: format::hex(got),
     }
-    Ok(h.finalize().into())
 }
 
-/// Entry readers wrap bundle errors in `io::Error`; take them out again.
-pub(crate) fn unwrap_io(bundle: &Bundle, e: std::io::Error) -> Error {
-    match e.into_inner() {
-        Some(inner) => match inner.downcast::<Error>() {
-            Ok(err) => *err,
-            Err(other) => Error::Input(other.to_string()),
-        },
-        None => Error::Input(format!("{}: read failed", bundle.path().display())),
+/// What feeding a frame to an [`OrderedHash`] came to.
+pub(crate) enum Fed {
+    /// Taken; more frames follow.
+    Earlier,
+    /// That was the last frame: the content's digest.
+    Done(format::Sha256Digest),
+    /// An earlier frame failed; this one was dropped.
+    Failed,
+}
+
+/// The SHA-256 of one content whose frames several workers decode at once: each waits for its
+/// turn and feeds its frame in order. Workers take frames in increasing order, so the one
+/// holding the next frame is always running, never waiting.
+#[derive(Default)]
+pub(crate) struct OrderedHash {
+    state: Mutex<HashState>,
+    turn: Condvar,
+}
+
+#[derive(Default)]
+struct HashState {
+    hasher: Sha256,
+    next: usize,
+    failed: bool,
+}
+
+impl OrderedHash {
+    pub(crate) fn feed(&self, index: usize, last: bool, data: &[u8]) -> Fed {
+        let Ok(mut g) = self.state.lock() else {
+            return Fed::Failed;
+        };
+        while !g.failed && g.next != index {
+            g = match self.turn.wait(g) {
+                Ok(g) => g,
+                Err(_) => return Fed::Failed,
+            };
+        }
+        if g.failed {
+            return Fed::Failed;
+        }
+        g.hasher.update(data);
+        g.next += 1;
+        let out = if last {
+            Fed::Done(std::mem::take(&mut g.hasher).finalize().into())
+        } else {
+            Fed::Earlier
+        };
+        drop(g);
+        self.turn.notify_all();
+        out
+    }
+
+    /// Frees the workers waiting behind a frame that failed.
+    pub(crate) fn fail(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            g.failed = true;
+        }
+        self.turn.notify_all();
     }
 }
 
 /// Every distinct frame once, in file order, after checking that together they cover the
 /// payload with no gap and no overlap.
 fn frame_checks(bundle: &Bundle, entries: &[Entry]) -> Result<Vec<Check>> {
+    // Entries share frames only as whole lists (the table guarantees it): one per list.
+    let mut seen: HashSet<u64> = HashSet::new();
     let mut checks: Vec<Check> = entries
         .iter()
         .enumerate()
+        .filter(|(_, e)| e.frames.first().is_none_or(|f| seen.insert(f.offset)))
         .flat_map(|(ei, e)| {
             e.frames.iter().enumerate().map(move |(fi, f)| Check {
                 offset: f.offset,

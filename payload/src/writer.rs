@@ -606,6 +606,8 @@ impl BundleWriter {
                 target: p.target,
             });
         }
+        // What readers refuse is never written.
+        format::check_links(&entries)?;
         counts.frames = frames.len() as u64;
         counts.images = self.meta.images;
         let stub_len = self.stub.len;
@@ -668,6 +670,21 @@ impl BundleWriter {
             major: FORMAT_MAJOR,
             minor: FORMAT_MINOR,
         };
+        let table_memory: u64 = entries
+            .iter()
+            .map(|e| format::entry_cost(e.path.len(), e.target.len(), e.frames.len() as u64))
+            .sum();
+        let limit = format::table_memory_limit(trailer.file_len);
+        if table_memory > limit {
+            return Err(Error::Input(format!(
+                "the bundle's {} entries would take {} of memory to load, more than the {} \
+                 readers allow for a bundle of {}: pack fewer entries (an archive of them, say)",
+                entries.len(),
+                crate::error::human_bytes(table_memory),
+                crate::error::human_bytes(limit),
+                crate::error::human_bytes(trailer.file_len)
+            )));
+        }
         if trailer.file_len != header.sizes.file {
             return Err(Error::Input(
                 "internal error: the header's file size did not settle".into(),
