@@ -73,7 +73,8 @@ pub enum ImagesError {
     #[error(transparent)]
     Reference(#[from] crate::imageref::ImageRefError),
 
-    #[error("writing the bundle: {0}")]
+    /// The payload's errors name the file they are about.
+    #[error(transparent)]
     Bundle(#[from] bale_payload::Error),
 }
 
