@@ -486,8 +486,20 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
             pid,
             "{n}: the guard restarted instead of reloading"
         );
-        let log = unit_log(n, "bale-lvscare.service");
-        assert!(log.contains("config reloaded"), "{n}: {log}");
+        // journald writes the guardian's line a moment after the reload returns.
+        poll_ok(
+            Duration::from_millis(200),
+            &format!("{n}: 'config reloaded' in the guardian's log"),
+            Duration::from_secs(20),
+            || {
+                let log = unit_log(n, "bale-lvscare.service");
+                if log.contains("config reloaded") {
+                    Ok(())
+                } else {
+                    Err(log)
+                }
+            },
+        );
         let reg = on_ok(n, "cat /etc/bale/lvscare-registry.yaml");
         assert!(reg.contains(&format!("{N4}:5050")), "{n}: {reg}");
     }

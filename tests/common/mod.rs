@@ -12,99 +12,14 @@ pub mod events;
 pub mod oci;
 pub mod testbed;
 
-// ---- a test that cannot run here --------------------------------------------------------
+// ---- a test that cannot run here, and waiting --------------------------------------------
 
-/// `BALE_REQUIRE_ALL=1` (set by `scripts/test.sh`; CI's `CI=true` counts the same): every
-/// test that cannot run on this machine fails instead of skipping.
-pub const REQUIRE_ALL: &str = "BALE_REQUIRE_ALL";
-/// The older switches, each for one kind of test; still honoured.
-pub const REQUIRE_TESTBED: &str = "BALE_REQUIRE_TESTBED";
-pub const REQUIRE_CROSS: &str = "BALE_REQUIRE_CROSS";
-
-/// Why a test that cannot run here must fail instead of skipping: `BALE_REQUIRE_ALL=1`,
-/// `CI=true`, or one of `switches` set (to anything but empty or `0`). None: it may skip.
-pub fn skips_forbidden_by(switches: &[&str]) -> Option<String> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
-    if set(REQUIRE_ALL) {
-        return Some(format!("{REQUIRE_ALL}=1"));
-    }
-    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
-        return Some("CI=true".into());
-    }
-    switches
-        .iter()
-        .find(|s| set(s))
-        .map(|s| format!("{s} is set"))
-}
-
-/// Ends a test that cannot run on this machine, for the reason `why` (which names the fix).
-/// Where skipping is forbidden ([`skips_forbidden_by`]) it fails the test. Otherwise it says
-/// so on the process's own stderr, past the harness's capture (an `eprintln!` in a passing test
-/// is never shown), and the caller returns or leaves out the part it cannot check.
-#[track_caller]
-pub fn skip(switches: &[&str], why: &str) {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    if let Some(rule) = skips_forbidden_by(switches) {
-        panic!("{test} cannot run here and must ({rule}): {why}");
-    }
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {why} ({REQUIRE_ALL}=1 makes this a failure)"
-    );
-}
-
-/// Whether this test runs as root (the testbed, mounts and containers need it).
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-// ---- waiting ------------------------------------------------------------------------------
-
-/// Polls `cond` every `every` until it holds or `limit` passes (then the test fails, naming
-/// `what`); returns the time it took. Tests wait on conditions this way, never on fixed sleeps.
-#[track_caller]
-pub fn poll_until(
-    every: std::time::Duration,
-    what: &str,
-    limit: std::time::Duration,
-    mut cond: impl FnMut() -> bool,
-) -> std::time::Duration {
-    let t0 = std::time::Instant::now();
-    loop {
-        if cond() {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(every);
-    }
-}
-
-/// Like [`poll_until`] for a check that says why it does not hold yet: returns its first `Ok`,
-/// and a timeout names the last reason.
-#[track_caller]
-pub fn poll_ok<T, E: std::fmt::Debug>(
-    every: std::time::Duration,
-    what: &str,
-    limit: std::time::Duration,
-    mut check: impl FnMut() -> Result<T, E>,
-) -> T {
-    let t0 = std::time::Instant::now();
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(e) => assert!(
-                t0.elapsed() < limit,
-                "timed out after {limit:?} waiting for {what}; last: {e:?}"
-            ),
-        }
-        std::thread::sleep(every);
-    }
-}
+// Each test program uses some of these.
+#[allow(unused_imports)]
+pub use bale_test_support::{
+    is_root, poll_ok, poll_until, skip, skips_forbidden_by, REQUIRE_ALL, REQUIRE_CROSS,
+    REQUIRE_TESTBED,
+};
 
 // ---- the bale binary and bundles ------------------------------------------------------------
 

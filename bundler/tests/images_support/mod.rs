@@ -22,100 +22,11 @@ pub fn sha(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-pub fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| {
-            let f = d.join(tool);
-            f.is_file()
-        })
-    })
-}
-
-/// `BALE_REQUIRE_ALL=1` (set by `scripts/test.sh`; CI's `CI=true` counts the same): every
-/// test that cannot run on this machine fails instead of skipping.
-pub const REQUIRE_ALL: &str = "BALE_REQUIRE_ALL";
-/// The older switch for the real-helm test; still honoured.
-pub const REQUIRE_HELM: &str = "BALE_REQUIRE_HELM";
-
-/// Why a test that cannot run here must fail instead of skipping: `BALE_REQUIRE_ALL=1`,
-/// `CI=true`, or one of `switches` set (to anything but empty or `0`). None: it may skip.
-pub fn skips_forbidden_by(switches: &[&str]) -> Option<String> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
-    if set(REQUIRE_ALL) {
-        return Some(format!("{REQUIRE_ALL}=1"));
-    }
-    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
-        return Some("CI=true".into());
-    }
-    switches
-        .iter()
-        .find(|s| set(s))
-        .map(|s| format!("{s} is set"))
-}
-
-/// Ends a test that cannot run on this machine, for the reason `why` (which names the fix).
-/// Where skipping is forbidden ([`skips_forbidden_by`]) it fails the test. Otherwise it says
-/// so on the process's own stderr, past the harness's capture (an `eprintln!` in a passing test
-/// is never shown), and the caller returns.
-#[track_caller]
-pub fn skip(switches: &[&str], why: &str) {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    if let Some(rule) = skips_forbidden_by(switches) {
-        panic!("{test} cannot run here and must ({rule}): {why}");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {why} ({REQUIRE_ALL}=1 makes this a failure)"
-    );
-}
-
-/// The rule of [`skip`], checked on this test program: the calling test runs again as a child
-/// that skips. It must pass with a notice past the harness's capture where skipping is allowed,
-/// and fail with the reason where it is not (`BALE_REQUIRE_ALL=1`, `CI=true`, `switch`).
-pub fn check_the_skip_rule_on_this_program(switch: &str) {
-    const CHILD: &str = "BALE_SKIP_RULE_CHILD";
-    const WHY: &str = "the skip rule's own check (nothing is missing)";
-    if std::env::var_os(CHILD).is_some() {
-        return skip(&[switch], WHY);
-    }
-    let me = std::thread::current()
-        .name()
-        .expect("the harness names test threads")
-        .to_string();
-    let child = |env: &[(&str, &str)]| {
-        let mut c = std::process::Command::new(std::env::current_exe().expect("this program"));
-        c.args(["--exact", &me]).env(CHILD, "1");
-        for v in [REQUIRE_ALL, "CI", switch] {
-            c.env_remove(v);
-        }
-        c.envs(env.iter().copied()).output().expect("run the child")
-    };
-    let o = child(&[]);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        o.status.success() && err.contains(&format!("SKIPPED {me}: {WHY}")),
-        "allowed skip: {err}"
-    );
-    let all = format!("{REQUIRE_ALL}=1");
-    let by_switch = format!("{switch} is set");
-    for (env, rule) in [
-        ((REQUIRE_ALL, "1"), all.as_str()),
-        (("CI", "true"), "CI=true"),
-        ((switch, "1"), by_switch.as_str()),
-    ] {
-        let o = child(&[env]);
-        let out = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(
-            !o.status.success() && out.contains(&format!("must ({rule}): {WHY}")),
-            "under {env:?}:\n{out}"
-        );
-    }
-}
+// Each test program uses some of these.
+#[allow(unused_imports)]
+pub use bale_test_support::{
+    check_the_skip_rule_on_this_program, have, skip, skips_forbidden_by, REQUIRE_ALL, REQUIRE_HELM,
+};
 
 /// True (after [`skip`], which fails the test where it must run) if a tool is missing.
 #[track_caller]
