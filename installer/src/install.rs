@@ -221,27 +221,17 @@ pub fn prepare(
         password,
         sudo: args.sudo.then_some(true),
     };
-    let have_flag_hosts = args.masters.is_some() || args.nodes.is_some();
     let mut cluster_env = Vec::new();
     let mut cluster_text = None;
+    let mut warnings = Vec::new();
     let host_list = match &args.clusterfile {
         Some(f) => {
             let cf = Clusterfile::load(f)?;
             cluster_env = cf.env.clone();
             cluster_text =
                 Some(std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?);
-            if have_flag_hosts && cf.has_hosts() {
-                bail!(
-                    "hosts are given twice: use either --masters/--nodes or spec.hosts in {}",
-                    f.display()
-                );
-            }
-            let defaults = cf.ssh.merged(&flags);
-            if cf.has_hosts() {
-                cf.hosts(&defaults)?
-            } else {
-                hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &defaults)?
-            }
+            warnings = cf.warnings.clone();
+            cf.host_list(args.masters.as_deref(), args.nodes.as_deref(), &flags)?
         }
         None => hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &flags)?,
     };
@@ -280,6 +270,12 @@ pub fn prepare(
         reporter: Reporter::new(args.json),
         site,
     });
+    for w in warnings.iter().chain(&ctx.site.warnings) {
+        ctx.reporter.emit(&Event::Info {
+            node: "site",
+            message: &format!("warning: {w}"),
+        });
+    }
     let nodes: Vec<Node> = if host_list.is_empty() {
         vec![Node::new(0, None, ctx.clone())]
     } else {
