@@ -93,6 +93,15 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+    /// Takes a password from the environment variable `name` and removes the variable, so that
+    /// no child (an ssh master, a mux client whose config says `SendEnv`) inherits it. Call it
+    /// while this process runs one thread, before any connection.
+    pub fn take_env(name: &str) -> Option<Secret> {
+        let value = std::env::var(name).ok();
+        std::env::remove_var(name);
+        value.filter(|v| !v.is_empty()).map(Secret)
+    }
+
     /// Reads the first line of a file (trailing newline removed).
     pub fn from_file(field: &str, path: &std::path::Path) -> Result<Self, HostError> {
         let s = std::fs::read_to_string(path).map_err(|source| HostError::ReadFile {

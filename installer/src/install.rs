@@ -204,10 +204,9 @@ pub fn prepare(
     }
     let data_dir = args.data_dir.trim_end_matches('/').to_string();
 
-    let password = match (&args.password_file, std::env::var(PASSWORD_ENV)) {
+    let password = match (&args.password_file, Secret::take_env(PASSWORD_ENV)) {
         (Some(f), _) => Some(Secret::from_file("--password-file", f)?),
-        (None, Ok(p)) if !p.is_empty() => Some(Secret::new(p)),
-        _ => None,
+        (None, p) => p,
     };
     let flags = SshOverrides {
         user: args.user.clone(),
