@@ -109,12 +109,12 @@ fn fixture_parses_into_the_full_plan() {
                 command: Command::Shell(
                     "helm pull ./charts/web --version ${CHART_VERSION}     && helm dependency build charts/web".into()
                 ),
-                env: run_env.clone(),
+                env: run_env.clone().into(),
             }),
             Step::Run(RunStep {
                 line: 21,
                 command: Command::Exec(vec!["sh".into(), "-c".into(), "echo $CHART_VERSION".into()]),
-                env: run_env,
+                env: run_env.into(),
             }),
         ]
     );
@@ -667,4 +667,113 @@ fn from_an_image_name_warns() {
         plan.warnings,
         ["Kubefile:1: FROM kubernetes:v1.28.2 is read as a directory; a base is a .bale file or a directory, not a registry image"]
     );
+}
+
+/// `A` doubled from 16 bytes up to `size` bytes, one ENV line per doubling.
+fn doubling(lines: usize) -> String {
+    let mut k = String::from("FROM scratch\nENV A=0123456789abcdef\n");
+    for _ in 0..lines {
+        k.push_str("ENV A=$A$A\n");
+    }
+    k
+}
+
+/// F14: `ENV A=$A$A` doubled per line (a 404-byte file wanted 16 GiB); it now stops at the
+/// line that passes the expansion limit.
+#[test]
+fn self_doubling_variables_stop_at_the_expansion_limit() {
+    let e = err(&doubling(17));
+    assert!(
+        e.starts_with("Kubefile:19: ") && e.contains("more than 1048576 bytes"),
+        "{e}"
+    );
+    // the 404-byte file of the report
+    let k = doubling(30);
+    assert!(k.len() < 404, "{}", k.len());
+    let t = std::time::Instant::now();
+    assert!(err(&k).starts_with("Kubefile:19: "));
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    // 16 doublings (1 MiB) are still fine
+    assert_eq!(ok(&doubling(16)).env["A"].len(), 1 << 20);
+}
+
+/// F14: `${A:-${A:-…}}` nested was quadratic; past 16 levels it is refused at once.
+#[test]
+fn nested_defaults_are_refused_past_the_limit() {
+    let n = 50_000;
+    let k = format!(
+        "FROM scratch\nENV B=1\nENV C={}x{}\n",
+        "${A:-".repeat(n),
+        "}".repeat(n)
+    );
+    let t = std::time::Instant::now();
+    let e = err(&k);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        e.starts_with("Kubefile:3: ") && e.contains("nest more than 16"),
+        "{e}"
+    );
+    let k = format!(
+        "FROM scratch\nENV C={}x{}\n",
+        "${A:-".repeat(16),
+        "}".repeat(16)
+    );
+    assert_eq!(ok(&k).env["C"], "x");
+}
+
+/// F14: every RUN line cloned the whole environment; RUN lines now share one until an ARG or
+/// ENV changes it.
+#[test]
+fn run_steps_share_their_environment() {
+    let mut k = String::from("FROM scratch\nARG V=1\nENV A=1\n");
+    for _ in 0..1000 {
+        k.push_str("RUN true\n");
+    }
+    k.push_str("ENV B=2\nRUN true\n");
+    let plan = ok(&k);
+    let envs: Vec<&bale_bundler::kubefile::RunEnv> = plan
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Run(r) => &r.env,
+            Step::Copy(_) => panic!("copy"),
+        })
+        .collect();
+    assert!(envs[..1000].iter().all(|e| e.shares(envs[0])));
+    assert_eq!(envs[0].len(), 2);
+    assert!(!envs[1000].shares(envs[0]));
+    assert_eq!(envs[1000]["B"], "2");
+    // the plan still serializes every step's variables
+    let json = serde_json::to_value(&plan.steps[0]).expect("json");
+    assert_eq!(json["env"], serde_json::json!({"A": "1", "V": "1"}));
+}
+
+/// F14: what the variables and the RUN environments may hold together is bounded too.
+#[test]
+fn variables_and_run_environments_are_bounded() {
+    // A is 512 KiB after 15 doublings; with its seventh copy the variables pass 4 MiB
+    let mut k = doubling(15);
+    for i in 0..9 {
+        k.push_str(&format!("ENV V{i}=$A\n"));
+    }
+    let e = err(&k);
+    assert!(e.contains("add up to more than 4194304 bytes"), "{e}");
+    assert!(e.starts_with("Kubefile:24: "), "{e}");
+    // six copies (3.5 MiB) are fine, but a fresh 3.5 MiB environment for each of twenty
+    // RUN lines is not
+    let mut k = doubling(15);
+    for i in 0..6 {
+        k.push_str(&format!("ENV V{i}=$A\n"));
+    }
+    for i in 0..20 {
+        k.push_str(&format!("ENV N={i}\nRUN true\n"));
+    }
+    let e = err(&k);
+    assert!(e.contains("RUN steps' environments"), "{e}");
+    let big = format!("FROM scratch\n#{}\n", "x".repeat(1 << 20));
+    assert!(err(&big).contains("larger than 1048576 bytes"));
 }

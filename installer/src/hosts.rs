@@ -38,8 +38,48 @@ pub enum HostError {
     },
     #[error("{field}: {path} is empty")]
     EmptyFile { field: String, path: PathBuf },
-    #[error("{0}")]
-    Conflict(String),
+    #[error(
+        "{field}: user name {value:?} is not a portable user name; use letters, digits, `.`, `_` \
+         and `-` (not first), at most {MAX_USER} characters"
+    )]
+    BadUser { field: String, value: String },
+    #[error(
+        "{field}: {value:?} holds a control character or a double quote; give a plain file path"
+    )]
+    BadPath { field: String, value: String },
+}
+
+/// Longest user name accepted (Linux allows 32 in `useradd`).
+pub const MAX_USER: usize = 32;
+
+/// Refuses a user name that is not POSIX-portable: it goes into the ssh config and into
+/// messages, and nothing but `[A-Za-z0-9._-]` may end up there.
+pub fn check_user(field: &str, user: &str) -> Result<(), HostError> {
+    let portable = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if user.is_empty()
+        || user.len() > MAX_USER
+        || user.starts_with('-')
+        || !user.chars().all(portable)
+    {
+        return Err(HostError::BadUser {
+            field: field.into(),
+            value: user.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a path that could not be written as one ssh config value: control characters
+/// (a newline would start a directive of its own) and double quotes (which end the value).
+pub fn check_path(field: &str, path: &std::path::Path) -> Result<(), HostError> {
+    let text = path.to_string_lossy();
+    if text.is_empty() || text.chars().any(|c| c.is_control() || c == '"') {
+        return Err(HostError::BadPath {
+            field: field.into(),
+            value: text.into_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// A password or passphrase. Debug and Display never show it.
@@ -53,6 +93,15 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+    /// Takes a password from the environment variable `name` and removes the variable, so that
+    /// no child (an ssh master, a mux client whose config says `SendEnv`) inherits it. Call it
+    /// while this process runs one thread, before any connection.
+    pub fn take_env(name: &str) -> Option<Secret> {
+        let value = std::env::var(name).ok();
+        std::env::remove_var(name);
+        value.filter(|v| !v.is_empty()).map(Secret)
+    }
+
     /// Reads the first line of a file (trailing newline removed).
     pub fn from_file(field: &str, path: &std::path::Path) -> Result<Self, HostError> {
         let s = std::fs::read_to_string(path).map_err(|source| HostError::ReadFile {
@@ -131,6 +180,18 @@ impl SshOverrides {
             password: over.password.clone().or_else(|| self.password.clone()),
             sudo: over.sudo.or(self.sudo),
         }
+    }
+
+    /// Refuses a user or key path that cannot be passed to ssh safely; the fields are named
+    /// as the user wrote them (`--user`, `spec.ssh.user`).
+    pub fn check(&self, user_field: &str, key_field: &str) -> Result<(), HostError> {
+        if let Some(u) = &self.user {
+            check_user(user_field, u)?;
+        }
+        if let Some(k) = &self.key {
+            check_path(key_field, k)?;
+        }
+        Ok(())
     }
 
     pub fn resolve(&self) -> SshSpec {
@@ -248,6 +309,7 @@ pub fn from_flags(
     nodes: Option<&str>,
     ssh: &SshOverrides,
 ) -> Result<Vec<Host>, HostError> {
+    ssh.check("--user", "--key")?;
     let spec = ssh.resolve();
     let mut out = Vec::new();
     for (field, list, role) in [
@@ -303,6 +365,40 @@ mod tests {
         assert!(e.contains("--nodes") && e.contains("more than once"), "{e}");
         assert!(parse_port("--port", "0").is_err());
         assert!(parse_port("--port", "x").is_err());
+    }
+
+    /// F8: `--user` reached the ssh config unchecked.
+    #[test]
+    fn user_names_and_key_paths_are_checked() {
+        for ok in ["root", "ops", "svc-deploy", "a.b_c", "_x", "9lives"] {
+            check_user("--user", ok).unwrap();
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            "a b",
+            "x\"\nProxyCommand id",
+            "ü",
+            "a@b",
+            "a/b",
+        ] {
+            let e = check_user("--user", bad).unwrap_err().to_string();
+            assert!(e.starts_with("--user: "), "{e}");
+        }
+        check_user("--user", &"a".repeat(MAX_USER)).unwrap();
+        check_user("--user", &"a".repeat(MAX_USER + 1)).unwrap_err();
+        check_path("--key", std::path::Path::new("/keys/id 50% ~x")).unwrap();
+        for bad in ["/k\nProxyCommand x", "/k\"x", "/k\tx", ""] {
+            check_path("--key", std::path::Path::new(bad)).unwrap_err();
+        }
+        let flags = SshOverrides {
+            user: Some("x\"\nProxyCommand touch /tmp/p".into()),
+            ..Default::default()
+        };
+        let e = from_flags(Some("10.0.0.2"), None, &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--user"), "{e}");
     }
 
     #[test]

@@ -28,7 +28,12 @@ use std::net::IpAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("{origin}: {source}")]
+    #[error("{origin}")]
+    TooComplex {
+        origin: String,
+        source: bale_yamlguard::GuardError,
+    },
+    #[error("{origin}: not valid YAML")]
     Yaml {
         origin: String,
         source: serde_yaml::Error,
@@ -38,6 +43,32 @@ pub enum PluginError {
         origin: String,
         field: String,
         msg: String,
+    },
+    #[error("{origin}: unknown field {field:?}; a {kind} document has {known}")]
+    UnknownField {
+        origin: String,
+        kind: &'static str,
+        field: String,
+        known: String,
+    },
+}
+
+/// Why a Config overlay could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{origin}: strategy merge needs YAML, and {what} is not (use strategy: overwrite for \
+         other files)"
+    )]
+    NotYaml {
+        origin: String,
+        what: String,
+        source: serde_yaml::Error,
+    },
+    #[error("{origin}: the merged file cannot be written as YAML")]
+    Render {
+        origin: String,
+        source: serde_yaml::Error,
     },
 }
 
@@ -145,46 +176,124 @@ pub struct Config {
 pub struct Documents {
     pub plugins: Vec<Plugin>,
     pub configs: Vec<Config>,
+    /// What was accepted and is not acted on, one message each.
+    pub warnings: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// The fields of a Plugin or Config document, and of their `spec`.
+const DOC_FIELDS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
+const PLUGIN_FIELDS: [&str; 5] = ["type", "action", "on", "scope", "data"];
+const CONFIG_FIELDS: [&str; 4] = ["path", "strategy", "data", "process"];
+
 struct Doc {
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    metadata: Meta,
-    #[serde(default)]
+    metadata_name: String,
     spec: serde_yaml::Value,
 }
 
-#[derive(Deserialize, Default)]
-struct Meta {
-    #[serde(default)]
-    name: String,
+/// Refuses any key of `map` that is not in `known`: a misspelt field must not be dropped.
+fn only_known(
+    at: &str,
+    kind: &'static str,
+    prefix: &str,
+    map: &serde_yaml::Value,
+    known: &[&str],
+) -> Result<(), PluginError> {
+    let Some(m) = map.as_mapping() else {
+        return Ok(());
+    };
+    for k in m.keys() {
+        let name = match k.as_str() {
+            Some(s) => s.to_string(),
+            None => format!("{k:?}"),
+        };
+        if !known.contains(&name.as_str()) {
+            return Err(PluginError::UnknownField {
+                origin: at.into(),
+                kind,
+                field: format!("{prefix}{name}"),
+                known: known
+                    .iter()
+                    .map(|f| format!("{prefix}{f}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Documents {
-    /// Reads every `Plugin` and `Config` document of a YAML stream; other kinds are ignored.
+    /// Reads every `Plugin` and `Config` document of a YAML stream; other kinds are left to
+    /// their readers (the Clusterfile's kinds are checked by [`crate::clusterfile`]).
     /// `origin` names the file in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Documents, PluginError> {
+        bale_yamlguard::check(text, bale_yamlguard::Limits::CONFIG).map_err(|source| {
+            PluginError::TooComplex {
+                origin: origin.into(),
+                source,
+            }
+        })?;
         let mut out = Documents::default();
         for (i, d) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let v = serde_yaml::Value::deserialize(d).map_err(|source| PluginError::Yaml {
                 origin: origin.into(),
                 source,
             })?;
-            if v.is_null() {
-                continue;
-            }
-            let doc: Doc = serde_yaml::from_value(v).map_err(|source| PluginError::Yaml {
-                origin: origin.into(),
-                source,
-            })?;
             let at = format!("{origin} (document {})", i + 1);
-            match doc.kind.as_str() {
-                "Plugin" => out.plugins.push(plugin(&at, doc)?),
-                "Config" => out.configs.push(config(&at, doc)?),
-                _ => {}
+            let kind: &'static str = match v.get("kind").and_then(|k| k.as_str()) {
+                Some("Plugin") => "Plugin",
+                Some("Config") => "Config",
+                _ => continue,
+            };
+            only_known(&at, kind, "", &v, &DOC_FIELDS)?;
+            let metadata_name = match v.get("metadata") {
+                None | Some(serde_yaml::Value::Null) => String::new(),
+                Some(m) if m.is_mapping() => match m.get("name") {
+                    None => String::new(),
+                    Some(serde_yaml::Value::String(n)) => n.clone(),
+                    Some(_) => {
+                        return Err(PluginError::Field {
+                            origin: at,
+                            field: "metadata.name".into(),
+                            msg: "must be a string".into(),
+                        })
+                    }
+                },
+                Some(_) => {
+                    return Err(PluginError::Field {
+                        origin: at,
+                        field: "metadata".into(),
+                        msg: "must be a map (name, labels, annotations)".into(),
+                    })
+                }
+            };
+            let spec = v.get("spec").cloned().unwrap_or(serde_yaml::Value::Null);
+            if !(spec.is_mapping() || spec.is_null()) {
+                return Err(PluginError::Field {
+                    origin: at,
+                    field: "spec".into(),
+                    msg: "must be a map".into(),
+                });
+            }
+            let doc = Doc {
+                metadata_name,
+                spec,
+            };
+            match kind {
+                "Plugin" => {
+                    only_known(&at, kind, "spec.", &doc.spec, &PLUGIN_FIELDS)?;
+                    out.plugins.push(plugin(&at, doc)?);
+                }
+                _ => {
+                    only_known(&at, kind, "spec.", &doc.spec, &CONFIG_FIELDS)?;
+                    if doc.spec.get("process").is_some() {
+                        out.warnings.push(format!(
+                            "{at}: spec.process is not acted on by bale: spec.data is written \
+                             as given"
+                        ));
+                    }
+                    out.configs.push(config(&at, doc)?);
+                }
             }
         }
         Ok(out)
@@ -193,6 +302,7 @@ impl Documents {
     pub fn extend(&mut self, other: Documents) {
         self.plugins.extend(other.plugins);
         self.configs.extend(other.configs);
+        self.warnings.extend(other.warnings);
     }
 
     pub fn hooks(&self, action: Action) -> impl Iterator<Item = &Plugin> {
@@ -243,21 +353,34 @@ fn plugin(at: &str, doc: Doc) -> Result<Plugin, PluginError> {
             ),
         )
     })?;
+    let on_error = |e: crate::hosts::HostError| {
+        field(
+            "spec.on",
+            format!("{e} (use all, master, node, or addresses)"),
+        )
+    };
+    let has = |k: &str| !matches!(doc.spec.get(k), None | Some(serde_yaml::Value::Null));
+    if has("on") && has("scope") {
+        return Err(field(
+            "spec.scope",
+            "spec.on and spec.scope both say where the hook runs; keep one".into(),
+        ));
+    }
     let on = match doc.spec.get("on") {
-        None | Some(serde_yaml::Value::Null) => Target::All,
-        Some(serde_yaml::Value::String(s)) => target(s).map_err(|m| field("spec.on", m))?,
+        None | Some(serde_yaml::Value::Null) => scope(at, &doc.spec)?,
+        Some(serde_yaml::Value::String(s)) => target(s).map_err(on_error)?,
         Some(serde_yaml::Value::Sequence(items)) => {
             let joined: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
             if joined.len() != items.len() {
                 return Err(field("spec.on", "list items must be strings".into()));
             }
-            target(&joined.join(",")).map_err(|m| field("spec.on", m))?
+            target(&joined.join(",")).map_err(on_error)?
         }
         Some(_) => return Err(field("spec.on", "a role or a list of addresses".into())),
     };
     let script = text_field(at, &doc.spec, "data")?;
     Ok(Plugin {
-        name: doc.metadata.name,
+        name: doc.metadata_name,
         origin: at.into(),
         action,
         on,
@@ -265,16 +388,42 @@ fn plugin(at: &str, doc: Doc) -> Result<Plugin, PluginError> {
     })
 }
 
-fn target(s: &str) -> Result<Target, String> {
+/// sealer's `scope` (`master`, `node`, `master|node`), used when `on` is not given: a hook
+/// meant for workers must not run on the masters.
+fn scope(at: &str, spec: &serde_yaml::Value) -> Result<Target, PluginError> {
+    let bad = |what: String| PluginError::Field {
+        origin: at.into(),
+        field: "spec.scope".into(),
+        msg: format!("{what}: use master, node or master|node"),
+    };
+    let s = match spec.get("scope") {
+        None | Some(serde_yaml::Value::Null) => return Ok(Target::All),
+        Some(serde_yaml::Value::String(s)) => s,
+        Some(_) => return Err(bad("not a string".into())),
+    };
+    let mut roles: Vec<Role> = Vec::new();
+    for part in s.split('|').map(str::trim) {
+        match target(part) {
+            Ok(Target::Role(r)) => roles.push(r),
+            Ok(Target::All) => return Ok(Target::All),
+            _ => return Err(bad(format!("{s:?}"))),
+        }
+    }
+    roles.dedup();
+    Ok(match roles.as_slice() {
+        [one] => Target::Role(*one),
+        _ => Target::All,
+    })
+}
+
+fn target(s: &str) -> Result<Target, crate::hosts::HostError> {
     let s = s.trim();
     let s = s.strip_prefix("role=").unwrap_or(s);
     match s {
         "" | "all" | "*" => Ok(Target::All),
         "master" | "masters" => Ok(Target::Role(Role::Master)),
         "node" | "nodes" | "worker" | "workers" => Ok(Target::Role(Role::Node)),
-        list => crate::hosts::parse_addrs("spec.on", list)
-            .map(Target::Addrs)
-            .map_err(|e| format!("{e} (use all, master, node, or addresses)")),
+        list => crate::hosts::parse_addrs("spec.on", list).map(Target::Addrs),
     }
 }
 
@@ -308,7 +457,7 @@ fn config(at: &str, doc: Doc) -> Result<Config, PluginError> {
     };
     let data = text_field(at, &doc.spec, "data")?;
     Ok(Config {
-        name: doc.metadata.name,
+        name: doc.metadata_name,
         origin: at.into(),
         path,
         strategy,
@@ -317,23 +466,26 @@ fn config(at: &str, doc: Doc) -> Result<Config, PluginError> {
 }
 
 /// Applies an overlay to the file's current text (`None`: the file does not exist yet).
-pub fn apply_config(cfg: &Config, current: Option<&str>) -> Result<String, String> {
+pub fn apply_config(cfg: &Config, current: Option<&str>) -> Result<String, ConfigError> {
     match (cfg.strategy, current) {
         (Strategy::Overwrite, _) | (Strategy::Merge, None) => Ok(cfg.data.clone()),
         (Strategy::Merge, Some(old)) => {
-            let parse = |what: &str, t: &str| {
-                serde_yaml::from_str::<serde_yaml::Value>(t).map_err(|e| {
-                    format!(
-                        "{}: merge needs YAML, and {what} is not: {e} (use strategy: overwrite \
-                         for other files)",
-                        cfg.origin
-                    )
+            let parse = |what: String, t: &str| {
+                serde_yaml::from_str::<serde_yaml::Value>(t).map_err(|source| {
+                    ConfigError::NotYaml {
+                        origin: cfg.origin.clone(),
+                        what,
+                        source,
+                    }
                 })
             };
-            let mut base = parse(&format!("{} in the bundle", cfg.path), old)?;
-            let over = parse("spec.data", &cfg.data)?;
+            let mut base = parse(format!("{} in the bundle", cfg.path), old)?;
+            let over = parse("spec.data".into(), &cfg.data)?;
             merge(&mut base, over);
-            serde_yaml::to_string(&base).map_err(|e| format!("{}: {e}", cfg.origin))
+            serde_yaml::to_string(&base).map_err(|source| ConfigError::Render {
+                origin: cfg.origin.clone(),
+                source,
+            })
         }
     }
 }
@@ -458,6 +610,92 @@ spec:
             over.data.as_str()
         );
         let e = apply_config(&d.configs[0], Some("a: [unclosed")).unwrap_err();
-        assert!(e.contains("overwrite"), "{e}");
+        assert!(e.to_string().contains("overwrite"), "{e}");
+    }
+
+    /// F11: a misspelt field of a hook or an overlay was dropped (`onn: node` ran the hook on
+    /// every host).
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = Documents::parse(
+            "kind: Plugin\nspec: {action: PostInstall, onn: node, data: x}\n",
+            "plugins/a.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("plugins/a.yaml (document 1)") && e.contains("spec.onn"),
+            "{e}"
+        );
+        assert!(e.contains("spec.on,") && e.contains("spec.scope"), "{e}");
+        let e = Documents::parse("kind: Config\nspecs: {path: a, data: b}\n", "cf")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"specs\"") && e.contains("spec"), "{e}");
+        let e = Documents::parse(
+            "kind: Config\nspec: {path: a, data: b, stratgy: overwrite}\n",
+            "cf",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spec.stratgy") && e.contains("spec.strategy"),
+            "{e}"
+        );
+        // sealer's fields are known; `process` is not acted on and says so
+        let d = Documents::parse(
+            "apiVersion: sealer.io/v2\nkind: Config\nmetadata: {name: c, labels: {a: b}}\n\
+             spec: {path: etc/a.yaml, data: b, process: value|toJson, strategy: overwrite}\n",
+            "cf",
+        )
+        .unwrap();
+        assert!(d.warnings[0].contains("spec.process"), "{:?}", d.warnings);
+        // other kinds are the Clusterfile reader's business
+        let d = Documents::parse(DOCS, "cf").unwrap();
+        assert!(d.warnings.is_empty());
+    }
+
+    /// Issue 15: a `scope: node` hook ran on the masters too.
+    #[test]
+    fn scope_is_honoured_when_on_is_not_given() {
+        let doc = |scope: &str| {
+            Documents::parse(
+                &format!(
+                    "kind: Plugin\nspec: {{action: PostInstall, scope: \"{scope}\", data: x}}\n"
+                ),
+                "p",
+            )
+        };
+        assert_eq!(doc("node").unwrap().plugins[0].on, Target::Role(Role::Node));
+        assert_eq!(
+            doc("master").unwrap().plugins[0].on,
+            Target::Role(Role::Master)
+        );
+        assert_eq!(doc("master|node").unwrap().plugins[0].on, Target::All);
+        let e = doc("nodez").unwrap_err().to_string();
+        assert!(e.contains("spec.scope"), "{e}");
+        let e = Documents::parse(
+            "kind: Plugin\nspec: {action: PostInstall, scope: node, on: master, data: x}\n",
+            "p",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("keep one"), "{e}");
+    }
+
+    /// F15: a plugin file nested deep is refused before the YAML parser.
+    #[test]
+    fn deeply_nested_plugin_files_are_refused_at_once() {
+        let n = 100_000;
+        let text = format!(
+            "kind: Plugin\nspec: {}{}\n",
+            "{a: ".repeat(n),
+            "}".repeat(n)
+        );
+        let t = std::time::Instant::now();
+        let e = Documents::parse(&text, "plugins/deep.yaml").unwrap_err();
+        assert!(t.elapsed() < std::time::Duration::from_millis(500));
+        assert!(matches!(e, PluginError::TooComplex { .. }), "{e}");
+        assert!(e.to_string().contains("plugins/deep.yaml"));
     }
 }

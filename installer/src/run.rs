@@ -205,10 +205,9 @@ pub fn prepare(
     }
     let data_dir = args.data_dir.trim_end_matches('/').to_string();
 
-    let password = match (&args.password_file, std::env::var(PASSWORD_ENV)) {
+    let password = match (&args.password_file, Secret::take_env(PASSWORD_ENV)) {
         (Some(f), _) => Some(Secret::from_file("--password-file", f)?),
-        (None, Ok(p)) if !p.is_empty() => Some(Secret::new(p)),
-        _ => None,
+        (None, p) => p,
     };
     let flags = SshOverrides {
         user: args.user.clone(),
@@ -222,9 +221,9 @@ pub fn prepare(
         password,
         sudo: args.sudo.then_some(true),
     };
-    let have_flag_hosts = args.masters.is_some() || args.nodes.is_some();
     let mut cluster_env = Vec::new();
     let mut cluster_text = None;
+    let mut warnings = Vec::new();
     let host_list = match &args.clusterfile {
         Some(f) => {
             let cf = Clusterfile::load(f)?;
@@ -233,17 +232,8 @@ pub fn prepare(
                 path: f.clone(),
                 source,
             })?);
-            if have_flag_hosts && cf.has_hosts() {
-                return Err(RunError::HostsTwice {
-                    clusterfile: f.clone(),
-                });
-            }
-            let defaults = cf.ssh.merged(&flags);
-            if cf.has_hosts() {
-                cf.hosts(&defaults)?
-            } else {
-                hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &defaults)?
-            }
+            warnings = cf.warnings.clone();
+            cf.host_list(args.masters.as_deref(), args.nodes.as_deref(), &flags)?
         }
         None => hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &flags)?,
     };
@@ -283,6 +273,12 @@ pub fn prepare(
         reporter: Reporter::new(args.json),
         site,
     });
+    for w in warnings.iter().chain(&ctx.site.warnings) {
+        ctx.reporter.emit(&Event::Info {
+            node: "site",
+            message: &format!("warning: {w}"),
+        });
+    }
     let nodes: Vec<Node> = if host_list.is_empty() {
         vec![Node::new(0, None, ctx.clone())]
     } else {

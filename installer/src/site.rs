@@ -29,6 +29,8 @@ pub struct Site {
     /// here and written to every node after extraction.
     pub overlays: Vec<(String, String)>,
     pub vips: Vips,
+    /// What the site's documents hold that bale accepts and does not act on, one message each.
+    pub warnings: Vec<String>,
 }
 
 /// The virtual IPs that the workers' guardians serve (`install --vip`, `--registry-vip`).
@@ -151,7 +153,7 @@ fn overlays(
             },
         };
         let text =
-            crate::plugins::apply_config(cfg, current.as_deref()).map_err(anyhow::Error::msg)?;
+            crate::plugins::apply_config(cfg, current.as_deref()).map_err(anyhow::Error::new)?;
         out.push((cfg.path.clone(), text));
     }
     Ok(out)
@@ -229,6 +231,7 @@ impl Site {
                 .extend(Documents::parse(text, origin).map_err(anyhow::Error::new)?);
         }
         site.overlays = overlays(bundle, &entries, &site.docs)?;
+        site.warnings = site.docs.warnings.clone();
         Ok(site)
     }
 

@@ -219,6 +219,7 @@ fn app_version(context: &Path, chart_dir: &Path, c: &mut Collector) -> Option<St
     let path = chart_dir.join("Chart.yaml");
     let file = rel(context, &path);
     let text = std::fs::read_to_string(&path).ok()?;
+    bale_yamlguard::check(&text, bale_yamlguard::Limits::CONFIG).ok()?;
     match serde_yaml::from_str::<serde_yaml::Value>(&text) {
         Ok(v) => match v.get("appVersion")? {
             serde_yaml::Value::String(s) => Some(s.clone()),

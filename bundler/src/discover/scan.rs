@@ -29,6 +29,16 @@ pub(super) fn scan_yaml(
     first_doc: usize,
     c: &mut Collector,
 ) -> usize {
+    // libyaml takes quadratic time on deep nesting before serde_yaml's depth limit.
+    if let Err(e) = bale_yamlguard::check(text, bale_yamlguard::Limits::MANIFEST) {
+        let place = src.via.trim_start().to_string();
+        c.warn(
+            src.file,
+            place,
+            format!("not read ({e}); images in it (if any) were not found"),
+        );
+        return 0;
+    }
     let mut n = 0;
     for de in serde_yaml::Deserializer::from_str(text) {
         let doc_no = first_doc + n;

@@ -1,4 +1,37 @@
 //! Kubefile lexing: logical lines and Dockerfile-style word expansion.
+//!
+//! Expansion is bounded: a Kubefile is hostile input, and `ENV A=$A$A` repeated doubles a
+//! value per line (a 404-byte file asked for 16 GiB), while `${A:-${A:-…}}` nested costs a
+//! scan of the rest of the line per level. No instruction expands to more than
+//! [`MAX_EXPANSION`] bytes, and defaults nest at most [`MAX_NESTING`] deep.
+
+/// Most bytes one instruction's words may expand to.
+pub const MAX_EXPANSION: usize = 1 << 20;
+
+/// Deepest nesting of `${NAME:-${…}}` defaults.
+pub const MAX_NESTING: usize = 16;
+
+/// Why an instruction's text could not be expanded; the parser adds the file and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LexError {
+    #[error("unterminated single quote in {0:?}")]
+    UnterminatedSingle(String),
+    #[error("unterminated double quote in {0:?}")]
+    UnterminatedDouble(String),
+    #[error("missing }} in {0:?}")]
+    MissingBrace(String),
+    #[error("bad substitution ${{{0}}}: write ${{NAME}} or ${{NAME:-default}}")]
+    BadSubstitution(String),
+    #[error("{name} is not set: {message}; pass --build-arg {name}=... or set it with ARG/ENV")]
+    Required { name: String, message: String },
+    #[error(
+        "expands to more than {MAX_EXPANSION} bytes (a variable built from itself, like \
+         ENV A=$A$A, doubles on every line); build long values in a file instead"
+    )]
+    TooLong,
+    #[error("${{…:-${{…}}}} defaults nest more than {MAX_NESTING} deep; flatten them")]
+    TooDeep,
+}
 
 /// One instruction after joining `\` continuations; `line` is where it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +91,10 @@ impl<F: Fn(&str) -> Option<String>> Vars for F {
 pub(crate) struct Expander<'a> {
     vars: &'a dyn Vars,
     pub unset: Vec<String>,
+    /// Bytes produced so far, nested defaults included: bounded by [`MAX_EXPANSION`].
+    produced: usize,
+    /// Nesting of `${…:-…}` words being expanded.
+    depth: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -86,11 +123,23 @@ impl<'a> Expander<'a> {
         Expander {
             vars,
             unset: Vec::new(),
+            produced: 0,
+            depth: 0,
         }
     }
 
+    /// Appends `text` to `out`, within the instruction's budget.
+    fn emit(&mut self, out: &mut String, text: &str) -> Result<(), LexError> {
+        self.produced += text.len();
+        if self.produced > MAX_EXPANSION {
+            return Err(LexError::TooLong);
+        }
+        out.push_str(text);
+        Ok(())
+    }
+
     /// Lexes `text` into words (one word unless `mode.split`).
-    pub fn words(&mut self, text: &str, mode: Mode) -> Result<Vec<String>, String> {
+    pub fn words(&mut self, text: &str, mode: Mode) -> Result<Vec<String>, LexError> {
         let chars: Vec<char> = text.chars().collect();
         let mut words = Vec::new();
         let mut cur = String::new();
@@ -110,7 +159,7 @@ impl<'a> Expander<'a> {
             match c {
                 '\'' if mode.quotes => {
                     let end = find(&chars, i + 1, '\'')
-                        .ok_or_else(|| format!("unterminated single quote in {text:?}"))?;
+                        .ok_or_else(|| LexError::UnterminatedSingle(text.into()))?;
                     cur.extend(&chars[i + 1..end]);
                     i = end + 1;
                 }
@@ -118,7 +167,7 @@ impl<'a> Expander<'a> {
                     i += 1;
                     loop {
                         match chars.get(i) {
-                            None => return Err(format!("unterminated double quote in {text:?}")),
+                            None => return Err(LexError::UnterminatedDouble(text.into())),
                             Some('"') => {
                                 i += 1;
                                 break;
@@ -159,7 +208,7 @@ impl<'a> Expander<'a> {
     }
 
     /// Expands into a single string (no word splitting).
-    pub fn word(&mut self, text: &str, mode: Mode) -> Result<String, String> {
+    pub fn word(&mut self, text: &str, mode: Mode) -> Result<String, LexError> {
         let mut w = self.words(
             text,
             Mode {
@@ -171,12 +220,11 @@ impl<'a> Expander<'a> {
     }
 
     /// Handles the `$` at `chars[i]`; returns the index after the expansion.
-    fn dollar(&mut self, chars: &[char], i: usize, out: &mut String) -> Result<usize, String> {
+    fn dollar(&mut self, chars: &[char], i: usize, out: &mut String) -> Result<usize, LexError> {
         let start = i + 1;
         if chars.get(start) == Some(&'{') {
-            let end = matching_brace(chars, start).ok_or_else(|| {
-                format!("missing }} in {:?}", chars[i..].iter().collect::<String>())
-            })?;
+            let end = matching_brace(chars, start)?
+                .ok_or_else(|| LexError::MissingBrace(chars[i..].iter().collect()))?;
             let inner: String = chars[start + 1..end].iter().collect();
             self.braced(&inner, out)?;
             return Ok(end + 1);
@@ -189,17 +237,16 @@ impl<'a> Expander<'a> {
         }
         let name: String = chars[start..start + name_len].iter().collect();
         match self.vars.get(&name) {
-            Some(v) => out.push_str(&v),
+            Some(v) => self.emit(out, &v)?,
             None => self.unset.push(name),
         }
         Ok(start + name_len)
     }
 
-    fn braced(&mut self, inner: &str, out: &mut String) -> Result<(), String> {
+    fn braced(&mut self, inner: &str, out: &mut String) -> Result<(), LexError> {
         let chars: Vec<char> = inner.chars().collect();
         let n = name_len(&chars);
-        let bad =
-            || format!("bad substitution ${{{inner}}}: write ${{NAME}} or ${{NAME:-default}}");
+        let bad = || LexError::BadSubstitution(inner.into());
         if n == 0 {
             return Err(bad());
         }
@@ -208,7 +255,7 @@ impl<'a> Expander<'a> {
         let value = self.vars.get(&name);
         if rest.is_empty() {
             match value {
-                Some(v) => out.push_str(&v),
+                Some(v) => self.emit(out, &v)?,
                 None => self.unset.push(name),
             }
             return Ok(());
@@ -225,35 +272,44 @@ impl<'a> Expander<'a> {
         let mut chars = op_rest.chars();
         let op = chars.next().ok_or_else(bad)?;
         let word = chars.as_str();
+        let value = value.unwrap_or_default();
         match op {
+            '-' if set => self.emit(out, &value)?,
             '-' => {
-                if set {
-                    out.push_str(value.as_deref().unwrap_or_default());
-                } else {
-                    out.push_str(&self.word(word, RAW)?);
-                }
+                let w = self.nested(word)?;
+                self.emit(out, &w)?;
             }
-            '+' => {
-                if set {
-                    out.push_str(&self.word(word, RAW)?);
-                }
+            '+' if set => {
+                let w = self.nested(word)?;
+                self.emit(out, &w)?;
             }
+            '+' => {}
+            '?' if set => self.emit(out, &value)?,
             '?' => {
-                if set {
-                    out.push_str(value.as_deref().unwrap_or_default());
-                } else {
-                    let msg = self.word(word, RAW)?;
-                    let msg = if msg.is_empty() {
-                        "it is required".to_string()
+                let msg = self.nested(word)?;
+                return Err(LexError::Required {
+                    name,
+                    message: if msg.is_empty() {
+                        "it is required".into()
                     } else {
                         msg
-                    };
-                    return Err(format!("{name} is not set: {msg}; pass --build-arg {name}=... or set it with ARG/ENV"));
-                }
+                    },
+                });
             }
             _ => return Err(bad()),
         }
         Ok(())
+    }
+
+    /// Expands the word of a `${NAME:-word}`, one level deeper.
+    fn nested(&mut self, word: &str) -> Result<String, LexError> {
+        if self.depth >= MAX_NESTING {
+            return Err(LexError::TooDeep);
+        }
+        self.depth += 1;
+        let r = self.word(word, RAW);
+        self.depth -= 1;
+        r
     }
 }
 
@@ -264,24 +320,30 @@ fn find(chars: &[char], from: usize, c: char) -> Option<usize> {
         .map(|p| p + from)
 }
 
-/// Index of the `}` closing the `{` at `open`, skipping nested `${…}`.
-fn matching_brace(chars: &[char], open: usize) -> Option<usize> {
+/// Index of the `}` closing the `{` at `open`, skipping nested `${…}`. Braces nested deeper
+/// than a default may nest are refused here, before the rest of the line is scanned.
+fn matching_brace(chars: &[char], open: usize) -> Result<Option<usize>, LexError> {
     let mut depth = 0usize;
     let mut i = open;
     while i < chars.len() {
         match chars[i] {
-            '{' => depth += 1,
+            '{' => {
+                depth += 1;
+                if depth > MAX_NESTING + 1 {
+                    return Err(LexError::TooDeep);
+                }
+            }
             '}' => {
                 depth -= 1;
                 if depth == 0 {
-                    return Some(i);
+                    return Ok(Some(i));
                 }
             }
             _ => {}
         }
         i += 1;
     }
-    None
+    Ok(None)
 }
 
 /// Length of the variable name at the start: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -365,22 +427,11 @@ mod tests {
         assert_eq!(words("$SP"), ["x y"]);
         assert_eq!(words("a$ $1 5$"), ["a$", "$1", "5$"]);
         let mut e = Expander::new(&vars);
-        assert!(e
-            .words("${NOPE:?needed}", WORDS)
-            .expect_err("required")
-            .contains("NOPE is not set: needed"));
-        assert!(e
-            .words("${", WORDS)
-            .expect_err("open")
-            .contains("missing }"));
-        assert!(e
-            .words("${1}", WORDS)
-            .expect_err("bad")
-            .contains("bad substitution"));
-        assert!(e
-            .words("'abc", WORDS)
-            .expect_err("quote")
-            .contains("unterminated"));
+        let err = |e: &mut Expander, t: &str| e.words(t, WORDS).expect_err(t).to_string();
+        assert!(err(&mut e, "${NOPE:?needed}").contains("NOPE is not set: needed"));
+        assert!(err(&mut e, "${").contains("missing }"));
+        assert!(err(&mut e, "${1}").contains("bad substitution"));
+        assert!(err(&mut e, "'abc").contains("unterminated"));
         e.words("$NOPE ${ALSO}", WORDS).expect("lexes");
         assert_eq!(e.unset, ["NOPE", "ALSO"]);
     }
@@ -388,5 +439,40 @@ mod tests {
     #[test]
     fn references() {
         assert_eq!(referenced_vars("echo $A ${B:-x} $ 1$"), ["A", "B"]);
+    }
+
+    /// F14: nesting is refused past [`MAX_NESTING`] at once; before, each level rescanned the
+    /// rest of the line (quadratic).
+    #[test]
+    fn nested_defaults_are_bounded() {
+        let nest = |n: usize| format!("{}x{}", "${NOPE:-".repeat(n), "}".repeat(n));
+        assert_eq!(words(&nest(MAX_NESTING)), ["x"]);
+        let mut e = Expander::new(&vars);
+        assert_eq!(
+            e.words(&nest(MAX_NESTING + 1), WORDS),
+            Err(LexError::TooDeep)
+        );
+        let t = std::time::Instant::now();
+        let deep = nest(50_000);
+        assert_eq!(e.words(&deep, WORDS), Err(LexError::TooDeep));
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    /// F14: a value that doubles per reference stops at [`MAX_EXPANSION`].
+    #[test]
+    fn expansion_size_is_bounded() {
+        let big = "x".repeat(MAX_EXPANSION / 4 + 1);
+        let lookup = |n: &str| (n == "BIG").then(|| big.clone());
+        let mut e = Expander::new(&lookup);
+        assert_eq!(e.words("$BIG $BIG $BIG", WORDS).map(|w| w.len()), Ok(3));
+        let mut e = Expander::new(&lookup);
+        assert_eq!(
+            e.words("$BIG ${BIG} \"$BIG\" ${NOPE:-$BIG}", WORDS),
+            Err(LexError::TooLong)
+        );
     }
 }

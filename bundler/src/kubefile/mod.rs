@@ -14,17 +14,34 @@
 //!   ARGs exist at build time only.
 //! - `CNI` and `CSI` apps that no `LAUNCH` names are launched first (CNI, then
 //!   CSI): a cluster without a pod network cannot run the other steps.
+//!
+//! Limits, since a Kubefile is hostile input: the file is at most [`MAX_KUBEFILE_BYTES`];
+//! one instruction expands to at most [`lex::MAX_EXPANSION`] bytes with defaults nested at
+//! most [`lex::MAX_NESTING`] deep; all ARG, ENV and LABEL values together hold at most
+//! [`MAX_VARIABLE_BYTES`]; and RUN steps share one environment until an ARG or ENV changes
+//! it, the distinct environments adding up to at most [`MAX_RUN_ENV_BYTES`].
 
 mod lex;
 mod template;
 pub(crate) mod text;
 
+pub use lex::{LexError, MAX_EXPANSION, MAX_NESTING};
 pub use template::{render_template, TemplateError};
 
 use lex::{Expander, LogicalLine, ONE_WORD, RAW, WORDS};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest Kubefile read.
+pub const MAX_KUBEFILE_BYTES: usize = 1 << 20;
+
+/// Most bytes all ARG, ENV and LABEL names and values may hold together.
+pub const MAX_VARIABLE_BYTES: usize = 4 << 20;
+
+/// Most bytes the distinct environments of the RUN steps may hold together.
+pub const MAX_RUN_ENV_BYTES: usize = 64 << 20;
 
 /// Instruction keywords, for "did you mean" hints.
 const KEYWORDS: &[&str] = &[
@@ -93,7 +110,64 @@ pub struct RunStep {
     pub line: usize,
     pub command: Command,
     /// Variables the command runs with: ARGs with a value and ENV set so far.
-    pub env: BTreeMap<String, String>,
+    pub env: RunEnv,
+}
+
+/// The variables of a RUN step, shared with every other RUN step that sees the same ARGs and
+/// ENV (a Kubefile of many RUN lines holds one copy, not one per line).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunEnv(Arc<BTreeMap<String, String>>);
+
+impl RunEnv {
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.0.get(name)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, String, String> {
+        self.0.iter()
+    }
+    /// Whether `other` is this very environment, not a copy.
+    pub fn shares(&self, other: &RunEnv) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl From<BTreeMap<String, String>> for RunEnv {
+    fn from(m: BTreeMap<String, String>) -> Self {
+        RunEnv(Arc::new(m))
+    }
+}
+
+impl<'a> IntoIterator for &'a RunEnv {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Index<&str> for RunEnv {
+    type Output = String;
+    fn index(&self, name: &str) -> &String {
+        &self.0[name]
+    }
+}
+
+impl Serialize for RunEnv {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_ref().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunEnv {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(d).map(RunEnv::from)
+    }
 }
 
 // The install-time parts of a Kubefile are what the bundle's manifest carries to the site.
@@ -149,10 +223,17 @@ pub fn parse_file(
     path: &Path,
     build_args: &BTreeMap<String, String>,
 ) -> Result<BuildPlan, KubefileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KubefileError::Io {
+    use std::io::Read;
+    let io = |source| KubefileError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_KUBEFILE_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
     parse(&path.display().to_string(), &text, build_args)
 }
 
@@ -179,7 +260,19 @@ pub fn parse(
     text: &str,
     build_args: &BTreeMap<String, String>,
 ) -> Result<BuildPlan, KubefileError> {
+    if text.len() > MAX_KUBEFILE_BYTES {
+        return Err(KubefileError::Plan {
+            file: file.to_string(),
+            message: format!(
+                "larger than {MAX_KUBEFILE_BYTES} bytes; a Kubefile lists steps, put data in \
+                 files of the build context"
+            ),
+        });
+    }
     let mut p = Parser {
+        run_env: None,
+        run_env_bytes: 0,
+        variable_bytes: 0,
         file: file.to_string(),
         build_args,
         used_build_args: BTreeSet::new(),
@@ -216,9 +309,22 @@ struct Parser<'a> {
     launched: BTreeMap<String, usize>,
     kube_version: Option<(String, usize)>,
     warnings: Vec<String>,
+    /// The environment of the last RUN step, while no ARG or ENV has changed since.
+    run_env: Option<RunEnv>,
+    /// Bytes of the distinct RUN environments made so far.
+    run_env_bytes: usize,
+    /// Bytes of all ARG, ENV and LABEL names and values.
+    variable_bytes: usize,
 }
 
 type Res<T> = Result<T, KubefileError>;
+
+/// Bytes of names and values in a map of variables.
+fn map_bytes<'a>(m: impl IntoIterator<Item = (&'a String, Option<&'a String>)>) -> usize {
+    m.into_iter()
+        .map(|(k, v)| k.len() + v.map_or(0, String::len))
+        .sum()
+}
 
 impl Parser<'_> {
     fn err(&self, line: usize, message: impl Into<String>) -> KubefileError {
@@ -246,7 +352,9 @@ impl Parser<'_> {
     fn expand(&mut self, line: usize, text: &str, mode: lex::Mode) -> Res<Vec<String>> {
         let lookup = |n: &str| self.var(n);
         let mut ex = Expander::new(&lookup);
-        let words = ex.words(text, mode).map_err(|m| self.err(line, m))?;
+        let words = ex
+            .words(text, mode)
+            .map_err(|e| self.err(line, e.to_string()))?;
         let unset = ex.unset;
         for name in unset {
             self.warn(
@@ -302,19 +410,14 @@ impl Parser<'_> {
                     ));
                 }
                 let v = self.expand_one(line, rest, ONE_WORD)?;
-                self.labels.insert("maintainer".into(), v);
-                Ok(())
+                let old = self.labels.insert("maintainer".into(), v.clone());
+                self.count_variable(line, "maintainer", old.as_deref(), Some(&v))
             }
             "COPY" => self.copy(line, rest, CopyKind::Copy),
             "ADD" => self.copy(line, rest, CopyKind::Add),
             "RUN" => {
                 let command = self.command(line, "RUN", rest)?;
-                let mut env: BTreeMap<String, String> = self
-                    .args
-                    .iter()
-                    .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-                    .collect();
-                env.extend(self.env.clone());
+                let env = self.run_env(line)?;
                 self.steps.push(Step::Run(RunStep { line, command, env }));
                 Ok(())
             }
@@ -348,6 +451,56 @@ impl Parser<'_> {
             }
             _ => Err(self.err(line, unknown_instruction(kw, &upper))),
         }
+    }
+
+    /// The environment of a RUN step at `line`: the last one while ARGs and ENV are unchanged.
+    fn run_env(&mut self, line: usize) -> Res<RunEnv> {
+        if let Some(env) = &self.run_env {
+            return Ok(env.clone());
+        }
+        let mut env: BTreeMap<String, String> = self
+            .args
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect();
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.run_env_bytes += map_bytes(env.iter().map(|(k, v)| (k, Some(v))));
+        if self.run_env_bytes > MAX_RUN_ENV_BYTES {
+            return Err(self.err(
+                line,
+                format!(
+                    "the RUN steps' environments add up to more than {MAX_RUN_ENV_BYTES} bytes \
+                     (every ARG or ENV between RUN lines makes a new one); set the variables \
+                     before the RUN lines, or keep large values in files"
+                ),
+            ));
+        }
+        let env = RunEnv::from(env);
+        self.run_env = Some(env.clone());
+        Ok(env)
+    }
+
+    /// Counts a variable set to `new` in place of `old`, and refuses the instruction at
+    /// `line` when the ARG, ENV and LABEL values pass [`MAX_VARIABLE_BYTES`] together.
+    fn count_variable(
+        &mut self,
+        line: usize,
+        name: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> Res<()> {
+        let size = |v: Option<&str>| name.len() + v.map_or(0, str::len);
+        self.variable_bytes = self.variable_bytes + size(new) - old.map_or(0, |o| size(Some(o)));
+        if self.variable_bytes > MAX_VARIABLE_BYTES {
+            return Err(self.err(
+                line,
+                format!(
+                    "ARG, ENV and LABEL values add up to more than {MAX_VARIABLE_BYTES} bytes; \
+                     keep large values in files of the build context"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn from_(&mut self, line: usize, rest: &str) -> Res<()> {
@@ -425,8 +578,10 @@ impl Parser<'_> {
                 // Docker habit of repeating ARGs after FROM works.
                 self.args.get(&name).cloned().flatten()
             };
-            self.args.insert(name, value);
+            let old = self.args.insert(name.clone(), value.clone()).flatten();
+            self.count_variable(line, &name, old.as_deref(), value.as_deref())?;
         }
+        self.run_env = None;
         Ok(())
     }
 
@@ -482,8 +637,10 @@ impl Parser<'_> {
                     format!("ENV name {k:?} is not valid; use letters, digits and _, not starting with a digit"),
                 ));
             }
-            self.env.insert(k, v);
+            let old = self.env.insert(k.clone(), v.clone());
+            self.count_variable(line, &k, old.as_deref(), Some(&v))?;
         }
+        self.run_env = None;
         Ok(())
     }
 
@@ -494,7 +651,10 @@ impl Parser<'_> {
             rest,
             "version=\"1.0\" description=\"my cluster\"",
         )?;
-        self.labels.extend(pairs);
+        for (k, v) in pairs {
+            let old = self.labels.insert(k.clone(), v.clone());
+            self.count_variable(line, &k, old.as_deref(), Some(&v))?;
+        }
         Ok(())
     }
 

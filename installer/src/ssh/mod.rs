@@ -7,10 +7,12 @@
 //!   the fix, whatever the options.
 //! - Passwords and key passphrases reach `ssh` only through `SSH_ASKPASS` pointing at this very
 //!   program (see [`askpass_hook`]); the secret sits in a 0600 file inside a private 0700
-//!   directory for the few seconds of the login, and never on a command line or in a log.
+//!   directory for the few seconds of the login, and never on a command line or in a log. An
+//!   interrupt during the login removes it and stops the master ([`cleanup`]).
 //! - A non-root user runs privileged commands with `sudo -n`, or, when sudo wants a password,
 //!   `sudo -k -S` with the password written first on the command's stdin.
 
+mod cleanup;
 mod process;
 mod session;
 
@@ -53,6 +55,11 @@ pub enum SshError {
     },
     #[error("{host}: cannot connect: {detail}")]
     Connect { host: String, detail: String },
+    #[error("{host}: not passed to ssh")]
+    Setting {
+        host: String,
+        source: crate::hosts::HostError,
+    },
     #[error("{host}: connection lost: {detail}")]
     Lost { host: String, detail: String },
     #[error("{host}: {what}: {source}")]
@@ -133,7 +140,7 @@ enum Sudo {
 
 enum Transport {
     Local,
-    Ssh(Session),
+    Ssh(Box<Session>),
 }
 
 /// A way to run commands on one host, as the login user or as root.
@@ -177,8 +184,7 @@ impl Drop for Held {
 impl Conn {
     /// This machine, no SSH.
     pub fn local() -> Result<Conn, SshError> {
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = nix::unistd::geteuid().is_root();
         let user = std::env::var("USER").unwrap_or_else(|_| "local user".into());
         let mut c = Conn {
             label: "local".into(),
@@ -200,7 +206,7 @@ impl Conn {
             label: host.label(),
             user: host.ssh.user.clone(),
             held: Default::default(),
-            transport: Transport::Ssh(session),
+            transport: Transport::Ssh(Box::new(session)),
             sudo: Sudo::Root,
         };
         if host.ssh.sudo {
@@ -400,20 +406,16 @@ fn io_error(host: &str, what: &str) -> impl FnOnce(std::io::Error) -> SshError {
 /// Opens `path` for reading without waiting for a writer when it is a named pipe (its writer
 /// may open it only once the command runs).
 fn open_for_stdin(path: &Path) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
         .open(path)?;
-    // SAFETY: fcntl on a descriptor we own: back to blocking reads for the command.
-    let rc = unsafe {
-        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK)
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // Back to blocking reads for the command.
+    let flags = OFlag::from_bits_truncate(fcntl(f.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(f.as_raw_fd(), FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK))?;
     Ok(f)
 }
 

@@ -1,28 +1,41 @@
-//! The SSH session to one host, through the `openssh` crate: one master connection
-//! (`ControlMaster`) per host, and every command multiplexed over it.
+//! The SSH session to one host: one master connection (`ControlMaster`) per host, started
+//! here, and every command multiplexed over it through the `openssh` crate
+//! ([`openssh::Session::resume`] on the master's socket).
 //!
 //! Every setting of the connection goes into an ssh config file in the session's private
-//! directory, so both ways of logging in read the same settings:
-//! - with a key or an agent, [`openssh::SessionBuilder`] starts the master;
-//! - with a password or a key passphrase, this module starts the master itself and hands its
-//!   socket to [`openssh::Session::resume`]. The crate always starts its master with
-//!   `BatchMode=yes`, and OpenSSH then asks no password even of an askpass helper (seen on the
-//!   test nodes: exit 255, "Permission denied (publickey,password,keyboard-interactive)").
+//! (0700) directory, one directive per line, each value checked so that none can end its line
+//! or its quotes and start a directive of its own (a user name with a newline once added a
+//! `ProxyCommand`).
+//!
+//! The master is this process's child, in the foreground (`-M -N`, `ControlPersist=no`), with a
+//! parent-death signal: it lives exactly as long as bale, whether bale ends, is interrupted
+//! ([`super::cleanup`]) or is killed with -9. Passwords and key passphrases reach it only
+//! through `SSH_ASKPASS` (this program), from 0600 files that are removed as soon as the login
+//! is over; bale's own `BALE_SSH_PASSWORD` is not passed on. The crate's own launcher is not
+//! used: it starts its master with `BatchMode=yes`, and OpenSSH then asks no password even of
+//! an askpass helper.
 
+use super::cleanup::{Registration, SECRET_FILES};
 use super::{io_error, runtime, SshError, SshOptions, ASKPASS_ENV};
 use crate::hosts::{Host, Secret};
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// How long an orphaned master outlives this process (a crash, a kill -9) before it ends.
-const MASTER_IDLE_SECS: usize = 300;
+/// The environment variable bale reads a password from; never handed to ssh.
+const PASSWORD_ENV: &str = crate::install::PASSWORD_ENV;
+
+/// How long a login may take beyond the TCP connect timeout (key exchange, askpass, PAM).
+const LOGIN_GRACE: Duration = Duration::from_secs(60);
 
 /// One master connection and the private directory holding its config, socket and log.
 pub(super) struct Session {
     ssh: Option<Arc<openssh::Session>>,
+    master: Option<tokio::process::Child>,
+    _registration: Registration,
     _dir: tempfile::TempDir,
 }
 
@@ -30,38 +43,21 @@ impl Session {
     pub(super) fn open(host: &Host, opts: &SshOptions) -> Result<Session, SshError> {
         let label = host.label();
         let io = |what: &str| io_error(&label, what);
-        // tempfile makes the directory 0700: the socket and the askpass files stay private
         let dir = tempfile::Builder::new()
             .prefix("bale-ssh-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .map_err(io("make a private directory for the ssh session"))?;
+        let registration = Registration::new(dir.path());
         let config = dir.path().join("ssh_config");
-        write_private(&config, config_text(host, opts).as_bytes())
+        write_private(&config, config_text(host, opts)?.as_bytes())
             .map_err(io("write the ssh config"))?;
-        let target = host.addr.to_string();
-        let s = &host.ssh;
-        let ssh = if s.password.is_some() || s.key_passphrase.is_some() {
-            let (ctl, log) = launch_with_askpass(host, opts, dir.path(), &config, &target)?;
-            openssh::Session::resume(ctl.into_boxed_path(), Some(log.into_boxed_path()))
-        } else {
-            let mut b = openssh::SessionBuilder::default();
-            b.known_hosts_check(if opts.accept_new_host_keys {
-                openssh::KnownHosts::Add
-            } else {
-                openssh::KnownHosts::Strict
-            })
-            .config_file(&config)
-            .control_directory(dir.path())
-            .control_persist(openssh::ControlPersist::IdleFor(
-                std::num::NonZeroUsize::new(MASTER_IDLE_SECS)
-                    .unwrap_or(std::num::NonZeroUsize::MIN),
-            ));
-            runtime()
-                .block_on(b.connect(&target))
-                .map_err(|e| classify(host, opts, &connect_log(&e)))?
-        };
+        let (master, ctl, log) = launch_master(host, opts, dir.path(), &config, &registration)?;
+        let ssh = openssh::Session::resume(ctl.into_boxed_path(), Some(log.into_boxed_path()));
         Ok(Session {
             ssh: Some(Arc::new(ssh)),
+            master: Some(master),
+            _registration: registration,
             _dir: dir,
         })
     }
@@ -78,24 +74,35 @@ impl Drop for Session {
         if let Some(Ok(ssh)) = self.ssh.take().map(Arc::try_unwrap) {
             let _ = runtime().block_on(ssh.close());
         }
-    }
-}
-
-/// The text of an error from the crate: for a failed login, the master's log.
-fn connect_log(e: &openssh::Error) -> String {
-    match e {
-        openssh::Error::Connect(io) | openssh::Error::Master(io) => io.to_string(),
-        other => other.to_string(),
+        if let Some(mut master) = self.master.take() {
+            runtime().block_on(async {
+                if tokio::time::timeout(Duration::from_secs(2), master.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = master.kill().await;
+                }
+            });
+        }
     }
 }
 
 /// The ssh config of one connection: this host's login and the connection's settings first
 /// (the first value ssh reads wins), then the user's and the system's own config.
-fn config_text(host: &Host, opts: &SshOptions) -> String {
+fn config_text(host: &Host, opts: &SshOptions) -> Result<String, SshError> {
     let s = &host.ssh;
+    let bad = |source| SshError::Setting {
+        host: host.label(),
+        source,
+    };
+    crate::hosts::check_user("user", &s.user).map_err(bad)?;
+    crate::hosts::check_path("--known-hosts", &opts.known_hosts).map_err(bad)?;
+    if let Some(k) = &s.key {
+        crate::hosts::check_path("key", k).map_err(bad)?;
+    }
     let mut lines = vec![
         "# written by bale for one connection; removed when it ends".to_string(),
-        format!("User {}", quoted(&s.user)),
+        format!("User {}", s.user),
         format!("Port {}", s.port),
         format!(
             "StrictHostKeyChecking {}",
@@ -126,19 +133,22 @@ fn config_text(host: &Host, opts: &SshOptions) -> String {
     }
     lines.push("Include ~/.ssh/config".into());
     lines.push("Include /etc/ssh/ssh_config".into());
+    // Checked again where it is written: one directive per line, whatever changes above.
+    if let Some(l) = lines.iter().find(|l| l.chars().any(|c| c.is_control())) {
+        return Err(SshError::Connect {
+            host: host.label(),
+            detail: format!("refusing to write the ssh config line {l:?}"),
+        });
+    }
     let mut text = lines.join("\n");
     text.push('\n');
-    text
+    Ok(text)
 }
 
-/// A path as an ssh config value: quoted, with `%` kept literal (ssh expands `%` tokens in
-/// file names).
+/// A path as an ssh config value: quoted (it holds no quote, see
+/// [`crate::hosts::check_path`]), with `%` kept literal (ssh expands `%` tokens in file names).
 fn path_value(p: &Path) -> String {
-    quoted(&p.display().to_string().replace('%', "%%"))
-}
-
-fn quoted(s: &str) -> String {
-    format!("\"{s}\"")
+    format!("\"{}\"", p.display().to_string().replace('%', "%%"))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -150,57 +160,148 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
-/// Starts the master with this program as ssh's askpass helper; returns the control socket
-/// and the master's log. The secrets sit in 0600 files in the private directory only for the
-/// login, and never on a command line.
-fn launch_with_askpass(
-    host: &Host,
+/// The master's command line: in the foreground, never detaching (`ControlPersist=no` wins
+/// over a user's config), asking for secrets through this program only when it has some.
+fn master_command(
     opts: &SshOptions,
     dir: &Path,
     config: &Path,
     target: &str,
-) -> Result<(std::path::PathBuf, std::path::PathBuf), SshError> {
+    askpass: bool,
+) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("ssh");
+    c.arg("-F")
+        .arg(config)
+        .arg("-E")
+        .arg(dir.join("master.log"))
+        .arg("-S")
+        .arg(dir.join("master"))
+        .args(["-M", "-N"])
+        .args(["-o", "ControlPersist=no"])
+        .args([
+            "-o",
+            if askpass {
+                "BatchMode=no"
+            } else {
+                "BatchMode=yes"
+            },
+        ])
+        .arg("--")
+        .arg(target)
+        .env_remove(PASSWORD_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if askpass {
+        c.env("SSH_ASKPASS", &opts.askpass_exe)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env(ASKPASS_ENV, dir);
+    } else {
+        c.env_remove(ASKPASS_ENV)
+            .env_remove("SSH_ASKPASS")
+            .env_remove("SSH_ASKPASS_REQUIRE");
+    }
+    // SAFETY: between fork and exec the child calls only prctl(2), which is async-signal-safe
+    // and touches no memory of this process.
+    unsafe {
+        c.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+    c
+}
+
+/// Starts the master and waits until its control socket answers; returns the master, the
+/// socket and the master's log. The secrets sit in 0600 files in the private directory only
+/// until the login is over (or failed), and never on a command line.
+fn launch_master(
+    host: &Host,
+    opts: &SshOptions,
+    dir: &Path,
+    config: &Path,
+    registration: &Registration,
+) -> Result<(tokio::process::Child, PathBuf, PathBuf), SshError> {
     let label = host.label();
     let io = |what: &str| io_error(&label, what);
     let ctl = dir.join("master");
     let log = dir.join("master.log");
     let s = &host.ssh;
+    let askpass = s.password.is_some() || s.key_passphrase.is_some();
     let write = |name: &str, secret: &Option<Secret>| match secret {
         Some(secret) => write_private(&dir.join(name), secret.expose().as_bytes()),
         None => Ok(()),
     };
-    write("password", &s.password).map_err(io("write the askpass file"))?;
-    write("passphrase", &s.key_passphrase).map_err(io("write the askpass file"))?;
-    let status = Command::new("ssh")
-        .arg("-F")
-        .arg(config)
-        .arg("-E")
-        .arg(&log)
-        .arg("-S")
-        .arg(&ctl)
-        .args(["-M", "-f", "-N"])
-        .args(["-o", &format!("ControlPersist={MASTER_IDLE_SECS}s")])
-        .args(["-o", "BatchMode=no"])
-        .arg(target)
-        .env("SSH_ASKPASS", &opts.askpass_exe)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env(ASKPASS_ENV, dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(io("start ssh"));
-    for f in ["password", "passphrase"] {
+    write(SECRET_FILES[0], &s.password).map_err(io("write the askpass file"))?;
+    write(SECRET_FILES[1], &s.key_passphrase).map_err(io("write the askpass file"))?;
+    let mut command = master_command(opts, dir, config, &host.addr.to_string(), askpass);
+    let deadline = Duration::from_secs(opts.connect_timeout_secs.into()) + LOGIN_GRACE;
+    let ctl_wait = ctl.clone();
+    // Spawned from the runtime's own thread, which lives as long as the process: the parent
+    // death signal fires when the thread that forked the child ends.
+    let started = runtime().block_on(async {
+        runtime()
+            .spawn(async move {
+                let mut master = command.spawn()?;
+                let ended = wait_for_login(&mut master, &ctl_wait, deadline).await;
+                Ok::<_, std::io::Error>((master, ended))
+            })
+            .await
+            .map_err(std::io::Error::other)?
+    });
+    for f in SECRET_FILES {
         let _ = std::fs::remove_file(dir.join(f));
     }
-    if !status?.success() {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&log) {
-            let _ = f.read_to_string(&mut text);
+    let (mut master, ended) = started.map_err(io("start ssh"))?;
+    registration.set_master(master.id());
+    match ended {
+        Login::Ready => Ok((master, ctl, log)),
+        Login::Exited => {
+            registration.set_master(None);
+            let mut text = String::new();
+            if let Ok(mut f) = std::fs::File::open(&log) {
+                let _ = f.read_to_string(&mut text);
+            }
+            Err(classify(host, opts, &text))
         }
-        return Err(classify(host, opts, &text));
+        Login::TimedOut => {
+            let _ = runtime().block_on(master.kill());
+            registration.set_master(None);
+            Err(SshError::Connect {
+                host: label.clone(),
+                detail: format!("the login did not finish within {} s", deadline.as_secs()),
+            })
+        }
     }
-    Ok((ctl, log))
+}
+
+enum Login {
+    Ready,
+    Exited,
+    TimedOut,
+}
+
+/// Waits until the master's control socket exists (ssh puts it in place only once the login
+/// succeeded and it listens), the master ends, or `deadline` passes.
+async fn wait_for_login(
+    master: &mut tokio::process::Child,
+    ctl: &Path,
+    deadline: Duration,
+) -> Login {
+    let start = tokio::time::Instant::now();
+    loop {
+        if ctl.exists() {
+            return Login::Ready;
+        }
+        if !matches!(master.try_wait(), Ok(None)) {
+            return Login::Exited;
+        }
+        if start.elapsed() > deadline {
+            return Login::TimedOut;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The cipher order for the session when this CPU encrypts AES in hardware: AES-GCM first.
@@ -275,6 +376,7 @@ fn classify(host: &Host, opts: &SshOptions, log: &str) -> SshError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     fn host(port: u16, key: Option<&str>, password: bool) -> Host {
         Host {
@@ -301,11 +403,123 @@ mod tests {
         }
     }
 
+    /// F8: a user name or a path that could end its line (or its quotes) never reaches the
+    /// config, whichever way it came in.
+    #[test]
+    fn values_that_could_start_a_directive_are_refused() {
+        let mut h = host(22, None, true);
+        h.ssh.user = "x\"\nProxyCommand sh -c 'cat $BALE_ASKPASS_DIR/password >/tmp/p'\n#".into();
+        let e = config_text(&h, &opts("/kh")).unwrap_err();
+        assert!(matches!(e, SshError::Setting { .. }), "{e}");
+        let h = host(22, Some("/k\nProxyCommand x"), false);
+        assert!(config_text(&h, &opts("/kh")).is_err());
+        let h = host(22, Some("/k\" ProxyCommand \"x"), false);
+        assert!(config_text(&h, &opts("/kh")).is_err());
+        assert!(config_text(&host(22, None, false), &opts("/kh\nProxyCommand x")).is_err());
+        // what ssh makes of a normal config: no ProxyCommand anywhere
+        let text = resolved(&host(22, Some("/keys/a b"), false), &opts("/kh"));
+        assert!(!text.contains("proxycommand /"), "{text}");
+    }
+
+    /// F9 and F10, in a child process that logs in with a password through a fake `ssh` that
+    /// never finishes: the session's directory is 0700, the master gets neither
+    /// BALE_SSH_PASSWORD nor a way to outlive bale, and SIGTERM during the login removes the
+    /// password file and the directory and stops the master.
+    #[test]
+    fn an_interrupted_password_login_leaves_nothing_behind() {
+        const CHILD: &str = "BALE_TEST_LOGIN_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let _ = super::super::Conn::connect(&host(22, None, true), &opts("/kh"));
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let work = tempfile::tempdir().unwrap();
+        let bin = work.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let record = work.path().join("record");
+        std::fs::create_dir(&record).unwrap();
+        let fake = bin.join("ssh");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho \"$@\" > \"$FAKE_RECORD/args\"\nenv > \"$FAKE_RECORD/env\"\n\
+             echo \"$BALE_ASKPASS_DIR\" > \"$FAKE_RECORD/dir\"\n\
+             echo $$ > \"$FAKE_RECORD/pid.tmp\" && mv \"$FAKE_RECORD/pid.tmp\" \"$FAKE_RECORD/pid\"\n\
+             exec sleep 600\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "ssh::session::tests::an_interrupted_password_login_leaves_nothing_behind",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env("PATH", path)
+            .env("FAKE_RECORD", &record)
+            .env(PASSWORD_ENV, "env-secret")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = |what: &str, cond: &dyn Fn() -> bool| {
+            let start = std::time::Instant::now();
+            while !cond() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "waited for {what}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        until("the fake ssh", &|| record.join("pid").exists());
+        let dir = PathBuf::from(std::fs::read_to_string(record.join("dir")).unwrap().trim());
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        assert_eq!(std::fs::read_to_string(dir.join("password")).unwrap(), "pw");
+        let env = std::fs::read_to_string(record.join("env")).unwrap();
+        assert!(
+            !env.contains("env-secret"),
+            "the master inherited {PASSWORD_ENV}"
+        );
+        let args = std::fs::read_to_string(record.join("args")).unwrap();
+        assert!(
+            args.contains("ControlPersist=no") && !args.contains(" -f "),
+            "{args}"
+        );
+        let pid: i32 = std::fs::read_to_string(record.join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(pid);
+
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+        assert!(
+            !dir.join("password").exists(),
+            "the password is still on disk"
+        );
+        assert!(!dir.exists(), "{} is left", dir.display());
+        until("the master to end", &|| {
+            nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH)
+        });
+    }
+
     /// What `ssh -G` (which connects nowhere) makes of a session's config.
     fn resolved(host: &Host, opts: &SshOptions) -> String {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("ssh_config");
-        std::fs::write(&cfg, config_text(host, opts)).unwrap();
+        std::fs::write(&cfg, config_text(host, opts).unwrap()).unwrap();
         let o = Command::new("ssh")
             .arg("-G")
             .arg("-F")
