@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
-    #[error("{path}: {source}")]
+    // The cause is part of the text and not a source, so a chain printer shows it once.
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {what} cannot go into a bundle (bundles carry regular files, directories and symlinks); remove it from the tree")]
     Special { path: PathBuf, what: &'static str },
@@ -96,7 +96,7 @@ pub fn special_file_kind(ft: &std::fs::FileType) -> &'static str {
 fn io(path: &Path, source: std::io::Error) -> TreeError {
     TreeError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 

@@ -30,7 +30,7 @@ pub enum HostError {
     BadPort { field: String, value: String },
     #[error("{field}: unknown role {value:?} (expected master or node)")]
     BadRole { field: String, value: String },
-    #[error("{field}: cannot read {path}: {source}")]
+    #[error("{field}: cannot read {}", path.display())]
     ReadFile {
         field: String,
         path: PathBuf,

@@ -176,11 +176,11 @@ impl Discovery {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
-    #[error("{}: {source}", path.display())]
+    // The cause is part of the text and not a source, so a chain printer shows it once.
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{origin}: {message}")]
     Ignore { origin: String, message: String },
@@ -219,13 +219,16 @@ impl Collector {
 pub fn discover(context: &Path, opts: &DiscoverOptions) -> Result<Discovery, DiscoverError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| DiscoverError::Io { path, source }
+        move |source| DiscoverError::Io {
+            path,
+            cause: source,
+        }
     };
     let meta = std::fs::metadata(context).map_err(io(context))?;
     if !meta.is_dir() {
         return Err(DiscoverError::Io {
             path: context.to_path_buf(),
-            source: std::io::Error::new(
+            cause: std::io::Error::new(
                 std::io::ErrorKind::NotADirectory,
                 "the build context is not a directory",
             ),
@@ -524,7 +527,7 @@ fn find_charts(dir: &Path, charts: &mut Vec<helm::Chart>) -> Result<(), Discover
 pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
     let io = |source| DiscoverError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io)? {
@@ -542,7 +545,7 @@ pub(crate) fn read_text(
 ) -> Result<Option<String>, DiscoverError> {
     let bytes = std::fs::read(path).map_err(|source| DiscoverError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     match String::from_utf8(bytes) {
         Ok(s) => Ok(Some(s)),
@@ -619,7 +622,7 @@ fn ignore_rules(context: &Path, opts: &DiscoverOptions) -> Result<Vec<Rule>, Dis
     if path.is_file() {
         let text = std::fs::read_to_string(&path).map_err(|source| DiscoverError::Io {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         for (i, raw) in text.lines().enumerate() {
             let line = scan::strip_comment(raw).trim();

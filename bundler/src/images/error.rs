@@ -6,11 +6,11 @@ pub type Result<T, E = ImagesError> = std::result::Result<T, E>;
 /// registry involved, and what a user can do.
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
-    #[error("{}: {source}", path.display())]
+    // Causes are part of the text and not sources, so a chain printer shows each once.
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("{what}: {message}")]
@@ -63,11 +63,10 @@ pub enum ImagesError {
     #[error("{what}: reading failed: {message}")]
     Read { what: String, message: String },
 
-    #[error("image {image}: {source}")]
+    #[error("image {image}: {cause}")]
     Image {
         image: String,
-        #[source]
-        source: Box<ImagesError>,
+        cause: Box<ImagesError>,
     },
 
     #[error(transparent)]
@@ -82,7 +81,7 @@ impl ImagesError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ImagesError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -109,7 +108,7 @@ impl ImagesError {
             | ImagesError::NotFound { .. }) => e,
             e => ImagesError::Image {
                 image: image.to_string(),
-                source: Box::new(e),
+                cause: Box::new(e),
             },
         }
     }

@@ -208,11 +208,11 @@ pub enum KubefileError {
     },
     #[error("{file}: {message}")]
     Plan { file: String, message: String },
-    #[error("{}: {source}", path.display())]
+    // The cause is part of the text and not a source, so a chain printer shows it once.
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("invalid --build-arg {arg:?}: {message}")]
     BuildArg { arg: String, message: String },
@@ -226,7 +226,7 @@ pub fn parse_file(
     use std::io::Read;
     let io = |source| KubefileError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut text = String::new();
     std::fs::File::open(path)
@@ -1063,7 +1063,7 @@ impl BuildPlan {
         };
         let root = context.canonicalize().map_err(|source| KubefileError::Io {
             path: context.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let mut out = Vec::new();
         for src in &step.sources {
@@ -1105,7 +1105,7 @@ impl BuildPlan {
             for p in found {
                 let real = p.canonicalize().map_err(|source| KubefileError::Io {
                     path: p.clone(),
-                    source,
+                    cause: source,
                 })?;
                 if !real.starts_with(&root) {
                     return Err(err(format!(

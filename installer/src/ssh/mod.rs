@@ -62,7 +62,7 @@ pub enum SshError {
     },
     #[error("{host}: connection lost: {detail}")]
     Lost { host: String, detail: String },
-    #[error("{host}: {what}: {source}")]
+    #[error("{host}: {what}")]
     Io {
         host: String,
         what: String,
