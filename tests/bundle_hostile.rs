@@ -527,10 +527,8 @@ fn swapping_a_directory_for_a_symlink_during_extraction_writes_nothing_outside()
 /// files in flight, not for the whole tree a second time.
 #[test]
 fn re_extracting_over_a_complete_tree_needs_no_second_copy_of_free_space() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
     assert!(
-        euid == 0,
+        nix::unistd::geteuid().is_root(),
         "this test mounts a small tmpfs and needs root (scripts/test.sh runs as root)"
     );
     let d = tempfile::tempdir().unwrap();

@@ -174,7 +174,8 @@ impl Cache {
         }
         let lock_path = self.root.join("index.lock");
         let lock = File::create(&lock_path).map_err(|e| ImagesError::io(&lock_path, e))?;
-        lock_exclusive(&lock).map_err(|e| ImagesError::io(&lock_path, e))?;
+        // Held until this function returns.
+        let _held = lock_exclusive(lock).map_err(|e| ImagesError::io(&lock_path, e))?;
         let mut manifests = self.read_index()?;
         for (name, d) in entries {
             manifests.retain(|m| m.annotations.get(REF_NAME) != Some(name));
@@ -295,17 +296,13 @@ pub(crate) fn read_limited(path: &Path, what: &str, limit: u64) -> Result<Vec<u8
     Ok(data)
 }
 
-fn lock_exclusive(f: &File) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
+fn lock_exclusive(f: File) -> std::io::Result<nix::fcntl::Flock<File>> {
+    let mut f = f;
     loop {
-        // SAFETY: flock on a descriptor this function's caller owns; no memory is involved.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive) {
+            Ok(held) => return Ok(held),
+            Err((back, nix::errno::Errno::EINTR)) => f = back,
+            Err((_, e)) => return Err(e.into()),
         }
     }
 }

@@ -103,7 +103,7 @@ impl SendfileIo {
         }
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
-            let Ok(mut off) = nix::libc::off_t::try_from(front.offset + front.sent as u64) else {
+            let Ok(mut off) = i64::try_from(front.offset + front.sent as u64) else {
                 return Poll::Ready(Err(io::Error::other(
                     "a blob offset beyond what sendfile can address",
                 )));

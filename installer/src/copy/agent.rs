@@ -334,8 +334,8 @@ fn receive(
 
 /// One copy per data dir at a time. An agent left over from an interrupted run (it stops on its
 /// own within [`SILENCE`]) is asked to stop at once.
-pub fn take_lock(dir: &Path) -> Result<std::fs::File, CopyError> {
-    use std::os::fd::AsRawFd;
+pub fn take_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, CopyError> {
+    use nix::fcntl::{Flock, FlockArg};
     let path = dir.join(LOCK);
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -350,11 +350,11 @@ pub fn take_lock(dir: &Path) -> Result<std::fs::File, CopyError> {
         })?;
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut asked = false;
-    loop {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            break;
-        }
+    let held = loop {
+        f = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => break held,
+            Err((back, _)) => back,
+        };
         if !asked {
             asked = true;
             let mut pid = String::new();
@@ -363,8 +363,11 @@ pub fn take_lock(dir: &Path) -> Result<std::fs::File, CopyError> {
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let cmd = String::from_utf8_lossy(&cmd);
                 if pid > 1 && cmd.contains("agent\0copy\0") {
-                    // SAFETY: a signal to a process checked to be a stale copy agent.
-                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    // A process checked to be a stale copy agent.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
                 }
             }
         }
@@ -375,11 +378,11 @@ pub fn take_lock(dir: &Path) -> Result<std::fs::File, CopyError> {
             )));
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     use std::os::unix::fs::FileExt;
-    let _ = f.set_len(0);
-    let _ = f.write_all_at(std::process::id().to_string().as_bytes(), 0);
-    Ok(f)
+    let _ = held.set_len(0);
+    let _ = held.write_all_at(std::process::id().to_string().as_bytes(), 0);
+    Ok(held)
 }
 
 #[cfg(test)]

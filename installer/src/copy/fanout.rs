@@ -690,7 +690,6 @@ fn push_chunks(
     sent: &AtomicU64,
     ended: &AtomicBool,
 ) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     if addr.port() == 0 {
         return Err(std::io::Error::other("the agent named no port"));
     }
@@ -704,23 +703,16 @@ fn push_chunks(
         }
         let c = &local.list.chunks[i];
         sock.write_all(&wire::record_head(i as u32, c.len))?;
-        let (mut offset, end) = (c.offset as libc::off_t, (c.offset + c.len) as libc::off_t);
+        let offset_of = |n: u64| i64::try_from(n).map_err(std::io::Error::other);
+        let (mut offset, end) = (offset_of(c.offset)?, offset_of(c.offset + c.len)?);
         while offset < end {
             let want = (end - offset).min(1 << 30) as usize;
-            // SAFETY: sendfile between two descriptors we hold; it advances `offset` itself
-            // and leaves the file's own position alone (other threads read it too).
-            let n = unsafe {
-                libc::sendfile(sock.as_raw_fd(), local.file.as_raw_fd(), &mut offset, want)
-            };
-            match n {
-                n if n > 0 => {}
-                0 => return Err(std::io::Error::other("the bundle ended early")),
-                _ => {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() != std::io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
+            // sendfile advances `offset` itself and leaves the file's own position alone
+            // (other threads read it too).
+            match nix::sys::sendfile::sendfile(&sock, &local.file, Some(&mut offset), want) {
+                Ok(0) => return Err(std::io::Error::other("the bundle ended early")),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         sent.fetch_add(c.len, Ordering::SeqCst);
@@ -833,12 +825,7 @@ impl Fifo {
     fn new() -> std::io::Result<Fifo> {
         let dir = tempfile::Builder::new().prefix("bale-copy-").tempdir()?;
         let path = dir.path().join("stdin");
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(std::io::Error::other)?;
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
         Ok(Fifo { _dir: dir, path })
     }
 }
@@ -851,19 +838,21 @@ fn open_fifo_writer(path: &Path, ended: &AtomicBool) -> std::io::Result<Option<F
     loop {
         match std::fs::OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_NONBLOCK)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
             .open(path)
         {
             Ok(f) => {
-                // SAFETY: fcntl on a descriptor we own; back to blocking writes.
-                unsafe {
-                    let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-                    libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
-                }
+                // Back to blocking writes.
+                use nix::fcntl::{fcntl, FcntlArg, OFlag};
+                let flags = OFlag::from_bits_truncate(fcntl(f.as_raw_fd(), FcntlArg::F_GETFL)?);
+                fcntl(
+                    f.as_raw_fd(),
+                    FcntlArg::F_SETFL(flags.difference(OFlag::O_NONBLOCK)),
+                )?;
                 super::grow_pipe(&f);
                 return Ok(Some(f));
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENXIO as i32) => {
                 if ended.load(Ordering::SeqCst) {
                     return Ok(None);
                 }

@@ -62,8 +62,7 @@ use std::path::PathBuf;
 /// Lets a pipe hold 1 MiB instead of 64 KiB, so its two ends trade places less often on a bulk
 /// stream. Not a pipe, or not allowed: nothing changes, which only costs speed.
 pub fn grow_pipe(fd: &impl AsRawFd) {
-    // SAFETY: fcntl on a descriptor the caller holds open.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -305,8 +305,11 @@ fn kill_processes_of(exes: &[PathBuf], p: &mut Progress) {
         let exe_s = exe.to_string_lossy();
         let exe_s = exe_s.trim_end_matches(" (deleted)");
         if exes.iter().any(|x| x.as_os_str() == exe_s) {
-            // SAFETY: kill(2) with a pid read from /proc; at worst the process is gone.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // A pid read from /proc: at worst the process is gone already.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             p.changed(format!("killed leftover {exe_s} (pid {pid})"));
         }
     }
@@ -351,10 +354,8 @@ fn unescape_mount(s: &str) -> String {
 fn empty_dir(dir: &Path, p: &mut Progress) -> StepResult<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for m in mounts_below(&mountinfo, dir) {
-        let c = std::ffi::CString::new(m.as_os_str().as_encoded_bytes())
-            .map_err(|_| StepError::Failed(format!("{}: bad mount path", m.display())))?;
-        // SAFETY: a valid NUL-terminated path; MNT_DETACH cannot hang on a busy mount.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        // MNT_DETACH cannot hang on a busy mount.
+        if nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).is_ok() {
             p.changed(format!("unmounted {}", m.display()));
         }
     }

@@ -105,10 +105,10 @@ fn watch_signals() {
         }
         rt.spawn(async move {
             let number = tokio::select! {
-                _ = recv(int) => libc::SIGINT,
-                _ = recv(term) => libc::SIGTERM,
-                _ = recv(hup) => libc::SIGHUP,
-            };
+                _ = recv(int) => nix::sys::signal::Signal::SIGINT,
+                _ = recv(term) => nix::sys::signal::Signal::SIGTERM,
+                _ = recv(hup) => nix::sys::signal::Signal::SIGHUP,
+            } as i32;
             clean_all();
             std::process::exit(128 + number);
         });

@@ -504,7 +504,11 @@ mod tests {
         )
         .unwrap();
         let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+        assert_eq!(
+            status.code(),
+            Some(128 + nix::sys::signal::Signal::SIGTERM as i32),
+            "{status:?}"
+        );
         assert!(
             !dir.join("password").exists(),
             "the password is still on disk"
