@@ -111,23 +111,46 @@ pub(super) fn scan_chart(
     scan_values(context, &chart.dir, &chart.via, c)
 }
 
-fn render(helm: &Path, chart: &Path) -> Result<String, String> {
+/// Why `helm template` gave nothing to read.
+#[derive(Debug, thiserror::Error)]
+enum RenderError {
+    #[error("cannot run {}: {cause}", helm.display())]
+    Start {
+        helm: std::path::PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{status}: {first_line}")]
+    Failed {
+        status: std::process::ExitStatus,
+        first_line: String,
+    },
+    #[error("its output is not UTF-8")]
+    NotUtf8,
+}
+
+fn render(helm: &Path, chart: &Path) -> Result<String, RenderError> {
     let out = Command::new(helm)
         .arg("template")
         .arg(RELEASE)
         .arg(chart)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", helm.display()))?;
+        .map_err(|cause| RenderError::Start {
+            helm: helm.to_path_buf(),
+            cause,
+        })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err
             .lines()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("no error output");
-        return Err(format!("{}: {}", out.status, first.trim()));
+        return Err(RenderError::Failed {
+            status: out.status,
+            first_line: first.trim().to_string(),
+        });
     }
-    String::from_utf8(out.stdout).map_err(|_| "its output is not UTF-8".to_string())
+    String::from_utf8(out.stdout).map_err(|_| RenderError::NotUtf8)
 }
 
 /// Helm prints each manifest after `---` and a `# Source: chart/templates/x`

@@ -290,18 +290,18 @@ mod tests {
         assert_eq!(r.tag, None);
         assert!(matches!(
             parse_image_ref("quay.io/X/y:1"),
-            Err(RefError::Grammar(e)) if e.reason.contains("lowercase")
+            Err(RefError::Grammar(e)) if e.reason.to_string().contains("lowercase")
         ));
         assert!(parse_image_ref("quay.io/x/y:a/b").is_err());
         assert!(matches!(
             parse_image_ref("quay.io/x/y@sha256:abc"),
-            Err(RefError::Grammar(e)) if e.reason.contains("64 lowercase hex")
+            Err(RefError::Grammar(e)) if e.reason.to_string().contains("64 lowercase hex")
         ));
         let other = format!("quay.io/x/y@sha512:{}", "a".repeat(128));
         assert!(matches!(parse_image_ref(&other), Err(RefError::Digest(_))));
         assert!(matches!(
             parse_image_ref(&format!("quay.io/{}", "a".repeat(250))),
-            Err(RefError::Grammar(e)) if e.reason.contains("longer than")
+            Err(RefError::Grammar(e)) if e.reason.to_string().contains("longer than")
         ));
     }
 }

@@ -42,21 +42,65 @@ pub struct ImageRef {
 #[error("invalid image reference {reference:?}: {reason}")]
 pub struct ImageRefError {
     pub reference: String,
-    pub reason: String,
+    pub reason: RefProblem,
+}
+
+/// What is wrong with a reference, and what to write instead where that is known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefProblem {
+    #[error("the reference is empty")]
+    Empty,
+    #[error("it contains whitespace")]
+    Whitespace,
+    #[error("the repository name is missing")]
+    NoName,
+    #[error("the name is longer than {MAX_NAME_LEN} characters")]
+    TooLong,
+    #[error("{0:?} is not a valid registry host[:port]")]
+    Domain(String),
+    #[error("{domain:?} has an invalid port {port:?}")]
+    Port { domain: String, port: String },
+    #[error("the repository path has an empty component (\"//\" or a trailing \"/\")")]
+    EmptyComponent,
+    #[error("repository names must be lowercase ({0:?}); write {lower:?}", lower = .0.to_ascii_lowercase())]
+    Uppercase(String),
+    #[error(
+        "{0:?} is not a valid repository name component (lowercase letters, digits and single \
+         separators . _ __ -)"
+    )]
+    Component(String),
+    #[error("the tag after ':' is empty")]
+    EmptyTag,
+    #[error("tag {0:?} is not valid (letters, digits, _ . -; not starting with . or -)")]
+    Tag(String),
+    #[error("tag {0:?} is longer than {MAX_TAG_LEN} characters")]
+    LongTag(String),
+    #[error("digest {0:?} must be algorithm:hex, e.g. sha256:<64 hex digits>")]
+    DigestForm(String),
+    #[error("digest algorithm {0:?} is not valid")]
+    Algorithm(String),
+    #[error("a {algorithm} digest is {length} lowercase hex digits, got {hex:?}")]
+    DigestLength {
+        algorithm: String,
+        length: usize,
+        hex: String,
+    },
+    #[error("digest {0:?} is not valid")]
+    Digest(String),
 }
 
 impl ImageRef {
     /// Parses and validates `reference`.
     pub fn parse(reference: &str) -> Result<ImageRef, ImageRefError> {
-        let fail = |reason: String| ImageRefError {
+        let fail = |reason: RefProblem| ImageRefError {
             reference: reference.to_string(),
             reason,
         };
         if reference.is_empty() {
-            return Err(fail("the reference is empty".into()));
+            return Err(fail(RefProblem::Empty));
         }
         if reference.chars().any(char::is_whitespace) {
-            return Err(fail("it contains whitespace".into()));
+            return Err(fail(RefProblem::Whitespace));
         }
 
         let (name_tag, digest) = match reference.split_once('@') {
@@ -76,7 +120,7 @@ impl ImageRef {
             _ => (name_tag, None),
         };
         if name.is_empty() {
-            return Err(fail("the repository name is missing".into()));
+            return Err(fail(RefProblem::NoName));
         }
         if let Some(t) = &tag {
             check_tag(t).map_err(&fail)?;
@@ -96,9 +140,7 @@ impl ImageRef {
             path.to_string()
         };
         if domain.len() + 1 + path.len() > MAX_NAME_LEN {
-            return Err(fail(format!(
-                "the name is longer than {MAX_NAME_LEN} characters"
-            )));
+            return Err(fail(RefProblem::TooLong));
         }
 
         Ok(ImageRef {
@@ -170,8 +212,8 @@ fn split_domain(name: &str) -> (&str, &str) {
     }
 }
 
-fn check_domain(domain: &str) -> Result<(), String> {
-    let bad = || format!("{domain:?} is not a valid registry host[:port]");
+fn check_domain(domain: &str) -> Result<(), RefProblem> {
+    let bad = || RefProblem::Domain(domain.to_string());
     let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
         // Bracketed IPv6 literal, optionally followed by :port.
         let (ip, after) = rest.split_once(']').ok_or_else(bad)?;
@@ -201,7 +243,10 @@ fn check_domain(domain: &str) -> Result<(), String> {
     }
     if let Some(port) = port {
         if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!("{domain:?} has an invalid port {port:?}"));
+            return Err(RefProblem::Port {
+                domain: domain.to_string(),
+                port: port.to_string(),
+            });
         }
     }
     Ok(())
@@ -209,24 +254,16 @@ fn check_domain(domain: &str) -> Result<(), String> {
 
 /// Path components: lowercase alphanumerics separated by `.`, `_`, `__` or
 /// runs of `-`.
-fn check_path(path: &str) -> Result<(), String> {
+fn check_path(path: &str) -> Result<(), RefProblem> {
     for comp in path.split('/') {
         if comp.is_empty() {
-            return Err(
-                "the repository path has an empty component (\"//\" or a trailing \"/\")".into(),
-            );
+            return Err(RefProblem::EmptyComponent);
         }
         if comp.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(format!(
-                "repository names must be lowercase ({comp:?}); write {:?}",
-                comp.to_ascii_lowercase()
-            ));
+            return Err(RefProblem::Uppercase(comp.to_string()));
         }
         if !path_component_ok(comp) {
-            return Err(format!(
-                "{comp:?} is not a valid repository name component \
-                 (lowercase letters, digits and single separators . _ __ -)"
-            ));
+            return Err(RefProblem::Component(comp.to_string()));
         }
     }
     Ok(())
@@ -257,9 +294,9 @@ fn path_component_ok(comp: &str) -> bool {
     true
 }
 
-fn check_tag(tag: &str) -> Result<(), String> {
+fn check_tag(tag: &str) -> Result<(), RefProblem> {
     if tag.is_empty() {
-        return Err("the tag after ':' is empty".into());
+        return Err(RefProblem::EmptyTag);
     }
     let mut chars = tag.chars();
     let first_ok = chars
@@ -267,23 +304,17 @@ fn check_tag(tag: &str) -> Result<(), String> {
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !first_ok || !rest_ok {
-        return Err(format!(
-            "tag {tag:?} is not valid (letters, digits, _ . -; not starting with . or -)"
-        ));
+        return Err(RefProblem::Tag(tag.to_string()));
     }
     if tag.len() > MAX_TAG_LEN {
-        return Err(format!(
-            "tag {tag:?} is longer than {MAX_TAG_LEN} characters"
-        ));
+        return Err(RefProblem::LongTag(tag.to_string()));
     }
     Ok(())
 }
 
-fn check_digest(digest: &str) -> Result<(), String> {
+fn check_digest(digest: &str) -> Result<(), RefProblem> {
     let Some((algo, hex)) = digest.split_once(':') else {
-        return Err(format!(
-            "digest {digest:?} must be algorithm:hex, e.g. sha256:<64 hex digits>"
-        ));
+        return Err(RefProblem::DigestForm(digest.to_string()));
     };
     let algo_ok = !algo.is_empty()
         && algo.split(['+', '.', '_', '-']).all(|p| {
@@ -292,7 +323,7 @@ fn check_digest(digest: &str) -> Result<(), String> {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         });
     if !algo_ok {
-        return Err(format!("digest algorithm {algo:?} is not valid"));
+        return Err(RefProblem::Algorithm(algo.to_string()));
     }
     let want_len = match algo {
         "sha256" => Some(64),
@@ -307,9 +338,11 @@ fn check_digest(digest: &str) -> Result<(), String> {
                     .chars()
                     .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
             {
-                return Err(format!(
-                    "a {algo} digest is {n} lowercase hex digits, got {hex:?}"
-                ));
+                return Err(RefProblem::DigestLength {
+                    algorithm: algo.to_string(),
+                    length: n,
+                    hex: hex.to_string(),
+                });
             }
         }
         None => {
@@ -318,7 +351,7 @@ fn check_digest(digest: &str) -> Result<(), String> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '=' | '_' | '-'));
             if !ok {
-                return Err(format!("digest {digest:?} is not valid"));
+                return Err(RefProblem::Digest(digest.to_string()));
             }
         }
     }
