@@ -7,15 +7,6 @@ use bale_payload::format::{self, Codec, Entry, Frame, Kind, TRAILER_LEN};
 use common::*;
 use std::path::Path;
 
-fn built() -> (tempfile::TempDir, std::path::PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let tree = d.path().join("tree");
-    sample_tree(&tree);
-    let out = d.path().join("app.bale");
-    build(&tree, &out);
-    (d, out)
-}
-
 fn flip(path: &Path, offset: u64, out: &Path) {
     let mut b = std::fs::read(path).unwrap();
     b[offset as usize] ^= 0x10;

@@ -8,16 +8,7 @@ mod common;
 use bale_payload::format::{self, Entry, Frame, Header, Kind, Trailer, TRAILER_LEN};
 use common::*;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-
-fn built() -> (tempfile::TempDir, PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let tree = d.path().join("tree");
-    sample_tree(&tree);
-    let out = d.path().join("app.bale");
-    build(&tree, &out);
-    (d, out)
-}
+use std::path::Path;
 
 fn link(path: &str, target: &str) -> Entry {
     Entry {

@@ -119,6 +119,17 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The sample tree built into `app.bale` in a fresh temporary directory (kept alive by the
+/// returned guard).
+pub fn built() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    sample_tree(&tree);
+    let out = d.path().join("app.bale");
+    build(&tree, &out);
+    (d, out)
+}
+
 pub fn build(tree: &Path, out: &Path) {
     ok(&bale(&[
         "build",
