@@ -11,7 +11,9 @@ const AFTER_HELP: &str = "\
 Hosts: --masters 10.0.0.2,10.0.0.3 --nodes 10.0.0.5-10.0.0.9, or -f Clusterfile (sealer.io/v2).
 No hosts: install on this machine only.
 Passwords are never taken on the command line: --password-file FILE or BALE_SSH_PASSWORD.
-Completed phases are recorded on each host (<data-dir>/journal.json) and skipped on a re-run.";
+Completed phases are recorded on each host (<data-dir>/journal.json) and skipped on a re-run.
+A failure never uninstalls: the host is left as it is, and the same command, run again once
+the cause is fixed, goes on from there. Only reset and delete take things apart.";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
