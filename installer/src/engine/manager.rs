@@ -85,29 +85,18 @@ fn attempt(phase: &dyn Phase, n: &Node, inputs: &str) -> Result<(), Failure> {
     };
     let attempt = Attempt::default();
     if let Err(e) = phase.run(n, &attempt) {
-        let clean_up_error = match phase.clean_up(n, &attempt) {
-            Ok(removed) => {
-                if !removed.is_empty() {
-                    rep.emit(&Event::CleanUp {
-                        phase: title,
-                        node: &n.name(),
-                        removed: &removed,
-                        error: None,
-                    });
-                }
-                None
-            }
-            Err(ce) => {
-                let ce = super::report::chain(&ce);
-                rep.emit(&Event::CleanUp {
-                    phase: title,
-                    node: &n.name(),
-                    removed: &[],
-                    error: Some(&ce),
-                });
-                Some(ce)
-            }
+        let (removed, clean_up_error) = match phase.clean_up(n, &attempt) {
+            Ok(removed) => (removed, None),
+            Err(ce) => (Vec::new(), Some(super::report::chain(&ce))),
         };
+        if !removed.is_empty() || clean_up_error.is_some() {
+            rep.emit(&Event::CleanUp {
+                phase: title,
+                node: &n.name(),
+                removed: &removed,
+                error: clean_up_error.as_deref(),
+            });
+        }
         return Err(failure(Outcome::Failed, &e, clean_up_error));
     }
     if phase.journaled() {
