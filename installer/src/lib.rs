@@ -8,6 +8,7 @@ pub mod delete;
 pub mod engine;
 pub mod hosts;
 pub mod install;
+pub mod kube;
 pub mod layout;
 pub mod node;
 pub mod phases;
