@@ -57,7 +57,7 @@ pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 pub const KUBEADM_FLAGS_ENV: &str = "/var/lib/kubelet/kubeadm-flags.env";
 /// The local etcd's data, on masters.
 pub const ETCD_DIR: &str = "/var/lib/etcd";
-/// kubelet's systemd unit, and kubeadm's drop-in directory beside it.
+/// kubelet's systemd unit (kubeadm restarts it by this name).
 pub const KUBELET_UNIT: &str = "kubelet.service";
 
 /// `apiserver.cluster.local:6443`, the `controlPlaneEndpoint` and the joiners'
