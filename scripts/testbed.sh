@@ -112,8 +112,13 @@ Mirrors
 Nodes: nK = container K at 10.77.0.(10+K); vK = VM K at 10.77.0.(20+K); the host is $HOST_IP.
 Logins on every node: root (key, password root-pass), ops (key, password ops-pass,
 sudo without password), opspw (key, password opspw-pass, sudo asks the password).
-Each container node also gets the host dir $NODES/nK/containerd bound at
-/var/lib/containerd (overlayfs cannot be stacked on the node's overlay root).
+Each container node also gets the host dirs $NODES/nK/containerd and $NODES/nK/kubelet
+bound at /var/lib/containerd and /var/lib/kubelet (overlayfs cannot be stacked on the
+node's overlay root).
+Host sysctls: kubelet sets vm.overcommit_memory=1, kernel.panic=10 and
+kernel.panic_on_oops=1 and exits when it cannot, and they are global (read-only in a
+container). 'up' of container nodes sets them on the host and saves the old values in
+$STATE/host-sysctls; 'down' puts those back.
 
 Raw ssh:  ssh -i $KEY -o UserKnownHostsFile=$KNOWN_HOSTS root@10.77.0.11
           (known_hosts holds the real host keys of every node: no prompts, no
@@ -484,6 +489,9 @@ EOF
   ln -sf ../bale-cgroup-rw.service "$r/etc/systemd/system/sysinit.target.wants/bale-cgroup-rw.service"
   # kubelet and friends read /dev/kmsg, which containers do not have.
   echo 'L /dev/kmsg - - - - /dev/console' >"$r/etc/tmpfiles.d/bale-kmsg.conf"
+  # Pods whose PID 1 ignores SIGTERM would hold a node's shutdown for systemd's 90 s default.
+  mkdir -p "$r/etc/systemd/system.conf.d"
+  printf '[Manager]\nDefaultTimeoutStopSec=10s\n' >"$r/etc/systemd/system.conf.d/bale-testbed.conf"
 }
 
 ensure_template() {
@@ -772,7 +780,7 @@ ct_create() {
   local name=$1 extra=$2 dir tpl
   dir=$NODES/$name; tpl=$(template_dir)
   rm -rf "$dir"
-  mkdir -p "$dir"/{upper,work,root,containerd}
+  mkdir -p "$dir"/{upper,work,root,containerd,kubelet}
   echo "$tpl" >"$dir/template"
   printf '%s' "$extra" >"$dir/nspawn-args"
   # node identity in its own upper layer
@@ -795,6 +803,7 @@ ct_launch() {
   [ -d "$(cat "$dir/template")" ] || die "$name was made from $(cat "$dir/template"), which is gone" "run '$0 down' and then 'up' again"
   ensure_node_net "$name"
   ip -n "$(netns_of "$name")" link set eth0 up
+  mkdir -p "$dir/containerd" "$dir/kubelet"   # nodes made before these binds existed
   remove_node_cgroups "$dir"
   rm -f "$dir/pid"
   echo "=== start $(date -Is)" >>"$dir/console.log"
@@ -830,6 +839,7 @@ internal_nspawn() {
     --network-namespace-path="/run/netns/$(netns_of "$name")" \
     --resolv-conf=off --timezone=off --link-journal=no --console=read-only \
     --bind="$dir/containerd:/var/lib/containerd" \
+    --bind="$dir/kubelet:/var/lib/kubelet" \
     "${args[@]}" --boot
 }
 
@@ -893,6 +903,33 @@ expand_spec() {
   fi
 }
 
+# The global sysctls kubelet insists on (it writes them when they differ, and a container
+# node cannot). The host's own values are saved once and restored by `down`.
+KUBELET_HOST_SYSCTLS="vm.overcommit_memory=1 kernel.panic=10 kernel.panic_on_oops=1"
+set_host_sysctls() {
+  local saved=$STATE/host-sysctls kv key tmp
+  if [ ! -f "$saved" ]; then
+    tmp=$saved.tmp; : >"$tmp"
+    for kv in $KUBELET_HOST_SYSCTLS; do
+      key=${kv%%=*}
+      printf '%s=%s\n' "$key" "$(sysctl -n "$key")" >>"$tmp"
+    done
+    mv "$tmp" "$saved"
+  fi
+  for kv in $KUBELET_HOST_SYSCTLS; do
+    sysctl -q -w "$kv" >/dev/null || die "cannot set $kv on the host" "kubelet in the nodes needs it; set it by hand"
+  done
+}
+restore_host_sysctls() {
+  local saved=$STATE/host-sysctls kv
+  [ -f "$saved" ] || return 0
+  while read -r kv; do
+    [ -n "$kv" ] && { sysctl -q -w "$kv" >/dev/null || warn "cannot restore $kv"; }
+  done <"$saved"
+  rm -f "$saved"
+  say "host sysctls restored"
+}
+
 cmd_up() {
   local count=3 vm=0 binds=() tmpfss=() t0
   while [ $# -gt 0 ]; do
@@ -945,6 +982,7 @@ cmd_up() {
 
   ensure_bridge
   ensure_guard
+  set_host_sysctls
   local name i started=() keygen=()
   for i in $(seq 1 "$count"); do
     name=n$i
@@ -1085,6 +1123,7 @@ cmd_down() {
   if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; say "removed bridge $BRIDGE"; fi
   if nft list table bridge "$GUARD_TABLE" >/dev/null 2>&1; then nft delete table bridge "$GUARD_TABLE"; say "removed guard table"; fi
   rmdir /run/systemd/nspawn 2>/dev/null || true
+  restore_host_sysctls
   rm -rf "$NODES" "$VMS" "$KNOWN_HOSTS"
   say "down: nothing left (key and image cache kept in $STATE, $CACHE)"
 }

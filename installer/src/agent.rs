@@ -30,6 +30,29 @@ pub enum AgentCommand {
         #[arg(long, default_value = crate::layout::DEFAULT_DATA_DIR)]
         data_dir: String,
     },
+    /// Ask this node's Kubernetes control plane (the installer runs these on the first master)
+    #[command(subcommand)]
+    Kube(KubeCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KubeCommand {
+    /// Print a fresh bootstrap token (30 minutes) and the CA hash as JSON, for one join. The
+    /// output holds secrets: it is meant for the installer's SSH channel, not a terminal log
+    JoinMaterial {
+        /// Also upload the control-plane certificates under a fresh key, for a master's join
+        #[arg(long)]
+        control_plane: bool,
+    },
+    /// Print the cluster's nodes with their addresses and pod subnets as JSON
+    Nodes {
+        /// Wait until at least this many nodes have a pod subnet
+        #[arg(long, default_value_t = 0)]
+        wait_for: usize,
+        /// Give up waiting after this many seconds (the list is printed anyway)
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,5 +124,16 @@ pub fn run(args: AgentArgs, this: Option<&bale_payload::Bundle>) -> anyhow::Resu
             action,
             data_dir,
         } => crate::node::step::run_cli(name, action, &data_dir, this),
+        AgentCommand::Kube(KubeCommand::JoinMaterial { control_plane }) => {
+            let m = crate::node::kubernetes::join_material(control_plane)?;
+            println!("{}", serde_json::to_string(&m)?);
+            Ok(())
+        }
+        AgentCommand::Kube(KubeCommand::Nodes { wait_for, timeout }) => {
+            let n =
+                crate::node::kubernetes::nodes(wait_for, std::time::Duration::from_secs(timeout))?;
+            println!("{}", serde_json::to_string(&n)?);
+            Ok(())
+        }
     }
 }

@@ -102,17 +102,23 @@ if [ -d /run/systemd/system ]; then echo systemd=yes; else echo systemd=no; fi
 # runtime its journal records.
 ours_runtime=no
 if [ -f "$D/{journal}" ] && grep -q '"runtime"' "$D/{journal}"; then ours_runtime=yes; fi
+# ... and the kubelet its kubelet step installed, with the API server and kubelet ports.
+ours_kube=no
+if [ -f "$D/{steps}/kubelet.json" ]; then ours_kube=yes; fi
 for p in {ports}; do
   h=$(printf ':%04X' "$p")
   if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v h="$h" '$4=="0A" && substr($2, length($2)-4)==h {{f=1}} END{{exit !f}}'
   then
     if [ "$p" = {registry} ] && systemctl is-active -q bale-registry.service 2>/dev/null
-    then echo "port_$p=bale"; else echo "port_$p=busy"; fi
+    then echo "port_$p=bale"
+    elif [ "$ours_kube" = yes ] && [ "$p" != {registry} ]; then echo "port_$p=bale"
+    else echo "port_$p=busy"; fi
   else echo "port_$p=free"; fi
 done
 for b in containerd dockerd kubelet; do
   if p=$(command -v "$b" 2>/dev/null); then
     if [ "$b" = containerd ] && [ "$ours_runtime" = yes ]; then echo "bale_$b=$p"
+    elif [ "$b" = kubelet ] && [ "$ours_kube" = yes ]; then echo "bale_$b=$p"
     else echo "conflict_$b=$p"; fi
   fi
 done
@@ -120,6 +126,7 @@ done
         d = sq(data_dir),
         bundle = crate::layout::BUNDLE,
         journal = crate::layout::JOURNAL,
+        steps = crate::layout::STEPS,
         registry = crate::node::context::REGISTRY_PORT,
         ports = PORTS
             .iter()

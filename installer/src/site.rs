@@ -31,6 +31,11 @@ pub struct Site {
     pub vips: Vips,
     /// What the site's documents hold that bale accepts and does not act on, one message each.
     pub warnings: Vec<String>,
+    /// The bundle carries kubeadm, kubelet and kubectl: the install brings up Kubernetes.
+    pub kubernetes: bool,
+    /// The bundle brings its own pod network (a `cni/` manifest directory), so bale sets up
+    /// none of its own.
+    pub bundles_cni: bool,
 }
 
 /// The virtual IPs that the workers' guardians serve (`install --vip`, `--registry-vip`).
@@ -213,6 +218,10 @@ impl Site {
             }
         }
         site.tree_top = tops;
+        site.kubernetes = crate::node::kubernetes::bundle_has_kubernetes(&entries);
+        site.bundles_cni = entries.iter().any(|e| {
+            e.path.starts_with("cni/") && !e.path.starts_with("cni/bin/") && e.kind == Kind::File
+        });
 
         for e in entries.iter() {
             let in_plugins = e.path.starts_with("plugins/")

@@ -92,21 +92,31 @@ fn rtmsg(dst_len: u8, protocol: u8) -> [u8; 12] {
 
 /// RTM_NEWROUTE VIP/32 via `gw`, created or replaced.
 pub fn route_msg(vip: Ipv4Addr, gw: Ipv4Addr) -> MsgBuilder {
+    prefix_route_msg(vip, 32, gw)
+}
+
+/// RTM_NEWROUTE `dst/len` via `gw`, created or replaced, tagged as bale's.
+pub fn prefix_route_msg(dst: Ipv4Addr, len: u8, gw: Ipv4Addr) -> MsgBuilder {
     let mut b = MsgBuilder::new(
         RTM_NEWROUTE,
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
     )
-    .header(&rtmsg(32, RTPROT_BALE));
-    b.attr(RTA_DST, &vip.octets())
+    .header(&rtmsg(len, RTPROT_BALE));
+    b.attr(RTA_DST, &dst.octets())
         .attr(RTA_GATEWAY, &gw.octets());
     b
 }
 
 /// RTM_DELROUTE VIP/32, only if bale's protocol tag is on it.
 pub fn del_route_msg(vip: Ipv4Addr) -> MsgBuilder {
+    del_prefix_route_msg(vip, 32)
+}
+
+/// RTM_DELROUTE `dst/len`, only if bale's protocol tag is on it.
+pub fn del_prefix_route_msg(dst: Ipv4Addr, len: u8) -> MsgBuilder {
     let mut b =
-        MsgBuilder::new(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK).header(&rtmsg(32, RTPROT_BALE));
-    b.attr(RTA_DST, &vip.octets());
+        MsgBuilder::new(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK).header(&rtmsg(len, RTPROT_BALE));
+    b.attr(RTA_DST, &dst.octets());
     b
 }
 
@@ -184,6 +194,21 @@ pub fn ensure_route(vip: IpAddr, gw: Ipv4Addr) -> Result<(), VipError> {
 
 pub fn remove_route(vip: IpAddr) -> Result<bool, VipError> {
     match rtnl()?.request(del_route_msg(v4(vip)?)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.errno() == Some(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A route to `dst/len` via `gw` (a pod subnet through the node that holds it).
+pub fn ensure_prefix_route(dst: Ipv4Addr, len: u8, gw: Ipv4Addr) -> Result<(), VipError> {
+    rtnl()?.request(prefix_route_msg(dst, len, gw))?;
+    Ok(())
+}
+
+/// Removes bale's route to `dst/len`; `Ok(false)` when there was none.
+pub fn remove_prefix_route(dst: Ipv4Addr, len: u8) -> Result<bool, VipError> {
+    match rtnl()?.request(del_prefix_route_msg(dst, len)) {
         Ok(_) => Ok(true),
         Err(e) if e.errno() == Some(Errno::ESRCH) => Ok(false),
         Err(e) => Err(e.into()),

@@ -89,6 +89,10 @@ pub struct ClusterSpec {
     /// facts, gathered with [`ClusterFacts::from_nodes`].
     pub facts: ClusterFacts,
     pub timeouts: KubeadmTimeouts,
+    /// The resolv.conf kubelet gives pods with `dnsPolicy: Default` (CoreDNS among them),
+    /// when it is not the host's own: an air-gapped host may list no name server, and
+    /// CoreDNS refuses to start without one.
+    pub kubelet_resolv_conf: Option<String>,
 }
 
 /// kubeadm's waits, where its defaults (4 min for the control plane, 5 min for discovery)
@@ -435,6 +439,8 @@ struct KubeletConfiguration<'a> {
     /// From 1.27; before, kubeadm passes the node's criSocket as a kubelet flag.
     #[serde(skip_serializing_if = "Option::is_none")]
     container_runtime_endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolv_conf: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -583,6 +589,7 @@ pub fn render_init(
         // The field exists from 1.31; kubelet refuses v1 without it from 1.35.
         fail_cgroup_v1: (f.any_cgroup_v1 && v.at_least(1, 31)).then_some(false),
         container_runtime_endpoint: v.at_least(1, 27).then_some(node.cri_socket.as_str()),
+        resolv_conf: cluster.kubelet_resolv_conf.as_deref(),
     };
     let proxy = KubeProxyConfiguration {
         api_version: KUBE_PROXY_API,
@@ -971,6 +978,7 @@ mod tests {
             skip_dns_addon: true,
             facts: ClusterFacts::from_nodes([("ks1", node)]).unwrap(),
             timeouts: KubeadmTimeouts::default(),
+            kubelet_resolv_conf: Some("/etc/bale/kubelet-resolv.conf".into()),
         }
     }
 

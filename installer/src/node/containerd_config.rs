@@ -103,8 +103,40 @@ pub fn render_hosts_toml(domain: &str, registry_port: u16, fallback: Option<&str
     out
 }
 
-pub fn render_config_toml(driver: CgroupDriver) -> String {
+/// What the config depends on besides the cgroup driver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigOptions {
+    /// Clamp containers' `oom_score_adj` to containerd's own: where the host cannot lower it
+    /// (no CAP_SYS_RESOURCE in the bounding set, as in some container hosts) runc otherwise
+    /// fails to start every pod sandbox, since kubelet asks for -998.
+    pub restrict_oom_score_adj: bool,
+    /// The pause image by its original name, when the bundle carries one: containerd's default
+    /// names a version the bundle may not hold, and a pull of it would leave the site.
+    pub sandbox_image: Option<String>,
+}
+
+/// The sandbox image among the bundle's image names: the one whose repository is `pause`.
+pub fn sandbox_image<'a>(image_names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    image_names
+        .into_iter()
+        .find(|n| {
+            names::parse_image_ref(n).is_ok_and(|r| r.path.rsplit('/').next() == Some("pause"))
+        })
+        .map(str::to_string)
+}
+
+pub fn render_config_toml(driver: CgroupDriver, opts: &ConfigOptions) -> String {
     let systemd_cgroup = driver == CgroupDriver::Systemd;
+    let sandbox = opts
+        .sandbox_image
+        .as_ref()
+        .map(|i| format!("  sandbox_image = {}\n", toml_string(i)))
+        .unwrap_or_default();
+    let restrict = if opts.restrict_oom_score_adj {
+        "  # This host cannot lower oom_score_adj (no CAP_SYS_RESOURCE).\n  restrict_oom_score_adj = true\n"
+    } else {
+        ""
+    };
     format!(
         r#"# Written by bale (bale agent step runtime). Version 2: containerd 1.x reads it as is,
 # containerd 2.x migrates it on load.
@@ -116,7 +148,7 @@ state = "{STATE_DIR}"
   address = "{SOCKET}"
 
 [plugins."io.containerd.grpc.v1.cri"]
-  [plugins."io.containerd.grpc.v1.cri".containerd]
+{sandbox}{restrict}  [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
@@ -133,6 +165,21 @@ state = "{STATE_DIR}"
 "#,
         driver = driver.as_str(),
     )
+}
+
+/// A TOML basic string (image names hold no control characters, but quotes are escaped anyway).
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// containerd's unit, run from where bale installs the binaries.
@@ -237,11 +284,11 @@ mod tests {
 
     #[test]
     fn config_sets_hosts_dir_and_cgroup_driver() {
-        let c = render_config_toml(CgroupDriver::Systemd);
+        let c = render_config_toml(CgroupDriver::Systemd, &ConfigOptions::default());
         assert!(config_uses_hosts_dir(&c));
         assert!(c.contains("SystemdCgroup = true"));
         assert!(c.starts_with("# Written by bale") && c.contains("\nversion = 2\n"));
-        let c = render_config_toml(CgroupDriver::Cgroupfs);
+        let c = render_config_toml(CgroupDriver::Cgroupfs, &ConfigOptions::default());
         assert!(c.contains("SystemdCgroup = false"));
         assert!(c.contains("bin_dir = \"/opt/cni/bin\""));
         assert!(!config_uses_hosts_dir(

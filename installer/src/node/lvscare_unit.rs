@@ -214,10 +214,17 @@ pub fn render_unit(guard: Guard, ctx: &NodeContext, config: &Path) -> String {
     )
 }
 
-/// The address `apiserver.cluster.local` resolves to on this node.
+/// The address `apiserver.cluster.local` resolves to on this node: the VIP on a worker; on a
+/// master with its own API server (a Kubernetes control plane), itself, so it keeps working when
+/// another master is down; on any other master, the first one.
 pub fn apiserver_address(ctx: &NodeContext) -> Result<IpAddr, LvscareStepError> {
     if is_worker(ctx) {
         ip("vip", &ctx.vip, ctx)
+    } else if std::path::Path::new(crate::kube::MANIFESTS_DIR)
+        .join("kube-apiserver.yaml")
+        .exists()
+    {
+        ip("node_ip", &ctx.node_ip, ctx)
     } else {
         masters(ctx)?
             .first()

@@ -315,6 +315,17 @@ fn kill_processes_of(exes: &[PathBuf], p: &mut Progress) {
     }
 }
 
+/// The config's host- and bundle-dependent settings.
+fn config_options(bundle: &Bundle, entries: &[Entry]) -> StepResult<cc::ConfigOptions> {
+    let names = bundled_image_names(bundle, entries)?;
+    Ok(cc::ConfigOptions {
+        restrict_oom_score_adj: crate::kube::NodeFacts::detect()
+            .map_err(|e| StepError::Failed(crate::engine::report::chain(&e)))?
+            .needs_restrict_oom_score_adj(),
+        sandbox_image: cc::sandbox_image(names.iter().map(String::as_str)),
+    })
+}
+
 /// Mount points strictly below `dir`, deepest first, from `/proc/self/mountinfo`.
 pub fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = mountinfo
@@ -351,7 +362,7 @@ fn unescape_mount(s: &str) -> String {
 
 /// Unmounts everything below `dir` and deletes its contents, leaving `dir` itself (it may be
 /// a mount point, as on the test nodes).
-fn empty_dir(dir: &Path, p: &mut Progress) -> StepResult<()> {
+pub(crate) fn empty_dir(dir: &Path, p: &mut Progress) -> StepResult<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for m in mounts_below(&mountinfo, dir) {
         // MNT_DETACH cannot hang on a busy mount.
@@ -480,9 +491,10 @@ impl Step for Runtime {
             ));
         }
         let driver = CgroupDriver::detect();
+        let opts = config_options(bundle, &entries)?;
         let mut config = Finding::file_holds(
             std::path::Path::new(cc::CONFIG_FILE),
-            &cc::render_config_toml(driver),
+            &cc::render_config_toml(driver, &opts),
         );
         config.text += &format!(" (cgroup driver {})", driver.as_str());
         out.push(config);
@@ -601,17 +613,27 @@ impl Step for Runtime {
             }
         }
         let driver = CgroupDriver::detect();
+        let opts = config_options(bundle, &entries)?;
         record.add(Path::new(cc::CONFIG_FILE));
         step::save_manifest(&manifest, &record)?;
         if step::write_file(
             Path::new(cc::CONFIG_FILE),
-            cc::render_config_toml(driver).as_bytes(),
+            cc::render_config_toml(driver, &opts).as_bytes(),
             0o644,
         )? {
             p.changed(format!(
-                "wrote {} (cgroup driver {})",
+                "wrote {} (cgroup driver {}{}{})",
                 cc::CONFIG_FILE,
-                driver.as_str()
+                driver.as_str(),
+                opts.sandbox_image
+                    .as_ref()
+                    .map(|i| format!(", sandbox image {i}"))
+                    .unwrap_or_default(),
+                if opts.restrict_oom_score_adj {
+                    ", oom_score_adj restricted: this host cannot lower it"
+                } else {
+                    ""
+                }
             ));
             restart_needed = true;
         }

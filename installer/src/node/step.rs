@@ -317,6 +317,12 @@ pub enum StepName {
     Registry,
     /// bale-lvscare.service guarding the apiserver VIP (workers), the apiserver.cluster.local line
     Lvscare,
+    /// kubelet's unit and kubeadm's drop-in, crictl's config (Kubernetes bundles)
+    Kubelet,
+    /// kubeadm init on the first master, kubeadm join elsewhere; undo resets the node
+    Cluster,
+    /// bale's pod network: a bridge on the node's pod subnet, routes to the other nodes' pods
+    Podnet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -335,6 +341,9 @@ pub fn step_of(name: StepName) -> Box<dyn Step> {
         StepName::Runtime => Box::new(super::runtime::Runtime),
         StepName::Registry => Box::new(super::registry_unit::RegistryUnit),
         StepName::Lvscare => Box::new(super::lvscare_unit::LvscareStep),
+        StepName::Kubelet => Box::new(super::kubernetes::Kubelet),
+        StepName::Cluster => Box::new(super::kubernetes::Cluster),
+        StepName::Podnet => Box::new(super::podnet::PodNet),
     }
 }
 

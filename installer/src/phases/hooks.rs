@@ -46,6 +46,11 @@ pub fn prelude(node: &Node) -> Result<String, PhaseError> {
         s.push_str(&format!("export {k}={}\n", sq(&v)));
     }
     s.push_str("export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin\n");
+    // kubectl and helm in the steps talk to the cluster as its admin, on the first master.
+    s.push_str(&format!(
+        "if [ -r {conf} ]; then export KUBECONFIG={conf}; fi\n",
+        conf = sq(crate::kube::ADMIN_CONF)
+    ));
     let root = sq(&c.rootfs().to_string_lossy());
     s.push_str(&format!(
         "if [ -d {root} ]; then cd {root}; else cd /; fi\n"

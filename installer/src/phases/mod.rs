@@ -9,6 +9,7 @@ pub mod extract;
 pub mod forget;
 pub mod health;
 pub mod hooks;
+pub mod kube;
 pub mod lock;
 pub mod members;
 pub mod overlay;
@@ -29,6 +30,7 @@ pub fn install() -> Vec<Box<dyn Phase>> {
             journaled: true,
         })
     };
+    let kube = std::sync::Arc::new(kube::KubeRun::default());
     vec![
         Box::new(connect::Connect),
         Box::new(lock::Lock { verb: "install" }),
@@ -61,17 +63,29 @@ pub fn install() -> Vec<Box<dyn Phase>> {
             every_run: false,
             inputs: no_inputs,
         }),
-        hook(Action::PreInit),
-        hook(Action::PostInit),
         Box::new(AgentStep {
             step: "lvscare",
-            // Workers get the guard; every node gets the apiserver name in /etc/hosts.
+            // Workers get the guard; every node gets the apiserver name in /etc/hosts, which
+            // kubeadm init and join already dial.
             only: None,
             what: "name the API servers in /etc/hosts; on workers, guard their virtual IP \
                    (bale-lvscare.service)",
             every_run: true,
             inputs: no_inputs,
         }),
+        Box::new(AgentStep {
+            step: "kubelet",
+            only: None,
+            what: "kubelet's unit and kubeadm's drop-in, crictl's config (Kubernetes bundles)",
+            // Cheap, and it re-checks what the host can give kubelet.
+            every_run: true,
+            inputs: no_inputs,
+        }),
+        hook(Action::PreInit),
+        Box::new(kube::KubeInit(kube.clone())),
+        hook(Action::PostInit),
+        Box::new(kube::KubeJoin(kube.clone())),
+        Box::new(kube::PodNetwork(kube)),
         Box::new(apps::Apps),
         hook(Action::PostInstall),
     ]
@@ -90,6 +104,10 @@ pub fn reset(verb: &'static str) -> Vec<Box<dyn Phase>> {
         Box::new(connect::Connect),
         Box::new(lock::Lock { verb }),
         hook(Action::PreClean),
+        // kubeadm reset first: it removes the pods through CNI while the network still exists.
+        Box::new(UndoStep("cluster")),
+        Box::new(UndoStep("podnet")),
+        Box::new(UndoStep("kubelet")),
         Box::new(UndoStep("lvscare")),
         Box::new(UndoStep("registry")),
         Box::new(UndoStep("runtime")),

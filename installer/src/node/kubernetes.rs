@@ -1,0 +1,881 @@
+//! Kubernetes on a node, with the bundle's own kubeadm, kubelet and kubectl (the runtime step
+//! installs the bundle's `bin/*` to `/usr/local/bin`):
+//!
+//! - `bale agent step kubelet`: kubelet's unit and kubeadm's drop-in for it, crictl's config,
+//!   and the node facts that decide what kubelet and kube-proxy must be told (cgroup v1,
+//!   read-only sysctls); a host that cannot run kubelet at all is refused here, with the fix.
+//! - `bale agent step cluster`: `kubeadm init` on the first master, `kubeadm join` (as a control
+//!   plane on masters) everywhere else, with the configuration bale renders for this node. A
+//!   control plane that exists is never initialised again; a node that joined is not joined
+//!   again. When kubeadm fails, this attempt's half-made state is reset (it never worked); a
+//!   node that was already a member is not touched. Undo is the full removal `reset` runs.
+//! - `bale agent kube join-material` and `bale agent kube nodes`, run on the first master by the
+//!   installer: a fresh bootstrap token (and certificate key) for a join, and the nodes with
+//!   their pod subnets for the pod network.
+//!
+//! Join secrets travel over SSH on stdin/stdout and live on a node only in 0600 files that are
+//! removed once the join is over; they never appear on a command line or in printed output.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bale_payload::Entry;
+use serde::{Deserialize, Serialize};
+
+use super::containerd_config as cc;
+use super::runtime::{self, BIN_DIR};
+use super::step::{self, Finding, Progress, Step, StepEnv, StepError, StepResult};
+use super::systemd;
+use crate::kube::kubeadm_config::{
+    self as kc, BootstrapToken, CertificateKey, ClusterSpec, InitSecrets, JoinControlPlane,
+    JoinSpec, KubeadmTimeouts, NodeSpec,
+};
+use crate::kube::{self, ClusterFacts, KubeVersion, NodeFacts, ADMIN_CONF, CA_CERT, KUBELET_CONF};
+
+pub const KUBELET_UNIT: &str = "kubelet.service";
+const KUBELET_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf";
+const CRICTL_CONFIG: &str = "/etc/crictl.yaml";
+/// The resolv.conf kubelet hands to pods that use the node's DNS (CoreDNS itself).
+pub const KUBELET_RESOLV_CONF: &str = "/etc/bale/kubelet-resolv.conf";
+/// Where bale keeps the kubeadm files it renders (0600: they hold tokens while they exist).
+const KUBEADM_DIR: &str = "/etc/bale/kubeadm";
+/// The sealer defaults, so that Clusterfiles written for sealer keep their addresses.
+pub const DEFAULT_POD_CIDR: &str = "100.64.0.0/10";
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/22";
+/// The join secrets the installer hands a node, under the data dir.
+pub const JOIN_FILE: &str = "kube-join.json";
+/// How long a control plane that exists may take to answer (a node that just restarted).
+const API_WAIT: Duration = Duration::from_secs(180);
+/// How long the bootstrap signer may take to sign cluster-info after an init.
+const SIGN_WAIT: Duration = Duration::from_secs(90);
+
+/// True when the bundle carries what a Kubernetes node needs.
+pub fn bundle_has_kubernetes(entries: &[Entry]) -> bool {
+    ["bin/kubeadm", "bin/kubelet", "bin/kubectl"]
+        .iter()
+        .all(|p| entries.iter().any(|e| e.path == *p))
+}
+
+fn bin(name: &str) -> PathBuf {
+    Path::new(BIN_DIR).join(name)
+}
+
+fn kubeadm_version() -> StepResult<KubeVersion> {
+    let out = step::run(
+        &bin("kubeadm").to_string_lossy(),
+        &["version", "-o", "short"],
+    )?;
+    KubeVersion::parse(out.trim()).map_err(|e| StepError::Failed(format!("kubeadm version: {e}")))
+}
+
+fn env_kubernetes(env: &StepEnv) -> StepResult<bool> {
+    let bundle = env.bundle()?;
+    let entries = bundle.entries().map_err(|source| StepError::Payload {
+        path: bundle.path().to_path_buf(),
+        source,
+    })?;
+    Ok(bundle_has_kubernetes(&entries))
+}
+
+// ---------------------------------------------------------------------------------------------
+// kubelet
+// ---------------------------------------------------------------------------------------------
+
+fn kubelet_unit() -> String {
+    format!(
+        "# Written by bale (bale agent step kubelet).\n\
+         [Unit]\n\
+         Description=kubelet: the Kubernetes node agent (installed by bale)\n\
+         Wants=network-online.target containerd.service\n\
+         After=network-online.target containerd.service\n\
+         \n\
+         [Service]\n\
+         ExecStart={kubelet}\n\
+         Restart=always\n\
+         RestartSec=2\n\
+         StartLimitInterval=0\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        kubelet = bin("kubelet").display()
+    )
+}
+
+/// kubeadm's drop-in: kubeadm writes the files it names during init and join.
+fn kubelet_dropin() -> String {
+    format!(
+        "# Written by bale (bale agent step kubelet): the flags kubeadm expects.\n\
+         [Service]\n\
+         Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig={KUBELET_CONF}\"\n\
+         Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"\n\
+         EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env\n\
+         EnvironmentFile=-/etc/default/kubelet\n\
+         ExecStart=\n\
+         ExecStart={kubelet} $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS\n",
+        kubelet = bin("kubelet").display()
+    )
+}
+
+/// The host's resolv.conf when it names a server; otherwise one naming this node's own address,
+/// where nothing answers: CoreDNS starts (it refuses a file without a server) and answers
+/// names outside the cluster with an error at once, as an air-gapped site should.
+pub fn kubelet_resolv_conf(host: &str, node_ip: &str) -> String {
+    if host
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some("nameserver"))
+    {
+        return host.to_string();
+    }
+    format!(
+        "# Written by bale (bale agent step kubelet): this host names no DNS server, so pods\n\
+         # that use the node's DNS get this address, where none answers.\n\
+         nameserver {node_ip}\n"
+    )
+}
+
+fn crictl_config() -> String {
+    format!(
+        "# Written by bale (bale agent step kubelet).\n\
+         runtime-endpoint: unix://{sock}\n\
+         image-endpoint: unix://{sock}\n\
+         timeout: 10\n",
+        sock = cc::SOCKET
+    )
+}
+
+/// What the kubelet step wrote, for undo.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KubeletRecord {
+    files: Vec<String>,
+}
+
+pub struct Kubelet;
+
+impl Kubelet {
+    fn files(node_ip: &str) -> Vec<(PathBuf, String)> {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        vec![
+            (systemd::unit_path(KUBELET_UNIT), kubelet_unit()),
+            (PathBuf::from(KUBELET_DROPIN), kubelet_dropin()),
+            (PathBuf::from(CRICTL_CONFIG), crictl_config()),
+            (
+                PathBuf::from(KUBELET_RESOLV_CONF),
+                kubelet_resolv_conf(&host, node_ip),
+            ),
+        ]
+    }
+}
+
+impl Step for Kubelet {
+    fn name(&self) -> &'static str {
+        "kubelet"
+    }
+
+    fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>> {
+        if !env_kubernetes(env)? {
+            return Ok(vec![Finding::ok("this bundle carries no Kubernetes")]);
+        }
+        let mut out: Vec<Finding> = Self::files(&env.ctx.node_ip)
+            .iter()
+            .map(|(p, t)| Finding::file_holds(p, t))
+            .collect();
+        if Path::new(KUBELET_CONF).exists() {
+            let active = systemd::is_active(KUBELET_UNIT);
+            out.push(Finding::of(
+                active,
+                format!(
+                    "{KUBELET_UNIT}: {}",
+                    if active { "active" } else { "not active" }
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        if !env_kubernetes(env)? {
+            p.note("this bundle carries no Kubernetes (bin/kubeadm, bin/kubelet, bin/kubectl): nothing to do");
+            return Ok(());
+        }
+        let version = kubeadm_version()?;
+        let facts = detect_facts()?;
+        let problems = facts.problems();
+        if !problems.is_empty() {
+            return Err(StepError::Failed(format!(
+                "kubelet cannot run on this host as it is:\n  {}",
+                problems.join("\n  ")
+            )));
+        }
+        let adjustments = facts.adjustments(version);
+        for a in &adjustments {
+            p.note(a);
+        }
+        let manifest = env.manifest_path("kubelet");
+        let mut record: KubeletRecord = step::load_manifest(&manifest)?.unwrap_or_default();
+        let mut changed = false;
+        for (path, text) in Self::files(&env.ctx.node_ip) {
+            let shown = path.to_string_lossy().into_owned();
+            if !record.files.contains(&shown) {
+                record.files.push(shown.clone());
+                step::save_manifest(&manifest, &record)?;
+            }
+            if step::write_file(&path, text.as_bytes(), 0o644)? {
+                p.changed(format!("wrote {shown}"));
+                changed = true;
+            }
+        }
+        systemd::daemon_reload()?;
+        if !systemd::is_enabled(KUBELET_UNIT) {
+            step::run("systemctl", &["enable", KUBELET_UNIT])?;
+            p.changed(format!("{KUBELET_UNIT} enabled (kubeadm starts it)"));
+        }
+        // A member's kubelet runs already; new flags take effect on a restart. Before init or
+        // join it stays stopped: kubeadm starts it with its configuration.
+        if changed && Path::new(KUBELET_CONF).exists() {
+            systemd::restart(KUBELET_UNIT)?;
+            p.changed(format!("restarted {KUBELET_UNIT}"));
+        }
+        // The installer shows a step's last line: it carries what this host made bale adjust.
+        p.note(if adjustments.is_empty() {
+            format!("kubeadm {version}; this host needs no adjustment")
+        } else {
+            format!(
+                "kubeadm {version}; adjusted for this host: {}",
+                adjustments.join("; ")
+            )
+        });
+        Ok(())
+    }
+
+    fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let manifest = env.manifest_path("kubelet");
+        let Some(record) = step::load_manifest::<KubeletRecord>(&manifest)? else {
+            return Ok(());
+        };
+        if systemd::is_active(KUBELET_UNIT) || systemd::is_enabled(KUBELET_UNIT) {
+            systemd::stop_disable(KUBELET_UNIT)?;
+            p.changed(format!("stopped and disabled {KUBELET_UNIT}"));
+        }
+        for f in record.files.iter().rev() {
+            let path = Path::new(f);
+            if step::remove_file(path)? {
+                p.changed(format!("removed {f}"));
+            }
+            if let Some(parent) = path.parent() {
+                let stop = if parent.starts_with("/etc/systemd/system") {
+                    Path::new("/etc/systemd/system")
+                } else {
+                    Path::new("/etc")
+                };
+                step::remove_empty_dirs(parent, stop);
+            }
+        }
+        let _ = systemd::daemon_reload();
+        step::remove_file(&manifest)?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster: init, join, reset
+// ---------------------------------------------------------------------------------------------
+
+/// What the installer hands a node that joins: secrets included, so it lives in a 0600 file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinMaterial {
+    /// `host:port` of the API server the node joins through.
+    pub endpoint: String,
+    pub token: String,
+    pub ca_cert_hash: String,
+    /// Only for a master: the key of the uploaded control-plane certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_key: Option<String>,
+}
+
+/// One node as the cluster sees it, for the pod network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeNode {
+    pub name: String,
+    pub internal_ip: String,
+    pub pod_cidr: Option<String>,
+    pub ready: bool,
+}
+
+/// `kubectl` against the admin kubeconfig.
+fn kubectl(args: &[&str]) -> StepResult<String> {
+    let mut all = vec!["--kubeconfig", ADMIN_CONF];
+    all.extend_from_slice(args);
+    step::run(&bin("kubectl").to_string_lossy(), &all)
+}
+
+fn api_ready() -> bool {
+    kubectl(&["get", "--raw", "/readyz", "--request-timeout=5s"]).is_ok()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> StepResult<()> {
+    let start = Instant::now();
+    loop {
+        if ok() {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(StepError::Failed(format!(
+                "{what}: not after {} s",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `text` with every secret replaced, for anything printed or kept.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 6) {
+        out = out.replace(s, "<redacted>");
+    }
+    out
+}
+
+/// Runs kubeadm with `args`; on failure the error carries its last lines, secrets redacted.
+fn kubeadm(args: &[&str], secrets: &[&str]) -> StepResult<String> {
+    let shown = format!("kubeadm {}", args.join(" "));
+    let out = Command::new(bin("kubeadm"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| StepError::Command {
+            command: shown.clone(),
+            detail: e.to_string(),
+        })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = redact(&text, secrets);
+    if !out.status.success() {
+        let tail: Vec<&str> = text.lines().rev().take(25).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(StepError::Command {
+            command: shown,
+            detail: format!("{}\n{}", out.status, tail.join("\n")),
+        });
+    }
+    Ok(text)
+}
+
+/// After a failed init or join of this attempt: what it half-made never worked, so kubeadm's
+/// own reset takes it away and the next run starts clean.
+fn reset_failed_attempt(p: &mut Progress) {
+    match kubeadm(&["reset", "-f"], &[]) {
+        Ok(_) => p.changed("kubeadm reset: this attempt's half-made node state removed"),
+        Err(e) => p.note(format!("kubeadm reset after the failure also failed: {e}")),
+    }
+}
+
+/// The images the bundle carries, by original name.
+fn bundle_images(env: &StepEnv) -> StepResult<Vec<String>> {
+    let bundle = env.bundle()?;
+    let entries = bundle.entries().map_err(|source| StepError::Payload {
+        path: bundle.path().to_path_buf(),
+        source,
+    })?;
+    runtime::bundled_image_names(bundle, &entries)
+}
+
+/// The tag of the bundled image whose repository path ends in `name` (`etcd`, `coredns`).
+fn tag_of(images: &[String], repo_tail: &str) -> Option<(String, String)> {
+    images.iter().find_map(|n| {
+        let r = bale_registry::names::parse_image_ref(n).ok()?;
+        let tail = r.path.rsplit('/').next()?;
+        if tail != repo_tail {
+            return None;
+        }
+        let prefix = match r.path.rsplit_once('/') {
+            Some((dir, _)) => format!("{}/{dir}", r.host),
+            None => r.host.clone(),
+        };
+        Some((prefix, r.tag?))
+    })
+}
+
+fn detect_facts() -> StepResult<NodeFacts> {
+    NodeFacts::detect().map_err(kube_error)
+}
+
+/// The cluster-wide settings. kubeadm keeps one kubelet and kube-proxy configuration for the
+/// whole cluster; the sites bale installs are alike, so this node's facts stand for all.
+fn cluster_spec(env: &StepEnv, version: KubeVersion, facts: &NodeFacts) -> StepResult<ClusterSpec> {
+    let images = bundle_images(env)?;
+    let Some((repository, _)) = tag_of(&images, "kube-apiserver") else {
+        return Err(StepError::Failed(
+            "the bundle carries kubeadm but no kube-apiserver image: add the control-plane \
+             images (kubeadm config images list) to the bundle's imageList"
+                .into(),
+        ));
+    };
+    let ctx = env.ctx;
+    let mut sans: Vec<String> = vec![
+        kube::CONTROL_PLANE_NAME.to_string(),
+        ctx.vip.clone(),
+        "127.0.0.1".into(),
+    ];
+    for m in &ctx.masters {
+        if !sans.contains(m) {
+            sans.push(m.clone());
+        }
+    }
+    let env_or = |k: &str, d: &str| ctx.env.get(k).cloned().unwrap_or_else(|| d.to_string());
+    let dns = tag_of(&images, "coredns");
+    let name = env.ctx.node_ip.as_str();
+    let cluster_facts = ClusterFacts::from_nodes([(name, facts)]).map_err(kube_error)?;
+    Ok(ClusterSpec {
+        version,
+        control_plane_endpoint: format!("{}:{}", kube::CONTROL_PLANE_NAME, kube::API_PORT),
+        cert_sans: sans,
+        pod_subnet: env_or("PodCIDR", DEFAULT_POD_CIDR),
+        service_subnet: env_or("SvcCIDR", DEFAULT_SERVICE_CIDR),
+        image_repository: repository,
+        dns_image_tag: dns.as_ref().map(|(_, t)| t.clone()),
+        etcd_image_tag: tag_of(&images, "etcd").map(|(_, t)| t),
+        skip_dns_addon: dns.is_none(),
+        facts: cluster_facts,
+        timeouts: KubeadmTimeouts::default(),
+        kubelet_resolv_conf: Some(KUBELET_RESOLV_CONF.into()),
+    })
+}
+
+fn node_spec(env: &StepEnv, facts: NodeFacts) -> StepResult<NodeSpec> {
+    let ip: IpAddr = env.ctx.node_ip.parse().map_err(|_| {
+        StepError::Failed(format!(
+            "node_ip {:?} in {} is not an IP address: Kubernetes nodes are given by address",
+            env.ctx.node_ip,
+            crate::node::context::NodeContext::path(&env.ctx.data_dir).display()
+        ))
+    })?;
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .map_err(|e| StepError::io("/proc/sys/kernel/hostname", e))?;
+    Ok(NodeSpec {
+        name,
+        advertise_address: ip,
+        cri_socket: kube::cri_socket(),
+        facts,
+        taints: None,
+    })
+}
+
+fn kube_error(e: impl std::error::Error + 'static) -> StepError {
+    StepError::Failed(crate::engine::report::chain(&e))
+}
+
+pub struct Cluster;
+
+impl Cluster {
+    fn init(
+        env: &StepEnv,
+        version: KubeVersion,
+        facts: NodeFacts,
+        p: &mut Progress,
+    ) -> StepResult<()> {
+        if Path::new(ADMIN_CONF).exists() {
+            wait_for(
+                "the control plane on this node answering",
+                API_WAIT,
+                api_ready,
+            )
+            .map_err(|_| {
+                StepError::Failed(format!(
+                    "{ADMIN_CONF} exists but the API server does not answer: bale does not \
+                         initialise over an existing control plane. Look at `journalctl -u \
+                         kubelet` and `crictl ps -a`; `bale reset` starts over"
+                ))
+            })?;
+            p.note("control plane already initialised: kubeadm init not run again");
+            return Ok(());
+        }
+        let cluster = cluster_spec(env, version, &facts)?;
+        let node = node_spec(env, facts)?;
+        let secrets = InitSecrets::generate(None).map_err(kube_error)?;
+        let token = secrets.token.expose().to_string();
+        let key = secrets.certificate_key.expose().to_string();
+        let rendered = kc::render_init(&cluster, &node, &secrets).map_err(kube_error)?;
+        let config = Path::new(KUBEADM_DIR).join("init.yaml");
+        step::write_file(&config, rendered.text.as_bytes(), 0o600)?;
+        let config_s = config.to_string_lossy().into_owned();
+        let mut args = vec!["init", "--config", config_s.as_str(), "--upload-certs"];
+        args.extend(rendered.flags.iter().map(String::as_str));
+        let start = Instant::now();
+        p.note(format!(
+            "kubeadm init (Kubernetes {version}, endpoint {}, pods {}, services {})",
+            cluster.control_plane_endpoint, cluster.pod_subnet, cluster.service_subnet
+        ));
+        let result = kubeadm(&args, &[&token, &key]);
+        let _ = step::remove_file(&config);
+        if let Err(e) = result {
+            reset_failed_attempt(p);
+            return Err(e);
+        }
+        p.changed(format!(
+            "control plane initialised (kubeadm init, {:.0} s)",
+            start.elapsed().as_secs_f64()
+        ));
+        // Joins wait for cluster-info to be signed with a token; without it they retry slowly.
+        let id = secrets.token.id().to_string();
+        let key_name = format!("jsonpath={{.data.jws-kubeconfig-{id}}}");
+        wait_for("cluster-info signed for joins", SIGN_WAIT, || {
+            kubectl(&[
+                "-n",
+                "kube-public",
+                "get",
+                "cm",
+                "cluster-info",
+                "-o",
+                &key_name,
+            ])
+            .is_ok_and(|s| !s.trim().is_empty())
+        })?;
+        Ok(())
+    }
+
+    fn join(
+        env: &StepEnv,
+        version: KubeVersion,
+        facts: NodeFacts,
+        p: &mut Progress,
+    ) -> StepResult<()> {
+        let join_file = Path::new(&env.ctx.data_dir).join(JOIN_FILE);
+        if Path::new(KUBELET_CONF).exists() {
+            let _ = step::remove_file(&join_file);
+            p.note("already a member of the cluster: kubeadm join not run again");
+            return Ok(());
+        }
+        let text = std::fs::read(&join_file).map_err(|e| {
+            StepError::Failed(format!(
+                "{}: {e}: the installer hands the join secrets to a node just before this step; \
+                 run `bale install` from the admin host",
+                join_file.display()
+            ))
+        })?;
+        let material: JoinMaterial = serde_json::from_slice(&text).map_err(|e| {
+            StepError::Failed(format!("{}: not join material: {e}", join_file.display()))
+        })?;
+        let cluster = cluster_spec(env, version, &facts)?;
+        let node = node_spec(env, facts)?;
+        let master = env.ctx.is_master();
+        let control_plane = match (&material.certificate_key, master) {
+            (Some(k), true) => Some(JoinControlPlane {
+                certificate_key: CertificateKey::parse(k).map_err(kube_error)?,
+                advertise_address: node.advertise_address,
+            }),
+            (None, true) => {
+                return Err(StepError::Failed(format!(
+                    "{}: a master needs the certificate key to join as a control plane",
+                    join_file.display()
+                )))
+            }
+            _ => None,
+        };
+        let spec = JoinSpec {
+            endpoint: material.endpoint.clone(),
+            token: BootstrapToken::parse(&material.token).map_err(kube_error)?,
+            ca_cert_hashes: vec![material.ca_cert_hash.clone()],
+            control_plane,
+        };
+        let secrets: Vec<&str> = std::iter::once(material.token.as_str())
+            .chain(material.certificate_key.as_deref())
+            .collect();
+        let rendered = kc::render_join(&cluster, &node, &spec).map_err(kube_error)?;
+        let config = Path::new(KUBEADM_DIR).join("join.yaml");
+        step::write_file(&config, rendered.text.as_bytes(), 0o600)?;
+        let config_s = config.to_string_lossy().into_owned();
+        let mut args = vec!["join", "--config", config_s.as_str()];
+        args.extend(rendered.flags.iter().map(String::as_str));
+        let start = Instant::now();
+        p.note(format!(
+            "kubeadm join{} through {}",
+            if master { " --control-plane" } else { "" },
+            material.endpoint
+        ));
+        let result = kubeadm(&args, &secrets);
+        let _ = step::remove_file(&config);
+        let _ = step::remove_file(&join_file);
+        if let Err(e) = result {
+            reset_failed_attempt(p);
+            return Err(e);
+        }
+        p.changed(format!(
+            "joined the cluster{} (kubeadm join, {:.0} s)",
+            if master { " as a control plane" } else { "" },
+            start.elapsed().as_secs_f64()
+        ));
+        if master {
+            // Its own API server answers now: the name points here, not at the first master.
+            super::lvscare_unit::apply(env.ctx)
+                .map_err(|e| StepError::Failed(format!("apiserver name in /etc/hosts: {e}")))?;
+            p.changed(format!(
+                "{} now names this master",
+                kube::CONTROL_PLANE_NAME
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Step for Cluster {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>> {
+        if !env_kubernetes(env)? {
+            return Ok(vec![Finding::ok("this bundle carries no Kubernetes")]);
+        }
+        let joined = Path::new(KUBELET_CONF).exists();
+        let mut out = vec![Finding::of(
+            joined,
+            format!(
+                "{KUBELET_CONF}: {}",
+                if joined {
+                    "member of the cluster"
+                } else {
+                    "not joined"
+                }
+            ),
+        )];
+        if env.ctx.is_master() {
+            let manifest = Path::new(kube::MANIFESTS_DIR).join("kube-apiserver.yaml");
+            out.push(Finding::of(
+                manifest.exists(),
+                format!("{}: control plane here", manifest.display()),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        if !env_kubernetes(env)? {
+            p.note("this bundle carries no Kubernetes: nothing to do");
+            return Ok(());
+        }
+        let version = kubeadm_version()?;
+        let facts = detect_facts()?;
+        if env.ctx.first_master {
+            Self::init(env, version, facts, p)
+        } else {
+            Self::join(env, version, facts, p)
+        }
+    }
+
+    fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        if bin("kubeadm").exists()
+            && (Path::new(KUBELET_CONF).exists() || Path::new(kube::MANIFESTS_DIR).exists())
+        {
+            match kubeadm(&["reset", "-f"], &[]) {
+                Ok(_) => p.changed("kubeadm reset"),
+                Err(e) => p.note(format!("kubeadm reset failed ({e}); removing by hand")),
+            }
+        }
+        if systemd::is_active(KUBELET_UNIT) {
+            let _ = systemd::stop_disable(KUBELET_UNIT);
+        }
+        for dir in [kube::KUBELET_DIR, kube::ETCD_DIR] {
+            let d = Path::new(dir);
+            if d.exists() {
+                runtime::empty_dir(d, p)?;
+                // Gone unless it is a mount point (as on the test nodes).
+                if std::fs::remove_dir(d).is_ok() {
+                    p.changed(format!("removed {dir}"));
+                }
+            }
+        }
+        for dir in [kube::KUBERNETES_DIR, KUBEADM_DIR] {
+            let d = Path::new(dir);
+            if d.exists() {
+                std::fs::remove_dir_all(d).map_err(|e| StepError::io(d, e))?;
+                p.changed(format!("removed {dir}"));
+            }
+        }
+        let _ = step::remove_file(&Path::new(&env.ctx.data_dir).join(JOIN_FILE));
+        remove_pod_netns(p);
+        super::kube_proxy_rules::remove(p);
+        Ok(())
+    }
+}
+
+/// The network namespaces containerd pinned for pods (`/run/netns/cni-*`) that outlived their
+/// pods: unmounting one deletes the namespace and with it the pod's end of its veth.
+fn remove_pod_netns(p: &mut Progress) {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    let mut removed = 0;
+    for e in dir.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("cni-") {
+            continue;
+        }
+        let path = e.path();
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        if std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        p.changed(format!(
+            "removed {removed} leftover pod network namespace(s)"
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers the installer runs on the first master
+// ---------------------------------------------------------------------------------------------
+
+/// `bale agent kube join-material`: a fresh token (30 min) and, for a control plane, a fresh
+/// certificate key with the certificates uploaded under it; printed as one JSON line.
+pub fn join_material(control_plane: bool) -> StepResult<JoinMaterial> {
+    let token = kubeadm(
+        &[
+            "token",
+            "create",
+            "--ttl",
+            "30m",
+            "--kubeconfig",
+            ADMIN_CONF,
+        ],
+        &[],
+    )?
+    .trim()
+    .to_string();
+    let certificate_key = if control_plane {
+        let out = kubeadm(&["init", "phase", "upload-certs", "--upload-certs"], &[])?;
+        let key = out
+            .lines()
+            .map(str::trim)
+            .rfind(|l| l.len() == 64 && l.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                StepError::Failed(
+                    "kubeadm init phase upload-certs printed no certificate key".into(),
+                )
+            })?;
+        Some(key)
+    } else {
+        None
+    };
+    let ca = std::fs::read(CA_CERT).map_err(|e| StepError::io(CA_CERT, e))?;
+    let ca_cert_hash = kc::ca_cert_hash(&ca).map_err(kube_error)?;
+    Ok(JoinMaterial {
+        endpoint: format!("{}:{}", kube::CONTROL_PLANE_NAME, kube::API_PORT),
+        token,
+        ca_cert_hash,
+        certificate_key,
+    })
+}
+
+/// `bale agent kube nodes`: every node with its InternalIP and pod subnet; with `wait_for`,
+/// first waits until that many nodes have a pod subnet.
+pub fn nodes(wait_for_count: usize, limit: Duration) -> StepResult<Vec<KubeNode>> {
+    let start = Instant::now();
+    loop {
+        let out = kubectl(&["get", "nodes", "-o", "json"])?;
+        let list = parse_nodes(&out)?;
+        let with_cidr = list.iter().filter(|n| n.pod_cidr.is_some()).count();
+        if with_cidr >= wait_for_count || start.elapsed() >= limit {
+            return Ok(list);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The nodes of `kubectl get nodes -o json`.
+pub fn parse_nodes(json: &str) -> StepResult<Vec<KubeNode>> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| StepError::Failed(format!("kubectl get nodes: not JSON: {e}")))?;
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    Ok(items
+        .iter()
+        .map(|n| KubeNode {
+            name: n["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            internal_ip: n["status"]["addresses"]
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .find(|x| x["type"] == "InternalIP")
+                        .and_then(|x| x["address"].as_str())
+                })
+                .unwrap_or_default()
+                .to_string(),
+            pod_cidr: n["spec"]["podCIDR"].as_str().map(str::to_string),
+            ready: n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+            }),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_get_a_name_server_even_where_the_host_has_none() {
+        let host = "search example.com\nnameserver 10.0.0.53\n";
+        assert_eq!(kubelet_resolv_conf(host, "10.77.0.11"), host);
+        let none = kubelet_resolv_conf("", "10.77.0.11");
+        assert!(none.contains("\nnameserver 10.77.0.11\n"), "{none}");
+    }
+
+    #[test]
+    fn redact_hides_every_secret() {
+        let t = "kubeadm join x --token abcdef.0123456789abcdef --certificate-key 00ff";
+        let r = redact(t, &["abcdef.0123456789abcdef", "00ff"]);
+        assert!(!r.contains("0123456789abcdef"));
+        // Too short to be a secret: left alone rather than blanking every "00ff".
+        assert!(r.contains("00ff"));
+    }
+
+    #[test]
+    fn nodes_from_kubectl_json() {
+        let j = r#"{"items":[
+          {"metadata":{"name":"n1"},"spec":{"podCIDR":"100.64.0.0/24"},
+           "status":{"addresses":[{"type":"InternalIP","address":"10.77.0.11"},{"type":"Hostname","address":"n1"}],
+                     "conditions":[{"type":"Ready","status":"True"}]}},
+          {"metadata":{"name":"n2"},"spec":{},
+           "status":{"addresses":[{"type":"InternalIP","address":"10.77.0.12"}],
+                     "conditions":[{"type":"Ready","status":"False"}]}}]}"#;
+        let n = parse_nodes(j).unwrap();
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[0].internal_ip, "10.77.0.11");
+        assert_eq!(n[0].pod_cidr.as_deref(), Some("100.64.0.0/24"));
+        assert!(n[0].ready);
+        assert_eq!(n[1].pod_cidr, None);
+        assert!(!n[1].ready);
+    }
+
+    #[test]
+    fn image_tags_come_from_the_bundle() {
+        let images = vec![
+            "registry.k8s.io/kube-apiserver:v1.36.3".to_string(),
+            "registry.k8s.io/coredns/coredns:v1.14.3".to_string(),
+            "registry.k8s.io/etcd:3.6.8-0".to_string(),
+        ];
+        assert_eq!(
+            tag_of(&images, "kube-apiserver"),
+            Some(("registry.k8s.io".into(), "v1.36.3".into()))
+        );
+        assert_eq!(
+            tag_of(&images, "coredns"),
+            Some(("registry.k8s.io/coredns".into(), "v1.14.3".into()))
+        );
+        assert_eq!(tag_of(&images, "etcd").map(|t| t.1), Some("3.6.8-0".into()));
+        assert_eq!(tag_of(&images, "pause"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! The Kubernetes phases of an install, for bundles that carry kubeadm, kubelet and kubectl:
+//!
+//! 1. `kube-init`, on the first master: `agent step cluster apply` runs `kubeadm init` once
+//!    (never over an existing control plane).
+//! 2. `kube-join`, on every other host: a fresh token (and, for a master, certificate key) is
+//!    asked of the first master, written to a 0600 file on the joining host over SSH, and
+//!    `agent step cluster apply` runs `kubeadm join`. Masters join one at a time (each adds an
+//!    etcd member); workers in parallel. A host that is already a member is left alone.
+//! 3. `pod-network`, everywhere, on every run: the nodes and their pod subnets are read from the
+//!    cluster once, written to each host, and `agent step podnet apply` sets the bridge network
+//!    and the routes, so a join or a delete keeps every node's routes in step.
+//!
+//! The first master's connection is kept from phase 1, so the later phases can ask it.
+
+use std::sync::{Arc, Mutex};
+
+use super::agent_step::run_noted;
+use super::context::node_context;
+use super::{bundle_path, test_on};
+use crate::engine::{lock, Attempt, Node, Phase, PhaseError, PhaseResult};
+use crate::hosts::Role;
+use crate::kube::KUBELET_CONF;
+use crate::node::kubernetes::{KubeNode, JOIN_FILE};
+use crate::node::podnet::NODES_FILE;
+use crate::ssh::{sq, Conn, Input};
+
+/// What the Kubernetes phases share within one run.
+#[derive(Default)]
+pub struct KubeRun {
+    /// The first master's connection, once its control plane answers.
+    first_master: Mutex<Option<(Arc<Conn>, String)>>,
+    /// Held while a master joins: etcd takes one new member at a time.
+    master_join: Mutex<()>,
+    /// The cluster's nodes, read once per run for the pod network.
+    nodes: Mutex<Option<Vec<KubeNode>>>,
+}
+
+fn kubernetes(node: &Node) -> bool {
+    node.ctx.site.kubernetes
+}
+
+impl KubeRun {
+    fn first_master(&self) -> Result<(Arc<Conn>, String), PhaseError> {
+        lock(&self.first_master).clone().ok_or_else(|| {
+            PhaseError::CrossNode(
+                "the first master has no working control plane in this run (its kube-init \
+                 failed or did not run): fix that first, then run the install again"
+                    .into(),
+            )
+        })
+    }
+
+    /// Runs `bundle.bale agent kube ARGS` on the first master and returns its stdout.
+    fn ask_first_master(&self, args: &str, what: &str) -> Result<String, PhaseError> {
+        let (conn, data_dir) = self.first_master()?;
+        let o = conn.root(
+            &format!("{} agent kube {args}", sq(&bundle_path(&data_dir))),
+            Input::None,
+        )?;
+        if o.code != 0 {
+            return Err(PhaseError::Agent {
+                step: "kube".into(),
+                action: what.into(),
+                code: o.code,
+                output: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+}
+
+/// Phase 1: `kubeadm init` on the first master.
+pub struct KubeInit(pub Arc<KubeRun>);
+
+impl Phase for KubeInit {
+    fn title(&self) -> &str {
+        "kube-init"
+    }
+    fn journaled(&self) -> bool {
+        // The step finds out itself whether the control plane exists; it must run every time
+        // so that the later phases get the first master's connection.
+        false
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        kubernetes(node) && node_context(node).first_master
+    }
+    fn dry_run(&self, _node: &Node) -> String {
+        "kubeadm init, unless this host's control plane exists (agent step cluster apply)".into()
+    }
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
+        run_noted(node, "cluster", "apply")?;
+        *lock(&self.0.first_master) = Some((node.conn()?, node.ctx.data_dir.clone()));
+        Ok(())
+    }
+}
+
+/// Phase 2: `kubeadm join` everywhere else.
+pub struct KubeJoin(pub Arc<KubeRun>);
+
+impl Phase for KubeJoin {
+    fn title(&self) -> &str {
+        "kube-join"
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        kubernetes(node) && !node_context(node).first_master
+    }
+    fn dry_run(&self, node: &Node) -> String {
+        format!(
+            "kubeadm join{} through apiserver.cluster.local:6443, unless this host is a member",
+            if node.role() == Role::Master {
+                " --control-plane"
+            } else {
+                ""
+            }
+        )
+    }
+    fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult {
+        if test_on(node, &format!("[ -f {} ]", sq(KUBELET_CONF))) {
+            return run_noted(node, "cluster", "apply");
+        }
+        let master = node.role() == Role::Master;
+        // Masters one at a time; the guard is held across the whole join.
+        let _turn = master.then(|| lock(&self.0.master_join));
+        let material = self.0.ask_first_master(
+            if master {
+                "join-material --control-plane"
+            } else {
+                "join-material"
+            },
+            "join-material",
+        )?;
+        let path = format!("{}/{JOIN_FILE}", node.ctx.data_dir);
+        attempt.creates(&path);
+        node.conn()?.root_ok(
+            "hand the join secrets to this host",
+            &format!(
+                "umask 077; cat > {p}.tmp && mv -f {p}.tmp {p}",
+                p = sq(&path)
+            ),
+            Input::Bytes(material.as_bytes()),
+        )?;
+        run_noted(node, "cluster", "apply")
+    }
+}
+
+/// Phase 3: bale's pod network, on every run.
+pub struct PodNetwork(pub Arc<KubeRun>);
+
+impl PodNetwork {
+    fn nodes(&self, node: &Node) -> Result<Vec<KubeNode>, PhaseError> {
+        let mut cached = lock(&self.0.nodes);
+        if let Some(n) = cached.as_ref() {
+            return Ok(n.clone());
+        }
+        let want = node.ctx.site.hosts.len().max(1);
+        let out = self
+            .0
+            .ask_first_master(&format!("nodes --wait-for {want} --timeout 90"), "nodes")?;
+        let list: Vec<KubeNode> =
+            serde_json::from_str(&out).map_err(|source| PhaseError::AgentStatus {
+                output: out.clone(),
+                source,
+            })?;
+        *cached = Some(list.clone());
+        Ok(list)
+    }
+}
+
+impl Phase for PodNetwork {
+    fn title(&self) -> &str {
+        "pod-network"
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        kubernetes(node) && !node.ctx.site.bundles_cni
+    }
+    fn dry_run(&self, _node: &Node) -> String {
+        "a bridge on this node's pod subnet and routes to the other nodes' pods \
+         (agent step podnet apply)"
+            .into()
+    }
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
+        let nodes = self.nodes(node)?;
+        // A plain list of strings: encoding it cannot fail.
+        let body = serde_json::to_vec_pretty(&nodes).unwrap_or_default();
+        let path = format!("{}/{NODES_FILE}", node.ctx.data_dir);
+        node.conn()?.root_ok(
+            "write the cluster's node list",
+            &format!("cat > {p}.tmp && mv -f {p}.tmp {p}", p = sq(&path)),
+            Input::Bytes(&body),
+        )?;
+        run_noted(node, "podnet", "apply")
+    }
+}
+
+/// For `check`: what the first master's cluster says, one line per node.
+pub fn cluster_nodes(node: &Node) -> Result<Vec<KubeNode>, PhaseError> {
+    let out = agent_step_kube(node, "nodes")?;
+    serde_json::from_str(&out).map_err(|source| PhaseError::AgentStatus {
+        output: out.clone(),
+        source,
+    })
+}
+
+fn agent_step_kube(node: &Node, args: &str) -> Result<String, PhaseError> {
+    let d = &node.ctx.data_dir;
+    let o = node.conn()?.root(
+        &format!("{} agent kube {args}", sq(&bundle_path(d))),
+        Input::None,
+    )?;
+    if o.code != 0 {
+        return Err(PhaseError::Agent {
+            step: "kube".into(),
+            action: args.into(),
+            code: o.code,
+            output: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
