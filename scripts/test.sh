@@ -35,6 +35,8 @@ trap 'scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
 say "the example appliance's inputs (images from busybox-static, runtime from Debian packages)"
 examples/appliance/make-images.sh
 examples/appliance/fetch-runtime.sh
+say "the Kubernetes base bundle's inputs, compiled from Go modules (cached outside the clone)"
+examples/kubernetes/build-inputs.sh
 say "helm for the chart tests"
 helm=$(need_helm)
 say "tests"

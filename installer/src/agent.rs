@@ -44,6 +44,12 @@ pub enum KubeCommand {
         #[arg(long)]
         control_plane: bool,
     },
+    /// Delete the Node objects of hosts that left the cluster (by their addresses)
+    Forget {
+        /// Comma-separated InternalIPs
+        #[arg(long, value_delimiter = ',')]
+        addresses: Vec<String>,
+    },
     /// Print the cluster's nodes with their addresses and pod subnets as JSON
     Nodes {
         /// Wait until at least this many nodes have a pod subnet
@@ -127,6 +133,12 @@ pub fn run(args: AgentArgs, this: Option<&bale_payload::Bundle>) -> anyhow::Resu
         AgentCommand::Kube(KubeCommand::JoinMaterial { control_plane }) => {
             let m = crate::node::kubernetes::join_material(control_plane)?;
             println!("{}", serde_json::to_string(&m)?);
+            Ok(())
+        }
+        AgentCommand::Kube(KubeCommand::Forget { addresses }) => {
+            for line in crate::node::kubernetes::forget(&addresses)? {
+                println!("{line}");
+            }
             Ok(())
         }
         AgentCommand::Kube(KubeCommand::Nodes { wait_for, timeout }) => {

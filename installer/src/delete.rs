@@ -51,11 +51,11 @@ pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
         return removed;
     }
     match (removed, members.remaining(&deleted)) {
-        (Ok(()), rest) => follow(t, this_bundle, rest),
+        (Ok(()), rest) => follow(t, this_bundle, rest, &deleted),
         // The reset failed on some deleted host, but another told who stays: they still stop
         // counting on the hosts the operator took out.
         (Err(e), Some(rest)) => {
-            let followed = follow(t, this_bundle, Some(rest));
+            let followed = follow(t, this_bundle, Some(rest), &deleted);
             Err(match followed {
                 Ok(()) => e,
                 Err(f) => RunError::DeleteAndFollow {
@@ -72,7 +72,12 @@ pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
 
 /// After a delete: hands the hosts that stay their new member list, so the workers' guards
 /// follow the masters that are left.
-fn follow(t: &Target, this_bundle: Option<PathBuf>, rest: Option<Remaining>) -> RunResult<()> {
+fn follow(
+    t: &Target,
+    this_bundle: Option<PathBuf>,
+    rest: Option<Remaining>,
+    deleted: &[String],
+) -> RunResult<()> {
     let Some(rest) = rest else {
         eprintln!(
             "deleted. The deleted hosts named no others; if hosts remain, run install again \
@@ -103,10 +108,19 @@ fn follow(t: &Target, this_bundle: Option<PathBuf>, rest: Option<Remaining>) -> 
     stay.masters = Some(rest.masters.join(","));
     stay.nodes = (!rest.nodes.is_empty()).then(|| rest.nodes.join(","));
     let p = prepare(&stay, &[], this_bundle, "delete", Vips::default())?;
+    // On a Kubernetes cluster the first master that stays also forgets the deleted nodes, and
+    // every host that stays gets the pod routes without theirs.
+    let kube = Arc::new(crate::phases::kube::KubeRun::default());
     let phases: Vec<Box<dyn crate::engine::Phase>> = vec![
         Box::new(crate::phases::connect::Connect),
         Box::new(crate::phases::lock::Lock { verb: "delete" }),
         Box::new(FollowMembers { remaining: rest }),
+        Box::new(crate::phases::kube::KubeInit(kube.clone())),
+        Box::new(crate::phases::kube::ForgetNodes {
+            run: kube.clone(),
+            addresses: deleted.to_vec(),
+        }),
+        Box::new(crate::phases::kube::PodNetwork(kube)),
     ];
     execute(p, phases, false, stay.parallel, "delete (update)").map_err(|e| RunError::NotFollowed {
         source: Box::new(e),

@@ -653,6 +653,68 @@ impl Step for Cluster {
                 format!("{}: control plane here", manifest.display()),
             ));
         }
+        if env.ctx.first_master && Path::new(ADMIN_CONF).exists() {
+            // The cluster as its API sees it: every node Ready, every system pod running.
+            match kubectl(&["get", "nodes", "-o", "json"]).and_then(|j| parse_nodes(&j)) {
+                Ok(nodes) => {
+                    let ready = nodes.iter().filter(|n| n.ready).count();
+                    let not: Vec<&str> = nodes
+                        .iter()
+                        .filter(|n| !n.ready)
+                        .map(|n| n.name.as_str())
+                        .collect();
+                    out.push(Finding::of(
+                        not.is_empty(),
+                        format!(
+                            "nodes: {ready} of {} Ready{}",
+                            nodes.len(),
+                            if !not.is_empty() {
+                                format!(" (not Ready: {})", not.join(", "))
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    ));
+                }
+                Err(e) => out.push(Finding::bad(format!("nodes: {e}"))),
+            }
+            match kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                "kube-system",
+                "--no-headers",
+                "-o",
+                "custom-columns=NAME:.metadata.name,PHASE:.status.phase",
+            ]) {
+                Ok(text) => {
+                    let pods: Vec<(&str, &str)> = text
+                        .lines()
+                        .filter_map(|l| l.split_once(char::is_whitespace))
+                        .map(|(n, p)| (n, p.trim()))
+                        .collect();
+                    let bad: Vec<String> = pods
+                        .iter()
+                        .filter(|(_, p)| *p != "Running")
+                        .map(|(n, p)| format!("{n} {p}"))
+                        .collect();
+                    out.push(Finding::of(
+                        bad.is_empty(),
+                        format!(
+                            "kube-system: {} of {} pods Running{}",
+                            pods.len() - bad.len(),
+                            pods.len(),
+                            if bad.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", bad.join(", "))
+                            }
+                        ),
+                    ));
+                }
+                Err(e) => out.push(Finding::bad(format!("kube-system pods: {e}"))),
+            }
+        }
         Ok(out)
     }
 
@@ -774,6 +836,23 @@ pub fn join_material(control_plane: bool) -> StepResult<JoinMaterial> {
         ca_cert_hash,
         certificate_key,
     })
+}
+
+/// `bale agent kube forget`: deletes the Node objects whose InternalIP is one of `addresses`;
+/// one line per node, and a summary last.
+pub fn forget(addresses: &[String]) -> StepResult<Vec<String>> {
+    let list = parse_nodes(&kubectl(&["get", "nodes", "-o", "json"])?)?;
+    let mut out = Vec::new();
+    for n in list.iter().filter(|n| addresses.contains(&n.internal_ip)) {
+        kubectl(&["delete", "node", &n.name, "--wait=true", "--timeout=60s"])?;
+        out.push(format!("deleted node {} ({})", n.name, n.internal_ip));
+    }
+    out.push(format!(
+        "{} node(s) forgotten; {} remain",
+        out.len(),
+        list.len() - out.len()
+    ));
+    Ok(out)
 }
 
 /// `bale agent kube nodes`: every node with its InternalIP and pod subnet; with `wait_for`,

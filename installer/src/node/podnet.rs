@@ -123,6 +123,35 @@ fn unit(bundle: &Path, data_dir: &str) -> String {
     )
 }
 
+/// True once kube-proxy has written its Service rules on this node (iptables-nft chains
+/// `KUBE-SVC-*`, or the `kube-proxy` table of its nftables mode).
+fn service_rules_present() -> Option<bool> {
+    let nft = step::which("nft")?;
+    let out = step::run(&nft.to_string_lossy(), &["list", "ruleset"]).ok()?;
+    Some(out.contains("KUBE-SVC-") || out.contains("table ip kube-proxy"))
+}
+
+/// Pods start as soon as the node has a CNI config. One that dials a Service (CoreDNS dials
+/// the API server's) before kube-proxy has written the Service rules sends that packet to the
+/// default gateway, off the site. So the config comes once the rules are there.
+fn wait_for_service_rules(p: &Progress) {
+    let start = std::time::Instant::now();
+    loop {
+        match service_rules_present() {
+            None => {
+                p.note("no nft here to see kube-proxy's rules: not waiting for them");
+                return;
+            }
+            Some(true) => return,
+            Some(false) if start.elapsed() >= std::time::Duration::from_secs(90) => {
+                p.note("kube-proxy's Service rules are not here after 90 s: writing the pod network anyway");
+                return;
+            }
+            Some(false) => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
 fn route_err(e: bale_lvscare::VipError) -> StepError {
     StepError::Failed(format!("pod route: {}", bale_lvscare::error_chain(&e)))
 }
@@ -195,7 +224,11 @@ impl Step for PodNet {
             }
         }
         step::save_manifest(&manifest, &record)?;
-        if step::write_file(Path::new(CONFLIST), render_conflist(&own).as_bytes(), 0o644)? {
+        let conflist = render_conflist(&own);
+        if std::fs::read_to_string(CONFLIST).ok().as_deref() != Some(conflist.as_str()) {
+            wait_for_service_rules(p);
+        }
+        if step::write_file(Path::new(CONFLIST), conflist.as_bytes(), 0o644)? {
             p.changed(format!("wrote {CONFLIST} (pods on {BRIDGE}, subnet {own})"));
         }
         for old in record.routes.clone() {

@@ -15,6 +15,9 @@ pub const CHECKED: &[(&str, Option<Role>)] = &[
     ("runtime", None),
     ("registry", None),
     ("lvscare", None),
+    ("kubelet", None),
+    ("cluster", None),
+    ("podnet", None),
 ];
 
 impl Phase for Health {
@@ -40,6 +43,9 @@ impl Phase for Health {
                 continue;
             }
             match agent_step(node, step, "check") {
+                // The cluster's own findings (nodes Ready, system pods) are the news: all of
+                // them; of the other steps, the summary line.
+                Ok(out) if *step == "cluster" => out.lines().for_each(|l| node.note(l)),
                 Ok(out) => node.note(super::agent_step::last_line(&out).unwrap_or(step)),
                 Err(e) => bad.push(crate::engine::report::chain(&e)),
             }

@@ -146,6 +146,43 @@ impl Phase for KubeJoin {
     }
 }
 
+/// `delete`, on the first master that stays: the deleted hosts' Node objects go (their pods are
+/// rescheduled elsewhere by their controllers); a deleted master's etcd member went with its
+/// own `kubeadm reset`.
+pub struct ForgetNodes {
+    pub run: Arc<KubeRun>,
+    /// The deleted hosts' addresses (the nodes' InternalIPs).
+    pub addresses: Vec<String>,
+}
+
+impl Phase for ForgetNodes {
+    fn title(&self) -> &str {
+        "forget-nodes"
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        kubernetes(node) && node_context(node).first_master
+    }
+    fn dry_run(&self, _node: &Node) -> String {
+        format!(
+            "delete the Node objects of {} (agent kube forget)",
+            self.addresses.join(",")
+        )
+    }
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
+        let out = self.run.ask_first_master(
+            &format!("forget --addresses {}", sq(&self.addresses.join(","))),
+            "forget",
+        )?;
+        if let Some(last) = out.lines().last() {
+            node.note(last);
+        }
+        Ok(())
+    }
+}
+
 /// Phase 3: bale's pod network, on every run.
 pub struct PodNetwork(pub Arc<KubeRun>);
 
