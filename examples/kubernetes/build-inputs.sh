@@ -78,9 +78,9 @@ command -v go >/dev/null || die "go not found: install Go 1.26 or later (go.dev/
 GO_VERSION="$(go env GOVERSION)"
 mkdir -p "$CACHE"
 
-# apt_versions PKG...: "PKG=VERSION" per package, of the version apt would download; the
-# package lists are refreshed once when they lack one. One apt-cache call: each costs a second.
-apt_versions() {
+# apt_show PKG...: "PACKAGE ARCHITECTURE VERSION" per package apt would download. The package
+# lists are refreshed once when they lack one. One apt-cache call: each costs a second.
+apt_show() {
     local out
     if ! out="$(apt-cache show --no-all-versions "$@" 2>/dev/null)"; then
         [ -z "${BALE_APT_UPDATED:-}" ] || die "apt knows none of: $* (check the apt sources)"
@@ -89,7 +89,17 @@ apt_versions() {
         export BALE_APT_UPDATED=1
         out="$(apt-cache show --no-all-versions "$@")" || die "apt knows none of: $* (check the apt sources)"
     fi
-    awk '/^Package:/ { p = $2 } /^Version:/ { print p "=" $2 }' <<<"$out"
+    awk '/^Package:/ { p = $2 } /^Architecture:/ { a = $2 } /^Version:/ { v = $2 }
+        /^$/ && p != "" { print p, a, v; p = "" } END { if (p != "") print p, a, v }' <<<"$out"
+}
+# apt_versions PKG...: "NAME=VERSION" per package for ARCH, NAME being what apt-get download
+# takes: PKG:ARCH, or PKG for an arch-independent one (apt has no netbase:arm64).
+apt_versions() {
+    local p a v arch_pkgs=()
+    while read -r p a v; do
+        if [ "$a" = all ]; then printf '%s=%s\n' "$p" "$v"; else arch_pkgs+=("$p:$ARCH"); fi
+    done < <(apt_show "$@")
+    [ ${#arch_pkgs[@]} -eq 0 ] || apt_show "${arch_pkgs[@]}" | while read -r p a v; do printf '%s:%s=%s\n' "$p" "$a" "$v"; done
 }
 # apt-get download into the current directory, which apt's sandbox user (_apt) cannot write.
 apt_download() {
@@ -324,20 +334,26 @@ recipe_netfilter() {
             [ -n "$found" ] || die "$lib (needed by ${f#"$out/"}) is in none of the .debs: $debs"
         done
     done
-    # Check that they run: natively, or under qemu-user for the other architecture.
-    local run=()
+    # Check them: the loader finds every library of every file (ld.so --list), and they run.
+    # Natively in a chroot. For the other architecture only the loader runs, under qemu-user:
+    # qemu-user has no netfilter netlink sockets, and iptables, nft and conntrack all open one
+    # first, even for --version.
+    local run=() prefix="" loader names=(iptables ip6tables-save nft conntrack) missing
     if [ "$ARCH" != "$HOST_ARCH" ]; then
-        run=(qemu-aarch64-static -L "$out")
-    elif [ "$(id -u)" -ne 0 ]; then
+        run=(qemu-aarch64-static -L "$out") prefix="$out" names=()
+    elif [ "$(id -u)" -eq 0 ]; then
+        run=(chroot "$out")
+    else
         say "netfilter: not root, so the tools are not test-run in a chroot"
         return 0
-    else
-        run=(chroot "$out")
     fi
-    for f in iptables ip6tables-save nft conntrack; do
-        local bin="/usr/sbin/$f"
-        [ "$ARCH" != "$HOST_ARCH" ] && bin="$out$bin"
-        "${run[@]}" "$bin" --version >/dev/null || die "$f does not run in the image tree"
+    loader="$(readelf -l "$out/usr/sbin/xtables-nft-multi" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')"
+    while read -r f; do
+        missing="$("${run[@]}" "$prefix$loader" --list "$prefix/${f#"$out/"}" 2>&1 | grep 'not found' || true)"
+        [ -z "$missing" ] || die "${f#"$out/"}: $missing"
+    done < <(find "$out" -type f -exec sh -c 'readelf -h "$1" >/dev/null 2>&1' _ {} \; -print)
+    for f in "${names[@]}"; do
+        "${run[@]}" "$prefix/usr/sbin/$f" --version >/dev/null || die "$f does not run in the image tree"
     done
 }
 
@@ -349,7 +365,7 @@ component etcd "$(files_key "$GODIR"/etcd/{go.mod,go.sum,main.go})" recipe_etcd
 component coredns "$(files_key "$GODIR"/coredns/go.{mod,sum})" recipe_coredns
 component containerd "$(files_key "$GODIR"/containerd/go.{mod,sum})" recipe_containerd
 SECCOMP_PKG="libseccomp-dev:$ARCH"
-component seccomp "$(apt_versions "$SECCOMP_PKG")" recipe_seccomp "$SECCOMP_PKG"
+component seccomp "$(apt_versions libseccomp-dev)" recipe_seccomp "$SECCOMP_PKG"
 component runc "$(files_key "$GODIR"/runc/go.{mod,sum}) $("$CC" --version | head -n1) ${DIR[seccomp]}" \
     recipe_runc "${DIR[seccomp]}"
 component cni-plugins "$(files_key "$GODIR"/cni-plugins/go.{mod,sum})" recipe_cni_plugins
@@ -373,10 +389,11 @@ component pause "$PAUSE_VERSION $(files_key "$PAUSE_SRC") $("$CC" --version | he
 NETFILTER_DEBS=""
 for p in $(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
     --no-replaces --no-enhances "${NETFILTER_PACKAGES[@]}" 2>/dev/null | grep -v '^[ <]' | sed 's/:.*//' | sort -u); do
-    NETFILTER_DEBS+="$p:$ARCH "
+    NETFILTER_DEBS+="$p "
 done
 # shellcheck disable=SC2086 # the package names are words
-component netfilter "$(apt_versions $NETFILTER_DEBS)" recipe_netfilter "$NETFILTER_DEBS"
+NETFILTER_KEY="$(apt_versions $NETFILTER_DEBS)"
+component netfilter "$NETFILTER_KEY" recipe_netfilter "$(cut -d= -f1 <<<"$NETFILTER_KEY" | tr '\n' ' ')"
 
 # --- the images ---------------------------------------------------------------------------
 
