@@ -11,7 +11,7 @@ cd "$ROOT"
 # busybox-static (test images), docker-registry and apache2-utils (image pulls), podman (a
 # mirror client that asks without the registry host), helm (charts), xz and bzip2 (Kubefile
 # ADD of compressed archives), shellcheck (the scripts).
-need_apt time diffutils zstd xz-utils bzip2 openssl bc jq nftables iproute2 skopeo containerd \
+need_apt time diffutils zstd xz-utils bzip2 openssl bc jq curl nftables iproute2 skopeo containerd \
     busybox-static docker-registry apache2-utils podman shellcheck
 need_release_toolchain
 for c in clippy rustfmt; do

@@ -100,7 +100,9 @@ Faults
   guard-counter                   Packets the guard dropped: anything the nodes sent
                                   towards an address outside $SUBNET (or to the host
                                   at any address but $HOST_IP). Use it to prove that
-                                  an install was offline.
+                                  an install was offline. The host's kernel log
+                                  names each dropped packet ("bale-testbed-escaped",
+                                  at most 10 a second): dmesg | grep bale-testbed.
 
 Mirrors
   mirrors [--apt-root DIR]        The Debian mirrors the images are built from: those
@@ -569,6 +571,7 @@ table bridge $GUARD_TABLE {
   counter escaped { }
   chain prerouting {
     type filter hook prerouting priority -300; policy accept;
+    iifname "bale-*" ether daddr $BRIDGE_MAC ip daddr != $SUBNET limit rate 10/second log prefix "bale-testbed-escaped "
     iifname "bale-*" ether daddr $BRIDGE_MAC ip daddr != $SUBNET counter name "escaped" drop
     iifname "bale-*" ether daddr $BRIDGE_MAC ip6 daddr != fe80::/10 counter name "escaped" drop
     iifname "bale-*" ether daddr $BRIDGE_MAC ip6 daddr fe80::/10 drop

@@ -20,6 +20,7 @@ use common::testbed::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const KUBECTL: &str = "KUBECONFIG=/etc/kubernetes/admin.conf /usr/local/bin/kubectl";
@@ -183,10 +184,21 @@ fn pod_routes(node: &str) -> String {
     on_ok(node, "ip route show proto 180")
 }
 
+/// The bundles, built once for every test of this file.
+fn bundle() -> &'static Path {
+    static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &BUILT
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let b = bundles(dir.path());
+            (dir, b)
+        })
+        .1
+}
+
 #[test]
 fn kubernetes_cluster_installs_joins_deletes_resets_and_reinstalls() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = bundles(dir.path());
+    let bundle = bundle();
     let Some(bed) = Testbed::up(4, &[]) else {
         return;
     };
@@ -195,7 +207,7 @@ fn kubernetes_cluster_installs_joins_deletes_resets_and_reinstalls() {
 
     // The install, from nodes that have nothing.
     let t = Instant::now();
-    let (o, ev) = run_on(&bundle, "install", &three, &[]);
+    let (o, ev) = run_on(bundle, "install", &three, &[]);
     ok(&o);
     let took = t.elapsed();
     assert_eq!(started(&ev, "kube-init"), [N1]);
@@ -267,7 +279,7 @@ fn kubernetes_cluster_installs_joins_deletes_resets_and_reinstalls() {
     }
 
     // check: every node Ready and every system pod Running, as the first master's API says.
-    let (o, _) = run_on(&bundle, "check", &three, &[]);
+    let (o, _) = run_on(bundle, "check", &three, &[]);
     ok(&o);
     let log = stderr(&o) + &stdout(&o);
     assert!(log.contains("nodes: 3 of 3 Ready"), "{log}");
@@ -277,7 +289,7 @@ fn kubernetes_cluster_installs_joins_deletes_resets_and_reinstalls() {
     );
 
     // A re-run converges: no second init, no second join.
-    let (o, _) = run_on(&bundle, "install", &three, &[]);
+    let (o, _) = run_on(bundle, "install", &three, &[]);
     ok(&o);
     let log = stderr(&o) + &stdout(&o);
     assert_eq!(
@@ -288,12 +300,7 @@ fn kubernetes_cluster_installs_joins_deletes_resets_and_reinstalls() {
 
     // A fourth host joins as a worker with a longer --nodes; every node routes to its pods.
     let four = format!("{N2},{N3},{N4}");
-    let (o, ev) = run_on(
-        &bundle,
-        "install",
-        &["--masters", N1, "--nodes", &four],
-        &[],
-    );
+    let (o, ev) = run_on(bundle, "install", &["--masters", N1, "--nodes", &four], &[]);
     ok(&o);
     assert_eq!(started(&ev, "kube-join").len(), 3);
     wait_all_ready(4);
@@ -302,7 +309,7 @@ fn kubernetes_cluster_installs_joins_deletes_resets_and_reinstalls() {
     assert!(pod_routes("n1").contains(&format!("{n4_cidr} via {N4}")));
 
     // delete: the Node object goes, the routes to it too, the host is clean.
-    let (o, _) = run_on(&bundle, "delete", &["--nodes", N4], &["--yes"]);
+    let (o, _) = run_on(bundle, "delete", &["--nodes", N4], &["--yes"]);
     ok(&o);
     let names: Vec<String> = nodes().into_iter().map(|n| n.0).collect();
     assert_eq!(names, ["n1", "n2", "n3"]);
@@ -317,7 +324,7 @@ fn kubernetes_cluster_installs_joins_deletes_resets_and_reinstalls() {
     assert_eq!(left.trim(), "inactive", "n4 after delete: {left}");
 
     // reset: no Kubernetes state, no pod network, no kube-proxy rules; then a reinstall.
-    let (o, _) = run_on(&bundle, "reset", &three, &["--yes"]);
+    let (o, _) = run_on(bundle, "reset", &three, &["--yes"]);
     ok(&o);
     for n in ["n1", "n2", "n3"] {
         let left = on_ok(
@@ -329,9 +336,254 @@ fn kubernetes_cluster_installs_joins_deletes_resets_and_reinstalls() {
         );
         assert_eq!(left.trim(), "0\ninactive", "{n} after reset: {left}");
     }
-    let (o, _) = run_on(&bundle, "install", &three, &[]);
+    let (o, _) = run_on(bundle, "install", &three, &[]);
     ok(&o);
     wait_all_ready(3);
     answers("n2", N3, 30080);
+    bed.finish();
+}
+
+/// The members etcd lists, asked from the host over TLS with the API server's etcd client
+/// certificate, read from the master `node`.
+fn etcd_members(node: &str, ip: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    for (f, src) in [
+        ("ca.crt", "/etc/kubernetes/pki/etcd/ca.crt"),
+        (
+            "client.crt",
+            "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+        ),
+        (
+            "client.key",
+            "/etc/kubernetes/pki/apiserver-etcd-client.key",
+        ),
+    ] {
+        std::fs::write(dir.path().join(f), on_ok(node, &format!("cat {src}"))).unwrap();
+    }
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-X", "POST", "-d", "{}"])
+        .arg("--cacert")
+        .arg(dir.path().join("ca.crt"))
+        .arg("--cert")
+        .arg(dir.path().join("client.crt"))
+        .arg("--key")
+        .arg(dir.path().join("client.key"))
+        .arg(format!("https://{ip}:2379/v3/cluster/member/list"))
+        .output()
+        .expect("run curl");
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("etcd's member list");
+    let mut names: Vec<String> = v["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap_or("?").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `kubectl get --raw /readyz` on `node` with the admin kubeconfig at `conf`.
+fn api_ready_on(node: &str, conf: &str) -> bool {
+    on(
+        node,
+        &format!("KUBECONFIG={conf} /usr/local/bin/kubectl get --raw /readyz --request-timeout=3s"),
+    )
+    .status
+    .success()
+}
+
+#[test]
+fn kubernetes_ha_masters_keep_the_api_up_and_one_leaves() {
+    let bundle = bundle();
+    let Some(bed) = Testbed::up(4, &[]) else {
+        return;
+    };
+    let masters = format!("{N1},{N2},{N3}");
+    let (o, ev) = run_on(
+        bundle,
+        "install",
+        &["--masters", &masters, "--nodes", N4],
+        &[],
+    );
+    ok(&o);
+    let mut joined = started(&ev, "kube-join");
+    joined.sort();
+    assert_eq!(joined, [N2, N3, N4]);
+    wait_all_ready(4);
+    let cp = kubectl("get nodes -l node-role.kubernetes.io/control-plane --no-headers -o name");
+    assert_eq!(cp.lines().count(), 3, "{cp}");
+    assert_eq!(etcd_members("n1", N1), ["n1", "n2", "n3"]);
+    // Each master names itself as the API server; the worker names the VIP.
+    for (n, ip) in [("n2", N2), ("n3", N3)] {
+        let hosts = on_ok(n, "grep apiserver.cluster.local /etc/hosts");
+        assert!(hosts.starts_with(ip), "{n}: {hosts}");
+    }
+
+    // kubectl on the worker, through the VIP, with the admin's kubeconfig.
+    let admin = on_ok("n1", "base64 -w0 /etc/kubernetes/admin.conf");
+    on_ok(
+        "n4",
+        &format!("echo {} | base64 -d > /root/admin.conf", admin.trim()),
+    );
+    assert!(api_ready_on("n4", "/root/admin.conf"));
+
+    // n1's API server stops; the worker's kubectl works again within the guard's
+    // fall x interval + timeout (2 x 5 s + 2 s) and keeps working.
+    on_ok(
+        "n1",
+        "mv /etc/kubernetes/manifests/kube-apiserver.yaml /root/",
+    );
+    poll_until(
+        Duration::from_millis(200),
+        "n1's API server gone",
+        Duration::from_secs(60),
+        || {
+            !on("n1", "timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/6443'")
+                .status
+                .success()
+        },
+    );
+    // Until the guard drops n1 (two failed probes), some requests still land there: what
+    // counts is when every request works again.
+    let down = Instant::now();
+    let mut streak = 0;
+    let mut steady_since = down;
+    poll_until(
+        Duration::from_millis(250),
+        "five requests in a row through the VIP on n4",
+        Duration::from_secs(30),
+        || {
+            if api_ready_on("n4", "/root/admin.conf") {
+                if streak == 0 {
+                    steady_since = Instant::now();
+                }
+                streak += 1;
+            } else {
+                streak = 0;
+            }
+            streak >= 5
+        },
+    );
+    let back = steady_since.duration_since(down);
+    eprintln!(
+        "kubectl on the worker works every time again {:.1} s after n1's API server stopped",
+        back.as_secs_f64()
+    );
+    assert!(back <= Duration::from_secs(12 + 3), "{back:?}");
+    // The other masters answer on their own.
+    assert!(api_ready_on("n2", "/etc/kubernetes/admin.conf"));
+    on_ok(
+        "n1",
+        "mv /root/kube-apiserver.yaml /etc/kubernetes/manifests/",
+    );
+    poll_until(
+        Duration::from_millis(500),
+        "n1's API server back",
+        Duration::from_secs(120),
+        || api_ready_on("n1", "/etc/kubernetes/admin.conf"),
+    );
+
+    // A master leaves: its Node object and its etcd member go, the others keep working.
+    let (o, _) = run_on(bundle, "delete", &["--masters", N3], &["--yes"]);
+    ok(&o);
+    let names: Vec<String> = nodes().into_iter().map(|n| n.0).collect();
+    assert_eq!(names, ["n1", "n2", "n4"]);
+    assert_eq!(etcd_members("n1", N1), ["n1", "n2"]);
+    assert!(api_ready_on("n4", "/root/admin.conf"));
+    bed.finish();
+}
+
+/// The ID of the running kube-apiserver container on the first master.
+fn apiserver_container() -> String {
+    on_ok("n1", "/usr/local/bin/crictl ps --name kube-apiserver -q")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn kubernetes_failed_and_killed_joins_leave_the_cluster_alone_and_converge() {
+    let bundle = bundle();
+    let Some(bed) = Testbed::up(3, &[]) else {
+        return;
+    };
+    let (o, _) = run_on(bundle, "install", &["--masters", N1, "--nodes", N2], &[]);
+    ok(&o);
+    wait_all_ready(2);
+    let apiserver = apiserver_container();
+    assert!(!apiserver.is_empty());
+    let two_and_n3 = format!("{N2},{N3}");
+    let hosts = ["--masters", N1, "--nodes", &two_and_n3];
+
+    // kubeadm join fails on n3 (its /etc/kubernetes is read-only): only n3 fails, and the
+    // running control plane is left as it was.
+    on_ok(
+        "n3",
+        "mkdir -p /etc/kubernetes && mount --bind /etc/kubernetes /etc/kubernetes && \
+         mount -o remount,ro,bind /etc/kubernetes",
+    );
+    let (o, ev) = run_on(bundle, "install", &hosts, &[]);
+    assert!(
+        !o.status.success(),
+        "the join on a read-only /etc/kubernetes passed"
+    );
+    assert_eq!(failed_nodes(&ev), [N3]);
+    assert_eq!(
+        apiserver_container(),
+        apiserver,
+        "the control plane was touched"
+    );
+    wait_all_ready(2);
+    on_ok("n3", "umount /etc/kubernetes");
+
+    // n3 goes down hard while kubeadm join runs on it; after it boots, a re-run converges.
+    let watcher = std::thread::spawn(|| {
+        on(
+            "n3",
+            "for i in $(seq 1 2400); do pgrep -x kubeadm >/dev/null && exit 0; sleep 0.05; done; exit 1",
+        )
+    });
+    let installer = {
+        let bundle = bundle.to_path_buf();
+        let nodes = two_and_n3.clone();
+        std::thread::spawn(move || {
+            run_on(
+                &bundle,
+                "install",
+                &["--masters", N1, "--nodes", &nodes],
+                &[],
+            )
+        })
+    };
+    let seen = watcher.join().expect("the watcher thread");
+    assert!(
+        seen.status.success(),
+        "kubeadm never ran on n3: {}",
+        stderr(&seen)
+    );
+    tb_ok(&["kill", "n3"]);
+    let (o, _) = installer.join().expect("the installer thread");
+    assert!(
+        !o.status.success(),
+        "the install passed with n3 killed during its join"
+    );
+    assert_eq!(
+        apiserver_container(),
+        apiserver,
+        "the control plane was touched"
+    );
+    tb_ok(&["start", "n3"]);
+    poll_until(
+        Duration::from_secs(1),
+        "n3 back on SSH",
+        Duration::from_secs(120),
+        || on("n3", "true").status.success(),
+    );
+    let (o, _) = run_on(bundle, "install", &hosts, &[]);
+    ok(&o);
+    wait_all_ready(3);
+    assert_eq!(apiserver_container(), apiserver);
+    answers("n3", N2, 30080);
     bed.finish();
 }

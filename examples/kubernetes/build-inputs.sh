@@ -77,6 +77,11 @@ fi
 command -v go >/dev/null || die "go not found: install Go 1.26 or later (go.dev/dl) and put it on PATH"
 GO_VERSION="$(go env GOVERSION)"
 mkdir -p "$CACHE"
+# Go's build cache grows by about 15 GB while Kubernetes compiles. The outputs are cached here
+# by hash, so that cache is worth nothing afterwards: it lives in a temporary directory that
+# goes when the script ends, instead of filling the disk the test nodes' kubelets watch.
+GOCACHE="$(mktemp -d "${TMPDIR:-/var/tmp}/bale-go-build.XXXXXX")"
+export GOCACHE
 
 # apt_show PKG...: "PACKAGE ARCHITECTURE VERSION" per package apt would download. The package
 # lists are refreshed once when they lack one. One apt-cache call: each costs a second.
@@ -108,7 +113,7 @@ apt_download() {
 
 # --- cache --------------------------------------------------------------------------------
 
-TMPS=()
+TMPS=("$GOCACHE")
 cleanup() { [ ${#TMPS[@]} -eq 0 ] || rm -rf "${TMPS[@]}"; }
 trap cleanup EXIT
 fmt_time() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }

@@ -44,6 +44,12 @@ pub enum KubeCommand {
         #[arg(long)]
         control_plane: bool,
     },
+    /// Cordon and drain the nodes of hosts about to leave the cluster (by their addresses)
+    Drain {
+        /// Comma-separated InternalIPs
+        #[arg(long, value_delimiter = ',')]
+        addresses: Vec<String>,
+    },
     /// Delete the Node objects of hosts that left the cluster (by their addresses)
     Forget {
         /// Comma-separated InternalIPs
@@ -133,6 +139,12 @@ pub fn run(args: AgentArgs, this: Option<&bale_payload::Bundle>) -> anyhow::Resu
         AgentCommand::Kube(KubeCommand::JoinMaterial { control_plane }) => {
             let m = crate::node::kubernetes::join_material(control_plane)?;
             println!("{}", serde_json::to_string(&m)?);
+            Ok(())
+        }
+        AgentCommand::Kube(KubeCommand::Drain { addresses }) => {
+            for line in crate::node::kubernetes::drain(&addresses)? {
+                println!("{line}");
+            }
             Ok(())
         }
         AgentCommand::Kube(KubeCommand::Forget { addresses }) => {

@@ -42,6 +42,14 @@ pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
         .position(|p| p.title() == "lock")
         .map_or(0, |i| i + 1);
     phases.insert(after_lock, Box::new(ReadMembers(members.clone())));
+    // Then, on a Kubernetes cluster, the first master that stays drains the leaving nodes.
+    phases.insert(
+        after_lock + 1,
+        Box::new(crate::phases::kube::DrainNodes::new(
+            members.clone(),
+            deleted.clone(),
+        )),
+    );
     let removed = execute(p, phases, t.dry_run, t.parallel, "delete");
     if t.dry_run {
         eprintln!(

@@ -49,7 +49,10 @@ pub use netlink::NetlinkError;
 pub use nft::NftError;
 pub use state::{Event, Probe};
 use state::{Pool, Thresholds};
-pub use vip::{ensure_prefix_route, remove_link, remove_prefix_route, VipError};
+pub use vip::{
+    ensure_prefix_route, ensure_unreachable_route, remove_link, remove_prefix_route,
+    remove_unreachable_route, VipError,
+};
 
 /// The name every node resolves to reach the apiserver.
 pub const APISERVER_NAME: &str = "apiserver.cluster.local";

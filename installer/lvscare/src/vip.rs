@@ -71,7 +71,13 @@ pub enum VipError {
     NoRealServers,
 }
 
+const RTN_UNREACHABLE: u8 = 7;
+
 fn rtmsg(dst_len: u8, protocol: u8) -> [u8; 12] {
+    rtmsg_of_type(dst_len, protocol, RTN_UNICAST)
+}
+
+fn rtmsg_of_type(dst_len: u8, protocol: u8, route_type: u8) -> [u8; 12] {
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
     // type, then u32 flags.
     [
@@ -82,7 +88,7 @@ fn rtmsg(dst_len: u8, protocol: u8) -> [u8; 12] {
         RT_TABLE_MAIN,
         protocol,
         RT_SCOPE_UNIVERSE,
-        RTN_UNICAST,
+        route_type,
         0,
         0,
         0,
@@ -194,6 +200,34 @@ pub fn ensure_route(vip: IpAddr, gw: Ipv4Addr) -> Result<(), VipError> {
 
 pub fn remove_route(vip: IpAddr) -> Result<bool, VipError> {
     match rtnl()?.request(del_route_msg(v4(vip)?)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.errno() == Some(Errno::ESRCH) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An `unreachable` route for `dst/len`, tagged as bale's: what no more specific route
+/// covers is refused on this host instead of going out through the default gateway.
+pub fn ensure_unreachable_route(dst: Ipv4Addr, len: u8) -> Result<(), VipError> {
+    let mut b = MsgBuilder::new(
+        RTM_NEWROUTE,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .header(&rtmsg_of_type(len, RTPROT_BALE, RTN_UNREACHABLE));
+    b.attr(RTA_DST, &dst.octets());
+    rtnl()?.request(b)?;
+    Ok(())
+}
+
+/// Removes bale's `unreachable` route for `dst/len`; `Ok(false)` when there was none.
+pub fn remove_unreachable_route(dst: Ipv4Addr, len: u8) -> Result<bool, VipError> {
+    let mut b = MsgBuilder::new(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK).header(&rtmsg_of_type(
+        len,
+        RTPROT_BALE,
+        RTN_UNREACHABLE,
+    ));
+    b.attr(RTA_DST, &dst.octets());
+    match rtnl()?.request(b) {
         Ok(_) => Ok(true),
         Err(e) if e.errno() == Some(Errno::ESRCH) => Ok(false),
         Err(e) => Err(e.into()),

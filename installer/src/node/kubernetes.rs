@@ -367,6 +367,28 @@ fn kubeadm(args: &[&str], secrets: &[&str]) -> StepResult<String> {
     Ok(text)
 }
 
+/// True once a join is complete: kubelet has its credentials and, on a master, the control
+/// plane's static pods (etcd last) are in place.
+fn join_complete(master: bool) -> bool {
+    let manifests = Path::new(kube::MANIFESTS_DIR);
+    Path::new(KUBELET_CONF).exists()
+        && (!master
+            || (manifests.join("kube-apiserver.yaml").exists()
+                && manifests.join("etcd.yaml").exists()))
+}
+
+/// True when something of a join is here: kubeadm writes these first.
+fn join_started() -> bool {
+    [
+        kube::BOOTSTRAP_KUBELET_CONF,
+        KUBELET_CONF,
+        CA_CERT,
+        kube::KUBELET_CONFIG,
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
+}
+
 /// After a failed init or join of this attempt: what it half-made never worked, so kubeadm's
 /// own reset takes it away and the next run starts clean.
 fn reset_failed_attempt(p: &mut Progress) {
@@ -402,6 +424,14 @@ fn tag_of(images: &[String], repo_tail: &str) -> Option<(String, String)> {
     })
 }
 
+/// The cluster's pod subnet: Clusterfile or Kubefile `PodCIDR`, else sealer's default.
+pub fn pod_subnet(ctx: &crate::node::context::NodeContext) -> String {
+    ctx.env
+        .get("PodCIDR")
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_POD_CIDR.to_string())
+}
+
 fn detect_facts() -> StepResult<NodeFacts> {
     NodeFacts::detect().map_err(kube_error)
 }
@@ -429,6 +459,7 @@ fn cluster_spec(env: &StepEnv, version: KubeVersion, facts: &NodeFacts) -> StepR
         }
     }
     let env_or = |k: &str, d: &str| ctx.env.get(k).cloned().unwrap_or_else(|| d.to_string());
+    debug_assert_eq!(env_or("PodCIDR", DEFAULT_POD_CIDR), pod_subnet(ctx));
     let dns = tag_of(&images, "coredns");
     let name = env.ctx.node_ip.as_str();
     let cluster_facts = ClusterFacts::from_nodes([(name, facts)]).map_err(kube_error)?;
@@ -548,10 +579,17 @@ impl Cluster {
         p: &mut Progress,
     ) -> StepResult<()> {
         let join_file = Path::new(&env.ctx.data_dir).join(JOIN_FILE);
-        if Path::new(KUBELET_CONF).exists() {
+        if join_complete(env.ctx.is_master()) {
             let _ = step::remove_file(&join_file);
             p.note("already a member of the cluster: kubeadm join not run again");
             return Ok(());
+        }
+        if join_started() {
+            // An earlier join stopped half-way (the host went down, say): it never made this
+            // host a working member, so its leftovers go before kubeadm, whose preflight
+            // would refuse them.
+            p.note("an earlier kubeadm join stopped half-way here: resetting what it left");
+            reset_failed_attempt(p);
         }
         let text = std::fs::read(&join_file).map_err(|e| {
             StepError::Failed(format!(
@@ -733,6 +771,7 @@ impl Step for Cluster {
     }
 
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        stop_apiserver_gracefully(p);
         if bin("kubeadm").exists()
             && (Path::new(KUBELET_CONF).exists() || Path::new(kube::MANIFESTS_DIR).exists())
         {
@@ -765,6 +804,33 @@ impl Step for Cluster {
         remove_pod_netns(p);
         super::kube_proxy_rules::remove(p);
         Ok(())
+    }
+}
+
+/// Before a control plane is reset: its API server leaves by its own graceful shutdown, which
+/// takes its address out of the `kubernetes` Service at once. kubeadm's reset kills it instead,
+/// and for the lease's 15 s the other nodes' pods keep dialling this host, whose answers, with
+/// the pod routes gone, would leave through the default gateway.
+fn stop_apiserver_gracefully(p: &mut Progress) {
+    let manifest = Path::new(kube::MANIFESTS_DIR).join("kube-apiserver.yaml");
+    if !manifest.exists() || !systemd::is_active(KUBELET_UNIT) {
+        return;
+    }
+    let parked = Path::new(KUBEADM_DIR).join("kube-apiserver.yaml.stopped");
+    if std::fs::create_dir_all(KUBEADM_DIR).is_err() || std::fs::rename(&manifest, &parked).is_err()
+    {
+        return;
+    }
+    let gone = wait_for("the API server stopping", Duration::from_secs(45), || {
+        std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], kube::API_PORT)),
+            Duration::from_millis(300),
+        )
+        .is_err()
+    });
+    match gone {
+        Ok(()) => p.changed("the API server stopped on its own (its endpoint left the cluster)"),
+        Err(e) => p.note(format!("{e}; resetting anyway")),
     }
 }
 
@@ -852,6 +918,28 @@ pub fn forget(addresses: &[String]) -> StepResult<Vec<String>> {
         out.len(),
         list.len() - out.len()
     ));
+    Ok(out)
+}
+
+/// `bale agent kube drain`: cordons and drains the nodes whose InternalIP is one of
+/// `addresses` (DaemonSet pods stay: they go with the node); one line per node.
+pub fn drain(addresses: &[String]) -> StepResult<Vec<String>> {
+    let list = parse_nodes(&kubectl(&["get", "nodes", "-o", "json"])?)?;
+    let mut out = Vec::new();
+    for n in list.iter().filter(|n| addresses.contains(&n.internal_ip)) {
+        kubectl(&[
+            "drain",
+            &n.name,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--force",
+            "--timeout=120s",
+        ])?;
+        out.push(format!("drained node {} ({})", n.name, n.internal_ip));
+    }
+    if out.is_empty() {
+        out.push("no such node in the cluster: nothing to drain".into());
+    }
     Ok(out)
 }
 

@@ -38,6 +38,9 @@ pub struct PodRoute {
 struct Record {
     routes: Vec<PodRoute>,
     files: Vec<String>,
+    /// The cluster's pod subnet, refused here where no node's route covers it.
+    #[serde(default)]
+    unreachable: Option<(Ipv4Addr, u8)>,
 }
 
 fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
@@ -241,8 +244,21 @@ impl Step for PodNet {
                 ));
             }
         }
+        // A pod address that no node holds (a node just deleted, say) is refused here rather
+        // than sent to the default gateway, off the site.
+        let cluster = super::kubernetes::pod_subnet(env.ctx);
+        let v4 = cluster.split(',').find_map(parse_cidr);
+        if record.unreachable.is_some() && record.unreachable != v4 {
+            if let Some((a, l)) = record.unreachable {
+                bale_lvscare::remove_unreachable_route(a, l).map_err(route_err)?;
+            }
+        }
+        record.unreachable = v4;
         record.routes = routes.clone();
         step::save_manifest(&manifest, &record)?;
+        if let Some((a, l)) = v4 {
+            bale_lvscare::ensure_unreachable_route(a, l).map_err(route_err)?;
+        }
         for r in &routes {
             bale_lvscare::ensure_prefix_route(r.subnet, r.len, r.via).map_err(route_err)?;
         }
@@ -272,6 +288,11 @@ impl Step for PodNet {
                     "removed route {}/{} via {}",
                     r.subnet, r.len, r.via
                 ));
+            }
+        }
+        if let Some((a, l)) = record.unreachable {
+            if bale_lvscare::remove_unreachable_route(a, l).unwrap_or(false) {
+                p.changed(format!("removed route unreachable {a}/{l}"));
             }
         }
         if systemd::is_enabled(UNIT) {

@@ -19,16 +19,19 @@ use super::context::node_context;
 use super::{bundle_path, test_on};
 use crate::engine::{lock, Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::hosts::Role;
-use crate::kube::KUBELET_CONF;
+use crate::kube::{KUBELET_CONF, MANIFESTS_DIR};
 use crate::node::kubernetes::{KubeNode, JOIN_FILE};
 use crate::node::podnet::NODES_FILE;
 use crate::ssh::{sq, Conn, Input};
+
+/// A connection to a master and the master's address.
+type MasterConn = (Arc<Conn>, String);
 
 /// What the Kubernetes phases share within one run.
 #[derive(Default)]
 pub struct KubeRun {
     /// The first master's connection, once its control plane answers.
-    first_master: Mutex<Option<(Arc<Conn>, String)>>,
+    first_master: Mutex<Option<MasterConn>>,
     /// Held while a master joins: etcd takes one new member at a time.
     master_join: Mutex<()>,
     /// The cluster's nodes, read once per run for the pod network.
@@ -40,7 +43,7 @@ fn kubernetes(node: &Node) -> bool {
 }
 
 impl KubeRun {
-    fn first_master(&self) -> Result<(Arc<Conn>, String), PhaseError> {
+    fn first_master(&self) -> Result<MasterConn, PhaseError> {
         lock(&self.first_master).clone().ok_or_else(|| {
             PhaseError::CrossNode(
                 "the first master has no working control plane in this run (its kube-init \
@@ -118,10 +121,17 @@ impl Phase for KubeJoin {
         )
     }
     fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult {
-        if test_on(node, &format!("[ -f {} ]", sq(KUBELET_CONF))) {
+        let master = node.role() == Role::Master;
+        // A member already (a master with its control plane's static pods): no secrets needed.
+        let mut member = format!("[ -f {} ]", sq(KUBELET_CONF));
+        if master {
+            for m in ["kube-apiserver.yaml", "etcd.yaml"] {
+                member += &format!(" && [ -f {} ]", sq(&format!("{MANIFESTS_DIR}/{m}")));
+            }
+        }
+        if test_on(node, &member) {
             return run_noted(node, "cluster", "apply");
         }
-        let master = node.role() == Role::Master;
         // Masters one at a time; the guard is held across the whole join.
         let _turn = master.then(|| lock(&self.0.master_join));
         let material = self.0.ask_first_master(
@@ -177,6 +187,99 @@ impl Phase for ForgetNodes {
             "forget",
         )?;
         if let Some(last) = out.lines().last() {
+            node.note(last);
+        }
+        Ok(())
+    }
+}
+
+/// `delete`, before the reset: the first master that stays drains each deleted host's node,
+/// so its pods move while it still runs them. That master is reached with the deleted hosts'
+/// login options, over one connection for all of them.
+pub struct DrainNodes {
+    pub members: Arc<super::members::Members>,
+    /// The addresses being deleted.
+    pub deleted: Vec<String>,
+    /// Asked once: `Some(None)` when no master that stays could be reached.
+    conn: Mutex<Option<Option<MasterConn>>>,
+}
+
+impl DrainNodes {
+    pub fn new(members: Arc<super::members::Members>, deleted: Vec<String>) -> DrainNodes {
+        DrainNodes {
+            members,
+            deleted,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The first master that stays, connected once; `None` when none stays or it cannot be
+    /// reached (then nothing is drained: the reset goes on, as for a dead host).
+    fn first_master(&self, node: &Node) -> Option<MasterConn> {
+        let mut slot = lock(&self.conn);
+        if let Some(c) = slot.as_ref() {
+            return c.clone();
+        }
+        let rest = self.members.remaining(&self.deleted);
+        let master = rest.and_then(|r| r.masters.first().cloned());
+        let conn = master.and_then(|addr| {
+            let mut host = node.host.clone()?;
+            host.addr = addr.parse().ok()?;
+            host.role = Role::Master;
+            match Conn::connect(&host, &node.ctx.ssh) {
+                Ok(c) => Some((Arc::new(c), addr)),
+                Err(e) => {
+                    node.note(&format!(
+                        "cannot reach the first master that stays ({addr}) to drain: {}; \
+                         going on without a drain",
+                        crate::engine::report::chain(&e)
+                    ));
+                    None
+                }
+            }
+        });
+        *slot = Some(conn.clone());
+        conn
+    }
+}
+
+impl Phase for DrainNodes {
+    fn title(&self) -> &str {
+        "drain"
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        kubernetes(node)
+    }
+    fn dry_run(&self, _node: &Node) -> String {
+        "cordon and drain this node from the first master that stays (agent kube drain)".into()
+    }
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
+        let Some(addr) = node.host.as_ref().map(|h| h.addr.to_string()) else {
+            return Ok(());
+        };
+        let Some((conn, master)) = self.first_master(node) else {
+            return Ok(());
+        };
+        let o = conn.root(
+            &format!(
+                "{} agent kube drain --addresses {}",
+                sq(&bundle_path(&node.ctx.data_dir)),
+                sq(&addr)
+            ),
+            Input::None,
+        )?;
+        if o.code != 0 {
+            return Err(PhaseError::Agent {
+                step: format!("kube drain (on {master})"),
+                action: "drain".into(),
+                code: o.code,
+                output: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            });
+        }
+        if let Some(last) = String::from_utf8_lossy(&o.stdout).lines().last() {
             node.note(last);
         }
         Ok(())
