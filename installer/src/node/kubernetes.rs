@@ -771,6 +771,14 @@ impl Step for Cluster {
     }
 
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        // A control plane's etcd member goes first, while this host's API server can still
+        // tell kubeadm where the other members are; then the API server stops on its own.
+        if bin("kubeadm").exists() && Path::new(kube::MANIFESTS_DIR).join("etcd.yaml").exists() {
+            match kubeadm(&["reset", "phase", "remove-etcd-member"], &[]) {
+                Ok(_) => p.changed("removed this host's etcd member"),
+                Err(e) => p.note(format!("removing this host's etcd member failed: {e}")),
+            }
+        }
         stop_apiserver_gracefully(p);
         if bin("kubeadm").exists()
             && (Path::new(KUBELET_CONF).exists() || Path::new(kube::MANIFESTS_DIR).exists())

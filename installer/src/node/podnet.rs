@@ -67,6 +67,11 @@ pub fn plan(nodes: &[KubeNode], node_ip: &str) -> StepResult<(String, Vec<PodRou
             me.name
         ))
     })?;
+    Ok((own, routes_to_others(nodes, node_ip)?))
+}
+
+/// The routes to every other node's pod subnet.
+pub fn routes_to_others(nodes: &[KubeNode], node_ip: &str) -> StepResult<Vec<PodRoute>> {
     let mut routes = Vec::new();
     for n in nodes.iter().filter(|n| n.internal_ip != node_ip) {
         let (Some(cidr), Ok(via)) = (n.pod_cidr.as_deref(), n.internal_ip.parse::<Ipv4Addr>())
@@ -82,7 +87,7 @@ pub fn plan(nodes: &[KubeNode], node_ip: &str) -> StepResult<(String, Vec<PodRou
         routes.push(PodRoute { subnet, len, via });
     }
     routes.sort();
-    Ok((own, routes))
+    Ok(routes)
 }
 
 /// The CNI network: a bridge with this node's subnet. No masquerade: pods keep their
@@ -214,7 +219,15 @@ impl Step for PodNet {
             p.note("no node list from the installer: nothing to do");
             return Ok(());
         };
-        let (own, routes) = plan(&nodes, &env.ctx.node_ip)?;
+        // Before its join, a host is not in the list yet: it gets the routes to the others
+        // (its control plane, once up, answers their pods through them) and no CNI config.
+        let joining = !nodes.iter().any(|n| n.internal_ip == env.ctx.node_ip);
+        let (own, routes) = if joining {
+            (None, routes_to_others(&nodes, &env.ctx.node_ip)?)
+        } else {
+            let (own, routes) = plan(&nodes, &env.ctx.node_ip)?;
+            (Some(own), routes)
+        };
         let manifest = env.manifest_path("podnet");
         let mut record: Record = step::load_manifest(&manifest)?.unwrap_or_default();
         let unit_path = systemd::unit_path(UNIT);
@@ -227,13 +240,6 @@ impl Step for PodNet {
             }
         }
         step::save_manifest(&manifest, &record)?;
-        let conflist = render_conflist(&own);
-        if std::fs::read_to_string(CONFLIST).ok().as_deref() != Some(conflist.as_str()) {
-            wait_for_service_rules(p);
-        }
-        if step::write_file(Path::new(CONFLIST), conflist.as_bytes(), 0o644)? {
-            p.changed(format!("wrote {CONFLIST} (pods on {BRIDGE}, subnet {own})"));
-        }
         for old in record.routes.clone() {
             if !routes.contains(&old)
                 && bale_lvscare::remove_prefix_route(old.subnet, old.len).map_err(route_err)?
@@ -268,6 +274,18 @@ impl Step for PodNet {
                 routes.len()
             ));
         }
+        // The CNI config last: this node's pods start once it exists, and their peers must
+        // be reachable by then.
+        if let Some(own) = &own {
+            let conflist = render_conflist(own);
+            if std::fs::read_to_string(CONFLIST).ok().as_deref() != Some(conflist.as_str()) {
+                wait_for_service_rules(p);
+            }
+            if step::write_file(Path::new(CONFLIST), conflist.as_bytes(), 0o644)? {
+                p.changed(format!("wrote {CONFLIST} (pods on {BRIDGE}, subnet {own})"));
+            }
+        }
+
         if systemd::is_running() {
             let text = unit(&env.ctx.bundle_path(), &env.ctx.data_dir);
             if systemd::write_unit(UNIT, &text)? {

@@ -142,6 +142,13 @@ impl Phase for KubeJoin {
             },
             "join-material",
         )?;
+        // The routes to the members' pods come before the join: this host's control plane
+        // answers them as soon as it is up.
+        if !node.ctx.site.bundles_cni {
+            let nodes = self.0.ask_first_master("nodes", "nodes")?;
+            write_node_list(node, nodes.as_bytes())?;
+            run_noted(node, "podnet", "apply")?;
+        }
         let path = format!("{}/{JOIN_FILE}", node.ctx.data_dir);
         attempt.creates(&path);
         node.conn()?.root_ok(
@@ -328,14 +335,20 @@ impl Phase for PodNetwork {
         let nodes = self.nodes(node)?;
         // A plain list of strings: encoding it cannot fail.
         let body = serde_json::to_vec_pretty(&nodes).unwrap_or_default();
-        let path = format!("{}/{NODES_FILE}", node.ctx.data_dir);
-        node.conn()?.root_ok(
-            "write the cluster's node list",
-            &format!("cat > {p}.tmp && mv -f {p}.tmp {p}", p = sq(&path)),
-            Input::Bytes(&body),
-        )?;
+        write_node_list(node, &body)?;
         run_noted(node, "podnet", "apply")
     }
+}
+
+/// Writes the cluster's node list (JSON) where `agent step podnet` reads it.
+fn write_node_list(node: &Node, body: &[u8]) -> PhaseResult {
+    let path = format!("{}/{NODES_FILE}", node.ctx.data_dir);
+    node.conn()?.root_ok(
+        "write the cluster's node list",
+        &format!("cat > {p}.tmp && mv -f {p}.tmp {p}", p = sq(&path)),
+        Input::Bytes(body),
+    )?;
+    Ok(())
 }
 
 /// For `check`: what the first master's cluster says, one line per node.

@@ -106,11 +106,13 @@ pub fn reset(verb: &'static str) -> Vec<Box<dyn Phase>> {
         hook(Action::PreClean),
         // kubeadm reset first: it removes the pods through CNI while the network still exists.
         Box::new(UndoStep("cluster")),
-        Box::new(UndoStep("podnet")),
         Box::new(UndoStep("kubelet")),
         Box::new(UndoStep("lvscare")),
         Box::new(UndoStep("registry")),
         Box::new(UndoStep("runtime")),
+        // The pod routes last: whatever container the runtime's undo kills answers its peers
+        // through them, not through the default gateway.
+        Box::new(UndoStep("podnet")),
         Box::new(UndoStep("kernel")),
         hook(Action::PostClean),
         Box::new(forget::Forget),
