@@ -459,7 +459,6 @@ fn cluster_spec(env: &StepEnv, version: KubeVersion, facts: &NodeFacts) -> StepR
         }
     }
     let env_or = |k: &str, d: &str| ctx.env.get(k).cloned().unwrap_or_else(|| d.to_string());
-    debug_assert_eq!(env_or("PodCIDR", DEFAULT_POD_CIDR), pod_subnet(ctx));
     let dns = tag_of(&images, "coredns");
     let name = env.ctx.node_ip.as_str();
     let cluster_facts = ClusterFacts::from_nodes([(name, facts)]).map_err(kube_error)?;
@@ -467,7 +466,7 @@ fn cluster_spec(env: &StepEnv, version: KubeVersion, facts: &NodeFacts) -> StepR
         version,
         control_plane_endpoint: format!("{}:{}", kube::CONTROL_PLANE_NAME, kube::API_PORT),
         cert_sans: sans,
-        pod_subnet: env_or("PodCIDR", DEFAULT_POD_CIDR),
+        pod_subnet: pod_subnet(ctx),
         service_subnet: env_or("SvcCIDR", DEFAULT_SERVICE_CIDR),
         image_repository: repository,
         dns_image_tag: dns.as_ref().map(|(_, t)| t.clone()),
