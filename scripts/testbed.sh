@@ -491,6 +491,11 @@ EOF
   ln -sf ../bale-cgroup-rw.service "$r/etc/systemd/system/sysinit.target.wants/bale-cgroup-rw.service"
   # kubelet and friends read /dev/kmsg, which containers do not have.
   echo 'L /dev/kmsg - - - - /dev/console' >"$r/etc/tmpfiles.d/bale-kmsg.conf"
+  # A node's disk is a directory on the host's file system, shared with all else on the
+  # machine: kubelet's default eviction (pods go below 15 % free for images) would measure the
+  # host's use, not the node's. bale's kubelet unit reads extra flags from this file.
+  mkdir -p "$r/etc/default"
+  echo 'KUBELET_EXTRA_ARGS=--eviction-hard=imagefs.available<1%,nodefs.available<1%,memory.available<100Mi' >"$r/etc/default/kubelet"
   # Pods whose PID 1 ignores SIGTERM would hold a node's shutdown for systemd's 90 s default.
   mkdir -p "$r/etc/systemd/system.conf.d"
   printf '[Manager]\nDefaultTimeoutStopSec=10s\n' >"$r/etc/systemd/system.conf.d/bale-testbed.conf"
