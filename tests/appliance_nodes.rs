@@ -64,22 +64,6 @@ fn run_on_nodes(bundle: &Path, verb: &str, extra: &[&str]) -> (Output, Vec<serde
     run_on(bundle, verb, &["--masters", N1, "--nodes", &workers], extra)
 }
 
-/// Runs `bundle VERB HOSTS ARGS --json` with the testbed's key and known hosts.
-fn run_on(
-    bundle: &Path,
-    verb: &str,
-    hosts: &[&str],
-    extra: &[&str],
-) -> (Output, Vec<serde_json::Value>) {
-    let key = key();
-    let kh = known_hosts_path();
-    let mut args = vec![verb, "--json"];
-    args.extend_from_slice(hosts);
-    args.extend_from_slice(&["--key", &key, "--known-hosts", &kh]);
-    args.extend_from_slice(extra);
-    run_logged(bundle, &args, &format!("{verb} {hosts:?} {extra:?}"))
-}
-
 /// One HTTP GET from the host to a node; the body, or why not.
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))

@@ -19,7 +19,6 @@ use common::events::*;
 use common::testbed::*;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -95,21 +94,6 @@ fn bundles(dir: &Path) -> PathBuf {
         ctx.to_str().unwrap(),
     ]));
     out
-}
-
-fn run_on(
-    bundle: &Path,
-    verb: &str,
-    hosts: &[&str],
-    extra: &[&str],
-) -> (Output, Vec<serde_json::Value>) {
-    let key = key();
-    let kh = known_hosts_path();
-    let mut args = vec![verb, "--json"];
-    args.extend_from_slice(hosts);
-    args.extend_from_slice(&["--key", &key, "--known-hosts", &kh]);
-    args.extend_from_slice(extra);
-    run_logged(bundle, &args, &format!("{verb} {hosts:?} {extra:?}"))
 }
 
 fn kubectl(args: &str) -> String {

@@ -52,6 +52,23 @@ pub fn on_ok(node: &str, cmd: &str) -> String {
     stdout(&o)
 }
 
+/// Runs `bundle VERB HOSTS ARGS --json` with the testbed's key and known hosts; the output and
+/// the events.
+pub fn run_on(
+    bundle: &Path,
+    verb: &str,
+    hosts: &[&str],
+    extra: &[&str],
+) -> (Output, Vec<serde_json::Value>) {
+    let key = key();
+    let kh = known_hosts_path();
+    let mut args = vec![verb, "--json"];
+    args.extend_from_slice(hosts);
+    args.extend_from_slice(&["--key", &key, "--known-hosts", &kh]);
+    args.extend_from_slice(extra);
+    super::events::run_logged(bundle, &args, &format!("{verb} {hosts:?} {extra:?}"))
+}
+
 /// The testbed's private key and known_hosts file.
 pub fn key() -> String {
     tb_ok(&["key"]).trim().to_string()

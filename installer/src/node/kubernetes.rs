@@ -314,7 +314,11 @@ fn api_ready() -> bool {
     kubectl(&["get", "--raw", "/readyz", "--request-timeout=5s"]).is_ok()
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> StepResult<()> {
+pub(crate) fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> StepResult<()> {
     let start = Instant::now();
     loop {
         if ok() {
@@ -692,7 +696,7 @@ impl Step for Cluster {
         }
         if env.ctx.first_master && Path::new(ADMIN_CONF).exists() {
             // The cluster as its API sees it: every node Ready, every system pod running.
-            match kubectl(&["get", "nodes", "-o", "json"]).and_then(|j| parse_nodes(&j)) {
+            match cluster_nodes() {
                 Ok(nodes) => {
                     let ready = nodes.iter().filter(|n| n.ready).count();
                     let not: Vec<&str> = nodes
@@ -914,7 +918,7 @@ pub fn join_material(control_plane: bool) -> StepResult<JoinMaterial> {
 /// `bale agent kube forget`: deletes the Node objects whose InternalIP is one of `addresses`;
 /// one line per node, and a summary last.
 pub fn forget(addresses: &[String]) -> StepResult<Vec<String>> {
-    let list = parse_nodes(&kubectl(&["get", "nodes", "-o", "json"])?)?;
+    let list = cluster_nodes()?;
     let mut out = Vec::new();
     for n in list.iter().filter(|n| addresses.contains(&n.internal_ip)) {
         kubectl(&["delete", "node", &n.name, "--wait=true", "--timeout=60s"])?;
@@ -931,7 +935,7 @@ pub fn forget(addresses: &[String]) -> StepResult<Vec<String>> {
 /// `bale agent kube drain`: cordons and drains the nodes whose InternalIP is one of
 /// `addresses` (DaemonSet pods stay: they go with the node); one line per node.
 pub fn drain(addresses: &[String]) -> StepResult<Vec<String>> {
-    let list = parse_nodes(&kubectl(&["get", "nodes", "-o", "json"])?)?;
+    let list = cluster_nodes()?;
     let mut out = Vec::new();
     for n in list.iter().filter(|n| addresses.contains(&n.internal_ip)) {
         kubectl(&[
@@ -955,14 +959,18 @@ pub fn drain(addresses: &[String]) -> StepResult<Vec<String>> {
 pub fn nodes(wait_for_count: usize, limit: Duration) -> StepResult<Vec<KubeNode>> {
     let start = Instant::now();
     loop {
-        let out = kubectl(&["get", "nodes", "-o", "json"])?;
-        let list = parse_nodes(&out)?;
+        let list = cluster_nodes()?;
         let with_cidr = list.iter().filter(|n| n.pod_cidr.is_some()).count();
         if with_cidr >= wait_for_count || start.elapsed() >= limit {
             return Ok(list);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The cluster's nodes, as the admin kubeconfig's API server lists them.
+fn cluster_nodes() -> StepResult<Vec<KubeNode>> {
+    parse_nodes(&kubectl(&["get", "nodes", "-o", "json"])?)
 }
 
 /// The nodes of `kubectl get nodes -o json`.

@@ -143,20 +143,19 @@ fn service_rules_present() -> Option<bool> {
 /// the API server's) before kube-proxy has written the Service rules sends that packet to the
 /// default gateway, off the site. So the config comes once the rules are there.
 fn wait_for_service_rules(p: &Progress) {
-    let start = std::time::Instant::now();
-    loop {
-        match service_rules_present() {
-            None => {
-                p.note("no nft here to see kube-proxy's rules: not waiting for them");
-                return;
-            }
-            Some(true) => return,
-            Some(false) if start.elapsed() >= std::time::Duration::from_secs(90) => {
-                p.note("kube-proxy's Service rules are not here after 90 s: writing the pod network anyway");
-                return;
-            }
-            Some(false) => std::thread::sleep(std::time::Duration::from_millis(500)),
-        }
+    if service_rules_present().is_none() {
+        p.note("no nft here to see kube-proxy's rules: not waiting for them");
+        return;
+    }
+    let limit = std::time::Duration::from_secs(90);
+    if super::kubernetes::wait_for("kube-proxy's Service rules", limit, || {
+        service_rules_present() == Some(true)
+    })
+    .is_err()
+    {
+        p.note(
+            "kube-proxy's Service rules are not here after 90 s: writing the pod network anyway",
+        );
     }
 }
 
@@ -254,10 +253,8 @@ impl Step for PodNet {
         // than sent to the default gateway, off the site.
         let cluster = super::kubernetes::pod_subnet(env.ctx);
         let v4 = cluster.split(',').find_map(parse_cidr);
-        if record.unreachable.is_some() && record.unreachable != v4 {
-            if let Some((a, l)) = record.unreachable {
-                bale_lvscare::remove_unreachable_route(a, l).map_err(route_err)?;
-            }
+        if let Some((a, l)) = record.unreachable.filter(|old| Some(*old) != v4) {
+            bale_lvscare::remove_unreachable_route(a, l).map_err(route_err)?;
         }
         record.unreachable = v4;
         record.routes = routes.clone();

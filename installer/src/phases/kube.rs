@@ -56,20 +56,32 @@ impl KubeRun {
     /// Runs `bundle.bale agent kube ARGS` on the first master and returns its stdout.
     fn ask_first_master(&self, args: &str, what: &str) -> Result<String, PhaseError> {
         let (conn, data_dir) = self.first_master()?;
-        let o = conn.root(
-            &format!("{} agent kube {args}", sq(&bundle_path(&data_dir))),
-            Input::None,
-        )?;
-        if o.code != 0 {
-            return Err(PhaseError::Agent {
-                step: "kube".into(),
-                action: what.into(),
-                code: o.code,
-                output: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        agent_kube(&conn, &data_dir, args, "kube".into(), what)
     }
+}
+
+/// Runs `bundle.bale agent kube ARGS` over `conn` (a master's) and returns its stdout; a
+/// failure names `step` and `action` with what the agent printed on stderr.
+fn agent_kube(
+    conn: &Conn,
+    data_dir: &str,
+    args: &str,
+    step: String,
+    action: &str,
+) -> Result<String, PhaseError> {
+    let o = conn.root(
+        &format!("{} agent kube {args}", sq(&bundle_path(data_dir))),
+        Input::None,
+    )?;
+    if o.code != 0 {
+        return Err(PhaseError::Agent {
+            step,
+            action: action.into(),
+            code: o.code,
+            output: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 /// Phase 1: `kubeadm init` on the first master.
@@ -270,23 +282,14 @@ impl Phase for DrainNodes {
         let Some((conn, master)) = self.first_master(node) else {
             return Ok(());
         };
-        let o = conn.root(
-            &format!(
-                "{} agent kube drain --addresses {}",
-                sq(&bundle_path(&node.ctx.data_dir)),
-                sq(&addr)
-            ),
-            Input::None,
+        let out = agent_kube(
+            &conn,
+            &node.ctx.data_dir,
+            &format!("drain --addresses {}", sq(&addr)),
+            format!("kube drain (on {master})"),
+            "drain",
         )?;
-        if o.code != 0 {
-            return Err(PhaseError::Agent {
-                step: format!("kube drain (on {master})"),
-                action: "drain".into(),
-                code: o.code,
-                output: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            });
-        }
-        if let Some(last) = String::from_utf8_lossy(&o.stdout).lines().last() {
+        if let Some(last) = out.lines().last() {
             node.note(last);
         }
         Ok(())
@@ -349,30 +352,4 @@ fn write_node_list(node: &Node, body: &[u8]) -> PhaseResult {
         Input::Bytes(body),
     )?;
     Ok(())
-}
-
-/// For `check`: what the first master's cluster says, one line per node.
-pub fn cluster_nodes(node: &Node) -> Result<Vec<KubeNode>, PhaseError> {
-    let out = agent_step_kube(node, "nodes")?;
-    serde_json::from_str(&out).map_err(|source| PhaseError::AgentStatus {
-        output: out.clone(),
-        source,
-    })
-}
-
-fn agent_step_kube(node: &Node, args: &str) -> Result<String, PhaseError> {
-    let d = &node.ctx.data_dir;
-    let o = node.conn()?.root(
-        &format!("{} agent kube {args}", sq(&bundle_path(d))),
-        Input::None,
-    )?;
-    if o.code != 0 {
-        return Err(PhaseError::Agent {
-            step: "kube".into(),
-            action: args.into(),
-            code: o.code,
-            output: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
