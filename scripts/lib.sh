@@ -57,3 +57,29 @@ need_helm() {
     "$helm" version --short >/dev/null || die "$helm does not run"
     echo "$helm"
 }
+
+# Python clients the tests check bale's output with, from PyPI at pinned versions: `oras` (reads
+# a pushed bundle back as an OCI artifact) and `cyclonedx-python-lib` (validates the SBOM
+# against the CycloneDX 1.5 JSON schema). One venv, cached outside the clone by the hash of
+# the pins. Prints the venv's python.
+PY_TOOLS_PINS="oras==0.2.43 cyclonedx-python-lib[json-validation]==11.12.0"
+need_py_tools() {
+    local hash dir
+    hash=$(printf '%s' "$PY_TOOLS_PINS" | sha256sum | cut -c1-16)
+    dir="${BALE_PY_TOOLS_CACHE:-/var/cache/bale-py-tools}/venv-$hash"
+    if [ ! -x "$dir/bin/python" ]; then
+        command -v python3 >/dev/null || need_apt python3 python3-venv
+        python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt python3-venv
+        say "Python test clients from PyPI: $PY_TOOLS_PINS"
+        rm -rf "$dir.tmp"
+        mkdir -p "$(dirname "$dir")"
+        python3 -m venv "$dir.tmp" >&2 || die "cannot make a venv in $dir.tmp"
+        # shellcheck disable=SC2086 # the pins are words
+        "$dir.tmp/bin/python" -m pip install -q --disable-pip-version-check $PY_TOOLS_PINS >&2 \
+            || { rm -rf "$dir.tmp"; die "cannot install $PY_TOOLS_PINS from PyPI"; }
+        mv "$dir.tmp" "$dir"
+    fi
+    "$dir/bin/python" -c 'import oras.client, cyclonedx.validation.json' \
+        || die "$dir: the Python test clients do not import"
+    echo "$dir/bin/python"
+}

@@ -39,7 +39,9 @@ say "the Kubernetes base bundle's inputs, compiled from Go modules (cached outsi
 examples/kubernetes/build-inputs.sh
 say "helm for the chart tests"
 helm=$(need_helm)
+say "Python clients for the SBOM and push/pull tests"
+py=$(need_py_tools)
 say "tests"
 # Every test must run here, not skip: cross-architecture, multi-node, real-helm and the rest.
 BALE_REQUIRE_ALL=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" BALE_TEST_HELM="$helm" \
-    cargo test --workspace --locked
+    BALE_TEST_PYTHON="$py" cargo test --workspace --locked
