@@ -69,3 +69,29 @@ oci_image() {
           annotations: {"org.opencontainers.image.ref.name": $ref}}]}' >"$layout/index.json"
     echo "$ref ($OCI_ARCH): $layout" >&2
 }
+
+# oci_merge LAYOUT REF SRC...
+# One layout at LAYOUT (replacing what is there) whose index.json names REF as an image index
+# over the images of the one-image layouts SRC (each made by oci_image for one architecture,
+# its platform recorded); blobs the architectures share are stored once.
+oci_merge() {
+    local layout="$1" ref="$2" src manifests='[]' d size
+    shift 2
+    rm -rf "$layout"
+    mkdir -p "$layout/blobs/sha256"
+    for src in "$@"; do
+        cp -n "$src"/blobs/sha256/* "$layout/blobs/sha256/"
+        manifests="$(jq -c --slurpfile i "$src/index.json" '. + [$i[0].manifests[0] | del(.annotations)]' <<<"$manifests")"
+    done
+    jq -cn --argjson m "$manifests" \
+        '{schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: $m}' \
+        >"$OCI_WORK/image-index.json"
+    d="$(oci_blob "$OCI_WORK/image-index.json" "$layout")"
+    size="$(stat -c %s "$OCI_WORK/image-index.json")"
+    printf '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
+    jq -cn --arg d "sha256:$d" --argjson s "$size" --arg ref "$ref" \
+        '{schemaVersion: 2, manifests: [{mediaType: "application/vnd.oci.image.index.v1+json",
+          digest: $d, size: $s, annotations: {"org.opencontainers.image.ref.name": $ref}}]}' \
+        >"$layout/index.json"
+    echo "$ref (index of $#): $layout" >&2
+}

@@ -83,3 +83,15 @@ need_py_tools() {
         || die "$dir: the Python test clients do not import"
     echo "$dir/bin/python"
 }
+
+# need_foreign_arch ARCH: dpkg knows ARCH (a Debian architecture), so that apt can download its
+# .debs (they are only ever extracted, never installed). Updates the package lists once after.
+need_foreign_arch() {
+    [ "$1" = "$(dpkg --print-architecture)" ] && return 0
+    dpkg --print-foreign-architectures | grep -qx "$1" && return 0
+    [ "$(id -u)" -eq 0 ] || die "run as root: dpkg --add-architecture $1 is needed for $1 .debs"
+    say "dpkg --add-architecture $1"
+    dpkg --add-architecture "$1"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed after adding $1"
+    export BALE_APT_UPDATED=1
+}

@@ -29,12 +29,14 @@ say "static release builds"
 scripts/build-release.sh
 say "test nodes (scripts/testbed.sh prepare: cached after the first run)"
 scripts/testbed.sh prepare
-# The QEMU VM image too (lvscare's IPVS test needs a real kernel; cached after the first run).
-scripts/testbed.sh prepare --vm
+# The QEMU VM image too (lvscare's IPVS test needs a real kernel; cached after the first run),
+# and the arm64 node image (qemu-user from bookworm-backports; cached too).
+scripts/testbed.sh prepare --vm --arch aarch64
 trap 'scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
-say "the example appliance's inputs (images from busybox-static, runtime from Debian packages)"
+say "the example appliance's inputs (amd64 + arm64 images from busybox-static, runtime from Debian packages)"
 examples/appliance/make-images.sh
 examples/appliance/fetch-runtime.sh
+examples/appliance/fetch-runtime.sh --arch arm64
 say "the Kubernetes base bundle's inputs, compiled from Go modules (cached outside the clone)"
 examples/kubernetes/build-inputs.sh
 say "helm for the chart tests"

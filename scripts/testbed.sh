@@ -44,8 +44,21 @@ NODE_PACKAGES="openssh-server systemd-sysv dbus iproute2 nftables procps kmod su
 read -r -a node_package_list <<<"$NODE_PACKAGES"
 NODE_PACKAGES="${node_package_list[*]}"   # normalise spaces
 BASE_REV=1
+HOST_ARCH=$(uname -m)
+# arm64 container nodes (`up --arch NODE=aarch64`). Their programs run under qemu-user: qemu 10
+# from Debian's SUITE-backports (7.2 lacks the prctl containerd's shim needs), unpacked into
+# the cache and registered with binfmt_misc under the testbed's own name with the F flag (the
+# kernel opens the interpreter once, so it works inside the nodes' root file systems). No OCI
+# runtime can create namespaces under qemu-user, so such a node also gets the host
+# architecture's runc as /usr/local/sbin/runc (customize_foreign): the testbed's substitution,
+# shown by `status`; bale knows nothing of it and still installs its own arm64 runc.
+FOREIGN_ARCH=aarch64
+BINFMT_NAME=bale-testbed-aarch64
+BINFMT_MAGIC='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+BINFMT_MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+SUBSTITUTE_RUNC=/usr/local/sbin/runc
 # Host packages: command -> Debian package.
-HOST_PACKAGES="systemd-nspawn:systemd-container mmdebstrap:mmdebstrap debootstrap:debootstrap ip:iproute2 nft:nftables ssh:openssh-client ssh-keygen:openssh-client sshpass:sshpass flock:util-linux unshare:util-linux nsenter:util-linux setsid:util-linux pgrep:procps mkfs.ext4:e2fsprogs"
+HOST_PACKAGES="systemd-nspawn:systemd-container mmdebstrap:mmdebstrap arch-test:arch-test debootstrap:debootstrap ip:iproute2 nft:nftables ssh:openssh-client ssh-keygen:openssh-client sshpass:sshpass flock:util-linux unshare:util-linux nsenter:util-linux setsid:util-linux pgrep:procps mkfs.ext4:e2fsprogs"
 
 # ----------------------------------------------------------------------------
 # messages
@@ -68,15 +81,24 @@ bale testbed: throw-away multi-node hosts on this machine for bale's SSH tests.
 Usage: scripts/testbed.sh COMMAND [ARGS]     (as root)
 
 Set up / tear down
-  prepare [--vm]        Install host packages, build the cached node image
+  prepare [--vm] [--arch $FOREIGN_ARCH]
+                        Install host packages, build the cached node image
                         (Debian $SUITE, ~1 min the first time, instant after), make
-                        the testbed SSH key. --vm also builds the QEMU VM image.
+                        the testbed SSH key. --vm also builds the QEMU VM image,
+                        --arch $FOREIGN_ARCH the arm64 node image (~8 min the first time).
   up [N] [OPTIONS]      Start nodes n1..nN (default 3) and wait until every one
                         answers SSH; nodes already running are left alone, nodes
                         stopped with 'kill' are booted again with their disk.
                         Prints name, IP and ssh command of every node.
       --vm              Start QEMU VMs v1..vN instead (real kernel: modprobe, IPVS).
                         Containers and VMs can run side by side.
+      --arch NODE=ARCH  Make NODE an arm64 node (ARCH aarch64; NODE may be 'all';
+                        repeatable; also BALE_TESTBED_ARCH="n3=aarch64 ..."): its
+                        programs run under qemu-user 10 (from $SUITE-backports, via
+                        binfmt_misc), 2-3x slower, ~16x per process start. No OCI
+                        runtime creates namespaces under qemu-user, so the testbed
+                        puts the host's runc at /usr/local/sbin/runc in such a node
+                        (shown by 'status'); containerd, shims and containers stay arm64.
       --bind NODE:HOST_DIR:NODE_DIR   Bind-mount a host dir into a node (repeatable;
                         NODE may be 'all'). Also: BALE_TESTBED_BINDS="n1:/a:/b ...".
       --tmpfs NODE:NODE_DIR:SIZE      Size-limited tmpfs in a node, e.g.
@@ -256,9 +278,22 @@ ensure_key() {
 }
 
 hash() { sha256sum | cut -c1-12; }
-base_key() { printf '%s|%s|%s|%s' "$SUITE" "$NODE_PACKAGES" "$BASE_REV" "$(uname -m)" | hash; }
-template_key() { { base_key; declare -f customize_common customize_template; cat "$KEY.pub"; } | hash; }
-template_dir() { echo "$CACHE/template-$(template_key)"; }
+# The image keys take an architecture (default: the host's); a foreign one adds its own step.
+base_key() { printf '%s|%s|%s|%s' "$SUITE" "$NODE_PACKAGES" "$BASE_REV" "${1:-$HOST_ARCH}" | hash; }
+template_key() {
+  local arch=${1:-$HOST_ARCH}
+  { base_key "$arch"; declare -f customize_common customize_template
+    [ "$arch" = "$HOST_ARCH" ] || declare -f customize_foreign; cat "$KEY.pub"; } | hash
+}
+template_dir() { echo "$CACHE/template-$(template_key "${1:-}")"; }
+deb_arch() {
+  case $1 in
+    x86_64) echo amd64 ;;
+    aarch64) echo arm64 ;;
+    *) die "no Debian architecture for $1" "node architectures are $HOST_ARCH and $FOREIGN_ARCH" ;;
+  esac
+}
+node_arch() { cat "$NODES/$1/arch" 2>/dev/null || echo "$HOST_ARCH"; }
 
 # apt_deb_sources [ROOT]: every enabled binary ("deb") source of the apt configuration under
 # ROOT (default /), in apt's order: sources.list, then the files of sources.list.d named
@@ -363,13 +398,13 @@ mm_sources() {
 }
 
 build_base() {
-  local dir=$1 tmp=$1.tmp t0
+  local dir=$1 arch=${2:-$HOST_ARCH} tmp=$1.tmp t0
   t0=$(now)
   resolve_mirrors
   [ -n "$SECURITY_MIRROR" ] || warn "no Debian security mirror in the apt sources: the image gets no security updates"
   rm -rf "$tmp"
-  say "building base rootfs ($SUITE minbase + $NODE_PACKAGES) in $dir; takes about a minute"
-  mm_sources | mmdebstrap --variant=minbase --include="${NODE_PACKAGES// /,}" \
+  say "building base rootfs ($SUITE $(deb_arch "$arch") minbase + $NODE_PACKAGES) in $dir; takes about a minute ($HOST_ARCH), a few ($FOREIGN_ARCH, emulated)"
+  mm_sources | mmdebstrap --variant=minbase --architectures="$(deb_arch "$arch")" --include="${NODE_PACKAGES// /,}" \
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
       --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
       "$SUITE" "$tmp" - >"$CACHE/mmdebstrap.log" 2>&1 \
@@ -501,18 +536,122 @@ EOF
   printf '[Manager]\nDefaultTimeoutStopSec=10s\n' >"$r/etc/systemd/system.conf.d/bale-testbed.conf"
 }
 
+# ---- foreign-architecture (arm64) nodes ----
+# QEMU_USER: qemu-aarch64 from Debian's qemu-user in SUITE-backports, downloaded with apt
+# reading a sources list of its own (the host's apt configuration is not touched) and
+# unpacked into the cache; found there without apt afterwards.
+QEMU_USER=
+ensure_qemu_user() {
+  local d apt tmp v opts
+  [ -z "$QEMU_USER" ] || return 0
+  for d in "$CACHE"/qemu-user-*; do
+    [ -f "$d/.unpacked" ] && [ -x "$d/usr/bin/qemu-aarch64" ] && { QEMU_USER=$d/usr/bin/qemu-aarch64; return 0; }
+  done
+  resolve_mirrors
+  apt=$CACHE/apt-$SUITE-backports
+  mkdir -p "$apt"/{lists/partial,archives/partial,sources.list.d}
+  echo "deb $MIRROR $SUITE-backports main" >"$apt/sources.list"
+  opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/sources.list.d"
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::Archives=$apt/archives" -o APT::Get::List-Cleanup=0)
+  say "qemu-user from $SUITE-backports (arm64 nodes run under it)"
+  apt-get -q "${opts[@]}" update >"$apt/update.log" 2>&1 \
+    || { tail -n 15 "$apt/update.log" >&2; die "apt-get update of $MIRROR $SUITE-backports failed" "check that the mirror carries $SUITE-backports (or set BALE_TESTBED_MIRROR)"; }
+  v=$(apt-cache "${opts[@]}" policy qemu-user 2>/dev/null | awk '/Candidate:/ {print $2}')
+  { [ -n "$v" ] && [ "$v" != "(none)" ]; } || die "$SUITE-backports has no qemu-user" "arm64 nodes need qemu 10 or later"
+  d=$CACHE/qemu-user-${v//[^A-Za-z0-9.+-]/_}; tmp=$d.tmp
+  rm -rf "$tmp"; mkdir -p "$tmp/debs"; chown _apt "$tmp/debs" 2>/dev/null || true
+  (cd "$tmp/debs" && apt-get -q "${opts[@]}" download "qemu-user=$v" >/dev/null 2>"$tmp/download.log") \
+    || { cat "$tmp/download.log" >&2; rm -rf "$tmp"; die "apt-get download qemu-user=$v failed" "check the mirror"; }
+  dpkg -x "$tmp"/debs/qemu-user_*.deb "$tmp"
+  rm -rf "$tmp/debs"
+  "$tmp/usr/bin/qemu-aarch64" --version >/dev/null 2>&1 || { rm -rf "$tmp"; die "qemu-aarch64 $v does not run here" "delete $d and try again"; }
+  echo "qemu-user $v" >"$tmp/.unpacked"
+  rm -rf "$d"; mv "$tmp" "$d"
+  QEMU_USER=$d/usr/bin/qemu-aarch64
+}
+
+# The testbed's binfmt_misc entry: aarch64 ELF files run under QEMU_USER, with P (argv[0] kept)
+# and F (interpreter opened now, so nodes need no copy of it). Entries registered later are
+# tried first, so it wins over any other aarch64 handler while it exists; 'down' removes it.
+ensure_binfmt() {
+  local bm=/proc/sys/fs/binfmt_misc
+  ensure_qemu_user
+  if [ ! -e "$bm/register" ]; then
+    mount -t binfmt_misc binfmt_misc "$bm" || die "cannot mount binfmt_misc on $bm" "arm64 nodes need binfmt_misc (CONFIG_BINFMT_MISC)"
+  fi
+  if [ -f "$bm/$BINFMT_NAME" ]; then
+    if grep -qxF "interpreter $QEMU_USER" "$bm/$BINFMT_NAME" && grep -q '^flags: .*F' "$bm/$BINFMT_NAME" \
+       && grep -qx enabled "$bm/$BINFMT_NAME"; then return 0; fi
+    echo -1 >"$bm/$BINFMT_NAME"
+  fi
+  printf ':%s:M::%s:%s:%s:PF' "$BINFMT_NAME" "$BINFMT_MAGIC" "$BINFMT_MASK" "$QEMU_USER" >"$bm/register" \
+    || die "cannot register $QEMU_USER with binfmt_misc" "is $bm writable (root, not in a container)?"
+  say "binfmt_misc: aarch64 programs run under $QEMU_USER ($BINFMT_NAME)"
+}
+
+# What the testbed's binfmt entry runs aarch64 programs with, for 'status'.
+binfmt_qemu() {
+  local f=/proc/sys/fs/binfmt_misc/$BINFMT_NAME q
+  q=$(awk '$1 == "interpreter" {print $2}' "$f" 2>/dev/null)
+  if [ -z "$q" ]; then echo "no binfmt entry ($BINFMT_NAME is not registered: such nodes cannot run)"; return; fi
+  cat "${q%/usr/bin/qemu-aarch64}/.unpacked" 2>/dev/null || echo "$q"
+}
+
+remove_binfmt() {
+  local f=/proc/sys/fs/binfmt_misc/$BINFMT_NAME
+  [ -f "$f" ] || return 0
+  echo -1 >"$f" && say "removed binfmt_misc entry $BINFMT_NAME"
+}
+
+# The host architecture's runc in a foreign node, found before bale's /usr/local/bin/runc on
+# the PATH containerd passes to its shims: Debian's runc with its libseccomp2 and libc6 (the
+# host's versions), their libraries in the node's multiarch directory for the host.
+customize_foreign() {
+  local r=$1 tmp ma ld p
+  ma=$(gcc -print-multiarch 2>/dev/null || echo "$HOST_ARCH-linux-gnu")
+  tmp=$(mktemp -d); chown _apt "$tmp" 2>/dev/null || true
+  (cd "$tmp" && apt-get download -q runc libseccomp2 libc6 >/dev/null 2>"$tmp/download.log") \
+    || { cat "$tmp/download.log" >&2; rm -rf "$tmp"; return 1; }
+  for p in "$tmp"/*.deb; do dpkg -x "$p" "$tmp/x"; done
+  ld=$(find "$tmp/x" -path "*/lib64/ld-linux-*.so.2" -o -path "*/lib/ld-linux-*.so.*" | head -n1)
+  [ -n "$ld" ] || { echo "no dynamic loader in libc6" >&2; rm -rf "$tmp"; return 1; }
+  mkdir -p "$r/usr/lib/$ma" "$r/usr/local/sbin"
+  cp -a "$tmp"/x/lib/"$ma"/. "$r/usr/lib/$ma/" 2>/dev/null || true
+  [ ! -d "$tmp/x/usr/lib/$ma" ] || cp -a "$tmp"/x/usr/lib/"$ma"/. "$r/usr/lib/$ma/"
+  p=${ld#"$tmp"/x}                               # /lib64/ld-linux-x86-64.so.2
+  if [ ! -e "$r${p%/*}" ]; then mkdir -p "$r/usr${p%/*}"; ln -s "usr${p%/*}" "$r${p%/*}"; fi
+  cp -L "$ld" "$r$p"
+  install -m 0755 "$tmp/x/usr/sbin/runc" "$r$SUBSTITUTE_RUNC"
+  rm -rf "$tmp"
+  mkdir -p "$r/etc/bale-testbed"
+  printf '%s\n' "This node is $FOREIGN_ARCH under qemu-user; no OCI runtime can create namespaces there," \
+    "so $SUBSTITUTE_RUNC is the host's $HOST_ARCH runc (the testbed's substitution; bale installs its own" \
+    "runc at /usr/local/bin/runc, which containerd's shims find after this one on PATH)." >"$r/etc/bale-testbed/runc-substitution"
+  chroot "$r" "$SUBSTITUTE_RUNC" --version >/dev/null || { echo "the substituted runc does not run in the node's root" >&2; return 1; }
+  # systemd cannot set up unit credentials under qemu-user ("Failed at step CREDENTIALS"),
+  # and these units ask for some they never get here anyway.
+  for p in systemd-sysctl systemd-sysusers systemd-tmpfiles-setup-dev systemd-tmpfiles-setup; do
+    mkdir -p "$r/etc/systemd/system/$p.service.d"
+    printf '[Service]\nLoadCredential=\n' >"$r/etc/systemd/system/$p.service.d/bale-testbed-qemu.conf"
+  done
+}
+
 ensure_template() {
-  local base tpl tmp t0
+  local arch=${1:-$HOST_ARCH} base tpl tmp t0
   mkdir -p "$CACHE"
-  base=$CACHE/rootfs-$(base_key)
-  tpl=$(template_dir)
-  [ -d "$base" ] || build_base "$base"
+  base=$CACHE/rootfs-$(base_key "$arch")
+  tpl=$(template_dir "$arch")
+  [ "$arch" = "$HOST_ARCH" ] || ensure_binfmt
+  [ -d "$base" ] || build_base "$base" "$arch"
   if [ ! -d "$tpl" ]; then
     t0=$(now)
-    say "building node template $tpl"
+    say "building node template $tpl ($arch)"
     tmp=$tpl.tmp; rm -rf "$tmp"
     cp -a "$base" "$tmp"
     customize_template "$tmp" "$KEY.pub" || { rm -rf "$tmp"; die "customising the node template failed" "see the messages above"; }
+    if [ "$arch" != "$HOST_ARCH" ]; then
+      customize_foreign "$tmp" || { rm -rf "$tmp"; die "substituting the host's runc in the $arch template failed" "see the messages above"; }
+    fi
     mv "$tmp" "$tpl"
     say "template ready in $(elapsed "$t0")s"
   fi
@@ -522,28 +661,34 @@ ensure_template() {
 # Remove cached templates / rootfs that no node uses and that are not current.
 prune_cache() {
   local d used keep_base keep_tpl
+  local keep_fbase keep_ftpl
   keep_base=$CACHE/rootfs-$(base_key); keep_tpl=$(template_dir)
+  keep_fbase=$CACHE/rootfs-$(base_key "$FOREIGN_ARCH"); keep_ftpl=$(template_dir "$FOREIGN_ARCH")
   used=$(cat "$NODES"/*/template 2>/dev/null || true)
   for d in "$CACHE"/rootfs-* "$CACHE"/template-*; do
     [ -d "$d" ] || continue
-    case $d in "$keep_base"|"$keep_tpl") continue ;; esac
+    case $d in "$keep_base"|"$keep_tpl"|"$keep_fbase"|"$keep_ftpl") continue ;; esac
     if ! grep -qxF "$d" <<<"$used"; then say "removing stale cache $d"; rm -rf "$d"; fi
   done
 }
 
 cmd_prepare() {
-  local vm=0
+  local vm=0 arch=
   while [ $# -gt 0 ]; do
     case $1 in
       --vm) vm=1 ;;
-      *) die "prepare: unknown argument '$1'" "usage: prepare [--vm]" ;;
+      --arch) [ $# -ge 2 ] || die "prepare: --arch needs $FOREIGN_ARCH"; arch=$2; shift ;;
+      *) die "prepare: unknown argument '$1'" "usage: prepare [--vm] [--arch $FOREIGN_ARCH]" ;;
     esac; shift
   done
+  case $arch in ""|"$HOST_ARCH") arch= ;; arm64|"$FOREIGN_ARCH") arch=$FOREIGN_ARCH ;;
+    *) die "prepare: no node images for $arch" "node architectures are $HOST_ARCH and $FOREIGN_ARCH" ;; esac
   need_root
   ensure_host_packages
   lock
   ensure_key
   ensure_template
+  [ -z "$arch" ] || ensure_template "$arch"
   [ $vm = 0 ] || vm_prepare
   say "prepare done (state $STATE, cache $CACHE)"
 }
@@ -785,11 +930,12 @@ remove_node_cgroups() {
 # ----------------------------------------------------------------------------
 # node.conf holds extra nspawn args, one per line (binds, tmpfs)
 ct_create() {
-  local name=$1 extra=$2 dir tpl
-  dir=$NODES/$name; tpl=$(template_dir)
+  local name=$1 extra=$2 arch=${3:-$HOST_ARCH} dir tpl
+  dir=$NODES/$name; tpl=$(template_dir "$arch")
   rm -rf "$dir"
   mkdir -p "$dir"/{upper,work,root,containerd,kubelet}
   echo "$tpl" >"$dir/template"
+  echo "$arch" >"$dir/arch"
   printf '%s' "$extra" >"$dir/nspawn-args"
   # node identity in its own upper layer
   mkdir -p "$dir/upper/etc/ssh"
@@ -809,6 +955,7 @@ ct_launch() {
   local name=$1 dir
   dir=$NODES/$name
   [ -d "$(cat "$dir/template")" ] || die "$name was made from $(cat "$dir/template"), which is gone" "run '$0 down' and then 'up' again"
+  [ "$(node_arch "$name")" = "$HOST_ARCH" ] || ensure_binfmt
   ensure_node_net "$name"
   ip -n "$(netns_of "$name")" link set eth0 up
   mkdir -p "$dir/containerd" "$dir/kubelet"   # nodes made before these binds existed
@@ -939,24 +1086,28 @@ restore_host_sysctls() {
 }
 
 cmd_up() {
-  local count=3 vm=0 binds=() tmpfss=() t0
+  local count=3 vm=0 binds=() tmpfss=() archs=() t0
   while [ $# -gt 0 ]; do
     case $1 in
       --vm) vm=1 ;;
+      --arch) [ $# -ge 2 ] || die "--arch needs NODE=ARCH, e.g. n3=$FOREIGN_ARCH"; archs+=("$2"); shift ;;
+      --arch=*) archs+=("${1#--arch=}") ;;
       --bind) [ $# -ge 2 ] || die "--bind needs NODE:HOST_DIR:NODE_DIR"; binds+=("$2"); shift ;;
       --bind=*) binds+=("${1#--bind=}") ;;
       --tmpfs) [ $# -ge 2 ] || die "--tmpfs needs NODE:NODE_DIR:SIZE"; tmpfss+=("$2"); shift ;;
       --tmpfs=*) tmpfss+=("${1#--tmpfs=}") ;;
       -h|--help) usage; exit 0 ;;
       [0-9]*) [[ $1 =~ ^[0-9]+$ ]] || die "up: '$1' is not a number"; count=$1 ;;
-      *) die "up: unknown argument '$1'" "usage: up [N] [--vm] [--bind NODE:HOST:NODE_DIR] [--tmpfs NODE:DIR:SIZE]" ;;
+      *) die "up: unknown argument '$1'" "usage: up [N] [--vm] [--arch NODE=ARCH] [--bind NODE:HOST:NODE_DIR] [--tmpfs NODE:DIR:SIZE]" ;;
     esac; shift
   done
   local s
   for s in ${BALE_TESTBED_BINDS:-}; do binds+=("$s"); done
   for s in ${BALE_TESTBED_TMPFS:-}; do tmpfss+=("$s"); done
+  for s in ${BALE_TESTBED_ARCH:-}; do archs+=("$s"); done
   need_root
   if [ $vm = 1 ]; then
+    [ ${#archs[@]} -eq 0 ] || die "--arch is for container nodes only" "arm64 nodes are nspawn containers under qemu-user"
     { [ "$count" -ge 1 ] && [ "$count" -le "$MAX_VMS" ]; } || die "up --vm: N must be 1..$MAX_VMS"
     vm_up "$count" "${binds[@]+"${binds[@]}"}" "${tmpfss[@]+"${tmpfss[@]}"}"
     return
@@ -968,6 +1119,21 @@ cmd_up() {
   ensure_key
   ensure_template
   t0=$(now)
+
+  # per-node architecture
+  declare -A arch_of=()
+  local a
+  for s in "${archs[@]+"${archs[@]}"}"; do
+    a=${s#*=}
+    [ "$a" != "$s" ] || die "bad --arch '$s'" "expected NODE=ARCH, e.g. n3=$FOREIGN_ARCH or all=$FOREIGN_ARCH"
+    case $a in arm64) a=aarch64 ;; amd64) a=x86_64 ;; esac
+    { [ "$a" = "$HOST_ARCH" ] || [ "$a" = "$FOREIGN_ARCH" ]; } || die "bad --arch '$s'" "node architectures are $HOST_ARCH and $FOREIGN_ARCH"
+    expand_spec "${s%%=*}:x" n "$count"
+    for who in "${SPEC_NODES[@]}"; do arch_of[$who]=$a; done
+  done
+  for a in "${arch_of[@]+"${arch_of[@]}"}"; do
+    [ "$a" = "$HOST_ARCH" ] || { ensure_template "$a"; break; }
+  done
 
   # per-node extra nspawn args
   declare -A extra=()
@@ -995,6 +1161,8 @@ cmd_up() {
   for i in $(seq 1 "$count"); do
     name=n$i
     if ct_running "$name"; then
+      [ "${arch_of[$name]:-$HOST_ARCH}" = "$(node_arch "$name")" ] \
+        || warn "$name is already running as $(node_arch "$name"); --arch is not changed (run 'down' first)"
       if [ -n "${extra[$name]:-}" ] && [ "${extra[$name]}" != "$(cat "$NODES/$name/nspawn-args" 2>/dev/null)" ]; then
         warn "$name is already running; its --bind/--tmpfs options are not changed (run 'down' first)"
       fi
@@ -1004,7 +1172,7 @@ cmd_up() {
       say "booting $name again (its disk is kept)"
       [ -z "${extra[$name]:-}" ] || printf '%s' "${extra[$name]}" >"$NODES/$name/nspawn-args"
     else
-      ct_create "$name" "${extra[$name]:-}"
+      ct_create "$name" "${extra[$name]:-}" "${arch_of[$name]:-$HOST_ARCH}"
       ct_hostkeys "$name" & keygen+=("$!:$name")
       say "starting $name"
     fi
@@ -1084,12 +1252,17 @@ node_state() {
 }
 
 print_table() {
-  local name
-  printf '%-5s %-12s %-18s %s\n' NAME IP STATE SSH
+  local name arch foreign=()
+  printf '%-5s %-12s %-8s %-18s %s\n' NAME IP ARCH STATE SSH
   for name in $(list_nodes); do
-    printf '%-5s %-12s %-18s %s\n' "$name" "$(node_ip "$name")" "$(node_state "$name")" \
+    arch=$HOST_ARCH; [ "$(node_kind "$name")" = vm ] || arch=$(node_arch "$name")
+    [ "$arch" = "$HOST_ARCH" ] || foreign+=("$name")
+    printf '%-5s %-12s %-8s %-18s %s\n' "$name" "$(node_ip "$name")" "$arch" "$(node_state "$name")" \
       "ssh -i $KEY -o UserKnownHostsFile=$KNOWN_HOSTS root@$(node_ip "$name")"
   done
+  [ ${#foreign[@]} -eq 0 ] || printf '%s\n' \
+    "${foreign[*]}: $FOREIGN_ARCH under $(binfmt_qemu); runc substituted by the testbed:" \
+    "  $SUBSTITUTE_RUNC is the host's $HOST_ARCH runc, found before bale's /usr/local/bin/runc (arm64 runc cannot create namespaces under qemu-user)"
 }
 
 cmd_status() {
@@ -1132,6 +1305,7 @@ cmd_down() {
   if nft list table bridge "$GUARD_TABLE" >/dev/null 2>&1; then nft delete table bridge "$GUARD_TABLE"; say "removed guard table"; fi
   rmdir /run/systemd/nspawn 2>/dev/null || true
   restore_host_sysctls
+  remove_binfmt
   rm -rf "$NODES" "$VMS" "$KNOWN_HOSTS"
   say "down: nothing left (key and image cache kept in $STATE, $CACHE)"
 }

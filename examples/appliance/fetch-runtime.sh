@@ -5,42 +5,45 @@
 #   runtime/bin/{containerd,containerd-shim-runc-v2,ctr,runc}   from containerd and runc
 #   runtime/cni/bin/*                                          from containernetworking-plugins
 #
+#   fetch-runtime.sh [--arch amd64|arm64]   (default: this machine's architecture)
+#
 # The Kubefile copies them to bin/ and cni/bin/ in the bundle, which is where `bale agent step
-# runtime` installs them from (/usr/local/bin and /opt/cni/bin on each node). The .debs are
-# cached in $BALE_EXAMPLES_CACHE (default /var/cache/bale-examples), so a second run is quick
-# and needs no network. The packages are for this machine's architecture (dpkg
-# --print-architecture); the example is tested on x86_64 (amd64) only.
+# runtime` installs them from (/usr/local/bin and /opt/cni/bin on each node). For another
+# architecture than this machine's the layout goes to runtime-ARCH/ instead, which the Kubefile
+# takes with --build-arg RUNTIME=runtime-ARCH. The .debs are cached in $BALE_EXAMPLES_CACHE
+# (default /var/cache/bale-examples, see ../debs.sh), so a second run is quick and needs no
+# network.
 #
 # These binaries are dynamically linked against the glibc (and runc against libseccomp2) of
 # Debian bookworm, which the test nodes run; a real appliance would ship static builds.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-OUT="$HERE/runtime"
-CACHE="${BALE_EXAMPLES_CACHE:-/var/cache/bale-examples}"
+# shellcheck source=../../scripts/lib.sh
+. "$HERE/../../scripts/lib.sh"
+# shellcheck source=../debs.sh
+. "$HERE/../debs.sh"
 PACKAGES="containerd runc containernetworking-plugins"
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 for t in apt-get dpkg-deb dpkg sha256sum; do
     command -v "$t" >/dev/null || die "$t not found (this script needs Debian's apt and dpkg)"
 done
 ARCH="$(dpkg --print-architecture)"
-mkdir -p "$CACHE/$ARCH"
-
-# One .deb per package in the cache; downloaded only when missing.
-deb_of() { find "$CACHE/$ARCH" -maxdepth 1 -name "$1_*_$ARCH.deb" 2>/dev/null | sort | head -n1; }
-for p in $PACKAGES; do
-    [ -n "$(deb_of "$p")" ] && continue
-    printf 'fetch-runtime: apt-get download %s\n' "$p" >&2
-    if ! (cd "$CACHE/$ARCH" && apt-get download "$p:$ARCH" >/dev/null 2>&1); then
-        # Package lists may be missing on a fresh machine.
-        apt-get update -qq >/dev/null 2>&1 || true
-        (cd "$CACHE/$ARCH" && apt-get download "$p:$ARCH" >/dev/null) ||
-            die "cannot download the Debian package $p for $ARCH (check apt sources, or put the .deb in $CACHE/$ARCH)"
-    fi
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --arch) [ $# -ge 2 ] || die "--arch needs amd64 or arm64"; ARCH="$2"; shift 2 ;;
+        --arch=*) ARCH="${1#--arch=}"; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
 done
+case "$ARCH" in amd64 | arm64) ;; *) die "--arch is amd64 or arm64, not $ARCH" ;; esac
+OUT="$HERE/runtime"
+[ "$ARCH" = "$(dpkg --print-architecture)" ] || OUT="$HERE/runtime-$ARCH"
+declare -A DEB
+for p in $PACKAGES; do DEB[$p]="$(example_deb "$p" "$ARCH")"; done
 
 # Up to date when the stamp names the same .debs.
 STAMP="$OUT/.debs"
-want="$(for p in $PACKAGES; do basename "$(deb_of "$p")"; done)"
+want="$(for p in $PACKAGES; do basename "${DEB[$p]}"; done)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     printf 'fetch-runtime: %s is up to date\n' "$OUT" >&2
     exit 0
@@ -48,7 +51,7 @@ fi
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-for p in $PACKAGES; do dpkg-deb -x "$(deb_of "$p")" "$WORK/root"; done
+for p in $PACKAGES; do dpkg-deb -x "${DEB[$p]}" "$WORK/root"; done
 
 # Find a file in the extracted packages by its name under one of the usual directories.
 pick() {

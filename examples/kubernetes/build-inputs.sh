@@ -67,12 +67,7 @@ if [ "$ARCH" != "$HOST_ARCH" ]; then
     need_apt gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
     # Debian's arm64 .debs (libseccomp-dev, kube-proxy's netfilter tools) are downloaded,
     # never installed; apt only needs to know the architecture.
-    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-        [ "$(id -u)" -eq 0 ] || die "run as root: dpkg --add-architecture arm64 is needed for arm64 .debs"
-        say "dpkg --add-architecture arm64"
-        dpkg --add-architecture arm64
-        unset BALE_APT_UPDATED
-    fi
+    need_foreign_arch arm64
 fi
 command -v go >/dev/null || die "go not found: install Go 1.26 or later (go.dev/dl) and put it on PATH"
 GO_VERSION="$(go env GOVERSION)"

@@ -1,0 +1,267 @@
+//! arm64 hosts: the example appliance built on this x86_64 machine for arm64 (the aarch64 bale
+//! program, Debian's arm64 containerd/runc/CNI, the arm64 variants of its multi-arch images)
+//! and installed from here on two arm64 test nodes; then the same file run on an arm64 node
+//! itself with no hosts. Each node runs the arm64 program, the registry serves the arm64
+//! images under their original names, the app answers, `check` is healthy, no packet leaves
+//! the test network, and `reset` leaves the node as it found it.
+//!
+//! The arm64 nodes are nspawn containers whose programs run under qemu-user
+//! (`scripts/testbed.sh up --arch all=aarch64`). What they cannot show: arm64 runc. No OCI
+//! runtime can create namespaces under qemu-user, so the testbed puts the host's x86_64 runc
+//! at /usr/local/sbin/runc in each such node, where containerd's shims find it before the
+//! arm64 runc bale installs at /usr/local/bin/runc; containerd, the shims and the containers'
+//! processes stay arm64. The test prints this on every run.
+//!
+//! Needs root, the testbed, the aarch64 release build (`scripts/build-release.sh`, or
+//! BALE_AARCH64_BIN) and the inputs `examples/appliance/make-images.sh` and
+//! `fetch-runtime.sh --arch arm64` make (`scripts/test.sh` runs all of them).
+
+mod common;
+
+use common::testbed::*;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Says something past the harness's capture: the reader of a passing run sees it too.
+fn tell(what: &str) {
+    let _ = writeln!(std::io::stderr(), "arm_nodes: {what}");
+}
+
+/// The appliance bundle for arm64, built here with the aarch64 program as its stub.
+fn arm_appliance(dir: &Path, arm: &Path) -> PathBuf {
+    let app = root().join("examples/appliance");
+    for (need, script) in [
+        ("images/web/index.json", "make-images.sh"),
+        (
+            "runtime-arm64/bin/containerd",
+            "fetch-runtime.sh --arch arm64",
+        ),
+    ] {
+        assert!(
+            app.join(need).exists(),
+            "examples/appliance/{need} is missing: run examples/appliance/{script} (scripts/test.sh does)"
+        );
+    }
+    let stubs = dir.join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    std::fs::copy(arm, stubs.join("bale-aarch64")).unwrap();
+    let out = dir.join("appliance-arm64.bale");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(&bale(&[
+        "build",
+        "-f",
+        &s(&app.join("Kubefile")),
+        "-t",
+        "appliance:0.1.0",
+        "--offline",
+        "--platform",
+        "linux/arm64",
+        "--stub-dir",
+        &s(&stubs),
+        "--build-arg",
+        "RUNTIME=runtime-arm64",
+        "-o",
+        &s(&out),
+        &s(&app),
+    ]));
+    let info = stdout(&bale(&["info", &s(&out)]));
+    assert!(info.contains("arch:        aarch64"), "{info}");
+    out
+}
+
+/// One HTTP GET from the host to a node; the body, or why not.
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    Ok(body)
+}
+
+fn web_answers_on(ips: &[&str]) {
+    for ip in ips {
+        let addr = format!("{ip}:8080");
+        poll_ok(
+            Duration::from_millis(500),
+            &format!("the appliance's web server on {addr}"),
+            Duration::from_secs(180),
+            || match http_get(&addr, "/") {
+                Ok(b) if b.contains("The example appliance is up") => Ok(()),
+                other => Err(other),
+            },
+        );
+    }
+}
+
+/// The ELF machine of a file on a node: "aarch64", "x86_64" or the raw value.
+fn elf_machine(node: &str, path: &str) -> String {
+    let raw = on_ok(node, &format!("od -An -tx1 -j18 -N2 {path}"));
+    match raw.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["b7", "00"] => "aarch64".into(),
+        ["3e", "00"] => "x86_64".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// What a node holds under the places an install writes to, one path per line. Taken before
+/// the install and after the reset, the two must be equal.
+const SNAPSHOT: &str = "find /etc /usr/local /opt /var/lib /root -xdev \
+     -not -path '/var/lib/systemd/*' -not -path '/var/lib/dpkg/*' -not -path '/root/.ssh*' \
+     2>/dev/null | sort";
+
+#[test]
+fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
+    let Some(arm) = aarch64_bale() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = arm_appliance(dir.path(), &arm);
+    let Some(bed) = Testbed::up(2, &["--arch", "all=aarch64"]) else {
+        return;
+    };
+    let status = tb_ok(&["status"]);
+    tell(&format!(
+        "nodes:\n{status}(not covered here: arm64 runc itself, see this file's doc comment)"
+    ));
+    assert!(
+        status.contains("runc substituted by the testbed"),
+        "{status}"
+    );
+    for n in ["n1", "n2"] {
+        assert_eq!(on_ok(n, "uname -m").trim(), "aarch64", "{n}");
+    }
+    let before = [on_ok("n1", SNAPSHOT), on_ok("n2", SNAPSHOT)];
+
+    // From this x86_64 host onto the two arm64 nodes.
+    let t = Instant::now();
+    let (o, _) = run_on(&bundle, "install", &["--masters", N1, "--nodes", N2], &[]);
+    ok(&o);
+    web_answers_on(&[N1, N2]);
+    tell(&format!(
+        "install of the arm64 appliance on 1 master + 1 worker (arm64, emulated): {:.1} s to the app answering",
+        t.elapsed().as_secs_f64()
+    ));
+    for n in ["n1", "n2"] {
+        // The copied bundle, the runtime bale installed and the app's container are arm64.
+        assert_eq!(
+            elf_machine(n, "/var/lib/bale/bundle.bale"),
+            "aarch64",
+            "{n}"
+        );
+        for b in ["containerd", "containerd-shim-runc-v2", "runc"] {
+            assert_eq!(
+                elf_machine(n, &format!("/usr/local/bin/{b}")),
+                "aarch64",
+                "{n}: /usr/local/bin/{b}"
+            );
+        }
+        let out = on_ok(
+            n,
+            "ctr -n e2e images pull --hosts-dir /etc/containerd/certs.d \
+             docker.io/library/busybox:1.36 >/dev/null && \
+             ctr -n e2e run --rm docker.io/library/busybox:1.36 e2e-arch busybox uname -m",
+        );
+        assert_eq!(
+            out.trim(),
+            "aarch64",
+            "{n}: the bundled busybox ran as {out}"
+        );
+    }
+    // The registry serves the arm64 variant under the original name, and no amd64 one.
+    for ip in [N1, N2] {
+        let image = format!("docker://{ip}:5050/appliance/web:1.0");
+        let o = std::process::Command::new("skopeo")
+            .args([
+                "--override-arch",
+                "arm64",
+                "inspect",
+                "--tls-verify=false",
+                &image,
+            ])
+            .output()
+            .expect("run skopeo");
+        ok(&o);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["Architecture"], "arm64", "{ip}: {v}");
+        let o = std::process::Command::new("skopeo")
+            .args([
+                "--override-arch",
+                "amd64",
+                "inspect",
+                "--tls-verify=false",
+                &image,
+            ])
+            .output()
+            .expect("run skopeo");
+        assert!(
+            !o.status.success(),
+            "{ip} serves an amd64 variant it does not carry"
+        );
+    }
+    let (o, _) = run_on(&bundle, "check", &["--masters", N1, "--nodes", N2], &[]);
+    ok(&o);
+    let (o, _) = run_on(
+        &bundle,
+        "reset",
+        &["--masters", N1, "--nodes", N2],
+        &["--yes"],
+    );
+    ok(&o);
+    for (n, was) in ["n1", "n2"].iter().zip(&before) {
+        let now = on_ok(n, SNAPSHOT);
+        let gone: Vec<&str> = was
+            .lines()
+            .filter(|l| !now.lines().any(|m| m == *l))
+            .collect();
+        let left: Vec<&str> = now
+            .lines()
+            .filter(|l| !was.lines().any(|m| m == *l))
+            .collect();
+        assert!(
+            gone.is_empty() && left.is_empty(),
+            "{n}: reset did not leave the node as it was: left behind {left:?}, removed {gone:?}"
+        );
+    }
+
+    // The same file run on an arm64 node itself, with no hosts: it installs there.
+    let key = key();
+    let kh = known_hosts_path();
+    let b = bundle.to_str().unwrap();
+    let o = std::process::Command::new("scp")
+        .args([
+            "-q",
+            "-i",
+            &key,
+            "-o",
+            &format!("UserKnownHostsFile={kh}"),
+            b,
+        ])
+        .arg(format!("root@{N1}:/root/app-arm.bale"))
+        .output()
+        .expect("run scp");
+    ok(&o);
+    let t = Instant::now();
+    on_ok("n1", "cd /root && ./app-arm.bale install 2>&1");
+    web_answers_on(&[N1]);
+    tell(&format!(
+        "./app-arm.bale install on an arm64 node by itself: {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    on_ok("n1", "cd /root && ./app-arm.bale check");
+    on_ok("n1", "cd /root && ./app-arm.bale reset --yes");
+    on_ok("n1", "rm -f /root/app-arm.bale");
+    let now = on_ok("n1", SNAPSHOT);
+    assert_eq!(now, before[0], "n1: the local reset left the node changed");
+    bed.finish();
+}
