@@ -48,15 +48,19 @@ HOST_ARCH=$(uname -m)
 # arm64 container nodes (`up --arch NODE=aarch64`). Their programs run under qemu-user: qemu 10
 # from Debian's SUITE-backports (7.2 lacks the prctl containerd's shim needs), unpacked into
 # the cache and registered with binfmt_misc under the testbed's own name with the F flag (the
-# kernel opens the interpreter once, so it works inside the nodes' root file systems). No OCI
-# runtime can create namespaces under qemu-user, so such a node also gets the host
-# architecture's runc as /usr/local/sbin/runc (customize_foreign): the testbed's substitution,
-# shown by `status`; bale knows nothing of it and still installs its own arm64 runc.
+# kernel opens the interpreter once, so it works inside the nodes' root file systems). Two
+# things cannot work under qemu-user: creating namespaces (so no OCI runtime runs) and netfilter
+# netlink (so nft cannot talk to the kernel). Such a node therefore gets the host
+# architecture's runc and nft in /usr/local/sbin (customize_foreign), found first on PATH: the
+# testbed's substitution, shown by `status`; bale knows nothing of it and still installs and
+# uses its own arm64 programs everywhere else (its runc goes to /usr/local/bin).
 FOREIGN_ARCH=aarch64
 BINFMT_NAME=bale-testbed-aarch64
 BINFMT_MAGIC='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
 BINFMT_MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
-SUBSTITUTE_RUNC=/usr/local/sbin/runc
+SUBSTITUTE_DIR=/usr/local/sbin
+# The host's packages whose programs the substitution takes, with every library they load.
+SUBSTITUTE_DEBS="runc libseccomp2 nftables libnftables1 libmnl0 libnftnl11 libxtables12 libjansson4 libgmp10 libedit2 libbsd0 libmd0 libtinfo6 libc6"
 # Host packages: command -> Debian package.
 HOST_PACKAGES="systemd-nspawn:systemd-container mmdebstrap:mmdebstrap arch-test:arch-test debootstrap:debootstrap ip:iproute2 nft:nftables ssh:openssh-client ssh-keygen:openssh-client sshpass:sshpass flock:util-linux unshare:util-linux nsenter:util-linux setsid:util-linux pgrep:procps mkfs.ext4:e2fsprogs"
 
@@ -96,9 +100,10 @@ Set up / tear down
                         repeatable; also BALE_TESTBED_ARCH="n3=aarch64 ..."): its
                         programs run under qemu-user 10 (from $SUITE-backports, via
                         binfmt_misc), 2-3x slower, ~16x per process start. No OCI
-                        runtime creates namespaces under qemu-user, so the testbed
-                        puts the host's runc at /usr/local/sbin/runc in such a node
-                        (shown by 'status'); containerd, shims and containers stay arm64.
+                        runtime creates namespaces and nft has no netfilter netlink
+                        under qemu-user, so the testbed puts the host's runc and nft
+                        in /usr/local/sbin of such a node (shown by 'status');
+                        containerd, shims, containers and bale itself stay arm64.
       --bind NODE:HOST_DIR:NODE_DIR   Bind-mount a host dir into a node (repeatable;
                         NODE may be 'all'). Also: BALE_TESTBED_BINDS="n1:/a:/b ...".
       --tmpfs NODE:NODE_DIR:SIZE      Size-limited tmpfs in a node, e.g.
@@ -603,14 +608,15 @@ remove_binfmt() {
   echo -1 >"$f" && say "removed binfmt_misc entry $BINFMT_NAME"
 }
 
-# The host architecture's runc in a foreign node, found before bale's /usr/local/bin/runc on
-# the PATH containerd passes to its shims: Debian's runc with its libseccomp2 and libc6 (the
-# host's versions), their libraries in the node's multiarch directory for the host.
+# The host architecture's runc and nft in a foreign node's /usr/local/sbin, found there before
+# bale's own (/usr/local/bin, /usr/sbin) on the PATH systemd gives services: Debian's packages
+# in the host's versions, their libraries in the node's multiarch directory for the host.
 customize_foreign() {
   local r=$1 tmp ma ld p
   ma=$(gcc -print-multiarch 2>/dev/null || echo "$HOST_ARCH-linux-gnu")
   tmp=$(mktemp -d); chown _apt "$tmp" 2>/dev/null || true
-  (cd "$tmp" && apt-get download -q runc libseccomp2 libc6 >/dev/null 2>"$tmp/download.log") \
+  # shellcheck disable=SC2086  # a list of package names: split on purpose
+  (cd "$tmp" && apt-get download -q $SUBSTITUTE_DEBS >/dev/null 2>"$tmp/download.log") \
     || { cat "$tmp/download.log" >&2; rm -rf "$tmp"; return 1; }
   for p in "$tmp"/*.deb; do dpkg -x "$p" "$tmp/x"; done
   ld=$(find "$tmp/x" -path "*/lib64/ld-linux-*.so.2" -o -path "*/lib/ld-linux-*.so.*" | head -n1)
@@ -621,13 +627,18 @@ customize_foreign() {
   p=${ld#"$tmp"/x}                               # /lib64/ld-linux-x86-64.so.2
   if [ ! -e "$r${p%/*}" ]; then mkdir -p "$r/usr${p%/*}"; ln -s "usr${p%/*}" "$r${p%/*}"; fi
   cp -L "$ld" "$r$p"
-  install -m 0755 "$tmp/x/usr/sbin/runc" "$r$SUBSTITUTE_RUNC"
+  install -m 0755 "$tmp/x/usr/sbin/runc" "$r$SUBSTITUTE_DIR/runc"
+  install -m 0755 "$tmp/x/usr/sbin/nft" "$r$SUBSTITUTE_DIR/nft"
   rm -rf "$tmp"
   mkdir -p "$r/etc/bale-testbed"
-  printf '%s\n' "This node is $FOREIGN_ARCH under qemu-user; no OCI runtime can create namespaces there," \
-    "so $SUBSTITUTE_RUNC is the host's $HOST_ARCH runc (the testbed's substitution; bale installs its own" \
-    "runc at /usr/local/bin/runc, which containerd's shims find after this one on PATH)." >"$r/etc/bale-testbed/runc-substitution"
-  chroot "$r" "$SUBSTITUTE_RUNC" --version >/dev/null || { echo "the substituted runc does not run in the node's root" >&2; return 1; }
+  printf '%s\n' "This node is $FOREIGN_ARCH under qemu-user, which can neither create namespaces (no OCI" \
+    "runtime runs) nor speak netfilter netlink (nft cannot reach the kernel). So $SUBSTITUTE_DIR/runc" \
+    "and $SUBSTITUTE_DIR/nft are the host's $HOST_ARCH programs: the testbed's substitution. bale" \
+    "installs its own arm64 runc at /usr/local/bin/runc, which containerd's shims find after this one." \
+    >"$r/etc/bale-testbed/substitution"
+  for p in runc nft; do
+    chroot "$r" "$SUBSTITUTE_DIR/$p" --version >/dev/null || { echo "the substituted $p does not run in the node's root" >&2; return 1; }
+  done
   # systemd cannot set up unit credentials under qemu-user ("Failed at step CREDENTIALS"),
   # and these units ask for some they never get here anyway.
   for p in systemd-sysctl systemd-sysusers systemd-tmpfiles-setup-dev systemd-tmpfiles-setup; do
@@ -1261,8 +1272,9 @@ print_table() {
       "ssh -i $KEY -o UserKnownHostsFile=$KNOWN_HOSTS root@$(node_ip "$name")"
   done
   [ ${#foreign[@]} -eq 0 ] || printf '%s\n' \
-    "${foreign[*]}: $FOREIGN_ARCH under $(binfmt_qemu); runc substituted by the testbed:" \
-    "  $SUBSTITUTE_RUNC is the host's $HOST_ARCH runc, found before bale's /usr/local/bin/runc (arm64 runc cannot create namespaces under qemu-user)"
+    "${foreign[*]}: $FOREIGN_ARCH under $(binfmt_qemu); runc and nft substituted by the testbed:" \
+    "  $SUBSTITUTE_DIR/{runc,nft} are the host's $HOST_ARCH programs, found first on PATH (under qemu-user" \
+    "  no OCI runtime can create namespaces and nft has no netfilter netlink); bale's own arm64 runc is not run"
 }
 
 cmd_status() {

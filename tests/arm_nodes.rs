@@ -6,11 +6,12 @@
 //! the test network, and `reset` leaves the node as it found it.
 //!
 //! The arm64 nodes are nspawn containers whose programs run under qemu-user
-//! (`scripts/testbed.sh up --arch all=aarch64`). What they cannot show: arm64 runc. No OCI
-//! runtime can create namespaces under qemu-user, so the testbed puts the host's x86_64 runc
-//! at /usr/local/sbin/runc in each such node, where containerd's shims find it before the
-//! arm64 runc bale installs at /usr/local/bin/runc; containerd, the shims and the containers'
-//! processes stay arm64. The test prints this on every run.
+//! (`scripts/testbed.sh up --arch all=aarch64`). What they cannot show: arm64 runc and arm64
+//! nft. Under qemu-user no OCI runtime can create namespaces and nft cannot speak netfilter
+//! netlink, so the testbed puts the host's x86_64 runc and nft in /usr/local/sbin of each such
+//! node, where they are found first on PATH (the arm64 runc bale installs at
+//! /usr/local/bin/runc is never run); containerd, the shims, the containers' processes and
+//! bale itself (agent, registry, guard) stay arm64. The test prints this on every run.
 //!
 //! Needs root, the testbed, the aarch64 release build (`scripts/build-release.sh`, or
 //! BALE_AARCH64_BIN) and the inputs `examples/appliance/make-images.sh` and
@@ -135,13 +136,47 @@ fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
         "nodes:\n{status}(not covered here: arm64 runc itself, see this file's doc comment)"
     ));
     assert!(
-        status.contains("runc substituted by the testbed"),
+        status.contains("runc and nft substituted by the testbed"),
         "{status}"
     );
     for n in ["n1", "n2"] {
         assert_eq!(on_ok(n, "uname -m").trim(), "aarch64", "{n}");
     }
     let before = [on_ok("n1", SNAPSHOT), on_ok("n2", SNAPSHOT)];
+
+    // A bundle without arm64 content is refused in preflight, before anything is copied.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/app.conf"), "x86 only\n").unwrap();
+    let x86 = dir.path().join("x86.bale");
+    ok(&bale(&[
+        "build",
+        tree.to_str().unwrap(),
+        "-o",
+        x86.to_str().unwrap(),
+        "--name",
+        "x86",
+    ]));
+    let (o, ev) = run_on(&x86, "install", &["--masters", N1], &[]);
+    assert!(
+        !o.status.success(),
+        "an x86_64 bundle installed on an arm64 node"
+    );
+    let arch = ev
+        .iter()
+        .find(|e| e["event"] == "preflight" && e["node"] == N1)
+        .and_then(|t| t["checks"].as_array())
+        .and_then(|c| c.iter().find(|c| c["name"] == "arch"))
+        .unwrap_or_else(|| panic!("no preflight arch check: {}", stdout(&o)))
+        .clone();
+    assert_eq!(arch["status"], "fail", "{arch}");
+    assert_eq!(arch["detail"], "aarch64 (bundle x86_64)", "{arch}");
+    assert!(!ev.iter().any(|e| e["phase"] == "upload"), "nothing copied");
+    assert_eq!(
+        on_ok("n1", SNAPSHOT),
+        before[0],
+        "the refused install changed n1"
+    );
 
     // From this x86_64 host onto the two arm64 nodes.
     let t = Instant::now();
@@ -178,6 +213,12 @@ fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
             "{n}: the bundled busybox ran as {out}"
         );
     }
+    // The worker's guard holds the API servers' VIP in nftables.
+    let rules = on_ok("n2", "nft list table ip bale_lvscare");
+    assert!(
+        rules.contains("10.103.97.2") && rules.contains(N1),
+        "n2: {rules}"
+    );
     // The registry serves the arm64 variant under the original name, and no amd64 one.
     for ip in [N1, N2] {
         let image = format!("docker://{ip}:5050/appliance/web:1.0");

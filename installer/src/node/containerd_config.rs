@@ -16,6 +16,11 @@ pub const HOSTS_DIR: &str = "/etc/containerd/certs.d";
 pub const UNIT: &str = "containerd.service";
 pub const SOCKET: &str = "/run/containerd/containerd.sock";
 pub const ROOT_DIR: &str = "/var/lib/containerd";
+/// Where containerd's "opt" plugin makes its bin/ and lib/: inside ROOT_DIR, so that a reset
+/// which empties ROOT_DIR leaves nothing of it (its default is /opt/containerd).
+pub const OPT_DIR: &str = "/var/lib/containerd/opt";
+/// The opt plugin's default, where containerd configs written before [`OPT_DIR`] left it.
+pub const DEFAULT_OPT_DIR: &str = "/opt/containerd";
 pub const STATE_DIR: &str = "/run/containerd";
 pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 pub const CNI_CONF_DIR: &str = "/etc/cni/net.d";
@@ -146,6 +151,9 @@ state = "{STATE_DIR}"
 
 [grpc]
   address = "{SOCKET}"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{OPT_DIR}"
 
 [plugins."io.containerd.grpc.v1.cri"]
 {sandbox}{restrict}  [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -291,6 +299,7 @@ mod tests {
         let c = render_config_toml(CgroupDriver::Cgroupfs, &ConfigOptions::default());
         assert!(c.contains("SystemdCgroup = false"));
         assert!(c.contains("bin_dir = \"/opt/cni/bin\""));
+        assert!(c.contains("path = \"/var/lib/containerd/opt\""), "{c}");
         assert!(!config_uses_hosts_dir(
             "# config_path = \"/etc/containerd/certs.d\"\n"
         ));

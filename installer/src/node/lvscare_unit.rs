@@ -439,6 +439,10 @@ fn undo_guard(guard: Guard, ctx: &NodeContext, p: &Paths) -> Result<(), LvscareS
     }
     let unit_removed = remove(unit)?;
     remove(config)?;
+    // /etc/bale goes with the last file bale kept there (a worker has nothing else in it).
+    if let Some(dir) = config.parent() {
+        crate::node::step::remove_empty_dirs(dir, Path::new("/etc"));
+    }
     if p.systemd && unit_removed {
         systemctl(&["daemon-reload"])?;
     }

@@ -683,6 +683,14 @@ impl Step for Runtime {
             kill_processes_of(&shims, p);
             empty_dir(Path::new(cc::STATE_DIR), p)?;
             empty_dir(Path::new(cc::ROOT_DIR), p)?;
+            // The opt plugin's empty bin/ and lib/ at its default place, from a configuration
+            // without OPT_DIR; anything someone put in them stays.
+            for sub in ["bin", "lib"] {
+                step::remove_empty_dirs(
+                    &Path::new(cc::DEFAULT_OPT_DIR).join(sub),
+                    Path::new("/opt"),
+                );
+            }
         }
         for f in record.files.iter().rev() {
             let path = Path::new(f);
