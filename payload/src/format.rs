@@ -1023,7 +1023,13 @@ mod tests {
         let t = signed_trailer(MAX_SIG_LEN + 1, FORMAT_MINOR_SIGNED);
         let err = Trailer::decode(&t.encode(), t.file_len).unwrap_err();
         assert!(
-            matches!(err, Error::Oversized { what: "signature block", .. }),
+            matches!(
+                err,
+                Error::Oversized {
+                    what: "signature block",
+                    ..
+                }
+            ),
             "{err}"
         );
         let mut t = signed_trailer(700, FORMAT_MINOR_SIGNED);

@@ -171,7 +171,10 @@ mod tests {
         let s = Bundle::open(&path).unwrap();
         assert_eq!(s.root(), root);
         assert_eq!(s.trailer.minor, FORMAT_MINOR_SIGNED);
-        assert_eq!(s.signature_block().unwrap().as_deref(), Some(&b"first block"[..]));
+        assert_eq!(
+            s.signature_block().unwrap().as_deref(),
+            Some(&b"first block"[..])
+        );
         let signed = std::fs::read(&path).unwrap();
         let keep = s.trailer.sig_offset() as usize;
         assert_eq!(signed[..keep], unsigned[..keep]);

@@ -19,6 +19,19 @@ pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// `ssh-ed25519 AAAA... comment`, one line.
+pub fn public_line(key: &PublicKey) -> Result<String> {
+    key.to_openssh()
+        .map_err(|e| Error::Crypto(format!("cannot encode a public key: {e}")))
+}
+
+/// `ssh-ed25519 AAAA...` without the comment (whose spaces another file format may not take).
+pub fn public_line_bare(key: &PublicKey) -> Result<String> {
+    let mut k = key.clone();
+    k.set_comment("");
+    public_line(&k)
+}
+
 /// Reads a small text file, refusing one too large to be a key file.
 pub(crate) fn read_bounded(path: &Path) -> Result<String> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;

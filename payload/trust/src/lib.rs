@@ -20,6 +20,8 @@ pub mod policy;
 pub use block::{SignatureBlock, NAMESPACE};
 pub use error::{Error, Result};
 pub use policy::{check, enforce, Report, TrustFlags, TrustPolicy, Verdict};
+/// The key and signature types, for callers that hold a loaded key.
+pub use ssh_key;
 
 use bale_payload::Bundle;
 use std::path::Path;
