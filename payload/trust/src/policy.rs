@@ -74,9 +74,9 @@ impl TrustPolicy {
             } else {
                 self.add_key_file(&p)?;
             }
-            self.sources
-                .last_mut()
-                .map(|s| *s = format!("{TRUSTED_KEYS_ENV}={s}"));
+            if let Some(s) = self.sources.last_mut() {
+                *s = format!("{TRUSTED_KEYS_ENV}={s}");
+            }
         }
         let system = Path::new(SYSTEM_DIR);
         if system.is_dir() {
