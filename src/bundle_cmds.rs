@@ -438,7 +438,7 @@ pub fn summary(b: &Bundle) {
     println!("Commands (run with --help for details):");
     println!("  info      what is in this bundle");
     println!("  list      every entry");
-    println!("  verify    check every byte");
+    println!("  verify    check every byte, and who signed it");
     println!("  extract   write entries to a directory (--to DIR)");
 }
 

@@ -211,9 +211,18 @@ impl BuildSigning {
         let Some(key) = &self.key else {
             return Ok(());
         };
-        let b = Bundle::open(output).map_err(|e| in_bundle(output, e))?;
-        bale_trust::sign_bundle(&b, key, true, output)
-            .map_err(|e| anyhow::Error::new(e).context(output.display().to_string()))?;
+        let signed = Bundle::open(output)
+            .map_err(|e| in_bundle(output, e))
+            .and_then(|b| {
+                bale_trust::sign_bundle(&b, key, true, output)
+                    .map_err(|e| anyhow::Error::new(e).context(output.display().to_string()))
+            });
+        if let Err(e) = signed {
+            // An unsigned file under the name of a build that was asked to sign would pass for
+            // the finished result.
+            let _ = std::fs::remove_file(output);
+            return Err(e.context("the bundle was built but could not be signed; removed it"));
+        }
         eprintln!(
             "signed {} with {}",
             output.display(),

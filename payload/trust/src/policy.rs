@@ -80,7 +80,8 @@ impl TrustPolicy {
         }
         let system = Path::new(SYSTEM_DIR);
         if system.is_dir() {
-            self.add_dir(system)?;
+            // An empty host directory means "no keys here", not an error on every command.
+            self.add_dir_keys(system, false)?;
         }
         let baked = crate::baked::baked_keys();
         if !baked.trim().is_empty() {
@@ -99,8 +100,13 @@ impl TrustPolicy {
         Ok(())
     }
 
-    /// Trust every `*.pub` in `dir`, and revoke what `dir/revoked` lists.
+    /// Trust every `*.pub` in `dir`, and revoke what `dir/revoked` lists. A directory named
+    /// by the user must hold one or the other.
     pub fn add_dir(&mut self, dir: &Path) -> Result<()> {
+        self.add_dir_keys(dir, true)
+    }
+
+    fn add_dir_keys(&mut self, dir: &Path, required: bool) -> Result<()> {
         let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         let mut files = Vec::new();
         for e in rd {
@@ -128,7 +134,10 @@ impl TrustPolicy {
             self.add_revoked(&revoked)?;
         }
         if files.is_empty() && !revoked.exists() {
-            return Err(Error::NoKeys { path: dir.into() });
+            if required {
+                return Err(Error::NoKeys { path: dir.into() });
+            }
+            return Ok(());
         }
         self.sources.push(dir.display().to_string());
         Ok(())
