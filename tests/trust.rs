@@ -399,3 +399,45 @@ fn unsigned_builds_stay_byte_identical() {
     bale_payload::sigblock::write_with_signature_block(&bundle, b"", &one).unwrap();
     assert_eq!(std::fs::read(&one).unwrap(), a);
 }
+
+#[test]
+fn a_kubefile_build_signs_and_pins_too() {
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("etc")).unwrap();
+    std::fs::write(ctx.join("etc/app.conf"), "a = 1\n").unwrap();
+    std::fs::write(
+        ctx.join("Kubefile"),
+        "FROM scratch\nCOPY etc/ etc/\nCMD true\n",
+    )
+    .unwrap();
+    let (k, fp) = keygen(d.path(), "k", &[], &[]);
+    let out = d.path().join("app.bale");
+    let pk = pubkey(&k);
+    let o = b(&[
+        "build",
+        "-t",
+        "app:1",
+        "-o",
+        s(&out),
+        "--offline",
+        "--sign",
+        s(&k),
+        "--trust",
+        s(&pk),
+        s(&ctx),
+    ]);
+    ok(&o);
+    exit(
+        &run(&out, &["verify"]),
+        0,
+        &format!("signed by trusted key {fp}"),
+    );
+    // No baked stub is left next to the output.
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".stub-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
