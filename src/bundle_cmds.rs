@@ -560,6 +560,8 @@ fn hex_of(d: &[u8; 32]) -> String {
 }
 
 pub fn verify(a: VerifyArgs, this: Option<Bundle>) -> Result<()> {
+    // The trusted keys first: a bad --key file is reported before a long byte check.
+    let policy = crate::trust_cmds::policy(&a.trust)?;
     let b = target_bundle(a.file, this)?;
     let started = Instant::now();
     let n = threads(a.threads);
@@ -587,7 +589,7 @@ pub fn verify(a: VerifyArgs, this: Option<Bundle>) -> Result<()> {
         }
     );
     let started = Instant::now();
-    let verdict = crate::trust_cmds::verify_signatures(&b, &a.trust)?;
+    let verdict = crate::trust_cmds::verify_signatures(&b, &policy)?;
     println!(
         "{}: {verdict} (signatures checked in {:.1} ms)",
         b.path().display(),

@@ -232,14 +232,18 @@ impl BuildSigning {
     }
 }
 
-/// The signature part of `verify`: the verdict in plain words, enforced when trust is
-/// configured.
-pub fn verify_signatures(b: &Bundle, a: &TrustArgs) -> Result<String> {
-    let policy = bale_trust::TrustPolicy::load(&bale_trust::TrustFlags {
+/// The trust policy of `verify`: its flags and every other source.
+pub fn policy(a: &TrustArgs) -> Result<bale_trust::TrustPolicy> {
+    Ok(bale_trust::TrustPolicy::load(&bale_trust::TrustFlags {
         keys: a.keys.clone(),
         dirs: a.dirs.clone(),
-    })?;
-    let report = bale_trust::enforce(b, &policy)
+    })?)
+}
+
+/// The signature part of `verify`: the verdict in plain words, enforced when trust is
+/// configured.
+pub fn verify_signatures(b: &Bundle, policy: &bale_trust::TrustPolicy) -> Result<String> {
+    let report = bale_trust::enforce(b, policy)
         .map_err(|e| anyhow::Error::new(e).context(b.path().display().to_string()))?;
     Ok(report.describe())
 }

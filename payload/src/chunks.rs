@@ -2,10 +2,10 @@
 //! can check on its own, as it arrives, against the bundle's own chain of digests.
 //!
 //! - chunk 0, the *tail*: entry table, header, signature block (if any) and trailer. It is
-//!   checked as a whole: the trailer's
-//!   check value, the header against the digest the receiver was told to expect (the bundle's
-//!   identity), the table against the header. It comes first, because it holds every other
-//!   chunk's digests.
+//!   checked as a whole: the trailer's check value, the header against the digest the receiver
+//!   was told to expect (the bundle's identity), the table against the header. It comes first,
+//!   because it holds every other chunk's digests. The signature block is not part of the
+//!   chain; the trust layer checks its signatures over the root where the bundle is used.
 //! - chunk 1, the *stub* (the program), against `stub.sha256` in the header.
 //! - chunks 2.., runs of neighbouring frames of about [`CHUNK_TARGET`] bytes, each frame against
 //!   its SHA-256 in the table. Frames shared by several entries are counted once.
