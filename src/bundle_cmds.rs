@@ -87,6 +87,8 @@ pub struct BuildArgs {
     /// Record the build time in the bundle (makes builds non-reproducible)
     #[arg(long)]
     pub timestamp: bool,
+    #[command(flatten)]
+    pub signing: crate::trust_cmds::BuildSignArgs,
 }
 
 #[derive(Args)]
@@ -114,7 +116,13 @@ pub struct ListArgs {
 #[command(after_help = "\
 Checks the program, the header, the entry table and every stored frame against the SHA-256
 chain that starts in the trailer. Exit 0 when every byte is right; otherwise exit 3 and the
-first damaged entry is named.")]
+first damaged entry is named.
+
+Then the signatures: each must verify over the bundle's root (else exit 3: the bundle was
+changed after it was signed). Trusted keys come from --key, --trusted-keys, BALE_TRUSTED_KEYS
+(a key file or directory), /etc/bale/trusted-keys/ and the keys baked into this program; when
+there are any, a bundle not signed by one of them is refused (exit 4). Without any, the
+verdict is only stated: unsigned, or signed by an unknown key.")]
 pub struct VerifyArgs {
     /// Bundle file [default: this program, when it is a bundle]
     pub file: Option<PathBuf>,
@@ -124,6 +132,8 @@ pub struct VerifyArgs {
     /// Worker threads [default: every core]
     #[arg(short = 'j', long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub trust: crate::trust_cmds::TrustArgs,
 }
 
 #[derive(Args)]
@@ -230,6 +240,9 @@ pub fn build(a: BuildArgs) -> Result<()> {
         .stub
         .clone()
         .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let signing = crate::trust_cmds::build_signing(&a.signing)?;
+    let baked = signing.stub_for(&stub, &output)?;
+    let stub = baked.as_ref().map_or(stub, |b| b.path().to_path_buf());
     let meta = BundleMeta {
         name,
         version,
@@ -250,6 +263,8 @@ pub fn build(a: BuildArgs) -> Result<()> {
     let stats = tree::add_tree(&mut w, &dir, "")?;
     let summary = w.finish()?;
     bar.finish_and_clear();
+    drop(baked);
+    signing.sign(&output)?;
     let h = &summary.header;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -310,6 +325,8 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
         v
     };
     let several = platforms.len() > 1;
+    let signing = crate::trust_cmds::build_signing(&a.signing)?;
+    let mut baked_stubs = Vec::new();
     let mut targets = Vec::new();
     for platform in &platforms {
         let arch = kb::kernel_arch(platform);
@@ -331,6 +348,14 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
             }
             None if a.platform.is_empty() => PathBuf::from(format!("{name}-{version}.bale")),
             None => PathBuf::from(format!("{name}-{version}-{}.bale", platform.architecture)),
+        };
+        let stub = match signing.stub_for(&stub, &output)? {
+            Some(b) => {
+                let p = b.path().to_path_buf();
+                baked_stubs.push(b);
+                p
+            }
+            None => stub,
         };
         targets.push(Target {
             platform: platform.clone(),
@@ -372,6 +397,7 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
     };
     for t in &targets {
         let summary = kb::write(&prepared, &discovery, t, &cfg)?;
+        signing.sign(&t.output)?;
         let h = &summary.header;
         eprintln!(
             "wrote {} ({}, {}): {} entries, {} images; {} of content stored in {} in {:.1}s",
@@ -385,6 +411,7 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    drop(baked_stubs);
     Ok(())
 }
 
@@ -411,7 +438,7 @@ pub fn summary(b: &Bundle) {
     println!("Commands (run with --help for details):");
     println!("  info      what is in this bundle");
     println!("  list      every entry");
-    println!("  verify    check every byte");
+    println!("  verify    check every byte, and who signed it");
     println!("  extract   write entries to a directory (--to DIR)");
 }
 
@@ -463,9 +490,20 @@ pub fn info(a: InfoArgs, this: Option<Bundle>) -> Result<()> {
     );
     println!(
         "file:        {} (program {})",
-        human_bytes(h.sizes.file),
+        human_bytes(b.trailer.file_len),
         human_bytes(h.stub.len)
     );
+    println!("root:        sha256:{}", hex_of(&b.root()));
+    for (i, line) in crate::trust_cmds::info_lines(&b).iter().enumerate() {
+        println!(
+            "{}{line}",
+            if i == 0 {
+                "signatures:  "
+            } else {
+                "             "
+            }
+        );
+    }
     Ok(())
 }
 
@@ -522,6 +560,8 @@ fn hex_of(d: &[u8; 32]) -> String {
 }
 
 pub fn verify(a: VerifyArgs, this: Option<Bundle>) -> Result<()> {
+    // The trusted keys first: a bad --key file is reported before a long byte check.
+    let policy = crate::trust_cmds::policy(&a.trust)?;
     let b = target_bundle(a.file, this)?;
     let started = Instant::now();
     let n = threads(a.threads);
@@ -547,6 +587,13 @@ pub fn verify(a: VerifyArgs, this: Option<Bundle>) -> Result<()> {
         } else {
             ""
         }
+    );
+    let started = Instant::now();
+    let verdict = crate::trust_cmds::verify_signatures(&b, &policy)?;
+    println!(
+        "{}: {verdict} (signatures checked in {:.1} ms)",
+        b.path().display(),
+        started.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod bundle_cmds;
 mod lvscare_cmd;
 mod progress;
+mod trust_cmds;
 
 use anyhow::Result;
 use bale_payload::Bundle;
@@ -13,6 +14,8 @@ use std::process::ExitCode;
 
 /// Exit code for a bundle whose bytes are wrong (damaged, truncated, tampered).
 pub const EXIT_DAMAGED: u8 = 3;
+/// Exit code for a bundle not signed by a trusted key while trust is required.
+pub const EXIT_UNTRUSTED: u8 = 4;
 
 const AFTER_HELP: &str = "\
 A bundle is this program with a cluster image appended: one file to copy to a site with no
@@ -21,9 +24,12 @@ the file.
 
 Build:     bale build ./rootfs -o app.bale --name app --version 1.0
 Inspect:   bale info app.bale        bale list app.bale       bale verify app.bale
+Sign:      bale keygen -o key        bale sign app.bale --key key
+           bale verify --key key.pub app.bale     bale build ... --sign key --trust key.pub
 On site:   ./app.bale verify         ./app.bale extract --to /opt/app
 
-Exit codes: 0 success, 1 error, 2 usage, 3 the bundle is damaged.";
+Exit codes: 0 success, 1 error, 2 usage, 3 the bundle is damaged, 4 the bundle is not signed
+by a trusted key while trust is required.";
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +55,13 @@ enum Command {
     Verify(bundle_cmds::VerifyArgs),
     /// Write a bundle's entries to a directory
     Extract(bundle_cmds::ExtractArgs),
+    /// Make an ed25519 key pair to sign bundles with
+    Keygen(trust_cmds::KeygenArgs),
+    /// Sign a bundle (adds a signature over its root; the payload is unchanged)
+    Sign(trust_cmds::SignArgs),
+    /// Work with a bundle's signatures
+    #[command(subcommand)]
+    Signatures(trust_cmds::SignaturesCommand),
     /// Serve the bundled images over the OCI distribution API
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -103,6 +116,11 @@ fn main() -> ExitCode {
         Some(Command::List(a)) => bundle_cmds::list(a, this),
         Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
+        Some(Command::Keygen(a)) => trust_cmds::keygen(a),
+        Some(Command::Sign(a)) => trust_cmds::sign(a),
+        Some(Command::Signatures(trust_cmds::SignaturesCommand::Export(a))) => {
+            trust_cmds::export(a, this)
+        }
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
             bale_registry::serve(a).map_err(Into::into)
         }
@@ -129,12 +147,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bale: {e:#}");
-            let damaged = e.chain().any(|c| {
-                c.downcast_ref::<bale_payload::Error>()
-                    .is_some_and(|p| p.is_corruption())
-            });
-            ExitCode::from(if damaged { EXIT_DAMAGED } else { 1 })
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The exit code for an error: 4 untrusted, 3 damaged (a signature that fails over the root is
+/// damage too: the bytes were changed after signing), 1 otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    fn trust<'a>(c: &'a (dyn std::error::Error + 'static)) -> Option<&'a bale_trust::Error> {
+        c.downcast_ref::<bale_trust::Error>()
+    }
+    if e.chain()
+        .any(|c| trust(c).is_some_and(|t| t.is_untrusted()))
+    {
+        return EXIT_UNTRUSTED;
+    }
+    let damaged = e.chain().any(|c| {
+        c.downcast_ref::<bale_payload::Error>()
+            .is_some_and(|p| p.is_corruption())
+            || trust(c).is_some_and(|t| t.is_corruption())
+    });
+    if damaged {
+        EXIT_DAMAGED
+    } else {
+        1
     }
 }
 

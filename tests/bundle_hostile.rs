@@ -241,6 +241,7 @@ fn forge_table(out: &Path, raw: &[u8], declared: u64) {
         header_len: hj.len() as u64,
         header_sha256: format::sha256(&hj),
         file_len: table_offset + table.len() as u64 + hj.len() as u64 + TRAILER_LEN as u64,
+        sig_len: 0,
         major: format::FORMAT_MAJOR,
         minor: format::FORMAT_MINOR,
     };

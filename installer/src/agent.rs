@@ -112,7 +112,29 @@ pub fn status(this: Option<&bale_payload::Bundle>) -> Status {
     }
 }
 
+/// Refuses to act for a bundle that trust refuses: the same gate as `install` and `verify`,
+/// with the policy of this node (the keys baked into the copied program, `BALE_TRUSTED_KEYS`,
+/// `/etc/bale/trusted-keys/`).
+pub fn trust_gate(
+    this: Option<&bale_payload::Bundle>,
+    policy: &bale_trust::TrustPolicy,
+) -> anyhow::Result<()> {
+    if let Some(b) = this {
+        bale_trust::enforce(b, policy)
+            .map_err(|e| anyhow::Error::new(e).context(b.path().display().to_string()))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: AgentArgs, this: Option<&bale_payload::Bundle>) -> anyhow::Result<()> {
+    // Receiving the bundle and reporting status run nothing from it; every other command acts
+    // for it, and only once its signatures pass.
+    if matches!(
+        args.command,
+        AgentCommand::Step { .. } | AgentCommand::Kube(_)
+    ) {
+        trust_gate(this, &bale_trust::TrustPolicy::system()?)?;
+    }
     match args.command {
         AgentCommand::Copy(a) => std::process::exit(crate::copy::agent::run(a)),
         AgentCommand::Status { json } => {
@@ -159,5 +181,54 @@ pub fn run(args: AgentArgs, this: Option<&bale_payload::Bundle>) -> anyhow::Resu
             println!("{}", serde_json::to_string(&n)?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bale_payload::{Bundle, BundleMeta, BundleWriter, WriteOptions};
+
+    #[test]
+    fn the_agent_refuses_a_bundle_its_policy_does_not_trust() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("app.bale");
+        let exe = std::env::current_exe().unwrap();
+        let mut w =
+            BundleWriter::create(&path, &exe, BundleMeta::default(), WriteOptions::default())
+                .unwrap();
+        w.add_bytes("a", 0o644, b"a").unwrap();
+        w.finish().unwrap();
+        let pinned = bale_trust::keys::keygen(&d.path().join("pinned"), "", None).unwrap();
+        let other = bale_trust::keys::keygen(&d.path().join("other"), "", None).unwrap();
+        let mut policy = bale_trust::TrustPolicy::default();
+        policy.add_key_file(&pinned.public).unwrap();
+
+        // Unsigned, then signed by a foreign key: refused, as untrusted (exit 4).
+        let untrusted = |b: &Bundle| {
+            let e = trust_gate(Some(b), &policy).unwrap_err();
+            assert!(
+                e.chain().any(|c| c
+                    .downcast_ref::<bale_trust::Error>()
+                    .is_some_and(|t| t.is_untrusted())),
+                "{e:#}"
+            );
+            format!("{e:#}")
+        };
+        let msg = untrusted(&Bundle::open(&path).unwrap());
+        assert!(
+            msg.contains("unsigned") && msg.contains(&pinned.fingerprint),
+            "{msg}"
+        );
+        let key = bale_trust::keys::load_private_key(&other.private, None).unwrap();
+        bale_trust::sign_bundle(&Bundle::open(&path).unwrap(), &key, false, &path).unwrap();
+        let msg = untrusted(&Bundle::open(&path).unwrap());
+        assert!(msg.contains(&other.fingerprint), "{msg}");
+
+        // Signed by the pinned key: allowed. No bundle: nothing to check.
+        let key = bale_trust::keys::load_private_key(&pinned.private, None).unwrap();
+        bale_trust::sign_bundle(&Bundle::open(&path).unwrap(), &key, true, &path).unwrap();
+        trust_gate(Some(&Bundle::open(&path).unwrap()), &policy).unwrap();
+        trust_gate(None, &policy).unwrap();
     }
 }

@@ -87,6 +87,10 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
         };
         phases.truncate(i + 1);
     }
+    // Before any host is contacted: a bundle that trust refuses never reaches one.
+    if let Some(path) = &this_bundle {
+        trust_gate(path)?;
+    }
     let t = &args.target;
     let vips = args.vips()?;
     let p = prepare(
@@ -107,6 +111,22 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
         return Err(RunError::HostIsVip(clash));
     }
     execute(p, phases, t.dry_run, t.parallel, "install")
+}
+
+/// Refuses the bundle at `path` when trust is configured (keys baked into this program,
+/// `BALE_TRUSTED_KEYS`, `/etc/bale/trusted-keys/`) and it is not signed by a trusted key.
+pub fn trust_gate(path: &std::path::Path) -> RunResult<()> {
+    let fail = |source| RunError::Trust {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bundle = bale_payload::Bundle::open(path).map_err(|source| RunError::Bundle {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let policy = bale_trust::TrustPolicy::system().map_err(fail)?;
+    bale_trust::enforce(&bundle, &policy).map_err(fail)?;
+    Ok(())
 }
 
 #[cfg(test)]

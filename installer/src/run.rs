@@ -29,6 +29,14 @@ pub enum RunError {
         #[source]
         source: bale_payload::Error,
     },
+    /// Trust is configured and the bundle is not signed by a trusted key, or a signature
+    /// fails over its root: nothing was contacted.
+    #[error("{}", path.display())]
+    Trust {
+        path: PathBuf,
+        #[source]
+        source: bale_trust::Error,
+    },
     #[error("--data-dir: {0:?} must be an absolute path below /")]
     DataDir(String),
     #[error(transparent)]

@@ -1,10 +1,11 @@
 //! A bundle cut into chunks for copying: each chunk is a byte range of the file that a receiver
 //! can check on its own, as it arrives, against the bundle's own chain of digests.
 //!
-//! - chunk 0, the *tail*: entry table, header and trailer. It is checked as a whole: the trailer's
-//!   check value, the header against the digest the receiver was told to expect (the bundle's
-//!   identity), the table against the header. It comes first, because it holds every other
-//!   chunk's digests.
+//! - chunk 0, the *tail*: entry table, header, signature block (if any) and trailer. It is
+//!   checked as a whole: the trailer's check value, the header against the digest the receiver
+//!   was told to expect (the bundle's identity), the table against the header. It comes first,
+//!   because it holds every other chunk's digests. The signature block is not part of the
+//!   chain; the trust layer checks its signatures over the root where the bundle is used.
 //! - chunk 1, the *stub* (the program), against `stub.sha256` in the header.
 //! - chunks 2.., runs of neighbouring frames of about [`CHUNK_TARGET`] bytes, each frame against
 //!   its SHA-256 in the table. Frames shared by several entries are counted once.
@@ -14,7 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, Header, Sha256Digest, Trailer, MAX_HEADER_LEN, MAX_TABLE_LEN, TRAILER_LEN,
+    self, Header, Sha256Digest, Trailer, MAX_HEADER_LEN, MAX_SIG_LEN, MAX_TABLE_LEN, TRAILER_LEN,
 };
 use crate::reader::{decode_entries, decode_header, parse_digest, Bundle};
 use std::os::unix::fs::FileExt;
@@ -22,7 +23,7 @@ use std::os::unix::fs::FileExt;
 /// Frames are grouped into chunks of at least this many bytes (the last one may be shorter).
 pub const CHUNK_TARGET: u64 = 2 << 20;
 /// The longest tail a receiver accepts before it can check anything.
-pub const MAX_TAIL_LEN: u64 = MAX_TABLE_LEN + MAX_HEADER_LEN + TRAILER_LEN as u64;
+pub const MAX_TAIL_LEN: u64 = MAX_TABLE_LEN + MAX_HEADER_LEN + MAX_SIG_LEN + TRAILER_LEN as u64;
 /// Index of the tail chunk.
 pub const TAIL: usize = 0;
 /// Index of the stub chunk.

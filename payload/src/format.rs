@@ -15,8 +15,15 @@ pub const MAGIC: [u8; 8] = *b"BALE\x00PL\x01";
 pub const TRAILER_LEN: usize = 128;
 /// Payload format major version this code writes; readers refuse larger ones.
 pub const FORMAT_MAJOR: u16 = 1;
-/// Minor version: additions a v1 reader may ignore.
+/// Minor version of an unsigned bundle: written exactly as by every 1.0 writer, so unsigned
+/// builds stay byte-for-byte what they were.
 pub const FORMAT_MINOR: u16 = 0;
+/// Minor version of a signed bundle: it carries a signature block between the header and the
+/// trailer (`sig_len` bytes, named in trailer bytes 88..96).
+pub const FORMAT_MINOR_SIGNED: u16 = 1;
+/// The signature block is small (a few signatures of a few hundred bytes each); a larger claim
+/// is damage or hostility, refused before anything is read.
+pub const MAX_SIG_LEN: u64 = 1 << 20;
 
 /// Upper bounds on what an index may claim, so a damaged or hostile trailer cannot make a reader
 /// allocate gigabytes before the hashes have been checked.
@@ -67,11 +74,19 @@ pub struct Trailer {
     pub header_sha256: Sha256Digest,
     /// Total length of the bundle file, trailer included.
     pub file_len: u64,
+    /// Length of the signature block between the header and the trailer (format 1.1); zero
+    /// for an unsigned bundle.
+    pub sig_len: u64,
     pub major: u16,
     pub minor: u16,
 }
 
 impl Trailer {
+    /// Where the signature block starts: right after the header.
+    pub fn sig_offset(&self) -> u64 {
+        self.header_offset + self.header_len
+    }
+
     pub fn encode(&self) -> [u8; TRAILER_LEN] {
         let mut b = [0u8; TRAILER_LEN];
         let words = [
@@ -87,7 +102,8 @@ impl Trailer {
         }
         b[48..80].copy_from_slice(&self.header_sha256);
         b[80..88].copy_from_slice(&self.file_len.to_le_bytes());
-        // 88..104 reserved, zero.
+        b[88..96].copy_from_slice(&self.sig_len.to_le_bytes());
+        // 96..104 reserved, zero.
         b[112..116].copy_from_slice(&(TRAILER_LEN as u32).to_le_bytes());
         b[116..118].copy_from_slice(&self.major.to_le_bytes());
         b[118..120].copy_from_slice(&self.minor.to_le_bytes());
@@ -132,6 +148,7 @@ impl Trailer {
             header_len: word(5),
             header_sha256,
             file_len: u64::from_le_bytes(b[80..88].try_into().unwrap_or([0; 8])),
+            sig_len: u64::from_le_bytes(b[88..96].try_into().unwrap_or([0; 8])),
             major,
             minor,
         };
@@ -139,8 +156,23 @@ impl Trailer {
         Ok(t)
     }
 
-    /// The regions must tile the file exactly: stub, frames, table, header, trailer.
+    /// The regions must tile the file exactly: stub, frames, table, header, signature block,
+    /// trailer.
     fn check_geometry(&self, real_len: u64) -> Result<()> {
+        if self.sig_len > MAX_SIG_LEN {
+            return Err(Error::Oversized {
+                what: "signature block",
+                claimed: self.sig_len,
+                limit: MAX_SIG_LEN,
+            });
+        }
+        if self.sig_len != 0 && self.major == 1 && self.minor == 0 {
+            // A 1.0 file has no signature block; a 1.0 writer never set these bytes.
+            return Err(Error::BadGeometry(format!(
+                "format 1.0 with a {}-byte signature block",
+                self.sig_len
+            )));
+        }
         if self.header_len > MAX_HEADER_LEN {
             return Err(Error::Oversized {
                 what: "header",
@@ -161,6 +193,7 @@ impl Trailer {
             .and_then(|_| end_of(self.table_offset, self.table_len))
             .filter(|e| *e == self.header_offset)
             .and_then(|_| end_of(self.header_offset, self.header_len))
+            .and_then(|e| end_of(e, self.sig_len))
             .and_then(|e| end_of(e, TRAILER_LEN as u64));
         match regions_end {
             Some(end) if end == self.file_len => {}
@@ -943,6 +976,71 @@ mod tests {
         }
     }
 
+    fn signed_trailer(sig_len: u64, minor: u16) -> Trailer {
+        Trailer {
+            stub_len: 1000,
+            payload_len: 500,
+            table_offset: 1500,
+            table_len: 100,
+            header_offset: 1600,
+            header_len: 50,
+            header_sha256: [3; 32],
+            file_len: 1650 + sig_len + TRAILER_LEN as u64,
+            sig_len,
+            major: FORMAT_MAJOR,
+            minor,
+        }
+    }
+
+    #[test]
+    fn trailer_1_1_round_trips_with_its_signature_block() {
+        let t = signed_trailer(700, FORMAT_MINOR_SIGNED);
+        let b = t.encode();
+        assert_eq!(&b[88..96], &700u64.to_le_bytes());
+        assert_eq!(&b[96..104], &[0; 8]);
+        let back = Trailer::decode(&b, t.file_len).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.sig_offset(), 1650);
+        // The check value covers sig_len: a changed length is damage, not a new geometry.
+        let mut c = b;
+        c[88] ^= 1;
+        assert!(matches!(
+            Trailer::decode(&c, t.file_len),
+            Err(Error::TrailerChecksum)
+        ));
+    }
+
+    #[test]
+    fn a_signature_block_in_a_1_0_trailer_is_refused() {
+        let t = signed_trailer(700, FORMAT_MINOR);
+        let err = Trailer::decode(&t.encode(), t.file_len).unwrap_err();
+        assert!(matches!(err, Error::BadGeometry(_)), "{err}");
+        assert!(err.to_string().contains("format 1.0"), "{err}");
+    }
+
+    #[test]
+    fn the_signature_block_is_bounded_and_must_tile() {
+        let t = signed_trailer(MAX_SIG_LEN + 1, FORMAT_MINOR_SIGNED);
+        let err = Trailer::decode(&t.encode(), t.file_len).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Oversized {
+                    what: "signature block",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut t = signed_trailer(700, FORMAT_MINOR_SIGNED);
+        t.file_len -= 1;
+        let err = Trailer::decode(&t.encode(), t.file_len).unwrap_err();
+        assert!(matches!(err, Error::BadGeometry(_)), "{err}");
+        // An unsigned 1.1 file is fine too (a reader does not insist on a block).
+        let t = signed_trailer(0, FORMAT_MINOR_SIGNED);
+        assert_eq!(Trailer::decode(&t.encode(), t.file_len).unwrap(), t);
+    }
+
     #[test]
     fn trailer_round_trips_and_detects_every_flipped_bit() {
         let t = Trailer {
@@ -954,6 +1052,7 @@ mod tests {
             header_len: 50,
             header_sha256: [3; 32],
             file_len: 1650 + TRAILER_LEN as u64,
+            sig_len: 0,
             major: FORMAT_MAJOR,
             minor: FORMAT_MINOR,
         };
@@ -980,6 +1079,7 @@ mod tests {
             header_len: 0,
             header_sha256: [0; 32],
             file_len: TRAILER_LEN as u64,
+            sig_len: 0,
             major: FORMAT_MAJOR + 1,
             minor: 0,
         };

@@ -84,7 +84,7 @@ pub fn verify(
     Ok(VerifyReport {
         entries: entries.len(),
         frames: checks.len(),
-        bytes: bundle.trailer.file_len - format::TRAILER_LEN as u64,
+        bytes: bundle.trailer.sig_offset(),
     })
 }
 

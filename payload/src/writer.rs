@@ -667,6 +667,7 @@ impl BundleWriter {
             header_len: header_json.len() as u64,
             header_sha256: format::sha256(&header_json),
             file_len: header_offset + header_json.len() as u64 + format::TRAILER_LEN as u64,
+            sig_len: 0,
             major: FORMAT_MAJOR,
             minor: FORMAT_MINOR,
         };

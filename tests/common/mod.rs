@@ -193,6 +193,7 @@ pub fn forge(out: &Path, stub: &[u8], payload: &[u8], entries: &[Entry], base: &
         header_len: hj.len() as u64,
         header_sha256: format::sha256(&hj),
         file_len: header_offset + hj.len() as u64 + TRAILER_LEN as u64,
+        sig_len: 0,
         major: format::FORMAT_MAJOR,
         minor: format::FORMAT_MINOR,
     };
