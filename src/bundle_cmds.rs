@@ -1,4 +1,4 @@
-//! The commands that work on bundle files: build, info, list, verify, extract.
+//! The commands that work on bundle files: build, info, list, verify, extract, sbom.
 //!
 //! Whatever a bundle says about itself (names, versions, inputs, entry paths, link targets) is
 //! printed through [`bale_payload::printable`], so a crafted bundle cannot fake lines or move
@@ -6,7 +6,7 @@
 
 use crate::{in_bundle, progress, target_bundle};
 use anyhow::{bail, Context, Result};
-use bale_bundler::tree;
+use bale_bundler::{sbom, tree};
 use bale_payload::error::human_bytes;
 use bale_payload::extract::{self, ExtractOptions};
 use bale_payload::{printable, verify, Bundle, BundleMeta, BundleWriter, Kind, WriteOptions};
@@ -155,6 +155,70 @@ pub struct ExtractArgs {
     pub sync: bool,
 }
 
+#[derive(Args)]
+#[command(after_help = "\
+Prints the bundle's software bill of materials (CycloneDX 1.5 JSON), the entry
+.bale/sbom.cdx.json that every build writes: each file with its SHA-256, each image with its
+original name, platform, manifest and layer digests, the Go modules and Debian packages
+binaries and layers came from, the base bundles and the Kubernetes version. Its bytes are
+checked against the bundle's digest chain as they are read (exit 3 when they are wrong).")]
+pub struct SbomArgs {
+    /// Bundle file [default: this program, when it is a bundle]
+    pub file: Option<PathBuf>,
+    /// Write it to FILE instead of standard output (under a temporary name, renamed when
+    /// complete)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+pub fn sbom(a: SbomArgs, this: Option<Bundle>) -> Result<()> {
+    let b = target_bundle(a.file, this)?;
+    let entries = b.entries().map_err(|e| in_bundle(b.path(), e))?;
+    let shown = printable(&b.path().to_string_lossy()).into_owned();
+    let doc = sbom::read_sbom(&b, &entries)
+        .with_context(|| shown.clone())?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{shown}: the bundle has no SBOM ({}); it was built by a bale without SBOMs: \
+                 build it again",
+                sbom::SBOM_ENTRY
+            )
+        })?;
+    match a.output {
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&doc).context("writing the SBOM to standard output")?;
+            out.flush().context("writing the SBOM to standard output")?;
+        }
+        Some(path) => write_file_atomic(&path, &doc)?,
+    }
+    Ok(())
+}
+
+/// Writes `data` to `path` through a temporary name in the same directory, synced, so that a
+/// partial write never sits under the final name.
+fn write_file_atomic(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bale-sbom-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("{}: cannot create a file there", dir.display()))?;
+    tmp.write_all(data)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("{}: cannot write", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 fn threads(n: Option<usize>) -> usize {
     n.filter(|n| *n > 0)
         .unwrap_or_else(bale_payload::default_threads)
@@ -230,11 +294,13 @@ pub fn build(a: BuildArgs) -> Result<()> {
         .stub
         .clone()
         .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let created_at = a.timestamp.then(now_rfc3339);
+    let (meta_name, meta_version) = (name.clone(), version.clone());
     let meta = BundleMeta {
         name,
         version,
         inputs: vec![format!("dir {}", a.dir.display())],
-        created_at: a.timestamp.then(now_rfc3339),
+        created_at: created_at.clone(),
         ..Default::default()
     };
     let opts = WriteOptions {
@@ -248,6 +314,15 @@ pub fn build(a: BuildArgs) -> Result<()> {
     let b = bar.clone();
     w.set_progress(Arc::new(move |n| b.inc(n)));
     let stats = tree::add_tree(&mut w, &dir, "")?;
+    let input = sbom::Input {
+        name: meta_name,
+        version: meta_version,
+        arch: w.arch().to_string(),
+        timestamp: created_at.as_deref().and_then(sbom::timestamp_of),
+        ..Default::default()
+    };
+    let s = sbom::add_sbom(&mut w, &input, &|p| Some(sbom::Source::Disk(dir.join(p))))?;
+    bale_bundler::build::report_sbom(&s);
     let summary = w.finish()?;
     bar.finish_and_clear();
     let h = &summary.header;

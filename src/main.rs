@@ -21,6 +21,7 @@ the file.
 
 Build:     bale build ./rootfs -o app.bale --name app --version 1.0
 Inspect:   bale info app.bale        bale list app.bale       bale verify app.bale
+           bale sbom app.bale
 On site:   ./app.bale verify         ./app.bale extract --to /opt/app
 
 Exit codes: 0 success, 1 error, 2 usage, 3 the bundle is damaged.";
@@ -49,6 +50,8 @@ enum Command {
     Verify(bundle_cmds::VerifyArgs),
     /// Write a bundle's entries to a directory
     Extract(bundle_cmds::ExtractArgs),
+    /// Print a bundle's SBOM (CycloneDX 1.5 JSON)
+    Sbom(bundle_cmds::SbomArgs),
     /// Serve the bundled images over the OCI distribution API
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Some(Command::List(a)) => bundle_cmds::list(a, this),
         Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
+        Some(Command::Sbom(a)) => bundle_cmds::sbom(a, this),
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
             bale_registry::serve(a).map_err(Into::into)
         }

@@ -1,0 +1,256 @@
+//! Debian packages a tree or an image layer says it holds: dpkg's database
+//! (`var/lib/dpkg/status`) and the one-file-per-package form that minimal images use
+//! (`var/lib/dpkg/status.d/NAME`).
+//!
+//! Layers are read as tar streams, bounded: only layers stored uncompressed, gzip- or
+//! zstd-compressed, of at most [`MAX_LAYER`] bytes, decoded to at most [`MAX_LAYER_DECODED`];
+//! only status files of at most [`MAX_STATUS`] bytes are read. A layer beyond a bound is
+//! skipped and said so, never fatal: an SBOM without a layer's packages is still a correct
+//! SBOM of what it lists.
+
+use std::io::Read;
+
+/// Largest status file read (Debian's full database of a desktop system is about 4 MiB).
+pub const MAX_STATUS: u64 = 16 << 20;
+/// Largest layer blob scanned, as stored.
+pub const MAX_LAYER: u64 = 64 << 20;
+/// Largest layer scanned, decoded: a compressed layer built to expand without bound stops here.
+pub const MAX_LAYER_DECODED: u64 = 512 << 20;
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// The source package, when it differs from the binary package's name.
+    pub source: Option<String>,
+}
+
+impl Package {
+    /// `pkg:deb/debian/NAME@VERSION?arch=ARCH`, percent-encoded as the purl rules ask.
+    pub fn purl(&self) -> String {
+        let mut p = format!(
+            "pkg:deb/debian/{}@{}",
+            super::purl_encode(&self.name),
+            super::purl_encode(&self.version)
+        );
+        if !self.arch.is_empty() {
+            p.push_str("?arch=");
+            p.push_str(&super::purl_encode(&self.arch));
+        }
+        p
+    }
+}
+
+/// Whether a path (relative, `/`-separated) is a dpkg status file.
+pub fn is_status_path(path: &str) -> bool {
+    let p = path.trim_start_matches("./").trim_start_matches('/');
+    if p == "var/lib/dpkg/status" {
+        return true;
+    }
+    p.strip_prefix("var/lib/dpkg/status.d/")
+        .is_some_and(|n| !n.is_empty() && !n.contains('/') && !n.ends_with(".md5sums"))
+}
+
+/// The installed packages in a status file: stanzas separated by blank lines; a stanza with a
+/// `Status` field counts only when it says `installed` (status.d files have none).
+pub fn parse_status(text: &str) -> Vec<Package> {
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let mut name = None;
+        let mut version = None;
+        let mut arch = String::new();
+        let mut source = None;
+        let mut installed = true;
+        for line in stanza.lines() {
+            if line.starts_with([' ', '\t']) {
+                continue;
+            }
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let v = v.trim();
+            match k {
+                "Package" => name = Some(v.to_string()),
+                "Version" => version = Some(v.to_string()),
+                "Architecture" => arch = v.to_string(),
+                // "Source: name (version)" when the source version differs.
+                "Source" => source = v.split_whitespace().next().map(str::to_string),
+                "Status" => installed = v.split_whitespace().last() == Some("installed"),
+                _ => {}
+            }
+        }
+        if let (Some(name), Some(version), true) = (name, version, installed) {
+            if name.is_empty() || version.is_empty() {
+                continue;
+            }
+            let source = source.filter(|s| *s != name);
+            out.push(Package {
+                name,
+                version,
+                arch,
+                source,
+            });
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// How a layer is compressed, from its media type; `None` for one this scan does not read.
+pub fn layer_codec(media_type: &str) -> Option<Codec> {
+    let t = media_type.split(';').next().unwrap_or(media_type).trim();
+    match t {
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Some(Codec::Tar),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Codec::Gzip),
+        "application/vnd.oci.image.layer.v1.tar+zstd" => Some(Codec::Zstd),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+/// Why a layer's packages are not listed; reported as a warning.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("not a readable tar stream: {0}")]
+    Tar(std::io::Error),
+    #[error("cannot start the decompressor: {0}")]
+    Decoder(std::io::Error),
+    #[error("it decodes to more than {} MiB; its packages are not listed", MAX_LAYER_DECODED >> 20)]
+    TooLarge,
+}
+
+/// The packages the status files in a layer's tar stream list (union over its status files).
+pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<Vec<Package>, LayerError> {
+    let decoded: Box<dyn Read + '_> = match codec {
+        Codec::Tar => stored,
+        Codec::Gzip => Box::new(flate2::read::GzDecoder::new(stored)),
+        Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(stored).map_err(LayerError::Decoder)?),
+    };
+    let mut counted = Counted {
+        inner: decoded.take(MAX_LAYER_DECODED + 1),
+        n: 0,
+    };
+    let mut found = Vec::new();
+    {
+        let mut archive = tar::Archive::new(&mut counted);
+        let entries = archive.entries().map_err(LayerError::Tar)?;
+        for member in entries {
+            let mut member = member.map_err(LayerError::Tar)?;
+            let kind = member.header().entry_type();
+            if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+                continue;
+            }
+            let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
+            if !is_status_path(&path) || member.size() > MAX_STATUS {
+                continue;
+            }
+            let mut text = Vec::new();
+            (&mut member)
+                .take(MAX_STATUS)
+                .read_to_end(&mut text)
+                .map_err(LayerError::Tar)?;
+            found.extend(parse_status(&String::from_utf8_lossy(&text)));
+        }
+    }
+    if counted.n > MAX_LAYER_DECODED {
+        return Err(LayerError::TooLarge);
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// Counts what passes, so a stream cut at the bound is told from one that ended.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Package: libc6\nStatus: install ok installed\nPriority: optional\n\
+Architecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library\n \
+continuation: not a field\n\nPackage: gone\nStatus: deinstall ok config-files\n\
+Version: 1.0\nArchitecture: amd64\n\nPackage: base-files\nVersion: 12.4+deb12u5\n\
+Architecture: amd64\n";
+
+    #[test]
+    fn reads_installed_packages_only() {
+        let p = parse_status(STATUS);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].name, "base-files");
+        assert_eq!(p[1].source.as_deref(), Some("glibc"));
+        assert_eq!(
+            p[1].purl(),
+            "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64"
+        );
+        let epoch = Package {
+            name: "x".into(),
+            version: "1:2.0".into(),
+            arch: "all".into(),
+            source: None,
+        };
+        assert_eq!(epoch.purl(), "pkg:deb/debian/x@1%3A2.0?arch=all");
+    }
+
+    #[test]
+    fn status_paths() {
+        assert!(is_status_path("var/lib/dpkg/status"));
+        assert!(is_status_path("./var/lib/dpkg/status.d/tzdata"));
+        assert!(!is_status_path("var/lib/dpkg/status.d/tzdata.md5sums"));
+        assert!(!is_status_path("var/lib/dpkg/status-old"));
+        assert!(!is_status_path("rootfs/var/lib/dpkg/status"));
+    }
+
+    fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, p, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn scans_plain_and_gzip_layers() {
+        let tar = layer(&[
+            ("etc/hostname", b"x\n"),
+            ("var/lib/dpkg/status.d/base", b"Package: base\nVersion: 1\nArchitecture: all\n"),
+            ("var/lib/dpkg/status", STATUS.as_bytes()),
+        ]);
+        let p = scan_layer(Box::new(&tar[..]), Codec::Tar).unwrap();
+        assert_eq!(p.len(), 3);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(scan_layer(Box::new(&gz[..]), Codec::Gzip).unwrap(), p);
+        assert!(scan_layer(Box::new(&b"not a tar at all, no"[..]), Codec::Gzip).is_err());
+    }
+}
