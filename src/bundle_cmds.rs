@@ -176,7 +176,11 @@ pub fn sbom(a: SbomArgs, this: Option<Bundle>) -> Result<()> {
     let entries = b.entries().map_err(|e| in_bundle(b.path(), e))?;
     let shown = printable(&b.path().to_string_lossy()).into_owned();
     let doc = sbom::read_sbom(&b, &entries)
-        .with_context(|| shown.clone())?
+        .map_err(|e| match e {
+            // The payload's own error, so that a damaged bundle exits with its code.
+            sbom::SbomError::Payload(p) => in_bundle(b.path(), p),
+            other => anyhow::Error::new(other).context(shown.clone()),
+        })?
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{shown}: the bundle has no SBOM ({}); it was built by a bale without SBOMs: \
