@@ -811,6 +811,13 @@ pub fn write(
             );
         }
         layout.remove(SBOM_ENTRY);
+        // Its directory too, when nothing else of the base is in it: the SBOM writer makes it.
+        let dir = SBOM_ENTRY.rsplit_once('/').map_or("", |(d, _)| d);
+        let below = format!("{dir}/");
+        let from_base = layout.get(dir).is_some_and(|p| p.layer.is_some());
+        if from_base && !layout.keys().any(|k| k.starts_with(&below)) {
+            layout.remove(dir);
+        }
     }
     let in_registry = |k: &str| k == REGISTRY_DIR || k.starts_with("registry/");
     let mut manifest = Manifest::new();
