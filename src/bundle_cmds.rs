@@ -192,7 +192,8 @@ pub fn sbom(a: SbomArgs, this: Option<Bundle>) -> Result<()> {
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            out.write_all(&doc).context("writing the SBOM to standard output")?;
+            out.write_all(&doc)
+                .context("writing the SBOM to standard output")?;
             out.flush().context("writing the SBOM to standard output")?;
         }
         Some(path) => write_file_atomic(&path, &doc)?,
@@ -325,8 +326,9 @@ pub fn build(a: BuildArgs) -> Result<()> {
         timestamp: created_at.as_deref().and_then(sbom::timestamp_of),
         ..Default::default()
     };
+    let sbom_started = Instant::now();
     let s = sbom::add_sbom(&mut w, &input, &|p| Some(sbom::Source::Disk(dir.join(p))))?;
-    bale_bundler::build::report_sbom(&s);
+    bale_bundler::build::report_sbom(&s, sbom_started.elapsed());
     let summary = w.finish()?;
     bar.finish_and_clear();
     let h = &summary.header;

@@ -404,7 +404,11 @@ fn control_characters_from_a_bundle_are_printed_escaped() {
         "{}",
         stdout(&o)
     );
-    assert_eq!(stdout(&o).lines().count(), 5, "three entries, .bale/ and its SBOM");
+    assert_eq!(
+        stdout(&o).lines().count(),
+        5,
+        "three entries, .bale/ and its SBOM"
+    );
     let o = bale(&["info", app.to_str().unwrap()]);
     ok(&o);
     let info = stdout(&o);
@@ -417,7 +421,11 @@ fn control_characters_from_a_bundle_are_printed_escaped() {
     assert_eq!(info.matches("version:").count(), 2, "{info}");
     let o = bale(&["list", "--json", app.to_str().unwrap()]);
     ok(&o);
-    assert_eq!(stdout(&o).lines().count(), 5, "three entries, .bale/ and its SBOM");
+    assert_eq!(
+        stdout(&o).lines().count(),
+        5,
+        "three entries, .bale/ and its SBOM"
+    );
 }
 
 /// F20: each error names the file once and gives the system's reason once.

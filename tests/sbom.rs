@@ -41,7 +41,10 @@ fn context(ctx: &Path) -> Value {
          COPY bin bin\nCOPY etc etc\nCOPY var var\nCOPY manifests/ manifests/\n\
          CMD kubectl apply -f manifests/\n",
     );
-    write(&ctx.join("bin/tool.sh"), "#!/bin/sh\necho a tool that is not a Go binary, long enough\n");
+    write(
+        &ctx.join("bin/tool.sh"),
+        "#!/bin/sh\necho a tool that is not a Go binary, long enough\n",
+    );
     std::fs::set_permissions(
         ctx.join("bin/tool.sh"),
         std::fs::Permissions::from_mode(0o755),
@@ -57,10 +60,21 @@ fn context(ctx: &Path) -> Value {
     let l = Layout(ctx.join("images/web"));
     let layer = tar(&[
         ("bin/web", b"#!/bin/sh\necho web\n", 0o755),
-        ("var/lib/dpkg/status.d/busybox-static", STATUS_D.as_bytes(), 0o644),
-        ("var/lib/dpkg/status.d/busybox-static.md5sums", b"00  bin/busybox\n", 0o644),
+        (
+            "var/lib/dpkg/status.d/busybox-static",
+            STATUS_D.as_bytes(),
+            0o644,
+        ),
+        (
+            "var/lib/dpkg/status.d/busybox-static.md5sums",
+            b"00  bin/busybox\n",
+            0o644,
+        ),
     ]);
-    let mine = l.image_of_layers(host_arch(), &[&layer, &tar(&[("etc/motd", b"hi\n", 0o644)])]);
+    let mine = l.image_of_layers(
+        host_arch(),
+        &[&layer, &tar(&[("etc/motd", b"hi\n", 0o644)])],
+    );
     let mut m = mine.clone();
     m["platform"] = serde_json::json!({"architecture": host_arch(), "os": "linux"});
     let other = l.image_of_layers("s390x", &[&tar(&[("x", b"y", 0o644)])]);
@@ -74,13 +88,7 @@ fn context(ctx: &Path) -> Value {
 fn build_in(d: &Path, extra: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
     let ctx = d.join("ctx");
     let out = d.join("app.bale");
-    let mut args = vec![
-        "build",
-        "-t",
-        "app:1.0",
-        "--offline",
-        "--image-cache",
-    ];
+    let mut args = vec!["build", "-t", "app:1.0", "--offline", "--image-cache"];
     let cache = d.join("cache");
     args.push(s(&cache));
     args.extend_from_slice(&["-o", s(&out)]);
@@ -143,15 +151,24 @@ fn the_sbom_lists_files_images_packages_and_the_kubernetes_version() {
     let v = sbom_of(&out);
     assert_eq!(v["bomFormat"], "CycloneDX");
     assert_eq!(v["specVersion"], "1.5");
-    assert!(v["metadata"].get("timestamp").is_none(), "no time unless asked");
+    assert!(
+        v["metadata"].get("timestamp").is_none(),
+        "no time unless asked"
+    );
     let meta = &v["metadata"]["component"];
-    assert_eq!((meta["name"].as_str(), meta["version"].as_str()), (Some("app"), Some("1.0")));
+    assert_eq!(
+        (meta["name"].as_str(), meta["version"].as_str()),
+        (Some("app"), Some("1.0"))
+    );
     assert_eq!(prop(&v["metadata"], "bale:kubernetes:version"), ["v1.36.3"]);
 
     // Every file's digest is what sha256sum says of the extracted file.
     let x = d.path().join("x");
     ok(&bale(&["extract", s(&out), "--to", s(&x)]));
-    let files: Vec<&Value> = components(&v).iter().filter(|c| c["type"] == "file").collect();
+    let files: Vec<&Value> = components(&v)
+        .iter()
+        .filter(|c| c["type"] == "file")
+        .collect();
     let parts = parts(&out);
     let want: Vec<&str> = parts
         .entries
@@ -267,7 +284,10 @@ fn builds_stay_reproducible_and_a_tampered_sbom_is_caught() {
     let (_, out) = build_in(d.path(), &[]);
     let first = std::fs::read(&out).unwrap();
     let (_, out) = build_in(d.path(), &[]);
-    assert!(std::fs::read(&out).unwrap() == first, "the second build differs");
+    assert!(
+        std::fs::read(&out).unwrap() == first,
+        "the second build differs"
+    );
 
     let p = parts(&out);
     let e = p.entries.iter().find(|e| e.path == SBOM).unwrap();
@@ -294,15 +314,33 @@ fn a_build_on_a_base_names_the_base_and_keeps_its_findings() {
     write(&app.join("extra.txt"), "more\n");
     std::fs::rename(&base, app.join("base.bale")).unwrap();
     let out = d.path().join("on-base.bale");
-    let o = bale(&["build", "-t", "on-base:2", "-o", s(&out), "--offline", s(&app)]);
+    let o = bale(&[
+        "build",
+        "-t",
+        "on-base:2",
+        "-o",
+        s(&out),
+        "--offline",
+        s(&app),
+    ]);
     ok(&o);
-    assert!(stderr(&o).contains("taken from the base's SBOM"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("taken from the base's SBOM"),
+        "{}",
+        stderr(&o)
+    );
     let v = sbom_of(&out);
     let h = parts(&app.join("base.bale")).trailer.header_sha256;
     let digest = format!("sha256:{}", bale_payload::format::hex(&h));
     let base = by_ref(&v, &format!("base:{digest}"));
-    assert_eq!((base["name"].as_str(), base["version"].as_str()), (Some("app"), Some("1.0")));
-    assert_eq!(prop(&v["metadata"], "bale:base:header-digest"), [digest.as_str()]);
+    assert_eq!(
+        (base["name"].as_str(), base["version"].as_str()),
+        (Some("app"), Some("1.0"))
+    );
+    assert_eq!(
+        prop(&v["metadata"], "bale:base:header-digest"),
+        [digest.as_str()]
+    );
     assert_eq!(prop(&v["metadata"], "bale:kubernetes:version"), ["v1.36.3"]);
     assert!(depends_on(&v, "bundle").contains(&format!("base:{digest}")));
     // The base's packages are still there, found again from its SBOM.
@@ -329,7 +367,10 @@ fn a_go_binary_names_its_modules() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
     write(&src.join("go.mod"), "module example.com/hello\n\ngo 1.18\n");
-    write(&src.join("main.go"), "package main\n\nfunc main() { println(\"hi\") }\n");
+    write(
+        &src.join("main.go"),
+        "package main\n\nfunc main() { println(\"hi\") }\n",
+    );
     let tree = d.path().join("tree");
     std::fs::create_dir_all(tree.join("bin")).unwrap();
     let st = std::process::Command::new("go")
@@ -349,8 +390,14 @@ fn a_go_binary_names_its_modules() {
     common::build(&tree, &out);
     let v = sbom_of(&out);
     let deps = depends_on(&v, "file:bin/hello");
-    assert!(deps.contains(&"pkg:golang/example.com/hello".to_string()), "{deps:?}");
-    let std_ref = deps.iter().find(|d| d.starts_with("pkg:golang/stdlib@")).unwrap();
+    assert!(
+        deps.contains(&"pkg:golang/example.com/hello".to_string()),
+        "{deps:?}"
+    );
+    let std_ref = deps
+        .iter()
+        .find(|d| d.starts_with("pkg:golang/stdlib@"))
+        .unwrap();
     assert_eq!(by_ref(&v, std_ref)["type"], "library");
     let main = by_ref(&v, "pkg:golang/example.com/hello");
     assert_eq!(main["type"], "application");

@@ -1045,8 +1045,9 @@ pub fn write(
             Node::Dir { .. } | Node::Symlink { .. } => None,
         }
     };
+    let started = std::time::Instant::now();
     let s = sbom::add_sbom(&mut w, &sbom_input, &source)?;
-    report_sbom(&s);
+    report_sbom(&s, started.elapsed());
     let summary = w.finish()?;
     if let Some(b) = &p.base {
         eprintln!(
@@ -1072,20 +1073,21 @@ fn labels_kube_version(m: &Manifest) -> Option<String> {
 pub const KUBERNETES_VERSION_LABEL: &str = "io.bale.kubernetes.version";
 
 /// One line about the SBOM, and its warnings, on stderr.
-pub fn report_sbom(s: &sbom::Summary) {
+pub fn report_sbom(s: &sbom::Summary, took: std::time::Duration) {
     for w in &s.warnings {
         eprintln!("warning: sbom: {w}");
     }
     eprintln!(
         "sbom: {} components ({} Go binaries, {} Go modules, {} Debian packages, {} layers \
-         scanned, {} taken from the base's SBOM), {}",
+         scanned, {} taken from the base's SBOM), {} in {:.2}s",
         s.components,
         s.go_binaries,
         s.go_modules,
         s.deb_packages,
         s.layers_scanned,
         s.reused,
-        bale_payload::error::human_bytes(s.bytes)
+        bale_payload::error::human_bytes(s.bytes),
+        took.as_secs_f64()
     );
 }
 

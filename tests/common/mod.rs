@@ -226,11 +226,7 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     if !a.join(".bale").exists() {
         diff.args(["-x", ".bale"]);
     }
-    let diff = diff
-        .arg(a)
-        .arg(b)
-        .output()
-        .expect("run diff");
+    let diff = diff.arg(a).arg(b).output().expect("run diff");
     assert!(diff.status.success(), "{}", stdout(&diff));
 }
 

@@ -138,7 +138,9 @@ pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<Vec<Packag
     let decoded: Box<dyn Read + '_> = match codec {
         Codec::Tar => stored,
         Codec::Gzip => Box::new(flate2::read::GzDecoder::new(stored)),
-        Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(stored).map_err(LayerError::Decoder)?),
+        Codec::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(stored).map_err(LayerError::Decoder)?)
+        }
     };
     let mut counted = Counted {
         inner: decoded.take(MAX_LAYER_DECODED + 1),
@@ -242,7 +244,10 @@ Architecture: amd64\n";
     fn scans_plain_and_gzip_layers() {
         let tar = layer(&[
             ("etc/hostname", b"x\n"),
-            ("var/lib/dpkg/status.d/base", b"Package: base\nVersion: 1\nArchitecture: all\n"),
+            (
+                "var/lib/dpkg/status.d/base",
+                b"Package: base\nVersion: 1\nArchitecture: all\n",
+            ),
             ("var/lib/dpkg/status", STATUS.as_bytes()),
         ]);
         let p = scan_layer(Box::new(&tar[..]), Codec::Tar).unwrap();

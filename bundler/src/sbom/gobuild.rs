@@ -78,7 +78,9 @@ pub fn read_elf(f: &File) -> Result<Option<BuildInfo>, GoInfoError> {
 /// Parses the content of a `.go.buildinfo` section.
 pub fn parse_section(data: &[u8]) -> Result<BuildInfo, GoInfoError> {
     if data.len() < 32 || !data.starts_with(MAGIC) {
-        return Err(GoInfoError::Info("the section does not start with the Go magic"));
+        return Err(GoInfoError::Info(
+            "the section does not start with the Go magic",
+        ));
     }
     let flags = data[15];
     if flags & 2 == 0 {
@@ -89,13 +91,13 @@ pub fn parse_section(data: &[u8]) -> Result<BuildInfo, GoInfoError> {
     let modinfo = take_string(&mut rest)?;
     let go_version = String::from_utf8_lossy(version).into_owned();
     // The module text sits between two 16-byte sentinels.
-    let text = if modinfo.len() >= 2 * SENTINEL + 1 && modinfo[modinfo.len() - SENTINEL - 1] == b'\n'
-    {
-        &modinfo[SENTINEL..modinfo.len() - SENTINEL]
-    } else {
-        // As the toolchain's own reader does: no framing, no module text.
-        &[]
-    };
+    let text =
+        if modinfo.len() >= 2 * SENTINEL + 1 && modinfo[modinfo.len() - SENTINEL - 1] == b'\n' {
+            &modinfo[SENTINEL..modinfo.len() - SENTINEL]
+        } else {
+            // As the toolchain's own reader does: no framing, no module text.
+            &[]
+        };
     let mut info = parse_modinfo(&String::from_utf8_lossy(text));
     info.go_version = go_version;
     Ok(info)
@@ -276,9 +278,17 @@ impl Elf {
     /// Name offset, file offset and size of a section header.
     fn header(&self, sh: &[u8]) -> (u64, u64, u64) {
         if self.wide {
-            (self.u32_at(sh, 0), self.u64_at(sh, 0x18), self.u64_at(sh, 0x20))
+            (
+                self.u32_at(sh, 0),
+                self.u64_at(sh, 0x18),
+                self.u64_at(sh, 0x20),
+            )
         } else {
-            (self.u32_at(sh, 0), self.u32_at(sh, 0x10), self.u32_at(sh, 0x14))
+            (
+                self.u32_at(sh, 0),
+                self.u32_at(sh, 0x10),
+                self.u32_at(sh, 0x14),
+            )
         }
     }
 
@@ -352,11 +362,17 @@ mod tests {
         assert_eq!(info.go_version, "go1.24.1");
         assert_eq!(info.path.as_deref(), Some("example.com/cmd/tool"));
         let main = info.main.unwrap();
-        assert_eq!((main.path.as_str(), main.version.as_str()), ("example.com", "v1.2.3"));
+        assert_eq!(
+            (main.path.as_str(), main.version.as_str()),
+            ("example.com", "v1.2.3")
+        );
         assert_eq!(info.deps.len(), 2);
         let r = info.deps[1].replaced_by.as_ref().unwrap();
         assert_eq!(r.path, "github.com/fork/b");
-        assert_eq!(info.settings[1], ("-ldflags".to_string(), "-s -w".to_string()));
+        assert_eq!(
+            info.settings[1],
+            ("-ldflags".to_string(), "-s -w".to_string())
+        );
     }
 
     #[test]
@@ -366,7 +382,10 @@ mod tests {
         assert!(parse_section(&s).is_err());
         let mut old = section("go1.17", "");
         old[15] = 0;
-        assert!(matches!(parse_section(&old), Err(GoInfoError::OldToolchain)));
+        assert!(matches!(
+            parse_section(&old),
+            Err(GoInfoError::OldToolchain)
+        ));
     }
 
     #[test]
@@ -417,6 +436,9 @@ mod tests {
         assert!(info.go_version.starts_with("go1."), "{info:?}");
         assert_eq!(info.path.as_deref(), Some("example.com/hello"));
         assert_eq!(info.main.unwrap().path, "example.com/hello");
-        assert!(info.settings.iter().any(|(k, v)| k == "GOOS" && v == "linux"));
+        assert!(info
+            .settings
+            .iter()
+            .any(|(k, v)| k == "GOOS" && v == "linux"));
     }
 }

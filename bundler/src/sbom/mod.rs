@@ -485,8 +485,9 @@ fn run_jobs(jobs: &[(usize, Job, Source<'_>)]) -> Vec<Result<Scan, String>> {
     let threads = bale_payload::default_threads().min(jobs.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<Option<Result<Scan, String>>> = (0..jobs.len()).map(|_| None).collect();
-    let slots: Vec<std::sync::Mutex<Option<Result<Scan, String>>>> =
-        (0..jobs.len()).map(|_| std::sync::Mutex::new(None)).collect();
+    let slots: Vec<std::sync::Mutex<Option<Result<Scan, String>>>> = (0..jobs.len())
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -512,7 +513,11 @@ fn run_jobs(jobs: &[(usize, Job, Source<'_>)]) -> Vec<Result<Scan, String>> {
 
 fn go_findings(info: &gobuild::BuildInfo) -> Finding {
     let mut f = Finding::default();
-    let toolchain = info.go_version.split_whitespace().next().unwrap_or_default();
+    let toolchain = info
+        .go_version
+        .split_whitespace()
+        .next()
+        .unwrap_or_default();
     if !toolchain.is_empty() {
         f.properties.push(prop("bale:go:toolchain", toolchain));
         f.origins.push(Component {
@@ -538,7 +543,8 @@ fn go_findings(info: &gobuild::BuildInfo) -> Finding {
             k.as_str(),
             "GOOS" | "GOARCH" | "GOAMD64" | "GOARM64" | "CGO_ENABLED" | "-tags" | "vcs.revision"
         ) {
-            f.properties.push(prop(&format!("bale:go:build:{k}"), v.as_str()));
+            f.properties
+                .push(prop(&format!("bale:go:build:{k}"), v.as_str()));
         }
     }
     let modules = info
@@ -626,13 +632,13 @@ fn image_blobs<'a>(
         read_all(&src, MAX_MANIFEST).map_err(|e| format!("{path}: {e}"))
     };
     let top = read(&img.digest)?;
-    let parsed = oci::parse_manifest(&img.name, &top, Some(&img.media_type))
-        .map_err(|e| e.to_string())?;
+    let parsed =
+        oci::parse_manifest(&img.name, &top, Some(&img.media_type)).map_err(|e| e.to_string())?;
     let (index, manifest, parsed) = match parsed {
         Parsed::Index { manifests, .. } => {
             let wanted = Platform::parse(&img.platform).map_err(|e| e.to_string())?;
-            let child = oci::select_platform(&img.name, &manifests, &wanted)
-                .map_err(|e| e.to_string())?;
+            let child =
+                oci::select_platform(&img.name, &manifests, &wanted).map_err(|e| e.to_string())?;
             let bytes = read(&child.digest)?;
             let p = oci::parse_manifest(&img.name, &bytes, Some(&child.media_type))
                 .map_err(|e| e.to_string())?;
@@ -656,10 +662,19 @@ fn image_blobs<'a>(
 
 /// A purl for an image: `pkg:oci/NAME@DIGEST?arch=…&repository_url=…&tag=…`.
 fn image_purl(img: &ImageRecord) -> (String, Option<String>) {
-    let arch = img.platform.split('/').nth(1).unwrap_or_default().to_string();
+    let arch = img
+        .platform
+        .split('/')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     let Ok(r) = ImageRef::parse(&img.name) else {
         return (
-            format!("pkg:oci/{}@{}", purl_encode(&img.name), purl_encode(&img.digest)),
+            format!(
+                "pkg:oci/{}@{}",
+                purl_encode(&img.name),
+                purl_encode(&img.digest)
+            ),
             None,
         );
     };
@@ -903,7 +918,11 @@ pub fn document<'a>(
         .keys()
         .filter(|r| r.starts_with("pkg:golang/"))
         .count();
-    summary.deb_packages = g.origins.keys().filter(|r| r.starts_with("pkg:deb/")).count();
+    summary.deb_packages = g
+        .origins
+        .keys()
+        .filter(|r| r.starts_with("pkg:deb/"))
+        .count();
     components.extend(std::mem::take(&mut g.origins).into_values());
     summary.components = components.len();
 
@@ -992,7 +1011,12 @@ mod tests {
         std::fs::write(d.path().join("var/lib/dpkg/status.d/tzdata"), status).unwrap();
         let entries = vec![
             entry("b", Kind::File, 0o644, b"bee"),
-            entry("a", Kind::File, 0o755, b"#!/bin/sh\necho an ordinary script, no ELF here\n"),
+            entry(
+                "a",
+                Kind::File,
+                0o755,
+                b"#!/bin/sh\necho an ordinary script, no ELF here\n",
+            ),
             entry("var/lib/dpkg/status.d/tzdata", Kind::File, 0o644, status),
             entry("dir", Kind::Dir, 0o755, b""),
         ];
@@ -1018,7 +1042,10 @@ mod tests {
         assert_eq!(s.deb_packages, 1);
         let v: serde_json::Value = serde_json::from_slice(&one).unwrap();
         let serial = v["serialNumber"].as_str().unwrap();
-        assert!(serial.starts_with("urn:uuid:") && serial.as_bytes()[23] == b'5', "{serial}");
+        assert!(
+            serial.starts_with("urn:uuid:") && serial.as_bytes()[23] == b'5',
+            "{serial}"
+        );
         assert!(v["metadata"].get("timestamp").is_none());
         let names: Vec<&str> = v["components"]
             .as_array()
@@ -1028,7 +1055,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["a", "b", "var/lib/dpkg/status.d/tzdata", "kubernetes", "tzdata"]
+            [
+                "a",
+                "b",
+                "var/lib/dpkg/status.d/tzdata",
+                "kubernetes",
+                "tzdata"
+            ]
         );
         // A different file gives another serial number.
         let mut other = entries.clone();
