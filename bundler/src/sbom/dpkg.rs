@@ -1,12 +1,14 @@
 //! Debian packages a tree or an image layer says it holds: dpkg's database
 //! (`var/lib/dpkg/status`) and the one-file-per-package form that minimal images use
-//! (`var/lib/dpkg/status.d/NAME`).
+//! (`var/lib/dpkg/status.d/NAME`); and, in a layer, the Go binaries and their modules.
 //!
 //! Layers are read as tar streams, bounded: only layers stored uncompressed, gzip- or
 //! zstd-compressed, of at most [`MAX_LAYER`] bytes, decoded to at most [`MAX_LAYER_DECODED`];
-//! only status files of at most [`MAX_STATUS`] bytes are read. A layer beyond a bound is
-//! skipped and said so, never fatal: an SBOM without a layer's packages is still a correct
-//! SBOM of what it lists.
+//! only status files of at most [`MAX_STATUS`] bytes are read. An executable member that is an
+//! ELF file is searched for Go's build information as it streams by (the stream has no random
+//! access; the search costs less than the decompression). A layer beyond a bound is skipped
+//! and said so, never fatal: an SBOM without a layer's packages is still a correct SBOM of
+//! what it lists.
 
 use std::io::Read;
 
@@ -133,8 +135,17 @@ pub enum LayerError {
     TooLarge,
 }
 
-/// The packages the status files in a layer's tar stream list (union over its status files).
-pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<Vec<Package>, LayerError> {
+/// What a layer holds.
+#[derive(Debug, Default)]
+pub struct LayerScan {
+    /// Union over its status files.
+    pub debs: Vec<Package>,
+    /// Go binaries by path in the layer.
+    pub go: Vec<(String, super::gobuild::BuildInfo)>,
+}
+
+/// The packages the status files in a layer's tar stream list, and its Go binaries.
+pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<LayerScan, LayerError> {
     let decoded: Box<dyn Read + '_> = match codec {
         Codec::Tar => stored,
         Codec::Gzip => Box::new(flate2::read::GzDecoder::new(stored)),
@@ -147,6 +158,7 @@ pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<Vec<Packag
         n: 0,
     };
     let mut found = Vec::new();
+    let mut go = Vec::new();
     {
         let mut archive = tar::Archive::new(&mut counted);
         let entries = archive.entries().map_err(LayerError::Tar)?;
@@ -157,6 +169,13 @@ pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<Vec<Packag
                 continue;
             }
             let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
+            let mode = member.header().mode().unwrap_or(0);
+            if mode & 0o111 != 0 && member.size() >= 64 {
+                if let Some(info) = go_in_stream(&mut member).map_err(LayerError::Tar)? {
+                    go.push((path.trim_start_matches("./").to_string(), info));
+                }
+                continue;
+            }
             if !is_status_path(&path) || member.size() > MAX_STATUS {
                 continue;
             }
@@ -173,7 +192,49 @@ pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<Vec<Packag
     }
     found.sort();
     found.dedup();
-    Ok(found)
+    go.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(LayerScan { debs: found, go })
+}
+
+/// Reads an ELF member to its end, looking for Go's build information; `None` for anything
+/// else. Only a window of the stream is held: what may still start the section, and once the
+/// magic is seen, at most the bytes the section parser reads.
+fn go_in_stream(r: &mut dyn Read) -> std::io::Result<Option<super::gobuild::BuildInfo>> {
+    const CHUNK: usize = 1 << 20;
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    let mut buf = vec![0u8; 0];
+    let mut head = [0u8; 4];
+    if r.read_exact(&mut head).is_err() || &head != b"\x7fELF" {
+        return Ok(None);
+    }
+    let mut found: Option<usize> = None;
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let n = r.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match found {
+            Some(at) => {
+                if buf.len() - at >= super::gobuild::MAX_SECTION as usize {
+                    break;
+                }
+            }
+            None => match memchr::memmem::find(&buf, MAGIC) {
+                Some(at) => found = Some(at),
+                None => {
+                    // Keep what could be the start of a magic cut by the chunk's end.
+                    let keep = buf.len().saturating_sub(MAGIC.len() - 1);
+                    buf.drain(..keep);
+                }
+            },
+        }
+    }
+    // The rest of the member is skipped by the tar reader.
+    let Some(at) = found else { return Ok(None) };
+    let end = buf.len().min(at + super::gobuild::MAX_SECTION as usize);
+    Ok(super::gobuild::parse_section(&buf[at..end]).ok())
 }
 
 /// Counts what passes, so a stream cut at the bound is told from one that ended.
@@ -233,7 +294,7 @@ Architecture: amd64\n";
         for (p, data) in files {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
-            h.set_mode(0o644);
+            h.set_mode(if p.starts_with("bin/") { 0o755 } else { 0o644 });
             h.set_cksum();
             b.append_data(&mut h, p, *data).unwrap();
         }
@@ -250,12 +311,34 @@ Architecture: amd64\n";
             ),
             ("var/lib/dpkg/status", STATUS.as_bytes()),
         ]);
-        let p = scan_layer(Box::new(&tar[..]), Codec::Tar).unwrap();
+        let p = scan_layer(Box::new(&tar[..]), Codec::Tar).unwrap().debs;
         assert_eq!(p.len(), 3);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &tar).unwrap();
         let gz = gz.finish().unwrap();
-        assert_eq!(scan_layer(Box::new(&gz[..]), Codec::Gzip).unwrap(), p);
+        assert_eq!(scan_layer(Box::new(&gz[..]), Codec::Gzip).unwrap().debs, p);
         assert!(scan_layer(Box::new(&b"not a tar at all, no"[..]), Codec::Gzip).is_err());
+    }
+
+    #[test]
+    fn finds_go_binaries_in_a_layer_across_chunk_boundaries() {
+        let text = "path\texample.com/cmd/srv\nmod\texample.com\tv1.0.0\t\n";
+        let section = crate::sbom::gobuild::tests::section("go1.24.1", text);
+        // The magic straddles the 1 MiB read boundary.
+        let mut elf = b"\x7fELF".to_vec();
+        elf.resize((1 << 20) + 4 - 5, 0);
+        elf.extend_from_slice(&section);
+        elf.resize(elf.len() + 5000, 0);
+        let tar = layer(&[
+            ("bin/srv", &elf),
+            (
+                "bin/script",
+                b"#!/bin/sh\nexec srv, and enough text to be read\n",
+            ),
+        ]);
+        let scan = scan_layer(Box::new(&tar[..]), Codec::Tar).unwrap();
+        assert_eq!(scan.go.len(), 1);
+        assert_eq!(scan.go[0].0, "bin/srv");
+        assert_eq!(scan.go[0].1.path.as_deref(), Some("example.com/cmd/srv"));
     }
 }

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 const MAGIC: &[u8] = b"\xff Go buildinf:";
 /// Upper bound on the section bytes read: Kubernetes' largest binaries list about 200
 /// modules in some 20 KiB.
-const MAX_SECTION: u64 = 1 << 20;
+pub const MAX_SECTION: u64 = 1 << 20;
 /// Section headers read at most (ELF allows 65535 before the extended numbering).
 const MAX_SECTIONS: u64 = 0xff00;
 /// Length of the sentinels Go wraps the module text in.
@@ -325,10 +325,11 @@ impl Elf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn section(version: &str, modinfo: &str) -> Vec<u8> {
+    /// A `.go.buildinfo` section as the toolchain writes it.
+    pub(crate) fn section(version: &str, modinfo: &str) -> Vec<u8> {
         let mut s = MAGIC.to_vec();
         s.push(8);
         s.push(2);

@@ -419,6 +419,7 @@ fn known_from(base: Option<&[u8]>) -> HashMap<String, Finding> {
 enum Scan {
     Go(Box<gobuild::BuildInfo>),
     Debs(Vec<dpkg::Package>),
+    Layer(dpkg::LayerScan),
     Nothing,
 }
 
@@ -475,7 +476,7 @@ fn run_job(job: Job, src: &Source<'_>) -> Result<Scan, String> {
             ))))
         }
         Job::Layer(codec) => dpkg::scan_layer(open(src)?, codec)
-            .map(Scan::Debs)
+            .map(Scan::Layer)
             .map_err(|e| e.to_string()),
     }
 }
@@ -582,6 +583,27 @@ fn go_findings(info: &gobuild::BuildInfo) -> Finding {
             properties,
             ..Default::default()
         });
+    }
+    f
+}
+
+/// A layer's findings: its packages, and per Go binary a property naming it and its modules.
+fn layer_findings(scan: &dpkg::LayerScan) -> Finding {
+    let mut f = deb_findings(&scan.debs);
+    for (path, info) in &scan.go {
+        let g = go_findings(info);
+        let mut what = info.path.clone().unwrap_or_default();
+        let toolchain = info
+            .go_version
+            .split_whitespace()
+            .next()
+            .unwrap_or_default();
+        if !toolchain.is_empty() {
+            what = format!("{what} ({toolchain})");
+        }
+        f.properties
+            .push(prop("bale:layer:go-binary", format!("{path}: {what}")));
+        f.origins.extend(g.origins);
     }
     f
 }
@@ -781,17 +803,18 @@ pub fn document<'a>(
             jobs.push((i, job, src));
         }
     }
-    for ((i, job, _), r) in jobs.iter().zip(run_jobs(&jobs)) {
+    for ((i, _, _), r) in jobs.iter().zip(run_jobs(&jobs)) {
         let path = &files[*i].path;
         match r {
             Ok(Scan::Go(info)) => {
                 findings.insert(*i, go_findings(&info));
             }
             Ok(Scan::Debs(pkgs)) => {
-                if matches!(job, Job::Layer(_)) {
-                    summary.layers_scanned += 1;
-                }
                 findings.insert(*i, deb_findings(&pkgs));
+            }
+            Ok(Scan::Layer(scan)) => {
+                summary.layers_scanned += 1;
+                findings.insert(*i, layer_findings(&scan));
             }
             Ok(Scan::Nothing) => {}
             Err(e) => summary
@@ -819,9 +842,11 @@ pub fn document<'a>(
             ..Default::default()
         };
         if let Some(f) = findings.remove(&i) {
-            if f.properties.iter().any(|p| p.name == "bale:go:toolchain") {
-                go_binaries += 1;
-            }
+            go_binaries += f
+                .properties
+                .iter()
+                .filter(|p| p.name == "bale:go:toolchain" || p.name == "bale:layer:go-binary")
+                .count();
             c.properties = f.properties;
             let refs: Vec<String> = f.origins.into_iter().map(|o| g.origin(o)).collect();
             if !refs.is_empty() {
