@@ -315,6 +315,11 @@ impl Layout {
                 )
             })?;
             let rel = join(prefix, &name);
+            if rel == SBOM_ENTRY {
+                // A tree extracted from a bundle carries that bundle's SBOM; this build writes
+                // its own.
+                continue;
+            }
             self.entry(&path, &rel, origin, false)?;
         }
         Ok(())
