@@ -92,7 +92,7 @@ pub fn parse_section(data: &[u8]) -> Result<BuildInfo, GoInfoError> {
     let go_version = String::from_utf8_lossy(version).into_owned();
     // The module text sits between two 16-byte sentinels.
     let text =
-        if modinfo.len() >= 2 * SENTINEL + 1 && modinfo[modinfo.len() - SENTINEL - 1] == b'\n' {
+        if modinfo.len() > 2 * SENTINEL && modinfo[modinfo.len() - SENTINEL - 1] == b'\n' {
             &modinfo[SENTINEL..modinfo.len() - SENTINEL]
         } else {
             // As the toolchain's own reader does: no framing, no module text.
