@@ -404,4 +404,47 @@ fn a_go_binary_names_its_modules() {
     let file = by_ref(&v, "file:bin/hello");
     assert_eq!(prop(file, "bale:go:package"), ["example.com/hello"]);
     assert!(prop(file, "bale:go:toolchain")[0].starts_with("go1."));
+
+    // The same binary inside an image layer: found as the layer streams by.
+    let bin = std::fs::read(tree.join("bin/hello")).unwrap();
+    let ctx = d.path().join("ctx");
+    write(
+        &ctx.join("Kubefile"),
+        "FROM scratch\nCOPY manifests/ manifests/\n",
+    );
+    write(
+        &ctx.join("manifests/pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: h}\nspec:\n  containers:\n    - name: h\n      image: example.com/hello:1\n",
+    );
+    let l = Layout(ctx.join("images/hello"));
+    let m = l.image_of_layers(host_arch(), &[&tar(&[("usr/bin/hello", &bin, 0o755)])]);
+    l.tag(&m, "example.com/hello:1");
+    let out = d.path().join("img.bale");
+    let cache = d.path().join("cache");
+    ok(&bale(&[
+        "build",
+        "--offline",
+        "--image-cache",
+        s(&cache),
+        "-o",
+        s(&out),
+        s(&ctx),
+    ]));
+    let v = sbom_of(&out);
+    let img = by_ref(&v, "image:example.com/hello:1");
+    let layer = format!(
+        "file:registry/blobs/sha256/{}",
+        &prop(img, "bale:image:layer")[0][7..]
+    );
+    let deps = depends_on(&v, &layer);
+    assert!(
+        deps.contains(&"pkg:golang/example.com/hello".to_string()),
+        "{deps:?}"
+    );
+    let found = prop(by_ref(&v, &layer), "bale:layer:go-binary");
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].starts_with("usr/bin/hello: example.com/hello (go1."),
+        "{found:?}"
+    );
 }

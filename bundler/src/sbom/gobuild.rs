@@ -91,13 +91,12 @@ pub fn parse_section(data: &[u8]) -> Result<BuildInfo, GoInfoError> {
     let modinfo = take_string(&mut rest)?;
     let go_version = String::from_utf8_lossy(version).into_owned();
     // The module text sits between two 16-byte sentinels.
-    let text =
-        if modinfo.len() > 2 * SENTINEL && modinfo[modinfo.len() - SENTINEL - 1] == b'\n' {
-            &modinfo[SENTINEL..modinfo.len() - SENTINEL]
-        } else {
-            // As the toolchain's own reader does: no framing, no module text.
-            &[]
-        };
+    let text = if modinfo.len() > 2 * SENTINEL && modinfo[modinfo.len() - SENTINEL - 1] == b'\n' {
+        &modinfo[SENTINEL..modinfo.len() - SENTINEL]
+    } else {
+        // As the toolchain's own reader does: no framing, no module text.
+        &[]
+    };
     let mut info = parse_modinfo(&String::from_utf8_lossy(text));
     info.go_version = go_version;
     Ok(info)
