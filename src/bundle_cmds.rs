@@ -188,17 +188,61 @@ pub fn sbom(a: SbomArgs, this: Option<Bundle>) -> Result<()> {
                 sbom::SBOM_ENTRY
             )
         })?;
+    // Valid JSON holds control characters only as escapes, so the check also keeps raw
+    // terminal sequences out.
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&doc) {
+        bail!(
+            "{shown}: its SBOM is not JSON ({e}); `bale extract {shown} {}` gives its bytes",
+            sbom::SBOM_ENTRY
+        );
+    }
     match a.output {
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            out.write_all(&doc)
+            let safe = if std::io::IsTerminal::is_terminal(&out) {
+                terminal_safe_json(&doc)
+            } else {
+                std::borrow::Cow::Borrowed(&doc[..])
+            };
+            out.write_all(&safe)
                 .context("writing the SBOM to standard output")?;
             out.flush().context("writing the SBOM to standard output")?;
         }
         Some(path) => write_file_atomic(&path, &doc)?,
     }
     Ok(())
+}
+
+/// Valid JSON with every character a terminal could act on (bidirectional overrides, C1
+/// controls, DEL) written as a `\uXXXX` escape: outside strings JSON allows only ASCII
+/// punctuation and whitespace, so such characters are inside strings, where the escape means
+/// the same.
+fn terminal_safe_json(doc: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let Ok(text) = std::str::from_utf8(doc) else {
+        return std::borrow::Cow::Borrowed(doc);
+    };
+    let risky = |c: char| {
+        !matches!(c, '\\' | '\n' | '\r' | '\t')
+            && matches!(
+                printable(c.encode_utf8(&mut [0; 4])),
+                std::borrow::Cow::Owned(_)
+            )
+    };
+    if !text.chars().any(risky) {
+        return std::borrow::Cow::Borrowed(doc);
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    for c in text.chars() {
+        if risky(c) {
+            for u in c.encode_utf16(&mut [0u16; 2]) {
+                out.push_str(&format!("\\u{:04x}", u));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out.into_bytes())
 }
 
 /// Writes `data` to `path` through a temporary name in the same directory, synced, so that a
@@ -667,4 +711,24 @@ pub fn extract(a: ExtractArgs, this: Option<Bundle>) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn terminal_output_escapes_what_a_terminal_acts_on_and_stays_the_same_json() {
+        let doc = "{\"name\": \"a\u{202e}b\u{9b}c\\\\n\u{7f}\",\n\t\"ok\": \"plain ünïcode\"}";
+        let safe = super::terminal_safe_json(doc.as_bytes());
+        let text = std::str::from_utf8(&safe).unwrap();
+        assert!(text.contains("a\\u202eb\\u009bc\\\\n\\u007f"), "{text}");
+        assert!(text.contains("plain ünïcode"));
+        let a: serde_json::Value = serde_json::from_str(doc).unwrap();
+        let b: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(a, b);
+        let plain = b"{\"a\": 1}\n";
+        assert!(matches!(
+            super::terminal_safe_json(plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

@@ -298,6 +298,15 @@ fn builds_stay_reproducible_and_a_tampered_sbom_is_caught() {
     std::fs::write(&bad, &bytes).unwrap();
     damaged(&bale(&["verify", s(&bad)]), SBOM);
     damaged(&bale(&["sbom", s(&bad)]), SBOM);
+
+    // A bundle from before SBOMs: said plainly.
+    let old = d.path().join("old.bale");
+    reforge(&out, &old, |entries| {
+        entries.retain(|e| !e.path.starts_with(".bale"));
+    });
+    let o = bale(&["sbom", s(&old)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("has no SBOM"), "{}", stderr(&o));
 }
 
 #[test]
