@@ -1019,8 +1019,14 @@ pub fn write(
             .collect(),
         images: manifest.images.clone(),
         base_sbom: match &p.base {
-            Some(b) => sbom::read_sbom(&b.bundle, &b.entries)
-                .with_context(|| format!("FROM {}: its SBOM", b.shown))?,
+            Some(b) => sbom::read_sbom(&b.bundle, &b.entries).map_err(|e| {
+                let context = format!("FROM {}: its SBOM", b.shown);
+                match e {
+                    // The payload's own error, so that a damaged base exits as damaged.
+                    sbom::SbomError::Payload(p) => anyhow::Error::new(p).context(context),
+                    other => anyhow::Error::new(other).context(context),
+                }
+            })?,
             None => None,
         },
     };

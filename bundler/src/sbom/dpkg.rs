@@ -55,6 +55,40 @@ pub fn is_status_path(path: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && !n.contains('/') && !n.ends_with(".md5sums"))
 }
 
+/// The root a dpkg database in a bundle's tree belongs to (`""`, or `rootfs/` for a tree
+/// below a directory) when `path` is one of its status files.
+pub fn status_root(path: &str) -> Option<&str> {
+    const DB: &str = "var/lib/dpkg/";
+    let at = if path.starts_with(DB) {
+        0
+    } else {
+        path.find(&format!("/{DB}"))? + 1
+    };
+    is_status_path(&path[at..]).then_some(&path[..at])
+}
+
+/// The root and package name of a dpkg file list (`var/lib/dpkg/info/NAME[:ARCH].list`).
+pub fn list_of(path: &str) -> Option<(&str, &str)> {
+    const INFO: &str = "var/lib/dpkg/info/";
+    let at = if path.starts_with(INFO) {
+        0
+    } else {
+        path.find(&format!("/{INFO}"))? + 1
+    };
+    let name = path[at + INFO.len()..].strip_suffix(".list")?;
+    let name = name.split(':').next().unwrap_or(name);
+    (!name.is_empty() && !name.contains('/')).then_some((&path[..at], name))
+}
+
+/// The paths a file list names, relative (without the leading `/`).
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix('/'))
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The installed packages in a status file: stanzas separated by blank lines; a stanza with a
 /// `Status` field counts only when it says `installed` (status.d files have none).
 pub fn parse_status(text: &str) -> Vec<Package> {
@@ -287,6 +321,19 @@ Architecture: amd64\n";
         assert!(!is_status_path("var/lib/dpkg/status.d/tzdata.md5sums"));
         assert!(!is_status_path("var/lib/dpkg/status-old"));
         assert!(!is_status_path("rootfs/var/lib/dpkg/status"));
+        assert_eq!(status_root("rootfs/var/lib/dpkg/status"), Some("rootfs/"));
+        assert_eq!(status_root("var/lib/dpkg/status.d/x"), Some(""));
+        assert_eq!(status_root("myvar/lib/dpkg/status"), None);
+        assert_eq!(
+            list_of("rootfs/var/lib/dpkg/info/libc6:amd64.list"),
+            Some(("rootfs/", "libc6"))
+        );
+        assert_eq!(list_of("var/lib/dpkg/info/bash.list"), Some(("", "bash")));
+        assert_eq!(list_of("var/lib/dpkg/info/bash.md5sums"), None);
+        assert_eq!(
+            parse_list("/.\n/bin\n/bin/bash\n"),
+            [".", "bin", "bin/bash"]
+        );
     }
 
     fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {

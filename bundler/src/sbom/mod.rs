@@ -419,6 +419,7 @@ fn known_from(base: Option<&[u8]>) -> HashMap<String, Finding> {
 enum Scan {
     Go(Box<gobuild::BuildInfo>),
     Debs(Vec<dpkg::Package>),
+    List(Vec<String>),
     Layer(dpkg::LayerScan),
     Nothing,
 }
@@ -428,6 +429,7 @@ enum Scan {
 enum Job {
     Binary,
     Status,
+    List,
     Layer(dpkg::Codec),
 }
 
@@ -472,6 +474,12 @@ fn run_job(job: Job, src: &Source<'_>) -> Result<Scan, String> {
         Job::Status => {
             let text = read_all(src, dpkg::MAX_STATUS)?;
             Ok(Scan::Debs(dpkg::parse_status(&String::from_utf8_lossy(
+                &text,
+            ))))
+        }
+        Job::List => {
+            let text = read_all(src, dpkg::MAX_STATUS)?;
+            Ok(Scan::List(dpkg::parse_list(&String::from_utf8_lossy(
                 &text,
             ))))
         }
@@ -782,8 +790,10 @@ pub fn document<'a>(
     for (i, e) in files.iter().enumerate() {
         let job = if let Some(codec) = layer_codec.get(&e.path) {
             Job::Layer(*codec)
-        } else if e.kind == Kind::File && dpkg::is_status_path(&e.path) {
+        } else if e.kind == Kind::File && dpkg::status_root(&e.path).is_some() {
             Job::Status
+        } else if e.kind == Kind::File && dpkg::list_of(&e.path).is_some() {
+            Job::List
         } else if e.kind == Kind::File && e.mode & 0o111 != 0 && e.size >= 64 {
             Job::Binary
         } else {
@@ -803,6 +813,9 @@ pub fn document<'a>(
             jobs.push((i, job, src));
         }
     }
+    // Installed packages by (root, name), and the files each package's list names.
+    let mut installed: HashMap<(String, String), dpkg::Package> = HashMap::new();
+    let mut lists: Vec<(String, String, Vec<String>)> = Vec::new();
     for ((i, _, _), r) in jobs.iter().zip(run_jobs(&jobs)) {
         let path = &files[*i].path;
         match r {
@@ -810,7 +823,16 @@ pub fn document<'a>(
                 findings.insert(*i, go_findings(&info));
             }
             Ok(Scan::Debs(pkgs)) => {
+                let root = dpkg::status_root(path).unwrap_or_default();
+                for p in &pkgs {
+                    installed.insert((root.to_string(), p.name.clone()), p.clone());
+                }
                 findings.insert(*i, deb_findings(&pkgs));
+            }
+            Ok(Scan::List(listed)) => {
+                if let Some((root, name)) = dpkg::list_of(path) {
+                    lists.push((root.to_string(), name.to_string(), listed));
+                }
             }
             Ok(Scan::Layer(scan)) => {
                 summary.layers_scanned += 1;
@@ -825,6 +847,33 @@ pub fn document<'a>(
     for (i, first) in same_as {
         if let Some(f) = findings.get(&first).cloned() {
             findings.insert(i, f);
+        }
+    }
+    // The package each executable or shared library of a dpkg tree came from.
+    if !lists.is_empty() {
+        let index: HashMap<&str, usize> = files
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path.as_str(), i))
+            .collect();
+        for (root, name, listed) in &lists {
+            let Some(pkg) = installed.get(&(root.clone(), name.clone())) else {
+                continue;
+            };
+            let deb = deb_findings(std::slice::from_ref(pkg));
+            for l in listed {
+                let Some(&i) = index.get(format!("{root}{l}").as_str()) else {
+                    continue;
+                };
+                let e = files[i];
+                let binary = e.kind == Kind::File
+                    && (e.mode & 0o111 != 0 || l.ends_with(".so") || l.contains(".so."));
+                if binary {
+                    let f = findings.entry(i).or_default();
+                    f.properties.push(prop("bale:deb:package", name.as_str()));
+                    f.origins.extend(deb.origins.iter().cloned());
+                }
+            }
         }
     }
 
@@ -1105,6 +1154,56 @@ mod tests {
         assert_eq!(s4.reused, 1);
         assert_eq!(s4.deb_packages, 1);
         assert_eq!(four, one);
+    }
+
+    #[test]
+    fn a_binary_of_a_dpkg_tree_names_its_package() {
+        let d = tempfile::tempdir().unwrap();
+        let files: [(&str, &[u8], u32); 4] = [
+            (
+                "rootfs/var/lib/dpkg/status",
+                b"Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\n\
+                  Architecture: amd64\n",
+                0o644,
+            ),
+            (
+                "rootfs/var/lib/dpkg/info/bash.list",
+                b"/.\n/bin\n/bin/bash\n/usr/share/doc/bash/README\n",
+                0o644,
+            ),
+            (
+                "rootfs/bin/bash",
+                b"\x7fELF but not really a program, only a stand-in",
+                0o755,
+            ),
+            ("rootfs/usr/share/doc/bash/README", b"docs", 0o644),
+        ];
+        let mut entries = Vec::new();
+        for (p, data, mode) in files {
+            let at = d.path().join(p);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::fs::write(&at, data).unwrap();
+            entries.push(entry(p, Kind::File, mode, data));
+        }
+        let root = d.path().to_path_buf();
+        let src = move |p: &str| Some(Source::Disk(root.join(p)));
+        let (doc, s) = document(&Input::default(), &entries, &src).unwrap();
+        assert_eq!(s.deb_packages, 1);
+        let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        let deps = |r: &str| -> Vec<String> {
+            v["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["ref"] == r)
+                .map(|d| serde_json::from_value(d["dependsOn"].clone()).unwrap())
+                .unwrap_or_default()
+        };
+        let bash = "pkg:deb/debian/bash@5.2.15-2%2Bb7?arch=amd64";
+        assert_eq!(deps("file:rootfs/bin/bash"), [bash]);
+        assert_eq!(deps("file:rootfs/var/lib/dpkg/status"), [bash]);
+        // Documentation is not a binary: no dependency listed for it.
+        assert!(deps("file:rootfs/usr/share/doc/bash/README").is_empty());
     }
 
     #[test]
