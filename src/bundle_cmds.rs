@@ -257,6 +257,11 @@ fn write_file_atomic(path: &std::path::Path, data: &[u8]) -> Result<()> {
         .prefix(".bale-sbom-")
         .tempfile_in(&dir)
         .with_context(|| format!("{}: cannot create a file there", dir.display()))?;
+    // An ordinary file for its reader, not the temporary file's 0600.
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("{}: cannot set its mode", tmp.path().display()))?;
     tmp.write_all(data)
         .and_then(|_| tmp.as_file().sync_all())
         .with_context(|| format!("{}: cannot write", tmp.path().display()))?;
