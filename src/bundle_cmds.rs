@@ -1,4 +1,4 @@
-//! The commands that work on bundle files: build, info, list, verify, extract.
+//! The commands that work on bundle files: build, info, list, verify, extract, sbom.
 //!
 //! Whatever a bundle says about itself (names, versions, inputs, entry paths, link targets) is
 //! printed through [`bale_payload::printable`], so a crafted bundle cannot fake lines or move
@@ -6,7 +6,7 @@
 
 use crate::{in_bundle, progress, target_bundle};
 use anyhow::{bail, Context, Result};
-use bale_bundler::tree;
+use bale_bundler::{sbom, tree};
 use bale_payload::error::human_bytes;
 use bale_payload::extract::{self, ExtractOptions};
 use bale_payload::{printable, verify, Bundle, BundleMeta, BundleWriter, Kind, WriteOptions};
@@ -165,6 +165,124 @@ pub struct ExtractArgs {
     pub sync: bool,
 }
 
+#[derive(Args)]
+#[command(after_help = "\
+Prints the bundle's software bill of materials (CycloneDX 1.5 JSON), the entry
+.bale/sbom.cdx.json that every build writes: each file with its SHA-256, each image with its
+original name, platform, manifest and layer digests, the Go modules and Debian packages
+binaries and layers came from, the base bundles and the Kubernetes version. Its bytes are
+checked against the bundle's digest chain as they are read (exit 3 when they are wrong).")]
+pub struct SbomArgs {
+    /// Bundle file [default: this program, when it is a bundle]
+    pub file: Option<PathBuf>,
+    /// Write it to FILE instead of standard output (under a temporary name, renamed when
+    /// complete)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+pub fn sbom(a: SbomArgs, this: Option<Bundle>) -> Result<()> {
+    let b = target_bundle(a.file, this)?;
+    let entries = b.entries().map_err(|e| in_bundle(b.path(), e))?;
+    let shown = printable(&b.path().to_string_lossy()).into_owned();
+    let doc = sbom::read_sbom(&b, &entries)
+        .map_err(|e| match e {
+            // The payload's own error, so that a damaged bundle exits with its code.
+            sbom::SbomError::Payload(p) => in_bundle(b.path(), p),
+            other => anyhow::Error::new(other).context(shown.clone()),
+        })?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{shown}: the bundle has no SBOM ({}); it was built by a bale without SBOMs: \
+                 build it again",
+                sbom::SBOM_ENTRY
+            )
+        })?;
+    // Valid JSON holds control characters only as escapes, so the check also keeps raw
+    // terminal sequences out.
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&doc) {
+        bail!(
+            "{shown}: its SBOM is not JSON ({e}); `bale extract {shown} {}` gives its bytes",
+            sbom::SBOM_ENTRY
+        );
+    }
+    match a.output {
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let safe = if std::io::IsTerminal::is_terminal(&out) {
+                terminal_safe_json(&doc)
+            } else {
+                std::borrow::Cow::Borrowed(&doc[..])
+            };
+            out.write_all(&safe)
+                .context("writing the SBOM to standard output")?;
+            out.flush().context("writing the SBOM to standard output")?;
+        }
+        Some(path) => write_file_atomic(&path, &doc)?,
+    }
+    Ok(())
+}
+
+/// Valid JSON with every character a terminal could act on (bidirectional overrides, C1
+/// controls, DEL) written as a `\uXXXX` escape: outside strings JSON allows only ASCII
+/// punctuation and whitespace, so such characters are inside strings, where the escape means
+/// the same.
+fn terminal_safe_json(doc: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let Ok(text) = std::str::from_utf8(doc) else {
+        return std::borrow::Cow::Borrowed(doc);
+    };
+    let risky = |c: char| {
+        !matches!(c, '\\' | '\n' | '\r' | '\t')
+            && matches!(
+                printable(c.encode_utf8(&mut [0; 4])),
+                std::borrow::Cow::Owned(_)
+            )
+    };
+    if !text.chars().any(risky) {
+        return std::borrow::Cow::Borrowed(doc);
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    for c in text.chars() {
+        if risky(c) {
+            for u in c.encode_utf16(&mut [0u16; 2]) {
+                out.push_str(&format!("\\u{:04x}", u));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out.into_bytes())
+}
+
+/// Writes `data` to `path` through a temporary name in the same directory, synced, so that a
+/// partial write never sits under the final name.
+fn write_file_atomic(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bale-sbom-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("{}: cannot create a file there", dir.display()))?;
+    // An ordinary file for its reader, not the temporary file's 0600.
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("{}: cannot set its mode", tmp.path().display()))?;
+    tmp.write_all(data)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("{}: cannot write", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 fn threads(n: Option<usize>) -> usize {
     n.filter(|n| *n > 0)
         .unwrap_or_else(bale_payload::default_threads)
@@ -243,11 +361,13 @@ pub fn build(a: BuildArgs) -> Result<()> {
     let signing = crate::trust_cmds::build_signing(&a.signing)?;
     let baked = signing.stub_for(&stub, &output)?;
     let stub = baked.as_ref().map_or(stub, |b| b.path().to_path_buf());
+    let created_at = a.timestamp.then(now_rfc3339);
+    let (meta_name, meta_version) = (name.clone(), version.clone());
     let meta = BundleMeta {
         name,
         version,
         inputs: vec![format!("dir {}", a.dir.display())],
-        created_at: a.timestamp.then(now_rfc3339),
+        created_at: created_at.clone(),
         ..Default::default()
     };
     let opts = WriteOptions {
@@ -261,6 +381,16 @@ pub fn build(a: BuildArgs) -> Result<()> {
     let b = bar.clone();
     w.set_progress(Arc::new(move |n| b.inc(n)));
     let stats = tree::add_tree(&mut w, &dir, "")?;
+    let input = sbom::Input {
+        name: meta_name,
+        version: meta_version,
+        arch: w.arch().to_string(),
+        timestamp: created_at.as_deref().and_then(sbom::timestamp_of),
+        ..Default::default()
+    };
+    let sbom_started = Instant::now();
+    let s = sbom::add_sbom(&mut w, &input, &|p| Some(sbom::Source::Disk(dir.join(p))))?;
+    bale_bundler::build::report_sbom(&s, sbom_started.elapsed());
     let summary = w.finish()?;
     bar.finish_and_clear();
     drop(baked);
@@ -633,4 +763,24 @@ pub fn extract(a: ExtractArgs, this: Option<Bundle>) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn terminal_output_escapes_what_a_terminal_acts_on_and_stays_the_same_json() {
+        let doc = "{\"name\": \"a\u{202e}b\u{9b}c\\\\n\u{7f}\",\n\t\"ok\": \"plain ünïcode\"}";
+        let safe = super::terminal_safe_json(doc.as_bytes());
+        let text = std::str::from_utf8(&safe).unwrap();
+        assert!(text.contains("a\\u202eb\\u009bc\\\\n\\u007f"), "{text}");
+        assert!(text.contains("plain ünïcode"));
+        let a: serde_json::Value = serde_json::from_str(doc).unwrap();
+        let b: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(a, b);
+        let plain = b"{\"a\": 1}\n";
+        assert!(matches!(
+            super::terminal_safe_json(plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

@@ -24,6 +24,7 @@ the file.
 
 Build:     bale build ./rootfs -o app.bale --name app --version 1.0
 Inspect:   bale info app.bale        bale list app.bale       bale verify app.bale
+           bale sbom app.bale
 Sign:      bale keygen -o key        bale sign app.bale --key key
            bale verify --key key.pub app.bale     bale build ... --sign key --trust key.pub
 On site:   ./app.bale verify         ./app.bale extract --to /opt/app
@@ -62,6 +63,8 @@ enum Command {
     /// Work with a bundle's signatures
     #[command(subcommand)]
     Signatures(trust_cmds::SignaturesCommand),
+    /// Print a bundle's SBOM (CycloneDX 1.5 JSON)
+    Sbom(bundle_cmds::SbomArgs),
     /// Serve the bundled images over the OCI distribution API
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Some(Command::Signatures(trust_cmds::SignaturesCommand::Export(a))) => {
             trust_cmds::export(a, this)
         }
+        Some(Command::Sbom(a)) => bundle_cmds::sbom(a, this),
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
             bale_registry::serve(a).map_err(Into::into)
         }

@@ -29,7 +29,7 @@ fn round_trip_through_both_faces() {
         assert!(info.contains(want), "{want} missing from\n{info}");
     }
     assert!(
-        info.contains("(4 files, 4 dirs, 1 symlinks, 0 blobs)"),
+        info.contains("(5 files, 5 dirs, 1 symlinks, 0 blobs)"),
         "{info}"
     );
 
@@ -42,6 +42,8 @@ fn round_trip_through_both_faces() {
     assert_eq!(
         stdout(&o).lines().collect::<Vec<_>>(),
         [
+            ".bale",
+            ".bale/sbom.cdx.json",
             "bin",
             "bin/tool",
             "empty",

@@ -395,7 +395,7 @@ fn control_characters_from_a_bundle_are_printed_escaped() {
     ok(&o);
     assert_eq!(
         stdout(&o),
-        "clear\\x1b[2J\nevil\\nfake\nlink\\r\n",
+        ".bale\n.bale/sbom.cdx.json\nclear\\x1b[2J\nevil\\nfake\nlink\\r\n",
         "one line per entry"
     );
     let o = bale(&["list", "-l", app.to_str().unwrap()]);
@@ -405,7 +405,11 @@ fn control_characters_from_a_bundle_are_printed_escaped() {
         "{}",
         stdout(&o)
     );
-    assert_eq!(stdout(&o).lines().count(), 3);
+    assert_eq!(
+        stdout(&o).lines().count(),
+        5,
+        "three entries, .bale/ and its SBOM"
+    );
     let o = bale(&["info", app.to_str().unwrap()]);
     ok(&o);
     let info = stdout(&o);
@@ -418,7 +422,11 @@ fn control_characters_from_a_bundle_are_printed_escaped() {
     assert_eq!(info.matches("version:").count(), 2, "{info}");
     let o = bale(&["list", "--json", app.to_str().unwrap()]);
     ok(&o);
-    assert_eq!(stdout(&o).lines().count(), 3);
+    assert_eq!(
+        stdout(&o).lines().count(),
+        5,
+        "three entries, .bale/ and its SBOM"
+    );
 }
 
 /// F20: each error names the file once and gives the system's reason once.
@@ -552,7 +560,7 @@ fn re_extracting_over_a_complete_tree_needs_no_second_copy_of_free_space() {
     let first = extract();
     let second = extract();
     let same = std::process::Command::new("diff")
-        .arg("-r")
+        .args(["-r", "-x", ".bale"])
         .arg(&tree)
         .arg(&small)
         .status()

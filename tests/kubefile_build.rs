@@ -117,6 +117,8 @@ fn scratch_build_copies_runs_and_records_install_steps() {
     assert_eq!(
         paths(&p.entries),
         [
+            ".bale",
+            ".bale/sbom.cdx.json",
             "etc",
             "etc/app.conf",
             "etc/gen.txt",
@@ -222,6 +224,8 @@ fn an_app_on_a_base_bundle_reuses_the_base_frames() {
     assert_eq!(
         paths(&a.entries),
         [
+            ".bale",
+            ".bale/sbom.cdx.json",
             "app",
             "app/web.yaml",
             "bin",
@@ -326,7 +330,10 @@ fn a_directory_without_kubefile_is_still_packed() {
     write(&tree.join("a/b.txt"), "b");
     let out = d.path().join("t.bale");
     ok(&build(&[s(&tree), "-o", s(&out)]));
-    assert_eq!(paths(&parts(&out).entries), ["a", "a/b.txt"]);
+    assert_eq!(
+        paths(&parts(&out).entries),
+        [".bale", ".bale/sbom.cdx.json", "a", "a/b.txt"]
+    );
 }
 
 // ---- images ----
@@ -655,7 +662,10 @@ fn an_app_with_images_on_a_base_with_images_merges_the_registries() {
         .iter()
         .filter(|e| matches!(e.kind, Kind::File | Kind::Blob))
     {
-        if be.path == "registry/index.json" || be.path == "registry/oci-layout" {
+        if be.path == "registry/index.json"
+            || be.path == "registry/oci-layout"
+            || be.path == ".bale/sbom.cdx.json"
+        {
             continue;
         }
         let ae = entry(&ap.entries, &be.path);

@@ -12,6 +12,7 @@
 use crate::discover::{self, DiscoverOptions, Discovery};
 use crate::images::{self, Cache, CollectOptions, Platform, ResolvedImage, REGISTRY_DIR};
 use crate::kubefile::{self, Base, BuildPlan, Command, CopyKind, CopyStep, RunStep, Step};
+use crate::sbom::{self, SBOM_ENTRY};
 use anyhow::{anyhow, bail, Context, Result};
 use bale_contract::manifest::{ImageRecord, Layer, Manifest};
 use bale_payload::writer::WriteSummary;
@@ -314,6 +315,11 @@ impl Layout {
                 )
             })?;
             let rel = join(prefix, &name);
+            if rel == SBOM_ENTRY {
+                // A tree extracted from a bundle carries that bundle's SBOM; this build writes
+                // its own.
+                continue;
+            }
             self.entry(&path, &rel, origin, false)?;
         }
         Ok(())
@@ -800,6 +806,24 @@ pub fn write(
         );
     }
     let mut layout = p.layout.clone();
+    // The base's SBOM describes the base; this build writes its own of the whole bundle.
+    if let Some(placed) = layout.get(SBOM_ENTRY) {
+        if placed.layer.is_none() {
+            bail!(
+                "{}: {SBOM_ENTRY} is where the build writes the bundle's SBOM; copy the file to \
+                 another destination",
+                placed.origin
+            );
+        }
+        layout.remove(SBOM_ENTRY);
+        // Its directory too, when nothing else of the base is in it: the SBOM writer makes it.
+        let dir = SBOM_ENTRY.rsplit_once('/').map_or("", |(d, _)| d);
+        let below = format!("{dir}/");
+        let from_base = layout.get(dir).is_some_and(|p| p.layer.is_some());
+        if from_base && !layout.keys().any(|k| k.starts_with(&below)) {
+            layout.remove(dir);
+        }
+    }
     let in_registry = |k: &str| k == REGISTRY_DIR || k.starts_with("registry/");
     let mut manifest = Manifest::new();
     let mut env = BTreeMap::new();
@@ -977,6 +1001,64 @@ pub fn write(
     if !resolved.is_empty() {
         images::add_images_merged(&mut w, &cache_dir, &resolved, &base_images)?;
     }
+    let sbom_input = sbom::Input {
+        name: cfg.name.clone(),
+        version: cfg.version.clone(),
+        arch: arch.clone(),
+        platform: Some(target.platform.to_string()),
+        timestamp: cfg.created_at.as_deref().and_then(sbom::timestamp_of),
+        kubernetes_version: labels_kube_version(&manifest),
+        bases: manifest
+            .layers
+            .iter()
+            .map(|l| sbom::BaseRef {
+                name: l.name.clone(),
+                version: l.version.clone(),
+                digest: l.digest.clone(),
+            })
+            .collect(),
+        images: manifest.images.clone(),
+        base_sbom: match &p.base {
+            Some(b) => sbom::read_sbom(&b.bundle, &b.entries).map_err(|e| {
+                let context = format!("FROM {}: its SBOM", b.shown);
+                match e {
+                    // The payload's own error, so that a damaged base exits as damaged.
+                    sbom::SbomError::Payload(p) => anyhow::Error::new(p).context(context),
+                    other => anyhow::Error::new(other).context(context),
+                }
+            })?,
+            None => None,
+        },
+    };
+    // New images' blobs are read back from the cache they were written from.
+    let cache = Cache::open(&cache_dir)?;
+    let mut cached: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for img in &resolved {
+        for b in &img.blobs {
+            if let Some(hex) = b.digest.strip_prefix("sha256:") {
+                cached.insert(
+                    format!("{REGISTRY_DIR}/blobs/sha256/{hex}"),
+                    cache.blob_path(&b.digest)?,
+                );
+            }
+        }
+    }
+    let source = |path: &str| -> Option<sbom::Source<'_>> {
+        if let Some(f) = cached.get(path) {
+            return Some(sbom::Source::Disk(f.clone()));
+        }
+        match &layout.get(path)?.node {
+            Node::File { source, .. } => Some(sbom::Source::Disk(source.clone())),
+            Node::Base(i) => {
+                let b = p.base.as_ref()?;
+                Some(sbom::Source::Base(&b.bundle, b.entries.get(*i)?))
+            }
+            Node::Dir { .. } | Node::Symlink { .. } => None,
+        }
+    };
+    let started = std::time::Instant::now();
+    let s = sbom::add_sbom(&mut w, &sbom_input, &source)?;
+    report_sbom(&s, started.elapsed());
     let summary = w.finish()?;
     if let Some(b) = &p.base {
         eprintln!(
@@ -987,6 +1069,37 @@ pub fn write(
         );
     }
     Ok(summary)
+}
+
+/// The Kubernetes version a bundle carries: the `io.bale.kubernetes.version` label (set by
+/// the Kubernetes base and kept by every bundle built on it), else `KUBEVERSION`.
+fn labels_kube_version(m: &Manifest) -> Option<String> {
+    m.labels
+        .as_ref()
+        .and_then(|l| l.get(KUBERNETES_VERSION_LABEL).cloned())
+        .or_else(|| m.kube_version.clone())
+}
+
+/// The label naming the Kubernetes version a bundle brings.
+pub const KUBERNETES_VERSION_LABEL: &str = "io.bale.kubernetes.version";
+
+/// One line about the SBOM, and its warnings, on stderr.
+pub fn report_sbom(s: &sbom::Summary, took: std::time::Duration) {
+    for w in &s.warnings {
+        eprintln!("warning: sbom: {w}");
+    }
+    eprintln!(
+        "sbom: {} components ({} Go binaries, {} Go modules, {} Debian packages, {} layers \
+         scanned, {} taken from the base's SBOM), {} in {:.2}s",
+        s.components,
+        s.go_binaries,
+        s.go_modules,
+        s.deb_packages,
+        s.layers_scanned,
+        s.reused,
+        bale_payload::error::human_bytes(s.bytes),
+        took.as_secs_f64()
+    );
 }
 
 /// Attributes entries to base layers: a base's own `metadata.layers[k].entries` (paths, or

@@ -122,6 +122,11 @@ fn walk(
         } else {
             format!("{prefix}/{name}")
         };
+        if rel == crate::sbom::SBOM_ENTRY {
+            // A tree extracted from a bundle carries that bundle's SBOM; the build writes its
+            // own, of what it packs now.
+            continue;
+        }
         let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
         let ft = meta.file_type();
         let mode = meta.permissions().mode() & 0o7777;

@@ -24,7 +24,7 @@ pub mod writer;
 pub use error::{Error, Result};
 pub use format::{Codec, Entry, Frame, Header, Kind};
 pub use reader::Bundle;
-pub use writer::{BundleMeta, BundleWriter, WriteOptions};
+pub use writer::{Added, BundleMeta, BundleWriter, WriteOptions};
 
 /// Workers to use when the caller has no opinion: every core.
 pub fn default_threads() -> usize {

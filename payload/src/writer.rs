@@ -70,6 +70,18 @@ pub struct WriteSummary {
     pub copied_bytes: u64,
 }
 
+/// One entry as added to a [`BundleWriter`], before the table is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Added<'a> {
+    pub path: &'a str,
+    pub kind: Kind,
+    pub mode: u32,
+    pub size: u64,
+    /// The content's SHA-256 (for a blob, its OCI digest); zero for directories and symlinks.
+    pub sha256: &'a Sha256Digest,
+    pub target: &'a str,
+}
+
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// Frame buffers handed back for reuse. Fresh multi-MiB allocations cost a map, page faults
@@ -554,6 +566,25 @@ impl BundleWriter {
             target,
         });
         Ok(())
+    }
+
+    /// The entries added so far, in the order they were added (the table sorts them at
+    /// [`BundleWriter::finish`]), with the content digests this writer computed: what a
+    /// caller needs to describe the bundle (its SBOM) without hashing anything a second time.
+    pub fn added(&self) -> impl Iterator<Item = Added<'_>> {
+        self.pending.iter().map(|p| Added {
+            path: &p.path,
+            kind: p.kind,
+            mode: p.mode,
+            size: p.size,
+            sha256: &p.sha256,
+            target: &p.target,
+        })
+    }
+
+    /// Whether an entry at `path` was added already.
+    pub fn has(&self, path: &str) -> bool {
+        self.pending.iter().any(|p| p.path == path)
     }
 
     /// Writes the table, header and trailer, syncs, and moves the bundle into place.

@@ -1,0 +1,391 @@
+//! Debian packages a tree or an image layer says it holds: dpkg's database
+//! (`var/lib/dpkg/status`) and the one-file-per-package form that minimal images use
+//! (`var/lib/dpkg/status.d/NAME`); and, in a layer, the Go binaries and their modules.
+//!
+//! Layers are read as tar streams, bounded: only layers stored uncompressed, gzip- or
+//! zstd-compressed, of at most [`MAX_LAYER`] bytes, decoded to at most [`MAX_LAYER_DECODED`];
+//! only status files of at most [`MAX_STATUS`] bytes are read. An executable member that is an
+//! ELF file is searched for Go's build information as it streams by (the stream has no random
+//! access; the search costs less than the decompression). A layer beyond a bound is skipped
+//! and said so, never fatal: an SBOM without a layer's packages is still a correct SBOM of
+//! what it lists.
+
+use std::io::Read;
+
+/// Largest status file read (Debian's full database of a desktop system is about 4 MiB).
+pub const MAX_STATUS: u64 = 16 << 20;
+/// Largest layer blob scanned, as stored.
+pub const MAX_LAYER: u64 = 64 << 20;
+/// Largest layer scanned, decoded: a compressed layer built to expand without bound stops here.
+pub const MAX_LAYER_DECODED: u64 = 512 << 20;
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// The source package, when it differs from the binary package's name.
+    pub source: Option<String>,
+}
+
+impl Package {
+    /// `pkg:deb/debian/NAME@VERSION?arch=ARCH`, percent-encoded as the purl rules ask.
+    pub fn purl(&self) -> String {
+        let mut p = format!(
+            "pkg:deb/debian/{}@{}",
+            super::purl_encode(&self.name),
+            super::purl_encode(&self.version)
+        );
+        if !self.arch.is_empty() {
+            p.push_str("?arch=");
+            p.push_str(&super::purl_encode(&self.arch));
+        }
+        p
+    }
+}
+
+/// Whether a path (relative, `/`-separated) is a dpkg status file.
+pub fn is_status_path(path: &str) -> bool {
+    let p = path.trim_start_matches("./").trim_start_matches('/');
+    if p == "var/lib/dpkg/status" {
+        return true;
+    }
+    p.strip_prefix("var/lib/dpkg/status.d/")
+        .is_some_and(|n| !n.is_empty() && !n.contains('/') && !n.ends_with(".md5sums"))
+}
+
+/// The root a dpkg database in a bundle's tree belongs to (`""`, or `rootfs/` for a tree
+/// below a directory) when `path` is one of its status files.
+pub fn status_root(path: &str) -> Option<&str> {
+    const DB: &str = "var/lib/dpkg/";
+    let at = if path.starts_with(DB) {
+        0
+    } else {
+        path.find(&format!("/{DB}"))? + 1
+    };
+    is_status_path(&path[at..]).then_some(&path[..at])
+}
+
+/// The root and package name of a dpkg file list (`var/lib/dpkg/info/NAME[:ARCH].list`).
+pub fn list_of(path: &str) -> Option<(&str, &str)> {
+    const INFO: &str = "var/lib/dpkg/info/";
+    let at = if path.starts_with(INFO) {
+        0
+    } else {
+        path.find(&format!("/{INFO}"))? + 1
+    };
+    let name = path[at + INFO.len()..].strip_suffix(".list")?;
+    let name = name.split(':').next().unwrap_or(name);
+    (!name.is_empty() && !name.contains('/')).then_some((&path[..at], name))
+}
+
+/// The paths a file list names, relative (without the leading `/`).
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix('/'))
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The installed packages in a status file: stanzas separated by blank lines; a stanza with a
+/// `Status` field counts only when it says `installed` (status.d files have none).
+pub fn parse_status(text: &str) -> Vec<Package> {
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let mut name = None;
+        let mut version = None;
+        let mut arch = String::new();
+        let mut source = None;
+        let mut installed = true;
+        for line in stanza.lines() {
+            if line.starts_with([' ', '\t']) {
+                continue;
+            }
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let v = v.trim();
+            match k {
+                "Package" => name = Some(v.to_string()),
+                "Version" => version = Some(v.to_string()),
+                "Architecture" => arch = v.to_string(),
+                // "Source: name (version)" when the source version differs.
+                "Source" => source = v.split_whitespace().next().map(str::to_string),
+                "Status" => installed = v.split_whitespace().last() == Some("installed"),
+                _ => {}
+            }
+        }
+        if let (Some(name), Some(version), true) = (name, version, installed) {
+            if name.is_empty() || version.is_empty() {
+                continue;
+            }
+            let source = source.filter(|s| *s != name);
+            out.push(Package {
+                name,
+                version,
+                arch,
+                source,
+            });
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// How a layer is compressed, from its media type; `None` for one this scan does not read.
+pub fn layer_codec(media_type: &str) -> Option<Codec> {
+    let t = media_type.split(';').next().unwrap_or(media_type).trim();
+    match t {
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Some(Codec::Tar),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Codec::Gzip),
+        "application/vnd.oci.image.layer.v1.tar+zstd" => Some(Codec::Zstd),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+/// Why a layer's packages are not listed; reported as a warning.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("not a readable tar stream: {0}")]
+    Tar(std::io::Error),
+    #[error("cannot start the decompressor: {0}")]
+    Decoder(std::io::Error),
+    #[error("it decodes to more than {} MiB; its packages are not listed", MAX_LAYER_DECODED >> 20)]
+    TooLarge,
+}
+
+/// What a layer holds.
+#[derive(Debug, Default)]
+pub struct LayerScan {
+    /// Union over its status files.
+    pub debs: Vec<Package>,
+    /// Go binaries by path in the layer.
+    pub go: Vec<(String, super::gobuild::BuildInfo)>,
+}
+
+/// The packages the status files in a layer's tar stream list, and its Go binaries.
+pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<LayerScan, LayerError> {
+    let decoded: Box<dyn Read + '_> = match codec {
+        Codec::Tar => stored,
+        Codec::Gzip => Box::new(flate2::read::GzDecoder::new(stored)),
+        Codec::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(stored).map_err(LayerError::Decoder)?)
+        }
+    };
+    let mut counted = Counted {
+        inner: decoded.take(MAX_LAYER_DECODED + 1),
+        n: 0,
+    };
+    let mut found = Vec::new();
+    let mut go = Vec::new();
+    {
+        let mut archive = tar::Archive::new(&mut counted);
+        let entries = archive.entries().map_err(LayerError::Tar)?;
+        for member in entries {
+            let mut member = member.map_err(LayerError::Tar)?;
+            let kind = member.header().entry_type();
+            if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+                continue;
+            }
+            let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
+            let mode = member.header().mode().unwrap_or(0);
+            if mode & 0o111 != 0 && member.size() >= 64 {
+                if let Some(info) = go_in_stream(&mut member).map_err(LayerError::Tar)? {
+                    go.push((path.trim_start_matches("./").to_string(), info));
+                }
+                continue;
+            }
+            if !is_status_path(&path) || member.size() > MAX_STATUS {
+                continue;
+            }
+            let mut text = Vec::new();
+            (&mut member)
+                .take(MAX_STATUS)
+                .read_to_end(&mut text)
+                .map_err(LayerError::Tar)?;
+            found.extend(parse_status(&String::from_utf8_lossy(&text)));
+        }
+    }
+    if counted.n > MAX_LAYER_DECODED {
+        return Err(LayerError::TooLarge);
+    }
+    found.sort();
+    found.dedup();
+    go.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(LayerScan { debs: found, go })
+}
+
+/// Reads an ELF member to its end, looking for Go's build information; `None` for anything
+/// else. Only a window of the stream is held: what may still start the section, and once the
+/// magic is seen, at most the bytes the section parser reads.
+fn go_in_stream(r: &mut dyn Read) -> std::io::Result<Option<super::gobuild::BuildInfo>> {
+    const CHUNK: usize = 1 << 20;
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    let mut buf = vec![0u8; 0];
+    let mut head = [0u8; 4];
+    if r.read_exact(&mut head).is_err() || &head != b"\x7fELF" {
+        return Ok(None);
+    }
+    let mut found: Option<usize> = None;
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let n = r.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match found {
+            Some(at) => {
+                if buf.len() - at >= super::gobuild::MAX_SECTION as usize {
+                    break;
+                }
+            }
+            None => match memchr::memmem::find(&buf, MAGIC) {
+                Some(at) => found = Some(at),
+                None => {
+                    // Keep what could be the start of a magic cut by the chunk's end.
+                    let keep = buf.len().saturating_sub(MAGIC.len() - 1);
+                    buf.drain(..keep);
+                }
+            },
+        }
+    }
+    // The rest of the member is skipped by the tar reader.
+    let Some(at) = found else { return Ok(None) };
+    let end = buf.len().min(at + super::gobuild::MAX_SECTION as usize);
+    Ok(super::gobuild::parse_section(&buf[at..end]).ok())
+}
+
+/// Counts what passes, so a stream cut at the bound is told from one that ended.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Package: libc6\nStatus: install ok installed\nPriority: optional\n\
+Architecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library\n \
+continuation: not a field\n\nPackage: gone\nStatus: deinstall ok config-files\n\
+Version: 1.0\nArchitecture: amd64\n\nPackage: base-files\nVersion: 12.4+deb12u5\n\
+Architecture: amd64\n";
+
+    #[test]
+    fn reads_installed_packages_only() {
+        let p = parse_status(STATUS);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].name, "base-files");
+        assert_eq!(p[1].source.as_deref(), Some("glibc"));
+        assert_eq!(
+            p[1].purl(),
+            "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64"
+        );
+        let epoch = Package {
+            name: "x".into(),
+            version: "1:2.0".into(),
+            arch: "all".into(),
+            source: None,
+        };
+        assert_eq!(epoch.purl(), "pkg:deb/debian/x@1%3A2.0?arch=all");
+    }
+
+    #[test]
+    fn status_paths() {
+        assert!(is_status_path("var/lib/dpkg/status"));
+        assert!(is_status_path("./var/lib/dpkg/status.d/tzdata"));
+        assert!(!is_status_path("var/lib/dpkg/status.d/tzdata.md5sums"));
+        assert!(!is_status_path("var/lib/dpkg/status-old"));
+        assert!(!is_status_path("rootfs/var/lib/dpkg/status"));
+        assert_eq!(status_root("rootfs/var/lib/dpkg/status"), Some("rootfs/"));
+        assert_eq!(status_root("var/lib/dpkg/status.d/x"), Some(""));
+        assert_eq!(status_root("myvar/lib/dpkg/status"), None);
+        assert_eq!(
+            list_of("rootfs/var/lib/dpkg/info/libc6:amd64.list"),
+            Some(("rootfs/", "libc6"))
+        );
+        assert_eq!(list_of("var/lib/dpkg/info/bash.list"), Some(("", "bash")));
+        assert_eq!(list_of("var/lib/dpkg/info/bash.md5sums"), None);
+        assert_eq!(
+            parse_list("/.\n/bin\n/bin/bash\n"),
+            [".", "bin", "bin/bash"]
+        );
+    }
+
+    fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(if p.starts_with("bin/") { 0o755 } else { 0o644 });
+            h.set_cksum();
+            b.append_data(&mut h, p, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn scans_plain_and_gzip_layers() {
+        let tar = layer(&[
+            ("etc/hostname", b"x\n"),
+            (
+                "var/lib/dpkg/status.d/base",
+                b"Package: base\nVersion: 1\nArchitecture: all\n",
+            ),
+            ("var/lib/dpkg/status", STATUS.as_bytes()),
+        ]);
+        let p = scan_layer(Box::new(&tar[..]), Codec::Tar).unwrap().debs;
+        assert_eq!(p.len(), 3);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(scan_layer(Box::new(&gz[..]), Codec::Gzip).unwrap().debs, p);
+        assert!(scan_layer(Box::new(&b"not a tar at all, no"[..]), Codec::Gzip).is_err());
+    }
+
+    #[test]
+    fn finds_go_binaries_in_a_layer_across_chunk_boundaries() {
+        let text = "path\texample.com/cmd/srv\nmod\texample.com\tv1.0.0\t\n";
+        let section = crate::sbom::gobuild::tests::section("go1.24.1", text);
+        // The magic straddles the 1 MiB read boundary.
+        let mut elf = b"\x7fELF".to_vec();
+        elf.resize((1 << 20) + 4 - 5, 0);
+        elf.extend_from_slice(&section);
+        elf.resize(elf.len() + 5000, 0);
+        let tar = layer(&[
+            ("bin/srv", &elf),
+            (
+                "bin/script",
+                b"#!/bin/sh\nexec srv, and enough text to be read\n",
+            ),
+        ]);
+        let scan = scan_layer(Box::new(&tar[..]), Codec::Tar).unwrap();
+        assert_eq!(scan.go.len(), 1);
+        assert_eq!(scan.go[0].0, "bin/srv");
+        assert_eq!(scan.go[0].1.path.as_deref(), Some("example.com/cmd/srv"));
+    }
+}
