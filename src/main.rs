@@ -130,21 +130,25 @@ fn main() -> ExitCode {
         }
         Some(Command::Lvscare(a)) => lvscare_cmd::run(a),
         Some(Command::Install(a)) => {
-            bale_installer::install::run(a, this.as_ref().map(|b| b.path().to_path_buf()))
-                .map_err(anyhow::Error::from)
+            let bundle = acted_on(a.target.bundle.clone(), this.as_ref());
+            bale_installer::install::run(a, bundle)
         }
+        .map_err(anyhow::Error::from),
         Some(Command::Reset(a)) => {
-            bale_installer::reset::reset(a, this.as_ref().map(|b| b.path().to_path_buf()))
-                .map_err(anyhow::Error::from)
+            let bundle = acted_on(a.target.bundle.clone(), this.as_ref());
+            bale_installer::reset::reset(a, bundle)
         }
+        .map_err(anyhow::Error::from),
         Some(Command::Delete(a)) => {
-            bale_installer::delete::delete(a, this.as_ref().map(|b| b.path().to_path_buf()))
-                .map_err(anyhow::Error::from)
+            let bundle = acted_on(a.target.bundle.clone(), this.as_ref());
+            bale_installer::delete::delete(a, bundle)
         }
+        .map_err(anyhow::Error::from),
         Some(Command::Check(a)) => {
-            bale_installer::check::check(a, this.as_ref().map(|b| b.path().to_path_buf()))
-                .map_err(anyhow::Error::from)
+            let bundle = acted_on(a.target.bundle.clone(), this.as_ref());
+            bale_installer::check::check(a, bundle)
         }
+        .map_err(anyhow::Error::from),
         Some(Command::Agent(a)) => bale_installer::agent::run(a, this.as_ref()),
     };
     match r {
@@ -187,6 +191,12 @@ pub fn in_bundle(path: &std::path::Path, e: bale_payload::Error) -> anyhow::Erro
         e => anyhow::Error::new(e)
             .context(bale_payload::printable(&path.to_string_lossy()).into_owned()),
     }
+}
+
+/// The bundle file a run over hosts acts on: the one named with `--bundle`, else this program
+/// when it carries a payload.
+fn acted_on(named: Option<PathBuf>, this: Option<&Bundle>) -> Option<PathBuf> {
+    named.or_else(|| this.map(|b| b.path().to_path_buf()))
 }
 
 /// The bundle a command acts on: the one named, or this program itself when it is a bundle.

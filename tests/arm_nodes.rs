@@ -128,6 +128,7 @@ fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
     let Some(arm) = aarch64_bale() else { return };
     let dir = tempfile::tempdir().unwrap();
     let bundle = arm_appliance(dir.path(), &arm);
+    let b = bundle.to_str().unwrap();
     let Some(bed) = Testbed::up(2, &["--arch", "all=aarch64"]) else {
         return;
     };
@@ -157,7 +158,12 @@ fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
         "--name",
         "x86",
     ]));
-    let (o, ev) = run_on(&x86, "install", &["--masters", N1], &[]);
+    let (o, ev) = run_on(
+        &bale_bin(),
+        "install",
+        &["--masters", N1],
+        &["--bundle", x86.to_str().unwrap()],
+    );
     assert!(
         !o.status.success(),
         "an x86_64 bundle installed on an arm64 node"
@@ -178,9 +184,11 @@ fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
         "the refused install changed n1"
     );
 
-    // From this x86_64 host onto the two arm64 nodes.
+    // From this x86_64 host onto the two arm64 nodes: this host's own (x86_64) bale drives the
+    // run with --bundle, and each node runs its copy of the arm64 file.
+    let hosts = ["--masters", N1, "--nodes", N2];
     let t = Instant::now();
-    let (o, _) = run_on(&bundle, "install", &["--masters", N1, "--nodes", N2], &[]);
+    let (o, _) = run_on(&bale_bin(), "install", &hosts, &["--bundle", b]);
     ok(&o);
     web_answers_on(&[N1, N2]);
     tell(&format!(
@@ -250,14 +258,9 @@ fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
             "{ip} serves an amd64 variant it does not carry"
         );
     }
-    let (o, _) = run_on(&bundle, "check", &["--masters", N1, "--nodes", N2], &[]);
+    let (o, _) = run_on(&bale_bin(), "check", &hosts, &["--bundle", b]);
     ok(&o);
-    let (o, _) = run_on(
-        &bundle,
-        "reset",
-        &["--masters", N1, "--nodes", N2],
-        &["--yes"],
-    );
+    let (o, _) = run_on(&bale_bin(), "reset", &hosts, &["--bundle", b, "--yes"]);
     ok(&o);
     for (n, was) in ["n1", "n2"].iter().zip(&before) {
         let now = on_ok(n, SNAPSHOT);
@@ -278,7 +281,6 @@ fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
     // The same file run on an arm64 node itself, with no hosts: it installs there.
     let key = key();
     let kh = known_hosts_path();
-    let b = bundle.to_str().unwrap();
     let o = std::process::Command::new("scp")
         .args([
             "-q",

@@ -20,7 +20,7 @@ pub const PASSWORD_ENV: &str = "BALE_SSH_PASSWORD";
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(
-        "this bale program carries no payload: run {verb} from a bundle (./app.bale {verb} ...)"
+        "this bale program carries no payload: run {verb} from a bundle (./app.bale {verb} ...), or name one with --bundle FILE"
     )]
     NoPayload { verb: String },
     #[error("{}", path.display())]
@@ -133,6 +133,10 @@ pub type RunResult<T> = Result<T, RunError>;
 /// The hosts of a run and how to reach them (shared by install, reset and check).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
+    /// The bundle to act on [default: this program, when it carries a payload]. Lets a bale of
+    /// one architecture install a bundle of another: each host runs its own copy of the file
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
     /// Control-plane hosts: addresses and ranges, comma-separated
     #[arg(short = 'm', long)]
     pub masters: Option<String>,
