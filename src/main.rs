@@ -4,6 +4,7 @@
 mod bundle_cmds;
 mod lvscare_cmd;
 mod progress;
+mod share_cmds;
 
 use anyhow::Result;
 use bale_payload::Bundle;
@@ -21,6 +22,8 @@ the file.
 
 Build:     bale build ./rootfs -o app.bale --name app --version 1.0
 Inspect:   bale info app.bale        bale list app.bale       bale verify app.bale
+Share:     bale push app.bale registry.example.com/apps/app:1.0
+           bale pull registry.example.com/apps/app:1.0 -o app.bale
 On site:   ./app.bale verify         ./app.bale extract --to /opt/app
 
 Exit codes: 0 success, 1 error, 2 usage, 3 the bundle is damaged.";
@@ -49,6 +52,10 @@ enum Command {
     Verify(bundle_cmds::VerifyArgs),
     /// Write a bundle's entries to a directory
     Extract(bundle_cmds::ExtractArgs),
+    /// Store a bundle in an OCI registry (chunked, parallel, resumable)
+    Push(share_cmds::PushArgs),
+    /// Fetch a bundle from an OCI registry and verify every byte
+    Pull(share_cmds::PullArgs),
     /// Serve the bundled images over the OCI distribution API
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -103,6 +110,8 @@ fn main() -> ExitCode {
         Some(Command::List(a)) => bundle_cmds::list(a, this),
         Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
+        Some(Command::Push(a)) => share_cmds::push(a),
+        Some(Command::Pull(a)) => share_cmds::pull(a),
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
             bale_registry::serve(a).map_err(Into::into)
         }
@@ -132,6 +141,8 @@ fn main() -> ExitCode {
             let damaged = e.chain().any(|c| {
                 c.downcast_ref::<bale_payload::Error>()
                     .is_some_and(|p| p.is_corruption())
+                    || c.downcast_ref::<bale_bundler::share::ShareError>()
+                        .is_some_and(|s| s.is_damaged())
             });
             ExitCode::from(if damaged { EXIT_DAMAGED } else { 1 })
         }

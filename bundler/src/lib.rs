@@ -7,4 +7,5 @@ pub mod discover;
 pub use bale_contract::imageref;
 pub mod images;
 pub mod kubefile;
+pub mod share;
 pub mod tree;

@@ -8,3 +8,6 @@
 
 pub mod imageref;
 pub mod manifest;
+
+/// The bundle entry holding the build's SBOM (CycloneDX 1.5 JSON).
+pub const SBOM_ENTRY: &str = ".bale/sbom.cdx.json";
