@@ -799,6 +799,22 @@ fn fetch_chunk(
     reg.retry().run(|| {
         let resp = reg.blob_response(repo, &l.digest)?;
         let what = format!("blob {}", l.digest);
+        // A registry that says how long the blob is settles a size mismatch at once; retrying
+        // would not change it.
+        if let Some(len) = resp
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            if len != l.size {
+                return Err(ImagesError::invalid(
+                    &what,
+                    format!(
+                        "the registry has {len} bytes for it, but the manifest says {}: the                          manifest points at a blob of another size",
+                        l.size
+                    ),
+                ));
+            }
+        }
         let mut reader = resp.into_reader().take(l.size + 1);
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
