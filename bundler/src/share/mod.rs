@@ -567,8 +567,17 @@ pub fn check_manifest(
     body: &[u8],
     content_type: Option<&str>,
 ) -> Result<ArtifactManifest> {
-    let m: ArtifactManifest = serde_json::from_slice(body).map_err(|e| {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         ShareError::manifest(reference, format!("the manifest is not valid JSON: {e}"))
+    })?;
+    if v.get("manifests").is_some() {
+        return Err(ShareError::manifest(
+            reference,
+            "an image index, not a bale bundle (bundles are stored with `bale push`)",
+        ));
+    }
+    let m: ArtifactManifest = serde_json::from_value(v).map_err(|e| {
+        ShareError::manifest(reference, format!("not a bale bundle's manifest: {e}"))
     })?;
     let media_type = m.media_type.as_deref().or(content_type).unwrap_or_default();
     if m.schema_version != 2 || media_type != OCI_MANIFEST {
