@@ -59,10 +59,15 @@ fi
 SIZE=$(stat -c %s "$BUNDLE")
 
 # ---- the registry -----------------------------------------------------------------------------
-REG_PID=""
+# The pid lives in a file: the timed runs start registries inside $(...) subshells.
+PIDFILE="$B/registry.pid"
 stop_registry() {
-    if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
-    REG_PID=""
+    local pid
+    pid=$(cat "$PIDFILE" 2>/dev/null || true)
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    # A registry started in a subshell is not this shell's child: wait for it to be gone.
+    while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    rm -f "$PIDFILE"
 }
 trap stop_registry EXIT
 start_registry() { # wipe: empty storage first
@@ -78,11 +83,13 @@ storage:
 http:
   addr: $HOST
 EOF
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && die "$HOST is taken by another program; set BENCH_SHARE_PORT"
     docker-registry serve "$B/registry.yml" >"$B/registry.log" 2>&1 &
-    REG_PID=$!
+    local pid=$!
+    echo "$pid" >"$PIDFILE"
     for _ in $(seq 1 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
-        kill -0 "$REG_PID" 2>/dev/null || die "docker-registry did not start: see $B/registry.log"
+        kill -0 "$pid" 2>/dev/null || die "docker-registry did not start: see $B/registry.log"
         sleep 0.05
     done
     die "docker-registry did not listen on $HOST"

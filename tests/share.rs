@@ -126,7 +126,13 @@ impl Drop for Registry {
 }
 
 /// One plain-HTTP request to 127.0.0.1:`port`; the status and the body.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
@@ -249,7 +255,10 @@ fn push_pull_round_trip() {
     // The manifest: what the artifact is, in order, with its annotations.
     let m = manifest(reg.port, "ns/app", "1");
     assert_eq!(m["artifactType"], "application/vnd.bale.bundle.v1");
-    assert_eq!(m["config"]["mediaType"], "application/vnd.oci.empty.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
     let layers = m["layers"].as_array().unwrap();
     assert_eq!(layers.len() as u64, chunks);
     assert!(layers
@@ -275,7 +284,11 @@ fn push_pull_round_trip() {
     // Not a bundle: a plain error, nothing written.
     let o = pull(&format!("{}/ns/nothing:1", reg.host()), &out2, &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not found in registry"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not found in registry"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -300,7 +313,10 @@ fn independent_clients_read_the_artifact() {
         ok(&o);
         let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(m["artifactType"], "application/vnd.bale.bundle.v1");
-        assert_eq!(m["layers"].as_array().unwrap().len() as u64, p["chunks"].as_u64().unwrap());
+        assert_eq!(
+            m["layers"].as_array().unwrap().len() as u64,
+            p["chunks"].as_u64().unwrap()
+        );
     } else {
         skip(&[], "skopeo is not installed; apt-get install skopeo");
     }
@@ -340,9 +356,22 @@ fn make_ca(dir: &Path, ca: &str) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
-            &format!("{ca}.key"), "-out", &format!("{ca}.crt"), "-subj", "/CN=bale test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.crt"),
+            "-subj",
+            "/CN=bale test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
@@ -366,8 +395,16 @@ fn basic_auth_over_tls_with_a_ca_file() {
     openssl(
         dp,
         &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
-            "-subj", "/CN=127.0.0.1",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
         ],
     );
     std::fs::write(
@@ -378,8 +415,21 @@ fn basic_auth_over_tls_with_a_ca_file() {
     openssl(
         dp,
         &[
-            "x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "srv.crt", "-days", "2", "-extfile", "ext",
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
         ],
     );
     let o = Command::new("htpasswd")
@@ -409,13 +459,25 @@ fn basic_auth_over_tls_with_a_ca_file() {
         c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         c.wait_with_output().unwrap()
     };
-    let base = ["push", s(&app), &r, "--chunk-mib", CHUNK, "--ca-file", s(&ca)];
+    let base = [
+        "push",
+        s(&app),
+        &r,
+        "--chunk-mib",
+        CHUNK,
+        "--ca-file",
+        s(&ca),
+    ];
     let cred = ["-u", "alice", "--password-stdin"];
 
     // A wrong password is named as such.
     let o = with_stdin(&[&base[..], &cred[..]].concat(), "wrong\n");
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("rejected the credentials of user \"alice\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("rejected the credentials of user \"alice\""),
+        "{}",
+        stderr(&o)
+    );
     ok(&with_stdin(&[&base[..], &cred[..]].concat(), "s3cret\n"));
 
     let out = dp.join("got.bale");
@@ -434,7 +496,10 @@ fn basic_auth_over_tls_with_a_ca_file() {
     std::fs::create_dir_all(&cfg).unwrap();
     std::fs::write(
         cfg.join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"username":"alice","password":"s3cret"}}}}}}"#, reg.host()),
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"alice","password":"s3cret"}}}}}}"#,
+            reg.host()
+        ),
     )
     .unwrap();
     let pull_with = |ca: &Path| {
@@ -447,7 +512,11 @@ fn basic_auth_over_tls_with_a_ca_file() {
     // A CA that did not sign the registry's certificate is not trusted, even on loopback.
     let o = pull_with(&dp.join("other.crt"));
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).to_lowercase().contains("certificate"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!out.exists());
     ok(&pull_with(&ca));
     same_file(&app, &out);
@@ -536,7 +605,10 @@ fn serve(
             if left > 0 {
                 n.store(left - 1, Ordering::SeqCst);
                 failed.fetch_add(1, Ordering::SeqCst);
-                std::io::copy(&mut (&mut reader).take(content_length), &mut std::io::sink())?;
+                std::io::copy(
+                    &mut (&mut reader).take(content_length),
+                    &mut std::io::sink(),
+                )?;
                 let body = r#"{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}"#;
                 let mut c = client;
                 write!(
@@ -597,14 +669,21 @@ fn a_cut_push_resumes_and_sends_only_the_rest() {
     let app = fixture();
     let size = std::fs::metadata(&app).unwrap().len();
     let px = proxy(reg.port, Fault::CutAfter(true, size / 2));
-    let o = push(&app, &format!("127.0.0.1:{}/ns/app:1", px.port), &["--jobs", "2"]);
+    let o = push(
+        &app,
+        &format!("127.0.0.1:{}/ns/app:1", px.port),
+        &["--jobs", "2"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(px.cut.load(Ordering::SeqCst));
     let e = stderr(&o);
     assert!(e.contains("blob sha256:") && e.contains("chunk "), "{e}");
 
     let p = json(&push(&app, &format!("{}/ns/app:1", reg.host()), &[]));
-    let (chunks, uploaded) = (p["chunks"].as_u64().unwrap(), p["uploaded"].as_u64().unwrap());
+    let (chunks, uploaded) = (
+        p["chunks"].as_u64().unwrap(),
+        p["uploaded"].as_u64().unwrap(),
+    );
     assert!(uploaded < chunks, "all {chunks} chunks sent again");
     assert!(uploaded > 0, "nothing left to send after the cut?");
     let sent = p["bytes_uploaded"].as_u64().unwrap();
@@ -626,15 +705,25 @@ fn a_cut_pull_resumes_from_the_part_file() {
     let px = proxy(reg.port, Fault::CutAfter(false, size / 2));
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("got.bale");
-    let o = pull(&format!("127.0.0.1:{}/ns/app:1", px.port), &out, &["--jobs", "2"]);
+    let o = pull(
+        &format!("127.0.0.1:{}/ns/app:1", px.port),
+        &out,
+        &["--jobs", "2"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("blob sha256:"), "{}", stderr(&o));
     assert!(!out.exists(), "a cut pull left a file under the final name");
     assert!(d.path().join("got.bale.part").exists());
 
     let q = json(&pull(&format!("{}/ns/app:1", reg.host()), &out, &[]));
-    let (chunks, fetched) = (q["chunks"].as_u64().unwrap(), q["fetched"].as_u64().unwrap());
-    assert!(fetched < chunks && fetched > 0, "{fetched} of {chunks} fetched again");
+    let (chunks, fetched) = (
+        q["chunks"].as_u64().unwrap(),
+        q["fetched"].as_u64().unwrap(),
+    );
+    assert!(
+        fetched < chunks && fetched > 0,
+        "{fetched} of {chunks} fetched again"
+    );
     assert!(q["bytes_fetched"].as_u64().unwrap() < size);
     same_file(&app, &out);
     assert!(!d.path().join("got.bale.part").exists());
@@ -692,7 +781,11 @@ fn a_manifest_pointing_at_blobs_of_another_size_is_refused() {
     put("sum", &bad);
     let o = pull(&format!("{}/ns/app:sum", reg.host()), &out, &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("blobs of another size"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("blobs of another size"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!out.exists());
 
     // Sizes that add up, but a blob the registry holds with another length.
@@ -705,7 +798,10 @@ fn a_manifest_pointing_at_blobs_of_another_size_is_refused() {
     let o = pull(&format!("{}/ns/app:shifted", reg.host()), &out, &[]);
     assert_ne!(o.status.code(), Some(0));
     let e = stderr(&o);
-    assert!(e.contains("blob of another size") && e.contains("blob sha256:"), "{e}");
+    assert!(
+        e.contains("blob of another size") && e.contains("blob sha256:"),
+        "{e}"
+    );
     assert!(!out.exists());
 }
 
@@ -728,15 +824,25 @@ fn a_registry_answering_500_is_retried_then_named() {
 
     // Failures for good: the error names the blob, the registry and what it said.
     let px = proxy(reg.port, Fault::Fail500Puts(AtomicUsize::new(1000)));
-    let o = push(&app, &format!("127.0.0.1:{}/ns/other:1", px.port), &["--jobs", "1"]);
+    let o = push(
+        &app,
+        &format!("127.0.0.1:{}/ns/other:1", px.port),
+        &["--jobs", "1"],
+    );
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(
-        e.contains("blob sha256:") && e.contains("chunk 1 of") && e.contains("HTTP 500")
+        e.contains("blob sha256:")
+            && e.contains("chunk 1 of")
+            && e.contains("HTTP 500")
             && e.contains("injected failure"),
         "{e}"
     );
-    assert_eq!(px.puts_failed.load(Ordering::SeqCst), 5, "one try and four retries");
+    assert_eq!(
+        px.puts_failed.load(Ordering::SeqCst),
+        5,
+        "one try and four retries"
+    );
     let (status, _) = http(reg.port, "GET", "/v2/ns/other/manifests/1", &[], b"");
     assert_eq!(status, 404, "a failed push left a manifest");
 }
@@ -752,19 +858,38 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("etc/base.conf"), "base\n").unwrap();
     let base = d.path().join("base.bale");
-    ok(&bale(&["build", s(&tree), "-o", s(&base), "--name", "base", "--version", "1"]));
+    ok(&bale(&[
+        "build",
+        s(&tree),
+        "-o",
+        s(&base),
+        "--name",
+        "base",
+        "--version",
+        "1",
+    ]));
     let r = format!("{}/ns/base:1", reg.host());
     json(&push(&base, &r, &[]));
 
     let ctx = d.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Kubefile"), format!("FROM {r}\nCOPY app.txt app.txt\n")).unwrap();
+    std::fs::write(
+        ctx.join("Kubefile"),
+        format!("FROM {r}\nCOPY app.txt app.txt\n"),
+    )
+    .unwrap();
     std::fs::write(ctx.join("app.txt"), "app\n").unwrap();
     let cache = d.path().join("cache/oci");
     let out = d.path().join("app.bale");
     let build = |extra: &[&str]| {
         let mut args = vec![
-            "build", "-t", "app:1", "-o", s(&out), "--image-cache", s(&cache),
+            "build",
+            "-t",
+            "app:1",
+            "-o",
+            s(&out),
+            "--image-cache",
+            s(&cache),
         ];
         args.extend_from_slice(extra);
         args.push(s(&ctx));
@@ -774,7 +899,10 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
     let o = bale(&["list", s(&out)]);
     ok(&o);
     let listed = stdout(&o);
-    assert!(listed.contains("etc/base.conf") && listed.contains("app.txt"), "{listed}");
+    assert!(
+        listed.contains("etc/base.conf") && listed.contains("app.txt"),
+        "{listed}"
+    );
     let cached: Vec<_> = std::fs::read_dir(d.path().join("cache/bundles/sha256"))
         .unwrap()
         .collect();
@@ -785,5 +913,10 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
     std::fs::remove_file(&out).unwrap();
     ok(&build(&["--offline"]));
     let o = build(&[]);
-    assert_eq!(o.status.code(), Some(1), "the registry is gone, yet: {}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the registry is gone, yet: {}",
+        stderr(&o)
+    );
 }

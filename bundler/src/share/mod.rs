@@ -19,11 +19,11 @@ mod error;
 
 pub use error::{Result, ShareError};
 
+use crate::imageref::ImageRef;
 use crate::images::oci::{self, Descriptor, OCI_INDEX, OCI_MANIFEST};
 use crate::images::registry::auth::{Credentials, DockerConfig};
 use crate::images::registry::{Body, Connection, Registry, RetryPolicy};
 use crate::images::ImagesError;
-use crate::imageref::ImageRef;
 use bale_payload::Bundle;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -457,7 +457,9 @@ fn push_sbom(
     let mut annotations = BTreeMap::new();
     annotations.insert(
         ANNOTATION_TITLE.to_string(),
-        bale_contract::SBOM_ENTRY.trim_start_matches(".bale/").to_string(),
+        bale_contract::SBOM_ENTRY
+            .trim_start_matches(".bale/")
+            .to_string(),
     );
     let mut layer = blob;
     layer.annotations = annotations.clone();
@@ -602,10 +604,7 @@ pub fn check_manifest(
     if m.layers.is_empty() || m.layers.len() > MAX_CHUNKS {
         return Err(ShareError::manifest(
             reference,
-            format!(
-                "{} chunks; a bundle has 1 to {MAX_CHUNKS}",
-                m.layers.len()
-            ),
+            format!("{} chunks; a bundle has 1 to {MAX_CHUNKS}", m.layers.len()),
         ));
     }
     let mut total: u64 = 0;
@@ -745,17 +744,35 @@ pub fn fetch(
         })?;
         fetched.fetch_add(1, Ordering::Relaxed);
         bytes_fetched.fetch_add(l.size, Ordering::Relaxed);
+        // Written back while the other chunks still arrive, so the final sync has little
+        // left to do.
+        f.sync_data().map_err(|e| ShareError::io(&part, e))?;
         Ok(())
     })?;
     progress.finish_and_clear();
-    f.sync_all().map_err(|e| ShareError::io(&part, e))?;
-    drop(f);
 
     // Every byte again, through the bundle's own digest chain: the chunk digests only say
-    // that the registry returned what was pushed.
+    // that the registry returned what was pushed. The sync runs meanwhile: both must be done
+    // before the file gets its name.
     let bundle = Bundle::open(&part)?;
     let check = bar(bundle.trailer.file_len, "verifying", opts.progress);
-    bale_payload::verify::verify(&bundle, opts.verify_threads, &|n| check.inc(n))?;
+    let (synced, verified) = std::thread::scope(|s| {
+        let sync = s.spawn(|| f.sync_all());
+        let verified =
+            bale_payload::verify::verify(&bundle, opts.verify_threads, &|n| check.inc(n));
+        (sync.join(), verified)
+    });
+    verified?;
+    match synced {
+        Ok(r) => r.map_err(|e| ShareError::io(&part, e))?,
+        Err(_) => {
+            return Err(ShareError::io(
+                &part,
+                std::io::Error::other("the sync thread failed"),
+            ))
+        }
+    }
+    drop(f);
     check.finish_and_clear();
     if let Some(root) = remote.annotation(ANNOTATION_ROOT) {
         let have = hex::encode(bundle.trailer.header_sha256);
@@ -988,9 +1005,9 @@ mod tests {
     fn manifest_json(layers: &[(u64, &str)], size: u64) -> Vec<u8> {
         let layers: Vec<serde_json::Value> = layers
             .iter()
-            .map(|(s, d)| {
-                serde_json::json!({"mediaType": CHUNK_MEDIA_TYPE, "digest": d, "size": s})
-            })
+            .map(
+                |(s, d)| serde_json::json!({"mediaType": CHUNK_MEDIA_TYPE, "digest": d, "size": s}),
+            )
             .collect();
         serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
@@ -1020,8 +1037,7 @@ mod tests {
     #[test]
     fn sizes_beyond_the_bound_are_refused() {
         let big = MAX_BUNDLE_SIZE;
-        let e =
-            check_manifest("r", &manifest_json(&[(big, D), (big, D)], 15), None).unwrap_err();
+        let e = check_manifest("r", &manifest_json(&[(big, D), (big, D)], 15), None).unwrap_err();
         assert!(e.to_string().contains("refused"), "{e}");
     }
 

@@ -290,9 +290,7 @@ impl Registry {
         body: &Body<'_>,
         scope: &str,
     ) -> Result<ureq::Response> {
-        let own = self
-            .base()
-            .is_ok_and(|b| url.starts_with(&format!("{b}/")));
+        let own = self.base().is_ok_and(|b| url.starts_with(&format!("{b}/")));
         let mut answered = false;
         loop {
             let mut req = self.agent.request(method, url);
@@ -381,12 +379,9 @@ impl Registry {
             let base = self.base()?;
             let start = format!("{base}/v2/{repo}/blobs/uploads/");
             let resp = self.send_once("POST", &start, None, &Body::Empty, &scope)?;
-            let location = resp
-                .header("location")
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    ImagesError::invalid(&start, "the upload answer has no Location header")
-                })?;
+            let location = resp.header("location").map(str::to_string).ok_or_else(|| {
+                ImagesError::invalid(&start, "the upload answer has no Location header")
+            })?;
             drain(resp);
             let mut url = if location.starts_with('/') {
                 format!("{base}{location}")
@@ -753,10 +748,7 @@ fn push_scope(repo: &str) -> String {
 
 /// Reads what is left of an answer, so its connection can serve the next request.
 fn drain(resp: ureq::Response) {
-    let _ = std::io::copy(
-        &mut resp.into_reader().take(1 << 20),
-        &mut std::io::sink(),
-    );
+    let _ = std::io::copy(&mut resp.into_reader().take(1 << 20), &mut std::io::sink());
 }
 
 struct Counted<'a, R> {
