@@ -3,10 +3,10 @@
 # printed as ratios (reference time / bale time: above 1 means bale is faster).
 #
 #   scripts/bench.sh            every part: the bundle file (1 GiB and 4 GiB payloads), then
-#                               scripts/bench-{images,copy,registry,pull,lvscare,kubernetes}.sh
+#                               scripts/bench-{images,copy,registry,pull,share,lvscare,kubernetes}.sh
 #   BENCH_QUICK=1 scripts/bench.sh   the bundle file with 1 GiB only
 #   BENCH_PARTS=copy,registry scripts/bench.sh   only those parts (payload images copy pull
-#                               registry lvscare kubernetes)
+#                               registry share lvscare kubernetes)
 #
 # Data lives in $BALE_BENCH_DIR (default /var/tmp/bale-bench) and is reused between runs.
 # The payload is a real tree (parts of /usr/lib, copied three times) plus incompressible blobs.
@@ -124,7 +124,7 @@ bench_set() { # name dir
     row "[$name] info (ms per run, process start included)" "$ms" "" "" "target < 20: $(check "$ms" '<' 20)"
 }
 
-want_part() { case ",${BENCH_PARTS:-payload,images,copy,registry,pull,lvscare,kubernetes}," in *",$1,"*) return 0;; esac; return 1; }
+want_part() { case ",${BENCH_PARTS:-payload,images,copy,registry,pull,share,lvscare,kubernetes}," in *",$1,"*) return 0;; esac; return 1; }
 
 if want_part payload; then
 make_tree "$B/data-1g" 3 112 4
@@ -142,7 +142,7 @@ say "results in $RESULTS"
 fi
 
 # The other parts live in their own scripts and print their own ratios.
-for part in images copy registry pull lvscare kubernetes; do
+for part in images copy registry pull share lvscare kubernetes; do
     want_part "$part" || continue
     s="$ROOT/scripts/bench-$part.sh"
     [ -f "$s" ] || { say "scripts/bench-$part.sh: not there, skipped"; continue; }

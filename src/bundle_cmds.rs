@@ -18,7 +18,8 @@ use std::time::Instant;
 #[derive(Args)]
 #[command(after_help = "\
 Two forms. With a Kubefile (-f, or a Kubefile in CONTEXT), the Kubefile is executed: the base
-(FROM scratch, a directory or a .bale file), COPY/ADD from the context, RUN on the build host,
+(FROM scratch, a directory, a .bale file or a bundle in a registry, REGISTRY/ns/name:tag,
+pulled into the bundle cache), COPY/ADD from the context, RUN on the build host,
 CMD/APP as install steps; the images the context's manifests, charts and imageList name are
 collected (from CONTEXT/images/ first, then the image cache, then their registries) into
 registry/. Without one, the CONTEXT directory is packed as it is.
@@ -57,7 +58,8 @@ pub struct BuildArgs {
     /// Print the images the context needs, where each is named, and exit without building
     #[arg(long)]
     pub list_images: bool,
-    /// Do not contact registries: images come from CONTEXT/images/ and the image cache only
+    /// Do not contact registries: images come from CONTEXT/images/ and the image cache only,
+    /// a FROM REGISTRY/... base from the bundle cache
     #[arg(long)]
     pub offline: bool,
     /// Image cache directory [default: $XDG_CACHE_HOME/bale/oci]
@@ -500,6 +502,14 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
         &PrepareOptions {
             build_args,
             exclude: targets.iter().map(|t| t.output.clone()).collect(),
+            base_pull: kb::BasePull {
+                offline: a.offline,
+                insecure_registries: a.insecure_registries.clone(),
+                cache_dir: a
+                    .image_cache
+                    .as_ref()
+                    .map(|c| c.parent().unwrap_or(c).join("bundles")),
+            },
         },
     )?;
     let discovery = kb::discover_images(&context, &prepared.plan)?;

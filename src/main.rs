@@ -4,6 +4,7 @@
 mod bundle_cmds;
 mod lvscare_cmd;
 mod progress;
+mod share_cmds;
 mod trust_cmds;
 
 use anyhow::Result;
@@ -27,6 +28,8 @@ Inspect:   bale info app.bale        bale list app.bale       bale verify app.ba
            bale sbom app.bale
 Sign:      bale keygen -o key        bale sign app.bale --key key
            bale verify --key key.pub app.bale     bale build ... --sign key --trust key.pub
+Share:     bale push app.bale registry.example.com/apps/app:1.0
+           bale pull registry.example.com/apps/app:1.0 -o app.bale
 On site:   ./app.bale verify         ./app.bale extract --to /opt/app
 
 Exit codes: 0 success, 1 error, 2 usage, 3 the bundle is damaged, 4 the bundle is not signed
@@ -65,6 +68,10 @@ enum Command {
     Signatures(trust_cmds::SignaturesCommand),
     /// Print a bundle's SBOM (CycloneDX 1.5 JSON)
     Sbom(bundle_cmds::SbomArgs),
+    /// Store a bundle in an OCI registry (chunked, parallel, resumable)
+    Push(share_cmds::PushArgs),
+    /// Fetch a bundle from an OCI registry and verify every byte
+    Pull(share_cmds::PullArgs),
     /// Serve the bundled images over the OCI distribution API
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -125,6 +132,8 @@ fn main() -> ExitCode {
             trust_cmds::export(a, this)
         }
         Some(Command::Sbom(a)) => bundle_cmds::sbom(a, this),
+        Some(Command::Push(a)) => share_cmds::push(a),
+        Some(Command::Pull(a)) => share_cmds::pull(a),
         Some(Command::Registry(RegistryCommand::Serve(a))) => {
             bale_registry::serve(a).map_err(Into::into)
         }
@@ -175,6 +184,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         c.downcast_ref::<bale_payload::Error>()
             .is_some_and(|p| p.is_corruption())
             || trust(c).is_some_and(|t| t.is_corruption())
+            || c.downcast_ref::<bale_bundler::share::ShareError>()
+                .is_some_and(|s| s.is_damaged())
     });
     if damaged {
         EXIT_DAMAGED

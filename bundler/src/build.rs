@@ -76,6 +76,49 @@ pub struct PrepareOptions {
     pub build_args: BTreeMap<String, String>,
     /// Files never taken from the context (the bundles being written).
     pub exclude: Vec<PathBuf>,
+    /// How `FROM REGISTRY/ns/name:tag` gets its base.
+    pub base_pull: BasePull,
+}
+
+/// How a base bundle in a registry is pulled.
+#[derive(Debug, Clone, Default)]
+pub struct BasePull {
+    /// Only the bundle cache; no registry is asked.
+    pub offline: bool,
+    /// Registries (`host[:port]`) that may use plain HTTP or unverified TLS; `*` means all.
+    pub insecure_registries: Vec<String>,
+    /// The bundle cache [default: `$XDG_CACHE_HOME/bale/bundles`].
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Pulls the base `reference` into the bundle cache (or finds it there) and returns its file.
+fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> {
+    use crate::share::{self, BundleCache, ShareOptions};
+    let r = share::parse_reference(reference)
+        .map_err(|e| anyhow!("{origin}: FROM {reference}: {e}"))?;
+    let insecure = pull
+        .insecure_registries
+        .iter()
+        .any(|h| h == "*" || h.eq_ignore_ascii_case(&r.domain));
+    let opts = ShareOptions {
+        connection: crate::images::registry::Connection {
+            insecure,
+            ca_file: None,
+        },
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        // A base is checked against the keys this machine trusts, like any bundle it runs.
+        trust: bale_trust::TrustPolicy::system()
+            .map_err(|e| anyhow!("{origin}: FROM {reference}: {e}"))?,
+        ..Default::default()
+    };
+    let cache = BundleCache::new(
+        pull.cache_dir
+            .clone()
+            .unwrap_or_else(BundleCache::default_dir),
+    );
+    cache
+        .get(&r, pull.offline, &opts)
+        .map_err(|e| anyhow!("{origin}: FROM {reference}: {e}"))
 }
 
 /// Parses the Kubefile at `kubefile` only; warnings are in the plan.
@@ -118,8 +161,28 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
     };
     let from_origin = format!("{}:{}", plan.file, from_line(&text));
     let mut base = None;
-    match &plan.from {
-        Base::Scratch => {}
+    // A registry base is a bundle file once pulled; a path of that name in the context wins.
+    let mut pulled = None;
+    let from = match &plan.from {
+        Base::Registry { reference } => {
+            let local = context.join(reference);
+            if local.is_dir() {
+                Base::Directory {
+                    path: reference.clone(),
+                }
+            } else {
+                if !local.is_file() {
+                    pulled = Some(pull_base(reference, &opts.base_pull, &from_origin)?);
+                }
+                Base::Bundle {
+                    path: reference.clone(),
+                }
+            }
+        }
+        b => b.clone(),
+    };
+    match &from {
+        Base::Scratch | Base::Registry { .. } => {}
         Base::Directory { path } => {
             let dir = context.join(path);
             let meta = std::fs::metadata(&dir).map_err(|e| {
@@ -140,7 +203,7 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
             l.walk(&dir, "", &format!("{from_origin} (FROM {path})"))?;
         }
         Base::Bundle { path } => {
-            let file = context.join(path);
+            let file = pulled.clone().unwrap_or_else(|| context.join(path));
             if !file.is_file() {
                 bail!(
                     "{from_origin}: FROM {path}: {} does not exist; build the base first \

@@ -8,4 +8,5 @@ pub use bale_contract::imageref;
 pub mod images;
 pub mod kubefile;
 pub mod sbom;
+pub mod share;
 pub mod tree;

@@ -254,6 +254,18 @@ fn from_forms() {
             path: "k8s-1.28.bale".into()
         }
     );
+    assert_eq!(
+        ok("FROM 127.0.0.1:5000/ns/base:1").from,
+        Base::Registry {
+            reference: "127.0.0.1:5000/ns/base:1".into()
+        }
+    );
+    assert_eq!(
+        ok("FROM registry.example.com/kubernetes:v1.36").from,
+        Base::Registry {
+            reference: "registry.example.com/kubernetes:v1.36".into()
+        }
+    );
 }
 
 #[test]
@@ -665,7 +677,7 @@ fn from_an_image_name_warns() {
     );
     assert_eq!(
         plan.warnings,
-        ["Kubefile:1: FROM kubernetes:v1.28.2 is read as a directory; a base is a .bale file or a directory, not a registry image"]
+        ["Kubefile:1: FROM kubernetes:v1.28.2 is read as a directory; a base is a .bale file, a directory, or a bundle in a registry named with its host (FROM registry.example.com/ns/kubernetes:v1.28.2)"]
     );
 }
 

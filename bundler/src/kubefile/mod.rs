@@ -72,6 +72,9 @@ pub enum Base {
     Bundle { path: String },
     /// A directory laid out as a bundle root.
     Directory { path: String },
+    /// A bundle in an OCI registry (`REGISTRY/ns/name:tag`, pushed with `bale push`), pulled
+    /// into the bundle cache; a path of that name in the context wins.
+    Registry { reference: String },
 }
 
 /// A build-time step, in Kubefile order.
@@ -526,11 +529,14 @@ impl Parser<'_> {
                 ))
             }
             [w] if w.ends_with(".bale") => Base::Bundle { path: w.clone() },
+            [w] if crate::share::looks_like_registry_ref(w) => Base::Registry {
+                reference: w.clone(),
+            },
             [w] => {
                 if w.contains(':') && !w.contains('/') {
                     self.warn(
                         line,
-                        format!("FROM {w} is read as a directory; a base is a .bale file or a directory, not a registry image"),
+                        format!("FROM {w} is read as a directory; a base is a .bale file, a directory, or a bundle in a registry named with its host (FROM registry.example.com/ns/{w})"),
                     );
                 }
                 Base::Directory { path: w.clone() }

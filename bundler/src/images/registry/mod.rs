@@ -4,7 +4,8 @@
 //! plain HTTP), answers 401 challenges (Bearer tokens from the realm, or Basic) with the
 //! credentials `docker login` stored, and retries what failed on the server's or the network's
 //! side with exponential backoff. Manifests are fetched one by one; layers go through
-//! [`download`], a few at a time.
+//! [`download`], a few at a time. The same client pushes: blob uploads (POST, then one PUT
+//! with the bytes) and manifests, for `bale push` (see `crate::share`).
 
 pub mod auth;
 mod tls;
@@ -85,6 +86,64 @@ struct AuthState {
     tokens: HashMap<String, String>,
 }
 
+/// How a [`Registry`] reaches its host.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// Plain HTTP and unverified TLS allowed (always so for loopback without `ca_file`).
+    pub insecure: bool,
+    /// PEM file of CA certificates trusted besides the built-in roots. With it, TLS is
+    /// verified even on loopback: the user asked for that CA to be checked.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// A request body: nothing, bytes in memory, or a range of a file (streamed, never held).
+pub enum Body<'a> {
+    Empty,
+    Bytes {
+        data: &'a [u8],
+        content_type: &'a str,
+    },
+    File {
+        file: &'a std::fs::File,
+        offset: u64,
+        len: u64,
+        /// Counts bytes sent, so a failed try can take them back from a progress bar.
+        sent: &'a std::sync::atomic::AtomicU64,
+        bar: &'a indicatif::ProgressBar,
+    },
+}
+
+/// Reads `len` bytes of a file from `pos` on, with positioned reads (no shared cursor, so
+/// several uploads read one file at once).
+struct FileRange<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+    end: u64,
+    sent: &'a std::sync::atomic::AtomicU64,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Read for FileRange<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file became shorter while it was sent",
+            ));
+        }
+        self.pos += n as u64;
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
 /// A client for one registry host.
 pub struct Registry {
     domain: String,
@@ -107,17 +166,37 @@ impl Registry {
         config_path: String,
         retry: RetryPolicy,
     ) -> Result<Registry> {
+        let conn = Connection {
+            insecure,
+            ca_file: None,
+        };
+        Registry::connect(domain, &conn, creds, config_path, retry)
+    }
+
+    /// Like [`Registry::new`], with a CA file possibly.
+    pub fn connect(
+        domain: &str,
+        conn: &Connection,
+        creds: Option<Credentials>,
+        config_path: String,
+        retry: RetryPolicy,
+    ) -> Result<Registry> {
         let api_host = api_host(domain).to_string();
         let loopback = is_loopback(&api_host);
-        let insecure = insecure || loopback;
+        let insecure = conn.insecure || (loopback && conn.ca_file.is_none());
         let mut b = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(20))
             .timeout_read(Duration::from_secs(120))
+            .timeout_write(Duration::from_secs(120))
+            // Parallel transfers each keep their connection between requests.
+            .max_idle_connections_per_host(32)
             .user_agent(concat!("bale/", env!("CARGO_PKG_VERSION")))
             .redirects(8)
             // ureq ignores NO_PROXY, so a proxy never sees what is meant for this machine.
             .try_proxy_from_env(!loopback);
-        if insecure {
+        if let Some(ca) = &conn.ca_file {
+            b = b.tls_config(tls::with_ca(ca)?);
+        } else if insecure {
             b = b.tls_config(tls::unverified()?);
         }
         Ok(Registry {
@@ -197,25 +276,66 @@ impl Registry {
 
     /// One GET, answering at most one 401 challenge; no retries.
     fn get_once(&self, url: &str, accept: Option<&str>, scope: &str) -> Result<ureq::Response> {
+        self.send_once("GET", url, accept, &Body::Empty, scope)
+    }
+
+    /// One request, answering at most one 401 challenge (the body is sent again then); no
+    /// retries. Credentials only go to this registry's own host, not to where an upload
+    /// location may point.
+    pub(crate) fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        accept: Option<&str>,
+        body: &Body<'_>,
+        scope: &str,
+    ) -> Result<ureq::Response> {
+        let own = self.base().is_ok_and(|b| url.starts_with(&format!("{b}/")));
         let mut answered = false;
         loop {
-            let mut req = self.agent.get(url);
+            let mut req = self.agent.request(method, url);
             if let Some(a) = accept {
                 req = req.set("Accept", a);
             }
-            let sent_auth = self.auth_header(scope);
+            let sent_auth = if own { self.auth_header(scope) } else { None };
             if let Some(h) = &sent_auth {
                 req = req.set("Authorization", h);
             }
-            match req.call() {
+            let r = match body {
+                Body::Empty if method == "GET" || method == "HEAD" => req.call(),
+                Body::Empty => req.set("Content-Length", "0").send_bytes(&[]),
+                Body::Bytes { data, content_type } => {
+                    req.set("Content-Type", content_type).send_bytes(data)
+                }
+                Body::File {
+                    file,
+                    offset,
+                    len,
+                    sent,
+                    bar,
+                } => req
+                    .set("Content-Type", "application/octet-stream")
+                    .set("Content-Length", &len.to_string())
+                    .send(FileRange {
+                        file,
+                        pos: *offset,
+                        end: offset + len,
+                        sent,
+                        bar,
+                    }),
+            };
+            match r {
                 Ok(r) => return Ok(r),
-                Err(ureq::Error::Status(401, resp)) => {
+                Err(ureq::Error::Status(401, resp)) if own => {
                     let challenge = resp.header("www-authenticate").map(parse_challenge);
                     if answered {
                         return Err(self.rejected(challenge.as_ref()));
                     }
                     answered = true;
                     self.answer(challenge, scope)?;
+                    if let Body::File { sent, bar, .. } = body {
+                        bar.dec(sent.swap(0, Ordering::Relaxed));
+                    }
                 }
                 Err(ureq::Error::Status(status, resp)) => {
                     return Err(ImagesError::Http {
@@ -227,6 +347,137 @@ impl Registry {
                 Err(ureq::Error::Transport(t)) => return Err(transport_error(url, &t, false)),
             }
         }
+    }
+
+    /// The registry's base URL (`https://host`), probing the scheme on first use.
+    pub fn base_url(&self) -> Result<String> {
+        self.base()
+    }
+
+    /// Whether blob `digest` is in `repo`, by a HEAD; its size when it is.
+    pub fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
+        let scope = push_scope(repo);
+        self.retry.run(|| {
+            let url = format!("{}/v2/{repo}/blobs/{digest}", self.base()?);
+            match self.send_once("HEAD", &url, None, &Body::Empty, &scope) {
+                Ok(r) => Ok(Some(
+                    r.header("content-length")
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0),
+                )),
+                Err(ImagesError::Http { status: 404, .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Uploads one blob: POST for an upload location, then one PUT with every byte and the
+    /// digest. A retry starts a new upload; the registry checks the digest itself.
+    pub fn upload_blob(&self, repo: &str, digest: &str, body: &Body<'_>) -> Result<()> {
+        let scope = push_scope(repo);
+        self.retry.run(|| {
+            let base = self.base()?;
+            let start = format!("{base}/v2/{repo}/blobs/uploads/");
+            let resp = self.send_once("POST", &start, None, &Body::Empty, &scope)?;
+            let location = resp.header("location").map(str::to_string).ok_or_else(|| {
+                ImagesError::invalid(&start, "the upload answer has no Location header")
+            })?;
+            drain(resp);
+            let mut url = if location.starts_with('/') {
+                format!("{base}{location}")
+            } else if location.starts_with("http://") || location.starts_with("https://") {
+                location
+            } else {
+                return Err(ImagesError::invalid(
+                    &start,
+                    format!("the upload location {location:?} is not a URL"),
+                ));
+            };
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str("digest=");
+            url.push_str(&encode_query(digest));
+            if let Body::File { sent, .. } = body {
+                sent.store(0, Ordering::Relaxed);
+            }
+            let r = self.send_once("PUT", &url, None, body, &scope);
+            if let (Err(_), Body::File { sent, bar, .. }) = (&r, body) {
+                // A retry sends the blob again from its start.
+                bar.dec(sent.swap(0, Ordering::Relaxed));
+            }
+            drain(r?);
+            Ok(())
+        })
+    }
+
+    /// Stores a manifest under `reference` (a tag or its digest); returns its digest.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        data: &[u8],
+    ) -> Result<String> {
+        let scope = push_scope(repo);
+        let digest = oci::sha256_digest(data);
+        self.retry.run(|| {
+            let url = format!("{}/v2/{repo}/manifests/{reference}", self.base()?);
+            let body = Body::Bytes {
+                data,
+                content_type: media_type,
+            };
+            drain(self.send_once("PUT", &url, None, &body, &scope)?);
+            Ok(())
+        })?;
+        Ok(digest)
+    }
+
+    /// A manifest as [`Registry::manifest`] gives it, or `None` when the registry has none
+    /// under that name.
+    pub fn manifest_if_any(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>> {
+        match self.manifest(repo, reference) {
+            Ok(m) => Ok(Some(m)),
+            Err(ImagesError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the registry answers the OCI 1.1 referrers API for `digest` in `repo`; a
+    /// registry without it (distribution 2.8) answers 404 and needs the tag fallback.
+    pub fn has_referrers_api(&self, repo: &str, digest: &str) -> Result<bool> {
+        let scope = pull_scope(repo);
+        self.retry.run(|| {
+            let url = format!("{}/v2/{repo}/referrers/{digest}", self.base()?);
+            match self.send_once("GET", &url, Some(oci::OCI_INDEX), &Body::Empty, &scope) {
+                Ok(r) => {
+                    let is_index = r
+                        .header("content-type")
+                        .is_some_and(|c| c.starts_with(oci::OCI_INDEX));
+                    drain(r);
+                    Ok(is_index)
+                }
+                Err(ImagesError::Http {
+                    status: 404 | 400 | 405,
+                    ..
+                }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// One GET of blob `digest`, for the caller to read (no retries: the caller knows what
+    /// it already has).
+    pub fn blob_response(&self, repo: &str, digest: &str) -> Result<ureq::Response> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base()?);
+        self.get_once(&url, None, &pull_scope(repo))
+    }
+
+    /// The retry policy, for callers that retry whole steps.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     fn rejected(&self, challenge: Option<&Challenge>) -> ImagesError {
@@ -489,6 +740,15 @@ fn not_found(e: ImagesError, image: &str, domain: &str) -> ImagesError {
 
 fn pull_scope(repo: &str) -> String {
     format!("repository:{repo}:pull")
+}
+
+fn push_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+/// Reads what is left of an answer, so its connection can serve the next request.
+fn drain(resp: ureq::Response) {
+    let _ = std::io::copy(&mut resp.into_reader().take(1 << 20), &mut std::io::sink());
 }
 
 struct Counted<'a, R> {
