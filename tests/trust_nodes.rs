@@ -1,0 +1,115 @@
+//! Signed bundles on a test node. A bundle whose program pins its publisher's key installs.
+//! The same program in front of a payload re-signed by another key is refused by `install`
+//! before it connects anywhere (the node's copy and journal stay as they were), and by the agent
+//! on a node that is handed such a file anyway, before it runs a step.
+//!
+//! Needs root and the testbed (`scripts/test.sh` provides both).
+
+mod common;
+
+use common::testbed::*;
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let o = bale(&["keygen", "-o", s(&key)]);
+    ok(&o);
+    let fp = stdout(&o).trim().to_string();
+    assert!(fp.starts_with("SHA256:"), "{fp}");
+    (key, fp)
+}
+
+fn pubkey(key: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.pub", key.display()))
+}
+
+#[test]
+fn a_payload_re_signed_by_another_key_is_refused_by_install_and_by_the_agent() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    sample_tree(&tree);
+    let (publisher, fp) = keygen(d.path(), "publisher");
+    let (other, other_fp) = keygen(d.path(), "other");
+    let pinned = d.path().join("pinned.bale");
+    ok(&bale(&[
+        "build",
+        s(&tree),
+        "-o",
+        s(&pinned),
+        "--name",
+        "pinned",
+        "--sign",
+        s(&publisher),
+        "--trust",
+        s(&pubkey(&publisher)),
+    ]));
+    // The payload rebuilt and signed by another key, behind the publisher's pinned program.
+    let foreign = d.path().join("foreign.bale");
+    ok(&bale(&[
+        "build",
+        s(&tree),
+        "-o",
+        s(&foreign),
+        "--name",
+        "pinned",
+        "--version",
+        "6.6.6",
+        "--stub",
+        s(&pinned),
+        "--sign",
+        s(&other),
+    ]));
+    let Some(bed) = Testbed::up(1, &[]) else {
+        return;
+    };
+    let hosts = ["--masters", N1];
+    let until = ["--until", "kernel"];
+
+    // The publisher's bundle installs (through a node step, which the agent gates).
+    let (o, _) = run_on(&pinned, "install", &hosts, &until);
+    ok(&o);
+    let on_node = || {
+        on_ok(
+            "n1",
+            "sha256sum /var/lib/bale/bundle.bale /var/lib/bale/journal.json",
+        )
+    };
+    let before = on_node();
+
+    // The re-signed one is refused before any connection: exit 4, both signers named.
+    let (o, _) = run_on(&foreign, "install", &hosts, &until);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains(&other_fp) && e.contains(&fp), "{e}");
+    assert!(
+        !stdout(&o).contains("\"phase\":\"connect\""),
+        "it connected: {}",
+        stdout(&o)
+    );
+    assert_eq!(on_node(), before, "the refused install changed the node");
+
+    // Handed to the node anyway, its agent refuses to run a step; the publisher's runs.
+    let key = key();
+    let kh = known_hosts_path();
+    let o = std::process::Command::new("scp")
+        .args(["-q", "-i", &key, "-o", &format!("UserKnownHostsFile={kh}")])
+        .arg(&foreign)
+        .arg(format!("root@{N1}:/root/foreign.bale"))
+        .output()
+        .expect("run scp");
+    ok(&o);
+    let o = on("n1", "/root/foreign.bale agent step kernel check");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&other_fp), "{}", stderr(&o));
+    on_ok("n1", "/var/lib/bale/bundle.bale agent step kernel check");
+    on_ok("n1", "rm -f /root/foreign.bale");
+
+    let (o, _) = run_on(&pinned, "reset", &hosts, &["--yes"]);
+    ok(&o);
+    bed.finish();
+}
