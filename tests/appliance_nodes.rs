@@ -226,7 +226,20 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
     ]);
     let copied: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    assert_eq!(copied["manifests"][0]["digest"], want.as_str());
+    // The name is a multi-arch index; skopeo copies this platform's image out of it, which is
+    // the amd64 manifest that the index (as the node serves it, with the bundle's digest) lists.
+    let raw: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{N2}:5050/appliance/web:1.0"),
+    ]))
+    .unwrap();
+    let amd64 = raw["manifests"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["platform"]["architecture"] == "amd64"))
+        .unwrap_or_else(|| panic!("no amd64 manifest in {raw}"));
+    assert_eq!(copied["manifests"][0]["digest"], amd64["digest"]);
 
     // systemd brings a killed registry back, and pulls work again.
     on_ok("n2", "systemctl kill -s KILL bale-registry.service");
