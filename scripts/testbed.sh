@@ -550,6 +550,7 @@ ensure_qemu_user() {
   local d apt tmp v opts
   [ -z "$QEMU_USER" ] || return 0
   for d in "$CACHE"/qemu-user-*; do
+    [[ $d == *.tmp ]] && continue     # an unpacking that never finished
     [ -f "$d/.unpacked" ] && [ -x "$d/usr/bin/qemu-aarch64" ] && { QEMU_USER=$d/usr/bin/qemu-aarch64; return 0; }
   done
   resolve_mirrors

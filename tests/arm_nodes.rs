@@ -134,7 +134,7 @@ fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
     };
     let status = tb_ok(&["status"]);
     tell(&format!(
-        "nodes:\n{status}(not covered here: arm64 runc itself, see this file's doc comment)"
+        "nodes:\n{status}(not covered here: arm64 runc and arm64 nft themselves, see this file's doc comment)"
     ));
     assert!(
         status.contains("runc and nft substituted by the testbed"),
