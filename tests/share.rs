@@ -1,8 +1,9 @@
 //! `bale push` and `bale pull` against a real registry (Debian's docker-registry, distribution
 //! 2.8) on loopback: the round trip, Basic auth over TLS with a CA file, a push and a pull cut
 //! and resumed, a blob damaged in the registry's storage, a registry answering 500, a manifest
-//! pointing at blobs of another size, independent clients reading the artifact, and a Kubefile
-//! `FROM` a registry.
+//! pointing at blobs of another size, independent clients reading the artifact, a Kubefile
+//! `FROM` a registry, and token auth through a token service written here (ES256 JWTs signed
+//! with openssl, which the registry checks against the service's certificate).
 //!
 //! Cuts and failures come from a small proxy in this file between `bale` and the registry.
 
@@ -53,6 +54,9 @@ struct RegistryOptions {
     tls: Option<(PathBuf, PathBuf)>,
     /// An htpasswd file: Basic auth.
     htpasswd: Option<PathBuf>,
+    /// Token auth: the realm (the token service's URL) and the certificate its tokens are
+    /// signed with.
+    token: Option<(String, PathBuf)>,
 }
 
 /// A docker-registry on 127.0.0.1 with its storage in a temporary directory; stopped on drop.
@@ -82,6 +86,13 @@ impl Registry {
             cfg.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: bale-test\n    path: {}\n",
                 s(h)
+            ));
+        }
+        if let Some((realm, cert)) = &o.token {
+            cfg.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    \
+                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                s(cert)
             ));
         }
         let cfg_file = dir.path().join("config.yml");
@@ -441,6 +452,7 @@ fn basic_auth_over_tls_with_a_ca_file() {
     let reg = Registry::start(RegistryOptions {
         tls: Some((dp.join("srv.crt"), dp.join("srv.key"))),
         htpasswd: Some(dp.join("htpasswd")),
+        ..Default::default()
     });
     let app = fixture();
     let r = format!("{}/ns/app:1", reg.host());
@@ -960,4 +972,271 @@ fn a_pulled_bundle_must_be_signed_by_a_trusted_key() {
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(!other.exists(), "an untrusted bundle got its final name");
     assert!(stderr(&o).contains(s(&other)), "{}", stderr(&o));
+}
+
+// ---- token auth ---------------------------------------------------------------------------
+
+const TOKEN_SERVICE: &str = "bale-test";
+const TOKEN_ISSUER: &str = "bale-test-issuer";
+
+fn b64(data: &[u8], url: bool) -> String {
+    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(STD[(n >> (18 - 6 * i)) as usize & 63] as char);
+        }
+        if !url {
+            out.push_str(&"=".repeat(3 - chunk.len()));
+        }
+    }
+    if url {
+        out.replace('+', "-").replace('/', "_")
+    } else {
+        out
+    }
+}
+
+/// An ECDSA signature in DER (what `openssl dgst -sign` writes) as JWS wants it: r || s.
+fn der_to_raw(der: &[u8]) -> Vec<u8> {
+    // SEQUENCE { INTEGER r, INTEGER s }, each at most 33 bytes for P-256.
+    let mut i = 2;
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(der[i], 0x02, "an INTEGER");
+        let len = der[i + 1] as usize;
+        let int = &der[i + 2..i + 2 + len];
+        let int = &int[int.len().saturating_sub(32)..];
+        out.extend(std::iter::repeat_n(0u8, 32 - int.len()));
+        out.extend_from_slice(int);
+        i += 2 + len;
+    }
+    out
+}
+
+/// A token service on loopback: for `GET /token?service=..&scope=..` with the right Basic
+/// credentials it answers a JWT granting what the scopes ask; anything else gets 401.
+struct TokenService {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    issued: Arc<AtomicUsize>,
+}
+
+impl TokenService {
+    fn start(dir: &Path, user: &str, password: &str) -> TokenService {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let issued = Arc::new(AtomicUsize::new(0));
+        let want = format!(
+            "Basic {}",
+            b64(format!("{user}:{password}").as_bytes(), false)
+        );
+        let cert = std::fs::read(dir.join("token.der")).unwrap();
+        let key = dir.join("token.key");
+        let (stop2, issued2) = (stop.clone(), issued.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let (conn, _) = match listener.accept() {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                conn.set_nonblocking(false).unwrap();
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut authorized = false;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") && v.trim() == want {
+                            authorized = true;
+                        }
+                    }
+                }
+                let mut w = conn;
+                if !authorized {
+                    let _ = w.write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+                let token = jwt(&target, &cert, &key);
+                issued2.fetch_add(1, Ordering::SeqCst);
+                let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenService { port, stop, issued }
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+}
+
+impl Drop for TokenService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// An ES256 JWT for the scopes in the query of `target` (`/token?...&scope=repository:NAME:ACTIONS`).
+fn jwt(target: &str, cert_der: &[u8], key: &Path) -> String {
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let access: Vec<serde_json::Value> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .map(|sc| sc.replace("%3A", ":").replace("%2C", ",").replace("%2F", "/"))
+        .filter_map(|sc| {
+            let mut p = sc.splitn(3, ':');
+            let (kind, name, actions) = (p.next()?, p.next()?, p.next()?);
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [b64(cert_der, false)]});
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": "tester", "aud": TOKEN_SERVICE,
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("t{now}"),
+        "access": access,
+    });
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes(), true),
+        b64(claims.to_string().as_bytes(), true)
+    );
+    let mut c = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success());
+    format!("{input}.{}", b64(&der_to_raw(&o.stdout), true))
+}
+
+#[test]
+fn token_auth_through_a_token_service() {
+    if !have_registry() {
+        return;
+    }
+    if !have("openssl") {
+        return skip(&[], "openssl is needed; apt-get install openssl");
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dp = d.path();
+    openssl(
+        dp,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "token.key",
+        ],
+    );
+    openssl(
+        dp,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            "token.key",
+            "-out",
+            "token.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bale test token service",
+        ],
+    );
+    openssl(
+        dp,
+        &[
+            "x509",
+            "-in",
+            "token.crt",
+            "-outform",
+            "DER",
+            "-out",
+            "token.der",
+        ],
+    );
+    let tokens = TokenService::start(dp, "tester", "t0ken-pass");
+    let reg = Registry::start(RegistryOptions {
+        token: Some((tokens.realm(), dp.join("token.crt"))),
+        ..Default::default()
+    });
+    let with_stdin = |args: &[&str], input: &str| {
+        let mut c = Command::new(bale_bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let app = fixture();
+    let r = format!("{}/ns/app:1", reg.host());
+    let cred = ["-u", "tester", "--password-stdin"];
+
+    // Without the right password the token service says no, and the error names the user.
+    let o = with_stdin(
+        &[&["push", s(&app), &r, "--chunk-mib", CHUNK][..], &cred[..]].concat(),
+        "wrong\n",
+    );
+    assert!(!o.status.success(), "pushed with a wrong password");
+    let e = stderr(&o);
+    assert!(
+        e.contains("rejected the credentials") && e.contains("tester"),
+        "{e}"
+    );
+
+    ok(&with_stdin(
+        &[&["push", s(&app), &r, "--chunk-mib", CHUNK][..], &cred[..]].concat(),
+        "t0ken-pass\n",
+    ));
+    let out = dp.join("got.bale");
+    ok(&with_stdin(
+        &[&["pull", &r, "-o", s(&out)][..], &cred[..]].concat(),
+        "t0ken-pass\n",
+    ));
+    same_file(&app, &out);
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) >= 2,
+        "no token was asked for"
+    );
+    // The registry itself refuses a client without a token.
+    let (status, _) = http(reg.port, "GET", "/v2/ns/app/manifests/1", &[], b"");
+    assert_eq!(status, 401);
 }
