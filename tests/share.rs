@@ -920,9 +920,31 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
         .collect();
     assert_eq!(cached.len(), 1);
 
+    // A base from the cache is checked against the keys trusted now: the base is unsigned,
+    // so a machine that pins a key refuses it (exit 4), before anything is written.
+    let pin = d.path().join("pin");
+    ok(&bale(&["keygen", "-o", s(&pin)]));
+    std::fs::remove_file(&out).unwrap();
+    let mut c = Command::new(bale_bin());
+    c.args([
+        "build",
+        "-t",
+        "app:1",
+        "-o",
+        s(&out),
+        "--image-cache",
+        s(&cache),
+        "--offline",
+    ])
+    .arg(&ctx)
+    .env("BALE_TRUSTED_KEYS", format!("{}.pub", pin.display()));
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("FROM"), "{}", stderr(&o));
+    assert!(!out.exists());
+
     // Offline, from the bundle cache; with the registry gone.
     drop(reg);
-    std::fs::remove_file(&out).unwrap();
     ok(&build(&["--offline"]));
     let o = build(&[]);
     assert_eq!(

@@ -108,7 +108,7 @@ fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> 
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         // A base is checked against the keys this machine trusts, like any bundle it runs.
         trust: bale_trust::TrustPolicy::system()
-            .map_err(|e| anyhow!("{origin}: FROM {reference}: {e}"))?,
+            .map_err(|e| anyhow::Error::new(e).context(format!("{origin}: FROM {reference}")))?,
         ..Default::default()
     };
     let cache = BundleCache::new(
@@ -116,9 +116,10 @@ fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> 
             .clone()
             .unwrap_or_else(BundleCache::default_dir),
     );
+    // The error keeps its chain, so a damaged (exit 3) or untrusted (exit 4) base says so.
     cache
         .get(&r, pull.offline, &opts)
-        .map_err(|e| anyhow!("{origin}: FROM {reference}: {e}"))
+        .map_err(|e| anyhow::Error::new(e).context(format!("{origin}: FROM {reference}")))
 }
 
 /// Parses the Kubefile at `kubefile` only; warnings are in the plan.

@@ -986,6 +986,7 @@ impl BundleCache {
                     ),
                 });
             }
+            check_cached(&file, opts)?;
             return Ok(file);
         }
         let reg = registry_for(r, opts)?;
@@ -994,7 +995,9 @@ impl BundleCache {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).map_err(|e| ShareError::io(dir, e))?;
         }
-        if !file.is_file() {
+        if file.is_file() {
+            check_cached(&file, opts)?;
+        } else {
             fetch(&reg, &r.path, &remote, &file, opts)?;
         }
         let rf = self.ref_file(r);
@@ -1007,6 +1010,18 @@ impl BundleCache {
             .map_err(|e| ShareError::io(&rf, e))?;
         Ok(file)
     }
+}
+
+/// A base taken from the bundle cache instead of the registry: its trailer and header are
+/// checked as it opens, its signatures against the keys trusted now (they may have changed
+/// since it was pulled); its frames are checked as the build reads them.
+fn check_cached(file: &Path, opts: &ShareOptions) -> Result<()> {
+    let bundle = bale_payload::Bundle::open(file)?;
+    bale_trust::enforce(&bundle, &opts.trust).map_err(|source| ShareError::Trust {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
