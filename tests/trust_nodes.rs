@@ -1,4 +1,5 @@
-//! Signed bundles on a test node. A bundle whose program pins its publisher's key installs.
+//! Signed bundles on a test node. A bundle whose program pins its publisher's key installs;
+//! signed again by a second publisher, a re-run gives the node's copy the new signatures.
 //! The same program in front of a payload re-signed by another key is refused by `install`
 //! before it connects anywhere (the node's copy and journal stay as they were), and by the agent
 //! on a node that is handed such a file anyway, before it runs a step.
@@ -73,6 +74,42 @@ fn a_payload_re_signed_by_another_key_is_refused_by_install_and_by_the_agent() {
     // The publisher's bundle installs (through a node step, which the agent gates).
     let (o, _) = run_on(&pinned, "install", &hosts, &until);
     ok(&o);
+
+    // Signed again (another publisher's signature added; no digest changes): a re-run gives
+    // the node's copy the new signatures, without copying the bundle again.
+    ok(&bale(&["sign", s(&pinned), "--key", s(&other)]));
+    let (o, ev) = run_on(&pinned, "install", &hosts, &until);
+    ok(&o);
+    let note = ev
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .any(|m| m.contains("signatures replaced"));
+    assert!(note, "no signature replacement reported: {}", stdout(&o));
+    let sum = |p: &Path| {
+        let o = std::process::Command::new("sha256sum")
+            .arg(p)
+            .output()
+            .unwrap();
+        stdout(&o)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let remote = on_ok("n1", "sha256sum /var/lib/bale/bundle.bale");
+    assert!(
+        remote.starts_with(&sum(&pinned)),
+        "the node's copy is not the re-signed file: {remote}"
+    );
+    // And a further re-run has nothing to copy.
+    let (o, ev) = run_on(&pinned, "install", &hosts, &until);
+    ok(&o);
+    assert!(
+        !ev.iter()
+            .any(|e| e["event"] == "start" && e["phase"] == "upload"),
+        "upload ran again"
+    );
+
     let on_node = || {
         on_ok(
             "n1",

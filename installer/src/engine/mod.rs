@@ -102,6 +102,20 @@ pub enum PhaseError {
     /// A check across all nodes failed; the text names the nodes and the fix.
     #[error("{0}")]
     CrossNode(String),
+    /// The bundle being installed cannot be read on this (the admin) host.
+    #[error("{}", path.display())]
+    LocalBundle {
+        path: std::path::PathBuf,
+        #[source]
+        source: bale_payload::Error,
+    },
+    /// The node's copy of the bundle is still another one after its signatures were replaced.
+    #[error("{path}: after its signatures were replaced it is {have}, not {want}")]
+    Resign {
+        path: String,
+        have: String,
+        want: String,
+    },
 }
 
 impl From<crate::copy::fanout::FanoutError> for PhaseError {

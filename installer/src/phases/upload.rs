@@ -1,6 +1,9 @@
 //! Copy the bundle to `<data-dir>/bundle.bale` on every node: checked chunk by chunk as it
 //! arrives, resumed after a cut, fanned out node to node (see [`crate::copy`]). Skipped on a
-//! node that already has a bundle with the same header digest.
+//! node that already has the same bundle: the same header digest and, for a signed bundle, the
+//! same signature block. Signing changes no digest, so a bundle signed again after it was
+//! copied differs only there: the node's copy gets the new block and trailer (written beside
+//! it and renamed over it) instead of a second copy of every byte.
 
 use super::bundle_path;
 use crate::copy::fanout::Fanout;
@@ -39,15 +42,82 @@ fn trailer_script(path: &str) -> String {
     format!("[ -f {p} ] || exit 0; stat -c %s {p}; tail -c {n} {p} | od -An -v -tx1 | tr -d ' \\n'")
 }
 
-/// The header digest named by the trailer that `trailer_script` printed; `None` when there is
-/// no file or no intact trailer.
-fn trailer_digest(out: &str) -> Option<String> {
+/// The trailer that `trailer_script` printed; `None` when there is no file or no intact
+/// trailer.
+fn remote_trailer(out: &str) -> Option<bale_payload::format::Trailer> {
     let mut lines = out.lines();
     let file_len: u64 = lines.next()?.trim().parse().ok()?;
     let bytes = hex::decode(lines.next()?.trim()).ok()?;
     let tail: [u8; bale_payload::format::TRAILER_LEN] = bytes.try_into().ok()?;
-    let t = bale_payload::format::Trailer::decode(&tail, file_len).ok()?;
-    Some(bale_payload::format::hex(&t.header_sha256))
+    bale_payload::format::Trailer::decode(&tail, file_len).ok()
+}
+
+/// The header digest named by the trailer that `trailer_script` printed.
+fn trailer_digest(out: &str) -> Option<String> {
+    remote_trailer(out).map(|t| bale_payload::format::hex(&t.header_sha256))
+}
+
+/// Which bundle a file is, signatures included: the header digest, then the SHA-256 of the
+/// signature block when there is one.
+fn identity(header_sha256: &[u8; 32], block: Option<&[u8]>) -> String {
+    let mut id = bale_payload::format::hex(header_sha256);
+    if let Some(b) = block {
+        id.push('+');
+        id.push_str(&bale_payload::format::hex(&bale_payload::format::sha256(b)));
+    }
+    id
+}
+
+/// The identity of the bundle being installed.
+fn local_identity(node: &Node) -> Result<(String, Option<Vec<u8>>), PhaseError> {
+    let b = bale_payload::Bundle::open(&node.ctx.bundle.path).map_err(|source| {
+        PhaseError::LocalBundle {
+            path: node.ctx.bundle.path.clone(),
+            source,
+        }
+    })?;
+    let block = b
+        .signature_block()
+        .map_err(|source| PhaseError::LocalBundle {
+            path: node.ctx.bundle.path.clone(),
+            source,
+        })?;
+    Ok((identity(&b.trailer.header_sha256, block.as_deref()), block))
+}
+
+/// The identity of the bundle at `path` on the node and its trailer; `None` when the node has
+/// no intact bundle there.
+fn remote_identity(
+    conn: &Conn,
+    path: &str,
+) -> Result<Option<(String, bale_payload::format::Trailer)>, crate::ssh::SshError> {
+    let out = conn.root_ok(
+        "read the bundle's trailer",
+        &trailer_script(path),
+        Input::None,
+    )?;
+    let Some(t) = remote_trailer(&out) else {
+        return Ok(None);
+    };
+    if t.sig_len == 0 {
+        return Ok(Some((identity(&t.header_sha256, None), t)));
+    }
+    let p = sq(path);
+    let n = t.sig_len + bale_payload::format::TRAILER_LEN as u64;
+    let out = conn.root_ok(
+        "read the bundle's signature block",
+        &format!("tail -c {n} {p} | head -c {} | sha256sum", t.sig_len),
+        Input::None,
+    )?;
+    let digest = out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut id = bale_payload::format::hex(&t.header_sha256);
+    id.push('+');
+    id.push_str(&digest);
+    Ok(Some((id, t)))
 }
 
 /// The header digest of the bundle at `path` on the node, from its trailer; `None` when the
@@ -62,6 +132,60 @@ pub fn remote_digest(conn: &Conn, path: &str) -> Result<Option<String>, crate::s
 }
 
 impl Upload {
+    /// When the node's copy is this bundle with other signatures, writes this bundle's block and
+    /// trailer after its header in a copy beside it and renames that over it (the registry may
+    /// be reading the file). True when the node's copy is now this bundle.
+    fn re_signed_in_place(
+        &self,
+        node: &Node,
+        conn: &Conn,
+        attempt: &Attempt,
+    ) -> Result<bool, PhaseError> {
+        let path = bundle_path(&node.ctx.data_dir);
+        let (want, block) = local_identity(node)?;
+        let Some((have, t)) = remote_identity(conn, &path)? else {
+            return Ok(false);
+        };
+        if have == want {
+            return Ok(true);
+        }
+        if bale_payload::format::hex(&t.header_sha256) != node.ctx.bundle.digest {
+            return Ok(false);
+        }
+        let local = bale_payload::Bundle::open(&node.ctx.bundle.path).map_err(|source| {
+            PhaseError::LocalBundle {
+                path: node.ctx.bundle.path.clone(),
+                source,
+            }
+        })?;
+        let mut tail = block.unwrap_or_default();
+        tail.extend_from_slice(&local.trailer.encode());
+        let p = sq(&path);
+        attempt.creates(format!("{path}.signed"));
+        let tmp = sq(&format!("{path}.signed"));
+        let script = format!(
+            "set -e; rm -f {tmp}; cp --reflink=auto {p} {tmp}; truncate -s {} {tmp}; \
+             cat >>{tmp}; sync {tmp}; mv -f {tmp} {p}",
+            t.sig_offset()
+        );
+        conn.root_ok(
+            "replace the bundle's signatures",
+            &script,
+            Input::Bytes(&tail),
+        )?;
+        match remote_identity(conn, &path)? {
+            Some((id, _)) if id == want => {
+                node.note("copy: the bundle here was signed again: its signatures replaced");
+                Ok(true)
+            }
+            other => Err(PhaseError::Resign {
+                path,
+                have: other.map_or_else(|| "no intact bundle".into(), |(id, _)| id),
+                want,
+            }),
+        }
+    }
+
     /// No SSH: the same checked, resumable copy, in this process.
     fn copy_here(&self, node: &Node) -> PhaseResult {
         let ctx = &node.ctx;
@@ -118,10 +242,17 @@ impl Phase for Upload {
     }
     fn should_run(&self, node: &Node) -> bool {
         let Ok(conn) = node.conn() else { return true };
-        let have = remote_digest(&conn, &bundle_path(&node.ctx.data_dir))
+        let Ok((want, _)) = local_identity(node) else {
+            return true;
+        };
+        let have = remote_identity(&conn, &bundle_path(&node.ctx.data_dir))
             .ok()
             .flatten();
-        have.as_deref() != Some(node.ctx.bundle.digest.as_str())
+        have.map(|(id, _)| id).as_deref() != Some(want.as_str())
+    }
+    fn inputs(&self, node: &Node) -> String {
+        // A journal entry for the same bundle with other signatures does not count as done.
+        local_identity(node).map(|(id, _)| id).unwrap_or_default()
     }
     fn dry_run(&self, node: &Node) -> String {
         format!(
@@ -131,12 +262,20 @@ impl Phase for Upload {
             bundle_path(&node.ctx.data_dir)
         )
     }
-    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
+    fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult {
         let conn = node.conn()?;
+        if self.re_signed_in_place(node, &conn, attempt)? {
+            return Ok(());
+        }
         if conn.is_local() || node.host.is_none() {
-            return self.copy_here(node);
+            self.copy_here(node)?;
+            self.re_signed_in_place(node, &conn, attempt)?;
+            return Ok(());
         }
         let t = self.fanout.copy_to(node, &conn)?;
+        // A copy resumed from a file made before the bundle was signed again keeps that file's
+        // block: put this one's in.
+        self.re_signed_in_place(node, &conn, attempt)?;
         let size = node.ctx.bundle.size;
         node.note(&format!(
             "copy: done, {} checked as it arrived in {:.1}s ({}/s); bytes from the installer {}, \
