@@ -963,8 +963,11 @@ fn a_pulled_bundle_must_be_signed_by_a_trusted_key() {
     let reg = Registry::start(RegistryOptions::default());
     let d = tempfile::tempdir().unwrap();
     let (ours, theirs) = (d.path().join("ours"), d.path().join("theirs"));
+    let mut fingerprints = Vec::new();
     for k in [&ours, &theirs] {
-        ok(&bale(&["keygen", "-o", s(k)]));
+        let o = bale(&["keygen", "-o", s(k)]);
+        ok(&o);
+        fingerprints.push(stdout(&o).trim().to_string());
     }
     let signed = d.path().join("signed.bale");
     ok(&bale(&[
@@ -977,6 +980,13 @@ fn a_pulled_bundle_must_be_signed_by_a_trusted_key() {
     ]));
     let r = format!("{}/ns/signed:1", reg.host());
     json(&push(&signed, &r, &[]));
+    // Registry clients see who signed it.
+    let m = manifest(reg.port, "ns/signed", "1");
+    assert_eq!(
+        m["annotations"]["io.bale.bundle.signers"],
+        fingerprints[0].as_str(),
+        "{m}"
+    );
     let pubkey = |k: &Path| format!("{}.pub", k.display());
 
     // Trusted: pulled, and the verdict says by whom.

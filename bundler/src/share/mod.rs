@@ -50,6 +50,10 @@ pub const ANNOTATION_VERSION: &str = "io.bale.bundle.version";
 pub const ANNOTATION_ARCH: &str = "io.bale.bundle.arch";
 pub const ANNOTATION_ROOT: &str = "io.bale.bundle.root";
 pub const ANNOTATION_SIZE: &str = "io.bale.bundle.size";
+/// The SHA256 fingerprints of the keys whose signatures in the bundle verify over its root,
+/// comma-separated; absent for an unsigned bundle. For registry clients to see; `pull` checks
+/// the signatures themselves, which travel inside the file.
+pub const ANNOTATION_SIGNERS: &str = "io.bale.bundle.signers";
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 
 /// Bytes per chunk blob. 64 MiB: large enough that the three requests a chunk costs (HEAD,
@@ -377,6 +381,14 @@ pub fn push(file: &Path, r: &ImageRef, opts: &ShareOptions) -> Result<PushReport
         hex::encode(bundle.trailer.header_sha256),
     );
     annotations.insert(ANNOTATION_SIZE.to_string(), size.to_string());
+    let signers = bale_trust::policy::signers(&bundle).map_err(|source| ShareError::Trust {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    if !signers.is_empty() {
+        let fps: Vec<&str> = signers.iter().map(|s| s.fingerprint.as_str()).collect();
+        annotations.insert(ANNOTATION_SIGNERS.to_string(), fps.join(","));
+    }
     if let Some(name) = file.file_name() {
         annotations.insert(
             ANNOTATION_TITLE.to_string(),
