@@ -40,7 +40,6 @@ cat "$BUNDLE" > /dev/null
 
 nodes_list="${BENCH_COPY_NODES:-1 3 6}"
 free_kib=$(df -k --output=avail /var/lib | tail -1)
-now() { date +%s.%N; }
 RESULTS="$B/results.txt"; : > "$RESULTS"
 row() { printf '%-46s %10s %10s %8s %s\n' "$@" | tee -a "$RESULTS"; }
 say "bundle $SIZE bytes; nodes: $nodes_list; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"

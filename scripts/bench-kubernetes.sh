@@ -24,7 +24,6 @@ fi
 TB=scripts/testbed.sh
 OUT="${BALE_BENCH_DIR:-/var/tmp/bale-bench}/kubernetes"
 mkdir -p "$OUT"
-now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc -l | xargs printf '%.1f'; }
 
 t0=$(now)

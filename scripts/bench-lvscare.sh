@@ -42,7 +42,6 @@ for l in libapr-1.so.0 libaprutil-1.so.0; do
 done
 
 on() { local n=$1; shift; "$TB" ssh "$n" "$*"; }
-now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 bench() {

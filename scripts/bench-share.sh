@@ -95,19 +95,7 @@ EOF
     die "docker-registry did not listen on $HOST"
 }
 
-# ---- timing ------------------------------------------------------------------------------------
-now() { date +%s.%N; }
-median_time() { # median of RUNS timings of "$@"; $SETUP runs untimed before each
-    local ts=() t0 t1
-    for _ in $(seq 1 "$RUNS"); do
-        [ -n "${SETUP:-}" ] && $SETUP
-        t0=$(now); "$@" >/dev/null 2>&1 || die "benchmark command failed: $*"; t1=$(now)
-        ts+=("$(echo "$t1 - $t0" | bc -l)")
-    done
-    printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
-}
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
-check() { if [ "$(echo "$1 $2 $3" | bc -l)" = 1 ]; then echo PASS; else echo MISS; fi; }
+# ---- results (timing: now, median_time, ratio, check in scripts/lib.sh) -------------------------
 RESULTS="$B/results.txt"; : >"$RESULTS"
 row() { printf '%-52s %10s %10s %8s %s\n' "$@" | tee -a "$RESULTS"; }
 

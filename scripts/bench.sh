@@ -48,26 +48,11 @@ make_tree() { # dir copies blob_mib blobs
     touch "$dir/.complete"
 }
 
-# ---- timing helpers -------------------------------------------------------------------------
-now() { date +%s.%N; }
-# median of RUNS timings of "$@"; a setup function named by $SETUP runs untimed before each.
-median_time() {
-    local ts=() t0 t1
-    for _ in $(seq 1 "$RUNS"); do
-        [ -n "${SETUP:-}" ] && $SETUP
-        t0=$(now); "$@" >/dev/null 2>&1 || die "benchmark command failed: $*"; t1=$(now)
-        ts+=("$(echo "$t1 - $t0" | bc -l)")
-    done
-    printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
-}
+# ---- timing helpers (now, median_time, ratio, check: scripts/lib.sh) -------------------------
 peak_rss_mib() { # peak RSS of "$@" in MiB
     local f; f=$(mktemp)
     /usr/bin/time -f '%M' -o "$f" "$@" >/dev/null 2>&1 || die "command failed: $*"
     awk '{printf "%.1f", $1/1024}' "$f"; rm -f "$f"
-}
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
-check() { # value op target -> PASS/MISS
-    if [ "$(echo "$1 $2 $3" | bc -l)" = 1 ]; then echo PASS; else echo MISS; fi
 }
 
 need_apt bc

@@ -95,3 +95,21 @@ need_foreign_arch() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed after adding $1"
     export BALE_APT_UPDATED=1
 }
+
+# ---- benchmark timing, shared by scripts/bench*.sh ----------------------------------------
+now() { date +%s.%N; }
+# median_time CMD...: the median of RUNS timings of CMD; a function named by $SETUP runs
+# untimed before each.
+median_time() {
+    local ts=() t0 t1
+    for _ in $(seq 1 "$RUNS"); do
+        [ -n "${SETUP:-}" ] && $SETUP
+        t0=$(now); "$@" >/dev/null 2>&1 || die "benchmark command failed: $*"; t1=$(now)
+        ts+=("$(echo "$t1 - $t0" | bc -l)")
+    done
+    printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+check() { # value op target -> PASS/MISS
+    if [ "$(echo "$1 $2 $3" | bc -l)" = 1 ]; then echo PASS; else echo MISS; fi
+}

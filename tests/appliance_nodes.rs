@@ -17,8 +17,6 @@ mod common;
 use common::events::*;
 use common::testbed::*;
 use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -66,17 +64,7 @@ fn run_on_nodes(bundle: &Path, verb: &str, extra: &[&str]) -> (Output, Vec<serde
 
 /// One HTTP GET from the host to a node; the body, or why not.
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
-    Ok(body)
+    appliance::http_get(addr, path, Duration::from_secs(5))
 }
 
 fn web_answers_everywhere() {
@@ -84,18 +72,7 @@ fn web_answers_everywhere() {
 }
 
 fn web_answers_on(ips: &[&str]) {
-    for ip in ips {
-        let addr = format!("{ip}:8080");
-        poll_ok(
-            Duration::from_millis(500),
-            &format!("the appliance's web server on {addr}"),
-            Duration::from_secs(60),
-            || match http_get(&addr, "/") {
-                Ok(b) if b.contains("The example appliance is up") => Ok(()),
-                other => Err(other),
-            },
-        );
-    }
+    appliance::web_answers_on(ips, Duration::from_secs(60), Duration::from_secs(5));
 }
 
 /// The manifest digest the bundle's own index gives for `name`.

@@ -21,8 +21,7 @@ mod common;
 
 use common::testbed::*;
 use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -77,34 +76,9 @@ fn arm_appliance(dir: &Path, arm: &Path) -> PathBuf {
     out
 }
 
-/// One HTTP GET from the host to a node; the body, or why not.
-fn http_get(addr: &str, path: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
-    Ok(body)
-}
-
+/// The appliance answers on each of `ips`; emulated nodes start it slowly.
 fn web_answers_on(ips: &[&str]) {
-    for ip in ips {
-        let addr = format!("{ip}:8080");
-        poll_ok(
-            Duration::from_millis(500),
-            &format!("the appliance's web server on {addr}"),
-            Duration::from_secs(180),
-            || match http_get(&addr, "/") {
-                Ok(b) if b.contains("The example appliance is up") => Ok(()),
-                other => Err(other),
-            },
-        );
-    }
+    appliance::web_answers_on(ips, Duration::from_secs(180), Duration::from_secs(10));
 }
 
 /// The ELF machine of a file on a node: "aarch64", "x86_64" or the raw value.

@@ -922,8 +922,7 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
 
     // A base from the cache is checked against the keys trusted now: the base is unsigned,
     // so a machine that pins a key refuses it (exit 4), before anything is written.
-    let pin = d.path().join("pin");
-    ok(&bale(&["keygen", "-o", s(&pin)]));
+    let (pin, _) = keygen(d.path(), "pin", &[], &[]);
     std::fs::remove_file(&out).unwrap();
     let mut c = Command::new(bale_bin());
     c.args([
@@ -937,7 +936,7 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
         "--offline",
     ])
     .arg(&ctx)
-    .env("BALE_TRUSTED_KEYS", format!("{}.pub", pin.display()));
+    .env("BALE_TRUSTED_KEYS", pubkey(&pin));
     let o = c.output().unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("FROM"), "{}", stderr(&o));
@@ -962,13 +961,8 @@ fn a_pulled_bundle_must_be_signed_by_a_trusted_key() {
     }
     let reg = Registry::start(RegistryOptions::default());
     let d = tempfile::tempdir().unwrap();
-    let (ours, theirs) = (d.path().join("ours"), d.path().join("theirs"));
-    let mut fingerprints = Vec::new();
-    for k in [&ours, &theirs] {
-        let o = bale(&["keygen", "-o", s(k)]);
-        ok(&o);
-        fingerprints.push(stdout(&o).trim().to_string());
-    }
+    let (ours, ours_fp) = keygen(d.path(), "ours", &[], &[]);
+    let (theirs, _) = keygen(d.path(), "theirs", &[], &[]);
     let signed = d.path().join("signed.bale");
     ok(&bale(&[
         "sign",
@@ -984,14 +978,13 @@ fn a_pulled_bundle_must_be_signed_by_a_trusted_key() {
     let m = manifest(reg.port, "ns/signed", "1");
     assert_eq!(
         m["annotations"]["io.bale.bundle.signers"],
-        fingerprints[0].as_str(),
+        ours_fp.as_str(),
         "{m}"
     );
-    let pubkey = |k: &Path| format!("{}.pub", k.display());
 
     // Trusted: pulled, and the verdict says by whom.
     let out = d.path().join("got.bale");
-    let q = json(&pull(&r, &out, &["--key", &pubkey(&ours)]));
+    let q = json(&pull(&r, &out, &["--key", s(&pubkey(&ours))]));
     assert!(
         q["signature"].as_str().unwrap_or("").contains("signed by"),
         "{q}"
@@ -1000,7 +993,7 @@ fn a_pulled_bundle_must_be_signed_by_a_trusted_key() {
 
     // Signed, but by a key this pull does not trust: exit 4, nothing under the final name.
     let other = d.path().join("other.bale");
-    let o = pull(&r, &other, &["--key", &pubkey(&theirs)]);
+    let o = pull(&r, &other, &["--key", s(&pubkey(&theirs))]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(!other.exists(), "an untrusted bundle got its final name");
     assert!(stderr(&o).contains(s(&other)), "{}", stderr(&o));

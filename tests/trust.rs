@@ -8,7 +8,7 @@ mod common;
 use bale_payload::format::TRAILER_LEN;
 use bale_payload::Bundle;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// Runs `prog` with `args`, without the caller's trust settings leaking in.
@@ -41,22 +41,6 @@ fn exit(o: &Output, code: i32, needle: &str) {
         o.status
     );
     assert!(all.contains(needle), "expected {needle:?} in:\n{all}");
-}
-
-/// `bale keygen -o DIR/NAME`, returning the private key path and the fingerprint.
-fn keygen(dir: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> (PathBuf, String) {
-    let key = dir.join(name);
-    let mut args = vec!["keygen", "-o", s(&key)];
-    args.extend_from_slice(extra);
-    let o = cmd(&bale_bin(), &args, env);
-    ok(&o);
-    let fp = stdout(&o).trim().to_string();
-    assert!(fp.starts_with("SHA256:"), "{fp}");
-    (key, fp)
-}
-
-fn pubkey(key: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.pub", key.display()))
 }
 
 fn build(tree: &Path, out: &Path, version: &str, extra: &[&str]) {

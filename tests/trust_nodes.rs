@@ -10,23 +10,10 @@ mod common;
 
 use common::testbed::*;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let key = dir.join(name);
-    let o = bale(&["keygen", "-o", s(&key)]);
-    ok(&o);
-    let fp = stdout(&o).trim().to_string();
-    assert!(fp.starts_with("SHA256:"), "{fp}");
-    (key, fp)
-}
-
-fn pubkey(key: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.pub", key.display()))
 }
 
 #[test]
@@ -34,8 +21,8 @@ fn a_payload_re_signed_by_another_key_is_refused_by_install_and_by_the_agent() {
     let d = tempfile::tempdir().unwrap();
     let tree = d.path().join("tree");
     sample_tree(&tree);
-    let (publisher, fp) = keygen(d.path(), "publisher");
-    let (other, other_fp) = keygen(d.path(), "other");
+    let (publisher, fp) = keygen(d.path(), "publisher", &[], &[]);
+    let (other, other_fp) = keygen(d.path(), "other", &[], &[]);
     let pinned = d.path().join("pinned.bale");
     ok(&bale(&[
         "build",

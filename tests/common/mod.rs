@@ -8,6 +8,7 @@ use bale_payload::format::{self, Entry, Header, Trailer, TRAILER_LEN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod appliance;
 pub mod events;
 pub mod oci;
 pub mod testbed;
@@ -25,6 +26,31 @@ pub use bale_test_support::{
 
 pub fn bale_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bale"))
+}
+
+/// `bale keygen -o DIR/NAME EXTRA...` with `env` (and no signing or trust variables from the
+/// caller's environment): the private key's path and the key's fingerprint.
+#[track_caller]
+pub fn keygen(dir: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let o = Command::new(bale_bin())
+        .args(["keygen", "-o"])
+        .arg(&key)
+        .args(extra)
+        .env_remove("BALE_TRUSTED_KEYS")
+        .env_remove("BALE_KEY_PASSPHRASE")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run bale keygen");
+    ok(&o);
+    let fp = stdout(&o).trim().to_string();
+    assert!(fp.starts_with("SHA256:"), "{fp}");
+    (key, fp)
+}
+
+/// The public key file `bale keygen` writes beside the private key `key`.
+pub fn pubkey(key: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.pub", key.display()))
 }
 
 /// A directory for fixtures that live as long as the test program (statics are never dropped,
