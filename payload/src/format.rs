@@ -976,7 +976,8 @@ mod tests {
         }
     }
 
-    fn signed_trailer(sig_len: u64, minor: u16) -> Trailer {
+    /// A trailer of a small bundle with a signature block of `sig_len` bytes (0: none).
+    fn trailer_with(sig_len: u64, minor: u16) -> Trailer {
         Trailer {
             stub_len: 1000,
             payload_len: 500,
@@ -994,7 +995,7 @@ mod tests {
 
     #[test]
     fn trailer_1_1_round_trips_with_its_signature_block() {
-        let t = signed_trailer(700, FORMAT_MINOR_SIGNED);
+        let t = trailer_with(700, FORMAT_MINOR_SIGNED);
         let b = t.encode();
         assert_eq!(&b[88..96], &700u64.to_le_bytes());
         assert_eq!(&b[96..104], &[0; 8]);
@@ -1012,7 +1013,7 @@ mod tests {
 
     #[test]
     fn a_signature_block_in_a_1_0_trailer_is_refused() {
-        let t = signed_trailer(700, FORMAT_MINOR);
+        let t = trailer_with(700, FORMAT_MINOR);
         let err = Trailer::decode(&t.encode(), t.file_len).unwrap_err();
         assert!(matches!(err, Error::BadGeometry(_)), "{err}");
         assert!(err.to_string().contains("format 1.0"), "{err}");
@@ -1020,7 +1021,7 @@ mod tests {
 
     #[test]
     fn the_signature_block_is_bounded_and_must_tile() {
-        let t = signed_trailer(MAX_SIG_LEN + 1, FORMAT_MINOR_SIGNED);
+        let t = trailer_with(MAX_SIG_LEN + 1, FORMAT_MINOR_SIGNED);
         let err = Trailer::decode(&t.encode(), t.file_len).unwrap_err();
         assert!(
             matches!(
@@ -1032,30 +1033,18 @@ mod tests {
             ),
             "{err}"
         );
-        let mut t = signed_trailer(700, FORMAT_MINOR_SIGNED);
+        let mut t = trailer_with(700, FORMAT_MINOR_SIGNED);
         t.file_len -= 1;
         let err = Trailer::decode(&t.encode(), t.file_len).unwrap_err();
         assert!(matches!(err, Error::BadGeometry(_)), "{err}");
         // An unsigned 1.1 file is fine too (a reader does not insist on a block).
-        let t = signed_trailer(0, FORMAT_MINOR_SIGNED);
+        let t = trailer_with(0, FORMAT_MINOR_SIGNED);
         assert_eq!(Trailer::decode(&t.encode(), t.file_len).unwrap(), t);
     }
 
     #[test]
     fn trailer_round_trips_and_detects_every_flipped_bit() {
-        let t = Trailer {
-            stub_len: 1000,
-            payload_len: 500,
-            table_offset: 1500,
-            table_len: 100,
-            header_offset: 1600,
-            header_len: 50,
-            header_sha256: [3; 32],
-            file_len: 1650 + TRAILER_LEN as u64,
-            sig_len: 0,
-            major: FORMAT_MAJOR,
-            minor: FORMAT_MINOR,
-        };
+        let t = trailer_with(0, FORMAT_MINOR);
         let b = t.encode();
         assert_eq!(Trailer::decode(&b, t.file_len).unwrap(), t);
         for bit in 0..TRAILER_LEN * 8 {

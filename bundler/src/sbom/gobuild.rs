@@ -43,6 +43,17 @@ pub struct BuildInfo {
     pub settings: Vec<(String, String)>,
 }
 
+impl BuildInfo {
+    /// The toolchain's name alone (`go1.24.1` of `go1.24.1 X:boringcrypto`); empty when the
+    /// binary names none.
+    pub fn toolchain(&self) -> &str {
+        self.go_version
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+    }
+}
+
 /// Why a binary's build information could not be read; never fatal to a build.
 #[derive(Debug, thiserror::Error)]
 pub enum GoInfoError {

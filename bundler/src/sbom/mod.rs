@@ -522,11 +522,7 @@ fn run_jobs(jobs: &[(usize, Job, Source<'_>)]) -> Vec<Result<Scan, String>> {
 
 fn go_findings(info: &gobuild::BuildInfo) -> Finding {
     let mut f = Finding::default();
-    let toolchain = info
-        .go_version
-        .split_whitespace()
-        .next()
-        .unwrap_or_default();
+    let toolchain = info.toolchain();
     if !toolchain.is_empty() {
         f.properties.push(prop("bale:go:toolchain", toolchain));
         f.origins.push(Component {
@@ -601,11 +597,7 @@ fn layer_findings(scan: &dpkg::LayerScan) -> Finding {
     for (path, info) in &scan.go {
         let g = go_findings(info);
         let mut what = info.path.clone().unwrap_or_default();
-        let toolchain = info
-            .go_version
-            .split_whitespace()
-            .next()
-            .unwrap_or_default();
+        let toolchain = info.toolchain();
         if !toolchain.is_empty() {
             what = format!("{what} ({toolchain})");
         }

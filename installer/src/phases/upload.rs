@@ -35,7 +35,7 @@ impl Default for Upload {
 
 /// Shell that prints the size of the file at `path` and its last trailer-length bytes in hex,
 /// or nothing when there is no such file. The bytes are only carried here; they are read by
-/// the payload crate ([`trailer_digest`]).
+/// the payload crate ([`remote_trailer`]).
 fn trailer_script(path: &str) -> String {
     let p = sq(path);
     let n = bale_payload::format::TRAILER_LEN;
@@ -52,37 +52,59 @@ fn remote_trailer(out: &str) -> Option<bale_payload::format::Trailer> {
     bale_payload::format::Trailer::decode(&tail, file_len).ok()
 }
 
-/// The header digest named by the trailer that `trailer_script` printed.
-fn trailer_digest(out: &str) -> Option<String> {
-    remote_trailer(out).map(|t| bale_payload::format::hex(&t.header_sha256))
+/// The trailer of the bundle at `path` on the node; `None` when the node has no intact bundle
+/// there.
+fn read_remote_trailer(
+    conn: &Conn,
+    path: &str,
+) -> Result<Option<bale_payload::format::Trailer>, crate::ssh::SshError> {
+    let out = conn.root_ok(
+        "read the bundle's trailer",
+        &trailer_script(path),
+        Input::None,
+    )?;
+    Ok(remote_trailer(&out))
 }
 
-/// Which bundle a file is, signatures included: the header digest, then the SHA-256 of the
-/// signature block when there is one.
-fn identity(header_sha256: &[u8; 32], block: Option<&[u8]>) -> String {
-    let mut id = bale_payload::format::hex(header_sha256);
-    if let Some(b) = block {
-        id.push('+');
-        id.push_str(&bale_payload::format::hex(&bale_payload::format::sha256(b)));
+/// The header digest of the bundle at `path` on the node, from its trailer; `None` when the
+/// node has no intact bundle there.
+pub fn remote_digest(conn: &Conn, path: &str) -> Result<Option<String>, crate::ssh::SshError> {
+    Ok(read_remote_trailer(conn, path)?.map(|t| bale_payload::format::hex(&t.header_sha256)))
+}
+
+/// Which bundle a file is, signatures included: the header digest, then the SHA-256 (hex) of
+/// the signature block when there is one.
+fn identity(header_sha256: &[u8; 32], block_sha256: Option<&str>) -> String {
+    let header = bale_payload::format::hex(header_sha256);
+    match block_sha256 {
+        Some(b) => format!("{header}+{b}"),
+        None => header,
     }
-    id
 }
 
-/// The identity of the bundle being installed.
-fn local_identity(node: &Node) -> Result<(String, Option<Vec<u8>>), PhaseError> {
-    let b = bale_payload::Bundle::open(&node.ctx.bundle.path).map_err(|source| {
-        PhaseError::LocalBundle {
-            path: node.ctx.bundle.path.clone(),
-            source,
-        }
-    })?;
-    let block = b
-        .signature_block()
-        .map_err(|source| PhaseError::LocalBundle {
-            path: node.ctx.bundle.path.clone(),
-            source,
-        })?;
-    Ok((identity(&b.trailer.header_sha256, block.as_deref()), block))
+/// The bundle being installed as the node's copy must end: its identity, and the bytes after
+/// its header (signature block, then trailer).
+struct LocalEnd {
+    identity: String,
+    tail: Vec<u8>,
+}
+
+fn local_end(node: &Node) -> Result<LocalEnd, PhaseError> {
+    let bad = |source| PhaseError::LocalBundle {
+        path: node.ctx.bundle.path.clone(),
+        source,
+    };
+    let b = bale_payload::Bundle::open(&node.ctx.bundle.path).map_err(bad)?;
+    let block = b.signature_block().map_err(bad)?;
+    let block_sha = block
+        .as_deref()
+        .map(|x| bale_payload::format::hex(&bale_payload::format::sha256(x)));
+    let mut tail = block.unwrap_or_default();
+    tail.extend_from_slice(&b.trailer.encode());
+    Ok(LocalEnd {
+        identity: identity(&b.trailer.header_sha256, block_sha.as_deref()),
+        tail,
+    })
 }
 
 /// The identity of the bundle at `path` on the node and its trailer; `None` when the node has
@@ -91,44 +113,24 @@ fn remote_identity(
     conn: &Conn,
     path: &str,
 ) -> Result<Option<(String, bale_payload::format::Trailer)>, crate::ssh::SshError> {
-    let out = conn.root_ok(
-        "read the bundle's trailer",
-        &trailer_script(path),
-        Input::None,
-    )?;
-    let Some(t) = remote_trailer(&out) else {
+    let Some(t) = read_remote_trailer(conn, path)? else {
         return Ok(None);
     };
     if t.sig_len == 0 {
         return Ok(Some((identity(&t.header_sha256, None), t)));
     }
-    let p = sq(path);
     let n = t.sig_len + bale_payload::format::TRAILER_LEN as u64;
     let out = conn.root_ok(
         "read the bundle's signature block",
-        &format!("tail -c {n} {p} | head -c {} | sha256sum", t.sig_len),
+        &format!(
+            "tail -c {n} {} | head -c {} | sha256sum",
+            sq(path),
+            t.sig_len
+        ),
         Input::None,
     )?;
-    let digest = out
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let mut id = bale_payload::format::hex(&t.header_sha256);
-    id.push('+');
-    id.push_str(&digest);
-    Ok(Some((id, t)))
-}
-
-/// The header digest of the bundle at `path` on the node, from its trailer; `None` when the
-/// node has no intact bundle there.
-pub fn remote_digest(conn: &Conn, path: &str) -> Result<Option<String>, crate::ssh::SshError> {
-    let out = conn.root_ok(
-        "read the bundle's trailer",
-        &trailer_script(path),
-        Input::None,
-    )?;
-    Ok(trailer_digest(&out))
+    let block_sha = out.split_whitespace().next().unwrap_or_default();
+    Ok(Some((identity(&t.header_sha256, Some(block_sha)), t)))
 }
 
 impl Upload {
@@ -142,7 +144,10 @@ impl Upload {
         attempt: &Attempt,
     ) -> Result<bool, PhaseError> {
         let path = bundle_path(&node.ctx.data_dir);
-        let (want, block) = local_identity(node)?;
+        let LocalEnd {
+            identity: want,
+            tail,
+        } = local_end(node)?;
         let Some((have, t)) = remote_identity(conn, &path)? else {
             return Ok(false);
         };
@@ -152,14 +157,6 @@ impl Upload {
         if bale_payload::format::hex(&t.header_sha256) != node.ctx.bundle.digest {
             return Ok(false);
         }
-        let local = bale_payload::Bundle::open(&node.ctx.bundle.path).map_err(|source| {
-            PhaseError::LocalBundle {
-                path: node.ctx.bundle.path.clone(),
-                source,
-            }
-        })?;
-        let mut tail = block.unwrap_or_default();
-        tail.extend_from_slice(&local.trailer.encode());
         let p = sq(&path);
         attempt.creates(format!("{path}.signed"));
         let tmp = sq(&format!("{path}.signed"));
@@ -242,7 +239,7 @@ impl Phase for Upload {
     }
     fn should_run(&self, node: &Node) -> bool {
         let Ok(conn) = node.conn() else { return true };
-        let Ok((want, _)) = local_identity(node) else {
+        let Ok(LocalEnd { identity: want, .. }) = local_end(node) else {
             return true;
         };
         let have = remote_identity(&conn, &bundle_path(&node.ctx.data_dir))
@@ -252,7 +249,7 @@ impl Phase for Upload {
     }
     fn inputs(&self, node: &Node) -> String {
         // A journal entry for the same bundle with other signatures does not count as done.
-        local_identity(node).map(|(id, _)| id).unwrap_or_default()
+        local_end(node).map(|e| e.identity).unwrap_or_default()
     }
     fn dry_run(&self, node: &Node) -> String {
         format!(
