@@ -40,15 +40,10 @@ pub struct BaseImages {
 impl BaseImages {
     /// Reads a base's `registry/index.json`.
     pub fn parse_index(data: &[u8], shown: &str) -> Result<Vec<Descriptor>> {
-        #[derive(serde::Deserialize)]
-        struct Manifests {
-            #[serde(default)]
-            manifests: Vec<Descriptor>,
-        }
-        let parsed: Manifests = serde_json::from_slice(data).map_err(|e| {
+        let parsed = Index::parse(data).map_err(|e| {
             ImagesError::invalid(
                 format!("FROM {shown}"),
-                format!("its registry/index.json is not an OCI index ({e}); rebuild the base"),
+                format!("its registry/index.json: {e}; rebuild the base"),
             )
         })?;
         Ok(parsed.manifests)

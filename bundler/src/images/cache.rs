@@ -8,7 +8,6 @@
 
 use super::error::{ImagesError, Result};
 use super::oci::{self, Descriptor, Index, OCI_LAYOUT_FILE, OCI_LAYOUT_JSON, REF_NAME};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -202,11 +201,6 @@ impl Cache {
     }
 
     fn read_index(&self) -> Result<Vec<Descriptor>> {
-        #[derive(Deserialize)]
-        struct Raw {
-            #[serde(default)]
-            manifests: Vec<Descriptor>,
-        }
         let path = self.root.join("index.json");
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -214,10 +208,10 @@ impl Cache {
             Ok(_) => {}
         }
         let data = read_limited(&path, "the cache index", 64 << 20)?;
-        let raw: Raw = serde_json::from_slice(&data).map_err(|e| {
+        let raw = Index::parse(&data).map_err(|e| {
             ImagesError::invalid(
                 path.display().to_string(),
-                format!("not a valid OCI index ({e}); delete it to start the index afresh"),
+                format!("{e}; delete it to start the index afresh"),
             )
         })?;
         Ok(raw.manifests)

@@ -366,15 +366,9 @@ fn stem_of(path: &Path) -> String {
     name
 }
 
-#[derive(Deserialize)]
-struct RawIndex {
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-}
-
 fn entries_of_index(label: &str, data: &[u8]) -> Result<Vec<SourceEntry>> {
-    let idx: RawIndex = serde_json::from_slice(data)
-        .map_err(|e| ImagesError::invalid(label, format!("index.json is not valid: {e}")))?;
+    let idx = oci::Index::parse(data)
+        .map_err(|e| ImagesError::invalid(label, format!("index.json: {e}")))?;
     let mut out = Vec::new();
     for d in idx.manifests {
         oci::check_digest(label, &d.digest)?;

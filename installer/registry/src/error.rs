@@ -69,8 +69,8 @@ pub enum IndexError {
     Read(#[source] std::io::Error),
     #[error("it is larger than {max} bytes")]
     TooLarge { max: u64 },
-    #[error("it is not an OCI image index")]
-    Json(#[source] serde_json::Error),
+    #[error(transparent)]
+    Json(bale_contract::oci::OciError),
     #[error(
         "its images link to more than {max} manifests and blobs (counting each repository \
          apart): the bundle is hostile or broken"

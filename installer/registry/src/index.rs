@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bale_payload::{Bundle, Kind};
 use bytes::Bytes;
-use serde::Deserialize;
+use bale_contract::oci::{Descriptor, Index, ManifestDoc};
 
 use super::error::{IndexError, RegistryError};
 use super::names::{self, Digest, DOCKER_HUB};
@@ -19,8 +19,7 @@ use super::names::{self, Digest, DOCKER_HUB};
 pub const INDEX_PATH: &str = "registry/index.json";
 /// Bundle directory holding every blob, named by its hex digest.
 pub(crate) const BLOBS_DIR: &str = "registry/blobs/sha256/";
-/// Annotation carrying an image's full original reference.
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub use bale_contract::oci::REF_NAME;
 
 /// The index is read whole; bigger means a damaged or hostile bundle.
 const MAX_INDEX_LEN: u64 = 64 << 20;
@@ -33,8 +32,7 @@ const MAX_NESTING: usize = 4;
 /// repositories' blob sets (about 50 MiB at the limit).
 const MAX_LINKS: usize = 1 << 20;
 
-pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) use bale_contract::oci::{OCI_INDEX, OCI_MANIFEST};
 
 /// Where a blob's bytes lie in the bundle file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,39 +76,6 @@ pub struct Registry {
     repos: BTreeMap<String, Repository>,
     /// Name without host (and, for Docker Hub, also without `library/`) -> full names.
     short: HashMap<String, Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType")]
-    media_type: Option<String>,
-    digest: String,
-    #[serde(default)]
-    size: Option<u64>,
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-}
-
-/// The fields of an image manifest or index that tell what else it needs.
-#[derive(Deserialize)]
-struct ManifestDoc {
-    #[serde(rename = "mediaType")]
-    media_type: Option<String>,
-    #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
-    #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Option<Vec<Descriptor>>,
-    /// Artifact manifests list their content here.
-    #[serde(default)]
-    blobs: Option<Vec<Descriptor>>,
-}
-
-#[derive(Deserialize)]
-struct IndexDoc {
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
 }
 
 impl Registry {
@@ -192,8 +157,7 @@ impl Registry {
         if raw.len() as u64 > MAX_INDEX_LEN {
             return Err(unusable(IndexError::TooLarge { max: MAX_INDEX_LEN }));
         }
-        let index: IndexDoc =
-            serde_json::from_slice(&raw).map_err(|e| unusable(IndexError::Json(e)))?;
+        let index = Index::parse(&raw).map_err(|e| unusable(IndexError::Json(e)))?;
         let mut walk = Walk {
             file: &reg.file,
             blobs: &reg.blobs,
@@ -300,7 +264,7 @@ fn image_of(
     desc: &Descriptor,
     blobs: &HashMap<Digest, BlobLocation>,
 ) -> Option<(String, String, Digest, Option<String>)> {
-    let Some(refname) = desc.annotations.as_ref().and_then(|a| a.get(REF_NAME)) else {
+    let Some(refname) = desc.annotations.get(REF_NAME) else {
         tracing::warn!(
             "{INDEX_PATH}: manifest {} has no {REF_NAME} annotation, skipped",
             desc.digest
@@ -330,6 +294,11 @@ fn image_of(
         return None;
     }
     Some((refname.clone(), r.full_name(), digest, r.tag))
+}
+
+/// The media type a descriptor lists its blob with, when it gives one.
+fn listed_type(d: &Descriptor) -> Option<String> {
+    (!d.media_type.is_empty()).then(|| d.media_type.clone())
 }
 
 /// What a manifest links to, worked out once per manifest however often it is reached.
@@ -373,7 +342,7 @@ impl Walk<'_> {
         // The shallowest depth each manifest was reached at in this repository: reached again
         // no shallower, it has nothing more to give.
         let mut seen: HashMap<Digest, usize> = HashMap::new();
-        let mut stack = vec![(*digest, desc.media_type.clone(), desc.size, 0usize)];
+        let mut stack = vec![(*digest, listed_type(desc), Some(desc.size), 0usize)];
         let mut root_served = false;
         while let Some((d, media_type, size, depth)) = stack.pop() {
             if self.budget == 0 {
@@ -467,7 +436,7 @@ impl Walk<'_> {
                     let cd = names::parse_digest(&c.digest)?;
                     self.blobs
                         .contains_key(&cd)
-                        .then_some((cd, c.media_type, c.size))
+                        .then_some((cd, listed_type(&c), Some(c.size)))
                 })
                 .collect();
             Links::Index(present, listed)
@@ -514,8 +483,8 @@ enum ManifestError {
     Read(std::io::Error),
     #[error("its bytes do not match its digest: the bundle is damaged")]
     Damaged,
-    #[error("not a JSON manifest: {0}")]
-    NotJson(serde_json::Error),
+    #[error("{0}")]
+    NotJson(bale_contract::oci::OciError),
     #[error("no media type in the manifest or its descriptor")]
     NoMediaType,
     #[error("media type {0:?} is not a valid header value")]
@@ -540,7 +509,7 @@ fn load_manifest(
     if bale_payload::format::sha256(&buf) != *digest {
         return Err(ManifestError::Damaged);
     }
-    let doc: ManifestDoc = serde_json::from_slice(&buf).map_err(ManifestError::NotJson)?;
+    let doc = ManifestDoc::parse(&buf).map_err(ManifestError::NotJson)?;
     let media_type = doc
         .media_type
         .clone()

@@ -32,7 +32,7 @@ use super::registry_unit;
 use super::step::{self, Finding, Progress, Step, StepEnv, StepError, StepResult};
 use super::systemd;
 use bale_registry::names;
-use bale_registry::{Lookup, Registry, INDEX_PATH, REF_NAME};
+use bale_registry::{Lookup, Registry, INDEX_PATH};
 
 pub const BIN_DIR: &str = "/usr/local/bin";
 /// How long containerd may take to answer after a start.
@@ -109,18 +109,10 @@ pub fn bundled_image_names(bundle: &Bundle, entries: &[Entry]) -> StepResult<Vec
     let mut text = Vec::with_capacity(e.size as usize);
     std::io::Read::read_to_end(&mut bundle.open_entry(e).map_err(at)?, &mut text)
         .map_err(|err| StepError::io(bundle.path().join(INDEX_PATH), err))?;
-    let doc: serde_json::Value = serde_json::from_slice(&text).map_err(|err| {
+    let index = bale_contract::oci::Index::parse(&text).map_err(|err| {
         StepError::Failed(format!("{}: {INDEX_PATH}: {err}", bundle.path().display()))
     })?;
-    Ok(doc["manifests"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["annotations"][REF_NAME].as_str())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(index.ref_names().map(str::to_string).collect())
 }
 
 /// The bundled image the check pulls through the CRI: the smallest, so that the check stays
@@ -155,18 +147,17 @@ fn manifest_size(reg: &Registry, digest: &names::Digest, depth: usize) -> Option
     }
     let m = reg.manifest(digest)?;
     let own = m.bytes.len() as u64;
-    let doc: serde_json::Value = serde_json::from_slice(&m.bytes).ok()?;
-    if let Some(children) = doc["manifests"].as_array() {
+    let doc = bale_contract::oci::ManifestDoc::parse(&m.bytes).ok()?;
+    if let Some(children) = doc.manifests {
         return children
             .iter()
-            .filter_map(|c| names::parse_digest(c["digest"].as_str()?))
+            .filter_map(|c| names::parse_digest(&c.digest))
             .filter_map(|c| manifest_size(reg, &c, depth + 1))
             .min()
             .map(|s| s + own);
     }
-    let layers = doc["layers"].as_array().into_iter().flatten();
-    let sizes = std::iter::once(&doc["config"]).chain(layers);
-    Some(own + sizes.filter_map(|d| d["size"].as_u64()).sum::<u64>())
+    let sizes = doc.config.iter().chain(doc.layers.iter().flatten());
+    Some(own + sizes.map(|d| d.size).sum::<u64>())
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
