@@ -281,6 +281,20 @@ fn an_app_on_a_base_bundle_reuses_the_base_frames() {
         json!("install-runtime")
     );
     assert_eq!(a.header.metadata["env"]["RUNTIME"], json!("1"));
+
+    // A base damaged on disk stops the build as damaged (exit 3), naming the base, and
+    // leaves no output behind.
+    let rt_entry = entry(&b.entries, "bin/containerd");
+    let at = (b.trailer.stub_len + rt_entry.frames[0].offset + 100) as usize;
+    let mut damaged = b.bytes.clone();
+    damaged[at] ^= 0x5a;
+    std::fs::write(&base, &damaged).unwrap();
+    let out2 = d.path().join("app2.bale");
+    let o = build(&["-t", "app:1.0", "-o", s(&out2), s(&app_ctx)]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("runtime.bale"), "{e}");
+    assert!(!out2.exists());
 }
 
 #[test]

@@ -13,7 +13,6 @@ use crate::discover::{self, DiscoverOptions, Discovery};
 use crate::images::{self, Cache, CollectOptions, Platform, ResolvedImage, REGISTRY_DIR};
 use crate::kubefile::{self, Base, BuildPlan, Command, CopyKind, CopyStep, RunStep, Step};
 use crate::sbom::{self, SBOM_ENTRY};
-use anyhow::{anyhow, bail, Context, Result};
 use bale_contract::manifest::{ImageRecord, Layer, Manifest};
 use bale_payload::writer::WriteSummary;
 use bale_payload::{format, Bundle, BundleMeta, BundleWriter, Entry, Kind, WriteOptions};
@@ -22,6 +21,78 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// Why a build stops. Every message starts with the Kubefile line, base or file it is about;
+/// causes stay attached as sources, so a damaged base still exits as damaged.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// What a step asks for cannot be done; `why` says why and how to fix it.
+    #[error("{at}: {why}")]
+    Refused { at: String, why: String },
+    /// Reading or writing what `at` names failed.
+    #[error("{at}")]
+    At {
+        at: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Kubefile(#[from] kubefile::KubefileError),
+    #[error(transparent)]
+    Images(#[from] images::ImagesError),
+    #[error(transparent)]
+    Payload(#[from] bale_payload::Error),
+    #[error(transparent)]
+    Discover(#[from] discover::DiscoverError),
+    #[error(transparent)]
+    Sbom(#[from] sbom::SbomError),
+}
+
+impl BuildError {
+    fn refused(at: impl Into<String>, why: impl Into<String>) -> BuildError {
+        BuildError::Refused {
+            at: at.into(),
+            why: why.into(),
+        }
+    }
+
+    /// True when the build stopped because a bundle's bytes are wrong (a damaged base), so
+    /// that the command exits as it does for any damaged bundle. Looks through the variants
+    /// that show another error as their own, which a chain of sources does not reach.
+    pub fn is_damaged(&self) -> bool {
+        fn damaged(e: &(dyn std::error::Error + 'static)) -> bool {
+            if let Some(p) = e.downcast_ref::<bale_payload::Error>() {
+                return p.is_corruption();
+            }
+            if let Some(images::ImagesError::Bundle(p)) = e.downcast_ref() {
+                return p.is_corruption();
+            }
+            if let Some(sbom::SbomError::Payload(p)) = e.downcast_ref() {
+                return p.is_corruption();
+            }
+            if let Some(s) = e.downcast_ref::<crate::share::ShareError>() {
+                return s.is_damaged();
+            }
+            false
+        }
+        match self {
+            BuildError::Refused { .. } | BuildError::Kubefile(_) | BuildError::Discover(_) => false,
+            BuildError::At { source, .. } => damaged(source.as_ref()),
+            BuildError::Payload(p) => p.is_corruption(),
+            BuildError::Images(e) => damaged(e),
+            BuildError::Sbom(e) => damaged(e),
+        }
+    }
+
+    fn at(at: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> BuildError {
+        BuildError::At {
+            at: at.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 /// Where an entry's content comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +166,7 @@ pub struct BasePull {
 fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> {
     use crate::share::{self, BundleCache, ShareOptions};
     let r = share::parse_reference(reference)
-        .map_err(|e| anyhow!("{origin}: FROM {reference}: {e}"))?;
+        .map_err(|e| BuildError::at(format!("{origin}: FROM {reference}"), e))?;
     let insecure = pull
         .insecure_registries
         .iter()
@@ -108,7 +179,7 @@ fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> 
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         // A base is checked against the keys this machine trusts, like any bundle it runs.
         trust: bale_trust::TrustPolicy::system()
-            .map_err(|e| anyhow::Error::new(e).context(format!("{origin}: FROM {reference}")))?,
+            .map_err(|e| BuildError::at(format!("{origin}: FROM {reference}"), e))?,
         ..Default::default()
     };
     let cache = BundleCache::new(
@@ -119,7 +190,7 @@ fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> 
     // The error keeps its chain, so a damaged (exit 3) or untrusted (exit 4) base says so.
     cache
         .get(&r, pull.offline, &opts)
-        .map_err(|e| anyhow::Error::new(e).context(format!("{origin}: FROM {reference}")))
+        .map_err(|e| BuildError::at(format!("{origin}: FROM {reference}"), e))
 }
 
 /// Parses the Kubefile at `kubefile` only; warnings are in the plan.
@@ -128,7 +199,7 @@ pub fn parse(
     build_args: &BTreeMap<String, String>,
 ) -> Result<(BuildPlan, String)> {
     let text = std::fs::read(kubefile)
-        .with_context(|| format!("{}: cannot read the Kubefile", kubefile.display()))?;
+        .map_err(|e| BuildError::at(format!("{}: cannot read the Kubefile", kubefile.display()), e))?;
     let digest = format!("sha256:{}", format::hex(&format::sha256(&text)));
     let plan = kubefile::parse_file(kubefile, build_args)?;
     Ok((plan, digest))
@@ -148,7 +219,7 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
     }
     let context = context
         .canonicalize()
-        .with_context(|| format!("{}: cannot read the build context", context.display()))?;
+        .map_err(|e| BuildError::at(format!("{}: cannot read the build context", context.display()), e))?;
     let text = std::fs::read_to_string(kubefile).unwrap_or_default();
     let mut l = Layout {
         map: BTreeMap::new(),
@@ -187,36 +258,47 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
         Base::Directory { path } => {
             let dir = context.join(path);
             let meta = std::fs::metadata(&dir).map_err(|e| {
-                anyhow!(
-                    "{from_origin}: FROM {path}: {} {e}; the base directory is relative to the \
-                     build context {}",
-                    dir.display(),
-                    context.display()
+                BuildError::refused(
+                    format!("{from_origin}: FROM {path}"),
+                    format!(
+                        "{} {e}; the base directory is relative to the build context {}",
+                        dir.display(),
+                        context.display()
+                    ),
                 )
             })?;
             if !meta.is_dir() {
-                bail!(
-                    "{from_origin}: FROM {path}: {} is not a directory; name a directory or a \
-                     .bale file",
-                    dir.display()
-                );
+                return Err(BuildError::refused(
+                    format!("{from_origin}: FROM {path}"),
+                    format!(
+                        "{} is not a directory; name a directory or a .bale file",
+                        dir.display()
+                    ),
+                ));
             }
             l.walk(&dir, "", &format!("{from_origin} (FROM {path})"))?;
         }
         Base::Bundle { path } => {
             let file = pulled.clone().unwrap_or_else(|| context.join(path));
             if !file.is_file() {
-                bail!(
-                    "{from_origin}: FROM {path}: {} does not exist; build the base first \
-                     (bale build -o {path} ...) or fix the path (relative to the build context)",
-                    file.display()
-                );
+                return Err(BuildError::refused(
+                    format!("{from_origin}: FROM {path}"),
+                    format!(
+                        "{} does not exist; build the base first (bale build -o {path} ...) or \
+                         fix the path (relative to the build context)",
+                        file.display()
+                    ),
+                ));
             }
             let bundle = Bundle::open(&file)
-                .map_err(|e| anyhow!("{from_origin}: FROM {path}: {}: {e}", file.display()))?;
+                .map_err(|e| {
+                    BuildError::at(format!("{from_origin}: FROM {path}: {}", file.display()), e)
+                })?;
             let entries = bundle
                 .entries()
-                .map_err(|e| anyhow!("{from_origin}: FROM {path}: {}: {e}", file.display()))?;
+                .map_err(|e| {
+                    BuildError::at(format!("{from_origin}: FROM {path}: {}", file.display()), e)
+                })?;
             let origin = format!("base {path}");
             let base_layers = bundle
                 .header
@@ -296,12 +378,13 @@ struct Layout {
 
 impl Layout {
     fn place(&mut self, path: &str, node: Node, origin: &str) -> Result<()> {
-        format::check_entry_path(path).map_err(|why| anyhow!("{origin}: {path:?}: {why}"))?;
+        format::check_entry_path(path)
+            .map_err(|why| BuildError::refused(format!("{origin}: {path:?}"), why))?;
         if let Node::Symlink { target } = &node {
             format::check_symlink_target(path, target).map_err(|why| {
-                anyhow!(
-                    "{origin}: {path}: symlink to {target:?}: {why}; make it relative and inside \
-                     the tree, or remove it"
+                BuildError::refused(
+                    format!("{origin}: {path}: symlink to {target:?}"),
+                    format!("{why}; make it relative and inside the tree, or remove it"),
                 )
             })?;
         }
@@ -324,11 +407,16 @@ impl Layout {
                     node: Node::Dir { .. },
                     ..
                 }) => {}
-                Some(p) => bail!(
-                    "{origin}: cannot put {path} below {parent}, which is a file or symlink \
-                     (from {}); copy to another destination",
-                    p.origin
-                ),
+                Some(p) => {
+                    return Err(BuildError::refused(
+                        origin,
+                        format!(
+                            "cannot put {path} below {parent}, which is a file or symlink (from \
+                             {}); copy to another destination",
+                            p.origin
+                        ),
+                    ))
+                }
             }
             at += i + 1;
         }
@@ -363,9 +451,9 @@ impl Layout {
     /// Everything below `dir`, sorted, under `prefix` ("" for the bundle root).
     fn walk(&mut self, dir: &Path, prefix: &str, origin: &str) -> Result<()> {
         let mut children: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("{origin}: {}", dir.display()))?
+            .map_err(|e| BuildError::at(format!("{origin}: {}", dir.display()), e))?
             .collect::<std::io::Result<_>>()
-            .with_context(|| format!("{origin}: {}", dir.display()))?;
+            .map_err(|e| BuildError::at(format!("{origin}: {}", dir.display()), e))?;
         children.sort_by_key(|e| e.file_name());
         for c in children {
             let path = c.path();
@@ -373,9 +461,9 @@ impl Layout {
                 continue;
             }
             let name = c.file_name().into_string().map_err(|_| {
-                anyhow!(
-                    "{origin}: {}: the name is not valid UTF-8; rename it",
-                    path.display()
+                BuildError::refused(
+                    format!("{origin}: {}", path.display()),
+                    "the name is not valid UTF-8; rename it",
                 )
             })?;
             let rel = join(prefix, &name);
@@ -396,7 +484,7 @@ impl Layout {
         } else {
             std::fs::symlink_metadata(path)
         }
-        .with_context(|| format!("{origin}: {}", path.display()))?;
+        .map_err(|e| BuildError::at(format!("{origin}: {}", path.display()), e))?;
         let ft = meta.file_type();
         let mode = meta.permissions().mode() & 0o7777;
         if ft.is_dir() {
@@ -416,23 +504,25 @@ impl Layout {
             )
         } else if ft.is_symlink() {
             let target = std::fs::read_link(path)
-                .with_context(|| format!("{origin}: {}", path.display()))?
+                .map_err(|e| BuildError::at(format!("{origin}: {}", path.display()), e))?
                 .into_os_string()
                 .into_string()
                 .map_err(|_| {
-                    anyhow!(
-                        "{origin}: {}: the link target is not valid UTF-8",
-                        path.display()
+                    BuildError::refused(
+                        format!("{origin}: {}", path.display()),
+                        "the link target is not valid UTF-8",
                     )
                 })?;
             self.place(rel, Node::Symlink { target }, origin)
         } else {
             let what = crate::tree::special_file_kind(&ft);
-            bail!(
-                "{origin}: {}: {what} cannot go into a bundle (bundles carry regular files, \
-                 directories and symlinks); remove it or copy something else",
-                path.display()
-            )
+            Err(BuildError::refused(
+                format!("{origin}: {}", path.display()),
+                format!(
+                    "{what} cannot go into a bundle (bundles carry regular files, directories \
+                     and symlinks); remove it or copy something else"
+                ),
+            ))
         }
     }
 
@@ -447,10 +537,10 @@ impl Layout {
                 continue;
             }
             let meta =
-                std::fs::metadata(&src).with_context(|| format!("{origin}: {}", src.display()))?;
+                std::fs::metadata(&src).map_err(|e| BuildError::at(format!("{origin}: {}", src.display()), e))?;
             if c.kind == CopyKind::Add && meta.is_file() {
                 let found = crate::archive::sniff(&src)
-                    .map_err(|e| anyhow!("{origin}: ADD {}: {e}", src.display()))?;
+                    .map_err(|e| BuildError::at(format!("{origin}: ADD {}", src.display()), e))?;
                 if let Some(compression) = found {
                     // As in Docker, an archive unpacks into the destination directory.
                     self.unpack(&src, compression, dest, &origin)?;
@@ -464,7 +554,10 @@ impl Layout {
                 let into_dir = c.dest_is_dir || (!dest.is_empty() && self.is_dir_path(dest));
                 if into_dir {
                     let name = src.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                        anyhow!("{origin}: {}: not a valid UTF-8 name", src.display())
+                        BuildError::refused(
+                            format!("{origin}: {}", src.display()),
+                            "not a valid UTF-8 name",
+                        )
                     })?;
                     join(dest, name)
                 } else {
@@ -472,7 +565,11 @@ impl Layout {
                 }
             };
             if rel.is_empty() && !meta.is_dir() {
-                bail!("{origin}: a file cannot replace the bundle root; give a file name or a directory ending in /");
+                return Err(BuildError::refused(
+                    origin,
+                    "a file cannot replace the bundle root; give a file name or a directory \
+                     ending in /",
+                ));
             }
             self.entry(&src, &rel, &origin, true)?;
         }
@@ -492,7 +589,7 @@ impl Layout {
         origin: &str,
     ) -> Result<()> {
         let shown = src.display().to_string();
-        let fail = |what: String| anyhow!("{origin}: ADD {shown}: {what}");
+        let fail = |what: String| BuildError::refused(format!("{origin}: ADD {shown}"), what);
         if self.scratch.is_none() {
             self.scratch = Some(
                 tempfile::Builder::new()
@@ -638,9 +735,9 @@ fn run_step(plan: &BuildPlan, r: &RunStep, context: &Path) -> Result<()> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| {
-        anyhow!(
-            "{origin}: RUN cannot start {shown:?}: {e}; install the program on the build host or \
-             fix the command"
+        BuildError::refused(
+            format!("{origin}: RUN cannot start {shown:?}"),
+            format!("{e}; install the program on the build host or fix the command"),
         )
     })?;
     let line = r.line;
@@ -660,7 +757,7 @@ fn run_step(plan: &BuildPlan, r: &RunStep, context: &Path) -> Result<()> {
         .collect();
     let status = child
         .wait()
-        .map_err(|e| anyhow!("{origin}: RUN {shown:?}: {e}"))?;
+        .map_err(|e| BuildError::at(format!("{origin}: RUN {shown:?}"), e))?;
     for t in threads {
         let _ = t.join();
     }
@@ -672,11 +769,14 @@ fn run_step(plan: &BuildPlan, r: &RunStep, context: &Path) -> Result<()> {
                 format!("signal {}", status.signal().unwrap_or(0))
             }
         };
-        bail!(
-            "{origin}: RUN failed with {how}: {shown}\n  it ran in {} on the build host; fix the \
-             command (its output is above, prefixed RUN[{line}])",
-            context.display()
-        );
+        return Err(BuildError::refused(
+            origin,
+            format!(
+                "RUN failed with {how}: {shown}\n  it ran in {} on the build host; fix the \
+                 command (its output is above, prefixed RUN[{line}])",
+                context.display()
+            ),
+        ));
     }
     Ok(())
 }
@@ -697,7 +797,7 @@ pub fn discover_images_with(
 ) -> Result<Discovery> {
     let context = context
         .canonicalize()
-        .with_context(|| format!("{}: cannot read the build context", context.display()))?;
+        .map_err(|e| BuildError::at(format!("{}: cannot read the build context", context.display()), e))?;
     let mut missing = Vec::new();
     let opts = DiscoverOptions {
         env: plan.env.clone(),
@@ -809,11 +909,14 @@ pub fn find_stub(arch: &str, stubs: &[PathBuf], stub_dir: Option<&Path>) -> Resu
         }
         looked.push(p.display().to_string());
     }
-    bail!(
-        "no bale program for {arch} to start the bundle with; looked at: {}. Build one \
-         (scripts/build-release.sh makes out/release/bale-{arch}) and pass --stub or --stub-dir",
-        looked.join(", ")
-    )
+    Err(BuildError::refused(
+        format!("no bale program for {arch} to start the bundle with"),
+        format!(
+            "looked at: {}. Build one (scripts/build-release.sh makes out/release/bale-{arch}) \
+             and pass --stub or --stub-dir",
+            looked.join(", ")
+        ),
+    ))
 }
 
 /// Kernel name of a platform's architecture (`amd64` -> `x86_64`).
@@ -863,21 +966,25 @@ pub fn write(
     let arch = kernel_arch(&target.platform);
     let stub_arch = bale_payload::elf::arch_of(&target.stub)?;
     if stub_arch != arch {
-        bail!(
-            "{}: the program is for {stub_arch}, the bundle for {}; give a stub for {arch}",
-            target.stub.display(),
-            target.platform
-        );
+        return Err(BuildError::refused(
+            target.stub.display().to_string(),
+            format!(
+                "the program is for {stub_arch}, the bundle for {}; give a stub for {arch}",
+                target.platform
+            ),
+        ));
     }
     let mut layout = p.layout.clone();
     // The base's SBOM describes the base; this build writes its own of the whole bundle.
     if let Some(placed) = layout.get(SBOM_ENTRY) {
         if placed.layer.is_none() {
-            bail!(
-                "{}: {SBOM_ENTRY} is where the build writes the bundle's SBOM; copy the file to \
-                 another destination",
-                placed.origin
-            );
+            return Err(BuildError::refused(
+                placed.origin.clone(),
+                format!(
+                    "{SBOM_ENTRY} is where the build writes the bundle's SBOM; copy the file to \
+                     another destination"
+                ),
+            ));
         }
         layout.remove(SBOM_ENTRY);
         // Its directory too, when nothing else of the base is in it: the SBOM writer makes it.
@@ -903,17 +1010,18 @@ pub fn write(
     if let Some(b) = &p.base {
         let h = &b.bundle.header;
         if h.arch != arch {
-            bail!(
-                "FROM {}: the base is a bundle for {}, this build is for {}; build the base for \
-                 {arch} too",
-                b.shown,
-                h.arch,
-                target.platform
-            );
+            return Err(BuildError::refused(
+                format!("FROM {}", b.shown),
+                format!(
+                    "the base is a bundle for {}, this build is for {}; build the base for \
+                     {arch} too",
+                    h.arch, target.platform
+                ),
+            ));
         }
         let digest = format!("sha256:{}", format::hex(&b.bundle.trailer.header_sha256));
         let base =
-            Manifest::from_metadata(&h.metadata).with_context(|| format!("FROM {}", b.shown))?;
+            Manifest::from_metadata(&h.metadata).map_err(|e| BuildError::at(format!("FROM {}", b.shown), e))?;
         layers = base.layers.clone();
         layers.push(Layer {
             name: h.name.clone(),
@@ -938,9 +1046,9 @@ pub fn write(
             let mut data = Vec::new();
             b.bundle
                 .open_entry(entry)
-                .map_err(|e| anyhow!("FROM {}: registry/index.json: {e}", b.shown))?
+                .map_err(|e| BuildError::at(format!("FROM {}: registry/index.json", b.shown), e))?
                 .read_to_end(&mut data)
-                .map_err(|e| anyhow!("FROM {}: registry/index.json: {e}", b.shown))?;
+                .map_err(|e| BuildError::at(format!("FROM {}: registry/index.json", b.shown), e))?;
             base_images.manifests = images::BaseImages::parse_index(&data, &b.shown)?;
             base_listing = base.images.clone();
         }
@@ -976,18 +1084,20 @@ pub fn write(
             .iter()
             .find(|(k, pl)| in_registry(k) && pl.layer.is_none())
         {
-            bail!(
-                "{}: {path} is where the bundle's images go, and this build adds images; copy \
-                 it to another destination",
-                placed.origin,
-            );
+            return Err(BuildError::refused(
+                placed.origin.clone(),
+                format!(
+                    "{path} is where the bundle's images go, and this build adds images; copy it \
+                     to another destination"
+                ),
+            ));
         }
         if layout.keys().any(|k| in_registry(k)) && base_images.manifests.is_empty() {
-            bail!(
-                "FROM {}: the base has a registry/ directory without registry/index.json, so \
-                 its images cannot be merged with this build's; rebuild the base",
-                base_images.shown
-            );
+            return Err(BuildError::refused(
+                format!("FROM {}", base_images.shown),
+                "the base has a registry/ directory without registry/index.json, so its images \
+                 cannot be merged with this build's; rebuild the base",
+            ));
         }
         // The image writer adds the layout's directories, index and marker again; the base's
         // blobs stay as they are.
@@ -1009,7 +1119,7 @@ pub fn write(
         copts.cache_dir = Some(cache_dir.clone());
         copts.sources = images::context_sources(&p.context)?;
         resolved = images::collect(&refs, &target.platform, &copts)
-            .with_context(|| format!("collecting images for {}", target.platform))?;
+            .map_err(|e| BuildError::at(format!("collecting images for {}", target.platform), e))?;
     }
     let mut listing: BTreeMap<String, ImageRecord> = BTreeMap::new();
     for v in base_listing.into_iter().chain(images_listing(&resolved)) {
@@ -1047,7 +1157,7 @@ pub fn write(
         metadata: manifest.to_metadata(),
     };
     let mut w = BundleWriter::create(&target.output, &target.stub, meta, cfg.write.clone())
-        .with_context(|| format!("cannot start {}", target.output.display()))?;
+        .map_err(|e| BuildError::at(format!("cannot start {}", target.output.display()), e))?;
     for (path, placed) in &layout {
         let r = match &placed.node {
             Node::Dir { mode } => w.add_dir(path, *mode),
@@ -1060,7 +1170,7 @@ pub fn write(
                 ))),
             },
         };
-        r.map_err(|e| anyhow!("{}: {path}: {e}", placed.origin))?;
+        r.map_err(|e| BuildError::at(format!("{}: {path}", placed.origin), e))?;
     }
     if !resolved.is_empty() {
         images::add_images_merged(&mut w, &cache_dir, &resolved, &base_images)?;
@@ -1083,14 +1193,8 @@ pub fn write(
             .collect(),
         images: manifest.images.clone(),
         base_sbom: match &p.base {
-            Some(b) => sbom::read_sbom(&b.bundle, &b.entries).map_err(|e| {
-                let context = format!("FROM {}: its SBOM", b.shown);
-                match e {
-                    // The payload's own error, so that a damaged base exits as damaged.
-                    sbom::SbomError::Payload(p) => anyhow::Error::new(p).context(context),
-                    other => anyhow::Error::new(other).context(context),
-                }
-            })?,
+            Some(b) => sbom::read_sbom(&b.bundle, &b.entries)
+                .map_err(|e| BuildError::at(format!("FROM {}: its SBOM", b.shown), e))?,
             None => None,
         },
     };
@@ -1123,7 +1227,12 @@ pub fn write(
     let started = std::time::Instant::now();
     let s = sbom::add_sbom(&mut w, &sbom_input, &source)?;
     report_sbom(&s, started.elapsed());
-    let summary = w.finish()?;
+    // Base frames are copied as stored and checked as they are: damage found then is the
+    // base's.
+    let summary = w.finish().map_err(|e| match &p.base {
+        Some(b) if e.is_corruption() => BuildError::at(format!("FROM {}", b.shown), e),
+        _ => BuildError::Payload(e),
+    })?;
     if let Some(b) = &p.base {
         eprintln!(
             "FROM {}: {} frames ({}) copied as stored, none compressed again",
