@@ -5,12 +5,49 @@
 use crate::hosts::{Host, Role};
 use crate::node::context::{NodeContext, DEFAULT_VIP, REGISTRY_PORT};
 use crate::plugins::Documents;
-use anyhow::{Context, Result};
 use bale_contract::manifest::{App, Command, InstallStep, Manifest};
 use bale_payload::{Bundle, Kind};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
+
+/// What keeps the site from being worked out: the bundle's header or tree, or a document of
+/// the bundle or the Clusterfile. Each message names the file, line or entry.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error("the bundle's header")]
+    Manifest(#[from] bale_contract::manifest::ManifestError),
+    #[error("reading the bundle's entry table")]
+    Entries(#[source] bale_payload::Error),
+    #[error("{layer}, Kubefile line {line}: LAUNCH {app}: no APP of that name")]
+    NoApp {
+        layer: String,
+        line: usize,
+        app: String,
+    },
+    #[error("{origin}: spec.path {path}: the image registry cannot be overlaid")]
+    OverlayOnRegistry { origin: String, path: String },
+    #[error("{origin}: spec.path {path} is not a regular file in the bundle")]
+    OverlayNotFile { origin: String, path: String },
+    #[error("reading {path} from the bundle")]
+    Read {
+        path: String,
+        #[source]
+        source: bale_payload::Error,
+    },
+    #[error("reading {path} from the bundle (is it UTF-8 text?)")]
+    NotText {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Document(#[from] crate::plugins::PluginError),
+    #[error(transparent)]
+    Config(#[from] crate::plugins::ConfigError),
+}
+
+type Result<T, E = SiteError> = std::result::Result<T, E>;
 
 /// Entries of the bundle tree that are not copied into `<data-dir>/rootfs` (served in place).
 pub const NOT_EXTRACTED: &[&str] = &["registry"];
@@ -106,8 +143,10 @@ fn steps_of(
                 },
             }),
             InstallStep::Launch { line, app } => {
-                let meta = apps.get(app).with_context(|| {
-                    format!("{layer}, Kubefile line {line}: LAUNCH {app}: no APP of that name")
+                let meta = apps.get(app).ok_or_else(|| SiteError::NoApp {
+                    layer: layer.to_string(),
+                    line: *line,
+                    app: app.clone(),
                 })?;
                 let scripts: Vec<String> = if meta.cmds.is_empty() {
                     meta.sources
@@ -139,26 +178,25 @@ fn overlays(
     let mut out: Vec<(String, String)> = Vec::new();
     for cfg in &docs.configs {
         if cfg.path.split('/').next() == Some("registry") {
-            anyhow::bail!(
-                "{}: spec.path {}: the image registry cannot be overlaid",
-                cfg.origin,
-                cfg.path
-            );
+            return Err(SiteError::OverlayOnRegistry {
+                origin: cfg.origin.clone(),
+                path: cfg.path.clone(),
+            });
         }
         let current = match out.iter().position(|(p, _)| *p == cfg.path) {
             Some(i) => Some(out.remove(i).1),
             None => match entries.iter().find(|e| e.path == cfg.path) {
                 Some(e) if e.kind == Kind::File => Some(read_text(bundle, e)?),
-                Some(_) => anyhow::bail!(
-                    "{}: spec.path {} is not a regular file in the bundle",
-                    cfg.origin,
-                    cfg.path
-                ),
+                Some(_) => {
+                    return Err(SiteError::OverlayNotFile {
+                        origin: cfg.origin.clone(),
+                        path: cfg.path.clone(),
+                    })
+                }
                 None => None,
             },
         };
-        let text =
-            crate::plugins::apply_config(cfg, current.as_deref()).map_err(anyhow::Error::new)?;
+        let text = crate::plugins::apply_config(cfg, current.as_deref())?;
         out.push((cfg.path.clone(), text));
     }
     Ok(out)
@@ -168,9 +206,15 @@ fn read_text(bundle: &Bundle, e: &bale_payload::Entry) -> Result<String> {
     let mut text = String::new();
     bundle
         .open_entry(e)
-        .with_context(|| format!("reading {} from the bundle", e.path))?
+        .map_err(|source| SiteError::Read {
+            path: e.path.clone(),
+            source,
+        })?
         .read_to_string(&mut text)
-        .with_context(|| format!("reading {} from the bundle (is it UTF-8 text?)", e.path))?;
+        .map_err(|source| SiteError::NotText {
+            path: e.path.clone(),
+            source,
+        })?;
     Ok(text)
 }
 
@@ -183,8 +227,7 @@ impl Site {
         clusterfile: Option<(&str, &str)>,
         cluster_env: &[(String, String)],
     ) -> Result<Site> {
-        let manifest =
-            Manifest::from_metadata(&bundle.header.metadata).context("the bundle's header")?;
+        let manifest = Manifest::from_metadata(&bundle.header.metadata)?;
         let mut site = Site {
             hosts: hosts.iter().map(|h| (h.addr, h.role)).collect(),
             ..Site::default()
@@ -192,9 +235,7 @@ impl Site {
         site.env = manifest.env();
         site.env.extend(cluster_env.iter().cloned());
         let apps = &manifest.apps;
-        let entries = bundle
-            .entries()
-            .context("reading the bundle's entry table")?;
+        let entries = bundle.entries().map_err(SiteError::Entries)?;
         let charts = |src: &str| {
             let want = format!("{}/Chart.yaml", src.trim_end_matches('/'));
             entries.iter().any(|e| e.path == want)
@@ -230,14 +271,13 @@ impl Site {
                 continue;
             }
             let text = read_text(bundle, e)?;
-            site.docs.extend(
-                Documents::parse(&text, &format!("{} (in the bundle)", e.path))
-                    .map_err(anyhow::Error::new)?,
-            );
+            site.docs.extend(Documents::parse(
+                &text,
+                &format!("{} (in the bundle)", e.path),
+            )?);
         }
         if let Some((origin, text)) = clusterfile {
-            site.docs
-                .extend(Documents::parse(text, origin).map_err(anyhow::Error::new)?);
+            site.docs.extend(Documents::parse(text, origin)?);
         }
         site.overlays = overlays(bundle, &entries, &site.docs)?;
         site.warnings = site.docs.warnings.clone();
