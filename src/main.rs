@@ -186,6 +186,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || trust(c).is_some_and(|t| t.is_corruption())
             || c.downcast_ref::<bale_bundler::share::ShareError>()
                 .is_some_and(|s| s.is_damaged())
+            || c.downcast_ref::<bale_bundler::build::BuildError>()
+                .is_some_and(|b| b.is_damaged())
+            || c.downcast_ref::<bale_installer::run::RunError>()
+                .is_some_and(|r| r.is_damaged())
     });
     if damaged {
         EXIT_DAMAGED

@@ -2,7 +2,8 @@
 //! signed again by a second publisher, a re-run gives the node's copy the new signatures.
 //! The same program in front of a payload re-signed by another key is refused by `install`
 //! before it connects anywhere (the node's copy and journal stay as they were), and by the agent
-//! on a node that is handed such a file anyway, before it runs a step.
+//! on a node that is handed such a file anyway, before it runs a step. A bundle damaged on the
+//! admin host fails as damaged (exit 3) and leaves the node as it was.
 //!
 //! Needs root and the testbed (`scripts/test.sh` provides both).
 
@@ -132,6 +133,37 @@ fn a_payload_re_signed_by_another_key_is_refused_by_install_and_by_the_agent() {
     assert!(stderr(&o).contains(&other_fp), "{}", stderr(&o));
     on_ok("n1", "/var/lib/bale/bundle.bale agent step kernel check");
     on_ok("n1", "rm -f /root/foreign.bale");
+
+    // A bundle damaged on the admin host (one byte of a payload frame; its header and
+    // signatures intact, so only the content can tell) fails as damaged: exit 3, and the
+    // node keeps its copy and journal.
+    let damaged = d.path().join("damaged.bale");
+    ok(&bale(&[
+        "build",
+        s(&tree),
+        "-o",
+        s(&damaged),
+        "--name",
+        "pinned",
+        "--version",
+        "2.0.0",
+        "--stub",
+        s(&pinned),
+        "--sign",
+        s(&publisher),
+    ]));
+    let at = {
+        let b = bale_payload::Bundle::open(&damaged).unwrap();
+        let e = b.entries().unwrap();
+        let big = e.iter().max_by_key(|e| e.size).unwrap();
+        b.trailer.stub_len + big.frames[0].offset + big.frames[0].stored_len / 2
+    };
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[at as usize] ^= 0x5a;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let (o, _) = run_on(&damaged, "install", &hosts, &until);
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", stdout(&o), stderr(&o));
+    assert_eq!(on_node(), before, "the damaged install changed the node");
 
     let (o, _) = run_on(&pinned, "reset", &hosts, &["--yes"]);
     ok(&o);

@@ -58,7 +58,7 @@ pub enum RunError {
     NoKey(PathBuf),
     /// The bundle's plugins, configs and apps together with the Clusterfile's.
     #[error(transparent)]
-    Site(anyhow::Error),
+    Site(#[from] crate::site::SiteError),
     #[error("locate this program for SSH_ASKPASS: {0}")]
     CurrentExe(#[source] std::io::Error),
     #[error("--ignore-preflight: unknown check {name:?} (checks: {known})")]
@@ -96,6 +96,8 @@ pub enum RunError {
         verb: String,
         failed: usize,
         total: usize,
+        /// One of the failures came from a damaged bundle.
+        damaged: bool,
     },
     #[error(
         "deleted, but no master remains: the workers {workers} still guard the deleted masters. \
@@ -126,6 +128,22 @@ pub enum RunError {
         delete: Box<RunError>,
         follow: Box<RunError>,
     },
+}
+
+impl RunError {
+    /// True when a host failed because of a damaged bundle, so the run exits 3 like every
+    /// command that finds one (a damaged bundle read here keeps its payload error as the
+    /// source and is told by that).
+    pub fn is_damaged(&self) -> bool {
+        match self {
+            RunError::Failed { damaged, .. } => *damaged,
+            RunError::NotFollowed { source } | RunError::Unknown { source } => source.is_damaged(),
+            RunError::DeleteAndFollow { delete, follow } => {
+                delete.is_damaged() || follow.is_damaged()
+            }
+            _ => false,
+        }
+    }
 }
 
 pub type RunResult<T> = Result<T, RunError>;
@@ -342,6 +360,7 @@ pub fn execute(
             verb: verb.into(),
             failed: report.failed.len(),
             total: nodes.len(),
+            damaged: report.failed.iter().any(|f| f.damaged),
         });
     }
     Ok(())

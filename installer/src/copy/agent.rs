@@ -9,7 +9,9 @@
 //!
 //! Exit codes: 0 the copy is complete and `bundle.bale` in place (the final state is printed on
 //! stdout as JSON); [`EXIT_SOURCE_LOST`] the peer it fetched from failed (the installer picks
-//! another source and starts the agent again: the copy resumes); 1 any other failure.
+//! another source and starts the agent again: the copy resumes); 3 the installer sent a chunk
+//! that does not check out (its bundle is damaged, as every bale command exits for one); 1 any
+//! other failure.
 
 use super::server::Server;
 use super::sink::{OnBadChunk, Sink};
@@ -78,32 +80,33 @@ pub fn run(args: CopyArgs) -> i32 {
     }
 }
 
-type Failure = (i32, String);
+pub(super) type Failure = (i32, String);
 
 /// Ends the agent from a thread other than the copy's own: the failure goes into the state
 /// for the installer, and to stderr like any other.
-pub(super) fn stop_now(store: &Store, why: &str) -> ! {
-    store.fail(why);
+pub(super) fn stop_now(store: &Store, (code, why): Failure) -> ! {
+    store.fail(&why);
     eprintln!("bale agent copy: {why}");
-    std::process::exit(1)
+    std::process::exit(code)
 }
 
 /// Why a copy fed by the installer stops on a chunk it cannot take: one that does not check out
 /// (the installer read it from its own bundle, so another try cannot mend it), or one this
 /// node cannot store.
-pub(super) fn bad_from_installer(e: &CopyError) -> String {
-    match e {
-        CopyError::BadChunk { .. } => {
-            format!("the installer sent a chunk that does not check out: {e}")
-        }
-        other => format!(
-            "cannot store a chunk from the installer: {}",
-            crate::engine::report::chain(other)
-        ),
+pub(super) fn bad_from_installer(e: &CopyError) -> Failure {
+    if e.is_damaged() {
+        return (
+            crate::engine::EXIT_DAMAGED,
+            format!("the installer sent a chunk that does not check out: {e}"),
+        );
     }
+    fatal(format!(
+        "cannot store a chunk from the installer: {}",
+        crate::engine::report::chain(e)
+    ))
 }
 
-fn fatal(message: impl std::fmt::Display) -> Failure {
+pub(super) fn fatal(message: impl std::fmt::Display) -> Failure {
     (1, message.to_string())
 }
 
@@ -151,7 +154,7 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
                     "no word from the installer for {} s: stopping",
                     SILENCE.as_secs()
                 );
-                stop_now(&store, &why);
+                stop_now(&store, fatal(why));
             }
         });
     }
@@ -167,9 +170,9 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
         Source::Installer => {
             // Chunks and pings on stdin, until it ends.
             let bad = |e: CopyError| {
-                let m = bad_from_installer(&e);
-                store.fail(&m);
-                fatal(m)
+                let f = bad_from_installer(&e);
+                store.fail(&f.1);
+                f
             };
             let sink = Sink::start(store.clone(), "installer", OnBadChunk::Fail);
             loop {
@@ -372,10 +375,7 @@ pub fn take_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, CopyErr
             }
         }
         if Instant::now() > deadline {
-            return Err(CopyError::Msg(format!(
-                "another copy holds {} and did not stop",
-                path.display()
-            )));
+            return Err(CopyError::Held(path.to_path_buf()));
         }
         std::thread::sleep(Duration::from_millis(100));
     };

@@ -74,6 +74,18 @@ pub enum FanoutError {
     Agent { code: i32, stderr: String },
 }
 
+impl FanoutError {
+    /// True when the bundle being sent cannot be read as it should be: its bytes are wrong.
+    pub fn is_damaged(&self) -> bool {
+        match self {
+            FanoutError::Bundle { source, .. } => source.is_corruption(),
+            // The agent found a chunk this host sent wrong.
+            FanoutError::Agent { code, .. } => *code == crate::engine::EXIT_DAMAGED,
+            _ => false,
+        }
+    }
+}
+
 /// The bundle being installed, as the installer reads it.
 pub struct Local {
     pub path: PathBuf,

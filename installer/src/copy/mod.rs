@@ -81,6 +81,26 @@ pub enum CopyError {
     },
     #[error("copy protocol: {0}")]
     Protocol(String),
-    #[error("{0}")]
-    Msg(String),
+    #[error("--digest {0:?} is not 64 hex digits")]
+    BadDigest(String),
+    #[error("another copy holds {} and did not stop", .0.display())]
+    Held(PathBuf),
+    #[error("the chunk writers stopped")]
+    WritersStopped,
+    #[error("a chunk writer panicked")]
+    WriterPanicked,
+    /// A relay asked for what this node cannot give, because its own copy failed.
+    #[error("this node's copy failed: {0}")]
+    ThisNodeFailed(String),
+    #[error("{what} did not arrive here in time")]
+    Late { what: String },
+    #[error("the copy is not complete")]
+    Incomplete,
+}
+
+impl CopyError {
+    /// True when the bytes received do not check out: the bundle being sent is damaged.
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, CopyError::BadChunk { .. })
+    }
 }

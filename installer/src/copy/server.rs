@@ -238,7 +238,7 @@ impl Server {
         if self.store.list().is_none() {
             return Err(std::io::Error::other("a push before the bundle's tail"));
         }
-        let give_up = |e: CopyError| -> ! { stop_now(&self.store, &bad_from_installer(&e)) };
+        let give_up = |e: CopyError| -> ! { stop_now(&self.store, bad_from_installer(&e)) };
         let sink = Sink::start(self.store.clone(), "installer", OnBadChunk::Fail);
         loop {
             let mut buf = sink.buffer();

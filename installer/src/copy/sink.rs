@@ -88,7 +88,7 @@ impl Sink {
             Some(Ok(())) => Ok(()),
             _ => self
                 .failure()
-                .and(Err(CopyError::Msg("the chunk writers stopped".to_string()))),
+                .and(Err(CopyError::WritersStopped)),
         }
     }
 
@@ -97,7 +97,7 @@ impl Sink {
         self.queue = None;
         for w in self.workers.drain(..) {
             if w.join().is_err() {
-                return Err(CopyError::Msg("a chunk writer panicked".to_string()));
+                return Err(CopyError::WriterPanicked);
             }
         }
         self.failure()

@@ -113,7 +113,7 @@ impl Store {
     pub fn open(dir: &Path, digest_hex: &str, run: &str) -> Result<Store, CopyError> {
         let mut digest = [0u8; 32];
         hex::decode_to_slice(digest_hex, &mut digest)
-            .map_err(|_| CopyError::Msg(format!("--digest {digest_hex:?} is not 64 hex digits")))?;
+            .map_err(|_| CopyError::BadDigest(digest_hex.to_string()))?;
         let partial = dir.join(PARTIAL);
         let file = OpenOptions::new()
             .read(true)
@@ -342,13 +342,13 @@ impl Store {
                 return Ok(l.clone());
             }
             if let Some(e) = &g.failed {
-                return Err(CopyError::Msg(format!("this node's copy failed: {e}")));
+                return Err(CopyError::ThisNodeFailed(e.to_string()));
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(CopyError::Msg(
-                    "the bundle's tail did not arrive in time".into(),
-                ));
+                return Err(CopyError::Late {
+                    what: "the bundle's tail".into(),
+                });
             }
             g = self
                 .changed
@@ -373,13 +373,13 @@ impl Store {
         let mut g = self.lock();
         while !g.have.get(index).copied().unwrap_or(false) {
             if let Some(e) = &g.failed {
-                return Err(CopyError::Msg(format!("this node's copy failed: {e}")));
+                return Err(CopyError::ThisNodeFailed(e.to_string()));
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(CopyError::Msg(format!(
-                    "chunk {index} did not arrive here in time"
-                )));
+                return Err(CopyError::Late {
+                    what: format!("chunk {index}"),
+                });
             }
             g = self
                 .changed
@@ -491,7 +491,7 @@ impl Store {
     /// Flushes the complete copy to disk and renames it to `bundle.bale`.
     pub fn finish(&self) -> Result<PathBuf, CopyError> {
         if !self.is_complete() {
-            return Err(CopyError::Msg("the copy is not complete".into()));
+            return Err(CopyError::Incomplete);
         }
         let dest = self.dir.join(BUNDLE);
         use std::os::unix::fs::PermissionsExt;

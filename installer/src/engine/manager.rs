@@ -31,6 +31,9 @@ pub struct Failure {
     /// Set when removing what the failed attempt created failed too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clean_up_error: Option<String>,
+    /// The failure came from a damaged bundle (the run then exits as damaged).
+    #[serde(skip)]
+    pub damaged: bool,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +85,7 @@ fn attempt(phase: &dyn Phase, n: &Node, inputs: &str) -> Result<(), Failure> {
         error: super::report::chain(error),
         outcome,
         clean_up_error,
+        damaged: error.is_damaged(),
     };
     let attempt = Attempt::default();
     if let Err(e) = phase.run(n, &attempt) {

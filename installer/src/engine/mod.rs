@@ -118,6 +118,24 @@ pub enum PhaseError {
     },
 }
 
+impl PhaseError {
+    /// True when the phase failed because a bundle's bytes are wrong: the one being installed
+    /// (read on this host), or a node's copy (its agent exits 3 for a damaged bundle, as every
+    /// bale command does).
+    pub fn is_damaged(&self) -> bool {
+        match self {
+            PhaseError::LocalBundle { source, .. } => source.is_corruption(),
+            PhaseError::Copy(c) => c.is_damaged(),
+            PhaseError::Fanout(f) => f.is_damaged(),
+            PhaseError::Agent { code, .. } => *code == EXIT_DAMAGED,
+            _ => false,
+        }
+    }
+}
+
+/// The exit code of every bale command that found a bundle damaged.
+pub const EXIT_DAMAGED: i32 = 3;
+
 impl From<crate::copy::fanout::FanoutError> for PhaseError {
     fn from(e: crate::copy::fanout::FanoutError) -> Self {
         PhaseError::Fanout(Arc::new(e))
