@@ -1073,4 +1073,77 @@ mod tests {
         assert_eq!(tag_of(&images, "etcd").map(|t| t.1), Some("3.6.8-0".into()));
         assert_eq!(tag_of(&images, "pause"), None);
     }
+
+    use crate::node::host::testing::{differences, FakeNode};
+
+    #[test]
+    fn kubelet_files_are_written_once_and_undo_removes_exactly_them() {
+        let mut node = FakeNode::new();
+        node.commands.answers = vec![("kubeadm version -o short".into(), "v1.31.2\n".into())];
+        let bundle = node.bundle(&[
+            ("bin/kubeadm", b"kubeadm"),
+            ("bin/kubelet", b"kubelet"),
+            ("bin/kubectl", b"kubectl"),
+        ]);
+        for foreign in ["/etc/systemd/system/their.service", "/etc/their.conf"] {
+            node.root.write_file(foreign, b"theirs\n", 0o644).unwrap();
+        }
+        let before = node.snapshot();
+        let env = node.env(Some(&bundle));
+
+        let mut p = Progress::new("kubelet");
+        Kubelet.apply(&env, &mut p).unwrap();
+        let written = node.snapshot();
+        let unit = Path::new("/etc/systemd/system/kubelet.service");
+        let expected = [
+            unit,
+            Path::new(KUBELET_DROPIN),
+            Path::new(CRICTL_CONFIG),
+            Path::new(KUBELET_RESOLV_CONF),
+        ];
+        for f in expected {
+            assert_eq!(written[f].mode, 0o644, "{}", f.display());
+        }
+        assert_eq!(node.root.read_to_string(unit).unwrap(), kubelet_unit());
+        assert_eq!(
+            node.root.read_to_string(KUBELET_DROPIN).unwrap(),
+            kubelet_dropin()
+        );
+        assert_eq!(
+            node.root.read_to_string(CRICTL_CONFIG).unwrap(),
+            crictl_config()
+        );
+        // No /etc/resolv.conf here: pods get the node's own address, where none answers.
+        assert!(node
+            .root
+            .read_to_string(KUBELET_RESOLV_CONF)
+            .unwrap()
+            .contains("nameserver 10.0.0.5\n"));
+        let log = node.commands.take();
+        assert!(
+            log.contains(&format!("systemctl enable {KUBELET_UNIT}"))
+                && !log.iter().any(|l| l.starts_with("systemctl restart")),
+            "kubeadm starts kubelet, not bale: {log:?}"
+        );
+        assert!(Kubelet.check(&env).unwrap().iter().all(|f| f.ok));
+
+        let mut p = Progress::new("kubelet");
+        Kubelet.apply(&env, &mut p).unwrap();
+        assert_eq!(p.changes(), 0);
+        assert_eq!(
+            differences(&written, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+
+        let mut p = Progress::new("kubelet");
+        Kubelet.undo(&env, &mut p).unwrap();
+        assert_eq!(
+            differences(&before, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+        assert!(node
+            .commands
+            .take()
+            .contains(&format!("systemctl disable --now {KUBELET_UNIT}")));
+    }
 }

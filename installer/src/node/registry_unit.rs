@@ -266,4 +266,75 @@ mod tests {
         }
         assert!(probe("127.0.0.1:1", Duration::from_secs(1)).is_err());
     }
+
+    use crate::node::host::testing::{differences, FakeNode};
+    use std::path::{Path, PathBuf};
+
+    /// A registry on localhost that answers every `GET /v2/` with 200; its port.
+    fn answering_registry() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let mut req = [0u8; 1024];
+                let _ = s.read(&mut req);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn apply_writes_the_unit_once_and_undo_removes_only_it() {
+        let mut node = FakeNode::new();
+        node.ctx.node_ip = "127.0.0.1".into();
+        node.ctx.registry_port = answering_registry();
+        node.root
+            .write_file(node.ctx.bundle_path(), b"a bundle", 0o755)
+            .unwrap();
+        node.root
+            .write_file("/etc/systemd/system/their.service", b"theirs\n", 0o644)
+            .unwrap();
+        let before = node.snapshot();
+        let env = node.env(None);
+
+        let mut p = Progress::new("registry");
+        RegistryUnit.apply(&env, &mut p).unwrap();
+        let unit = Path::new("/etc/systemd/system").join(UNIT);
+        let written = node.snapshot();
+        assert_eq!(differences(&before, &written), std::slice::from_ref(&unit));
+        assert_eq!(written[&unit].mode, 0o644);
+        assert_eq!(
+            node.root.read_to_string(&unit).unwrap(),
+            render_unit(
+                "/var/lib/bale/bundle.bale",
+                "ab12",
+                &[format!("127.0.0.1:{}", node.ctx.registry_port)]
+            )
+        );
+        assert!(node
+            .commands
+            .take()
+            .contains(&format!("systemctl enable --now {UNIT}")));
+        assert!(RegistryUnit.check(&env).unwrap().iter().all(|f| f.ok));
+
+        let mut p = Progress::new("registry");
+        RegistryUnit.apply(&env, &mut p).unwrap();
+        assert_eq!(p.changes(), 0);
+        assert_eq!(
+            differences(&written, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+
+        let mut p = Progress::new("registry");
+        RegistryUnit.undo(&env, &mut p).unwrap();
+        assert_eq!(
+            differences(&before, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+        assert!(node
+            .commands
+            .take()
+            .contains(&format!("systemctl disable --now {UNIT}")));
+    }
 }
