@@ -749,4 +749,93 @@ mod tests {
         assert_eq!(parse_proc_swaps(s), ["/swapfile", "/my swap"]);
         assert!(parse_proc_swaps("Filename Type Size Used Priority\n").is_empty());
     }
+
+    use crate::node::host::testing::{differences, FakeNode};
+
+    #[test]
+    fn apply_sets_what_is_missing_once_and_undo_puts_it_back() {
+        let node = FakeNode::new();
+        let r = &node.root;
+        // Features that answer without modules; sysctls as a fresh host has them; a swap area.
+        r.write_file("/proc/filesystems", b"nodev\toverlay\n", 0o444)
+            .unwrap();
+        r.create_dir_all("/sys/module/nf_conntrack").unwrap();
+        // systemd hosts have these; undo leaves them.
+        for dir in ["/etc/modules-load.d", "/etc/sysctl.d"] {
+            r.create_dir_all(dir).unwrap();
+        }
+        for (key, value) in [
+            ("net.bridge.bridge-nf-call-iptables", "0"),
+            ("net.bridge.bridge-nf-call-ip6tables", "1"),
+            ("net.ipv4.ip_forward", "0"),
+            ("net.ipv4.conf.all.rp_filter", "1"),
+        ] {
+            r.write_file(
+                KernelView::sysctl_path(key),
+                format!("{value}\n").as_bytes(),
+                0o644,
+            )
+            .unwrap();
+        }
+        let fstab = "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n";
+        r.write_file(FSTAB, fstab.as_bytes(), 0o644).unwrap();
+        r.write_file(
+            "/proc/swaps",
+            b"Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n",
+            0o444,
+        )
+        .unwrap();
+        let before = node.snapshot();
+        let env = node.env(None);
+
+        let mut p = Progress::new("kernel");
+        Kernel.apply(&env, &mut p).unwrap();
+        assert_eq!(
+            r.read_to_string(MODULES_LOAD_FILE).unwrap(),
+            render_modules_load(false)
+        );
+        assert_eq!(r.read_to_string(SYSCTL_FILE).unwrap(), render_sysctl(false));
+        for key in ["net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables"] {
+            assert_eq!(read_sysctl(r, &KernelView::sysctl_path(key)).unwrap(), "1");
+        }
+        assert_eq!(
+            read_sysctl(r, &KernelView::sysctl_path("net.ipv4.conf.all.rp_filter")).unwrap(),
+            "0"
+        );
+        assert_eq!(r.read_to_string(FSTAB_BACKUP).unwrap(), fstab);
+        assert!(r
+            .read_to_string(FSTAB)
+            .unwrap()
+            .contains("#bale-swap-off# /swapfile"));
+        assert_eq!(node.commands.take(), ["swapoff /swapfile"]);
+
+        // The fake /proc/swaps still lists the area; what matters here is the files.
+        let written = node.snapshot();
+        let mut p = Progress::new("kernel");
+        Kernel.apply(&env, &mut p).unwrap();
+        assert_eq!(
+            differences(&written, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+
+        let mut p = Progress::new("kernel");
+        Kernel.undo(&env, &mut p).unwrap();
+        let after = node.snapshot();
+        for path in differences(&before, &after) {
+            // What undo wrote back (the sysctls, fstab) has its old bytes and mode, but a new
+            // mtime; anything else must be untouched.
+            assert!(
+                path.starts_with("/proc/sys") || path == Path::new(FSTAB),
+                "{} differs",
+                path.display()
+            );
+            let (was, is) = (&before[&path], &after[&path]);
+            assert_eq!(
+                (&was.data, was.mode),
+                (&is.data, is.mode),
+                "{}",
+                path.display()
+            );
+        }
+    }
 }

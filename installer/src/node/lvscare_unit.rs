@@ -272,7 +272,12 @@ impl Host<'_> {
             Ok(_) => Ok(()),
             Err(StepError::Command { detail, .. }) => Err(LvscareStepError::Systemctl {
                 args: args.join(" "),
-                msg: detail,
+                // No systemctl to start at all: say what is likely missing.
+                msg: if crate::node::step::which("systemctl").is_none() {
+                    format!("{detail} (is systemd installed?)")
+                } else {
+                    detail
+                },
             }),
             Err(other) => Err(LvscareStepError::Systemctl {
                 args: args.join(" "),

@@ -5,6 +5,10 @@
 //! removes exactly that and nothing the host had before), and `check` reports one finding per
 //! thing it looked at. Progress goes to stdout as plain lines; errors name the file or feature
 //! and the fix.
+//!
+//! Steps reach the host only through their [`StepEnv`]: its files through `root` and its
+//! programs through `commands` (see [`super::host`]), so each step runs unchanged on a node and,
+//! in tests, in a temporary directory.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
