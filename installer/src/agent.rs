@@ -105,10 +105,12 @@ pub fn status(this: Option<&bale_payload::Bundle>) -> Status {
             digest: bale_payload::format::hex(&b.trailer.header_sha256),
             path: b.path().to_path_buf(),
         }),
-        missing_features: crate::node::kernel::missing_features()
-            .iter()
-            .map(|m| format!("{} (needed by the {}): {}", m.feature, m.needed_by, m.fix()))
-            .collect(),
+        missing_features: crate::node::kernel::missing_features(
+            &crate::node::host::HostRoot::system(),
+        )
+        .iter()
+        .map(|m| format!("{} (needed by the {}): {}", m.feature, m.needed_by, m.fix()))
+        .collect(),
     }
 }
 

@@ -37,8 +37,10 @@ mod registry_cri {
     /// bale's containerd config with the test's directories in place of the node's, and the
     /// plugins that would touch the host (or need what this machine lacks) disabled.
     fn private_config(d: &Path, cri: bool) -> String {
-        let mut c =
-            cc::render_config_toml(cc::CgroupDriver::detect(), &cc::ConfigOptions::default());
+        let mut c = cc::render_config_toml(
+            cc::CgroupDriver::detect(&bale_installer::node::host::HostRoot::system()),
+            &cc::ConfigOptions::default(),
+        );
         for (node, ours) in [
             (cc::SOCKET, d.join("c.sock")),
             (cc::ROOT_DIR, d.join("root")),

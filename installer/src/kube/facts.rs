@@ -10,7 +10,7 @@
 //! writing but cannot where /proc/sys is read-only.
 //!
 //! Detection only looks: a sysctl's writability is probed by opening it for writing, and
-//! nothing is written. Every path is taken under a root directory so tests can fake a node.
+//! nothing is written. Every path is taken under a [`HostRoot`] so tests can fake a node.
 //! The facts travel between node and admin as JSON (serde).
 
 use std::fs::OpenOptions;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::version::KubeVersion;
 use crate::node::containerd_config::CgroupDriver;
+use crate::node::host::{HostError, HostRoot};
 
 /// `/proc/sys/<name with dots as slashes>`; conntrack's maximum, which kube-proxy sets from
 /// `conntrack.maxPerCore` unless that is 0.
@@ -141,38 +142,31 @@ pub struct NodeFacts {
 }
 
 impl NodeFacts {
-    /// The facts of the machine this runs on.
-    pub fn detect() -> Result<NodeFacts, FactsError> {
-        NodeFacts::detect_at(Path::new("/"))
-    }
-
-    /// The facts with every path taken under `root` (`<root>/sys/fs/cgroup`,
-    /// `<root>/proc/...`, `<root>/run/systemd/system`).
-    pub fn detect_at(root: &Path) -> Result<NodeFacts, FactsError> {
-        let cgroup_root = root.join("sys/fs/cgroup");
-        let cgroup = if cgroup_root.join("cgroup.controllers").exists() {
+    /// The facts of the host under `root` ([`HostRoot::system`] for the machine this runs
+    /// on): `/sys/fs/cgroup`, `/proc/...`, `/run/systemd/system` taken there.
+    pub fn detect(root: &HostRoot) -> Result<NodeFacts, FactsError> {
+        let cgroup = if root.exists("/sys/fs/cgroup/cgroup.controllers") {
             CgroupMode::V2
-        } else if cgroup_root.join("unified/cgroup.controllers").exists() {
+        } else if root.exists("/sys/fs/cgroup/unified/cgroup.controllers") {
             CgroupMode::Hybrid
         } else {
             CgroupMode::Legacy
         };
-        // CgroupDriver::detect's rule, taken under `root`: systemd's driver only where systemd
-        // runs on the unified hierarchy.
-        let cgroup_driver = if cgroup == CgroupMode::V2 && root.join("run/systemd/system").is_dir()
-        {
+        // CgroupDriver::detect's rule: systemd's driver only where systemd runs on the unified
+        // hierarchy.
+        let cgroup_driver = if cgroup == CgroupMode::V2 && root.is_dir("/run/systemd/system") {
             CgroupDriver::Systemd
         } else {
             CgroupDriver::Cgroupfs
         };
 
         // A kernel without swap support has no /proc/swaps: no swap either.
-        let swaps = read_optional(&root.join("proc/swaps"))?.unwrap_or_default();
+        let swaps = root.read_optional("/proc/swaps")?.unwrap_or_default();
         let swap_on = swaps.lines().skip(1).any(|l| !l.trim().is_empty());
 
-        let status_path = root.join("proc/self/status");
-        let status = read(&status_path)?;
-        let bounding = cap_bnd(&status, &status_path)?;
+        let status_path = Path::new("/proc/self/status");
+        let status = root.read_to_string(status_path)?;
+        let bounding = cap_bnd(&status, &root.path(status_path))?;
         let negative_oom_score_adj = bounding & (1u64 << CAP_SYS_RESOURCE) != 0;
 
         let conntrack_max = sysctl_at(root, CONNTRACK_MAX)?;
@@ -383,10 +377,14 @@ impl ClusterFacts {
 
 /// The sysctl `name` (dotted) under `root`: its value, trimmed, and whether it opens for
 /// writing. Opening does not change it; only a write would.
-fn sysctl_at(root: &Path, name: &str) -> Result<SysctlFact, FactsError> {
-    let path = root.join("proc/sys").join(name.replace('.', "/"));
-    let value = read_optional(&path)?.map(|v| v.trim().to_string());
-    let writable = value.is_some() && OpenOptions::new().write(true).open(&path).is_ok();
+fn sysctl_at(root: &HostRoot, name: &str) -> Result<SysctlFact, FactsError> {
+    let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+    let value = root.read_optional(&path)?.map(|v| v.trim().to_string());
+    let writable = value.is_some()
+        && OpenOptions::new()
+            .write(true)
+            .open(root.path(&path))
+            .is_ok();
     Ok(SysctlFact {
         name: name.to_string(),
         value,
@@ -409,22 +407,12 @@ fn cap_bnd(status: &str, path: &Path) -> Result<u64, FactsError> {
     })
 }
 
-fn read(path: &Path) -> Result<String, FactsError> {
-    std::fs::read_to_string(path).map_err(|source| FactsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The file's text, or `None` where it does not exist.
-fn read_optional(path: &Path) -> Result<Option<String>, FactsError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(FactsError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+impl From<HostError> for FactsError {
+    fn from(e: HostError) -> FactsError {
+        FactsError::Read {
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 
@@ -532,7 +520,7 @@ mod tests {
         }
 
         fn facts(&self) -> NodeFacts {
-            NodeFacts::detect_at(self.root()).unwrap()
+            NodeFacts::detect(&HostRoot::at(self.root())).unwrap()
         }
     }
 
@@ -735,13 +723,13 @@ mod tests {
         n.kubelet_happy();
         let status = n.root().join("proc/self/status");
         fs::write(&status, "Name:\tcat\n").unwrap();
-        let e = NodeFacts::detect_at(n.root()).unwrap_err();
+        let e = NodeFacts::detect(&HostRoot::at(n.root())).unwrap_err();
         assert!(matches!(e, FactsError::NoCapBnd { .. }), "{e}");
         fs::write(&status, "CapBnd:\tzz\n").unwrap();
-        let e = NodeFacts::detect_at(n.root()).unwrap_err();
+        let e = NodeFacts::detect(&HostRoot::at(n.root())).unwrap_err();
         assert!(e.to_string().contains("\"zz\" is not a hexadecimal"), "{e}");
         fs::remove_file(&status).unwrap();
-        let e = NodeFacts::detect_at(n.root()).unwrap_err();
+        let e = NodeFacts::detect(&HostRoot::at(n.root())).unwrap_err();
         assert!(e.to_string().contains("proc/self/status"), "{e}");
     }
 
@@ -763,8 +751,8 @@ mod tests {
     fn this_machine() {
         // Only what holds on any machine: detection works on a real /proc, and the driver is
         // the one containerd's config gets.
-        let f = NodeFacts::detect().unwrap();
-        assert_eq!(f.cgroup_driver, CgroupDriver::detect());
+        let f = NodeFacts::detect(&HostRoot::system()).unwrap();
+        assert_eq!(f.cgroup_driver, CgroupDriver::detect(&HostRoot::system()));
         assert_eq!(f.kubelet_sysctls.len(), KUBELET_SYSCTLS.len());
         let status = fs::read_to_string("/proc/self/status").unwrap();
         let bnd = cap_bnd(&status, Path::new("/proc/self/status")).unwrap();

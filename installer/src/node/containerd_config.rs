@@ -40,9 +40,9 @@ impl CgroupDriver {
     /// the top), cgroupfs otherwise. On cgroup v1 (also "hybrid", with only systemd's own tree
     /// unified) runc's systemd driver depends on systemd's delegation of every v1 controller,
     /// which container hosts such as systemd-nspawn do not give: there cgroupfs is what works.
-    pub fn detect() -> CgroupDriver {
-        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        if v2 && super::systemd::is_running() {
+    pub fn detect(root: &super::host::HostRoot) -> CgroupDriver {
+        let v2 = root.exists("/sys/fs/cgroup/cgroup.controllers");
+        if v2 && root.is_dir("/run/systemd/system") {
             CgroupDriver::Systemd
         } else {
             CgroupDriver::Cgroupfs

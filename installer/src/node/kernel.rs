@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::host::HostRoot;
 use super::step::{self, Finding, Progress, Step, StepEnv, StepError, StepResult};
 
 pub const MODULES_LOAD_FILE: &str = "/etc/modules-load.d/bale.conf";
@@ -151,11 +152,11 @@ impl Presence {
     }
 }
 
-/// What the kernel tells about its features, read from a root directory ("/" on a node; a
-/// fake tree in tests).
-#[derive(Debug, Default)]
+/// What the kernel tells about its features, read from a host root (the node's `/`; a fake
+/// tree in tests).
+#[derive(Debug)]
 pub struct KernelView {
-    root: PathBuf,
+    root: HostRoot,
     loaded: HashSet<String>,
     filesystems: HashSet<String>,
     /// Kernel config options and their values (`y`, `m`).
@@ -188,17 +189,13 @@ pub fn parse_kernel_config(text: &str) -> HashMap<String, String> {
 }
 
 impl KernelView {
-    pub fn read() -> KernelView {
-        KernelView::read_from(Path::new("/"))
-    }
-
-    pub fn read_from(root: &Path) -> KernelView {
-        let text = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
+    pub fn read(root: &HostRoot) -> KernelView {
+        let text = |p: &str| root.read_or_default(p);
         let mut config = HashMap::new();
         // /proc/config.gz is the running kernel's own; /boot/config-RELEASE the distro's copy.
-        if let Ok(f) = std::fs::File::open(root.join("proc/config.gz")) {
+        if let Ok(gz) = root.read("/proc/config.gz") {
             let mut s = String::new();
-            if flate2::read::GzDecoder::new(f)
+            if flate2::read::GzDecoder::new(gz.as_slice())
                 .read_to_string(&mut s)
                 .is_ok()
             {
@@ -206,22 +203,22 @@ impl KernelView {
             }
         }
         if config.is_empty() {
-            let release = text("proc/sys/kernel/osrelease");
+            let release = text("/proc/sys/kernel/osrelease");
             let release = release.trim();
             if !release.is_empty() {
-                config = parse_kernel_config(&text(&format!("boot/config-{release}")));
+                config = parse_kernel_config(&text(&format!("/boot/config-{release}")));
             }
         }
         KernelView {
-            root: root.to_path_buf(),
-            loaded: parse_proc_modules(&text("proc/modules")),
-            filesystems: parse_filesystems(&text("proc/filesystems")),
+            root: root.clone(),
+            loaded: parse_proc_modules(&text("/proc/modules")),
+            filesystems: parse_filesystems(&text("/proc/filesystems")),
             config,
         }
     }
 
     fn exists(&self, abs: &str) -> bool {
-        self.root.join(abs.trim_start_matches('/')).exists()
+        self.root.exists(abs)
     }
 
     pub fn presence(&self, f: &Feature) -> Presence {
@@ -253,9 +250,9 @@ impl KernelView {
             .is_some_and(|f| self.presence(f).present())
     }
 
-    /// Where a sysctl lives under /proc/sys.
-    pub fn sysctl_path(&self, key: &str) -> PathBuf {
-        self.root.join("proc/sys").join(key.replace('.', "/"))
+    /// Where a sysctl lives under /proc/sys (a host path).
+    pub fn sysctl_path(key: &str) -> PathBuf {
+        Path::new("/proc/sys").join(key.replace('.', "/"))
     }
 }
 
@@ -286,8 +283,8 @@ impl MissingFeature {
 
 /// The required features this host's kernel lacks, without loading anything (for the
 /// preflight, which must not change the host).
-pub fn missing_features() -> Vec<MissingFeature> {
-    missing_in(&KernelView::read())
+pub fn missing_features(root: &HostRoot) -> Vec<MissingFeature> {
+    missing_in(&KernelView::read(root))
 }
 
 pub fn missing_in(view: &KernelView) -> Vec<MissingFeature> {
@@ -372,8 +369,8 @@ pub fn parse_proc_swaps(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn active_swaps() -> Vec<String> {
-    parse_proc_swaps(&std::fs::read_to_string("/proc/swaps").unwrap_or_default())
+fn active_swaps(root: &HostRoot) -> Vec<String> {
+    parse_proc_swaps(&root.read_or_default("/proc/swaps"))
 }
 
 /// What apply changed, so undo puts it back.
@@ -393,10 +390,8 @@ impl Kernel {
     }
 }
 
-fn read_sysctl(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
+fn read_sysctl(root: &HostRoot, path: &Path) -> Option<String> {
+    root.read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
 impl Step for Kernel {
@@ -404,8 +399,9 @@ impl Step for Kernel {
         "kernel"
     }
 
-    fn check(&self, _env: &StepEnv) -> StepResult<Vec<Finding>> {
-        let view = KernelView::read();
+    fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>> {
+        let root = env.root;
+        let view = KernelView::read(root);
         let mut out = Vec::new();
         for f in FEATURES {
             let p = view.presence(f);
@@ -427,7 +423,7 @@ impl Step for Kernel {
             if sysctl_needs_ipvs(k) && !ipvs {
                 continue;
             }
-            let got = read_sysctl(&view.sysctl_path(k));
+            let got = read_sysctl(root, &KernelView::sysctl_path(k));
             out.push(Finding::of(
                 got.as_deref() == Some(*want),
                 format!(
@@ -436,7 +432,7 @@ impl Step for Kernel {
                 ),
             ));
         }
-        let swaps = active_swaps();
+        let swaps = active_swaps(root);
         out.push(Finding::of(
             swaps.is_empty(),
             if swaps.is_empty() {
@@ -445,7 +441,7 @@ impl Step for Kernel {
                 format!("swap: on ({})", swaps.join(", "))
             },
         ));
-        let fstab = std::fs::read_to_string(FSTAB).unwrap_or_default();
+        let fstab = root.read_or_default(FSTAB);
         out.push(Finding::of(
             fstab_without_swap(&fstab).is_none(),
             format!("{FSTAB}: no active swap line"),
@@ -454,17 +450,18 @@ impl Step for Kernel {
             (MODULES_LOAD_FILE, render_modules_load(ipvs)),
             (SYSCTL_FILE, render_sysctl(ipvs)),
         ] {
-            out.push(Finding::file_holds(std::path::Path::new(path), &text));
+            out.push(Finding::file_holds(root, Path::new(path), &text));
         }
         Ok(out)
     }
 
     fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let root = env.root;
         let manifest = Self::manifest(env);
-        let mut record: Record = step::load_manifest(&manifest)?.unwrap_or_default();
+        let mut record: Record = step::load_manifest(root, &manifest)?.unwrap_or_default();
 
         // Features: load what is missing, then believe only what the kernel shows.
-        let mut view = KernelView::read();
+        let mut view = KernelView::read(root);
         let missing: Vec<&Feature> = FEATURES
             .iter()
             .filter(|f| !view.presence(f).present())
@@ -473,14 +470,10 @@ impl Step for Kernel {
             if let Some(modprobe) = step::which("modprobe") {
                 for f in &missing {
                     // The exit code says nothing about a built-in feature; look again below.
-                    let _ = std::process::Command::new(&modprobe)
-                        .arg(f.name)
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .status();
+                    let _ = env.commands.run(&modprobe.to_string_lossy(), &[f.name]);
                 }
             }
-            view = KernelView::read();
+            view = KernelView::read(root);
             for f in &missing {
                 if view.presence(f).present() {
                     p.changed(format!("loaded {}", f.name));
@@ -508,26 +501,22 @@ impl Step for Kernel {
         }
 
         // Persisted settings, then the live sysctls.
-        if step::write_file(
-            Path::new(MODULES_LOAD_FILE),
+        if root.write_file(
+            MODULES_LOAD_FILE,
             render_modules_load(ipvs).as_bytes(),
             0o644,
         )? {
             p.changed(format!("wrote {MODULES_LOAD_FILE}"));
         }
-        if step::write_file(
-            Path::new(SYSCTL_FILE),
-            render_sysctl(ipvs).as_bytes(),
-            0o644,
-        )? {
+        if root.write_file(SYSCTL_FILE, render_sysctl(ipvs).as_bytes(), 0o644)? {
             p.changed(format!("wrote {SYSCTL_FILE}"));
         }
         for (k, want) in SYSCTLS {
             if sysctl_needs_ipvs(k) && !ipvs {
                 continue;
             }
-            let path = view.sysctl_path(k);
-            let Some(got) = read_sysctl(&path) else {
+            let path = KernelView::sysctl_path(k);
+            let Some(got) = read_sysctl(root, &path) else {
                 return Err(StepError::Failed(format!(
                     "{}: sysctl {k} does not exist on this kernel (the kernel features above are present, \
                      so this kernel is unusual: set {k} = {want} by other means)",
@@ -542,72 +531,73 @@ impl Step for Kernel {
                 .sysctl_before
                 .entry(k.to_string())
                 .or_insert(got.clone());
-            step::save_manifest(&manifest, &record)?;
-            std::fs::write(&path, format!("{want}\n")).map_err(|e| StepError::Failed(format!(
-                "cannot set sysctl {k} = {want} ({}: {e}); is /proc/sys read-only here (a container)? set it on the host",
-                path.display()
+            step::save_manifest(root, &manifest, &record)?;
+            root.write_in_place(&path, format!("{want}\n").as_bytes()).map_err(|e| StepError::Failed(format!(
+                "cannot set sysctl {k} = {want} ({}: {}); is /proc/sys read-only here (a container)? set it on the host",
+                path.display(),
+                e.source
             )))?;
             p.changed(format!("set {k} = {want} (was {got})"));
         }
 
         // Swap: off now, and off at boot.
-        for s in active_swaps() {
+        for s in active_swaps(root) {
             if !record.swaps_off.contains(&s) {
                 record.swaps_off.push(s.clone());
             }
-            step::save_manifest(&manifest, &record)?;
-            step::run("swapoff", &[&s])?;
+            step::save_manifest(root, &manifest, &record)?;
+            env.commands.run("swapoff", &[&s])?;
             p.changed(format!("swapoff {s}"));
         }
-        let fstab = std::fs::read_to_string(FSTAB).unwrap_or_default();
+        let fstab = root.read_or_default(FSTAB);
         if let Some(new) = fstab_without_swap(&fstab) {
-            if !Path::new(FSTAB_BACKUP).exists() {
-                step::write_file(Path::new(FSTAB_BACKUP), fstab.as_bytes(), 0o644)?;
+            if !root.exists(FSTAB_BACKUP) {
+                root.write_file(FSTAB_BACKUP, fstab.as_bytes(), 0o644)?;
             }
-            step::write_file(Path::new(FSTAB), new.as_bytes(), 0o644)?;
+            root.write_file(FSTAB, new.as_bytes(), 0o644)?;
             p.changed(format!(
                 "commented out swap in {FSTAB} (backup: {FSTAB_BACKUP})"
             ));
         }
-        step::save_manifest(&manifest, &record)?;
+        step::save_manifest(root, &manifest, &record)?;
         Ok(())
     }
 
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let root = env.root;
         let manifest = Self::manifest(env);
-        let record: Record = step::load_manifest(&manifest)?.unwrap_or_default();
-        let view = KernelView::read();
+        let record: Record = step::load_manifest(root, &manifest)?.unwrap_or_default();
         for (k, before) in &record.sysctl_before {
-            let path = view.sysctl_path(k);
-            if read_sysctl(&path).as_deref() == Some(before.as_str()) {
+            let path = KernelView::sysctl_path(k);
+            if read_sysctl(root, &path).as_deref() == Some(before.as_str()) {
                 continue;
             }
-            match std::fs::write(&path, format!("{before}\n")) {
+            match root.write_in_place(&path, format!("{before}\n").as_bytes()) {
                 Ok(()) => p.changed(format!("set {k} = {before} (as before bale)")),
-                Err(e) => p.note(format!("could not restore {k} = {before}: {e}")),
+                Err(e) => p.note(format!("could not restore {k} = {before}: {}", e.source)),
             }
         }
         for path in [SYSCTL_FILE, MODULES_LOAD_FILE] {
-            if step::remove_file(Path::new(path))? {
+            if root.remove_file(path)? {
                 p.changed(format!("removed {path}"));
             }
         }
-        let fstab = std::fs::read_to_string(FSTAB).unwrap_or_default();
+        let fstab = root.read_or_default(FSTAB);
         if let Some(old) = fstab_restore_swap(&fstab) {
-            step::write_file(Path::new(FSTAB), old.as_bytes(), 0o644)?;
+            root.write_file(FSTAB, old.as_bytes(), 0o644)?;
             p.changed(format!("restored the swap lines in {FSTAB}"));
         }
-        if step::remove_file(Path::new(FSTAB_BACKUP))? {
+        if root.remove_file(FSTAB_BACKUP)? {
             p.changed(format!("removed {FSTAB_BACKUP}"));
         }
-        let active = active_swaps();
+        let active = active_swaps(root);
         for s in record.swaps_off.iter().filter(|s| !active.contains(s)) {
-            match step::run("swapon", &[s]) {
+            match env.commands.run("swapon", &[s]) {
                 Ok(_) => p.changed(format!("swapon {s}")),
                 Err(e) => p.note(format!("could not turn swap {s} back on: {e}")),
             }
         }
-        if step::remove_file(&manifest)? {
+        if root.remove_file(&manifest)? {
             p.note("kernel modules stay loaded");
         }
         Ok(())
@@ -681,7 +671,7 @@ mod tests {
                 "CONFIG_OVERLAY_FS=y\nCONFIG_IP_VS=m\nCONFIG_IP_VS_RR=y\n",
                 gz,
             );
-            let v = KernelView::read_from(d.path());
+            let v = KernelView::read(&HostRoot::at(d.path()));
             assert_eq!(v.presence(feature("overlay")), Presence::BuiltIn, "gz {gz}");
             assert_eq!(v.presence(feature("br_netfilter")), Presence::Works);
             assert_eq!(v.presence(feature("nf_conntrack")), Presence::SysModule);
@@ -703,7 +693,7 @@ mod tests {
     fn a_missing_required_feature_is_named_with_its_user_and_fix() {
         let d = fake_root("CONFIG_OVERLAY_FS=m\n", true);
         std::fs::remove_dir_all(d.path().join("sys/module/nf_conntrack")).unwrap();
-        let v = KernelView::read_from(d.path());
+        let v = KernelView::read(&HostRoot::at(d.path()));
         let m = missing_in(&v);
         let names: Vec<_> = m.iter().map(|m| m.feature).collect();
         assert_eq!(names, ["overlay", "nf_conntrack"]);
@@ -717,7 +707,7 @@ mod tests {
             "nf_conntrack 1 0 - Live 0x0\n",
         )
         .unwrap();
-        let v = KernelView::read_from(d.path());
+        let v = KernelView::read(&HostRoot::at(d.path()));
         assert_eq!(v.presence(feature("overlay")), Presence::Works);
         assert_eq!(v.presence(feature("nf_conntrack")), Presence::Loaded);
         assert!(missing_in(&v).is_empty());
@@ -758,5 +748,94 @@ mod tests {
                  /my\\040swap                            file\t\t1048572\t\t0\t\t-3\n";
         assert_eq!(parse_proc_swaps(s), ["/swapfile", "/my swap"]);
         assert!(parse_proc_swaps("Filename Type Size Used Priority\n").is_empty());
+    }
+
+    use crate::node::host::testing::{differences, FakeNode};
+
+    #[test]
+    fn apply_sets_what_is_missing_once_and_undo_puts_it_back() {
+        let node = FakeNode::new();
+        let r = &node.root;
+        // Features that answer without modules; sysctls as a fresh host has them; a swap area.
+        r.write_file("/proc/filesystems", b"nodev\toverlay\n", 0o444)
+            .unwrap();
+        r.create_dir_all("/sys/module/nf_conntrack").unwrap();
+        // systemd hosts have these; undo leaves them.
+        for dir in ["/etc/modules-load.d", "/etc/sysctl.d"] {
+            r.create_dir_all(dir).unwrap();
+        }
+        for (key, value) in [
+            ("net.bridge.bridge-nf-call-iptables", "0"),
+            ("net.bridge.bridge-nf-call-ip6tables", "1"),
+            ("net.ipv4.ip_forward", "0"),
+            ("net.ipv4.conf.all.rp_filter", "1"),
+        ] {
+            r.write_file(
+                KernelView::sysctl_path(key),
+                format!("{value}\n").as_bytes(),
+                0o644,
+            )
+            .unwrap();
+        }
+        let fstab = "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n";
+        r.write_file(FSTAB, fstab.as_bytes(), 0o644).unwrap();
+        r.write_file(
+            "/proc/swaps",
+            b"Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n",
+            0o444,
+        )
+        .unwrap();
+        let before = node.snapshot();
+        let env = node.env(None);
+
+        let mut p = Progress::new("kernel");
+        Kernel.apply(&env, &mut p).unwrap();
+        assert_eq!(
+            r.read_to_string(MODULES_LOAD_FILE).unwrap(),
+            render_modules_load(false)
+        );
+        assert_eq!(r.read_to_string(SYSCTL_FILE).unwrap(), render_sysctl(false));
+        for key in ["net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables"] {
+            assert_eq!(read_sysctl(r, &KernelView::sysctl_path(key)).unwrap(), "1");
+        }
+        assert_eq!(
+            read_sysctl(r, &KernelView::sysctl_path("net.ipv4.conf.all.rp_filter")).unwrap(),
+            "0"
+        );
+        assert_eq!(r.read_to_string(FSTAB_BACKUP).unwrap(), fstab);
+        assert!(r
+            .read_to_string(FSTAB)
+            .unwrap()
+            .contains("#bale-swap-off# /swapfile"));
+        assert_eq!(node.commands.take(), ["swapoff /swapfile"]);
+
+        // The fake /proc/swaps still lists the area; what matters here is the files.
+        let written = node.snapshot();
+        let mut p = Progress::new("kernel");
+        Kernel.apply(&env, &mut p).unwrap();
+        assert_eq!(
+            differences(&written, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+
+        let mut p = Progress::new("kernel");
+        Kernel.undo(&env, &mut p).unwrap();
+        let after = node.snapshot();
+        for path in differences(&before, &after) {
+            // What undo wrote back (the sysctls, fstab) has its old bytes and mode, but a new
+            // mtime; anything else must be untouched.
+            assert!(
+                path.starts_with("/proc/sys") || path == Path::new(FSTAB),
+                "{} differs",
+                path.display()
+            );
+            let (was, is) = (&before[&path], &after[&path]);
+            assert_eq!(
+                (&was.data, was.mode),
+                (&is.data, is.mode),
+                "{}",
+                path.display()
+            );
+        }
     }
 }

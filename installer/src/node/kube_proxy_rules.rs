@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+use super::host::HostCommands;
 use super::step::{self, Progress};
 
 /// A deletion to run with `nft`, as its arguments.
@@ -92,10 +93,10 @@ pub fn plan(ruleset: &Value) -> Vec<NftOp> {
 }
 
 /// Removes kube-proxy's rules from this host, saying what it did; best effort (a reset goes on).
-pub fn remove(p: &mut Progress) {
+pub fn remove(commands: &dyn HostCommands, p: &mut Progress) {
     if let Some(nft) = step::which("nft") {
         let nft = nft.to_string_lossy().into_owned();
-        let Ok(out) = step::run(&nft, &["-j", "list", "ruleset"]) else {
+        let Ok(out) = commands.run(&nft, &["-j", "list", "ruleset"]) else {
             p.note("nft -j list ruleset failed: kube-proxy's rules not checked");
             return;
         };
@@ -107,7 +108,7 @@ pub fn remove(p: &mut Progress) {
         let mut failed = 0;
         for op in &ops {
             let args: Vec<&str> = op.0.iter().map(String::as_str).collect();
-            if step::run(&nft, &args).is_err() {
+            if commands.run(&nft, &args).is_err() {
                 failed += 1;
             }
         }
@@ -131,7 +132,7 @@ pub fn remove(p: &mut Progress) {
         let (Some(save), Some(restore)) = (step::which(save), step::which(restore)) else {
             continue;
         };
-        let Ok(out) = step::run(&save.to_string_lossy(), &[]) else {
+        let Ok(out) = commands.run(&save.to_string_lossy(), &[]) else {
             continue;
         };
         if !out.contains("KUBE-") {

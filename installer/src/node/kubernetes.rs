@@ -25,9 +25,10 @@ use bale_payload::Entry;
 use serde::{Deserialize, Serialize};
 
 use super::containerd_config as cc;
+use super::host::HostRoot;
 use super::runtime::{self, BIN_DIR};
 use super::step::{self, Finding, Progress, Step, StepEnv, StepError, StepResult};
-use super::systemd;
+use super::systemd::{self, Systemd};
 use crate::kube::kubeadm_config::{
     self as kc, BootstrapToken, CertificateKey, ClusterSpec, InitSecrets, JoinControlPlane,
     JoinSpec, KubeadmTimeouts, NodeSpec,
@@ -62,9 +63,9 @@ fn bin(name: &str) -> PathBuf {
     Path::new(BIN_DIR).join(name)
 }
 
-fn kubeadm_version() -> StepResult<KubeVersion> {
-    let out = step::run(
-        &bin("kubeadm").to_string_lossy(),
+fn kubeadm_version(env: &StepEnv) -> StepResult<KubeVersion> {
+    let out = env.commands.run(
+        &env.root.path(bin("kubeadm")).to_string_lossy(),
         &["version", "-o", "short"],
     )?;
     KubeVersion::parse(out.trim()).map_err(|e| StepError::Failed(format!("kubeadm version: {e}")))
@@ -154,8 +155,9 @@ struct KubeletRecord {
 pub struct Kubelet;
 
 impl Kubelet {
-    fn files(node_ip: &str) -> Vec<(PathBuf, String)> {
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    /// The files the step writes (host paths) and their text.
+    fn files(root: &HostRoot, node_ip: &str) -> Vec<(PathBuf, String)> {
+        let host = root.read_or_default("/etc/resolv.conf");
         vec![
             (systemd::unit_path(KUBELET_UNIT), kubelet_unit()),
             (PathBuf::from(KUBELET_DROPIN), kubelet_dropin()),
@@ -177,12 +179,12 @@ impl Step for Kubelet {
         if !env_kubernetes(env)? {
             return Ok(vec![Finding::ok("this bundle carries no Kubernetes")]);
         }
-        let mut out: Vec<Finding> = Self::files(&env.ctx.node_ip)
+        let mut out: Vec<Finding> = Self::files(env.root, &env.ctx.node_ip)
             .iter()
-            .map(|(p, t)| Finding::file_holds(p, t))
+            .map(|(p, t)| Finding::file_holds(env.root, p, t))
             .collect();
-        if Path::new(KUBELET_CONF).exists() {
-            let active = systemd::is_active(KUBELET_UNIT);
+        if env.root.exists(KUBELET_CONF) {
+            let active = env.systemd().is_active(KUBELET_UNIT);
             out.push(Finding::of(
                 active,
                 format!(
@@ -199,8 +201,10 @@ impl Step for Kubelet {
             p.note("this bundle carries no Kubernetes (bin/kubeadm, bin/kubelet, bin/kubectl): nothing to do");
             return Ok(());
         }
-        let version = kubeadm_version()?;
-        let facts = detect_facts()?;
+        let root = env.root;
+        let systemd = env.systemd();
+        let version = kubeadm_version(env)?;
+        let facts = detect_facts(root)?;
         let problems = facts.problems();
         if !problems.is_empty() {
             return Err(StepError::Failed(format!(
@@ -213,28 +217,28 @@ impl Step for Kubelet {
             p.note(a);
         }
         let manifest = env.manifest_path("kubelet");
-        let mut record: KubeletRecord = step::load_manifest(&manifest)?.unwrap_or_default();
+        let mut record: KubeletRecord = step::load_manifest(root, &manifest)?.unwrap_or_default();
         let mut changed = false;
-        for (path, text) in Self::files(&env.ctx.node_ip) {
+        for (path, text) in Self::files(root, &env.ctx.node_ip) {
             let shown = path.to_string_lossy().into_owned();
             if !record.files.contains(&shown) {
                 record.files.push(shown.clone());
-                step::save_manifest(&manifest, &record)?;
+                step::save_manifest(root, &manifest, &record)?;
             }
-            if step::write_file(&path, text.as_bytes(), 0o644)? {
+            if root.write_file(&path, text.as_bytes(), 0o644)? {
                 p.changed(format!("wrote {shown}"));
                 changed = true;
             }
         }
-        systemd::daemon_reload()?;
-        if !systemd::is_enabled(KUBELET_UNIT) {
-            step::run("systemctl", &["enable", KUBELET_UNIT])?;
+        systemd.daemon_reload()?;
+        if !systemd.is_enabled(KUBELET_UNIT) {
+            systemd.enable(KUBELET_UNIT)?;
             p.changed(format!("{KUBELET_UNIT} enabled (kubeadm starts it)"));
         }
         // A member's kubelet runs already; new flags take effect on a restart. Before init or
         // join it stays stopped: kubeadm starts it with its configuration.
-        if changed && Path::new(KUBELET_CONF).exists() {
-            systemd::restart(KUBELET_UNIT)?;
+        if changed && root.exists(KUBELET_CONF) {
+            systemd.restart(KUBELET_UNIT)?;
             p.changed(format!("restarted {KUBELET_UNIT}"));
         }
         // The installer shows a step's last line: it carries what this host made bale adjust.
@@ -250,17 +254,19 @@ impl Step for Kubelet {
     }
 
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let root = env.root;
+        let systemd = env.systemd();
         let manifest = env.manifest_path("kubelet");
-        let Some(record) = step::load_manifest::<KubeletRecord>(&manifest)? else {
+        let Some(record) = step::load_manifest::<KubeletRecord>(root, &manifest)? else {
             return Ok(());
         };
-        if systemd::is_active(KUBELET_UNIT) || systemd::is_enabled(KUBELET_UNIT) {
-            systemd::stop_disable(KUBELET_UNIT)?;
+        if systemd.is_active(KUBELET_UNIT) || systemd.is_enabled(KUBELET_UNIT) {
+            systemd.stop_disable(KUBELET_UNIT)?;
             p.changed(format!("stopped and disabled {KUBELET_UNIT}"));
         }
         for f in record.files.iter().rev() {
             let path = Path::new(f);
-            if step::remove_file(path)? {
+            if root.remove_file(path)? {
                 p.changed(format!("removed {f}"));
             }
             if let Some(parent) = path.parent() {
@@ -269,11 +275,11 @@ impl Step for Kubelet {
                 } else {
                     Path::new("/etc")
                 };
-                step::remove_empty_dirs(parent, stop);
+                root.remove_empty_dirs(parent, stop);
             }
         }
-        let _ = systemd::daemon_reload();
-        step::remove_file(&manifest)?;
+        let _ = systemd.daemon_reload();
+        root.remove_file(&manifest)?;
         Ok(())
     }
 }
@@ -373,16 +379,16 @@ fn kubeadm(args: &[&str], secrets: &[&str]) -> StepResult<String> {
 
 /// True once a join is complete: kubelet has its credentials and, on a master, the control
 /// plane's static pods (etcd last) are in place.
-fn join_complete(master: bool) -> bool {
+fn join_complete(root: &HostRoot, master: bool) -> bool {
     let manifests = Path::new(kube::MANIFESTS_DIR);
-    Path::new(KUBELET_CONF).exists()
+    root.exists(KUBELET_CONF)
         && (!master
-            || (manifests.join("kube-apiserver.yaml").exists()
-                && manifests.join("etcd.yaml").exists()))
+            || (root.exists(manifests.join("kube-apiserver.yaml"))
+                && root.exists(manifests.join("etcd.yaml"))))
 }
 
 /// True when something of a join is here: kubeadm writes these first.
-fn join_started() -> bool {
+fn join_started(root: &HostRoot) -> bool {
     [
         kube::BOOTSTRAP_KUBELET_CONF,
         KUBELET_CONF,
@@ -390,7 +396,7 @@ fn join_started() -> bool {
         kube::KUBELET_CONFIG,
     ]
     .iter()
-    .any(|p| Path::new(p).exists())
+    .any(|p| root.exists(p))
 }
 
 /// After a failed init or join of this attempt: what it half-made never worked, so kubeadm's
@@ -436,8 +442,8 @@ pub fn pod_subnet(ctx: &crate::node::context::NodeContext) -> String {
         .unwrap_or_else(|| DEFAULT_POD_CIDR.to_string())
 }
 
-fn detect_facts() -> StepResult<NodeFacts> {
-    NodeFacts::detect().map_err(kube_error)
+fn detect_facts(root: &HostRoot) -> StepResult<NodeFacts> {
+    NodeFacts::detect(root).map_err(kube_error)
 }
 
 /// The cluster-wide settings. kubeadm keeps one kubelet and kube-proxy configuration for the
@@ -490,9 +496,10 @@ fn node_spec(env: &StepEnv, facts: NodeFacts) -> StepResult<NodeSpec> {
             crate::node::context::NodeContext::path(&env.ctx.data_dir).display()
         ))
     })?;
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_ascii_lowercase())
-        .map_err(|e| StepError::io("/proc/sys/kernel/hostname", e))?;
+    let name = env
+        .root
+        .read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())?;
     Ok(NodeSpec {
         name,
         advertise_address: ip,
@@ -515,7 +522,7 @@ impl Cluster {
         facts: NodeFacts,
         p: &mut Progress,
     ) -> StepResult<()> {
-        if Path::new(ADMIN_CONF).exists() {
+        if env.root.exists(ADMIN_CONF) {
             wait_for(
                 "the control plane on this node answering",
                 API_WAIT,
@@ -538,7 +545,8 @@ impl Cluster {
         let key = secrets.certificate_key.expose().to_string();
         let rendered = kc::render_init(&cluster, &node, &secrets).map_err(kube_error)?;
         let config = Path::new(KUBEADM_DIR).join("init.yaml");
-        step::write_file(&config, rendered.text.as_bytes(), 0o600)?;
+        env.root
+            .write_file(&config, rendered.text.as_bytes(), 0o600)?;
         let config_s = config.to_string_lossy().into_owned();
         let mut args = vec!["init", "--config", config_s.as_str(), "--upload-certs"];
         args.extend(rendered.flags.iter().map(String::as_str));
@@ -548,7 +556,7 @@ impl Cluster {
             cluster.control_plane_endpoint, cluster.pod_subnet, cluster.service_subnet
         ));
         let result = kubeadm(&args, &[&token, &key]);
-        let _ = step::remove_file(&config);
+        let _ = env.root.remove_file(&config);
         if let Err(e) = result {
             reset_failed_attempt(p);
             return Err(e);
@@ -582,23 +590,24 @@ impl Cluster {
         p: &mut Progress,
     ) -> StepResult<()> {
         let join_file = Path::new(&env.ctx.data_dir).join(JOIN_FILE);
-        if join_complete(env.ctx.is_master()) {
-            let _ = step::remove_file(&join_file);
+        if join_complete(env.root, env.ctx.is_master()) {
+            let _ = env.root.remove_file(&join_file);
             p.note("already a member of the cluster: kubeadm join not run again");
             return Ok(());
         }
-        if join_started() {
+        if join_started(env.root) {
             // An earlier join stopped half-way (the host went down, say): it never made this
             // host a working member, so its leftovers go before kubeadm, whose preflight
             // would refuse them.
             p.note("an earlier kubeadm join stopped half-way here: resetting what it left");
             reset_failed_attempt(p);
         }
-        let text = std::fs::read(&join_file).map_err(|e| {
+        let text = env.root.read(&join_file).map_err(|e| {
             StepError::Failed(format!(
-                "{}: {e}: the installer hands the join secrets to a node just before this step; \
+                "{}: {}: the installer hands the join secrets to a node just before this step; \
                  run `bale install` from the admin host",
-                join_file.display()
+                join_file.display(),
+                e.source
             ))
         })?;
         let material: JoinMaterial = serde_json::from_slice(&text).map_err(|e| {
@@ -631,7 +640,8 @@ impl Cluster {
             .collect();
         let rendered = kc::render_join(&cluster, &node, &spec).map_err(kube_error)?;
         let config = Path::new(KUBEADM_DIR).join("join.yaml");
-        step::write_file(&config, rendered.text.as_bytes(), 0o600)?;
+        env.root
+            .write_file(&config, rendered.text.as_bytes(), 0o600)?;
         let config_s = config.to_string_lossy().into_owned();
         let mut args = vec!["join", "--config", config_s.as_str()];
         args.extend(rendered.flags.iter().map(String::as_str));
@@ -642,8 +652,8 @@ impl Cluster {
             material.endpoint
         ));
         let result = kubeadm(&args, &secrets);
-        let _ = step::remove_file(&config);
-        let _ = step::remove_file(&join_file);
+        let _ = env.root.remove_file(&config);
+        let _ = env.root.remove_file(&join_file);
         if let Err(e) = result {
             reset_failed_attempt(p);
             return Err(e);
@@ -655,7 +665,11 @@ impl Cluster {
         ));
         if master {
             // Its own API server answers now: the name points here, not at the first master.
-            super::lvscare_unit::apply(env.ctx)
+            let host = super::lvscare_unit::Host {
+                root: env.root,
+                commands: env.commands,
+            };
+            super::lvscare_unit::apply(env.ctx, host)
                 .map_err(|e| StepError::Failed(format!("apiserver name in /etc/hosts: {e}")))?;
             p.changed(format!(
                 "{} now names this master",
@@ -675,7 +689,7 @@ impl Step for Cluster {
         if !env_kubernetes(env)? {
             return Ok(vec![Finding::ok("this bundle carries no Kubernetes")]);
         }
-        let joined = Path::new(KUBELET_CONF).exists();
+        let joined = env.root.exists(KUBELET_CONF);
         let mut out = vec![Finding::of(
             joined,
             format!(
@@ -690,11 +704,11 @@ impl Step for Cluster {
         if env.ctx.is_master() {
             let manifest = Path::new(kube::MANIFESTS_DIR).join("kube-apiserver.yaml");
             out.push(Finding::of(
-                manifest.exists(),
+                env.root.exists(&manifest),
                 format!("{}: control plane here", manifest.display()),
             ));
         }
-        if env.ctx.first_master && Path::new(ADMIN_CONF).exists() {
+        if env.ctx.first_master && env.root.exists(ADMIN_CONF) {
             // The cluster as its API sees it: every node Ready, every system pod running.
             match cluster_nodes() {
                 Ok(nodes) => {
@@ -764,8 +778,8 @@ impl Step for Cluster {
             p.note("this bundle carries no Kubernetes: nothing to do");
             return Ok(());
         }
-        let version = kubeadm_version()?;
-        let facts = detect_facts()?;
+        let version = kubeadm_version(env)?;
+        let facts = detect_facts(env.root)?;
         if env.ctx.first_master {
             Self::init(env, version, facts, p)
         } else {
@@ -776,44 +790,44 @@ impl Step for Cluster {
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
         // A control plane's etcd member goes first, while this host's API server can still
         // tell kubeadm where the other members are; then the API server stops on its own.
-        if bin("kubeadm").exists() && Path::new(kube::MANIFESTS_DIR).join("etcd.yaml").exists() {
+        let root = env.root;
+        let systemd = env.systemd();
+        let has_kubeadm = root.exists(bin("kubeadm"));
+        if has_kubeadm && root.exists(Path::new(kube::MANIFESTS_DIR).join("etcd.yaml")) {
             match kubeadm(&["reset", "phase", "remove-etcd-member"], &[]) {
                 Ok(_) => p.changed("removed this host's etcd member"),
                 Err(e) => p.note(format!("removing this host's etcd member failed: {e}")),
             }
         }
-        stop_apiserver_gracefully(p);
-        if bin("kubeadm").exists()
-            && (Path::new(KUBELET_CONF).exists() || Path::new(kube::MANIFESTS_DIR).exists())
-        {
+        stop_apiserver_gracefully(root, systemd, p);
+        if has_kubeadm && (root.exists(KUBELET_CONF) || root.exists(kube::MANIFESTS_DIR)) {
             match kubeadm(&["reset", "-f"], &[]) {
                 Ok(_) => p.changed("kubeadm reset"),
                 Err(e) => p.note(format!("kubeadm reset failed ({e}); removing by hand")),
             }
         }
-        if systemd::is_active(KUBELET_UNIT) {
-            let _ = systemd::stop_disable(KUBELET_UNIT);
+        if systemd.is_active(KUBELET_UNIT) {
+            let _ = systemd.stop_disable(KUBELET_UNIT);
         }
         for dir in [kube::KUBELET_DIR, kube::ETCD_DIR] {
             let d = Path::new(dir);
-            if d.exists() {
-                runtime::empty_dir(d, p)?;
+            if root.exists(d) {
+                runtime::empty_dir(env, d, p)?;
                 // Gone unless it is a mount point (as on the test nodes).
-                if std::fs::remove_dir(d).is_ok() {
+                if root.remove_empty_dir(d) {
                     p.changed(format!("removed {dir}"));
                 }
             }
         }
         for dir in [kube::KUBERNETES_DIR, KUBEADM_DIR] {
-            let d = Path::new(dir);
-            if d.exists() {
-                std::fs::remove_dir_all(d).map_err(|e| StepError::io(d, e))?;
+            if root.exists(dir) {
+                root.remove_dir_all(dir)?;
                 p.changed(format!("removed {dir}"));
             }
         }
-        let _ = step::remove_file(&Path::new(&env.ctx.data_dir).join(JOIN_FILE));
-        remove_pod_netns(p);
-        super::kube_proxy_rules::remove(p);
+        let _ = root.remove_file(Path::new(&env.ctx.data_dir).join(JOIN_FILE));
+        remove_pod_netns(env, p);
+        super::kube_proxy_rules::remove(env.commands, p);
         Ok(())
     }
 }
@@ -822,14 +836,13 @@ impl Step for Cluster {
 /// takes its address out of the `kubernetes` Service at once. kubeadm's reset kills it instead,
 /// and for the lease's 15 s the other nodes' pods keep dialling this host, whose answers, with
 /// the pod routes gone, would leave through the default gateway.
-fn stop_apiserver_gracefully(p: &mut Progress) {
+fn stop_apiserver_gracefully(root: &HostRoot, systemd: Systemd, p: &mut Progress) {
     let manifest = Path::new(kube::MANIFESTS_DIR).join("kube-apiserver.yaml");
-    if !manifest.exists() || !systemd::is_active(KUBELET_UNIT) {
+    if !root.exists(&manifest) || !systemd.is_active(KUBELET_UNIT) {
         return;
     }
     let parked = Path::new(KUBEADM_DIR).join("kube-apiserver.yaml.stopped");
-    if std::fs::create_dir_all(KUBEADM_DIR).is_err() || std::fs::rename(&manifest, &parked).is_err()
-    {
+    if root.create_dir_all(KUBEADM_DIR).is_err() || root.rename(&manifest, &parked).is_err() {
         return;
     }
     let gone = wait_for("the API server stopping", Duration::from_secs(45), || {
@@ -847,8 +860,8 @@ fn stop_apiserver_gracefully(p: &mut Progress) {
 
 /// The network namespaces containerd pinned for pods (`/run/netns/cni-*`) that outlived their
 /// pods: unmounting one deletes the namespace and with it the pod's end of its veth.
-fn remove_pod_netns(p: &mut Progress) {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+fn remove_pod_netns(env: &StepEnv, p: &mut Progress) {
+    let Ok(dir) = env.root.read_dir("/run/netns") else {
         return;
     };
     let mut removed = 0;
@@ -857,7 +870,7 @@ fn remove_pod_netns(p: &mut Progress) {
             continue;
         }
         let path = e.path();
-        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        env.commands.unmount(&path);
         if std::fs::remove_file(&path).is_ok() {
             removed += 1;
         }
@@ -1059,5 +1072,78 @@ mod tests {
         );
         assert_eq!(tag_of(&images, "etcd").map(|t| t.1), Some("3.6.8-0".into()));
         assert_eq!(tag_of(&images, "pause"), None);
+    }
+
+    use crate::node::host::testing::{differences, FakeNode};
+
+    #[test]
+    fn kubelet_files_are_written_once_and_undo_removes_exactly_them() {
+        let mut node = FakeNode::new();
+        node.commands.answers = vec![("kubeadm version -o short".into(), "v1.31.2\n".into())];
+        let bundle = node.bundle(&[
+            ("bin/kubeadm", b"kubeadm"),
+            ("bin/kubelet", b"kubelet"),
+            ("bin/kubectl", b"kubectl"),
+        ]);
+        for foreign in ["/etc/systemd/system/their.service", "/etc/their.conf"] {
+            node.root.write_file(foreign, b"theirs\n", 0o644).unwrap();
+        }
+        let before = node.snapshot();
+        let env = node.env(Some(&bundle));
+
+        let mut p = Progress::new("kubelet");
+        Kubelet.apply(&env, &mut p).unwrap();
+        let written = node.snapshot();
+        let unit = Path::new("/etc/systemd/system/kubelet.service");
+        let expected = [
+            unit,
+            Path::new(KUBELET_DROPIN),
+            Path::new(CRICTL_CONFIG),
+            Path::new(KUBELET_RESOLV_CONF),
+        ];
+        for f in expected {
+            assert_eq!(written[f].mode, 0o644, "{}", f.display());
+        }
+        assert_eq!(node.root.read_to_string(unit).unwrap(), kubelet_unit());
+        assert_eq!(
+            node.root.read_to_string(KUBELET_DROPIN).unwrap(),
+            kubelet_dropin()
+        );
+        assert_eq!(
+            node.root.read_to_string(CRICTL_CONFIG).unwrap(),
+            crictl_config()
+        );
+        // No /etc/resolv.conf here: pods get the node's own address, where none answers.
+        assert!(node
+            .root
+            .read_to_string(KUBELET_RESOLV_CONF)
+            .unwrap()
+            .contains("nameserver 10.0.0.5\n"));
+        let log = node.commands.take();
+        assert!(
+            log.contains(&format!("systemctl enable {KUBELET_UNIT}"))
+                && !log.iter().any(|l| l.starts_with("systemctl restart")),
+            "kubeadm starts kubelet, not bale: {log:?}"
+        );
+        assert!(Kubelet.check(&env).unwrap().iter().all(|f| f.ok));
+
+        let mut p = Progress::new("kubelet");
+        Kubelet.apply(&env, &mut p).unwrap();
+        assert_eq!(p.changes(), 0);
+        assert_eq!(
+            differences(&written, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+
+        let mut p = Progress::new("kubelet");
+        Kubelet.undo(&env, &mut p).unwrap();
+        assert_eq!(
+            differences(&before, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+        assert!(node
+            .commands
+            .take()
+            .contains(&format!("systemctl disable --now {KUBELET_UNIT}")));
     }
 }

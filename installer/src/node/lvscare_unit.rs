@@ -22,11 +22,12 @@
 //! differs, so `apply` is idempotent and `check` can compare byte for byte.
 
 use crate::node::context::NodeContext;
+use crate::node::host::{HostCommands, HostError, HostRoot};
 use crate::node::step::{Finding, Progress, Step, StepEnv, StepError, StepResult};
+use crate::node::systemd::unit_path;
 use bale_lvscare::{self as lvscare, APISERVER_NAME};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 pub const STEP: &str = "lvscare";
 pub const UNIT: &str = "bale-lvscare.service";
@@ -61,30 +62,18 @@ pub enum LvscareStepError {
     Clean(lvscare::Error),
 }
 
-/// Where the step's files live; [`Paths::system`] on a node, a scratch tree in tests.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    pub hosts: PathBuf,
-    pub config: PathBuf,
-    pub unit: PathBuf,
-    pub registry_config: PathBuf,
-    pub registry_unit: PathBuf,
-    /// Run systemctl (and the data-plane clean). Off only where there is no systemd to talk to.
-    pub systemd: bool,
-}
+/// The hosts file this step keeps its line in.
+pub const HOSTS_FILE: &str = "/etc/hosts";
+/// The apiserver guardian's config.
+pub const CONFIG_FILE: &str = "/etc/bale/lvscare.yaml";
+/// The registry guardian's config.
+pub const REGISTRY_CONFIG_FILE: &str = "/etc/bale/lvscare-registry.yaml";
 
-impl Paths {
-    pub fn system() -> Paths {
-        let units = Path::new("/etc/systemd/system");
-        Paths {
-            hosts: PathBuf::from("/etc/hosts"),
-            config: PathBuf::from("/etc/bale/lvscare.yaml"),
-            unit: units.join(UNIT),
-            registry_config: PathBuf::from("/etc/bale/lvscare-registry.yaml"),
-            registry_unit: units.join(REGISTRY_UNIT),
-            systemd: true,
-        }
-    }
+/// The host this step works on: its files and its commands.
+#[derive(Clone, Copy)]
+pub struct Host<'a> {
+    pub root: &'a HostRoot,
+    pub commands: &'a dyn HostCommands,
 }
 
 /// The guardians a worker may run.
@@ -120,12 +109,13 @@ impl Guard {
         }
     }
 
-    /// (config file, unit file)
-    fn files(self, p: &Paths) -> (&Path, &Path) {
-        match self {
-            Guard::Apiserver => (&p.config, &p.unit),
-            Guard::Registry => (&p.registry_config, &p.registry_unit),
-        }
+    /// (config file, unit file), as host paths.
+    pub fn files(self) -> (PathBuf, PathBuf) {
+        let config = match self {
+            Guard::Apiserver => CONFIG_FILE,
+            Guard::Registry => REGISTRY_CONFIG_FILE,
+        };
+        (PathBuf::from(config), unit_path(self.unit_name()))
     }
 
     /// The virtual server this guardian keeps on `ctx`, or None when this node runs no such
@@ -217,13 +207,10 @@ pub fn render_unit(guard: Guard, ctx: &NodeContext, config: &Path) -> String {
 /// The address `apiserver.cluster.local` resolves to on this node: the VIP on a worker; on a
 /// master with its own API server (a Kubernetes control plane), itself, so it keeps working when
 /// another master is down; on any other master, the first one.
-pub fn apiserver_address(ctx: &NodeContext) -> Result<IpAddr, LvscareStepError> {
+pub fn apiserver_address(ctx: &NodeContext, root: &HostRoot) -> Result<IpAddr, LvscareStepError> {
     if is_worker(ctx) {
         ip("vip", &ctx.vip, ctx)
-    } else if std::path::Path::new(crate::kube::MANIFESTS_DIR)
-        .join("kube-apiserver.yaml")
-        .exists()
-    {
+    } else if root.exists(Path::new(crate::kube::MANIFESTS_DIR).join("kube-apiserver.yaml")) {
         ip("node_ip", &ctx.node_ip, ctx)
     } else {
         masters(ctx)?
@@ -258,73 +245,51 @@ pub fn hosts_without(hosts: &str) -> String {
         .collect()
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LvscareStepError + '_ {
-    move |source| LvscareStepError::Io {
-        path: path.to_path_buf(),
-        source,
+impl From<HostError> for LvscareStepError {
+    fn from(e: HostError) -> LvscareStepError {
+        LvscareStepError::Io {
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 
-fn read_or_empty(path: &Path) -> Result<String, LvscareStepError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(io_err(path)(e)),
+impl Host<'_> {
+    fn read_or_empty(&self, path: &Path) -> Result<String, LvscareStepError> {
+        Ok(self.root.read_optional(path)?.unwrap_or_default())
     }
-}
 
-/// Writes `text` to `path` through a synced temporary file and a rename, keeping the old file's
-/// mode (0644 for new files). Returns false when the content was already `text`.
-/// Writes `text` to `path` unless it is there already (temp name, fsync, rename, through the
-/// steps' one writer), keeping the file's mode.
-fn write_if_changed(path: &Path, text: &str) -> Result<bool, LvscareStepError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644);
-    crate::node::step::write_file(path, text.as_bytes(), mode).map_err(|e| match e {
-        crate::node::step::StepError::Io { path, source } => LvscareStepError::Io { path, source },
-        other => LvscareStepError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(other.to_string()),
-        },
-    })
-}
-
-fn remove(path: &Path) -> Result<bool, LvscareStepError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_err(path)(e)),
+    /// Writes `text` to `path` unless it is there already (temp name, fsync, rename, through
+    /// the steps' one writer), keeping the file's mode (0644 for new files). Returns false when
+    /// the content was already `text`.
+    fn write_if_changed(&self, path: &Path, text: &str) -> Result<bool, LvscareStepError> {
+        let mode = self.root.mode(path).unwrap_or(0o644);
+        Ok(self.root.write_file(path, text.as_bytes(), mode)?)
     }
-}
 
-fn systemctl(args: &[&str]) -> Result<(), LvscareStepError> {
-    let out = Command::new("systemctl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LvscareStepError::Systemctl {
-            args: args.join(" "),
-            msg: format!("{e} (is systemd installed?)"),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(LvscareStepError::Systemctl {
-            args: args.join(" "),
-            msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+    fn systemctl(&self, args: &[&str]) -> Result<(), LvscareStepError> {
+        match self.commands.run("systemctl", args) {
+            Ok(_) => Ok(()),
+            Err(StepError::Command { detail, .. }) => Err(LvscareStepError::Systemctl {
+                args: args.join(" "),
+                // No systemctl to start at all: say what is likely missing.
+                msg: if crate::node::step::which("systemctl").is_none() {
+                    format!("{detail} (is systemd installed?)")
+                } else {
+                    detail
+                },
+            }),
+            Err(other) => Err(LvscareStepError::Systemctl {
+                args: args.join(" "),
+                msg: other.to_string(),
+            }),
+        }
     }
-}
 
-fn is_active(unit: &str) -> bool {
-    Command::new("systemctl")
-        .args(["is-active", "--quiet", unit])
-        .stdin(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    fn is_active(&self, unit: &str) -> bool {
+        self.commands
+            .succeeds("systemctl", &["is-active", "--quiet", unit])
+    }
 }
 
 /// What `apply` did to one guardian.
@@ -346,13 +311,11 @@ pub struct Applied {
     pub registry: GuardApplied,
 }
 
-pub fn apply(ctx: &NodeContext) -> Result<Applied, LvscareStepError> {
-    apply_at(ctx, &Paths::system())
-}
-
-pub fn apply_at(ctx: &NodeContext, p: &Paths) -> Result<Applied, LvscareStepError> {
-    let hosts = read_or_empty(&p.hosts)?;
-    let hosts_changed = write_if_changed(&p.hosts, &hosts_with(&hosts, apiserver_address(ctx)?))?;
+pub fn apply(ctx: &NodeContext, host: Host) -> Result<Applied, LvscareStepError> {
+    let hosts_file = Path::new(HOSTS_FILE);
+    let hosts = host.read_or_empty(hosts_file)?;
+    let addr = apiserver_address(ctx, host.root)?;
+    let hosts_changed = host.write_if_changed(hosts_file, &hosts_with(&hosts, addr))?;
     if !is_worker(ctx) {
         return Ok(Applied {
             hosts_changed,
@@ -361,21 +324,21 @@ pub fn apply_at(ctx: &NodeContext, p: &Paths) -> Result<Applied, LvscareStepErro
     }
     Ok(Applied {
         hosts_changed,
-        apiserver: apply_guard(Guard::Apiserver, ctx, p)?,
-        registry: apply_guard(Guard::Registry, ctx, p)?,
+        apiserver: apply_guard(Guard::Apiserver, ctx, host)?,
+        registry: apply_guard(Guard::Registry, ctx, host)?,
     })
 }
 
 fn apply_guard(
     guard: Guard,
     ctx: &NodeContext,
-    p: &Paths,
+    host: Host,
 ) -> Result<GuardApplied, LvscareStepError> {
-    let (config, unit) = guard.files(p);
+    let (config, unit) = guard.files();
     let Some(text) = guard.render_config(ctx)? else {
-        let removed = unit.exists() || config.exists();
+        let removed = host.root.exists(&unit) || host.root.exists(&config);
         if removed {
-            undo_guard(guard, ctx, p)?;
+            undo_guard(guard, ctx, host)?;
         }
         return Ok(GuardApplied {
             removed,
@@ -384,38 +347,33 @@ fn apply_guard(
     };
     let name = guard.unit_name();
     let mut done = GuardApplied {
-        config_changed: write_if_changed(config, &text)?,
-        unit_changed: write_if_changed(unit, &render_unit(guard, ctx, config))?,
+        config_changed: host.write_if_changed(&config, &text)?,
+        unit_changed: host.write_if_changed(&unit, &render_unit(guard, ctx, &config))?,
         ..Default::default()
     };
-    if p.systemd {
-        if done.unit_changed {
-            systemctl(&["daemon-reload"])?;
-        }
-        if done.config_changed && !done.unit_changed && is_active(name) {
-            // Masters joined or left: SIGHUP keeps the guardian and its rules running.
-            systemctl(&["reload", name])?;
-            done.reloaded = true;
-        } else if done.unit_changed && is_active(name) {
-            systemctl(&["restart", name])?;
-        }
-        systemctl(&["enable", "--now", name])?;
+    if done.unit_changed {
+        host.systemctl(&["daemon-reload"])?;
     }
+    if done.config_changed && !done.unit_changed && host.is_active(name) {
+        // Masters joined or left: SIGHUP keeps the guardian and its rules running.
+        host.systemctl(&["reload", name])?;
+        done.reloaded = true;
+    } else if done.unit_changed && host.is_active(name) {
+        host.systemctl(&["restart", name])?;
+    }
+    host.systemctl(&["enable", "--now", name])?;
     Ok(done)
 }
 
-pub fn undo(ctx: &NodeContext) -> Result<(), LvscareStepError> {
-    undo_at(ctx, &Paths::system())
-}
-
 /// Removes everything `apply` made; a second undo finds nothing and succeeds.
-pub fn undo_at(ctx: &NodeContext, p: &Paths) -> Result<(), LvscareStepError> {
+pub fn undo(ctx: &NodeContext, host: Host) -> Result<(), LvscareStepError> {
     for guard in Guard::ALL {
-        undo_guard(guard, ctx, p)?;
+        undo_guard(guard, ctx, host)?;
     }
-    let hosts = read_or_empty(&p.hosts)?;
+    let hosts_file = Path::new(HOSTS_FILE);
+    let hosts = host.read_or_empty(hosts_file)?;
     if hosts.lines().any(owned_line) {
-        write_if_changed(&p.hosts, &hosts_without(&hosts))?;
+        host.write_if_changed(hosts_file, &hosts_without(&hosts))?;
     }
     Ok(())
 }
@@ -423,72 +381,69 @@ pub fn undo_at(ctx: &NodeContext, p: &Paths) -> Result<(), LvscareStepError> {
 /// Stops and removes one guardian, then removes its rules: stopping it on purpose leaves them.
 /// The VIP to clean comes from the config file it ran with, which may name another VIP than
 /// `ctx` now does (the install changed it), else from `ctx`.
-fn undo_guard(guard: Guard, ctx: &NodeContext, p: &Paths) -> Result<(), LvscareStepError> {
-    let (config, unit) = guard.files(p);
+fn undo_guard(guard: Guard, ctx: &NodeContext, host: Host) -> Result<(), LvscareStepError> {
+    let (config, unit) = guard.files();
     let name = guard.unit_name();
     let args = lvscare::Options {
         instance: guard.instance().map(str::to_string),
         ..Default::default()
     };
-    let ran_with = std::fs::read_to_string(config)
+    let ran_with = host
+        .root
+        .read_to_string(&config)
         .ok()
         .and_then(|text| lvscare::Config::from_text(&args, &text).ok())
         .map(|c| c.vs);
-    if p.systemd && unit.exists() {
-        systemctl(&["disable", "--now", name])?;
+    if host.root.exists(&unit) {
+        host.systemctl(&["disable", "--now", name])?;
     }
-    let unit_removed = remove(unit)?;
-    remove(config)?;
+    let unit_removed = host.root.remove_file(&unit)?;
+    host.root.remove_file(&config)?;
     // /etc/bale goes with the last file bale kept there (a worker has nothing else in it).
     if let Some(dir) = config.parent() {
-        crate::node::step::remove_empty_dirs(dir, Path::new("/etc"));
+        host.root.remove_empty_dirs(dir, Path::new("/etc"));
     }
-    if p.systemd && unit_removed {
-        systemctl(&["daemon-reload"])?;
+    if unit_removed {
+        host.systemctl(&["daemon-reload"])?;
     }
     let vs = match ran_with {
         Some(vs) => Some(vs),
         None => guard.vs(ctx)?,
     };
-    if let (true, Some(vs)) = (p.systemd, vs) {
+    if let Some(vs) = vs {
         let args = lvscare::Options {
             vs: Some(vs),
             clean: true,
             ..args
         };
         let cfg = lvscare::Config::resolve(&args).map_err(|e| LvscareStepError::Clean(e.into()))?;
-        lvscare::clean(&cfg).map_err(|e| LvscareStepError::Clean(e.into()))?;
+        host.commands
+            .lvscare_clean(&cfg)
+            .map_err(LvscareStepError::Clean)?;
     }
     Ok(())
 }
 
 /// What is missing or stale; empty when the step's result is in place (and, on a worker with
 /// systemd, the guardians run).
-pub fn check(ctx: &NodeContext) -> Result<Vec<String>, LvscareStepError> {
-    check_at(ctx, &Paths::system())
-}
-
-pub fn check_at(ctx: &NodeContext, p: &Paths) -> Result<Vec<String>, LvscareStepError> {
+pub fn check(ctx: &NodeContext, host: Host) -> Result<Vec<String>, LvscareStepError> {
     let mut problems = Vec::new();
-    let want = lvscare::hosts_line(apiserver_address(ctx)?);
-    let hosts = read_or_empty(&p.hosts)?;
+    let want = lvscare::hosts_line(apiserver_address(ctx, host.root)?);
+    let hosts = host.read_or_empty(Path::new(HOSTS_FILE))?;
     if !hosts
         .lines()
         .any(|l| owned_line(l) && l.starts_with(&format!("{want} ")))
     {
-        problems.push(format!(
-            "{} lacks `{want}` ({APISERVER_NAME})",
-            p.hosts.display()
-        ));
+        problems.push(format!("{HOSTS_FILE} lacks `{want}` ({APISERVER_NAME})"));
     }
     if !is_worker(ctx) {
         return Ok(problems);
     }
     for guard in Guard::ALL {
-        let (config, unit) = guard.files(p);
+        let (config, unit) = guard.files();
         let name = guard.unit_name();
         let Some(text) = guard.render_config(ctx)? else {
-            if unit.exists() {
+            if host.root.exists(&unit) {
                 problems.push(format!(
                     "{} is left over: this install asks for no such guardian",
                     unit.display()
@@ -496,16 +451,16 @@ pub fn check_at(ctx: &NodeContext, p: &Paths) -> Result<Vec<String>, LvscareStep
             }
             continue;
         };
-        if read_or_empty(config)? != text {
+        if host.read_or_empty(&config)? != text {
             problems.push(format!(
                 "{} is missing or lists other masters",
                 config.display()
             ));
         }
-        if read_or_empty(unit)? != render_unit(guard, ctx, config) {
+        if host.read_or_empty(&unit)? != render_unit(guard, ctx, &config) {
             problems.push(format!("{} is missing or stale", unit.display()));
         }
-        if p.systemd && !is_active(name) {
+        if !host.is_active(name) {
             problems.push(format!("{name} is not running (journalctl -u {name})"));
         }
     }
@@ -514,6 +469,13 @@ pub fn check_at(ctx: &NodeContext, p: &Paths) -> Result<Vec<String>, LvscareStep
 
 /// `bale agent step lvscare apply|undo|check`.
 pub struct LvscareStep;
+
+fn host_of<'a>(env: &StepEnv<'a>) -> Host<'a> {
+    Host {
+        root: env.root,
+        commands: env.commands,
+    }
+}
 
 impl From<LvscareStepError> for StepError {
     fn from(e: LvscareStepError) -> StepError {
@@ -530,7 +492,7 @@ impl Step for LvscareStep {
     }
 
     fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>> {
-        let problems = check(env.ctx)?;
+        let problems = check(env.ctx, host_of(env))?;
         if problems.is_empty() {
             let what = if is_worker(env.ctx) {
                 let running: Vec<&str> = Guard::ALL
@@ -552,21 +514,19 @@ impl Step for LvscareStep {
     }
 
     fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
-        let done = apply(env.ctx)?;
-        let paths = Paths::system();
+        let done = apply(env.ctx, host_of(env))?;
         if done.hosts_changed {
             p.changed(format!(
-                "{} -> {} in {}",
+                "{} -> {} in {HOSTS_FILE}",
                 APISERVER_NAME,
-                apiserver_address(env.ctx)?,
-                paths.hosts.display()
+                apiserver_address(env.ctx, env.root)?,
             ));
         }
         for (guard, g) in [
             (Guard::Apiserver, &done.apiserver),
             (Guard::Registry, &done.registry),
         ] {
-            let (config, unit) = guard.files(&paths);
+            let (config, unit) = guard.files();
             let name = guard.unit_name();
             if g.config_changed {
                 p.changed(format!("wrote {}", config.display()));
@@ -588,17 +548,16 @@ impl Step for LvscareStep {
     }
 
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
-        let paths = Paths::system();
-        let had = [
-            &paths.unit,
-            &paths.config,
-            &paths.registry_unit,
-            &paths.registry_config,
-        ]
-        .iter()
-        .any(|f| f.exists())
-            || read_or_empty(&paths.hosts)?.lines().any(owned_line);
-        undo(env.ctx)?;
+        let host = host_of(env);
+        let had = Guard::ALL
+            .into_iter()
+            .flat_map(|g| <[PathBuf; 2]>::from(g.files()))
+            .any(|f| env.root.exists(f))
+            || host
+                .read_or_empty(Path::new(HOSTS_FILE))?
+                .lines()
+                .any(owned_line);
+        undo(env.ctx, host)?;
         if had {
             p.changed(format!(
                 "removed {UNIT}, {REGISTRY_UNIT}, their configs and rules and the \
@@ -612,6 +571,7 @@ impl Step for LvscareStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::host::testing::Recorder;
 
     fn ctx(role: &str, masters: &[&str]) -> NodeContext {
         NodeContext {
@@ -629,14 +589,46 @@ mod tests {
         }
     }
 
-    fn scratch(dir: &Path) -> Paths {
-        Paths {
-            hosts: dir.join("hosts"),
-            config: dir.join("etc/bale/lvscare.yaml"),
-            unit: dir.join("systemd").join(UNIT),
-            registry_config: dir.join("etc/bale/lvscare-registry.yaml"),
-            registry_unit: dir.join("systemd").join(REGISTRY_UNIT),
-            systemd: false,
+    /// A scratch host whose guardians all count as running.
+    struct Scratch {
+        _dir: tempfile::TempDir,
+        root: HostRoot,
+        commands: Recorder,
+        hosts: PathBuf,
+        config: PathBuf,
+        unit: PathBuf,
+        registry_config: PathBuf,
+        registry_unit: PathBuf,
+    }
+
+    impl Scratch {
+        fn host(&self) -> Host<'_> {
+            Host {
+                root: &self.root,
+                commands: &self.commands,
+            }
+        }
+    }
+
+    fn scratch() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::at(dir.path());
+        let commands = Recorder::default();
+        for unit in [UNIT, REGISTRY_UNIT] {
+            commands
+                .true_for
+                .borrow_mut()
+                .push(format!("systemctl is-active --quiet {unit}"));
+        }
+        Scratch {
+            hosts: root.path(HOSTS_FILE),
+            config: root.path(CONFIG_FILE),
+            unit: root.path(unit_path(UNIT)),
+            registry_config: root.path(REGISTRY_CONFIG_FILE),
+            registry_unit: root.path(unit_path(REGISTRY_UNIT)),
+            _dir: dir,
+            root,
+            commands,
         }
     }
 
@@ -694,11 +686,10 @@ mod tests {
 
     #[test]
     fn the_registry_guard_comes_and_goes_with_the_registry_vip() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = scratch(dir.path());
+        let p = scratch();
         let mut w = ctx("node", &["10.0.0.2", "10.0.0.3"]);
         w.registry_vip = Some("10.103.97.3".into());
-        let first = apply_at(&w, &p).unwrap();
+        let first = apply(&w, p.host()).unwrap();
         assert!(first.registry.config_changed && first.registry.unit_changed);
         let unit = std::fs::read_to_string(&p.registry_unit).unwrap();
         assert!(unit
@@ -715,66 +706,89 @@ mod tests {
         assert_eq!(cfg.health.scheme, lvscare::HealthScheme::Http);
         assert_eq!(cfg.health.path, "/v2/");
         assert_eq!(cfg.names.table, "bale_lvscare_registry");
-        assert!(check_at(&w, &p).unwrap().is_empty());
-        assert_eq!(apply_at(&w, &p).unwrap(), Applied::default(), "idempotent");
+        assert!(check(&w, p.host()).unwrap().is_empty());
+        assert_eq!(
+            apply(&w, p.host()).unwrap(),
+            Applied::default(),
+            "idempotent"
+        );
 
         // An install without --registry-vip removes it, and check says when it is left over.
         let mut plain = w.clone();
         plain.registry_vip = None;
-        std::fs::copy(&p.registry_unit, dir.path().join("kept")).unwrap();
-        let off = apply_at(&plain, &p).unwrap();
+        std::fs::copy(&p.registry_unit, p.root.path("/kept")).unwrap();
+        let off = apply(&plain, p.host()).unwrap();
         assert!(off.registry.removed && !off.apiserver.config_changed);
         assert!(!p.registry_unit.exists() && !p.registry_config.exists());
         assert!(p.unit.exists(), "the apiserver guard stays");
-        std::fs::copy(dir.path().join("kept"), &p.registry_unit).unwrap();
-        let left = check_at(&plain, &p).unwrap();
+        std::fs::copy(p.root.path("/kept"), &p.registry_unit).unwrap();
+        let left = check(&plain, p.host()).unwrap();
         assert!(left.len() == 1 && left[0].contains("left over"), "{left:?}");
 
         // A bad VIP in node.json names the field.
         w.registry_vip = Some("registry".into());
-        let e = apply_at(&w, &p).unwrap_err().to_string();
+        let e = apply(&w, p.host()).unwrap_err().to_string();
         assert!(e.contains("registry_vip") && e.contains("node.json"), "{e}");
     }
 
     #[test]
     fn apply_check_undo_on_files_for_a_worker_and_a_master() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = scratch(dir.path());
+        let p = scratch();
+        std::fs::create_dir_all(p.hosts.parent().unwrap()).unwrap();
         std::fs::write(&p.hosts, "127.0.0.1 localhost\n").unwrap();
         let w = ctx("node", &["10.0.0.2"]);
-        assert_eq!(check_at(&w, &p).unwrap().len(), 3, "nothing in place yet");
-        let first = apply_at(&w, &p).unwrap();
+        assert_eq!(
+            check(&w, p.host()).unwrap().len(),
+            3,
+            "nothing in place yet"
+        );
+        let first = apply(&w, p.host()).unwrap();
         assert!(first.hosts_changed && first.apiserver.config_changed);
         assert!(first.apiserver.unit_changed);
         assert_eq!(first.registry, GuardApplied::default(), "no --registry-vip");
         assert!(!p.registry_unit.exists());
-        assert!(check_at(&w, &p).unwrap().is_empty());
-        assert_eq!(apply_at(&w, &p).unwrap(), Applied::default(), "idempotent");
+        assert!(check(&w, p.host()).unwrap().is_empty());
+        assert_eq!(
+            apply(&w, p.host()).unwrap(),
+            Applied::default(),
+            "idempotent"
+        );
 
         // A master joins: only the config changes.
         let w2 = ctx("node", &["10.0.0.2", "10.0.0.3"]);
-        let again = apply_at(&w2, &p).unwrap();
+        let again = apply(&w2, p.host()).unwrap();
         assert!(again.apiserver.config_changed && !again.apiserver.unit_changed);
         assert!(!again.hosts_changed);
+        let log = p.commands.take();
+        assert!(
+            log.contains(&format!("systemctl reload {UNIT}")),
+            "SIGHUP, not a restart: {log:?}"
+        );
         assert!(std::fs::read_to_string(&p.config)
             .unwrap()
             .contains("10.0.0.3:6443"));
 
-        undo_at(&w2, &p).unwrap();
+        undo(&w2, p.host()).unwrap();
         assert!(!p.config.exists() && !p.unit.exists());
+        let log = p.commands.take();
+        assert!(
+            log.contains(&format!("systemctl disable --now {UNIT}"))
+                && log.contains(&"lvscare --clean 10.103.97.2:6443".to_string()),
+            "{log:?}"
+        );
         assert_eq!(
             std::fs::read_to_string(&p.hosts).unwrap(),
             "127.0.0.1 localhost\n"
         );
-        undo_at(&w2, &p).unwrap();
+        undo(&w2, p.host()).unwrap();
 
         // A master gets only the hosts line, pointing at the first master.
         let m = ctx("master", &["10.0.0.2", "10.0.0.3"]);
-        apply_at(&m, &p).unwrap();
+        apply(&m, p.host()).unwrap();
         assert!(std::fs::read_to_string(&p.hosts)
             .unwrap()
             .contains("10.0.0.2 apiserver.cluster.local # bale lvscare"));
         assert!(!p.config.exists() && !p.unit.exists());
-        assert!(check_at(&m, &p).unwrap().is_empty());
+        assert!(check(&m, p.host()).unwrap().is_empty());
     }
 }

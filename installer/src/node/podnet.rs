@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::containerd_config as cc;
+use super::host::HostCommands;
 use super::kubernetes::KubeNode;
 use super::step::{self, Finding, Progress, Step, StepEnv, StepError, StepResult};
 use super::systemd;
@@ -133,23 +134,25 @@ fn unit(bundle: &Path, data_dir: &str) -> String {
 
 /// True once kube-proxy has written its Service rules on this node (iptables-nft chains
 /// `KUBE-SVC-*`, or the `kube-proxy` table of its nftables mode).
-fn service_rules_present() -> Option<bool> {
+fn service_rules_present(commands: &dyn HostCommands) -> Option<bool> {
     let nft = step::which("nft")?;
-    let out = step::run(&nft.to_string_lossy(), &["list", "ruleset"]).ok()?;
+    let out = commands
+        .run(&nft.to_string_lossy(), &["list", "ruleset"])
+        .ok()?;
     Some(out.contains("KUBE-SVC-") || out.contains("table ip kube-proxy"))
 }
 
 /// Pods start as soon as the node has a CNI config. One that dials a Service (CoreDNS dials
 /// the API server's) before kube-proxy has written the Service rules sends that packet to the
 /// default gateway, off the site. So the config comes once the rules are there.
-fn wait_for_service_rules(p: &Progress) {
-    if service_rules_present().is_none() {
+fn wait_for_service_rules(commands: &dyn HostCommands, p: &Progress) {
+    if service_rules_present(commands).is_none() {
         p.note("no nft here to see kube-proxy's rules: not waiting for them");
         return;
     }
     let limit = std::time::Duration::from_secs(90);
     if super::kubernetes::wait_for("kube-proxy's Service rules", limit, || {
-        service_rules_present() == Some(true)
+        service_rules_present(commands) == Some(true)
     })
     .is_err()
     {
@@ -172,12 +175,15 @@ impl PodNet {
 
     fn read_nodes(env: &StepEnv) -> StepResult<Option<Vec<KubeNode>>> {
         let path = Self::nodes_file(env);
-        match std::fs::read(&path) {
+        match env.root.read(&path) {
             Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                StepError::Failed(format!("{}: not a node list: {e}", path.display()))
+                StepError::Failed(format!(
+                    "{}: not a node list: {e}",
+                    env.root.path(&path).display()
+                ))
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StepError::io(path, e)),
+            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -193,10 +199,11 @@ impl Step for PodNet {
         };
         let (own, routes) = plan(&nodes, &env.ctx.node_ip)?;
         let mut out = vec![Finding::file_holds(
+            env.root,
             Path::new(CONFLIST),
             &render_conflist(&own),
         )];
-        let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+        let table = env.root.read_or_default("/proc/net/route");
         for r in routes {
             // /proc/net/route: destination and gateway as little-endian hex.
             let dst = format!("{:08X}", u32::from(r.subnet).swap_bytes());
@@ -228,7 +235,9 @@ impl Step for PodNet {
             (Some(own), routes)
         };
         let manifest = env.manifest_path("podnet");
-        let mut record: Record = step::load_manifest(&manifest)?.unwrap_or_default();
+        let root = env.root;
+        let systemd = env.systemd();
+        let mut record: Record = step::load_manifest(root, &manifest)?.unwrap_or_default();
         let unit_path = systemd::unit_path(UNIT);
         for f in [
             CONFLIST.to_string(),
@@ -238,7 +247,7 @@ impl Step for PodNet {
                 record.files.push(f);
             }
         }
-        step::save_manifest(&manifest, &record)?;
+        step::save_manifest(root, &manifest, &record)?;
         for old in record.routes.clone() {
             if !routes.contains(&old)
                 && bale_lvscare::remove_prefix_route(old.subnet, old.len).map_err(route_err)?
@@ -258,7 +267,7 @@ impl Step for PodNet {
         }
         record.unreachable = v4;
         record.routes = routes.clone();
-        step::save_manifest(&manifest, &record)?;
+        step::save_manifest(root, &manifest, &record)?;
         if let Some((a, l)) = v4 {
             bale_lvscare::ensure_unreachable_route(a, l).map_err(route_err)?;
         }
@@ -275,19 +284,19 @@ impl Step for PodNet {
         // be reachable by then.
         if let Some(own) = &own {
             let conflist = render_conflist(own);
-            if std::fs::read_to_string(CONFLIST).ok().as_deref() != Some(conflist.as_str()) {
-                wait_for_service_rules(p);
+            if root.read_to_string(CONFLIST).ok().as_deref() != Some(conflist.as_str()) {
+                wait_for_service_rules(env.commands, p);
             }
-            if step::write_file(Path::new(CONFLIST), conflist.as_bytes(), 0o644)? {
+            if root.write_file(CONFLIST, conflist.as_bytes(), 0o644)? {
                 p.changed(format!("wrote {CONFLIST} (pods on {BRIDGE}, subnet {own})"));
             }
         }
 
-        if systemd::is_running() {
+        if systemd.is_running() {
             let text = unit(&env.ctx.bundle_path(), &env.ctx.data_dir);
-            if systemd::write_unit(UNIT, &text)? {
-                systemd::daemon_reload()?;
-                step::run("systemctl", &["enable", UNIT])?;
+            if systemd.write_unit(UNIT, &text)? {
+                systemd.daemon_reload()?;
+                systemd.enable(UNIT)?;
                 p.changed(format!("{UNIT} enabled (routes again at boot)"));
             }
         }
@@ -295,8 +304,10 @@ impl Step for PodNet {
     }
 
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let root = env.root;
+        let systemd = env.systemd();
         let manifest = env.manifest_path("podnet");
-        let record: Record = step::load_manifest(&manifest)?.unwrap_or_default();
+        let record: Record = step::load_manifest(root, &manifest)?.unwrap_or_default();
         for r in &record.routes {
             if bale_lvscare::remove_prefix_route(r.subnet, r.len).unwrap_or(false) {
                 p.changed(format!(
@@ -310,20 +321,20 @@ impl Step for PodNet {
                 p.changed(format!("removed route unreachable {a}/{l}"));
             }
         }
-        if systemd::is_enabled(UNIT) {
-            let _ = systemd::stop_disable(UNIT);
+        if systemd.is_enabled(UNIT) {
+            let _ = systemd.stop_disable(UNIT);
         }
         for f in &record.files {
-            if step::remove_file(Path::new(f))? {
+            if root.remove_file(f)? {
                 p.changed(format!("removed {f}"));
             }
         }
         if bale_lvscare::remove_link(BRIDGE).unwrap_or(false) {
             p.changed(format!("removed the bridge {BRIDGE}"));
         }
-        step::remove_empty_dirs(Path::new(cc::CNI_CONF_DIR), Path::new("/etc"));
-        step::remove_file(&Self::nodes_file(env))?;
-        step::remove_file(&manifest)?;
+        root.remove_empty_dirs(Path::new(cc::CNI_CONF_DIR), Path::new("/etc"));
+        root.remove_file(Self::nodes_file(env))?;
+        root.remove_file(&manifest)?;
         Ok(())
     }
 }

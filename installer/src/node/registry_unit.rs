@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::step::{Finding, Progress, Step, StepEnv, StepError, StepResult};
-use super::systemd;
+use super::systemd::{self, Systemd};
 
 pub const UNIT: &str = "bale-registry.service";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,7 +105,7 @@ pub fn probe(addr: &str, timeout: Duration) -> Result<String, ProbeError> {
     }
 }
 
-fn wait_until_serving(addrs: &[String]) -> StepResult<()> {
+fn wait_until_serving(systemd: Systemd, addrs: &[String]) -> StepResult<()> {
     let start = Instant::now();
     for a in addrs {
         loop {
@@ -116,7 +116,7 @@ fn wait_until_serving(addrs: &[String]) -> StepResult<()> {
                         "the bale registry does not answer GET /v2/ after {}s ({})\njournal of {UNIT}:\n{}",
                         START_TIMEOUT.as_secs(),
                         crate::engine::report::chain(&e),
-                        systemd::recent_log(UNIT)
+                        systemd.recent_log(UNIT)
                     )))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -147,10 +147,11 @@ impl Step for RegistryUnit {
     fn check(&self, env: &StepEnv) -> StepResult<Vec<Finding>> {
         let mut out = Vec::new();
         out.push(Finding::file_holds(
+            env.root,
             &systemd::unit_path(UNIT),
             &Self::unit_text(env),
         ));
-        let active = systemd::is_active(UNIT);
+        let active = env.systemd().is_active(UNIT);
         out.push(Finding::of(
             active,
             format!("{UNIT}: {}", if active { "active" } else { "not active" }),
@@ -169,22 +170,26 @@ impl Step for RegistryUnit {
 
     fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
         let bundle = env.ctx.bundle_path();
-        if !bundle.is_file() {
+        let systemd = env.systemd();
+        if !env.root.is_file(&bundle) {
             return Err(StepError::Failed(format!(
                 "{}: no bundle there to serve images from (the install's upload phase puts it there)",
                 bundle.display()
             )));
         }
-        if !systemd::is_running() {
+        if !systemd.is_running() {
             return Err(StepError::Failed(
                 "systemd is not running on this host: the registry runs as a systemd service"
                     .into(),
             ));
         }
-        if systemd::install_and_start(UNIT, &Self::unit_text(env))? {
+        if systemd.install_and_start(UNIT, &Self::unit_text(env))? {
             p.changed(format!("{UNIT} written, enabled and started"));
         }
-        wait_until_serving(&listen_addrs(&env.ctx.node_ip, env.ctx.registry_port))?;
+        wait_until_serving(
+            systemd,
+            &listen_addrs(&env.ctx.node_ip, env.ctx.registry_port),
+        )?;
         p.note(format!(
             "serving the bundled images on {}",
             listen_addrs(&env.ctx.node_ip, env.ctx.registry_port).join(" and ")
@@ -192,8 +197,8 @@ impl Step for RegistryUnit {
         Ok(())
     }
 
-    fn undo(&self, _env: &StepEnv, p: &mut Progress) -> StepResult<()> {
-        if systemd::remove(UNIT)? {
+    fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        if env.systemd().remove(UNIT)? {
             p.changed(format!("stopped and removed {UNIT}"));
         }
         Ok(())
@@ -260,5 +265,76 @@ mod tests {
             t.join().unwrap();
         }
         assert!(probe("127.0.0.1:1", Duration::from_secs(1)).is_err());
+    }
+
+    use crate::node::host::testing::{differences, FakeNode};
+    use std::path::{Path, PathBuf};
+
+    /// A registry on localhost that answers every `GET /v2/` with 200; its port.
+    fn answering_registry() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let mut req = [0u8; 1024];
+                let _ = s.read(&mut req);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn apply_writes_the_unit_once_and_undo_removes_only_it() {
+        let mut node = FakeNode::new();
+        node.ctx.node_ip = "127.0.0.1".into();
+        node.ctx.registry_port = answering_registry();
+        node.root
+            .write_file(node.ctx.bundle_path(), b"a bundle", 0o755)
+            .unwrap();
+        node.root
+            .write_file("/etc/systemd/system/their.service", b"theirs\n", 0o644)
+            .unwrap();
+        let before = node.snapshot();
+        let env = node.env(None);
+
+        let mut p = Progress::new("registry");
+        RegistryUnit.apply(&env, &mut p).unwrap();
+        let unit = Path::new("/etc/systemd/system").join(UNIT);
+        let written = node.snapshot();
+        assert_eq!(differences(&before, &written), std::slice::from_ref(&unit));
+        assert_eq!(written[&unit].mode, 0o644);
+        assert_eq!(
+            node.root.read_to_string(&unit).unwrap(),
+            render_unit(
+                "/var/lib/bale/bundle.bale",
+                "ab12",
+                &[format!("127.0.0.1:{}", node.ctx.registry_port)]
+            )
+        );
+        assert!(node
+            .commands
+            .take()
+            .contains(&format!("systemctl enable --now {UNIT}")));
+        assert!(RegistryUnit.check(&env).unwrap().iter().all(|f| f.ok));
+
+        let mut p = Progress::new("registry");
+        RegistryUnit.apply(&env, &mut p).unwrap();
+        assert_eq!(p.changes(), 0);
+        assert_eq!(
+            differences(&written, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+
+        let mut p = Progress::new("registry");
+        RegistryUnit.undo(&env, &mut p).unwrap();
+        assert_eq!(
+            differences(&before, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+        assert!(node
+            .commands
+            .take()
+            .contains(&format!("systemctl disable --now {UNIT}")));
     }
 }

@@ -18,7 +18,6 @@
 //! directories themselves stay: `/var/lib/containerd` may be a mount point.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,9 +27,10 @@ use sha2::{Digest, Sha256};
 
 use super::containerd_config::{self as cc, CgroupDriver};
 use super::cri::{self, CriClient};
+use super::host::{HostCommands, HostRoot};
 use super::registry_unit;
 use super::step::{self, Finding, Progress, Step, StepEnv, StepError, StepResult};
-use super::systemd;
+use super::systemd::{self, Systemd};
 use bale_registry::names;
 use bale_registry::{Lookup, Registry, INDEX_PATH};
 
@@ -167,10 +167,11 @@ fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// True when `path` holds exactly the entry's bytes.
-fn same_content(path: &Path, entry: &Entry) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == entry.size)
-        && sha256_file(path).is_ok_and(|d| d == entry.sha256)
+/// True when the host file `dest` holds exactly the entry's bytes.
+fn same_content(root: &HostRoot, dest: &Path, entry: &Entry) -> bool {
+    let path = root.path(dest);
+    std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == entry.size)
+        && sha256_file(&path).is_ok_and(|d| d == entry.sha256)
 }
 
 fn mode_of(entry: &Entry) -> u32 {
@@ -179,15 +180,13 @@ fn mode_of(entry: &Entry) -> u32 {
 }
 
 /// Installs one file from the bundle; true when it changed something.
-fn install_file(bundle: &Bundle, f: &RuntimeFile) -> StepResult<bool> {
+fn install_file(root: &HostRoot, bundle: &Bundle, f: &RuntimeFile) -> StepResult<bool> {
     let mode = mode_of(&f.entry);
-    if same_content(&f.dest, &f.entry) {
-        let meta = std::fs::metadata(&f.dest).map_err(|e| StepError::io(&f.dest, e))?;
-        if meta.permissions().mode() & 0o7777 == mode {
+    if same_content(root, &f.dest, &f.entry) {
+        if root.mode(&f.dest) == Some(mode) {
             return Ok(false);
         }
-        std::fs::set_permissions(&f.dest, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| StepError::io(&f.dest, e))?;
+        root.set_mode(&f.dest, mode)?;
         return Ok(true);
     }
     let mut reader = bundle
@@ -196,13 +195,13 @@ fn install_file(bundle: &Bundle, f: &RuntimeFile) -> StepResult<bool> {
             path: bundle.path().join(&f.entry.path),
             source,
         })?;
-    step::write_with(&f.dest, mode, |out| {
+    root.write_with(&f.dest, mode, |out| {
         std::io::copy(&mut reader, out).map(|_| ())
     })?;
-    if !same_content(&f.dest, &f.entry) {
+    if !same_content(root, &f.dest, &f.entry) {
         return Err(StepError::Failed(format!(
             "{}: the written file does not match {} in the bundle (disk full or failing?)",
-            f.dest.display(),
+            root.path(&f.dest).display(),
             f.entry.path
         )));
     }
@@ -213,30 +212,48 @@ fn hosts_file(domain: &str) -> PathBuf {
     Path::new(cc::HOSTS_DIR).join(domain).join("hosts.toml")
 }
 
-/// `ctr` to talk to containerd with: the one bale installed, else one in PATH.
-fn ctr_path() -> Option<PathBuf> {
-    let ours = Path::new(BIN_DIR).join("ctr");
-    if ours.is_file() {
-        Some(ours)
-    } else {
-        step::which("ctr")
+/// containerd as `ctr` reaches it on one host.
+#[derive(Clone, Copy)]
+struct Ctr<'a> {
+    root: &'a HostRoot,
+    commands: &'a dyn HostCommands,
+}
+
+impl<'a> Ctr<'a> {
+    fn of(env: &StepEnv<'a>) -> Ctr<'a> {
+        Ctr {
+            root: env.root,
+            commands: env.commands,
+        }
+    }
+
+    /// `ctr` to talk to containerd with: the one bale installed, else one in PATH.
+    fn path(&self) -> Option<PathBuf> {
+        let ours = Path::new(BIN_DIR).join("ctr");
+        if self.root.is_file(&ours) {
+            Some(self.root.path(ours))
+        } else {
+            step::which("ctr")
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> StepResult<String> {
+        let ctr = self.path().ok_or_else(|| {
+            StepError::Failed("no ctr on this node (the bundle's bin/ should carry it)".into())
+        })?;
+        let socket = self.root.path(cc::SOCKET);
+        let socket = socket.to_string_lossy();
+        let mut all = vec!["--address", &*socket];
+        all.extend_from_slice(args);
+        self.commands.run(&ctr.to_string_lossy(), &all)
     }
 }
 
-fn ctr(args: &[&str]) -> StepResult<String> {
-    let ctr = ctr_path().ok_or_else(|| {
-        StepError::Failed("no ctr on this node (the bundle's bin/ should carry it)".into())
-    })?;
-    let mut all = vec!["--address", cc::SOCKET];
-    all.extend_from_slice(args);
-    step::run(&ctr.to_string_lossy(), &all)
-}
-
 /// Waits until containerd answers `ctr version` (server part included).
-fn wait_for_containerd() -> StepResult<()> {
+fn wait_for_containerd(ctr: Ctr, systemd: Systemd) -> StepResult<()> {
     let start = Instant::now();
     loop {
-        let last = match ctr(&["version"]) {
+        let last = match ctr.run(&["version"]) {
             Ok(out) if out.contains("Server:") => return Ok(()),
             Ok(out) => out,
             Err(e) => e.to_string(),
@@ -246,7 +263,7 @@ fn wait_for_containerd() -> StepResult<()> {
                 "containerd does not answer after {}s: {last}\njournal of {}:\n{}",
                 START_TIMEOUT.as_secs(),
                 cc::UNIT,
-                systemd::recent_log(cc::UNIT)
+                systemd.recent_log(cc::UNIT)
             )));
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -262,18 +279,20 @@ fn list(out: &str) -> Vec<String> {
 }
 
 /// Kills and deletes every task containerd runs, in every namespace.
-fn kill_all_tasks(p: &mut Progress) {
-    let Ok(namespaces) = ctr(&["namespaces", "ls", "-q"]) else {
+fn kill_all_tasks(ctr: Ctr, p: &mut Progress) {
+    let Ok(namespaces) = ctr.run(&["namespaces", "ls", "-q"]) else {
         return;
     };
     for ns in list(&namespaces) {
-        let Ok(tasks) = ctr(&["-n", &ns, "tasks", "ls", "-q"]) else {
+        let Ok(tasks) = ctr.run(&["-n", &ns, "tasks", "ls", "-q"]) else {
             continue;
         };
         for id in list(&tasks) {
-            let _ = ctr(&["-n", &ns, "tasks", "kill", "-s", "SIGKILL", &id]);
+            let _ = ctr.run(&["-n", &ns, "tasks", "kill", "-s", "SIGKILL", &id]);
             let deadline = Instant::now() + Duration::from_secs(10);
-            while ctr(&["-n", &ns, "tasks", "delete", &id]).is_err() && Instant::now() < deadline {
+            while ctr.run(&["-n", &ns, "tasks", "delete", &id]).is_err()
+                && Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(200));
             }
             p.changed(format!("killed container task {ns}/{id}"));
@@ -282,8 +301,8 @@ fn kill_all_tasks(p: &mut Progress) {
 }
 
 /// Kills leftover processes running one of these executables (shims outlive containerd).
-fn kill_processes_of(exes: &[PathBuf], p: &mut Progress) {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+fn kill_processes_of(ctr: Ctr, exes: &[PathBuf], p: &mut Progress) {
+    let Ok(dir) = ctr.root.read_dir("/proc") else {
         return;
     };
     for e in dir.flatten() {
@@ -296,21 +315,21 @@ fn kill_processes_of(exes: &[PathBuf], p: &mut Progress) {
         let exe_s = exe.to_string_lossy();
         let exe_s = exe_s.trim_end_matches(" (deleted)");
         if exes.iter().any(|x| x.as_os_str() == exe_s) {
-            // A pid read from /proc: at worst the process is gone already.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            ctr.commands.kill(pid);
             p.changed(format!("killed leftover {exe_s} (pid {pid})"));
         }
     }
 }
 
 /// The config's host- and bundle-dependent settings.
-fn config_options(bundle: &Bundle, entries: &[Entry]) -> StepResult<cc::ConfigOptions> {
+fn config_options(
+    root: &HostRoot,
+    bundle: &Bundle,
+    entries: &[Entry],
+) -> StepResult<cc::ConfigOptions> {
     let names = bundled_image_names(bundle, entries)?;
     Ok(cc::ConfigOptions {
-        restrict_oom_score_adj: crate::kube::NodeFacts::detect()
+        restrict_oom_score_adj: crate::kube::NodeFacts::detect(root)
             .map_err(|e| StepError::Failed(crate::engine::report::chain(&e)))?
             .needs_restrict_oom_score_adj(),
         sandbox_image: cc::sandbox_image(names.iter().map(String::as_str)),
@@ -351,20 +370,19 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Unmounts everything below `dir` and deletes its contents, leaving `dir` itself (it may be
-/// a mount point, as on the test nodes).
-pub(crate) fn empty_dir(dir: &Path, p: &mut Progress) -> StepResult<()> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// Unmounts everything below the host directory `dir` and deletes its contents, leaving `dir`
+/// itself (it may be a mount point, as on the test nodes).
+pub(crate) fn empty_dir(env: &StepEnv, dir: &Path, p: &mut Progress) -> StepResult<()> {
+    let mountinfo = env.root.read_or_default("/proc/self/mountinfo");
     for m in mounts_below(&mountinfo, dir) {
-        // MNT_DETACH cannot hang on a busy mount.
-        if nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+        if env.commands.unmount(&env.root.path(&m)) {
             p.changed(format!("unmounted {}", m.display()));
         }
     }
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match env.root.read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StepError::io(dir, e)),
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
     };
     let mut removed = 0;
     for e in entries.flatten() {
@@ -411,13 +429,13 @@ impl Runtime {
         for d in domains {
             let path = hosts_file(d);
             record.add(&path);
-            step::save_manifest(manifest, record)?;
+            step::save_manifest(env.root, manifest, record)?;
             let text = cc::render_hosts_toml(
                 d,
                 env.ctx.registry_port,
                 env.ctx.registry_fallback().as_deref(),
             );
-            if step::write_file(&path, text.as_bytes(), 0o644)? {
+            if env.root.write_file(&path, text.as_bytes(), 0o644)? {
                 p.changed(format!("wrote {}", path.display()));
             }
         }
@@ -442,6 +460,7 @@ impl Step for Runtime {
         let mut out = Vec::new();
         for d in &domains {
             out.push(Finding::file_holds(
+                env.root,
                 &hosts_file(d),
                 &cc::render_hosts_toml(
                     d,
@@ -454,7 +473,7 @@ impl Step for Runtime {
             out.push(Finding::ok(
                 "this bundle carries no container runtime (no bin/containerd)",
             ));
-            if let Ok(config) = std::fs::read_to_string(cc::CONFIG_FILE) {
+            if let Ok(config) = env.root.read_to_string(cc::CONFIG_FILE) {
                 out.push(Finding::of(
                     cc::config_uses_hosts_dir(&config),
                     format!(
@@ -467,7 +486,7 @@ impl Step for Runtime {
             return Ok(out);
         }
         for f in &files {
-            let same = same_content(&f.dest, &f.entry);
+            let same = same_content(env.root, &f.dest, &f.entry);
             out.push(Finding::of(
                 same,
                 format!(
@@ -481,15 +500,16 @@ impl Step for Runtime {
                 ),
             ));
         }
-        let driver = CgroupDriver::detect();
-        let opts = config_options(bundle, &entries)?;
+        let driver = CgroupDriver::detect(env.root);
+        let opts = config_options(env.root, bundle, &entries)?;
         let mut config = Finding::file_holds(
-            std::path::Path::new(cc::CONFIG_FILE),
+            env.root,
+            Path::new(cc::CONFIG_FILE),
             &cc::render_config_toml(driver, &opts),
         );
         config.text += &format!(" (cgroup driver {})", driver.as_str());
         out.push(config);
-        let active = systemd::is_active(cc::UNIT);
+        let active = env.systemd().is_active(cc::UNIT);
         out.push(Finding::of(
             active,
             format!(
@@ -498,7 +518,7 @@ impl Step for Runtime {
                 if active { "active" } else { "not active" }
             ),
         ));
-        out.push(match ctr(&["version"]) {
+        out.push(match Ctr::of(env).run(&["version"]) {
             Ok(v) if v.contains("Server:") => Finding::ok(format!(
                 "containerd answers: {}",
                 v.lines()
@@ -512,7 +532,7 @@ impl Step for Runtime {
         });
         // `ctr` above ignores the hosts files; kubelet pulls through the CRI plugin, which
         // reads them through config_path, so only a CRI pull shows that kubelet's path works.
-        let cri = CriClient::new(cc::SOCKET);
+        let cri = CriClient::new(env.root.path(cc::SOCKET));
         let version = cri.version();
         out.push(match &version {
             Ok(v) => Finding::ok(format!(
@@ -557,8 +577,10 @@ impl Step for Runtime {
         })?;
         let files = runtime_files(&entries);
         let domains = Self::domains(bundle, &entries, p)?;
+        let root = env.root;
+        let systemd = env.systemd();
         let manifest = Self::manifest(env);
-        let mut record: Record = step::load_manifest(&manifest)?.unwrap_or_default();
+        let mut record: Record = step::load_manifest(root, &manifest)?.unwrap_or_default();
 
         if !has_containerd(&files) {
             match step::which("containerd") {
@@ -569,8 +591,8 @@ impl Step for Runtime {
                         existing.display()
                     ));
                     Self::write_hosts(env, &domains, &mut record, &manifest, p)?;
-                    step::save_manifest(&manifest, &record)?;
-                    let config = std::fs::read_to_string(cc::CONFIG_FILE).unwrap_or_default();
+                    step::save_manifest(root, &manifest, &record)?;
+                    let config = root.read_or_default(cc::CONFIG_FILE);
                     if !cc::config_uses_hosts_dir(&config) {
                         p.note(format!(
                             "{} does not set config_path = \"{}\": the CRI plugin will not use \
@@ -586,7 +608,7 @@ impl Step for Runtime {
             }
             return Ok(());
         }
-        if !systemd::is_running() {
+        if !systemd.is_running() {
             return Err(StepError::Failed(
                 "systemd is not running on this host: bale runs containerd and its registry as \
                  systemd services (boot the host with systemd)"
@@ -597,18 +619,18 @@ impl Step for Runtime {
         let mut restart_needed = false;
         for f in &files {
             record.add(&f.dest);
-            step::save_manifest(&manifest, &record)?;
-            if install_file(bundle, f)? {
+            step::save_manifest(root, &manifest, &record)?;
+            if install_file(root, bundle, f)? {
                 p.changed(format!("installed {}", f.dest.display()));
                 restart_needed = true;
             }
         }
-        let driver = CgroupDriver::detect();
-        let opts = config_options(bundle, &entries)?;
+        let driver = CgroupDriver::detect(root);
+        let opts = config_options(root, bundle, &entries)?;
         record.add(Path::new(cc::CONFIG_FILE));
-        step::save_manifest(&manifest, &record)?;
-        if step::write_file(
-            Path::new(cc::CONFIG_FILE),
+        step::save_manifest(root, &manifest, &record)?;
+        if root.write_file(
+            cc::CONFIG_FILE,
             cc::render_config_toml(driver, &opts).as_bytes(),
             0o644,
         )? {
@@ -633,36 +655,40 @@ impl Step for Runtime {
         let unit_path = systemd::unit_path(cc::UNIT);
         record.add(&unit_path);
         record.containerd = true;
-        step::save_manifest(&manifest, &record)?;
-        let was_active = systemd::is_active(cc::UNIT);
+        step::save_manifest(root, &manifest, &record)?;
+        let was_active = systemd.is_active(cc::UNIT);
         let containerd = Path::new(BIN_DIR).join("containerd");
         let unit_text = cc::render_unit(&containerd.to_string_lossy());
-        let unit_changed = std::fs::read_to_string(&unit_path).map_or(true, |t| t != unit_text);
-        if systemd::install_and_start(cc::UNIT, &unit_text)? {
+        let unit_changed = root
+            .read_to_string(&unit_path)
+            .map_or(true, |t| t != unit_text);
+        if systemd.install_and_start(cc::UNIT, &unit_text)? {
             p.changed(format!("{} enabled and started", cc::UNIT));
         }
         if was_active && restart_needed && !unit_changed {
-            systemd::restart(cc::UNIT)?;
+            systemd.restart(cc::UNIT)?;
             p.changed(format!(
                 "restarted {} for the new binaries or config",
                 cc::UNIT
             ));
         }
-        wait_for_containerd()?;
+        wait_for_containerd(Ctr::of(env), systemd)?;
         p.note("containerd answers");
         Ok(())
     }
 
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
+        let root = env.root;
+        let systemd = env.systemd();
         let manifest = Self::manifest(env);
-        let Some(record) = step::load_manifest::<Record>(&manifest)? else {
+        let Some(record) = step::load_manifest::<Record>(root, &manifest)? else {
             return Ok(());
         };
         if record.containerd {
-            if systemd::is_active(cc::UNIT) {
-                kill_all_tasks(p);
+            if systemd.is_active(cc::UNIT) {
+                kill_all_tasks(Ctr::of(env), p);
             }
-            if systemd::remove(cc::UNIT)? {
+            if systemd.remove(cc::UNIT)? {
                 p.changed(format!("stopped and removed {}", cc::UNIT));
             }
             let shims: Vec<PathBuf> = record
@@ -671,13 +697,13 @@ impl Step for Runtime {
                 .filter(|f| f.contains("containerd-shim") || f.ends_with("/containerd"))
                 .map(PathBuf::from)
                 .collect();
-            kill_processes_of(&shims, p);
-            empty_dir(Path::new(cc::STATE_DIR), p)?;
-            empty_dir(Path::new(cc::ROOT_DIR), p)?;
+            kill_processes_of(Ctr::of(env), &shims, p);
+            empty_dir(env, Path::new(cc::STATE_DIR), p)?;
+            empty_dir(env, Path::new(cc::ROOT_DIR), p)?;
             // The opt plugin's empty bin/ and lib/ at its default place, from a configuration
             // without OPT_DIR; anything someone put in them stays.
             for sub in ["bin", "lib"] {
-                step::remove_empty_dirs(
+                root.remove_empty_dirs(
                     &Path::new(cc::DEFAULT_OPT_DIR).join(sub),
                     Path::new("/opt"),
                 );
@@ -685,7 +711,7 @@ impl Step for Runtime {
         }
         for f in record.files.iter().rev() {
             let path = Path::new(f);
-            if step::remove_file(path)? {
+            if root.remove_file(path)? {
                 p.changed(format!("removed {f}"));
             }
             if let Some(parent) = path.parent() {
@@ -696,10 +722,10 @@ impl Step for Runtime {
                 } else {
                     parent
                 };
-                step::remove_empty_dirs(parent, stop);
+                root.remove_empty_dirs(parent, stop);
             }
         }
-        step::remove_file(&manifest)?;
+        root.remove_file(&manifest)?;
         Ok(())
     }
 }
@@ -771,5 +797,122 @@ mod tests {
             ]
         );
         assert_eq!(mounts_below(mi, Path::new("/run/containerd")).len(), 1);
+    }
+
+    use crate::node::host::testing::{differences, FakeNode};
+
+    fn index_naming(image: &str) -> Vec<u8> {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{ "annotations": { REF_NAME: image } }]
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn apply_writes_the_runtime_once_and_undo_takes_exactly_that_away() {
+        let mut node = FakeNode::new();
+        node.commands.answers = vec![(
+            "ctr --address".into(),
+            "Client:\n  Version: 1.7\nServer:\n  Version: 1.7\n".into(),
+        )];
+        let index = index_naming("docker.io/library/busybox:1.36");
+        let bundle = node.bundle(&[
+            ("bin/containerd", b"containerd program"),
+            ("bin/ctr", b"ctr program"),
+            ("cni/bin/bridge", b"bridge plugin"),
+            (INDEX_PATH, &index),
+        ]);
+        // Files someone else keeps beside bale's.
+        for foreign in [
+            "/usr/local/bin/their-tool",
+            "/etc/containerd/their.toml",
+            "/etc/systemd/system/their.service",
+        ] {
+            node.root.write_file(foreign, b"theirs\n", 0o644).unwrap();
+        }
+        let before = node.snapshot();
+        let env = node.env(Some(&bundle));
+
+        let mut p = Progress::new("runtime");
+        Runtime.apply(&env, &mut p).unwrap();
+        assert!(p.changes() > 0);
+        let written = node.snapshot();
+        let new = differences(&before, &written);
+        for f in [
+            "/usr/local/bin/containerd",
+            "/usr/local/bin/ctr",
+            "/opt/cni/bin/bridge",
+            cc::CONFIG_FILE,
+            "/etc/containerd/certs.d/docker.io/hosts.toml",
+            "/etc/systemd/system/containerd.service",
+            "/var/lib/bale/steps/runtime.json",
+        ] {
+            assert!(new.contains(&PathBuf::from(f)), "{f} not written: {new:?}");
+        }
+        assert_eq!(written[Path::new("/usr/local/bin/containerd")].mode, 0o755);
+        assert_eq!(written[Path::new(cc::CONFIG_FILE)].mode, 0o644);
+        let config = node.root.read_to_string(cc::CONFIG_FILE).unwrap();
+        assert_eq!(
+            config,
+            cc::render_config_toml(
+                CgroupDriver::Cgroupfs,
+                &cc::ConfigOptions {
+                    restrict_oom_score_adj: false,
+                    sandbox_image: None
+                }
+            )
+        );
+        let unit = node
+            .root
+            .read_to_string("/etc/systemd/system/containerd.service")
+            .unwrap();
+        assert_eq!(unit, cc::render_unit("/usr/local/bin/containerd"));
+        let log = node.commands.take();
+        assert!(
+            log.contains(&"systemctl daemon-reload".to_string())
+                && log.contains(&"systemctl enable --now containerd.service".to_string()),
+            "{log:?}"
+        );
+        let findings = Runtime.check(&env).unwrap();
+        for f in findings.iter().filter(|f| f.text.starts_with('/')) {
+            assert!(f.ok, "{}", f.text);
+        }
+
+        // Again: nothing rewritten (same inode and mtime), nothing restarted.
+        let mut p = Progress::new("runtime");
+        Runtime.apply(&env, &mut p).unwrap();
+        assert_eq!(p.changes(), 0);
+        assert_eq!(
+            differences(&written, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+        let log = node.commands.take();
+        assert!(
+            !log.iter().any(|l| {
+                l.starts_with("systemctl restart")
+                    || l.starts_with("systemctl enable ")
+                    || l == "systemctl daemon-reload"
+            }),
+            "{log:?}"
+        );
+
+        // Undo: back to the host as it was, the others' files included.
+        let mut p = Progress::new("runtime");
+        Runtime.undo(&env, &mut p).unwrap();
+        assert_eq!(
+            differences(&before, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+        let log = node.commands.take();
+        assert!(
+            log.contains(&"systemctl disable --now containerd.service".to_string()),
+            "{log:?}"
+        );
+        // A second undo finds nothing to do.
+        let mut p = Progress::new("runtime");
+        Runtime.undo(&env, &mut p).unwrap();
+        assert_eq!(p.changes(), 0);
     }
 }

@@ -5,18 +5,21 @@
 //! removes exactly that and nothing the host had before), and `check` reports one finding per
 //! thing it looked at. Progress goes to stdout as plain lines; errors name the file or feature
 //! and the fix.
+//!
+//! Steps reach the host only through their [`StepEnv`]: its files through `root` and its
+//! programs through `commands` (see [`super::host`]), so each step runs unchanged on a node and,
+//! in tests, in a temporary directory.
 
-use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bale_payload::Bundle;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::context::{ContextError, NodeContext};
+use super::host::{HostCommands, HostRoot, SystemCommands};
+use super::systemd::Systemd;
 
 /// Everything a step may fail with.
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +60,18 @@ impl StepError {
 
 pub type StepResult<T> = Result<T, StepError>;
 
-/// What a step runs against: the install's context and the bundle it came in.
+/// What a step runs against: the install's context, the bundle it came in, and the host.
 pub struct StepEnv<'a> {
     pub ctx: &'a NodeContext,
     /// The bundle this agent runs from (`<data-dir>/bundle.bale` during an install).
     pub bundle: Option<&'a Bundle>,
+    /// Where the host's files are ([`HostRoot::system`] on a node).
+    pub root: &'a HostRoot,
+    /// How the host's programs are run ([`SystemCommands`] on a node).
+    pub commands: &'a dyn HostCommands,
 }
 
-impl StepEnv<'_> {
+impl<'a> StepEnv<'a> {
     pub fn bundle(&self) -> StepResult<&Bundle> {
         self.bundle.ok_or_else(|| {
             StepError::Failed(
@@ -75,7 +82,11 @@ impl StepEnv<'_> {
         })
     }
 
-    /// Where a step keeps the record of what it made, for undo.
+    pub fn systemd(&self) -> Systemd<'a> {
+        Systemd::new(self.root, self.commands)
+    }
+
+    /// Where a step keeps the record of what it made, for undo (a host path).
     pub fn manifest_path(&self, step: &str) -> PathBuf {
         Path::new(&self.ctx.data_dir)
             .join(crate::layout::STEPS)
@@ -109,9 +120,9 @@ impl Finding {
             text: text.into(),
         }
     }
-    /// Whether the file at `path` holds exactly `want`, the text a step writes there.
-    pub fn file_holds(path: &std::path::Path, want: &str) -> Finding {
-        let same = std::fs::read_to_string(path).is_ok_and(|t| t == want);
+    /// Whether the host file at `path` holds exactly `want`, the text a step writes there.
+    pub fn file_holds(root: &HostRoot, path: &Path, want: &str) -> Finding {
+        let same = root.read_to_string(path).is_ok_and(|t| t == want);
         let state = if same {
             "in place"
         } else {
@@ -166,123 +177,31 @@ pub trait Step {
     fn undo(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()>;
 }
 
-/// Writes `data` to `path` unless it already holds exactly that with this mode: a temp name in
-/// the same directory, fsync, rename, fsync of the directory. Creates missing parents. Returns
-/// whether anything changed.
-pub fn write_file(path: &Path, data: &[u8], mode: u32) -> StepResult<bool> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.is_file()
-            && meta.permissions().mode() & 0o7777 == mode
-            && meta.len() == data.len() as u64
-            && std::fs::read(path).map_err(|e| StepError::io(path, e))? == data
-        {
-            return Ok(false);
-        }
-    }
-    write_with(path, mode, |f| f.write_all(data))?;
-    Ok(true)
-}
-
-/// Writes a file through `fill` under a temp name, then renames it into place.
-pub fn write_with(
-    path: &Path,
-    mode: u32,
-    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> StepResult<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| StepError::Failed(format!("{}: no parent directory", path.display())))?;
-    std::fs::create_dir_all(dir).map_err(|e| StepError::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.bale-tmp.{}", std::process::id()));
-    let res = (|| {
-        let mut f = File::create(&tmp)?;
-        fill(&mut f)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(StepError::io(path, e));
-    }
-    Ok(())
-}
-
-/// Removes a file; `Ok(false)` when it was not there.
-pub fn remove_file(path: &Path) -> StepResult<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(StepError::io(path, e)),
-    }
-}
-
-/// Removes a directory if it is empty (and then its parents up to `stop`, exclusive).
-pub fn remove_empty_dirs(dir: &Path, stop: &Path) {
-    let mut d = dir.to_path_buf();
-    while d.starts_with(stop) && d != stop {
-        if std::fs::remove_dir(&d).is_err() {
-            break;
-        }
-        match d.parent() {
-            Some(p) => d = p.to_path_buf(),
-            None => break,
-        }
-    }
-}
-
 /// Reads a step's manifest; `None` when the step has not been applied.
-pub fn load_manifest<T: DeserializeOwned>(path: &Path) -> StepResult<Option<T>> {
-    match std::fs::read(path) {
+pub fn load_manifest<T: DeserializeOwned>(root: &HostRoot, path: &Path) -> StepResult<Option<T>> {
+    match root.read(path) {
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
             StepError::Failed(format!(
                 "{}: unreadable record of an earlier apply: {e} (remove the file to start over)",
-                path.display()
+                root.path(path).display()
             ))
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StepError::io(path, e)),
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
-pub fn save_manifest<T: Serialize>(path: &Path, value: &T) -> StepResult<()> {
+pub fn save_manifest<T: Serialize>(root: &HostRoot, path: &Path, value: &T) -> StepResult<()> {
     let text = serde_json::to_vec_pretty(value)
-        .map_err(|e| StepError::Failed(format!("{}: {e}", path.display())))?;
-    write_file(path, &text, 0o600)?;
+        .map_err(|e| StepError::Failed(format!("{}: {e}", root.path(path).display())))?;
+    root.write_file(path, &text, 0o600)?;
     Ok(())
 }
 
-/// Runs a command; its stdout on success, an error with its stderr otherwise.
+/// Runs a command on this machine; its stdout on success, an error with its stderr otherwise.
+/// (For what is not a step; steps go through their [`StepEnv::commands`].)
 pub fn run(program: &str, args: &[&str]) -> StepResult<String> {
-    let shown = std::iter::once(program)
-        .chain(args.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| StepError::Command {
-            command: shown.clone(),
-            detail: e.to_string(),
-        })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let err = err.trim();
-        return Err(StepError::Command {
-            command: shown,
-            detail: if err.is_empty() {
-                format!("{}", out.status)
-            } else {
-                err.to_string()
-            },
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    SystemCommands.run(program, args)
 }
 
 /// Finds a program in PATH (and the usual sbin directories, which a non-login PATH may lack).
@@ -356,7 +275,13 @@ pub fn run_cli(
     bundle: Option<&Bundle>,
 ) -> anyhow::Result<()> {
     let ctx = NodeContext::load(data_dir)?;
-    let env = StepEnv { ctx: &ctx, bundle };
+    let root = HostRoot::system();
+    let env = StepEnv {
+        ctx: &ctx,
+        bundle,
+        root: &root,
+        commands: &SystemCommands,
+    };
     let step = step_of(name);
     let mut p = Progress::new(step.name());
     match action {
@@ -390,30 +315,4 @@ pub fn run_cli(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_file_skips_identical_content_and_fixes_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a/b/file.conf");
-        assert!(write_file(&p, b"one\n", 0o644).unwrap());
-        assert!(!write_file(&p, b"one\n", 0o644).unwrap());
-        assert!(write_file(&p, b"one\n", 0o600).unwrap());
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert!(write_file(&p, b"two\n", 0o600).unwrap());
-        assert_eq!(std::fs::read(&p).unwrap(), b"two\n");
-        // No temp files left behind.
-        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
-        assert!(remove_file(&p).unwrap());
-        assert!(!remove_file(&p).unwrap());
-        remove_empty_dirs(p.parent().unwrap(), dir.path());
-        assert!(!dir.path().join("a").exists());
-    }
 }
