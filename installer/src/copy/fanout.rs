@@ -453,8 +453,10 @@ impl Fanout {
         let cmd = Cmd::new("run the copy agent", &agent)
             .args(["agent", "copy", "--data-dir", data_dir])
             .args(["--digest", &local.digest])
-            .args(["--listen".to_string(), ip.to_string()])
-            .args(["--stub-len".to_string(), stub_len.to_string()])
+            .arg("--listen")
+            .arg(ip)
+            .arg("--stub-len")
+            .arg(stub_len)
             .args(["--run", &run])
             .stdin_file(&fifo.path);
         let ended = AtomicBool::new(false);
