@@ -14,6 +14,7 @@ pub mod node;
 pub mod phases;
 pub mod plugins;
 pub mod preflight;
+pub mod remote;
 pub mod reset;
 pub mod run;
 pub mod site;

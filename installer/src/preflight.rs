@@ -6,7 +6,7 @@
 
 use crate::engine::Facts;
 use crate::hosts::Role;
-use crate::ssh::sq;
+use crate::remote::Script;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -88,26 +88,29 @@ impl Probe {
 }
 
 /// The probe script (run as root). `peers` are `addr:port` of the other hosts' SSH.
-pub fn script(data_dir: &str, peers: &[String]) -> String {
-    let mut s = format!(
+pub fn script(data_dir: &str, peers: &[String]) -> Script {
+    let mut s = Script::new(
         r#"export LC_ALL=C
 D={d}
+B="$D"/{bundle}
+J="$D"/{journal}
+K="$D"/{steps}/kubelet.json
 d="$D"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "disk_path=$d"
-echo "disk_avail_kib=$(df -Pk "$d" | awk 'NR==2{{print $4}}')"
-if [ -f "$D/{bundle}" ]; then echo "existing_bundle=$(stat -c %s "$D/{bundle}")"; fi
-echo "tmp_opts=$(awk '$2=="/tmp"{{o=$4}} END{{print o}}' /proc/mounts)"
+echo "disk_avail_kib=$(df -Pk "$d" | awk 'NR==2{print $4}')"
+if [ -f "$B" ]; then echo "existing_bundle=$(stat -c %s "$B")"; fi
+echo "tmp_opts=$(awk '$2=="/tmp"{o=$4} END{print o}' /proc/mounts)"
 if [ -d /run/systemd/system ]; then echo systemd=yes; else echo systemd=no; fi
 # What an earlier install of bale put there is not a conflict: its registry unit, and the
 # runtime its journal records.
 ours_runtime=no
-if [ -f "$D/{journal}" ] && grep -q '"runtime"' "$D/{journal}"; then ours_runtime=yes; fi
+if [ -f "$J" ] && grep -q '"runtime"' "$J"; then ours_runtime=yes; fi
 # ... and the kubelet its kubelet step installed, with the API server and kubelet ports.
 ours_kube=no
-if [ -f "$D/{steps}/kubelet.json" ]; then ours_kube=yes; fi
+if [ -f "$K" ]; then ours_kube=yes; fi
 for p in {ports}; do
   h=$(printf ':%04X' "$p")
-  if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v h="$h" '$4=="0A" && substr($2, length($2)-4)==h {{f=1}} END{{exit !f}}'
+  if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v h="$h" '$4=="0A" && substr($2, length($2)-4)==h {f=1} END{exit !f}'
   then
     if [ "$p" = {registry} ] && systemctl is-active -q bale-registry.service 2>/dev/null
     then echo "port_$p=bale"
@@ -123,29 +126,30 @@ for b in containerd dockerd kubelet; do
   fi
 done
 "#,
-        d = sq(data_dir),
-        bundle = crate::layout::BUNDLE,
-        journal = crate::layout::JOURNAL,
-        steps = crate::layout::STEPS,
-        registry = crate::node::context::REGISTRY_PORT,
-        ports = PORTS
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    )
+    .value("d", data_dir)
+    .value("bundle", crate::layout::BUNDLE)
+    .value("journal", crate::layout::JOURNAL)
+    .value("steps", crate::layout::STEPS)
+    .value("registry", crate::node::context::REGISTRY_PORT)
+    .values("ports", PORTS);
     for t in peers {
         let (ip, port) = t.rsplit_once(':').unwrap_or((t, "22"));
-        s.push_str(&format!(
-            "( if command -v bash >/dev/null 2>&1; then \
-               if timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null; then r=ok; else r=fail; fi; \
-             elif command -v nc >/dev/null 2>&1; then \
-               if nc -z -w 3 {ip} {port} 2>/dev/null; then r=ok; else r=fail; fi; \
-             else r=unknown; fi; echo \"reach_{t}=$r\" ) &\n"
-        ));
+        // The address and port reach bash's /dev/tcp as its arguments.
+        s = s
+            .then(
+                "( if command -v bash >/dev/null 2>&1; then \
+                   if timeout 3 bash -c 'exec 3<>/dev/tcp/$1/$2' sh {ip} {port} 2>/dev/null; \
+                   then r=ok; else r=fail; fi; \
+                 elif command -v nc >/dev/null 2>&1; then \
+                   if nc -z -w 3 {ip} {port} 2>/dev/null; then r=ok; else r=fail; fi; \
+                 else r=unknown; fi; echo reach_{peer}=\"$r\" ) &\n",
+            )
+            .value("ip", ip)
+            .value("port", port)
+            .value("peer", t);
     }
-    s.push_str("wait\n");
-    s
+    s.then("wait\n")
 }
 
 /// One host as [`evaluate`] sees it.
@@ -499,7 +503,7 @@ mod tests {
     fn probe_script_runs_here() {
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(script("/nonexistent/bale", &["127.0.0.1:1".into()]))
+            .arg(script("/nonexistent/bale", &["127.0.0.1:1".into()]).text())
             .output()
             .unwrap();
         let p = Probe::parse(&String::from_utf8_lossy(&out.stdout), 0.0);

@@ -7,7 +7,7 @@ use crate::clusterfile::{Clusterfile, ClusterfileError};
 use crate::engine::{BundleInfo, Ctx, Event, Manager, Node, Reporter};
 use crate::hosts::{self, HostError, Secret, SshOverrides};
 use crate::site::{Site, Vips};
-use crate::ssh::{sq, SshOptions};
+use crate::ssh::SshOptions;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -338,7 +338,7 @@ pub fn execute(
     let report = manager.run(&nodes);
     // Close every session before the summary.
     for n in &nodes {
-        n.set_conn(None);
+        n.set_remote(None);
     }
     let retry = (!report.success()).then(retry_command);
     ctx.reporter.emit(&Event::Summary {
@@ -368,18 +368,7 @@ pub fn execute(
 
 /// The command line of this run, quoted for a shell (it never holds a secret).
 fn retry_command() -> String {
-    std::env::args()
-        .map(|a| {
-            if a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@".contains(c))
-            {
-                a
-            } else {
-                sq(&a)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::remote::readable_line(std::env::args())
 }
 
 /// Asks on the terminal before an uninstall, unless `--yes` (or a dry run) says not to.

@@ -5,6 +5,7 @@
 use crate::hosts::{Host, Role};
 use crate::node::context::{NodeContext, DEFAULT_VIP, REGISTRY_PORT};
 use crate::plugins::Documents;
+use crate::remote::Script;
 use bale_contract::manifest::{App, Command, InstallStep, Manifest};
 use bale_payload::{Bundle, Kind};
 use std::collections::BTreeMap;
@@ -104,25 +105,17 @@ pub struct AppStep {
     pub script: String,
 }
 
-fn shell_words(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| crate::ssh::sq(w))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The default launch of an app's source, sealer style: a chart is installed with helm, a
 /// script is run, YAML is applied with kubectl.
 fn launch_script(name: &str, source: &str, is_chart: bool) -> String {
-    let src = crate::ssh::sq(source);
-    if is_chart {
-        format!("helm install {} {src}", crate::ssh::sq(name))
+    let script = if is_chart {
+        Script::new("helm install {name} {src}").value("name", name)
     } else if source.ends_with(".sh") {
-        format!("sh {src}")
+        Script::new("sh {src}")
     } else {
-        format!("kubectl apply -f {src}")
-    }
+        Script::new("kubectl apply -f {src}")
+    };
+    script.value("src", source).text()
 }
 
 fn steps_of(
@@ -139,7 +132,7 @@ fn steps_of(
                 origin: format!("{layer}, Kubefile line {line}"),
                 script: match command {
                     Command::Shell(s) => s.clone(),
-                    Command::Exec(w) => shell_words(w),
+                    Command::Exec(w) => Script::argv(w).text(),
                 },
             }),
             InstallStep::Launch { line, app } => {

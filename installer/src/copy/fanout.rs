@@ -15,7 +15,8 @@ use super::agent::{Setup, Source, EXIT_SOURCE_LOST};
 use super::store::{State, BUNDLE, STATE};
 use super::wire;
 use crate::engine::{lock, Node, PhaseError};
-use crate::ssh::{sq, Conn, Input, SshError};
+use crate::remote::{Cmd, Remote, Script};
+use crate::ssh::SshError;
 use bale_payload::chunks::{ChunkList, TAIL};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -359,37 +360,31 @@ impl Fanout {
     }
 
     /// Copies the bundle to one remote node, resuming what an earlier run left there.
-    pub fn copy_to(&self, node: &Node, conn: &Conn) -> Result<Totals, PhaseError> {
+    pub fn copy_to(&self, node: &Node, remote: &dyn Remote) -> Result<Totals, PhaseError> {
         let local = self.local(&node.ctx.bundle.path)?;
         let ip = node
             .host
             .as_ref()
             .map(|h| h.addr)
             .ok_or(FanoutError::NoAddress)?;
-        let d = sq(&node.ctx.data_dir);
-        conn.root_ok(
-            "make the data dir",
-            &format!("[ -d {d} ] || install -d -m 0700 {d}"),
-            Input::None,
-        )?;
+        let mkdir =
+            Script::new("[ -d {d} ] || install -d -m 0700 {d}").value("d", &node.ctx.data_dir);
+        remote.run_ok(&Cmd::script("make the data dir", &mkdir))?;
         let mut excluded = Vec::new();
         let mut totals = Totals::default();
         let t0 = Instant::now();
         for attempt in 1..=MAX_ATTEMPTS {
             let token = wire::new_token().map_err(FanoutError::Token)?;
             let src = self.pick(node.index, &ip.to_string(), &excluded, &token);
-            let r = self.attempt(node, conn, &local, &src, &token, ip, &mut totals);
+            let r = self.attempt(node, remote, &local, &src, &token, ip, &mut totals);
             self.release_source(node.index, &src);
             self.stopped(node.index);
             match r {
                 Ok(()) => {
                     totals.seconds = t0.elapsed().as_secs_f64();
                     let agent = format!("{}/{AGENT}", node.ctx.data_dir);
-                    let _ = conn.root_ok(
-                        "remove the copy agent",
-                        &format!("rm -f {}", sq(&agent)),
-                        Input::None,
-                    );
+                    let _ = remote
+                        .run_ok(&Cmd::new("remove the copy agent", "rm").args(["-f", &agent]));
                     return Ok(totals);
                 }
                 Err(AttemptError::SourceLost(why)) if attempt < MAX_ATTEMPTS => {
@@ -417,7 +412,7 @@ impl Fanout {
     fn attempt(
         &self,
         node: &Node,
-        conn: &Conn,
+        remote: &dyn Remote,
         local: &Local,
         src: &Src,
         token: &str,
@@ -428,15 +423,12 @@ impl Fanout {
         let agent = format!("{data_dir}/{AGENT}");
         let stub_len = local.list.trailer.stub_len;
         // 1. The agent program: the bundle's stub, from a peer if possible.
-        let have = conn.root_ok(
-            "check the copy agent",
-            &format!("sha256sum {} 2>/dev/null || true", sq(&agent)),
-            Input::None,
-        )?;
+        let sum = Script::new("sha256sum {a} 2>/dev/null || true").value("a", &agent);
+        let have = remote.run_ok(&Cmd::script("check the copy agent", &sum))?;
         if !have.starts_with(&local.stub_sha256) {
             let from_peer = match src {
                 Src::Peer { addr, token, .. } => {
-                    match stub_from_peer(conn, &agent, *addr, token, local) {
+                    match stub_from_peer(remote, &agent, *addr, token, local) {
                         Ok(()) => true,
                         Err(e) => {
                             node.note(&format!(
@@ -450,7 +442,7 @@ impl Fanout {
                 Src::Installer => false,
             };
             if !from_peer {
-                stub_from_installer(conn, &agent, local)?;
+                stub_from_installer(remote, &agent, local)?;
                 totals.from_installer += stub_len;
             }
         }
@@ -470,12 +462,15 @@ impl Fanout {
                 },
             },
         };
-        let cmd = format!(
-            "{} agent copy --data-dir {} --digest {} --listen {ip} --stub-len {stub_len} --run {run}",
-            sq(&agent),
-            sq(data_dir),
-            local.digest
-        );
+        let cmd = Cmd::new("run the copy agent", &agent)
+            .args(["agent", "copy", "--data-dir", data_dir])
+            .args(["--digest", &local.digest])
+            .arg("--listen")
+            .arg(ip)
+            .arg("--stub-len")
+            .arg(stub_len)
+            .args(["--run", &run])
+            .stdin_file(&fifo.path);
         let ended = AtomicBool::new(false);
         let sent = AtomicU64::new(0);
         let latest: Mutex<Option<State>> = Mutex::new(None);
@@ -488,8 +483,8 @@ impl Fanout {
                     }
                 }
             });
-            s.spawn(|| self.watch(node, conn, src, ip, &run, &ended, &latest));
-            let out = conn.root(&cmd, Input::File(&fifo.path));
+            s.spawn(|| self.watch(node, remote, src, ip, &run, &ended, &latest));
+            let out = remote.run(&cmd);
             ended.store(true, Ordering::SeqCst);
             out
         })?;
@@ -512,7 +507,7 @@ impl Fanout {
                     .map(|(_, v)| v)
                     .sum::<u64>();
                 let have =
-                    crate::phases::upload::remote_digest(conn, &format!("{data_dir}/{BUNDLE}"))?;
+                    crate::phases::upload::remote_digest(remote, &format!("{data_dir}/{BUNDLE}"))?;
                 if have.as_deref() != Some(local.digest.as_str()) {
                     return Err(AttemptError::Fatal(
                         FanoutError::WrongDigest {
@@ -625,7 +620,7 @@ impl Fanout {
     fn watch(
         &self,
         node: &Node,
-        conn: &Conn,
+        remote: &dyn Remote,
         src: &Src,
         ip: std::net::IpAddr,
         run: &str,
@@ -633,7 +628,7 @@ impl Fanout {
         latest: &Mutex<Option<State>>,
     ) {
         let path = format!("{}/{STATE}", node.ctx.data_dir);
-        let script = format!("cat {} 2>/dev/null || true", sq(&path));
+        let read = Cmd::cat_or_empty("read the copy state", &path);
         let (mut announced, mut completed) = (false, false);
         while !ended.load(Ordering::SeqCst) {
             // quick while the agent starts: the feed and the next node's pick wait for it
@@ -641,7 +636,7 @@ impl Fanout {
                 .as_ref()
                 .is_some_and(|s| s.phase != "listening" && s.port != 0);
             std::thread::sleep(Duration::from_millis(if settled { 400 } else { 100 }));
-            let Ok(text) = conn.root_ok("read the copy state", &script, Input::None) else {
+            let Ok(text) = remote.run_ok(&read) else {
                 continue;
             };
             let Ok(st) = serde_json::from_str::<State>(text.trim()) else {
@@ -745,49 +740,49 @@ fn push_chunks(
 /// Fetches the program from a peer's chunk server with bash's `/dev/tcp` (the node has no bale
 /// yet), then checks it against the bundle's digest.
 fn stub_from_peer(
-    conn: &Conn,
+    remote: &dyn Remote,
     agent: &str,
     addr: SocketAddr,
     token: &str,
     local: &Local,
 ) -> Result<(), SshError> {
-    let tmp = sq(&format!("{agent}.part"));
-    let script = format!(
+    let tmp = format!("{agent}.part");
+    // The token comes on stdin, never on a command line; bash's /dev/tcp gets the address,
+    // the port and the hello line as its arguments.
+    let script = Script::new(
         "set -e; umask 077; IFS= read -r tok; \
-         timeout 300 bash -c 'exec 3<>/dev/tcp/{ip}/{port}; printf \"%s\\n\" \"$1\" stub >&3; \
-         cat <&3' sh \"{hello} $tok {digest}\" > {tmp}; \
-         echo '{sha}  '{tmp} | sha256sum -c --quiet >/dev/null; chmod 0755 {tmp}; mv -f {tmp} {a}",
-        ip = addr.ip(),
-        port = addr.port(),
-        hello = wire::HELLO,
-        digest = local.digest,
-        sha = local.stub_sha256,
-        a = sq(agent),
-    );
+         timeout 300 bash -c 'exec 3<>/dev/tcp/$1/$2; printf \"%s\\n\" \"$3\" stub >&3; \
+         cat <&3' sh {ip} {port} {hello}\" $tok \"{digest} > {tmp}; \
+         echo {sha}'  '{tmp} | sha256sum -c --quiet >/dev/null; chmod 0755 {tmp}; mv -f {tmp} {a}",
+    )
+    .value("ip", addr.ip())
+    .value("port", addr.port())
+    .value("hello", wire::HELLO)
+    .value("digest", &local.digest)
+    .value("tmp", &tmp)
+    .value("sha", &local.stub_sha256)
+    .value("a", agent);
     let input = format!("{token}\n");
-    let r = conn.root_ok(
-        "fetch the program from a peer",
-        &script,
-        Input::Bytes(input.as_bytes()),
-    );
+    let r = remote
+        .run_ok(&Cmd::script("fetch the program from a peer", &script).stdin(input.as_bytes()));
     if r.is_err() {
-        let _ = conn.root_ok("clean up", &format!("rm -f {tmp}"), Input::None);
+        let _ = remote.run_ok(&Cmd::new("clean up", "rm").args(["-f", &tmp]));
     }
     r.map(|_| ())
 }
 
 /// Sends the program from the installer over SSH and checks it on the node.
-fn stub_from_installer(conn: &Conn, agent: &str, local: &Local) -> Result<(), SshError> {
-    let tmp = sq(&format!("{agent}.part"));
-    let script = format!(
+fn stub_from_installer(remote: &dyn Remote, agent: &str, local: &Local) -> Result<(), SshError> {
+    let script = Script::new(
         "set -e; umask 077; head -c {len} > {tmp}; \
-         echo '{sha}  '{tmp} | sha256sum -c --quiet >/dev/null; chmod 0755 {tmp}; mv -f {tmp} {a}",
-        len = local.list.trailer.stub_len,
-        sha = local.stub_sha256,
-        a = sq(agent),
-    );
+         echo {sha}'  '{tmp} | sha256sum -c --quiet >/dev/null; chmod 0755 {tmp}; mv -f {tmp} {a}",
+    )
+    .value("len", local.list.trailer.stub_len)
+    .value("tmp", format!("{agent}.part"))
+    .value("sha", &local.stub_sha256)
+    .value("a", agent);
     let fifo = Fifo::new().map_err(|e| SshError::Io {
-        host: conn.label().into(),
+        host: remote.label().into(),
         what: "make a pipe for ssh".into(),
         source: e,
     })?;
@@ -805,7 +800,7 @@ fn stub_from_installer(conn: &Conn, agent: &str, local: &Local) -> Result<(), Ss
             std::io::copy(&mut stub, &mut w)?;
             Ok(())
         });
-        let r = conn.root_ok("send the program", &script, Input::File(&fifo.path));
+        let r = remote.run_ok(&Cmd::script("send the program", &script).stdin_file(&fifo.path));
         ended.store(true, Ordering::SeqCst);
         r
     })
@@ -826,7 +821,7 @@ impl std::io::Read for PositionedReader<'_> {
     }
 }
 
-/// A named pipe in a private directory: what `Conn` streams into a command's stdin, so the
+/// A named pipe in a private directory: what the remote streams into a command's stdin, so the
 /// installer can write records to it as it goes.
 struct Fifo {
     _dir: tempfile::TempDir,
@@ -878,6 +873,98 @@ fn open_fifo_writer(path: &Path, ended: &AtomicBool) -> std::io::Result<Option<F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::fake::{Fed, Scripted};
+    use crate::ssh::Conn;
+
+    /// The sample bundle, opened as the installer's copy.
+    fn sample_local(dir: &Path) -> Local {
+        Local::open(&crate::copy::store::tests::sample_bundle(dir)).unwrap()
+    }
+
+    #[test]
+    fn the_program_goes_through_a_named_pipe_and_is_checked_on_arrival() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = sample_local(dir.path());
+        let agent = dir.path().join("the agent's dir").join("copy-agent");
+        std::fs::create_dir(agent.parent().unwrap()).unwrap();
+        let agent = agent.to_str().unwrap();
+        stub_from_installer(&Conn::local().unwrap(), agent, &local).unwrap();
+        let got = std::fs::read(agent).unwrap();
+        assert_eq!(got.len() as u64, local.list.trailer.stub_len);
+        assert_eq!(
+            bale_payload::format::hex(&bale_payload::format::sha256(&got)),
+            local.stub_sha256
+        );
+        assert!(!Path::new(&format!("{agent}.part")).exists());
+    }
+
+    #[test]
+    fn the_program_is_fetched_from_a_peer_with_the_token_on_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = sample_local(dir.path());
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let serve = std::thread::spawn({
+            let file = local.file.try_clone().unwrap();
+            let stub_len = local.list.trailer.stub_len;
+            move || {
+                let (sock, _) = server.accept().unwrap();
+                let mut lines = std::io::BufRead::lines(std::io::BufReader::new(&sock));
+                let hello = lines.next().unwrap().unwrap();
+                let what = lines.next().unwrap().unwrap();
+                let whole = PositionedReader {
+                    file: &file,
+                    pos: 0,
+                };
+                std::io::copy(&mut whole.take(stub_len), &mut &sock).unwrap();
+                (hello, what)
+            }
+        });
+        let agent = dir.path().join("agent");
+        let agent = agent.to_str().unwrap();
+        stub_from_peer(&Conn::local().unwrap(), agent, addr, "s3cret tok", &local).unwrap();
+        let (hello, what) = serve.join().unwrap();
+        assert_eq!(
+            hello,
+            format!("{} s3cret tok {}", wire::HELLO, local.digest)
+        );
+        assert_eq!(what, "stub");
+        assert_eq!(
+            std::fs::metadata(agent).unwrap().len(),
+            local.list.trailer.stub_len
+        );
+    }
+
+    #[test]
+    fn a_failed_fetch_from_a_peer_removes_the_part_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = sample_local(dir.path());
+        let r = Scripted::new("n")
+            .fails(
+                "/dev/tcp",
+                1,
+                "sha256sum: WARNING: 1 computed checksum did NOT match",
+            )
+            .on("'rm' '-f'", "");
+        let e = stub_from_peer(&r, "/d/agent", addr(9), "tok", &local).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "n: fetch the program from a peer failed (exit 1): sha256sum: WARNING: 1 computed \
+             checksum did NOT match"
+        );
+        let calls = r.calls();
+        assert!(
+            calls[0].line.contains(&format!(
+                "sh '10.77.0.9' '4000' '{}'\" $tok \"'{}' > '/d/agent.part';",
+                wire::HELLO,
+                local.digest
+            )),
+            "{}",
+            calls[0].line
+        );
+        assert_eq!(calls[0].stdin, Fed::Bytes(b"tok\n".to_vec()));
+        assert_eq!(calls[1].line, "'rm' '-f' '/d/agent.part'");
+    }
 
     fn addr(n: u8) -> SocketAddr {
         SocketAddr::from(([10, 77, 0, n], 4000))

@@ -3,7 +3,8 @@
 //! written for another bundle (different header digest) is ignored: a new bundle starts over.
 
 use crate::layout::JOURNAL_TMP;
-use crate::ssh::{sq, Conn, Input, SshError};
+use crate::remote::{Cmd, Remote, Script};
+use crate::ssh::SshError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -45,13 +46,9 @@ impl Journal {
     }
 
     /// Reads the node's journal for this bundle (an empty one when there is none).
-    pub fn load(conn: &Conn, data_dir: &str, digest: &str) -> Result<Journal, SshError> {
+    pub fn load(remote: &dyn Remote, data_dir: &str, digest: &str) -> Result<Journal, SshError> {
         let path = format!("{data_dir}/{FILE}");
-        let text = conn.root_ok(
-            "read the journal",
-            &format!("cat {} 2>/dev/null || true", sq(&path)),
-            Input::None,
-        )?;
+        let text = remote.run_ok(&Cmd::cat_or_empty("read the journal", &path))?;
         Ok(Journal::parse(&text, digest).unwrap_or_else(|| Journal {
             bundle: digest.into(),
             phases: BTreeMap::new(),
@@ -59,14 +56,19 @@ impl Journal {
     }
 
     /// Marks `phase` done and writes the journal back to the node.
-    pub fn record(&mut self, conn: &Conn, data_dir: &str, phase: &str) -> Result<(), SshError> {
-        self.record_with(conn, data_dir, phase, "")
+    pub fn record(
+        &mut self,
+        remote: &dyn Remote,
+        data_dir: &str,
+        phase: &str,
+    ) -> Result<(), SshError> {
+        self.record_with(remote, data_dir, phase, "")
     }
 
     /// Marks `phase` done with these inputs and writes the journal back to the node.
     pub fn record_with(
         &mut self,
-        conn: &Conn,
+        remote: &dyn Remote,
         data_dir: &str,
         phase: &str,
         inputs: &str,
@@ -78,12 +80,14 @@ impl Journal {
         let inputs = inputs.to_string();
         self.phases.insert(phase.into(), Done { at, inputs });
         let body = serde_json::to_vec_pretty(self).unwrap_or_default();
-        let d = sq(data_dir);
-        let script = format!(
-            "set -e; [ -d {d} ] || install -d -m 0700 {d}; t={d}/{JOURNAL_TMP}; \
-             cat > \"$t\"; sync \"$t\" 2>/dev/null || true; mv -f \"$t\" {d}/{FILE}"
-        );
-        conn.root_ok("write the journal", &script, Input::Bytes(&body))?;
+        let script = Script::new(
+            "set -e; [ -d {d} ] || install -d -m 0700 {d}; t={d}/{tmp}; \
+             cat > \"$t\"; sync \"$t\" 2>/dev/null || true; mv -f \"$t\" {d}/{file}",
+        )
+        .value("d", data_dir)
+        .value("tmp", JOURNAL_TMP)
+        .value("file", FILE);
+        remote.run_ok(&Cmd::script("write the journal", &script).stdin(&body))?;
         Ok(())
     }
 }
@@ -91,6 +95,59 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::fake::{Fed, Scripted};
+    use crate::ssh::Conn;
+
+    #[test]
+    fn the_journal_is_read_and_written_through_the_remote() {
+        let old = r#"{"bundle":"abc","phases":{"upload":{"at":1}}}"#;
+        let r = Scripted::new("n1")
+            .on("cat '/var/lib/my data/journal.json'", old)
+            .on("mv -f", "");
+        let mut j = Journal::load(&r, "/var/lib/my data", "abc").unwrap();
+        assert!(j.is_done("upload"));
+        // Another bundle's journal counts for nothing.
+        assert!(!Journal::load(&r, "/var/lib/my data", "def")
+            .unwrap()
+            .is_done("upload"));
+        j.record_with(&r, "/var/lib/my data", "runtime", "10.0.0.1:5050")
+            .unwrap();
+        let calls = r.calls();
+        assert_eq!(calls[0].what, "read the journal");
+        assert_eq!(
+            calls[0].line,
+            "cat '/var/lib/my data/journal.json' 2>/dev/null || true"
+        );
+        let write = &calls[2];
+        assert_eq!(write.what, "write the journal");
+        assert_eq!(
+            write.line,
+            format!(
+                "set -e; [ -d '/var/lib/my data' ] || install -d -m 0700 '/var/lib/my data'; \
+                 t='/var/lib/my data'/'{JOURNAL_TMP}'; cat > \"$t\"; sync \"$t\" 2>/dev/null \
+                 || true; mv -f \"$t\" '/var/lib/my data'/'{FILE}'"
+            )
+        );
+        let Fed::Bytes(body) = &write.stdin else {
+            panic!("no journal on stdin: {:?}", write.stdin)
+        };
+        let written: Journal = serde_json::from_slice(body).unwrap();
+        assert_eq!(written, j);
+        assert!(written.is_done("upload"));
+        assert!(written.is_done_with("runtime", "10.0.0.1:5050"));
+    }
+
+    #[test]
+    fn a_failed_write_names_the_host_and_the_journal() {
+        let r = Scripted::new("10.0.0.2").fails("mv -f", 1, "install: cannot create: read-only");
+        let e = Journal::default()
+            .record(&r, "/var/lib/bale", "upload")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "10.0.0.2: write the journal failed (exit 1): install: cannot create: read-only"
+        );
+    }
 
     #[test]
     fn journal_round_trip_and_reset() {

@@ -104,9 +104,9 @@ fn attempt(phase: &dyn Phase, n: &Node, inputs: &str) -> Result<(), Failure> {
         return Err(failure(Outcome::Failed, &e, clean_up_error));
     }
     if phase.journaled() {
-        let recorded = n.conn().and_then(|conn| {
+        let recorded = n.remote().and_then(|remote| {
             lock(&n.journal)
-                .record_with(&conn, &n.ctx.data_dir, title, inputs)
+                .record_with(&*remote, &n.ctx.data_dir, title, inputs)
                 .map_err(PhaseError::from)
         });
         if let Err(e) = recorded {
@@ -253,8 +253,8 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{BundleInfo, Ctx, PhaseResult, Reporter};
-    use crate::ssh::{Conn, SshOptions};
+    use crate::engine::{Ctx, PhaseResult};
+    use crate::ssh::Conn;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
@@ -359,27 +359,7 @@ mod tests {
     }
 
     fn ctx(data_dir: &Path) -> Arc<Ctx> {
-        Arc::new(Ctx {
-            bundle: BundleInfo {
-                path: "/b".into(),
-                name: "b".into(),
-                version: "1".into(),
-                arch: "x86_64".into(),
-                digest: "d".into(),
-                size: 1,
-            },
-            data_dir: data_dir.to_string_lossy().into_owned(),
-            site: Default::default(),
-            ssh: SshOptions {
-                known_hosts: "/kh".into(),
-                accept_new_host_keys: false,
-                connect_timeout_secs: 1,
-                askpass_exe: "/bale".into(),
-            },
-            ignore_preflight: vec![],
-            peers: vec![],
-            reporter: Reporter::new(true),
-        })
+        crate::engine::test_ctx(&data_dir.to_string_lossy(), Default::default())
     }
 
     /// `count` nodes on this machine, each with a local connection.
@@ -388,7 +368,7 @@ mod tests {
         (0..count)
             .map(|i| {
                 let n = Node::new(i, None, c.clone());
-                n.set_conn(Some(Conn::local().expect("a local connection")));
+                n.set_remote(Some(Arc::new(Conn::local().expect("a local connection"))));
                 n
             })
             .collect()
@@ -486,9 +466,9 @@ mod tests {
         let run = |fail_on: Option<usize>| {
             let ns = nodes(2, &data);
             for n in &ns {
-                let conn = n.conn().unwrap();
+                let remote = n.remote().unwrap();
                 *lock(&n.journal) = crate::engine::journal::Journal::load(
-                    &conn,
+                    &*remote,
                     &n.ctx.data_dir,
                     &n.ctx.bundle.digest,
                 )

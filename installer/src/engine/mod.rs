@@ -24,7 +24,8 @@ pub mod manager;
 pub mod report;
 
 use crate::hosts::{Host, Role};
-use crate::ssh::{Conn, SshError, SshOptions};
+use crate::remote::{Cmd, Remote};
+use crate::ssh::{SshError, SshOptions};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -168,12 +169,10 @@ impl Attempt {
         if created.is_empty() {
             return Ok(created);
         }
-        let paths: Vec<String> = created.iter().rev().map(|p| crate::ssh::sq(p)).collect();
-        node.conn()?.root_ok(
-            "remove what the failed attempt created",
-            &format!("rm -rf -- {}", paths.join(" ")),
-            crate::ssh::Input::None,
-        )?;
+        let rm = Cmd::new("remove what the failed attempt created", "rm")
+            .args(["-rf", "--"])
+            .args(created.iter().rev());
+        node.remote()?.run_ok(&rm)?;
         Ok(created)
     }
 }
@@ -273,10 +272,43 @@ pub struct Node {
     /// None for this machine (no hosts given).
     pub host: Option<Host>,
     pub ctx: Arc<Ctx>,
-    conn: Mutex<Option<Arc<Conn>>>,
+    remote: Mutex<Option<Arc<dyn Remote>>>,
     pub facts: Mutex<Option<Facts>>,
     pub journal: Mutex<journal::Journal>,
     pub probe: Mutex<Option<crate::preflight::Probe>>,
+}
+
+/// A context for tests: a bundle `b` 1 (digest `d`), this data dir and site, JSON events.
+#[cfg(test)]
+pub fn test_ctx(data_dir: &str, site: crate::site::Site) -> Arc<Ctx> {
+    let bundle = BundleInfo {
+        path: "/b".into(),
+        name: "b".into(),
+        version: "1".into(),
+        arch: "x86_64".into(),
+        digest: "d".into(),
+        size: 1,
+    };
+    test_ctx_with(bundle, data_dir, site)
+}
+
+/// [`test_ctx`] with this bundle.
+#[cfg(test)]
+pub fn test_ctx_with(bundle: BundleInfo, data_dir: &str, site: crate::site::Site) -> Arc<Ctx> {
+    Arc::new(Ctx {
+        bundle,
+        data_dir: data_dir.into(),
+        site,
+        ssh: SshOptions {
+            known_hosts: "/kh".into(),
+            accept_new_host_keys: false,
+            connect_timeout_secs: 1,
+            askpass_exe: "/bale".into(),
+        },
+        ignore_preflight: vec![],
+        peers: vec![],
+        reporter: Reporter::new(true),
+    })
 }
 
 /// Locks a mutex even if a panicking thread poisoned it (the data is still consistent here:
@@ -291,7 +323,7 @@ impl Node {
             index,
             host,
             ctx,
-            conn: Mutex::new(None),
+            remote: Mutex::new(None),
             facts: Mutex::new(None),
             journal: Mutex::new(journal::Journal::default()),
             probe: Mutex::new(None),
@@ -310,12 +342,13 @@ impl Node {
         self.host.as_ref().map(|h| h.role).unwrap_or(Role::Master)
     }
 
-    pub fn conn(&self) -> Result<Arc<Conn>, PhaseError> {
-        lock(&self.conn).clone().ok_or(PhaseError::NotConnected)
+    /// The node's remote, once the connect phase opened it.
+    pub fn remote(&self) -> Result<Arc<dyn Remote>, PhaseError> {
+        lock(&self.remote).clone().ok_or(PhaseError::NotConnected)
     }
 
-    pub fn set_conn(&self, c: Option<Conn>) {
-        *lock(&self.conn) = c.map(Arc::new);
+    pub fn set_remote(&self, r: Option<Arc<dyn Remote>>) {
+        *lock(&self.remote) = r;
     }
 
     pub fn facts(&self) -> Facts {

@@ -5,7 +5,7 @@
 use super::bundle_path;
 use crate::agent::Status;
 use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
-use crate::ssh::{sq, Input};
+use crate::remote::Cmd;
 
 pub struct AgentCheck;
 
@@ -20,15 +20,9 @@ impl Phase for AgentCheck {
         )
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
-        let conn = node.conn()?;
-        let out = conn.root_ok(
-            "run the bundle's agent",
-            &format!(
-                "{} agent status --json",
-                sq(&bundle_path(&node.ctx.data_dir))
-            ),
-            Input::None,
-        )?;
+        let status = Cmd::new("run the bundle's agent", bundle_path(&node.ctx.data_dir))
+            .args(["agent", "status", "--json"]);
+        let out = node.remote()?.run_ok(&status)?;
         let st: Status =
             serde_json::from_str(out.trim()).map_err(|source| PhaseError::AgentStatus {
                 output: out.trim().to_string(),

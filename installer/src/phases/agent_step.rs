@@ -5,7 +5,7 @@
 use super::bundle_path;
 use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::hosts::Role;
-use crate::ssh::{sq, Input};
+use crate::remote::Cmd;
 
 pub struct AgentStep {
     /// The step's name, also the phase title.
@@ -34,14 +34,15 @@ pub fn last_line(out: &str) -> Option<&str> {
 /// Runs `bundle.bale agent step STEP ACTION` on the node and returns what it printed.
 pub fn agent_step(node: &Node, step: &str, action: &str) -> Result<String, PhaseError> {
     let d = &node.ctx.data_dir;
-    let o = node.conn()?.root(
-        &format!(
-            "{} agent step {step} {action} --data-dir {}",
-            sq(&bundle_path(d)),
-            sq(d)
-        ),
-        Input::None,
-    )?;
+    let cmd = Cmd::new(format!("agent step {step} {action}"), bundle_path(d)).args([
+        "agent",
+        "step",
+        step,
+        action,
+        "--data-dir",
+        d,
+    ]);
+    let o = node.remote()?.run(&cmd)?;
     let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
     if o.code != 0 {
         let err = String::from_utf8_lossy(&o.stderr).trim().to_string();

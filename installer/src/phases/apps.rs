@@ -34,7 +34,7 @@ impl Phase for Apps {
         format!("run {} step(s):{}", steps.len(), steps.concat())
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
-        let conn = node.conn()?;
+        let remote = node.remote()?;
         let prelude = prelude(node)?;
         let total = node.ctx.site.apps.len();
         for (i, step) in node.ctx.site.apps.iter().enumerate() {
@@ -47,7 +47,7 @@ impl Phase for Apps {
                 continue;
             }
             node.note(&format!("app step {}/{total}: {}", i + 1, step.script));
-            run_script(&conn, &prelude, &step.script, || {
+            run_script(&*remote, &prelude, &step.script, || {
                 format!(
                     "app step {}/{total} ({}) `{}`",
                     i + 1,
@@ -55,7 +55,7 @@ impl Phase for Apps {
                     step.script
                 )
             })?;
-            lock(&node.journal).record(&conn, &node.ctx.data_dir, &step.key)?;
+            lock(&node.journal).record(&*remote, &node.ctx.data_dir, &step.key)?;
         }
         Ok(())
     }

@@ -2,7 +2,9 @@
 
 use crate::engine::journal::Journal;
 use crate::engine::{lock, Attempt, Facts, Node, Phase, PhaseResult};
-use crate::ssh::{Conn, Input};
+use crate::remote::{Cmd, Remote, Script};
+use crate::ssh::Conn;
+use std::sync::Arc;
 
 pub struct Connect;
 
@@ -44,13 +46,13 @@ impl Phase for Connect {
         false
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
-        let conn = match &node.host {
-            None => Conn::local()?,
-            Some(h) => Conn::connect(h, &node.ctx.ssh)?,
+        let remote: Arc<dyn Remote> = match &node.host {
+            None => Arc::new(Conn::local()?),
+            Some(h) => Arc::new(Conn::connect(h, &node.ctx.ssh)?),
         };
-        let o = conn.sh(DETECT, Input::None)?;
+        let o = remote.run_as_user(&Cmd::script("detect the host", &Script::new(DETECT)))?;
         let facts = parse_facts(&o.stdout_str());
-        let journal = Journal::load(&conn, &node.ctx.data_dir, &node.ctx.bundle.digest)?;
+        let journal = Journal::load(&*remote, &node.ctx.data_dir, &node.ctx.bundle.digest)?;
         node.note(&format!(
             "{} {}, kernel {}, hostname {}{}",
             facts.arch,
@@ -77,7 +79,7 @@ impl Phase for Connect {
         ));
         *lock(&node.facts) = Some(facts);
         *lock(&node.journal) = journal;
-        node.set_conn(Some(conn));
+        node.set_remote(Some(remote));
         Ok(())
     }
 }

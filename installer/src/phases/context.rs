@@ -4,7 +4,7 @@
 
 use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::node::context::{NodeContext, FILE};
-use crate::ssh::{sq, Input};
+use crate::remote::{Cmd, Script};
 
 pub struct WriteContext;
 
@@ -46,31 +46,27 @@ impl Phase for WriteContext {
 pub fn write_context(node: &Node, c: &NodeContext) -> PhaseResult {
     // A plain struct of strings and lists: encoding it cannot fail.
     let body = serde_json::to_vec_pretty(c).unwrap_or_default();
-    let d = sq(&c.data_dir);
-    let tmp = sq(&crate::layout::path(
-        &c.data_dir,
-        crate::layout::NODE_CONTEXT_TMP,
-    ));
-    let dest = sq(&format!("{}/{FILE}", c.data_dir));
-    node.conn()?.root_ok(
-        "write the node context",
-        &format!(
-            "set -e; [ -d {d} ] || install -d -m 0700 {d}; cat > {tmp}; sync {tmp} 2>/dev/null \
-             || true; mv -f {tmp} {dest}"
-        ),
-        Input::Bytes(&body),
-    )?;
+    let write = Script::new(
+        "set -e; [ -d {d} ] || install -d -m 0700 {d}; cat > {tmp}; sync {tmp} 2>/dev/null \
+         || true; mv -f {tmp} {dest}",
+    )
+    .value("d", &c.data_dir)
+    .value(
+        "tmp",
+        crate::layout::path(&c.data_dir, crate::layout::NODE_CONTEXT_TMP),
+    )
+    .value("dest", format!("{}/{FILE}", c.data_dir));
+    node.remote()?
+        .run_ok(&Cmd::script("write the node context", &write).stdin(&body))?;
     Ok(())
 }
 
 /// The node's `node.json` as an earlier run wrote it; `None` where there is none.
 pub fn read_context(node: &Node) -> Result<Option<NodeContext>, PhaseError> {
     let path = format!("{}/{FILE}", node.ctx.data_dir);
-    let text = node.conn()?.root_ok(
-        "read the node context",
-        &format!("cat {} 2>/dev/null || true", sq(&path)),
-        Input::None,
-    )?;
+    let text = node
+        .remote()?
+        .run_ok(&Cmd::cat_or_empty("read the node context", &path))?;
     if text.trim().is_empty() {
         return Ok(None);
     }

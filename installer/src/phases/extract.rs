@@ -4,7 +4,7 @@
 
 use super::bundle_path;
 use crate::engine::{Attempt, Node, Phase, PhaseResult};
-use crate::ssh::{sq, Input};
+use crate::remote::{Cmd, Script};
 
 pub struct Extract;
 
@@ -30,24 +30,21 @@ impl Phase for Extract {
         let d = &node.ctx.data_dir;
         let part = crate::layout::path(d, crate::layout::ROOTFS_PART);
         attempt.creates(&part);
-        let part = sq(&part);
-        let dest = sq(&rootfs(d));
-        let old = sq(&crate::layout::path(d, crate::layout::ROOTFS_OLD));
-        let paths: Vec<String> = node.ctx.site.tree_top.iter().map(|p| sq(p)).collect();
         // The tree in place stays until the new one is complete, and comes back if the swap
         // fails half way.
-        node.conn()?.root_ok(
-            "extract the bundle's tree",
-            &format!(
-                "set -e; rm -rf {part} {old}; {} extract --sync --to {part} {}; \
-                 if [ -e {dest} ]; then mv {dest} {old}; fi; \
-                 if ! mv {part} {dest}; then [ ! -e {old} ] || mv {old} {dest}; exit 1; fi; \
-                 rm -rf {old}",
-                sq(&bundle_path(d)),
-                paths.join(" ")
-            ),
-            Input::None,
-        )?;
+        let extract = Script::new(
+            "set -e; rm -rf {part} {old}; {bundle} extract --sync --to {part} {paths}; \
+             if [ -e {dest} ]; then mv {dest} {old}; fi; \
+             if ! mv {part} {dest}; then [ ! -e {old} ] || mv {old} {dest}; exit 1; fi; \
+             rm -rf {old}",
+        )
+        .value("part", &part)
+        .value("old", crate::layout::path(d, crate::layout::ROOTFS_OLD))
+        .value("bundle", bundle_path(d))
+        .values("paths", &node.ctx.site.tree_top)
+        .value("dest", rootfs(d));
+        node.remote()?
+            .run_ok(&Cmd::script("extract the bundle's tree", &extract))?;
         Ok(())
     }
 }

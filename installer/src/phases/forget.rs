@@ -2,12 +2,17 @@
 //! tree, the journal, the node context), so nothing is left that could block a reinstall.
 
 use crate::engine::{Attempt, Node, Phase, PhaseResult};
-use crate::ssh::{sq, Input};
+use crate::remote::{Cmd, Script};
 
 pub struct Forget;
 
 /// What bale writes in the data dir.
 const OURS: &[&str] = crate::layout::ALL;
+
+/// Where bale's files are in `data_dir`.
+fn ours(data_dir: &str) -> impl Iterator<Item = String> + '_ {
+    OURS.iter().map(move |p| format!("{data_dir}/{p}"))
+}
 
 impl Phase for Forget {
     fn title(&self) -> &str {
@@ -17,28 +22,20 @@ impl Phase for Forget {
         false
     }
     fn should_run(&self, node: &Node) -> bool {
-        let d = &node.ctx.data_dir;
-        let any: Vec<String> = OURS
-            .iter()
-            .map(|p| format!("[ -e {} ]", sq(&format!("{d}/{p}"))))
-            .collect();
-        super::test_on(node, &any.join(" || "))
+        let any = Script::new("for p in {paths}; do [ ! -e \"$p\" ] || exit 0; done; exit 1")
+            .values("paths", ours(&node.ctx.data_dir));
+        super::test_on(node, &Cmd::script("look for bale's files", &any))
     }
     fn dry_run(&self, node: &Node) -> String {
         format!("remove bale's files from {}", node.ctx.data_dir)
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         let d = &node.ctx.data_dir;
-        let paths: Vec<String> = OURS.iter().map(|p| sq(&format!("{d}/{p}"))).collect();
-        node.conn()?.root_ok(
-            "remove bale's files",
-            &format!(
-                "rm -rf {}; rmdir {} 2>/dev/null || true",
-                paths.join(" "),
-                sq(d)
-            ),
-            Input::None,
-        )?;
+        let rm = Script::new("rm -rf {paths}; rmdir {d} 2>/dev/null || true")
+            .values("paths", ours(d))
+            .value("d", d);
+        node.remote()?
+            .run_ok(&Cmd::script("remove bale's files", &rm))?;
         Ok(())
     }
 }

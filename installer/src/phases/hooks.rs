@@ -4,7 +4,8 @@
 use super::context::node_context;
 use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::plugins::{Action, Plugin};
-use crate::ssh::{sq, Conn, Input};
+use crate::remote::shell::is_variable_name;
+use crate::remote::{Cmd, Remote, Script};
 
 pub struct Hooks {
     pub action: Action,
@@ -16,7 +17,7 @@ pub struct Hooks {
 /// Shell lines that set up the environment every hook and app step runs in: the install's
 /// env, `BALE_*` facts about the node and the site, a PATH with the bundle's binaries, and the
 /// extracted tree as the working directory.
-pub fn prelude(node: &Node) -> Result<String, PhaseError> {
+pub fn prelude(node: &Node) -> Result<Script, PhaseError> {
     let c = node_context(node);
     let mut vars: Vec<(String, String)> = vec![
         ("BALE_ROLE".into(), c.role.clone()),
@@ -31,42 +32,33 @@ pub fn prelude(node: &Node) -> Result<String, PhaseError> {
         ("BALE_REGISTRY".into(), c.registry_addr()),
     ];
     for (k, v) in &c.env {
-        let ok = k
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
+        if !is_variable_name(k) {
             return Err(PhaseError::EnvName(k.clone()));
         }
         vars.push((k.clone(), v.clone()));
     }
-    let mut s = String::new();
-    for (k, v) in vars {
-        s.push_str(&format!("export {k}={}\n", sq(&v)));
-    }
-    s.push_str("export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin\n");
-    // kubectl and helm in the steps talk to the cluster as its admin, on the first master.
-    s.push_str(&format!(
-        "if [ -r {conf} ]; then export KUBECONFIG={conf}; fi\n",
-        conf = sq(crate::kube::ADMIN_CONF)
-    ));
-    let root = sq(&c.rootfs().to_string_lossy());
-    s.push_str(&format!(
-        "if [ -d {root} ]; then cd {root}; else cd /; fi\n"
-    ));
+    let s = vars
+        .iter()
+        .fold(Script::default(), |s, (k, v)| s.export(k, v))
+        .then("export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin\n")
+        // kubectl and helm in the steps talk to the cluster as its admin, on the first master.
+        .then("if [ -r {conf} ]; then export KUBECONFIG={conf}; fi\n")
+        .value("conf", crate::kube::ADMIN_CONF)
+        .then("if [ -d {root} ]; then cd {root}; else cd /; fi\n")
+        .value("root", c.rootfs().to_string_lossy());
     Ok(s)
 }
 
 /// Runs `script` as root after the `prelude`, with stderr folded into stdout; a failure names
 /// `what` (built only then), the exit code and the last 20 lines of output.
 pub fn run_script(
-    conn: &Conn,
-    prelude: &str,
+    remote: &dyn Remote,
+    prelude: &Script,
     script: &str,
     what: impl FnOnce() -> String,
 ) -> PhaseResult {
-    let o = conn.root(&format!("{prelude}exec 2>&1\n{script}"), Input::None)?;
+    let whole = prelude.clone().then("exec 2>&1\n").then_user_script(script);
+    let o = remote.run(&Cmd::script("run a step", &whole))?;
     if o.code != 0 {
         return Err(PhaseError::Script {
             what: what(),
@@ -116,10 +108,10 @@ impl Phase for Hooks {
         format!("run {} hook(s): {}", self.action.name(), names.join(", "))
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
-        let conn = node.conn()?;
+        let remote = node.remote()?;
         let prelude = prelude(node)?;
         for p in self.mine(node) {
-            run_script(&conn, &prelude, &p.script, || {
+            run_script(&*remote, &prelude, &p.script, || {
                 format!("{} hook {:?} ({})", self.action.name(), p.name, p.origin)
             })?;
             node.note(&format!("{} hook {:?} done", self.action.name(), p.name));

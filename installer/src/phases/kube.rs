@@ -22,10 +22,11 @@ use crate::hosts::Role;
 use crate::kube::{KUBELET_CONF, MANIFESTS_DIR};
 use crate::node::kubernetes::{KubeNode, JOIN_FILE};
 use crate::node::podnet::NODES_FILE;
-use crate::ssh::{sq, Conn, Input};
+use crate::remote::{Cmd, Remote, Script};
+use crate::ssh::Conn;
 
 /// A connection to a master and the master's address.
-type MasterConn = (Arc<Conn>, String);
+type MasterConn = (Arc<dyn Remote>, String);
 
 /// What the Kubernetes phases share within one run.
 #[derive(Default)]
@@ -54,25 +55,25 @@ impl KubeRun {
     }
 
     /// Runs `bundle.bale agent kube ARGS` on the first master and returns its stdout.
-    fn ask_first_master(&self, args: &str, what: &str) -> Result<String, PhaseError> {
-        let (conn, data_dir) = self.first_master()?;
-        agent_kube(&conn, &data_dir, args, "kube".into(), what)
+    fn ask_first_master(&self, args: &[&str], what: &str) -> Result<String, PhaseError> {
+        let (remote, data_dir) = self.first_master()?;
+        agent_kube(&*remote, &data_dir, args, "kube".into(), what)
     }
 }
 
-/// Runs `bundle.bale agent kube ARGS` over `conn` (a master's) and returns its stdout; a
+/// Runs `bundle.bale agent kube ARGS` on `remote` (a master) and returns its stdout; a
 /// failure names `step` and `action` with what the agent printed on stderr.
 fn agent_kube(
-    conn: &Conn,
+    remote: &dyn Remote,
     data_dir: &str,
-    args: &str,
+    args: &[&str],
     step: String,
     action: &str,
 ) -> Result<String, PhaseError> {
-    let o = conn.root(
-        &format!("{} agent kube {args}", sq(&bundle_path(data_dir))),
-        Input::None,
-    )?;
+    let cmd = Cmd::new(format!("agent kube {action}"), bundle_path(data_dir))
+        .args(["agent", "kube"])
+        .args(args);
+    let o = remote.run(&cmd)?;
     if o.code != 0 {
         return Err(PhaseError::Agent {
             step,
@@ -104,7 +105,7 @@ impl Phase for KubeInit {
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
         run_noted(node, "cluster", "apply")?;
-        *lock(&self.0.first_master) = Some((node.conn()?, node.ctx.data_dir.clone()));
+        *lock(&self.0.first_master) = Some((node.remote()?, node.ctx.data_dir.clone()));
         Ok(())
     }
 }
@@ -135,41 +136,42 @@ impl Phase for KubeJoin {
     fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult {
         let master = node.role() == Role::Master;
         // A member already (a master with its control plane's static pods): no secrets needed.
-        let mut member = format!("[ -f {} ]", sq(KUBELET_CONF));
+        let mut files = vec![KUBELET_CONF.to_string()];
         if master {
             for m in ["kube-apiserver.yaml", "etcd.yaml"] {
-                member += &format!(" && [ -f {} ]", sq(&format!("{MANIFESTS_DIR}/{m}")));
+                files.push(format!("{MANIFESTS_DIR}/{m}"));
             }
         }
-        if test_on(node, &member) {
+        let member = Script::new("for f in {files}; do [ -f \"$f\" ] || exit 1; done")
+            .values("files", files);
+        if test_on(
+            node,
+            &Cmd::script("look for this host's membership", &member),
+        ) {
             return run_noted(node, "cluster", "apply");
         }
         // Masters one at a time; the guard is held across the whole join.
         let _turn = master.then(|| lock(&self.0.master_join));
-        let material = self.0.ask_first_master(
-            if master {
-                "join-material --control-plane"
-            } else {
-                "join-material"
-            },
-            "join-material",
-        )?;
+        let args: &[&str] = if master {
+            &["join-material", "--control-plane"]
+        } else {
+            &["join-material"]
+        };
+        let material = self.0.ask_first_master(args, "join-material")?;
         // The routes to the members' pods come before the join: this host's control plane
         // answers them as soon as it is up.
         if !node.ctx.site.bundles_cni {
-            let nodes = self.0.ask_first_master("nodes", "nodes")?;
+            let nodes = self.0.ask_first_master(&["nodes"], "nodes")?;
             write_node_list(node, nodes.as_bytes())?;
             run_noted(node, "podnet", "apply")?;
         }
         let path = format!("{}/{JOIN_FILE}", node.ctx.data_dir);
         attempt.creates(&path);
-        node.conn()?.root_ok(
-            "hand the join secrets to this host",
-            &format!(
-                "umask 077; cat > {p}.tmp && mv -f {p}.tmp {p}",
-                p = sq(&path)
-            ),
-            Input::Bytes(material.as_bytes()),
+        let hand_over =
+            Script::new("umask 077; cat > {p}.tmp && mv -f {p}.tmp {p}").value("p", &path);
+        node.remote()?.run_ok(
+            &Cmd::script("hand the join secrets to this host", &hand_over)
+                .stdin(material.as_bytes()),
         )?;
         run_noted(node, "cluster", "apply")
     }
@@ -201,10 +203,10 @@ impl Phase for ForgetNodes {
         )
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
-        let out = self.run.ask_first_master(
-            &format!("forget --addresses {}", sq(&self.addresses.join(","))),
-            "forget",
-        )?;
+        let addresses = self.addresses.join(",");
+        let out = self
+            .run
+            .ask_first_master(&["forget", "--addresses", &addresses], "forget")?;
         if let Some(last) = out.lines().last() {
             node.note(last);
         }
@@ -246,7 +248,7 @@ impl DrainNodes {
             host.addr = addr.parse().ok()?;
             host.role = Role::Master;
             match Conn::connect(&host, &node.ctx.ssh) {
-                Ok(c) => Some((Arc::new(c), addr)),
+                Ok(c) => Some((Arc::new(c) as Arc<dyn Remote>, addr)),
                 Err(e) => {
                     node.note(&format!(
                         "cannot reach the first master that stays ({addr}) to drain: {}; \
@@ -279,13 +281,13 @@ impl Phase for DrainNodes {
         let Some(addr) = node.host.as_ref().map(|h| h.addr.to_string()) else {
             return Ok(());
         };
-        let Some((conn, master)) = self.first_master(node) else {
+        let Some((remote, master)) = self.first_master(node) else {
             return Ok(());
         };
         let out = agent_kube(
-            &conn,
+            &*remote,
             &node.ctx.data_dir,
-            &format!("drain --addresses {}", sq(&addr)),
+            &["drain", "--addresses", &addr],
             format!("kube drain (on {master})"),
             "drain",
         )?;
@@ -306,9 +308,10 @@ impl PodNetwork {
             return Ok(n.clone());
         }
         let want = node.ctx.site.hosts.len().max(1);
+        let want = want.to_string();
         let out = self
             .0
-            .ask_first_master(&format!("nodes --wait-for {want} --timeout 90"), "nodes")?;
+            .ask_first_master(&["nodes", "--wait-for", &want, "--timeout", "90"], "nodes")?;
         let list: Vec<KubeNode> =
             serde_json::from_str(&out).map_err(|source| PhaseError::AgentStatus {
                 output: out.clone(),
@@ -346,10 +349,79 @@ impl Phase for PodNetwork {
 /// Writes the cluster's node list (JSON) where `agent step podnet` reads it.
 fn write_node_list(node: &Node, body: &[u8]) -> PhaseResult {
     let path = format!("{}/{NODES_FILE}", node.ctx.data_dir);
-    node.conn()?.root_ok(
-        "write the cluster's node list",
-        &format!("cat > {p}.tmp && mv -f {p}.tmp {p}", p = sq(&path)),
-        Input::Bytes(body),
-    )?;
+    let write = Script::new("cat > {p}.tmp && mv -f {p}.tmp {p}").value("p", &path);
+    node.remote()?
+        .run_ok(&Cmd::script("write the cluster's node list", &write).stdin(body))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::test_ctx;
+    use crate::remote::fake::{Fed, Scripted};
+    use crate::site::Site;
+
+    #[test]
+    fn a_master_joins_with_secrets_asked_of_the_first_master() {
+        let first = Arc::new(
+            Scripted::new("10.0.0.1").on("'join-material' '--control-plane'", "material\n"),
+        );
+        let here = Arc::new(
+            Scripted::new("10.0.0.2")
+                .fails("for f in", 1, "")
+                .on("umask 077", "")
+                .on("'cluster' 'apply'", "cluster: joined\n"),
+        );
+        let site = Site {
+            kubernetes: true,
+            bundles_cni: true,
+            ..Default::default()
+        };
+        let node = Node::new(1, None, test_ctx("/d", site));
+        let r: Arc<dyn Remote> = here.clone();
+        node.set_remote(Some(r));
+        let run = Arc::new(KubeRun::default());
+        let f: Arc<dyn Remote> = first.clone();
+        *lock(&run.first_master) = Some((f, "/first".into()));
+        let attempt = Attempt::default();
+        KubeJoin(run).run(&node, &attempt).unwrap();
+
+        assert_eq!(
+            first.calls()[0].line,
+            "'/first/bundle.bale' 'agent' 'kube' 'join-material' '--control-plane'"
+        );
+        let calls = here.calls();
+        assert_eq!(
+            calls[0].line,
+            format!(
+                "for f in '{KUBELET_CONF}' '{MANIFESTS_DIR}/kube-apiserver.yaml' \
+                 '{MANIFESTS_DIR}/etcd.yaml'; do [ -f \"$f\" ] || exit 1; done"
+            )
+        );
+        let secrets = format!("'/d/{JOIN_FILE}'");
+        assert_eq!(
+            calls[1].line,
+            format!("umask 077; cat > {secrets}.tmp && mv -f {secrets}.tmp {secrets}")
+        );
+        assert_eq!(calls[1].stdin, Fed::Bytes(b"material".to_vec()));
+        assert_eq!(attempt.created(), [format!("/d/{JOIN_FILE}")]);
+        assert!(calls[2]
+            .line
+            .ends_with("'agent' 'step' 'cluster' 'apply' '--data-dir' '/d'"));
+    }
+
+    #[test]
+    fn the_node_list_is_written_beside_its_final_name() {
+        let here = Arc::new(Scripted::new("n").on("cat >", ""));
+        let node = Node::new(0, None, test_ctx("/d", Site::default()));
+        let r: Arc<dyn Remote> = here.clone();
+        node.set_remote(Some(r));
+        write_node_list(&node, b"[]").unwrap();
+        let p = format!("'/d/{NODES_FILE}'");
+        assert_eq!(
+            here.calls()[0].line,
+            format!("cat > {p}.tmp && mv -f {p}.tmp {p}")
+        );
+    }
 }

@@ -18,7 +18,7 @@ pub mod upload;
 
 use crate::engine::{Node, Phase};
 use crate::plugins::Action;
-use crate::ssh::{sq, Input};
+use crate::remote::Cmd;
 use agent_step::{no_inputs, AgentStep, UndoStep};
 use hooks::Hooks;
 
@@ -126,16 +126,20 @@ pub fn bundle_path(data_dir: &str) -> String {
 
 /// True when the node holds a bundle that can run its own undo steps.
 pub fn has_bundle(node: &Node) -> bool {
+    let bundle = bundle_path(&node.ctx.data_dir);
     test_on(
         node,
-        &format!("[ -x {} ]", sq(&bundle_path(&node.ctx.data_dir))),
+        &Cmd::new("look for the bundle", "test").args(["-x", &bundle]),
     )
 }
 
-/// True when `script` exits 0 on the node (false when it cannot be run).
-pub fn test_on(node: &Node, script: &str) -> bool {
-    node.conn()
+/// True when `cmd` exits 0 on the node (false when it cannot be run).
+pub fn test_on(node: &Node, cmd: &Cmd) -> bool {
+    node.remote()
         .ok()
-        .and_then(|c| c.root(script, Input::None).ok())
+        .and_then(|r| r.run(cmd).ok())
         .is_some_and(|o| o.code == 0)
 }
+
+#[cfg(test)]
+mod tests;

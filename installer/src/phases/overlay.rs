@@ -3,7 +3,7 @@
 //! same bytes. Runs every time (cheap, and the overlays may have changed).
 
 use crate::engine::{Attempt, Node, Phase, PhaseResult};
-use crate::ssh::{sq, Input};
+use crate::remote::{Cmd, Script};
 
 pub struct Overlay;
 
@@ -28,21 +28,18 @@ impl Phase for Overlay {
         format!("overlay {}", paths.join(", "))
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
-        let conn = node.conn()?;
+        let remote = node.remote()?;
         let root = crate::layout::path(&node.ctx.data_dir, crate::layout::ROOTFS);
         for (path, text) in &node.ctx.site.overlays {
             let dest = format!("{root}/{path}");
             let dir = dest.rsplit_once('/').map(|(d, _)| d).unwrap_or(&root);
             let tmp = format!("{dir}/.bale-config.tmp");
-            conn.root_ok(
-                &format!("write the overlay of {path}"),
-                &format!(
-                    "set -e; mkdir -p {d}; cat > {t}; mv -f {t} {f}",
-                    d = sq(dir),
-                    t = sq(&tmp),
-                    f = sq(&dest)
-                ),
-                Input::Bytes(text.as_bytes()),
+            let write = Script::new("set -e; mkdir -p {d}; cat > {t}; mv -f {t} {f}")
+                .value("d", dir)
+                .value("t", &tmp)
+                .value("f", &dest);
+            remote.run_ok(
+                &Cmd::script(format!("write the overlay of {path}"), &write).stdin(text.as_bytes()),
             )?;
         }
         node.note(&format!(

@@ -2,7 +2,7 @@
 
 use crate::engine::{lock, Attempt, Ctx, Event, Node, Phase, PhaseError, PhaseResult};
 use crate::preflight::{self, HostView, Probe, Status, Want};
-use crate::ssh::Input;
+use crate::remote::Cmd;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct Preflight;
@@ -28,7 +28,7 @@ impl Phase for Preflight {
         false
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
-        let conn = node.conn()?;
+        let remote = node.remote()?;
         let peers: Vec<String> = node
             .ctx
             .peers
@@ -38,15 +38,12 @@ impl Phase for Preflight {
             .collect();
         // The clock first, alone, so the round trip is short.
         let t0 = now();
-        let o = conn.sh("date +%s.%N", Input::None)?;
+        let o = remote.run_as_user(&Cmd::new("read the clock", "date").arg("+%s.%N"))?;
         let t1 = now();
-        let remote: f64 = o.stdout_str().trim().parse().unwrap_or(f64::NAN);
-        let offset = remote - (t0 + t1) / 2.0;
-        let text = conn.root_ok(
-            "preflight probe",
-            &preflight::script(&node.ctx.data_dir, &peers),
-            Input::None,
-        )?;
+        let node_clock: f64 = o.stdout_str().trim().parse().unwrap_or(f64::NAN);
+        let offset = node_clock - (t0 + t1) / 2.0;
+        let probe = preflight::script(&node.ctx.data_dir, &peers);
+        let text = remote.run_ok(&Cmd::script("preflight probe", &probe))?;
         *lock(&node.probe) = Some(Probe::parse(&text, offset));
         Ok(())
     }

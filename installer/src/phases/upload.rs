@@ -9,7 +9,8 @@ use super::bundle_path;
 use crate::copy::fanout::Fanout;
 use crate::copy::store::Store;
 use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
-use crate::ssh::{sq, Conn, Input};
+use crate::remote::{Cmd, Remote, Script};
+use crate::ssh::SshError;
 use bale_payload::chunks::TAIL;
 use bale_payload::error::human_bytes;
 
@@ -36,10 +37,12 @@ impl Default for Upload {
 /// Shell that prints the size of the file at `path` and its last trailer-length bytes in hex,
 /// or nothing when there is no such file. The bytes are only carried here; they are read by
 /// the payload crate ([`remote_trailer`]).
-fn trailer_script(path: &str) -> String {
-    let p = sq(path);
-    let n = bale_payload::format::TRAILER_LEN;
-    format!("[ -f {p} ] || exit 0; stat -c %s {p}; tail -c {n} {p} | od -An -v -tx1 | tr -d ' \\n'")
+fn trailer_script(path: &str) -> Script {
+    Script::new(
+        "[ -f {p} ] || exit 0; stat -c %s {p}; tail -c {n} {p} | od -An -v -tx1 | tr -d ' \\n'",
+    )
+    .value("p", path)
+    .value("n", bale_payload::format::TRAILER_LEN)
 }
 
 /// The trailer that `trailer_script` printed; `None` when there is no file or no intact
@@ -55,21 +58,17 @@ fn remote_trailer(out: &str) -> Option<bale_payload::format::Trailer> {
 /// The trailer of the bundle at `path` on the node; `None` when the node has no intact bundle
 /// there.
 fn read_remote_trailer(
-    conn: &Conn,
+    remote: &dyn Remote,
     path: &str,
-) -> Result<Option<bale_payload::format::Trailer>, crate::ssh::SshError> {
-    let out = conn.root_ok(
-        "read the bundle's trailer",
-        &trailer_script(path),
-        Input::None,
-    )?;
-    Ok(remote_trailer(&out))
+) -> Result<Option<bale_payload::format::Trailer>, SshError> {
+    let read = Cmd::script("read the bundle's trailer", &trailer_script(path));
+    Ok(remote_trailer(&remote.run_ok(&read)?))
 }
 
 /// The header digest of the bundle at `path` on the node, from its trailer; `None` when the
 /// node has no intact bundle there.
-pub fn remote_digest(conn: &Conn, path: &str) -> Result<Option<String>, crate::ssh::SshError> {
-    Ok(read_remote_trailer(conn, path)?.map(|t| bale_payload::format::hex(&t.header_sha256)))
+pub fn remote_digest(remote: &dyn Remote, path: &str) -> Result<Option<String>, SshError> {
+    Ok(read_remote_trailer(remote, path)?.map(|t| bale_payload::format::hex(&t.header_sha256)))
 }
 
 /// Which bundle a file is, signatures included: the header digest, then the SHA-256 (hex) of
@@ -110,25 +109,20 @@ fn local_end(node: &Node) -> Result<LocalEnd, PhaseError> {
 /// The identity of the bundle at `path` on the node and its trailer; `None` when the node has
 /// no intact bundle there.
 fn remote_identity(
-    conn: &Conn,
+    remote: &dyn Remote,
     path: &str,
-) -> Result<Option<(String, bale_payload::format::Trailer)>, crate::ssh::SshError> {
-    let Some(t) = read_remote_trailer(conn, path)? else {
+) -> Result<Option<(String, bale_payload::format::Trailer)>, SshError> {
+    let Some(t) = read_remote_trailer(remote, path)? else {
         return Ok(None);
     };
     if t.sig_len == 0 {
         return Ok(Some((identity(&t.header_sha256, None), t)));
     }
-    let n = t.sig_len + bale_payload::format::TRAILER_LEN as u64;
-    let out = conn.root_ok(
-        "read the bundle's signature block",
-        &format!(
-            "tail -c {n} {} | head -c {} | sha256sum",
-            sq(path),
-            t.sig_len
-        ),
-        Input::None,
-    )?;
+    let block = Script::new("tail -c {n} {p} | head -c {len} | sha256sum")
+        .value("n", t.sig_len + bale_payload::format::TRAILER_LEN as u64)
+        .value("p", path)
+        .value("len", t.sig_len);
+    let out = remote.run_ok(&Cmd::script("read the bundle's signature block", &block))?;
     let block_sha = out.split_whitespace().next().unwrap_or_default();
     Ok(Some((identity(&t.header_sha256, Some(block_sha)), t)))
 }
@@ -140,7 +134,7 @@ impl Upload {
     fn re_signed_in_place(
         &self,
         node: &Node,
-        conn: &Conn,
+        remote: &dyn Remote,
         attempt: &Attempt,
     ) -> Result<bool, PhaseError> {
         let path = bundle_path(&node.ctx.data_dir);
@@ -148,7 +142,7 @@ impl Upload {
             identity: want,
             tail,
         } = local_end(node)?;
-        let Some((have, t)) = remote_identity(conn, &path)? else {
+        let Some((have, t)) = remote_identity(remote, &path)? else {
             return Ok(false);
         };
         if have == want {
@@ -157,20 +151,17 @@ impl Upload {
         if bale_payload::format::hex(&t.header_sha256) != node.ctx.bundle.digest {
             return Ok(false);
         }
-        let p = sq(&path);
-        attempt.creates(format!("{path}.signed"));
-        let tmp = sq(&format!("{path}.signed"));
-        let script = format!(
-            "set -e; rm -f {tmp}; cp --reflink=auto {p} {tmp}; truncate -s {} {tmp}; \
+        let tmp = format!("{path}.signed");
+        attempt.creates(&tmp);
+        let script = Script::new(
+            "set -e; rm -f {tmp}; cp --reflink=auto {p} {tmp}; truncate -s {len} {tmp}; \
              cat >>{tmp}; sync {tmp}; mv -f {tmp} {p}",
-            t.sig_offset()
-        );
-        conn.root_ok(
-            "replace the bundle's signatures",
-            &script,
-            Input::Bytes(&tail),
-        )?;
-        match remote_identity(conn, &path)? {
+        )
+        .value("tmp", &tmp)
+        .value("p", &path)
+        .value("len", t.sig_offset());
+        remote.run_ok(&Cmd::script("replace the bundle's signatures", &script).stdin(&tail))?;
+        match remote_identity(remote, &path)? {
             Some((id, _)) if id == want => {
                 node.note("copy: the bundle here was signed again: its signatures replaced");
                 Ok(true)
@@ -238,11 +229,13 @@ impl Phase for Upload {
         "upload"
     }
     fn should_run(&self, node: &Node) -> bool {
-        let Ok(conn) = node.conn() else { return true };
+        let Ok(remote) = node.remote() else {
+            return true;
+        };
         let Ok(LocalEnd { identity: want, .. }) = local_end(node) else {
             return true;
         };
-        let have = remote_identity(&conn, &bundle_path(&node.ctx.data_dir))
+        let have = remote_identity(&*remote, &bundle_path(&node.ctx.data_dir))
             .ok()
             .flatten();
         have.map(|(id, _)| id).as_deref() != Some(want.as_str())
@@ -260,19 +253,19 @@ impl Phase for Upload {
         )
     }
     fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult {
-        let conn = node.conn()?;
-        if self.re_signed_in_place(node, &conn, attempt)? {
+        let remote = node.remote()?;
+        if self.re_signed_in_place(node, &*remote, attempt)? {
             return Ok(());
         }
-        if conn.is_local() || node.host.is_none() {
+        if remote.is_local() || node.host.is_none() {
             self.copy_here(node)?;
-            self.re_signed_in_place(node, &conn, attempt)?;
+            self.re_signed_in_place(node, &*remote, attempt)?;
             return Ok(());
         }
-        let t = self.fanout.copy_to(node, &conn)?;
+        let t = self.fanout.copy_to(node, &*remote)?;
         // A copy resumed from a file made before the bundle was signed again keeps that file's
         // block: put this one's in.
-        self.re_signed_in_place(node, &conn, attempt)?;
+        self.re_signed_in_place(node, &*remote, attempt)?;
         let size = node.ctx.bundle.size;
         node.note(&format!(
             "copy: done, {} checked as it arrived in {:.1}s ({}/s); bytes from the installer {}, \
@@ -291,6 +284,135 @@ impl Phase for Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::fake::{Fed, Scripted};
+    use crate::ssh::Conn;
+    use bale_payload::format::{Trailer, TRAILER_LEN};
+
+    /// What `trailer_script` prints for a file of `file_len` bytes ending in `trailer`.
+    fn printed(file_len: u64, trailer: &[u8]) -> String {
+        format!("{file_len}\n{}", hex::encode(trailer))
+    }
+
+    /// The trailer of the sample bundle, and the same bundle as if signed: a block of
+    /// `sig_len` bytes between its header and trailer.
+    fn trailers(dir: &std::path::Path, sig_len: u64) -> (Trailer, Trailer) {
+        let bundle = crate::copy::store::tests::sample_bundle(dir);
+        let plain = bale_payload::Bundle::open(&bundle).unwrap().trailer;
+        let mut signed = plain.clone();
+        signed.sig_len = sig_len;
+        signed.file_len += sig_len;
+        signed.minor = signed.minor.max(1);
+        (plain, signed)
+    }
+
+    #[test]
+    fn the_trailer_is_read_from_what_the_node_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, _) = trailers(dir.path(), 0);
+        let digest = bale_payload::format::hex(&plain.header_sha256);
+        let path = "/var/lib/my bale/bundle.bale";
+        let r = Scripted::new("n").on(
+            "[ -f '/var/lib/my bale/bundle.bale' ]",
+            &printed(plain.file_len, &plain.encode()),
+        );
+        assert_eq!(remote_digest(&r, path).unwrap(), Some(digest.clone()));
+        assert_eq!(
+            remote_identity(&r, path).unwrap().map(|(id, _)| id),
+            Some(digest)
+        );
+        let calls = r.calls();
+        assert_eq!(calls.len(), 2, "unsigned: no block to read");
+        assert_eq!(calls[0].what, "read the bundle's trailer");
+        assert_eq!(
+            calls[0].line,
+            format!(
+                "[ -f '{path}' ] || exit 0; stat -c %s '{path}'; tail -c '{TRAILER_LEN}' \
+                 '{path}' | od -An -v -tx1 | tr -d ' \\n'"
+            )
+        );
+
+        // No file, a short or garbled answer, a file length that does not fit: no bundle.
+        let mut bad = plain.encode();
+        bad[100] ^= 1;
+        for out in [
+            String::new(),
+            "12\n".into(),
+            "x\nabcd".into(),
+            printed(plain.file_len, &plain.encode()[1..]),
+            printed(plain.file_len + 1, &plain.encode()),
+            printed(plain.file_len, &bad),
+        ] {
+            let r = Scripted::new("n").on("stat -c %s", &out);
+            assert_eq!(read_remote_trailer(&r, path).unwrap(), None, "{out:?}");
+        }
+        let r = Scripted::new("n").fails("stat -c %s", 1, "od: not found");
+        assert_eq!(
+            remote_digest(&r, path).unwrap_err().to_string(),
+            "n: read the bundle's trailer failed (exit 1): od: not found"
+        );
+    }
+
+    #[test]
+    fn a_copy_signed_otherwise_gets_this_bundles_block_and_trailer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, signed) = trailers(dir.path(), 300);
+        let b = bale_payload::Bundle::open(dir.path().join("src.bale")).unwrap();
+        let ctx = crate::engine::test_ctx_with(
+            crate::engine::BundleInfo::of(&b),
+            "/d d",
+            Default::default(),
+        );
+        let node = Node::new(0, None, ctx);
+        // The node's copy carries a block this (unsigned) bundle does not; once replaced, its
+        // trailer is this one's.
+        let r = Scripted::new("n")
+            .once("stat -c %s", &printed(signed.file_len, &signed.encode()))
+            .on("sha256sum", "5ea1  -\n")
+            .on("truncate -s", "")
+            .on("stat -c %s", &printed(plain.file_len, &plain.encode()));
+        let attempt = Attempt::default();
+        assert!(Upload::new()
+            .re_signed_in_place(&node, &r, &attempt)
+            .unwrap());
+        assert_eq!(attempt.created(), ["/d d/bundle.bale.signed"]);
+        let calls = r.calls();
+        let resign = &calls[2];
+        assert_eq!(resign.what, "replace the bundle's signatures");
+        assert_eq!(
+            resign.line,
+            format!(
+                "set -e; rm -f '/d d/bundle.bale.signed'; cp --reflink=auto '/d d/bundle.bale' \
+                 '/d d/bundle.bale.signed'; truncate -s '{}' '/d d/bundle.bale.signed'; \
+                 cat >>'/d d/bundle.bale.signed'; sync '/d d/bundle.bale.signed'; \
+                 mv -f '/d d/bundle.bale.signed' '/d d/bundle.bale'",
+                plain.sig_offset()
+            )
+        );
+        assert_eq!(resign.stdin, Fed::Bytes(plain.encode().to_vec()));
+        assert_eq!(calls.len(), 4, "checked once more after the swap");
+    }
+
+    #[test]
+    fn a_signed_copy_is_identified_with_its_signature_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, signed) = trailers(dir.path(), 300);
+        let header = bale_payload::format::hex(&signed.header_sha256);
+        let r = Scripted::new("n")
+            .on("stat -c %s", &printed(signed.file_len, &signed.encode()))
+            .on("sha256sum", "5ea1  -\n");
+        let (id, t) = remote_identity(&r, "/d/bundle.bale").unwrap().unwrap();
+        assert_eq!(id, format!("{header}+5ea1"));
+        assert_eq!(t, signed);
+        let calls = r.calls();
+        assert_eq!(calls[1].what, "read the bundle's signature block");
+        assert_eq!(
+            calls[1].line,
+            format!(
+                "tail -c '{}' '/d/bundle.bale' | head -c '300' | sha256sum",
+                300 + TRAILER_LEN
+            )
+        );
+    }
 
     #[test]
     fn the_remote_digest_is_read_by_the_payload_crate_from_the_trailer() {

@@ -1,6 +1,8 @@
 //! Running commands on the hosts: one multiplexed SSH session per host through the `openssh`
 //! crate (the system `ssh` client as `ControlMaster`, see [`session`]), or this machine
-//! directly when there are no hosts.
+//! directly when there are no hosts. [`Conn`] is the real [`Remote`]: the phases hand it
+//! typed commands ([`crate::remote::Cmd`]), and only this module wraps their text for `sh -c`
+//! and sudo.
 //!
 //! - Host keys are always checked against a known_hosts file (`StrictHostKeyChecking=yes`, or
 //!   `accept-new` to record keys never seen). A changed key is an error that names the host and
@@ -17,6 +19,8 @@ mod process;
 mod session;
 
 use crate::hosts::{Host, Secret};
+use crate::remote::shell::quote;
+use crate::remote::{Cmd, Input, Output, Remote};
 use process::{runtime, Ended, Proc, Stdin};
 use session::Session;
 use std::ffi::OsString;
@@ -96,39 +100,6 @@ pub struct SshOptions {
     pub connect_timeout_secs: u32,
     /// The program ssh runs as SSH_ASKPASS (this bale).
     pub askpass_exe: PathBuf,
-}
-
-/// What a command reads on stdin.
-pub enum Input<'a> {
-    None,
-    Bytes(&'a [u8]),
-    /// A file streamed after the given prefix.
-    File(&'a Path),
-}
-
-#[derive(Debug)]
-pub struct Output {
-    /// Exit code; -1 when killed by a signal.
-    pub code: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-}
-
-impl Output {
-    pub fn stdout_str(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-    pub fn stderr_line(&self) -> String {
-        let s = String::from_utf8_lossy(&self.stderr);
-        let s = s.trim();
-        let tail: Vec<&str> = s.lines().rev().take(3).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-    }
-}
-
-/// Quotes a string for a POSIX shell.
-pub fn sq(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 enum Sudo {
@@ -215,14 +186,6 @@ impl Conn {
         Ok(c)
     }
 
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    pub fn is_local(&self) -> bool {
-        matches!(self.transport, Transport::Local)
-    }
-
     fn detect_sudo(&self, password: Option<&Secret>) -> Result<Sudo, SshError> {
         if self.exec("sudo -n true", Input::None, None)?.code == 0 {
             return Ok(Sudo::NoPasswd);
@@ -244,20 +207,9 @@ impl Conn {
         Ok(Sudo::Password(pw.clone()))
     }
 
-    /// Runs a shell script as the login user.
-    pub fn sh(&self, script: &str, input: Input) -> Result<Output, SshError> {
-        self.exec(&format!("sh -c {}", sq(script)), input, None)
-    }
-
-    /// Runs a shell script as root.
-    pub fn root(&self, script: &str, input: Input) -> Result<Output, SshError> {
-        let (command, password) = self.as_root(script);
-        self.exec(&command, input, password)
-    }
-
     /// The command line that runs `script` as root, and the password sudo reads first.
     fn as_root(&self, script: &str) -> (String, Option<&Secret>) {
-        let s = sq(script);
+        let s = quote(script);
         match &self.sudo {
             Sudo::Root => (format!("sh -c {s}"), None),
             Sudo::NoPasswd => (format!("sudo -n -- sh -c {s}"), None),
@@ -265,12 +217,10 @@ impl Conn {
         }
     }
 
-    /// Starts `script` as root and leaves it running until this connection is dropped, with
-    /// its stdin open and a line `ping` written to it every [`HELD_PING`]; returns the first
-    /// line it prints (empty when it ended without one). For a lock on the host that cannot
-    /// outlive this run: the script holds it until its stdin ends or falls silent.
-    pub fn hold(&self, script: &str, wait: std::time::Duration) -> Result<String, SshError> {
-        let (command, password) = self.as_root(script);
+    /// [`Remote::hold`]: the line written every [`HELD_PING`] is `ping`; the sudo password,
+    /// when there is one, goes first.
+    fn start_held(&self, cmd: &Cmd, wait: std::time::Duration) -> Result<String, SshError> {
+        let (command, password) = self.as_root(cmd.line());
         let io = |what: &str| io_error(&self.label, what);
         let session = self.session();
         let (line, held) = runtime().block_on(async {
@@ -316,21 +266,6 @@ impl Conn {
             Transport::Local => None,
             Transport::Ssh(s) => s.handle(),
         }
-    }
-
-    /// Runs a script as root and returns its stdout, or an error naming `what` and the
-    /// script's last stderr lines.
-    pub fn root_ok(&self, what: &str, script: &str, input: Input) -> Result<String, SshError> {
-        let o = self.root(script, input)?;
-        if o.code != 0 {
-            return Err(SshError::Failed {
-                host: self.label.clone(),
-                what: what.into(),
-                code: o.code,
-                detail: o.stderr_line(),
-            });
-        }
-        Ok(o.stdout_str())
     }
 
     /// Runs `command` (already quoted for the remote login shell), feeding `password` and a
@@ -397,6 +332,29 @@ impl Conn {
     }
 }
 
+impl Remote for Conn {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn is_local(&self) -> bool {
+        matches!(self.transport, Transport::Local)
+    }
+
+    fn run(&self, cmd: &Cmd) -> Result<Output, SshError> {
+        let (command, password) = self.as_root(cmd.line());
+        self.exec(&command, cmd.input(), password)
+    }
+
+    fn run_as_user(&self, cmd: &Cmd) -> Result<Output, SshError> {
+        self.exec(&format!("sh -c {}", quote(cmd.line())), cmd.input(), None)
+    }
+
+    fn hold(&self, cmd: &Cmd, wait: std::time::Duration) -> Result<String, SshError> {
+        self.start_held(cmd, wait)
+    }
+}
+
 /// Turns an I/O error into one that names the host and what was being done.
 fn io_error(host: &str, what: &str) -> impl FnOnce(std::io::Error) -> SshError {
     let (host, what) = (host.to_string(), what.to_string());
@@ -452,24 +410,36 @@ pub fn askpass_hook() -> Option<i32> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn quoting() {
-        assert_eq!(sq("a b"), "'a b'");
-        assert_eq!(sq("it's"), r"'it'\''s'");
-    }
+    use crate::remote::Script;
 
     #[test]
     fn local_conn_runs_and_feeds_input() {
         let c = Conn::local().unwrap();
+        let script = Script::new("cat; echo; echo err >&2; exit 3");
         let o = c
-            .sh("cat; echo; echo err >&2; exit 3", Input::Bytes(b"hi"))
+            .run_as_user(&Cmd::script("echo", &script).stdin(b"hi"))
             .unwrap();
         assert_eq!(o.code, 3);
         assert_eq!(o.stdout_str(), "hi\n");
         assert_eq!(o.stderr_line(), "err");
         let e = c
-            .root_ok("probe", "echo bad >&2; false", Input::None)
+            .run_ok(&Cmd::script("probe", &Script::new("echo bad >&2; false")))
             .unwrap_err();
         assert!(e.to_string().contains("probe failed (exit 1): bad"), "{e}");
+        // Arguments arrive as they were given, through sh -c (and sudo when not root).
+        let o = c
+            .run_ok(&Cmd::new("echo", "printf").args(["<%s>", "it's $HOME", ""]))
+            .unwrap();
+        assert_eq!(o, "<it's $HOME><>");
+    }
+
+    #[test]
+    fn a_local_file_is_streamed_to_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("in");
+        std::fs::write(&f, b"from a file").unwrap();
+        let c = Conn::local().unwrap();
+        let out = c.run_ok(&Cmd::new("cat", "cat").stdin_file(&f)).unwrap();
+        assert_eq!(out, "from a file");
     }
 }

@@ -136,7 +136,7 @@ impl Proc {
 pub(super) async fn feed(
     stdin: Option<Writer>,
     prefix: Option<String>,
-    input: super::Input<'_>,
+    input: crate::remote::Input<'_>,
 ) -> std::io::Result<()> {
     let Some(mut w) = stdin else {
         return Ok(());
@@ -145,9 +145,9 @@ pub(super) async fn feed(
         w.write_all(p.as_bytes()).await?;
     }
     match input {
-        super::Input::None => {}
-        super::Input::Bytes(b) => w.write_all(b).await?,
-        super::Input::File(p) => {
+        crate::remote::Input::None => {}
+        crate::remote::Input::Bytes(b) => w.write_all(b).await?,
+        crate::remote::Input::File(p) => {
             let mut f = tokio::fs::File::open(p).await?;
             tokio::io::copy(&mut f, &mut w).await?;
         }
