@@ -804,7 +804,12 @@ mod tests {
     fn index_naming(image: &str) -> Vec<u8> {
         serde_json::json!({
             "schemaVersion": 2,
-            "manifests": [{ "annotations": { REF_NAME: image } }]
+            "manifests": [{
+                "mediaType": bale_contract::oci::OCI_MANIFEST,
+                "digest": format!("sha256:{}", "0".repeat(64)),
+                "size": 2,
+                "annotations": { bale_contract::oci::REF_NAME: image }
+            }]
         })
         .to_string()
         .into_bytes()
