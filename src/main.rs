@@ -2,6 +2,7 @@
 //! executable is the bundle and acts on itself.
 
 mod bundle_cmds;
+mod cli;
 mod lvscare_cmd;
 mod progress;
 mod share_cmds;
@@ -74,27 +75,21 @@ enum Command {
     Pull(share_cmds::PullArgs),
     /// Serve the bundled images over the OCI distribution API
     #[command(subcommand)]
-    Registry(RegistryCommand),
+    Registry(cli::registry::RegistryCommand),
     /// Keep a virtual IP pointing at healthy API servers (IPVS or nftables)
     Lvscare(lvscare_cmd::LvscareArgs),
     /// Install this bundle on hosts over SSH (or on this machine when none are given)
-    Install(bale_installer::install::InstallArgs),
+    Install(cli::hosts::InstallArgs),
     /// Remove everything bale installed on the hosts (safe to repeat)
-    Reset(bale_installer::reset::ResetArgs),
+    Reset(cli::hosts::ResetArgs),
     /// Remove the named hosts from the cluster (a reset of just those hosts)
-    #[command(after_help = bale_installer::delete::DELETE_HELP)]
-    Delete(bale_installer::reset::ResetArgs),
+    #[command(after_help = cli::hosts::DELETE_HELP)]
+    Delete(cli::hosts::ResetArgs),
     /// Report, per host, whether the runtime, the registry, the guard and the apps are healthy
-    Check(bale_installer::check::CheckArgs),
+    Check(cli::hosts::CheckArgs),
     /// What the copied bundle runs on each host during an install
     #[command(hide = true)]
-    Agent(bale_installer::agent::AgentArgs),
-}
-
-#[derive(Subcommand)]
-enum RegistryCommand {
-    /// Serve this bundle's images (or another bundle's) read-only, straight from the file
-    Serve(bale_registry::RegistryArgs),
+    Agent(cli::agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -134,31 +129,31 @@ fn main() -> ExitCode {
         Some(Command::Sbom(a)) => bundle_cmds::sbom(a, this),
         Some(Command::Push(a)) => share_cmds::push(a),
         Some(Command::Pull(a)) => share_cmds::pull(a),
-        Some(Command::Registry(RegistryCommand::Serve(a))) => {
-            bale_registry::serve(a).map_err(Into::into)
+        Some(Command::Registry(cli::registry::RegistryCommand::Serve(a))) => {
+            bale_registry::serve(a.into()).map_err(Into::into)
         }
         Some(Command::Lvscare(a)) => lvscare_cmd::run(a),
         Some(Command::Install(a)) => {
             let bundle = acted_on(a.target.bundle.clone(), this.as_ref());
-            bale_installer::install::run(a, bundle)
+            bale_installer::install::run(a.into(), bundle)
         }
         .map_err(anyhow::Error::from),
         Some(Command::Reset(a)) => {
             let bundle = acted_on(a.target.bundle.clone(), this.as_ref());
-            bale_installer::reset::reset(a, bundle)
+            bale_installer::reset::reset(a.into(), bundle)
         }
         .map_err(anyhow::Error::from),
         Some(Command::Delete(a)) => {
             let bundle = acted_on(a.target.bundle.clone(), this.as_ref());
-            bale_installer::delete::delete(a, bundle)
+            bale_installer::delete::delete(a.into(), bundle)
         }
         .map_err(anyhow::Error::from),
         Some(Command::Check(a)) => {
             let bundle = acted_on(a.target.bundle.clone(), this.as_ref());
-            bale_installer::check::check(a, bundle)
+            bale_installer::check::check(&a.target.into(), bundle)
         }
         .map_err(anyhow::Error::from),
-        Some(Command::Agent(a)) => bale_installer::agent::run(a, this.as_ref()),
+        Some(Command::Agent(a)) => bale_installer::agent::run(a.into(), this.as_ref()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,67 +4,36 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Debug, clap::Args)]
-pub struct AgentArgs {
-    #[command(subcommand)]
-    pub command: AgentCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
+/// What `bale agent` was asked to do on this node.
+#[derive(Debug, Clone)]
 pub enum AgentCommand {
-    /// Receive the bundle (checked chunk by chunk, resumable) and serve it to other nodes
-    Copy(crate::copy::agent::CopyArgs),
-    /// Print this node's and this bundle's identity
-    Status {
-        /// One JSON object
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run one node-local install step: apply, undo or check it
+    /// Receive the bundle (checked chunk by chunk, resumable) and serve it to other nodes.
+    Copy(crate::copy::agent::CopyOptions),
+    /// Print this node's and this bundle's identity, as one JSON object when `json`.
+    Status { json: bool },
+    /// Run one node-local install step, with node.json and bundle.bale under `data_dir`.
     Step {
-        #[arg(value_enum)]
         name: crate::node::step::StepName,
-        #[arg(value_enum)]
         action: crate::node::step::StepAction,
-        /// Where the install keeps node.json and bundle.bale
-        #[arg(long, default_value = crate::layout::DEFAULT_DATA_DIR)]
         data_dir: String,
     },
-    /// Ask this node's Kubernetes control plane (the installer runs these on the first master)
-    #[command(subcommand)]
+    /// Ask this node's Kubernetes control plane.
     Kube(KubeCommand),
 }
 
-#[derive(Debug, clap::Subcommand)]
+/// What `bale agent kube` asks the control plane (the installer runs these on the first master).
+#[derive(Debug, Clone)]
 pub enum KubeCommand {
-    /// Print a fresh bootstrap token (30 minutes) and the CA hash as JSON, for one join. The
-    /// output holds secrets: it is meant for the installer's SSH channel, not a terminal log
-    JoinMaterial {
-        /// Also upload the control-plane certificates under a fresh key, for a master's join
-        #[arg(long)]
-        control_plane: bool,
-    },
-    /// Cordon and drain the nodes of hosts about to leave the cluster (by their addresses)
-    Drain {
-        /// Comma-separated InternalIPs
-        #[arg(long, value_delimiter = ',')]
-        addresses: Vec<String>,
-    },
-    /// Delete the Node objects of hosts that left the cluster (by their addresses)
-    Forget {
-        /// Comma-separated InternalIPs
-        #[arg(long, value_delimiter = ',')]
-        addresses: Vec<String>,
-    },
-    /// Print the cluster's nodes with their addresses and pod subnets as JSON
-    Nodes {
-        /// Wait until at least this many nodes have a pod subnet
-        #[arg(long, default_value_t = 0)]
-        wait_for: usize,
-        /// Give up waiting after this many seconds (the list is printed anyway)
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
-    },
+    /// A fresh bootstrap token and the CA hash as JSON, for one join; with `control_plane`, the
+    /// control-plane certificates are uploaded under a fresh key too, for a master's join.
+    JoinMaterial { control_plane: bool },
+    /// Cordon and drain the nodes with these InternalIPs, about to leave the cluster.
+    Drain { addresses: Vec<String> },
+    /// Delete the Node objects with these InternalIPs, of hosts that left the cluster.
+    Forget { addresses: Vec<String> },
+    /// The cluster's nodes with their addresses and pod subnets as JSON, once at least
+    /// `wait_for` have a pod subnet or after `timeout` seconds.
+    Nodes { wait_for: usize, timeout: u64 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,16 +97,13 @@ pub fn trust_gate(
     Ok(())
 }
 
-pub fn run(args: AgentArgs, this: Option<&bale_payload::Bundle>) -> anyhow::Result<()> {
+pub fn run(command: AgentCommand, this: Option<&bale_payload::Bundle>) -> anyhow::Result<()> {
     // Receiving the bundle and reporting status run nothing from it; every other command acts
     // for it, and only once its signatures pass.
-    if matches!(
-        args.command,
-        AgentCommand::Step { .. } | AgentCommand::Kube(_)
-    ) {
+    if matches!(command, AgentCommand::Step { .. } | AgentCommand::Kube(_)) {
         trust_gate(this, &bale_trust::TrustPolicy::system()?)?;
     }
-    match args.command {
+    match command {
         AgentCommand::Copy(a) => std::process::exit(crate::copy::agent::run(a)),
         AgentCommand::Status { json } => {
             let st = status(this);

@@ -5,15 +5,8 @@ use crate::run::{execute, prepare, RunResult, Target};
 use crate::site::Vips;
 use std::path::PathBuf;
 
-#[derive(Debug, clap::Args)]
-pub struct CheckArgs {
-    #[command(flatten)]
-    pub target: Target,
-}
-
-pub fn check(args: CheckArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
-    let t = &args.target;
-    let p = prepare(t, &[], this_bundle, "check", Vips::default())?;
+pub fn check(target: &Target, this_bundle: Option<PathBuf>) -> RunResult<()> {
+    let p = prepare(target, &[], this_bundle, "check", Vips::default())?;
     execute(
         p,
         vec![
@@ -21,7 +14,7 @@ pub fn check(args: CheckArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
             Box::new(crate::phases::health::Health),
         ],
         false,
-        t.parallel,
+        target.parallel,
         "check",
     )
 }

@@ -2,29 +2,20 @@
 //! masters and workers (read from a deleted host's node.json), so the workers' guards follow.
 
 use crate::phases::members::{FollowMembers, Members, ReadMembers, Remaining};
-use crate::reset::ResetArgs;
+use crate::reset::ResetOptions;
 use crate::run::{confirm, execute, hosts_phrase, prepare, RunError, RunResult, Target};
 use crate::site::Vips;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub const DELETE_HELP: &str = "\
-Resets the named hosts, then hands the hosts that stay the new list of masters and workers
-(read from the deleted hosts' node.json): the workers' lvscare guards reload with the masters
-that are left, without a restart. The hosts that stay are reached with the same login options.
-A deleted host that cannot be reached is not reset and cannot tell who stays: then run install
-again with the hosts that stay, which updates them the same way.
-
-Example: ./app.bale delete --masters 10.0.0.3 --key ~/.ssh/id_ed25519";
-
-pub fn delete(args: ResetArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
-    let t = &args.target;
+pub fn delete(opts: ResetOptions, this_bundle: Option<PathBuf>) -> RunResult<()> {
+    let t = &opts.target;
     if t.masters.is_none() && t.nodes.is_none() {
         return Err(RunError::DeleteWhom);
     }
     confirm(
         &format!("remove {} from the cluster", hosts_phrase(t)),
-        args.yes,
+        opts.yes,
         t.dry_run,
     )?;
     let p = prepare(t, &[], this_bundle.clone(), "delete", Vips::default())?;

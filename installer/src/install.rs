@@ -7,43 +7,38 @@ use std::path::PathBuf;
 
 pub use crate::run::PASSWORD_ENV;
 
-const AFTER_HELP: &str = "\
-Hosts: --masters 10.0.0.2,10.0.0.3 --nodes 10.0.0.5-10.0.0.9, or -f Clusterfile (sealer.io/v2).
-No hosts: install on this machine only.
-Passwords are never taken on the command line: --password-file FILE or BALE_SSH_PASSWORD.
-Completed phases are recorded on each host (<data-dir>/journal.json) and skipped on a re-run.
-A failure never uninstalls: the host is left as it is, and the same command, run again once
-the cause is fixed, goes on from there. Only reset and delete take things apart.";
-
-#[derive(Debug, clap::Args)]
-#[command(after_help = AFTER_HELP)]
-pub struct InstallArgs {
-    #[command(flatten)]
+/// What `bale install` was asked to do.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// The hosts and how to reach them.
     pub target: Target,
-    /// Preflight checks to ignore, comma-separated (arch, os, kernel, disk, tmp, hostname,
-    /// clock, ports, systemd, conflicts, reach, features)
-    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
+    /// Preflight checks to ignore, by name (see [`crate::preflight::CHECKS`]).
     pub ignore_preflight: Vec<String>,
-    /// Stop after this phase, e.g. `--until upload` to stage the bundle on every host ahead of
-    /// a maintenance window (a later run goes on from there)
-    #[arg(long, value_name = "PHASE")]
+    /// Stop after the phase of this title (a later run goes on from there).
     pub until: Option<String>,
-    /// The API servers' virtual IP: every worker's guardian (bale-lvscare.service) keeps
-    /// VIP:6443 pointing at the healthy masters, and apiserver.cluster.local names it
-    #[arg(long, value_name = "IP", default_value_t = crate::node::context::DEFAULT_VIP)]
+    /// The API servers' virtual IP, guarded by every worker's lvscare.
     pub vip: std::net::Ipv4Addr,
-    /// Also guard the masters' registries behind this virtual IP (at the registry port, 5050):
-    /// each worker gets a second guardian (bale-lvscare-registry.service), and its containerd
-    /// pulls through the VIP whenever the worker's own registry does not answer. Off unless
-    /// given; a later install without it removes that guardian
-    #[arg(long, value_name = "IP")]
+    /// A second virtual IP in front of the masters' registries; `None`: no registry guard.
     pub registry_vip: Option<std::net::Ipv4Addr>,
+}
+
+impl Default for InstallOptions {
+    /// This machine only, with the defaults of the command line.
+    fn default() -> Self {
+        InstallOptions {
+            target: Target::default(),
+            ignore_preflight: Vec::new(),
+            until: None,
+            vip: crate::node::context::DEFAULT_VIP,
+            registry_vip: None,
+        }
+    }
 }
 
 /// A registry VIP for messages: the next address after the default API-server VIP.
 const REGISTRY_VIP_EXAMPLE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 103, 97, 3);
 
-impl InstallArgs {
+impl InstallOptions {
     /// The VIPs asked for, checked against each other.
     fn vips(&self) -> RunResult<Vips> {
         let usable = |flag: &'static str, ip: std::net::Ipv4Addr, example| {
@@ -67,8 +62,8 @@ impl InstallArgs {
 }
 
 /// Runs the install with the bundle at `this_bundle` (the running program when it is one).
-pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
-    for name in &args.ignore_preflight {
+pub fn run(opts: InstallOptions, this_bundle: Option<PathBuf>) -> RunResult<()> {
+    for name in &opts.ignore_preflight {
         if !crate::preflight::CHECKS.contains(&name.as_str()) {
             return Err(RunError::UnknownCheck {
                 name: name.clone(),
@@ -77,7 +72,7 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
         }
     }
     let mut phases = crate::phases::install();
-    if let Some(last) = &args.until {
+    if let Some(last) = &opts.until {
         let Some(i) = phases.iter().position(|p| p.title() == last) else {
             let names: Vec<&str> = phases.iter().map(|p| p.title()).collect();
             return Err(RunError::UnknownPhase {
@@ -91,11 +86,11 @@ pub fn run(args: InstallArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
     if let Some(path) = &this_bundle {
         trust_gate(path)?;
     }
-    let t = &args.target;
-    let vips = args.vips()?;
+    let t = &opts.target;
+    let vips = opts.vips()?;
     let p = prepare(
         t,
-        &args.ignore_preflight,
+        &opts.ignore_preflight,
         this_bundle,
         "install",
         vips.clone(),
@@ -132,34 +127,30 @@ pub fn trust_gate(path: &std::path::Path) -> RunResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        a: InstallArgs,
-    }
-
-    fn vips(v: &[&str]) -> RunResult<Vips> {
-        let cli = Cli::try_parse_from(std::iter::once("install").chain(v.iter().copied()))
-            .expect("flags parse");
-        cli.a.vips()
+    fn vips(vip: &str, registry_vip: Option<&str>) -> RunResult<Vips> {
+        InstallOptions {
+            vip: vip.parse().expect("an IPv4 address"),
+            registry_vip: registry_vip.map(|r| r.parse().expect("an IPv4 address")),
+            ..InstallOptions::default()
+        }
+        .vips()
     }
 
     #[test]
     fn vips_default_and_are_checked_against_each_other() {
-        let v = vips(&[]).unwrap();
+        let v = InstallOptions::default().vips().unwrap();
         assert_eq!(v, Vips::default());
-        let v = vips(&["--vip", "10.96.0.2", "--registry-vip", "10.96.0.3"]).unwrap();
+        let v = vips("10.96.0.2", Some("10.96.0.3")).unwrap();
         assert_eq!(v.apiserver.to_string(), "10.96.0.2");
         assert_eq!(
             v.registry.map(|r| r.to_string()).as_deref(),
             Some("10.96.0.3")
         );
-        let e = |v: &[&str]| vips(v).unwrap_err().to_string();
-        assert!(e(&["--registry-vip", "10.103.97.2"]).contains("is also --vip"));
-        assert!(e(&["--vip", "127.0.0.1"]).contains("--vip 127.0.0.1"));
-        assert!(e(&["--registry-vip", "0.0.0.0"]).contains("--registry-vip"));
-        assert!(Cli::try_parse_from(["install", "--registry-vip", "fd00::1"]).is_err());
+        let default_vip = crate::node::context::DEFAULT_VIP.to_string();
+        let e = |vip: &str, registry_vip| vips(vip, registry_vip).unwrap_err().to_string();
+        assert!(e(&default_vip, Some("10.103.97.2")).contains("is also --vip"));
+        assert!(e("127.0.0.1", None).contains("--vip 127.0.0.1"));
+        assert!(e(&default_vip, Some("0.0.0.0")).contains("--registry-vip"));
     }
 }

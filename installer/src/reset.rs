@@ -6,26 +6,20 @@ use crate::run::{confirm, execute, hosts_phrase, prepare, RunResult, Target};
 use crate::site::Vips;
 use std::path::PathBuf;
 
-const RESET_HELP: &str = "\
-Undoes the install on the hosts: stops and removes the lvscare guard, the registry unit, the
-container runtime bale installed (with its state), the kernel settings bale persisted, then
-bale's files in the data dir. PreClean and PostClean hooks run around it. Safe to repeat.";
-
-#[derive(Debug, clap::Args)]
-#[command(after_help = RESET_HELP)]
-pub struct ResetArgs {
-    #[command(flatten)]
+/// What `bale reset` and `bale delete` were asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct ResetOptions {
+    /// The hosts and how to reach them.
     pub target: Target,
-    /// Do not ask for confirmation
-    #[arg(short = 'y', long)]
+    /// Do not ask for confirmation.
     pub yes: bool,
 }
 
-pub fn reset(args: ResetArgs, this_bundle: Option<PathBuf>) -> RunResult<()> {
-    let t = &args.target;
+pub fn reset(opts: ResetOptions, this_bundle: Option<PathBuf>) -> RunResult<()> {
+    let t = &opts.target;
     confirm(
         &format!("remove everything bale installed on {}", hosts_phrase(t)),
-        args.yes,
+        opts.yes,
         t.dry_run,
     )?;
     let p = prepare(t, &[], this_bundle, "reset", Vips::default())?;

@@ -148,61 +148,74 @@ impl RunError {
 
 pub type RunResult<T> = Result<T, RunError>;
 
-/// The hosts of a run and how to reach them (shared by install, reset and check).
-#[derive(Debug, Clone, clap::Args)]
+/// How long an SSH connection may take to come up when nothing else is asked for, in seconds.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u32 = 10;
+/// How many hosts a run works on at the same time when nothing else is asked for.
+pub const DEFAULT_PARALLEL: usize = 16;
+
+/// The hosts of a run and how to reach them (shared by install, reset, delete and check).
+/// The binary's command line fills it in; its flags carry the full descriptions.
+#[derive(Debug, Clone)]
 pub struct Target {
-    /// The bundle to act on [default: this program, when it carries a payload]. Lets a bale of
-    /// one architecture install a bundle of another: each host runs its own copy of the file
-    #[arg(long, value_name = "FILE")]
+    /// The bundle to act on; `None`: the running program, when it carries a payload.
     pub bundle: Option<PathBuf>,
-    /// Control-plane hosts: addresses and ranges, comma-separated
-    #[arg(short = 'm', long)]
+    /// Control-plane hosts: addresses and ranges, comma-separated.
     pub masters: Option<String>,
-    /// Worker hosts: addresses and ranges, comma-separated
-    #[arg(short = 'n', long)]
+    /// Worker hosts: addresses and ranges, comma-separated.
     pub nodes: Option<String>,
-    /// A Clusterfile (apiVersion sealer.io/v2, kind Cluster) with hosts and per-host login
-    #[arg(short = 'f', long = "clusterfile", value_name = "FILE")]
+    /// A Clusterfile (sealer.io/v2) with hosts and per-host login.
     pub clusterfile: Option<PathBuf>,
-    /// Login user [default: root]
-    #[arg(short = 'u', long)]
+    /// Login user; `None`: the Clusterfile's, else root.
     pub user: Option<String>,
-    /// SSH port [default: 22]
-    #[arg(long)]
+    /// SSH port; `None`: the Clusterfile's, else 22.
     pub port: Option<u16>,
-    /// Private key file
-    #[arg(long, value_name = "FILE")]
+    /// Private key file.
     pub key: Option<PathBuf>,
-    /// File holding the private key's passphrase
-    #[arg(long, value_name = "FILE")]
+    /// File holding the private key's passphrase.
     pub key_passphrase_file: Option<PathBuf>,
-    /// File holding the login (and sudo) password
-    #[arg(long, value_name = "FILE")]
+    /// File holding the login (and sudo) password.
     pub password_file: Option<PathBuf>,
-    /// Run privileged commands through sudo (the default for users other than root)
-    #[arg(long)]
+    /// Run privileged commands through sudo (the default for users other than root).
     pub sudo: bool,
-    /// known_hosts file that host keys are checked against [default: ~/.ssh/known_hosts]
-    #[arg(long, value_name = "FILE")]
+    /// known_hosts file that host keys are checked against; `None`: ~/.ssh/known_hosts.
     pub known_hosts: Option<PathBuf>,
-    /// Record host keys never seen before (a changed key is still refused)
-    #[arg(long)]
+    /// Record host keys never seen before (a changed key is still refused).
     pub accept_new_host_keys: bool,
-    /// Seconds to wait for an SSH connection
-    #[arg(long, default_value_t = 10)]
+    /// Seconds to wait for an SSH connection.
     pub connect_timeout: u32,
-    /// Where the bundle and the journal go on each host
-    #[arg(long, default_value = crate::layout::DEFAULT_DATA_DIR)]
+    /// Where the bundle and the journal go on each host.
     pub data_dir: String,
-    /// Hosts worked on at the same time
-    #[arg(long, default_value_t = 16)]
+    /// Hosts worked on at the same time.
     pub parallel: usize,
-    /// Connect and check, then print what would be done on each host
-    #[arg(long)]
+    /// Connect and check, then print what would be done on each host.
     pub dry_run: bool,
-    /// One JSON object per event on stdout
-    #[arg(long)]
+    /// One JSON object per event on stdout.
     pub json: bool,
+}
+
+impl Default for Target {
+    /// This machine only, with the defaults of the command line.
+    fn default() -> Self {
+        Target {
+            bundle: None,
+            masters: None,
+            nodes: None,
+            clusterfile: None,
+            user: None,
+            port: None,
+            key: None,
+            key_passphrase_file: None,
+            password_file: None,
+            sudo: false,
+            known_hosts: None,
+            accept_new_host_keys: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT_SECS,
+            data_dir: crate::layout::DEFAULT_DATA_DIR.into(),
+            parallel: DEFAULT_PARALLEL,
+            dry_run: false,
+            json: false,
+        }
+    }
 }
 
 fn home_known_hosts() -> PathBuf {

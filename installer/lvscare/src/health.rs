@@ -17,7 +17,6 @@ use tokio_rustls::rustls::{self, pki_types};
 use tokio_rustls::TlsConnector;
 
 use crate::config::{HealthConfig, HealthScheme, StatusSet};
-use crate::insecure_tls::AcceptAnyServerCert;
 use crate::state::Probe;
 
 /// Why the probes cannot be set up.
@@ -184,24 +183,20 @@ fn parse_status_line(buf: &[u8]) -> Result<u16, AnswerError> {
 }
 
 fn tls_config(cfg: &HealthConfig) -> Result<rustls::ClientConfig, HealthError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let config = if let Some(path) = &cfg.ca_file {
-        let roots = trust_anchors(path).map_err(|source| HealthError::CaFile {
-            path: path.clone(),
-            source,
-        })?;
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
+    let Some(path) = &cfg.ca_file else {
         // Only reached with --insecure-skip-verify (config validation
         // refuses https without a CA otherwise).
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::new(provider)))
-            .with_no_client_auth()
+        return Ok(bale_tls::unverified_client_config()?);
     };
-    Ok(config)
+    let roots = trust_anchors(path).map_err(|source| HealthError::CaFile {
+        path: path.clone(),
+        source,
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The certificates of a PEM file, every one of them a usable trust anchor.

@@ -7,7 +7,7 @@
 //! Layout:
 //! - `config`: the options, the YAML/JSON file, defaults, validation;
 //! - `state`: the pure fall/rise state machine;
-//! - `health`: HTTP(S)/TCP probes (`insecure_tls`: the verifier of `--insecure-skip-verify`);
+//! - `health`: HTTP(S)/TCP probes (`--insecure-skip-verify` takes `bale_tls`'s verifier);
 //! - `backend`: the data-plane trait and reconcile; `ipvs` (generic netlink)
 //!   and `nft` (one nftables table) implement it;
 //! - `vip`: the /32 route or dummy link that makes the VIP reachable;
@@ -20,7 +20,6 @@ mod caps;
 mod config;
 mod error;
 mod health;
-mod insecure_tls;
 mod ipvs;
 mod netlink;
 mod nft;
@@ -44,7 +43,6 @@ pub use config::{
 use error::CleanFailure;
 pub use error::{error_chain, CleanError, Error};
 pub use health::{CaFileError, HealthError};
-pub use insecure_tls::AcceptAnyServerCert;
 pub use netlink::NetlinkError;
 pub use nft::NftError;
 pub use state::{Event, Probe};

@@ -41,51 +41,52 @@ pub use server::{load_tls, ServeOptions};
 /// The port the registry listens on, on 127.0.0.1, when no `--listen` is given.
 pub const DEFAULT_PORT: u16 = 5050;
 
-/// `bale registry serve`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RegistryArgs {
-    /// Bundle whose images to serve [default: this program's own payload]
-    #[arg(long, value_name = "FILE")]
+/// What `bale registry serve` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Bundle whose images to serve; `None`: this program's own payload.
     pub bundle: Option<PathBuf>,
-
-    /// Address to listen on; repeat to add more, e.g. the node's own IP. Only the given
-    /// addresses are bound [default: 127.0.0.1:5050]
-    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    /// Addresses to listen on, only these; empty: 127.0.0.1 at [`DEFAULT_PORT`].
     pub listen: Vec<SocketAddr>,
-
-    /// PEM certificate chain: serve HTTPS instead of plain HTTP
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    /// PEM certificate chain: serve HTTPS instead of plain HTTP (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key for --tls-cert
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
-
-    /// Require basic auth from this file of `user:HASH` lines (bcrypt as written by
-    /// `htpasswd -B`, or `sha256:HEX` of the password)
-    #[arg(long, value_name = "FILE", conflicts_with = "basic_auth")]
+    /// Require basic auth from this file of `user:HASH` lines (bcrypt or `sha256:HEX`).
     pub htpasswd: Option<PathBuf>,
-
-    /// Require basic auth for the one account in this file (a line `user:password`)
-    #[arg(long, value_name = "FILE")]
+    /// Require basic auth for the one account in this file (a line `user:password`).
     pub basic_auth: Option<PathBuf>,
-
-    /// Connections served at once
-    #[arg(long, value_name = "N", default_value_t = 512)]
+    /// Connections served at once.
     pub max_connections: usize,
-
-    /// Connections one client address may hold [default: an eighth of --max-connections]
-    #[arg(long, value_name = "N")]
+    /// Connections one client address may hold; `None`: an eighth of `max_connections`.
     pub max_connections_per_peer: Option<usize>,
-
-    /// Log every request
-    #[arg(short, long)]
+    /// Log every request.
     pub verbose: bool,
 }
 
+/// Connections served at once when nothing else is asked for.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+impl Default for RegistryOptions {
+    /// This program's own images on 127.0.0.1:5050, plain HTTP, no auth.
+    fn default() -> Self {
+        RegistryOptions {
+            bundle: None,
+            listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            htpasswd: None,
+            basic_auth: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: None,
+            verbose: false,
+        }
+    }
+}
+
 /// Runs the registry until SIGTERM or SIGINT.
-pub fn serve(args: RegistryArgs) -> Result<(), RegistryError> {
-    let level = if args.verbose {
+pub fn serve(options: RegistryOptions) -> Result<(), RegistryError> {
+    let level = if options.verbose {
         tracing::Level::DEBUG
     } else {
         tracing::Level::INFO
@@ -97,28 +98,28 @@ pub fn serve(args: RegistryArgs) -> Result<(), RegistryError> {
         .with_ansi(false)
         .try_init();
 
-    let bundle = match &args.bundle {
+    let bundle = match &options.bundle {
         Some(p) => Bundle::open(p)?,
         None => Bundle::open_self()?.ok_or(RegistryError::NoBundle)?,
     };
     let registry = Registry::from_bundle(&bundle)?;
-    let mut opts = ServeOptions {
-        max_connections: args.max_connections,
-        max_per_peer: args.max_connections_per_peer,
+    let mut serving = ServeOptions {
+        max_connections: options.max_connections,
+        max_per_peer: options.max_connections_per_peer,
         ..ServeOptions::default()
     };
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        opts.tls = Some(load_tls(cert, key)?);
+    if let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) {
+        serving.tls = Some(load_tls(cert, key)?);
     }
-    if let Some(p) = &args.htpasswd {
-        opts.auth = Some(Arc::new(Auth::from_htpasswd(p)?));
-    } else if let Some(p) = &args.basic_auth {
-        opts.auth = Some(Arc::new(Auth::from_credentials_file(p)?));
+    if let Some(p) = &options.htpasswd {
+        serving.auth = Some(Arc::new(Auth::from_htpasswd(p)?));
+    } else if let Some(p) = &options.basic_auth {
+        serving.auth = Some(Arc::new(Auth::from_credentials_file(p)?));
     }
-    let addrs = if args.listen.is_empty() {
+    let addrs = if options.listen.is_empty() {
         vec![SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))]
     } else {
-        args.listen.clone()
+        options.listen.clone()
     };
     let listeners = bind(&addrs)?;
 
@@ -132,8 +133,12 @@ pub fn serve(args: RegistryArgs) -> Result<(), RegistryError> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        if opts.tls.is_some() { "HTTPS" } else { "HTTP" },
-        if opts.auth.is_some() {
+        if serving.tls.is_some() {
+            "HTTPS"
+        } else {
+            "HTTP"
+        },
+        if serving.auth.is_some() {
             " with basic auth"
         } else {
             ""
@@ -151,7 +156,7 @@ pub fn serve(args: RegistryArgs) -> Result<(), RegistryError> {
         })?;
     rt.block_on(async move {
         let listeners = to_tokio(listeners)?;
-        server::run(Arc::new(registry), listeners, opts, stop_signal()).await?;
+        server::run(Arc::new(registry), listeners, serving, stop_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -297,50 +302,15 @@ fn spawn_registry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: RegistryArgs,
-    }
-
-    fn parse(args: &[&str]) -> Result<RegistryArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|c| c.args)
-    }
-
-    #[test]
-    fn arguments() {
-        let a = parse(&[]).unwrap();
-        assert!(a.listen.is_empty() && a.bundle.is_none() && a.tls_cert.is_none());
-        let a = parse(&[
-            "--bundle",
-            "b.bale",
-            "--listen",
-            "127.0.0.1:5050",
-            "--listen",
-            "[::1]:5050",
-            "--tls-cert",
-            "c.pem",
-            "--tls-key",
-            "k.pem",
-            "--htpasswd",
-            "h",
-        ])
-        .unwrap();
-        assert_eq!(a.listen.len(), 2);
-        assert_eq!(a.bundle.as_deref(), Some(std::path::Path::new("b.bale")));
-        assert!(parse(&["--tls-cert", "c.pem"]).is_err());
-        assert!(parse(&["--tls-key", "k.pem"]).is_err());
-        assert!(parse(&["--htpasswd", "h", "--basic-auth", "b"]).is_err());
-        assert!(parse(&["--listen", "localhost:5050"]).is_err());
-    }
 
     #[test]
     fn serve_fails_fast_on_a_missing_bundle() {
-        let mut a = parse(&["--bundle", "/nonexistent/bundle.bale"]).unwrap();
-        a.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let err = serve(a).unwrap_err();
+        let opts = RegistryOptions {
+            bundle: Some("/nonexistent/bundle.bale".into()),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..RegistryOptions::default()
+        };
+        let err = serve(opts).unwrap_err();
         // The bundle's error stays the source, for the binary's damaged-bundle exit code.
         let source = std::error::Error::source(&err).map(ToString::to_string);
         assert!(

@@ -81,7 +81,7 @@ impl Default for ServeOptions {
         ServeOptions {
             tls: None,
             auth: None,
-            max_connections: 512,
+            max_connections: crate::DEFAULT_MAX_CONNECTIONS,
             max_per_peer: None,
             header_timeout: HEADER_TIMEOUT,
             write_timeout: WRITE_TIMEOUT,

@@ -573,18 +573,13 @@ mod registry_http {
     fn serve_refuses_an_address_it_cannot_bind() {
         let f = fixture();
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let args = bale_registry::RegistryArgs {
+        let options = bale_registry::RegistryOptions {
             bundle: Some(f.bundle.clone()),
             listen: vec![busy.local_addr().unwrap()],
-            tls_cert: None,
-            tls_key: None,
-            htpasswd: None,
-            basic_auth: None,
             max_connections: 4,
-            max_connections_per_peer: None,
-            verbose: false,
+            ..bale_registry::RegistryOptions::default()
         };
-        let err = format!("{:#}", bale_registry::serve(args).unwrap_err());
+        let err = format!("{:#}", bale_registry::serve(options).unwrap_err());
         assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
     }
 }

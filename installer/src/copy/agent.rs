@@ -33,22 +33,18 @@ pub const SILENCE: Duration = Duration::from_secs(45);
 /// A peer that sends nothing for this long is taken for lost.
 const PEER_STALL: Duration = Duration::from_secs(20);
 
-#[derive(Debug, clap::Args)]
-pub struct CopyArgs {
-    /// Where bundle.bale goes
-    #[arg(long)]
+/// What `bale agent copy` is started with.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Where bundle.bale goes.
     pub data_dir: PathBuf,
-    /// Header digest of the bundle (hex)
-    #[arg(long)]
+    /// Header digest of the bundle (hex).
     pub digest: String,
-    /// This node's address, where other nodes fetch chunks
-    #[arg(long)]
+    /// This node's address, where other nodes fetch chunks.
     pub listen: IpAddr,
-    /// Length of the program part of the bundle (what `stub` requests get)
-    #[arg(long)]
+    /// Length of the program part of the bundle (what `stub` requests get).
     pub stub_len: u64,
-    /// This start's name, written to the state file
-    #[arg(long, default_value = "")]
+    /// This start's name, written to the state file.
     pub run: String,
 }
 
@@ -70,8 +66,8 @@ pub enum Source {
 }
 
 /// Runs the agent; returns the exit code.
-pub fn run(args: CopyArgs) -> i32 {
-    match copy(args) {
+pub fn run(opts: CopyOptions) -> i32 {
+    match copy(opts) {
         Ok(()) => 0,
         Err((code, msg)) => {
             eprintln!("bale agent copy: {msg}");
@@ -115,7 +111,7 @@ fn failed<E: std::error::Error + 'static>(e: E) -> Failure {
     (1, crate::engine::report::chain(&e))
 }
 
-fn copy(args: CopyArgs) -> Result<(), Failure> {
+fn copy(opts: CopyOptions) -> Result<(), Failure> {
     super::grow_pipe(&std::io::stdin());
     let mut control = BufReader::with_capacity(1 << 20, std::io::stdin());
     let line = wire::read_line(&mut control)
@@ -123,21 +119,21 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
         .ok_or_else(|| fatal("stdin ended before the setup line"))?;
     let setup: Setup =
         serde_json::from_str(&line).map_err(|e| fatal(format!("bad setup line: {e}")))?;
-    let _lock = take_lock(&args.data_dir).map_err(failed)?;
-    let store = Arc::new(Store::open(&args.data_dir, &args.digest, &args.run).map_err(failed)?);
+    let _lock = take_lock(&opts.data_dir).map_err(failed)?;
+    let store = Arc::new(Store::open(&opts.data_dir, &opts.digest, &opts.run).map_err(failed)?);
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     store.fill_stub_from(&exe).map_err(failed)?;
 
-    let listener = TcpListener::bind(SocketAddr::new(args.listen, 0))
-        .map_err(|e| fatal(format!("listen on {}: {e}", args.listen)))?;
+    let listener = TcpListener::bind(SocketAddr::new(opts.listen, 0))
+        .map_err(|e| fatal(format!("listen on {}: {e}", opts.listen)))?;
     let port = listener.local_addr().map_err(failed)?.port();
     store.set_port(port);
     let server = Arc::new(Server {
         store: store.clone(),
         token: setup.token.clone(),
-        digest: args.digest.clone(),
+        digest: opts.digest.clone(),
         exe: exe.clone(),
-        stub_len: args.stub_len,
+        stub_len: opts.stub_len,
     });
     std::thread::spawn(move || server.run(listener));
 
@@ -210,7 +206,7 @@ fn copy(args: CopyArgs) -> Result<(), Failure> {
                     stop.store(true, Ordering::SeqCst);
                 });
             }
-            if let Err((code, m)) = fetch(&store, &exe, *addr, token, &args.digest) {
+            if let Err((code, m)) = fetch(&store, &exe, *addr, token, &opts.digest) {
                 store.fail(&m);
                 return Err((code, m));
             }

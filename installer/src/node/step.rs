@@ -226,32 +226,149 @@ pub fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// The steps `bale agent step` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepName {
-    /// Kernel modules, sysctls, swap off
     Kernel,
-    /// containerd, runc, CNI plugins and their config from the bundle
     Runtime,
-    /// bale-registry.service serving the bundled images
     Registry,
-    /// bale-lvscare.service guarding the apiserver VIP (workers), the apiserver.cluster.local line
     Lvscare,
-    /// kubelet's unit and kubeadm's drop-in, crictl's config (Kubernetes bundles)
     Kubelet,
-    /// kubeadm init on the first master, kubeadm join elsewhere; undo resets the node
     Cluster,
-    /// bale's pod network: a bridge on the node's pod subnet, routes to the other nodes' pods
     Podnet,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+impl StepName {
+    /// Every step, in the order the command line's help lists them.
+    pub const ALL: [StepName; 7] = [
+        StepName::Kernel,
+        StepName::Runtime,
+        StepName::Registry,
+        StepName::Lvscare,
+        StepName::Kubelet,
+        StepName::Cluster,
+        StepName::Podnet,
+    ];
+
+    /// The step's name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::Kernel => "kernel",
+            StepName::Runtime => "runtime",
+            StepName::Registry => "registry",
+            StepName::Lvscare => "lvscare",
+            StepName::Kubelet => "kubelet",
+            StepName::Cluster => "cluster",
+            StepName::Podnet => "podnet",
+        }
+    }
+
+    /// What the step puts in place, for the command line's help.
+    pub fn about(self) -> &'static str {
+        match self {
+            StepName::Kernel => "Kernel modules, sysctls, swap off",
+            StepName::Runtime => "containerd, runc, CNI plugins and their config from the bundle",
+            StepName::Registry => "bale-registry.service serving the bundled images",
+            StepName::Lvscare => {
+                "bale-lvscare.service guarding the apiserver VIP (workers), the \
+                 apiserver.cluster.local line"
+            }
+            StepName::Kubelet => {
+                "kubelet's unit and kubeadm's drop-in, crictl's config (Kubernetes bundles)"
+            }
+            StepName::Cluster => {
+                "kubeadm init on the first master, kubeadm join elsewhere; undo resets the node"
+            }
+            StepName::Podnet => {
+                "bale's pod network: a bridge on the node's pod subnet, routes to the other \
+                 nodes' pods"
+            }
+        }
+    }
+}
+
+/// What `bale agent step NAME` does with the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepAction {
-    /// Make the step's result be in place (idempotent)
     Apply,
-    /// Remove what apply made (a second undo is a no-op)
     Undo,
-    /// Exit 0 when the step's result is in place and healthy, 1 when not
     Check,
+}
+
+impl StepAction {
+    /// Every action, in the order the command line's help lists them.
+    pub const ALL: [StepAction; 3] = [StepAction::Apply, StepAction::Undo, StepAction::Check];
+
+    /// The action's name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepAction::Apply => "apply",
+            StepAction::Undo => "undo",
+            StepAction::Check => "check",
+        }
+    }
+
+    /// What the action does, for the command line's help.
+    pub fn about(self) -> &'static str {
+        match self {
+            StepAction::Apply => "Make the step's result be in place (idempotent)",
+            StepAction::Undo => "Remove what apply made (a second undo is a no-op)",
+            StepAction::Check => {
+                "Exit 0 when the step's result is in place and healthy, 1 when not"
+            }
+        }
+    }
+}
+
+/// A word that names no step, or no action.
+#[derive(Debug, thiserror::Error)]
+#[error("no {what} {word:?} (the {what}s: {known})")]
+pub struct UnknownWord {
+    pub what: &'static str,
+    pub word: String,
+    pub known: String,
+}
+
+/// The member of `all` whose name is `word`.
+fn by_name<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &'static str,
+    word: &str,
+) -> Result<T, UnknownWord> {
+    all.iter()
+        .copied()
+        .find(|t| name(*t) == word)
+        .ok_or_else(|| UnknownWord {
+            what,
+            word: word.to_string(),
+            known: all.iter().map(|t| name(*t)).collect::<Vec<_>>().join(", "),
+        })
+}
+
+impl std::str::FromStr for StepName {
+    type Err = UnknownWord;
+    fn from_str(word: &str) -> Result<Self, UnknownWord> {
+        by_name(&StepName::ALL, StepName::as_str, "step", word)
+    }
+}
+
+impl std::str::FromStr for StepAction {
+    type Err = UnknownWord;
+    fn from_str(word: &str) -> Result<Self, UnknownWord> {
+        by_name(&StepAction::ALL, StepAction::as_str, "action", word)
+    }
+}
+
+impl std::fmt::Display for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for StepAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub fn step_of(name: StepName) -> Box<dyn Step> {
@@ -315,4 +432,25 @@ pub fn run_cli(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_names_and_actions_read_back_from_their_words() {
+        for name in StepName::ALL {
+            assert_eq!(name.as_str().parse::<StepName>().unwrap(), name);
+            assert_eq!(name.to_string(), name.as_str());
+            // The node steps name themselves the same way in their output.
+            assert_eq!(step_of(name).name(), name.as_str());
+        }
+        for action in StepAction::ALL {
+            assert_eq!(action.as_str().parse::<StepAction>().unwrap(), action);
+        }
+        let e = "frob".parse::<StepAction>().unwrap_err().to_string();
+        assert_eq!(e, "no action \"frob\" (the actions: apply, undo, check)");
+        assert!("Kernel".parse::<StepName>().is_err());
+    }
 }
