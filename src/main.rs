@@ -153,7 +153,9 @@ fn main() -> ExitCode {
             bale_installer::check::check(&a.target.into(), bundle)
         }
         .map_err(anyhow::Error::from),
-        Some(Command::Agent(a)) => bale_installer::agent::run(a.into(), this.as_ref()),
+        Some(Command::Agent(a)) => {
+            bale_installer::agent::run(a.into(), this.as_ref()).map_err(anyhow::Error::from)
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,7 +84,10 @@ impl BuildError {
         }
     }
 
-    fn at(at: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> BuildError {
+    fn at(
+        at: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> BuildError {
         BuildError::At {
             at: at.into(),
             source: Box::new(source),
@@ -198,8 +201,12 @@ pub fn parse(
     kubefile: &Path,
     build_args: &BTreeMap<String, String>,
 ) -> Result<(BuildPlan, String)> {
-    let text = std::fs::read(kubefile)
-        .map_err(|e| BuildError::at(format!("{}: cannot read the Kubefile", kubefile.display()), e))?;
+    let text = std::fs::read(kubefile).map_err(|e| {
+        BuildError::at(
+            format!("{}: cannot read the Kubefile", kubefile.display()),
+            e,
+        )
+    })?;
     let digest = format!("sha256:{}", format::hex(&format::sha256(&text)));
     let plan = kubefile::parse_file(kubefile, build_args)?;
     Ok((plan, digest))
@@ -217,9 +224,12 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
             plan.file
         );
     }
-    let context = context
-        .canonicalize()
-        .map_err(|e| BuildError::at(format!("{}: cannot read the build context", context.display()), e))?;
+    let context = context.canonicalize().map_err(|e| {
+        BuildError::at(
+            format!("{}: cannot read the build context", context.display()),
+            e,
+        )
+    })?;
     let text = std::fs::read_to_string(kubefile).unwrap_or_default();
     let mut l = Layout {
         map: BTreeMap::new(),
@@ -290,15 +300,12 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
                     ),
                 ));
             }
-            let bundle = Bundle::open(&file)
-                .map_err(|e| {
-                    BuildError::at(format!("{from_origin}: FROM {path}: {}", file.display()), e)
-                })?;
-            let entries = bundle
-                .entries()
-                .map_err(|e| {
-                    BuildError::at(format!("{from_origin}: FROM {path}: {}", file.display()), e)
-                })?;
+            let bundle = Bundle::open(&file).map_err(|e| {
+                BuildError::at(format!("{from_origin}: FROM {path}: {}", file.display()), e)
+            })?;
+            let entries = bundle.entries().map_err(|e| {
+                BuildError::at(format!("{from_origin}: FROM {path}: {}", file.display()), e)
+            })?;
             let origin = format!("base {path}");
             let base_layers = bundle
                 .header
@@ -536,8 +543,8 @@ impl Layout {
             if self.exclude.contains(&src) {
                 continue;
             }
-            let meta =
-                std::fs::metadata(&src).map_err(|e| BuildError::at(format!("{origin}: {}", src.display()), e))?;
+            let meta = std::fs::metadata(&src)
+                .map_err(|e| BuildError::at(format!("{origin}: {}", src.display()), e))?;
             if c.kind == CopyKind::Add && meta.is_file() {
                 let found = crate::archive::sniff(&src)
                     .map_err(|e| BuildError::at(format!("{origin}: ADD {}", src.display()), e))?;
@@ -795,9 +802,12 @@ pub fn discover_images_with(
     plan: &BuildPlan,
     base: DiscoverOptions,
 ) -> Result<Discovery> {
-    let context = context
-        .canonicalize()
-        .map_err(|e| BuildError::at(format!("{}: cannot read the build context", context.display()), e))?;
+    let context = context.canonicalize().map_err(|e| {
+        BuildError::at(
+            format!("{}: cannot read the build context", context.display()),
+            e,
+        )
+    })?;
     let mut missing = Vec::new();
     let opts = DiscoverOptions {
         env: plan.env.clone(),
@@ -1020,8 +1030,8 @@ pub fn write(
             ));
         }
         let digest = format!("sha256:{}", format::hex(&b.bundle.trailer.header_sha256));
-        let base =
-            Manifest::from_metadata(&h.metadata).map_err(|e| BuildError::at(format!("FROM {}", b.shown), e))?;
+        let base = Manifest::from_metadata(&h.metadata)
+            .map_err(|e| BuildError::at(format!("FROM {}", b.shown), e))?;
         layers = base.layers.clone();
         layers.push(Layer {
             name: h.name.clone(),

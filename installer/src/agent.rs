@@ -1,5 +1,6 @@
-//! `bale agent`: what the copied bundle does on each node. For now `status`, which proves the
-//! bundle's native code runs on the node and says which bundle it is.
+//! `bale agent`: what the copied bundle does on each node: receive the bundle (`copy`), say
+//! which bundle and node it is (`status`), run one node-local install step (`step`), and ask
+//! the node's Kubernetes control plane (`kube`).
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -83,25 +84,49 @@ pub fn status(this: Option<&bale_payload::Bundle>) -> Status {
     }
 }
 
+/// Why an agent command failed on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{}", path.display())]
+    Trust {
+        path: PathBuf,
+        #[source]
+        source: bale_trust::Error,
+    },
+    #[error(transparent)]
+    Policy(bale_trust::Error),
+    #[error(transparent)]
+    Context(#[from] crate::node::context::ContextError),
+    #[error(transparent)]
+    Step(#[from] crate::node::step::StepError),
+    #[error("{step} check: {bad} finding(s) not in place (run `agent step {step} apply`)")]
+    CheckFailed { step: String, bad: usize },
+    #[error("cannot print the answer: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// Refuses to act for a bundle that trust refuses: the same gate as `install` and `verify`,
 /// with the policy of this node (the keys baked into the copied program, `BALE_TRUSTED_KEYS`,
 /// `/etc/bale/trusted-keys/`).
 pub fn trust_gate(
     this: Option<&bale_payload::Bundle>,
     policy: &bale_trust::TrustPolicy,
-) -> anyhow::Result<()> {
+) -> Result<(), AgentError> {
     if let Some(b) = this {
-        bale_trust::enforce(b, policy)
-            .map_err(|e| anyhow::Error::new(e).context(b.path().display().to_string()))?;
+        bale_trust::enforce(b, policy).map_err(|source| AgentError::Trust {
+            path: b.path().to_path_buf(),
+            source,
+        })?;
     }
     Ok(())
 }
 
-pub fn run(command: AgentCommand, this: Option<&bale_payload::Bundle>) -> anyhow::Result<()> {
+pub fn run(command: AgentCommand, this: Option<&bale_payload::Bundle>) -> Result<(), AgentError> {
     // Receiving the bundle and reporting status run nothing from it; every other command acts
     // for it, and only once its signatures pass.
     if matches!(command, AgentCommand::Step { .. } | AgentCommand::Kube(_)) {
-        trust_gate(this, &bale_trust::TrustPolicy::system()?)?;
+        let policy = bale_trust::TrustPolicy::system().map_err(AgentError::Policy)?;
+        trust_gate(this, &policy)?;
     }
     match command {
         AgentCommand::Copy(a) => std::process::exit(crate::copy::agent::run(a)),
@@ -175,13 +200,11 @@ mod tests {
         // Unsigned, then signed by a foreign key: refused, as untrusted (exit 4).
         let untrusted = |b: &Bundle| {
             let e = trust_gate(Some(b), &policy).unwrap_err();
-            assert!(
-                e.chain().any(|c| c
-                    .downcast_ref::<bale_trust::Error>()
-                    .is_some_and(|t| t.is_untrusted())),
-                "{e:#}"
-            );
-            format!("{e:#}")
+            let AgentError::Trust { source, .. } = &e else {
+                panic!("not a trust refusal: {e}");
+            };
+            assert!(source.is_untrusted(), "{source}");
+            crate::engine::report::chain(&e)
         };
         let msg = untrusted(&Bundle::open(&path).unwrap());
         assert!(

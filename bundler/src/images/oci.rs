@@ -32,7 +32,6 @@ pub enum Parsed {
     },
 }
 
-
 /// Reads a manifest or index. Its kind comes from its own `mediaType` field, else from the
 /// type it was served or listed with, else from its shape (OCI lets the field be absent).
 pub fn parse_manifest(what: &str, data: &[u8], declared_type: Option<&str>) -> Result<Parsed> {
@@ -200,7 +199,6 @@ pub fn layer_type_for(magic: &[u8]) -> &'static str {
         OCI_LAYER_TAR
     }
 }
-
 
 #[cfg(test)]
 mod tests {

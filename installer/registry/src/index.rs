@@ -8,9 +8,9 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use bale_contract::oci::{Descriptor, Index, ManifestDoc};
 use bale_payload::{Bundle, Kind};
 use bytes::Bytes;
-use bale_contract::oci::{Descriptor, Index, ManifestDoc};
 
 use super::error::{IndexError, RegistryError};
 use super::names::{self, Digest, DOCKER_HUB};

@@ -86,9 +86,7 @@ impl Sink {
         let sent = self.queue.as_ref().map(|q| q.send((index, buf)));
         match sent {
             Some(Ok(())) => Ok(()),
-            _ => self
-                .failure()
-                .and(Err(CopyError::WritersStopped)),
+            _ => self.failure().and(Err(CopyError::WritersStopped)),
         }
     }
 

@@ -354,7 +354,7 @@ mod tests {
             true
         }
         fn after_all(&self, _: &[&Node], _: &Ctx) -> PhaseResult {
-            Err(PhaseError::CrossNode("two hosts share a hostname".into()))
+            Err(PhaseError::SameHostname)
         }
     }
 

@@ -100,9 +100,24 @@ pub enum PhaseError {
         /// What the step printed on stderr (stdout when stderr was empty).
         output: String,
     },
-    /// A check across all nodes failed; the text names the nodes and the fix.
-    #[error("{0}")]
-    CrossNode(String),
+    /// Preflight checks failed on some hosts: (host, check, detail) each, and the fix.
+    #[error(
+        "{}fix these, or skip a check with --ignore-preflight={}",
+        failures.iter().map(|(n, c, d)| format!("  {n}: {c}: {d}\n")).collect::<String>(),
+        failed_checks(failures)
+    )]
+    Preflight {
+        failures: Vec<(String, &'static str, String)>,
+    },
+    /// Two hosts answered with the same hostname (Kubernetes names nodes by it).
+    #[error("two hosts share a hostname")]
+    SameHostname,
+    /// A phase that needs the first master's control plane ran without one.
+    #[error(
+        "the first master has no working control plane in this run (its kube-init failed or \
+         did not run): fix that first, then run the install again"
+    )]
+    NoControlPlane,
     /// The bundle being installed cannot be read on this (the admin) host.
     #[error("{}", path.display())]
     LocalBundle {
@@ -117,6 +132,14 @@ pub enum PhaseError {
         have: String,
         want: String,
     },
+}
+
+/// The names of the failed checks, each once, sorted: what `--ignore-preflight` takes.
+fn failed_checks(failures: &[(String, &'static str, String)]) -> String {
+    let mut names: Vec<&str> = failures.iter().map(|f| f.1).collect();
+    names.sort();
+    names.dedup();
+    names.join(",")
 }
 
 impl PhaseError {

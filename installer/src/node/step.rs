@@ -390,7 +390,7 @@ pub fn run_cli(
     action: StepAction,
     data_dir: &str,
     bundle: Option<&Bundle>,
-) -> anyhow::Result<()> {
+) -> Result<(), crate::agent::AgentError> {
     let ctx = NodeContext::load(data_dir)?;
     let root = HostRoot::system();
     let env = StepEnv {
@@ -422,11 +422,10 @@ pub fn run_cli(
             }
             let bad = findings.iter().filter(|f| !f.ok).count();
             if bad > 0 {
-                anyhow::bail!(
-                    "{} check: {bad} finding(s) not in place (run `agent step {} apply`)",
-                    step.name(),
-                    step.name()
-                );
+                return Err(crate::agent::AgentError::CheckFailed {
+                    step: step.name().to_string(),
+                    bad,
+                });
             }
             println!("{}: check: all in place", step.name());
         }

@@ -45,13 +45,9 @@ fn kubernetes(node: &Node) -> bool {
 
 impl KubeRun {
     fn first_master(&self) -> Result<MasterConn, PhaseError> {
-        lock(&self.first_master).clone().ok_or_else(|| {
-            PhaseError::CrossNode(
-                "the first master has no working control plane in this run (its kube-init \
-                 failed or did not run): fix that first, then run the install again"
-                    .into(),
-            )
-        })
+        lock(&self.first_master)
+            .clone()
+            .ok_or(PhaseError::NoControlPlane)
     }
 
     /// Runs `bundle.bale agent kube ARGS` on the first master and returns its stdout.

@@ -84,17 +84,6 @@ impl Phase for Preflight {
         if failures.is_empty() {
             return Ok(());
         }
-        let mut names: Vec<&str> = failures.iter().map(|f| f.1).collect();
-        names.sort();
-        names.dedup();
-        let mut s = String::new();
-        for (n, c, d) in &failures {
-            s.push_str(&format!("  {n}: {c}: {d}\n"));
-        }
-        s.push_str(&format!(
-            "fix these, or skip a check with --ignore-preflight={}",
-            names.join(",")
-        ));
-        Err(PhaseError::CrossNode(s))
+        Err(PhaseError::Preflight { failures })
     }
 }

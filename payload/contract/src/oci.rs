@@ -83,7 +83,6 @@ pub fn is_manifest_type(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
 
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,
@@ -189,7 +188,6 @@ pub fn normalize_arch(arch: &str) -> &str {
         a => a,
     }
 }
-
 
 /// What cannot be read as an OCI document.
 #[derive(Debug, thiserror::Error)]
