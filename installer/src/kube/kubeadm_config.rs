@@ -1708,6 +1708,55 @@ mod tests {
         assert!(e.contains("certificateKey"), "{e}");
     }
 
+    /// The v1beta3 rendering (Kubernetes 1.22–1.30) read by the kubeadm built here, which
+    /// still reads that API strictly (an unknown field is an error). Only the control-plane
+    /// version is the kubeadm's own, since kubeadm refuses to init an older one. v1beta2
+    /// (1.15–1.21) needs a kubeadm of 1.21 or older, which the Go module proxy does not
+    /// serve; its rendering is covered by the unit tests above.
+    #[test]
+    fn kubeadm_reads_the_v1beta3_rendering() {
+        let Some(k) = kubeadm() else {
+            return bale_test_support::skip(&[], NO_KUBEADM);
+        };
+        let own = kubeadm_version(&k);
+        let v = KubeVersion::new(1, 30, 4);
+        assert_eq!(v.kubeadm_api().unwrap(), KubeadmApi::V1beta3);
+        for cgroup in [CgroupMode::Hybrid, CgroupMode::V2] {
+            let f = facts(cgroup, false);
+            let c = cluster(v, &f);
+            let init = render_init(&c, &node("ks1", "10.66.0.11", f.clone()), &secrets()).unwrap();
+            assert!(
+                init.text.contains("kubeadm.k8s.io/v1beta3"),
+                "{}",
+                init.text
+            );
+            let text = init.text.replace(
+                &format!("kubernetesVersion: {v}"),
+                &format!("kubernetesVersion: {own}"),
+            );
+            assert_ne!(text, init.text, "no kubernetesVersion line: {}", init.text);
+            validate(&k, &text).unwrap_or_else(|e| panic!("{cgroup:?} init: {e}\n{text}"));
+            for master in [false, true] {
+                let join = render_join(
+                    &c,
+                    &node("ks2", "10.66.0.12", f.clone()),
+                    &join_spec(master),
+                )
+                .unwrap();
+                validate(&k, &join.text).unwrap_or_else(|e| {
+                    panic!("{cgroup:?} join (master {master}): {e}\n{}", join.text)
+                });
+            }
+            // Strict: a field v1beta3 does not have is refused.
+            let e = validate(
+                &k,
+                &text.replace("controlPlaneEndpoint:", "controlPlaneEndpoints:"),
+            )
+            .unwrap_err();
+            assert!(e.contains("unknown field"), "{e}");
+        }
+    }
+
     #[test]
     fn kubeadm_image_list_follows_the_config() {
         let Some(k) = kubeadm() else {
