@@ -35,6 +35,9 @@ pub enum KubeCommand {
     /// The cluster's nodes with their addresses and pod subnets as JSON, once at least
     /// `wait_for` have a pod subnet or after `timeout` seconds.
     Nodes { wait_for: usize, timeout: u64 },
+    /// Whether this host already is a complete member of the cluster (the node context under
+    /// `data_dir` tells its role): `member` or `not a member` on stdout.
+    Member { data_dir: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,6 +86,9 @@ pub fn status(this: Option<&bale_payload::Bundle>) -> Status {
         .collect(),
     }
 }
+
+/// What `agent kube member` prints for a host that is a complete member.
+pub const MEMBER: &str = "member";
 
 /// Why an agent command failed on this node.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +172,13 @@ pub fn run(command: AgentCommand, this: Option<&bale_payload::Bundle>) -> Result
             for line in crate::node::kubernetes::forget(&addresses)? {
                 println!("{line}");
             }
+            Ok(())
+        }
+        AgentCommand::Kube(KubeCommand::Member { data_dir }) => {
+            let ctx = crate::node::context::NodeContext::load(&data_dir)?;
+            let root = crate::node::host::HostRoot::system();
+            let member = crate::node::kubernetes::join_complete(&root, ctx.is_master());
+            println!("{}", if member { MEMBER } else { "not a member" });
             Ok(())
         }
         AgentCommand::Kube(KubeCommand::Nodes { wait_for, timeout }) => {

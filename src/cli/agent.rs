@@ -60,6 +60,13 @@ pub enum KubeSubcommand {
         #[arg(long, value_delimiter = ',')]
         addresses: Vec<String>,
     },
+    /// Print `member` when this host already is a complete member of the cluster (kubelet's
+    /// credentials, and on a master its control plane's static pods), else `not a member`
+    Member {
+        /// Where node.json says this host's role
+        #[arg(long, default_value = bale_installer::layout::DEFAULT_DATA_DIR)]
+        data_dir: String,
+    },
     /// Print the cluster's nodes with their addresses and pod subnets as JSON
     Nodes {
         /// Wait until at least this many nodes have a pod subnet
@@ -126,6 +133,7 @@ impl From<KubeSubcommand> for KubeCommand {
             KubeSubcommand::Drain { addresses } => KubeCommand::Drain { addresses },
             KubeSubcommand::Forget { addresses } => KubeCommand::Forget { addresses },
             KubeSubcommand::Nodes { wait_for, timeout } => KubeCommand::Nodes { wait_for, timeout },
+            KubeSubcommand::Member { data_dir } => KubeCommand::Member { data_dir },
         }
     }
 }

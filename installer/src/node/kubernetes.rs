@@ -378,8 +378,9 @@ fn kubeadm(args: &[&str], secrets: &[&str]) -> StepResult<String> {
 }
 
 /// True once a join is complete: kubelet has its credentials and, on a master, the control
-/// plane's static pods (etcd last) are in place.
-fn join_complete(root: &HostRoot, master: bool) -> bool {
+/// plane's static pods (etcd last) are in place. The one rule: the installer asks it through
+/// `agent kube member` before it fetches join secrets.
+pub fn join_complete(root: &HostRoot, master: bool) -> bool {
     let manifests = Path::new(kube::MANIFESTS_DIR);
     root.exists(KUBELET_CONF)
         && (!master

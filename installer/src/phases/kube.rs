@@ -16,10 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use super::agent_step::run_noted;
 use super::context::node_context;
-use super::{bundle_path, test_on};
+use super::bundle_path;
 use crate::engine::{lock, Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::hosts::Role;
-use crate::kube::{KUBELET_CONF, MANIFESTS_DIR};
 use crate::node::kubernetes::{KubeNode, JOIN_FILE};
 use crate::node::podnet::NODES_FILE;
 use crate::remote::{Cmd, Remote, Script};
@@ -131,19 +130,17 @@ impl Phase for KubeJoin {
     }
     fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult {
         let master = node.role() == Role::Master;
-        // A member already (a master with its control plane's static pods): no secrets needed.
-        let mut files = vec![KUBELET_CONF.to_string()];
-        if master {
-            for m in ["kube-apiserver.yaml", "etcd.yaml"] {
-                files.push(format!("{MANIFESTS_DIR}/{m}"));
-            }
-        }
-        let member = Script::new("for f in {files}; do [ -f \"$f\" ] || exit 1; done")
-            .values("files", files);
-        if test_on(
-            node,
-            &Cmd::script("look for this host's membership", &member),
-        ) {
+        // A member already (the node answers by the same rule its join step uses): no
+        // secrets needed.
+        let data_dir = node.ctx.data_dir.clone();
+        let answer = agent_kube(
+            &*node.remote()?,
+            &data_dir,
+            &["member", "--data-dir", &data_dir],
+            "kube".into(),
+            "member",
+        )?;
+        if answer == crate::agent::MEMBER {
             return run_noted(node, "cluster", "apply");
         }
         // Masters one at a time; the guard is held across the whole join.
@@ -365,7 +362,7 @@ mod tests {
         );
         let here = Arc::new(
             Scripted::new("10.0.0.2")
-                .fails("for f in", 1, "")
+                .on("'kube' 'member'", "not a member\n")
                 .on("umask 077", "")
                 .on("'cluster' 'apply'", "cluster: joined\n"),
         );
@@ -390,10 +387,7 @@ mod tests {
         let calls = here.calls();
         assert_eq!(
             calls[0].line,
-            format!(
-                "for f in '{KUBELET_CONF}' '{MANIFESTS_DIR}/kube-apiserver.yaml' \
-                 '{MANIFESTS_DIR}/etcd.yaml'; do [ -f \"$f\" ] || exit 1; done"
-            )
+            "'/d/bundle.bale' 'agent' 'kube' 'member' '--data-dir' '/d'"
         );
         let secrets = format!("'/d/{JOIN_FILE}'");
         assert_eq!(
