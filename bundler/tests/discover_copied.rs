@@ -57,6 +57,7 @@ fn images_in_copied_files_are_found_with_their_place() {
         ("docker.io/oliver006/redis_exporter:v1.58.0", platform("doc 6 (Cache sessions) .spec.exporterImage")),
         ("ghcr.io/acme/api-migrations:4.2.0", platform("doc 2 (Deployment api) .spec.template.spec.initContainers[1].image")),
         ("ghcr.io/acme/api:4.2.0", platform("doc 2 (Deployment api) .spec.template.spec.containers[0].image")),
+        ("ghcr.io/acme/sidecar:1", platform("doc 2 (Deployment api) .spec.template.spec.containers[0].env[0].value")),
         ("ghcr.io/acme/seed:2024.03", "deploy/extra-objects.yaml: doc 1 (Job seed) .spec.template.spec.containers[0].image (via Kubefile:6 (COPY))".into()),
         ("quay.io/brancz/kube-rbac-proxy:v0.16.0", format!("deploy/monitoring/node-exporter.yaml: doc 1 (DaemonSet node-exporter) .spec.template.spec.containers[1].image{COPY4}")),
         ("quay.io/prometheus-operator/prometheus-config-reloader:v0.72.0", format!("deploy/monitoring/prometheus.yml: doc 2 (Alertmanager main) .spec.configReloaderImage{COPY4}")),
@@ -75,7 +76,8 @@ fn images_in_copied_files_are_found_with_their_place() {
     .collect();
     assert_eq!(f, expected);
     // Not images: a config file copied outside manifests/ (no apiVersion/kind), a document
-    // without them in a copied file, an env var's value, the CRD's schema properties.
+    // without them in a copied file, an env var's value that pins no tag, the CRD's schema
+    // properties.
     for absent in ["not/an-image-reference", "ignored-default", "not-scanned"] {
         assert!(!f.keys().any(|k| k.contains(absent)), "{absent}");
     }

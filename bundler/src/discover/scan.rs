@@ -158,8 +158,15 @@ fn walk(v: &Value, path: &mut String, ctx: &Ctx<'_>, c: &mut Collector) {
                 let len = path.len();
                 push_key(path, &key);
                 let lower = key.to_ascii_lowercase();
-                if lower.ends_with("image") {
+                if lower == "baseimage" {
+                    base_image(m, val, path, ctx, c);
+                } else if lower.ends_with("image") {
                     image_value(val, path, ctx, c);
+                } else if lower == "args" || lower == "command" {
+                    argument_images(val, path, ctx, c);
+                } else if lower == "env" {
+                    env_images(val, path, ctx, c);
+                    walk(val, path, ctx, c);
                 } else if lower.ends_with("images") {
                     images_value(val, path, ctx, c);
                 } else {
@@ -231,6 +238,126 @@ fn images_value(v: &Value, path: &mut String, ctx: &Ctx<'_>, c: &mut Collector) 
     }
 }
 
+/// An operator's `baseImage` (Prometheus, Alertmanager, Thanos custom resources): a
+/// repository the operator completes with the resource's `version` (or `tag`). Without a tag
+/// of its own and without such a field, the image cannot be told, and listing it as
+/// `:latest` would carry the wrong one.
+fn base_image(parent: &Mapping, v: &Value, path: &mut String, ctx: &Ctx<'_>, c: &mut Collector) {
+    let Value::String(s) = v else {
+        return image_value(v, path, ctx, c);
+    };
+    let s = s.trim();
+    let pinned = s.contains('@') || s.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    if pinned || s.is_empty() || is_templated(s) {
+        return candidate(s, path, ctx, c);
+    }
+    let version = ["tag", "version"].iter().find_map(|k| scalar(parent, k));
+    match version {
+        Some(v) if !is_templated(&v) => {
+            let mut loc = ctx.location(path);
+            let at = loc.place.len() - ctx.src.via.len();
+            loc.place
+                .insert_str(at, " (tag from the resource's version)");
+            c.hit(&format!("{s}:{v}"), loc);
+        }
+        _ => c.warn(
+            ctx.src.file,
+            ctx.location(path).place,
+            format!(
+                "baseImage {s:?} has no tag and the resource gives no version: its operator \
+                 picks the tag, so the image cannot be known; skipped (list the real image in \
+                 imageList)"
+            ),
+        ),
+    }
+}
+
+/// Registries whose names in a container's arguments or environment are taken as images.
+/// Arguments hold many other strings; only a reference that names one of these (or a host
+/// under one of the suffixes) and pins a tag or digest is counted.
+const KNOWN_REGISTRIES: &[&str] = &[
+    "docker.io",
+    "registry-1.docker.io",
+    "quay.io",
+    "ghcr.io",
+    "gcr.io",
+    "registry.k8s.io",
+    "k8s.gcr.io",
+    "mcr.microsoft.com",
+    "public.ecr.aws",
+    "registry.gitlab.com",
+    "nvcr.io",
+    "docker.elastic.co",
+    "registry.access.redhat.com",
+    "registry.redhat.io",
+];
+const KNOWN_REGISTRY_SUFFIXES: &[&str] = &[
+    ".gcr.io",
+    ".pkg.dev",
+    ".aliyuncs.com",
+    ".azurecr.io",
+    ".amazonaws.com",
+];
+
+/// `s` names an image of a known registry with a tag or digest: `quay.io/x/y:v1`.
+fn pinned_known_image(s: &str) -> bool {
+    let Some((host, rest)) = s.split_once('/') else {
+        return false;
+    };
+    let known = KNOWN_REGISTRIES.contains(&host)
+        || KNOWN_REGISTRY_SUFFIXES.iter().any(|x| host.ends_with(x));
+    let pinned = rest.contains('@') || rest.rsplit('/').next().is_some_and(|l| l.contains(':'));
+    known && pinned && crate::imageref::ImageRef::parse(s).is_ok()
+}
+
+/// The image an argument names, itself or as a flag's value (`--image=quay.io/x:v1`).
+fn argument_image(arg: &str) -> Option<&str> {
+    let arg = arg.trim();
+    let value = match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with('-') => value,
+        _ => arg,
+    };
+    pinned_known_image(value).then_some(value)
+}
+
+/// A container's `args` or `command`: sidecars and operators are often handed the images
+/// they start (config reloaders, ACME solvers) as arguments.
+fn argument_images(v: &Value, path: &mut String, ctx: &Ctx<'_>, c: &mut Collector) {
+    let Value::Sequence(items) = v else { return };
+    for (i, item) in items.iter().enumerate() {
+        if let Value::String(s) = item {
+            if let Some(image) = argument_image(s) {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                c.hit(image, ctx.location(path));
+                path.truncate(len);
+            }
+        }
+    }
+}
+
+/// A container's `env`: `value`s that name images (operators read the images they deploy
+/// from their environment).
+fn env_images(v: &Value, path: &mut String, ctx: &Ctx<'_>, c: &mut Collector) {
+    let Value::Sequence(items) = v else { return };
+    for (i, item) in items.iter().enumerate() {
+        let Some(Value::String(s)) = item.get("value") else {
+            continue;
+        };
+        if pinned_known_image(s.trim()) {
+            let len = path.len();
+            path.push_str(&format!("[{i}].value"));
+            c.hit(s.trim(), ctx.location(path));
+            path.truncate(len);
+        }
+    }
+}
+
+/// sealer's names for the registry it runs on each node: images written under them were
+/// pushed there by sealer, and their original names are not in the reference.
+const SEALER_LOCAL_REGISTRIES: &[&str] =
+    &["sea.hub:5000", "sea.hub", "sealer.hub:5000", "sealer.hub"];
+
 fn not_a_string(v: &Value, path: &str, ctx: &Ctx<'_>, c: &mut Collector) {
     let what = match v {
         Value::Null => "empty (null)".to_string(),
@@ -260,9 +387,25 @@ fn candidate(s: &str, path: &str, ctx: &Ctx<'_>, c: &mut Collector) {
             loc.place,
             format!("value {s:?} is templated, so the image cannot be known before install; skipped (list the real image in manifests/imageList)"),
         );
+    } else if let Some(alias) = sealer_alias(s) {
+        c.warn(
+            ctx.src.file,
+            loc.place,
+            format!(
+                "{s:?} names sealer's local registry ({alias}), not where the image comes from; \
+                 skipped. Write the image's original name (bale serves every image on the \
+                 nodes under its original name), or list it in imageList"
+            ),
+        );
     } else {
         c.hit(s, loc);
     }
+}
+
+/// The sealer local-registry alias a reference is written under, if any.
+fn sealer_alias(s: &str) -> Option<&'static str> {
+    let host = s.split_once('/')?.0;
+    SEALER_LOCAL_REGISTRIES.iter().copied().find(|a| *a == host)
 }
 
 fn scalar(m: &Mapping, key: &str) -> Option<String> {
@@ -331,6 +474,17 @@ pub(super) fn scan_image_list(text: &str, file: &str, via: &str, c: &mut Collect
                 file,
                 place,
                 format!("{line:?} has several words; write one image reference per line"),
+            );
+            continue;
+        }
+        if let Some(alias) = sealer_alias(line) {
+            c.warn(
+                file,
+                place,
+                format!(
+                    "{line:?} names sealer's local registry ({alias}), not where the image comes \
+                     from; skipped. Write the image's original name"
+                ),
             );
             continue;
         }
