@@ -274,9 +274,9 @@ impl HostCommands for SystemCommands {
         let out = Command::new(program)
             .args(args)
             .output()
-            .map_err(|e| StepError::Command {
+            .map_err(|source| StepError::Spawn {
                 command: shown.clone(),
-                detail: e.to_string(),
+                source,
             })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);

@@ -21,7 +21,9 @@ use super::context::{ContextError, NodeContext};
 use super::host::{HostCommands, HostRoot, SystemCommands};
 use super::systemd::Systemd;
 
-/// Everything a step may fail with.
+/// Everything a step may fail with: what all steps share, and each step's own errors (kept in
+/// that step's module) joined in whole, so that a bundle's damage (a `bale_payload::Error`) and
+/// every other cause stay in the source chain instead of being flattened into text.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
@@ -43,10 +45,53 @@ pub enum StepError {
         needed_by: String,
         fix: String,
     },
+    /// A program ran and failed; `detail` is what it said (its stderr, or its exit status).
     #[error("`{command}` failed: {detail}")]
     Command { command: String, detail: String },
-    #[error("{0}")]
-    Failed(String),
+    /// A program could not be started at all.
+    #[error("`{command}` failed")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "this bale program carries no bundle: run the step from the bundle file \
+         (<data-dir>/bundle.bale agent step ...)"
+    )]
+    NoBundle,
+    /// The cause sits inside the sentence (the advice follows it), so it is shown there rather
+    /// than chained as a source.
+    #[error(
+        "{}: unreadable record of an earlier apply: {cause} (remove the file to start over)",
+        path.display()
+    )]
+    UnreadableManifest {
+        path: PathBuf,
+        cause: serde_json::Error,
+    },
+    #[error("{}", path.display())]
+    UnwritableManifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Kernel(#[from] super::kernel::KernelError),
+    #[error(transparent)]
+    Runtime(#[from] super::runtime::RuntimeError),
+    #[error(transparent)]
+    Registry(#[from] super::registry_unit::RegistryError),
+    #[error(transparent)]
+    Lvscare(#[from] super::lvscare_unit::LvscareStepError),
+    #[error(transparent)]
+    Kubernetes(#[from] super::kubernetes::KubernetesError),
+    #[error(transparent)]
+    PodNet(#[from] super::podnet::PodNetError),
+    /// What this host is, as Kubernetes needs to know it.
+    #[error(transparent)]
+    Facts(#[from] crate::kube::FactsError),
+    /// kubeadm's configuration, its secrets and join material.
+    #[error(transparent)]
+    KubeConfig(#[from] crate::kube::KubeConfigError),
 }
 
 impl StepError {
@@ -73,13 +118,7 @@ pub struct StepEnv<'a> {
 
 impl<'a> StepEnv<'a> {
     pub fn bundle(&self) -> StepResult<&Bundle> {
-        self.bundle.ok_or_else(|| {
-            StepError::Failed(
-                "this bale program carries no bundle: run the step from the bundle file \
-                 (<data-dir>/bundle.bale agent step ...)"
-                    .into(),
-            )
-        })
+        self.bundle.ok_or(StepError::NoBundle)
     }
 
     pub fn systemd(&self) -> Systemd<'a> {
@@ -180,20 +219,25 @@ pub trait Step {
 /// Reads a step's manifest; `None` when the step has not been applied.
 pub fn load_manifest<T: DeserializeOwned>(root: &HostRoot, path: &Path) -> StepResult<Option<T>> {
     match root.read(path) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-            StepError::Failed(format!(
-                "{}: unreadable record of an earlier apply: {e} (remove the file to start over)",
-                root.path(path).display()
-            ))
-        }),
+        Ok(b) => {
+            serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|cause| StepError::UnreadableManifest {
+                    path: root.path(path),
+                    cause,
+                })
+        }
         Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
 pub fn save_manifest<T: Serialize>(root: &HostRoot, path: &Path, value: &T) -> StepResult<()> {
-    let text = serde_json::to_vec_pretty(value)
-        .map_err(|e| StepError::Failed(format!("{}: {e}", root.path(path).display())))?;
+    let text =
+        serde_json::to_vec_pretty(value).map_err(|source| StepError::UnwritableManifest {
+            path: root.path(path),
+            source,
+        })?;
     root.write_file(path, &text, 0o600)?;
     Ok(())
 }
