@@ -281,13 +281,16 @@ impl HostCommands for SystemCommands {
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let err = err.trim();
-            return Err(StepError::Command {
-                command: shown,
-                detail: if err.is_empty() {
-                    format!("{}", out.status)
-                } else {
-                    err.to_string()
-                },
+            return Err(if err.is_empty() {
+                StepError::Exited {
+                    command: shown,
+                    status: out.status,
+                }
+            } else {
+                StepError::Command {
+                    command: shown,
+                    detail: err.to_string(),
+                }
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

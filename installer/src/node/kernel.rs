@@ -545,12 +545,7 @@ impl Step for Kernel {
             }
             let path = KernelView::sysctl_path(k);
             let Some(got) = read_sysctl(root, &path) else {
-                return Err(KernelError::NoSuchSysctl {
-                    path,
-                    key: *k,
-                    want: *want,
-                }
-                .into());
+                return Err(KernelError::NoSuchSysctl { path, key: k, want }.into());
             };
             if got == *want {
                 continue;
@@ -564,8 +559,8 @@ impl Step for Kernel {
             root.write_in_place(&path, format!("{want}\n").as_bytes())
                 .map_err(|e| KernelError::SysctlUnwritable {
                     path: path.clone(),
-                    key: *k,
-                    want: *want,
+                    key: k,
+                    want,
                     cause: e.source,
                 })?;
             p.changed(format!("set {k} = {want} (was {got})"));

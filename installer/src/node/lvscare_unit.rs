@@ -58,6 +58,11 @@ pub enum LvscareStepError {
     /// systemctl ran and refused; `said` is its own words (with a hint when it is missing).
     #[error("systemctl {args}: {said}")]
     Systemctl { args: String, said: String },
+    #[error("systemctl {args}: {status}")]
+    SystemctlExited {
+        args: String,
+        status: std::process::ExitStatus,
+    },
     /// systemctl could not be started. The cause sits inside the sentence (a hint may follow
     /// it), so it is shown there rather than chained as a source.
     #[error(
@@ -295,6 +300,10 @@ impl Host<'_> {
                 } else {
                     detail
                 },
+            }),
+            Err(StepError::Exited { status, .. }) => Err(LvscareStepError::SystemctlExited {
+                args: args.join(" "),
+                status,
             }),
             Err(StepError::Spawn { source, .. }) => Err(LvscareStepError::SystemctlUnstartable {
                 args: args.join(" "),
