@@ -44,7 +44,7 @@ const CAP_SYS_RESOURCE: u32 = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("{path} has no CapBnd line to tell the capability bounding set")]
     NoCapBnd { path: PathBuf },

@@ -45,11 +45,15 @@ pub enum KubeConfigError {
     BadToken,
     #[error("the certificate key is not 64 hexadecimal digits (kubeadm's 32-byte AES key)")]
     BadCertificateKey,
-    #[error("the CA certificate: {0}")]
-    CaCert(String),
-    #[error("no random bytes from the operating system: {0}")]
-    Random(String),
-    #[error("rendering the kubeadm configuration: {0}")]
+    #[error("the CA certificate: not a PEM certificate")]
+    CaCertNotPem(#[source] x509_cert::der::Error),
+    #[error("the CA certificate: no certificate in the PEM text")]
+    NoCaCert,
+    #[error("the CA certificate: its public key")]
+    CaCertKey(#[source] x509_cert::der::Error),
+    #[error("no random bytes from the operating system")]
+    Random(#[source] getrandom::Error),
+    #[error("rendering the kubeadm configuration")]
     Yaml(#[from] serde_yaml::Error),
 }
 
@@ -871,16 +875,14 @@ fn is_dns_subdomain(s: &str) -> bool {
 pub fn ca_cert_hash(ca_pem: &[u8]) -> Result<String> {
     use x509_cert::der::Encode;
 
-    let certs = x509_cert::Certificate::load_pem_chain(ca_pem)
-        .map_err(|e| KubeConfigError::CaCert(format!("not a PEM certificate: {e}")))?;
-    let ca = certs
-        .first()
-        .ok_or_else(|| KubeConfigError::CaCert("no certificate in the PEM text".into()))?;
+    let certs =
+        x509_cert::Certificate::load_pem_chain(ca_pem).map_err(KubeConfigError::CaCertNotPem)?;
+    let ca = certs.first().ok_or(KubeConfigError::NoCaCert)?;
     let spki = ca
         .tbs_certificate()
         .subject_public_key_info()
         .to_der()
-        .map_err(|e| KubeConfigError::CaCert(format!("its public key: {e}")))?;
+        .map_err(KubeConfigError::CaCertKey)?;
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(&spki))))
 }
 
@@ -894,7 +896,7 @@ pub fn new_token() -> Result<BootstrapToken> {
 /// A new certificate key: 32 random bytes, hexadecimal.
 pub fn new_certificate_key() -> Result<CertificateKey> {
     let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| KubeConfigError::Random(e.to_string()))?;
+    getrandom::fill(&mut key).map_err(KubeConfigError::Random)?;
     Ok(CertificateKey(hex::encode(key)))
 }
 
@@ -905,7 +907,7 @@ fn random_token_chars(n: usize) -> Result<String> {
     let mut out = String::with_capacity(n);
     let mut buf = [0u8; 32];
     while out.len() < n {
-        getrandom::fill(&mut buf).map_err(|e| KubeConfigError::Random(e.to_string()))?;
+        getrandom::fill(&mut buf).map_err(KubeConfigError::Random)?;
         for &b in buf.iter().filter(|&&b| b < 252) {
             if out.len() == n {
                 break;
@@ -1590,7 +1592,15 @@ mod tests {
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         ] {
             let e = ca_cert_hash(bad).unwrap_err();
-            assert!(matches!(e, KubeConfigError::CaCert(_)), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    KubeConfigError::CaCertNotPem(_)
+                        | KubeConfigError::NoCaCert
+                        | KubeConfigError::CaCertKey(_)
+                ),
+                "{e}"
+            );
         }
     }
 

@@ -115,7 +115,10 @@ pub enum CriError {
          (systemctl status containerd; journalctl -u containerd)",
         socket = socket.display()
     )]
-    Connect { socket: PathBuf, reason: String },
+    Connect {
+        socket: PathBuf,
+        reason: ConnectFailure,
+    },
 
     #[error(
         "{socket}: containerd answers but does not serve the CRI API {API} ({call}: {message}): \
@@ -342,7 +345,7 @@ impl CriClient {
             let call = async {
                 grpc.ready()
                     .await
-                    .map_err(|e| CallError::Connect(error_chain(&e)))?;
+                    .map_err(|e| CallError::Connect(ConnectFailure::NotReady(e)))?;
                 grpc.unary(
                     request,
                     http::uri::PathAndQuery::from_static(path),
@@ -374,15 +377,34 @@ impl CriClient {
                 }
             }))
             .await
-            .map_err(|e| CallError::Connect(connect_reason(&e)))
+            .map_err(|e| CallError::Connect(ConnectFailure::Connect(e)))
     }
 }
 
 enum CallError {
-    Connect(String),
+    Connect(ConnectFailure),
     Runtime(std::io::Error),
     Timeout,
     Status(tonic::Status),
+}
+
+/// Why containerd's CRI socket took no call. Shown inside [`CriError::Connect`]'s sentence
+/// (the advice follows it), described for what it usually means rather than as tonic's chain.
+#[derive(Debug)]
+pub enum ConnectFailure {
+    /// The socket did not connect.
+    Connect(tonic::transport::Error),
+    /// The connection was made but would not take a call.
+    NotReady(tonic::transport::Error),
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectFailure::Connect(e) => f.write_str(&connect_reason(e)),
+            ConnectFailure::NotReady(e) => f.write_str(&error_chain(e)),
+        }
+    }
 }
 
 /// An error and its causes on one line (tonic's own message is only "transport error").

@@ -274,20 +274,23 @@ impl HostCommands for SystemCommands {
         let out = Command::new(program)
             .args(args)
             .output()
-            .map_err(|e| StepError::Command {
+            .map_err(|source| StepError::Spawn {
                 command: shown.clone(),
-                detail: e.to_string(),
+                source,
             })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let err = err.trim();
-            return Err(StepError::Command {
-                command: shown,
-                detail: if err.is_empty() {
-                    format!("{}", out.status)
-                } else {
-                    err.to_string()
-                },
+            return Err(if err.is_empty() {
+                StepError::Exited {
+                    command: shown,
+                    status: out.status,
+                }
+            } else {
+                StepError::Command {
+                    command: shown,
+                    detail: err.to_string(),
+                }
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

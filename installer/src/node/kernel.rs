@@ -382,6 +382,34 @@ struct Record {
     swaps_off: Vec<String>,
 }
 
+/// Why the kernel step failed, beyond a missing feature ([`StepError::MissingFeature`]).
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(
+        "{}: sysctl {key} does not exist on this kernel (the kernel features above are present, \
+         so this kernel is unusual: set {key} = {want} by other means)",
+        path.display()
+    )]
+    NoSuchSysctl {
+        path: PathBuf,
+        key: &'static str,
+        want: &'static str,
+    },
+    /// The cause sits inside the sentence (the advice follows it), so it is shown there rather
+    /// than chained as a source.
+    #[error(
+        "cannot set sysctl {key} = {want} ({}: {cause}); is /proc/sys read-only here (a \
+         container)? set it on the host",
+        path.display()
+    )]
+    SysctlUnwritable {
+        path: PathBuf,
+        key: &'static str,
+        want: &'static str,
+        cause: std::io::Error,
+    },
+}
+
 pub struct Kernel;
 
 impl Kernel {
@@ -517,11 +545,7 @@ impl Step for Kernel {
             }
             let path = KernelView::sysctl_path(k);
             let Some(got) = read_sysctl(root, &path) else {
-                return Err(StepError::Failed(format!(
-                    "{}: sysctl {k} does not exist on this kernel (the kernel features above are present, \
-                     so this kernel is unusual: set {k} = {want} by other means)",
-                    path.display()
-                )));
+                return Err(KernelError::NoSuchSysctl { path, key: k, want }.into());
             };
             if got == *want {
                 continue;
@@ -532,11 +556,13 @@ impl Step for Kernel {
                 .entry(k.to_string())
                 .or_insert(got.clone());
             step::save_manifest(root, &manifest, &record)?;
-            root.write_in_place(&path, format!("{want}\n").as_bytes()).map_err(|e| StepError::Failed(format!(
-                "cannot set sysctl {k} = {want} ({}: {}); is /proc/sys read-only here (a container)? set it on the host",
-                path.display(),
-                e.source
-            )))?;
+            root.write_in_place(&path, format!("{want}\n").as_bytes())
+                .map_err(|e| KernelError::SysctlUnwritable {
+                    path: path.clone(),
+                    key: k,
+                    want,
+                    cause: e.source,
+                })?;
             p.changed(format!("set {k} = {want} (was {got})"));
         }
 

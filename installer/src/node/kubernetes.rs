@@ -52,6 +52,63 @@ const API_WAIT: Duration = Duration::from_secs(180);
 /// How long the bootstrap signer may take to sign cluster-info after an init.
 const SIGN_WAIT: Duration = Duration::from_secs(90);
 
+/// Why the kubelet or cluster step, or a `bale agent kube` command, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    #[error("kubeadm version")]
+    KubeadmVersion(#[source] kube::VersionError),
+    #[error("kubelet cannot run on this host as it is:\n  {}", problems.join("\n  "))]
+    HostUnfit { problems: Vec<String> },
+    #[error("{what}: not after {waited_secs} s")]
+    NotInTime { what: String, waited_secs: u64 },
+    #[error(
+        "the bundle carries kubeadm but no kube-apiserver image: add the control-plane images \
+         (kubeadm config images list) to the bundle's imageList"
+    )]
+    NoApiserverImage,
+    #[error(
+        "node_ip {node_ip:?} in {} is not an IP address: Kubernetes nodes are given by address",
+        context_file.display()
+    )]
+    NodeIpNotAddress {
+        node_ip: String,
+        context_file: PathBuf,
+    },
+    #[error(
+        "{ADMIN_CONF} exists but the API server does not answer: bale does not initialise over \
+         an existing control plane. Look at `journalctl -u kubelet` and `crictl ps -a`; `bale \
+         reset` starts over"
+    )]
+    ControlPlaneSilent,
+    /// The cause sits inside the sentence (the advice follows it), so it is shown there rather
+    /// than chained as a source.
+    #[error(
+        "{}: {cause}: the installer hands the join secrets to a node just before this step; run \
+         `bale install` from the admin host",
+        path.display()
+    )]
+    NoJoinMaterial {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{}: not join material", path.display())]
+    BadJoinMaterial {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "{}: a master needs the certificate key to join as a control plane",
+        path.display()
+    )]
+    NoCertificateKey { path: PathBuf },
+    #[error("apiserver name in /etc/hosts")]
+    ApiserverName(#[source] super::lvscare_unit::LvscareStepError),
+    #[error("kubeadm init phase upload-certs printed no certificate key")]
+    NoCertificateKeyPrinted,
+    #[error("kubectl get nodes: not JSON")]
+    NodesNotJson(#[source] serde_json::Error),
+}
+
 /// True when the bundle carries what a Kubernetes node needs.
 pub fn bundle_has_kubernetes(entries: &[Entry]) -> bool {
     ["bin/kubeadm", "bin/kubelet", "bin/kubectl"]
@@ -68,7 +125,7 @@ fn kubeadm_version(env: &StepEnv) -> StepResult<KubeVersion> {
         &env.root.path(bin("kubeadm")).to_string_lossy(),
         &["version", "-o", "short"],
     )?;
-    KubeVersion::parse(out.trim()).map_err(|e| StepError::Failed(format!("kubeadm version: {e}")))
+    Ok(KubeVersion::parse(out.trim()).map_err(KubernetesError::KubeadmVersion)?)
 }
 
 fn env_kubernetes(env: &StepEnv) -> StepResult<bool> {
@@ -207,10 +264,7 @@ impl Step for Kubelet {
         let facts = detect_facts(root)?;
         let problems = facts.problems();
         if !problems.is_empty() {
-            return Err(StepError::Failed(format!(
-                "kubelet cannot run on this host as it is:\n  {}",
-                problems.join("\n  ")
-            )));
+            return Err(KubernetesError::HostUnfit { problems }.into());
         }
         let adjustments = facts.adjustments(version);
         for a in &adjustments {
@@ -331,10 +385,11 @@ pub(crate) fn wait_for(
             return Ok(());
         }
         if start.elapsed() >= limit {
-            return Err(StepError::Failed(format!(
-                "{what}: not after {} s",
-                limit.as_secs()
-            )));
+            return Err(KubernetesError::NotInTime {
+                what: what.to_string(),
+                waited_secs: limit.as_secs(),
+            }
+            .into());
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -356,9 +411,9 @@ fn kubeadm(args: &[&str], secrets: &[&str]) -> StepResult<String> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| StepError::Command {
+        .map_err(|source| StepError::Spawn {
             command: shown.clone(),
-            detail: e.to_string(),
+            source,
         })?;
     let text = format!(
         "{}{}",
@@ -444,7 +499,7 @@ pub fn pod_subnet(ctx: &crate::node::context::NodeContext) -> String {
 }
 
 fn detect_facts(root: &HostRoot) -> StepResult<NodeFacts> {
-    NodeFacts::detect(root).map_err(kube_error)
+    Ok(NodeFacts::detect(root)?)
 }
 
 /// The cluster-wide settings. kubeadm keeps one kubelet and kube-proxy configuration for the
@@ -452,11 +507,7 @@ fn detect_facts(root: &HostRoot) -> StepResult<NodeFacts> {
 fn cluster_spec(env: &StepEnv, version: KubeVersion, facts: &NodeFacts) -> StepResult<ClusterSpec> {
     let images = bundle_images(env)?;
     let Some((repository, _)) = tag_of(&images, "kube-apiserver") else {
-        return Err(StepError::Failed(
-            "the bundle carries kubeadm but no kube-apiserver image: add the control-plane \
-             images (kubeadm config images list) to the bundle's imageList"
-                .into(),
-        ));
+        return Err(KubernetesError::NoApiserverImage.into());
     };
     let ctx = env.ctx;
     let mut sans: Vec<String> = vec![
@@ -472,7 +523,7 @@ fn cluster_spec(env: &StepEnv, version: KubeVersion, facts: &NodeFacts) -> StepR
     let env_or = |k: &str, d: &str| ctx.env.get(k).cloned().unwrap_or_else(|| d.to_string());
     let dns = tag_of(&images, "coredns");
     let name = env.ctx.node_ip.as_str();
-    let cluster_facts = ClusterFacts::from_nodes([(name, facts)]).map_err(kube_error)?;
+    let cluster_facts = ClusterFacts::from_nodes([(name, facts)])?;
     Ok(ClusterSpec {
         version,
         control_plane_endpoint: format!("{}:{}", kube::CONTROL_PLANE_NAME, kube::API_PORT),
@@ -490,13 +541,14 @@ fn cluster_spec(env: &StepEnv, version: KubeVersion, facts: &NodeFacts) -> StepR
 }
 
 fn node_spec(env: &StepEnv, facts: NodeFacts) -> StepResult<NodeSpec> {
-    let ip: IpAddr = env.ctx.node_ip.parse().map_err(|_| {
-        StepError::Failed(format!(
-            "node_ip {:?} in {} is not an IP address: Kubernetes nodes are given by address",
-            env.ctx.node_ip,
-            crate::node::context::NodeContext::path(&env.ctx.data_dir).display()
-        ))
-    })?;
+    let ip: IpAddr = env
+        .ctx
+        .node_ip
+        .parse()
+        .map_err(|_| KubernetesError::NodeIpNotAddress {
+            node_ip: env.ctx.node_ip.clone(),
+            context_file: crate::node::context::NodeContext::path(&env.ctx.data_dir),
+        })?;
     let name = env
         .root
         .read_to_string("/proc/sys/kernel/hostname")
@@ -508,10 +560,6 @@ fn node_spec(env: &StepEnv, facts: NodeFacts) -> StepResult<NodeSpec> {
         facts,
         taints: None,
     })
-}
-
-fn kube_error(e: impl std::error::Error + 'static) -> StepError {
-    StepError::Failed(crate::engine::report::chain(&e))
 }
 
 pub struct Cluster;
@@ -529,22 +577,16 @@ impl Cluster {
                 API_WAIT,
                 api_ready,
             )
-            .map_err(|_| {
-                StepError::Failed(format!(
-                    "{ADMIN_CONF} exists but the API server does not answer: bale does not \
-                         initialise over an existing control plane. Look at `journalctl -u \
-                         kubelet` and `crictl ps -a`; `bale reset` starts over"
-                ))
-            })?;
+            .map_err(|_| KubernetesError::ControlPlaneSilent)?;
             p.note("control plane already initialised: kubeadm init not run again");
             return Ok(());
         }
         let cluster = cluster_spec(env, version, &facts)?;
         let node = node_spec(env, facts)?;
-        let secrets = InitSecrets::generate(None).map_err(kube_error)?;
+        let secrets = InitSecrets::generate(None)?;
         let token = secrets.token.expose().to_string();
         let key = secrets.certificate_key.expose().to_string();
-        let rendered = kc::render_init(&cluster, &node, &secrets).map_err(kube_error)?;
+        let rendered = kc::render_init(&cluster, &node, &secrets)?;
         let config = Path::new(KUBEADM_DIR).join("init.yaml");
         env.root
             .write_file(&config, rendered.text.as_bytes(), 0o600)?;
@@ -603,43 +645,44 @@ impl Cluster {
             p.note("an earlier kubeadm join stopped half-way here: resetting what it left");
             reset_failed_attempt(p);
         }
-        let text = env.root.read(&join_file).map_err(|e| {
-            StepError::Failed(format!(
-                "{}: {}: the installer hands the join secrets to a node just before this step; \
-                 run `bale install` from the admin host",
-                join_file.display(),
-                e.source
-            ))
-        })?;
-        let material: JoinMaterial = serde_json::from_slice(&text).map_err(|e| {
-            StepError::Failed(format!("{}: not join material: {e}", join_file.display()))
-        })?;
+        let text = env
+            .root
+            .read(&join_file)
+            .map_err(|e| KubernetesError::NoJoinMaterial {
+                path: join_file.clone(),
+                cause: e.source,
+            })?;
+        let material: JoinMaterial =
+            serde_json::from_slice(&text).map_err(|source| KubernetesError::BadJoinMaterial {
+                path: join_file.clone(),
+                source,
+            })?;
         let cluster = cluster_spec(env, version, &facts)?;
         let node = node_spec(env, facts)?;
         let master = env.ctx.is_master();
         let control_plane = match (&material.certificate_key, master) {
             (Some(k), true) => Some(JoinControlPlane {
-                certificate_key: CertificateKey::parse(k).map_err(kube_error)?,
+                certificate_key: CertificateKey::parse(k)?,
                 advertise_address: node.advertise_address,
             }),
             (None, true) => {
-                return Err(StepError::Failed(format!(
-                    "{}: a master needs the certificate key to join as a control plane",
-                    join_file.display()
-                )))
+                return Err(KubernetesError::NoCertificateKey {
+                    path: join_file.clone(),
+                }
+                .into())
             }
             _ => None,
         };
         let spec = JoinSpec {
             endpoint: material.endpoint.clone(),
-            token: BootstrapToken::parse(&material.token).map_err(kube_error)?,
+            token: BootstrapToken::parse(&material.token)?,
             ca_cert_hashes: vec![material.ca_cert_hash.clone()],
             control_plane,
         };
         let secrets: Vec<&str> = std::iter::once(material.token.as_str())
             .chain(material.certificate_key.as_deref())
             .collect();
-        let rendered = kc::render_join(&cluster, &node, &spec).map_err(kube_error)?;
+        let rendered = kc::render_join(&cluster, &node, &spec)?;
         let config = Path::new(KUBEADM_DIR).join("join.yaml");
         env.root
             .write_file(&config, rendered.text.as_bytes(), 0o600)?;
@@ -670,8 +713,7 @@ impl Cluster {
                 root: env.root,
                 commands: env.commands,
             };
-            super::lvscare_unit::apply(env.ctx, host)
-                .map_err(|e| StepError::Failed(format!("apiserver name in /etc/hosts: {e}")))?;
+            super::lvscare_unit::apply(env.ctx, host).map_err(KubernetesError::ApiserverName)?;
             p.changed(format!(
                 "{} now names this master",
                 kube::CONTROL_PLANE_NAME
@@ -910,17 +952,13 @@ pub fn join_material(control_plane: bool) -> StepResult<JoinMaterial> {
             .map(str::trim)
             .rfind(|l| l.len() == 64 && l.chars().all(|c| c.is_ascii_hexdigit()))
             .map(str::to_string)
-            .ok_or_else(|| {
-                StepError::Failed(
-                    "kubeadm init phase upload-certs printed no certificate key".into(),
-                )
-            })?;
+            .ok_or(KubernetesError::NoCertificateKeyPrinted)?;
         Some(key)
     } else {
         None
     };
     let ca = std::fs::read(CA_CERT).map_err(|e| StepError::io(CA_CERT, e))?;
-    let ca_cert_hash = kc::ca_cert_hash(&ca).map_err(kube_error)?;
+    let ca_cert_hash = kc::ca_cert_hash(&ca)?;
     Ok(JoinMaterial {
         endpoint: format!("{}:{}", kube::CONTROL_PLANE_NAME, kube::API_PORT),
         token,
@@ -989,8 +1027,7 @@ fn cluster_nodes() -> StepResult<Vec<KubeNode>> {
 
 /// The nodes of `kubectl get nodes -o json`.
 pub fn parse_nodes(json: &str) -> StepResult<Vec<KubeNode>> {
-    let v: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| StepError::Failed(format!("kubectl get nodes: not JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(json).map_err(KubernetesError::NodesNotJson)?;
     let items = v["items"].as_array().cloned().unwrap_or_default();
     Ok(items
         .iter()

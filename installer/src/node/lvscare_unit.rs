@@ -55,11 +55,33 @@ pub enum LvscareStepError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("systemctl {args}: {msg}")]
-    Systemctl { args: String, msg: String },
-    /// Carried whole, not as `source`: the step's errors reach the engine as text.
-    #[error("lvscare --clean: {}", lvscare::error_chain(.0))]
-    Clean(lvscare::Error),
+    /// systemctl ran and refused; `said` is its own words (with a hint when it is missing).
+    #[error("systemctl {args}: {said}")]
+    Systemctl { args: String, said: String },
+    #[error("systemctl {args}: {status}")]
+    SystemctlExited {
+        args: String,
+        status: std::process::ExitStatus,
+    },
+    /// systemctl could not be started. The cause sits inside the sentence (a hint may follow
+    /// it), so it is shown there rather than chained as a source.
+    #[error(
+        "systemctl {args}: {cause}{}",
+        if *no_systemctl { " (is systemd installed?)" } else { "" }
+    )]
+    SystemctlUnstartable {
+        args: String,
+        cause: std::io::Error,
+        no_systemctl: bool,
+    },
+    /// Any other way running systemctl failed.
+    #[error("systemctl {args}")]
+    SystemctlFailed {
+        args: String,
+        source: Box<StepError>,
+    },
+    #[error("lvscare --clean")]
+    Clean(#[source] lvscare::Error),
 }
 
 /// The hosts file this step keeps its line in.
@@ -273,15 +295,24 @@ impl Host<'_> {
             Err(StepError::Command { detail, .. }) => Err(LvscareStepError::Systemctl {
                 args: args.join(" "),
                 // No systemctl to start at all: say what is likely missing.
-                msg: if crate::node::step::which("systemctl").is_none() {
+                said: if crate::node::step::which("systemctl").is_none() {
                     format!("{detail} (is systemd installed?)")
                 } else {
                     detail
                 },
             }),
-            Err(other) => Err(LvscareStepError::Systemctl {
+            Err(StepError::Exited { status, .. }) => Err(LvscareStepError::SystemctlExited {
                 args: args.join(" "),
-                msg: other.to_string(),
+                status,
+            }),
+            Err(StepError::Spawn { source, .. }) => Err(LvscareStepError::SystemctlUnstartable {
+                args: args.join(" "),
+                cause: source,
+                no_systemctl: crate::node::step::which("systemctl").is_none(),
+            }),
+            Err(other) => Err(LvscareStepError::SystemctlFailed {
+                args: args.join(" "),
+                source: Box::new(other),
             }),
         }
     }
@@ -474,15 +505,6 @@ fn host_of<'a>(env: &StepEnv<'a>) -> Host<'a> {
     Host {
         root: env.root,
         commands: env.commands,
-    }
-}
-
-impl From<LvscareStepError> for StepError {
-    fn from(e: LvscareStepError) -> StepError {
-        match e {
-            LvscareStepError::Io { path, source } => StepError::Io { path, source },
-            other => StepError::Failed(other.to_string()),
-        }
     }
 }
 

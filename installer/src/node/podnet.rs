@@ -44,6 +44,30 @@ struct Record {
     unreachable: Option<(Ipv4Addr, u8)>,
 }
 
+/// Why the pod network step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PodNetError {
+    #[error(
+        "no node with InternalIP {node_ip} in the cluster: kubelet registers the node during the \
+         join; look at `journalctl -u kubelet` on it"
+    )]
+    NotRegistered { node_ip: String },
+    #[error(
+        "node {node} has no pod subnet yet (spec.podCIDR): the controller-manager allocates one \
+         when the cluster's podSubnet is set; run the install again in a moment"
+    )]
+    NoPodSubnet { node: String },
+    #[error("node {node}: pod subnet {cidr:?} is not an IPv4 CIDR (bale's pod network is IPv4)")]
+    NotIpv4Cidr { node: String, cidr: String },
+    #[error("pod route")]
+    Route(#[source] bale_lvscare::VipError),
+    #[error("{}: not a node list", path.display())]
+    BadNodeList {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
 fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     let (a, l) = s.split_once('/')?;
     let len: u8 = l.parse().ok().filter(|l| *l <= 32)?;
@@ -55,19 +79,15 @@ pub fn plan(nodes: &[KubeNode], node_ip: &str) -> StepResult<(String, Vec<PodRou
     let me = nodes
         .iter()
         .find(|n| n.internal_ip == node_ip)
-        .ok_or_else(|| {
-            StepError::Failed(format!(
-                "no node with InternalIP {node_ip} in the cluster: kubelet registers the node \
-             during the join; look at `journalctl -u kubelet` on it"
-            ))
+        .ok_or_else(|| PodNetError::NotRegistered {
+            node_ip: node_ip.to_string(),
         })?;
-    let own = me.pod_cidr.clone().ok_or_else(|| {
-        StepError::Failed(format!(
-            "node {} has no pod subnet yet (spec.podCIDR): the controller-manager allocates \
-             one when the cluster's podSubnet is set; run the install again in a moment",
-            me.name
-        ))
-    })?;
+    let own = me
+        .pod_cidr
+        .clone()
+        .ok_or_else(|| PodNetError::NoPodSubnet {
+            node: me.name.clone(),
+        })?;
     Ok((own, routes_to_others(nodes, node_ip)?))
 }
 
@@ -79,11 +99,9 @@ pub fn routes_to_others(nodes: &[KubeNode], node_ip: &str) -> StepResult<Vec<Pod
         else {
             continue;
         };
-        let (subnet, len) = parse_cidr(cidr).ok_or_else(|| {
-            StepError::Failed(format!(
-                "node {}: pod subnet {cidr:?} is not an IPv4 CIDR (bale's pod network is IPv4)",
-                n.name
-            ))
+        let (subnet, len) = parse_cidr(cidr).ok_or_else(|| PodNetError::NotIpv4Cidr {
+            node: n.name.clone(),
+            cidr: cidr.to_string(),
         })?;
         routes.push(PodRoute { subnet, len, via });
     }
@@ -163,7 +181,7 @@ fn wait_for_service_rules(commands: &dyn HostCommands, p: &Progress) {
 }
 
 fn route_err(e: bale_lvscare::VipError) -> StepError {
-    StepError::Failed(format!("pod route: {}", bale_lvscare::error_chain(&e)))
+    PodNetError::Route(e).into()
 }
 
 pub struct PodNet;
@@ -176,11 +194,12 @@ impl PodNet {
     fn read_nodes(env: &StepEnv) -> StepResult<Option<Vec<KubeNode>>> {
         let path = Self::nodes_file(env);
         match env.root.read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                StepError::Failed(format!(
-                    "{}: not a node list: {e}",
-                    env.root.path(&path).display()
-                ))
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|source| {
+                PodNetError::BadNodeList {
+                    path: env.root.path(&path),
+                    source,
+                }
+                .into()
             }),
             Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),

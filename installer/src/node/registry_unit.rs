@@ -5,9 +5,10 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::step::{Finding, Progress, Step, StepEnv, StepError, StepResult};
+use super::step::{Finding, Progress, Step, StepEnv, StepResult};
 use super::systemd::{self, Systemd};
 
 pub const UNIT: &str = "bale-registry.service";
@@ -72,6 +73,29 @@ pub enum ProbeError {
     Status { addr: String, status: String },
 }
 
+/// Why the registry step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The last probe's answer sits inside the sentence (the unit's journal follows it).
+    #[error(
+        "the bale registry does not answer GET /v2/ after {waited_secs}s ({})\njournal of \
+         {UNIT}:\n{journal}",
+        crate::engine::report::chain(last)
+    )]
+    NotServing {
+        waited_secs: u64,
+        last: ProbeError,
+        journal: String,
+    },
+    #[error(
+        "{}: no bundle there to serve images from (the install's upload phase puts it there)",
+        bundle.display()
+    )]
+    NoBundleFile { bundle: PathBuf },
+    #[error("systemd is not running on this host: the registry runs as a systemd service")]
+    NoSystemd,
+}
+
 /// `GET /v2/` on `addr`: Ok with the status line when the registry answers 200.
 pub fn probe(addr: &str, timeout: Duration) -> Result<String, ProbeError> {
     let io = |source| ProbeError::Io {
@@ -111,13 +135,13 @@ fn wait_until_serving(systemd: Systemd, addrs: &[String]) -> StepResult<()> {
         loop {
             match probe(a, Duration::from_secs(2)) {
                 Ok(_) => break,
-                Err(e) if start.elapsed() > START_TIMEOUT => {
-                    return Err(StepError::Failed(format!(
-                        "the bale registry does not answer GET /v2/ after {}s ({})\njournal of {UNIT}:\n{}",
-                        START_TIMEOUT.as_secs(),
-                        crate::engine::report::chain(&e),
-                        systemd.recent_log(UNIT)
-                    )))
+                Err(last) if start.elapsed() > START_TIMEOUT => {
+                    return Err(RegistryError::NotServing {
+                        waited_secs: START_TIMEOUT.as_secs(),
+                        last,
+                        journal: systemd.recent_log(UNIT),
+                    }
+                    .into())
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -172,16 +196,10 @@ impl Step for RegistryUnit {
         let bundle = env.ctx.bundle_path();
         let systemd = env.systemd();
         if !env.root.is_file(&bundle) {
-            return Err(StepError::Failed(format!(
-                "{}: no bundle there to serve images from (the install's upload phase puts it there)",
-                bundle.display()
-            )));
+            return Err(RegistryError::NoBundleFile { bundle }.into());
         }
         if !systemd.is_running() {
-            return Err(StepError::Failed(
-                "systemd is not running on this host: the registry runs as a systemd service"
-                    .into(),
-            ));
+            return Err(RegistryError::NoSystemd.into());
         }
         if systemd.install_and_start(UNIT, &Self::unit_text(env))? {
             p.changed(format!("{UNIT} written, enabled and started"));

@@ -40,6 +40,60 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The index is read whole; the registry refuses bigger ones too.
 const MAX_INDEX_LEN: u64 = 64 << 20;
 
+/// Why the runtime step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "{}: {INDEX_PATH} is {size} bytes, more than an image index can be",
+        bundle.display()
+    )]
+    IndexTooLarge { bundle: PathBuf, size: u64 },
+    #[error("{}: {INDEX_PATH}", bundle.display())]
+    BadIndex {
+        bundle: PathBuf,
+        source: bale_contract::oci::OciError,
+    },
+    #[error(
+        "{}: the written file does not match {entry} in the bundle (disk full or failing?)",
+        written.display()
+    )]
+    WrittenFileDiffers { written: PathBuf, entry: String },
+    #[error("no ctr on this node (the bundle's bin/ should carry it)")]
+    NoCtr,
+    /// containerd's last answer sits inside the sentence (its journal follows it).
+    #[error(
+        "containerd does not answer after {waited_secs}s: {last}\njournal of {}:\n{journal}",
+        cc::UNIT
+    )]
+    ContainerdSilent {
+        waited_secs: u64,
+        last: CtrAnswer,
+        journal: String,
+    },
+    #[error(
+        "systemd is not running on this host: bale runs containerd and its registry as systemd \
+         services (boot the host with systemd)"
+    )]
+    NoSystemd,
+}
+
+/// What `ctr version` last said while containerd was awaited.
+#[derive(Debug)]
+pub enum CtrAnswer {
+    /// It ran, but without the server's part.
+    Output(String),
+    Failed(Box<StepError>),
+}
+
+impl std::fmt::Display for CtrAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CtrAnswer::Output(out) => f.write_str(out),
+            CtrAnswer::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// What apply wrote, for undo.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
@@ -100,18 +154,20 @@ pub fn bundled_image_names(bundle: &Bundle, entries: &[Entry]) -> StepResult<Vec
         source,
     };
     if e.size > MAX_INDEX_LEN {
-        return Err(StepError::Failed(format!(
-            "{}: {INDEX_PATH} is {} bytes, more than an image index can be",
-            bundle.path().display(),
-            e.size
-        )));
+        return Err(RuntimeError::IndexTooLarge {
+            bundle: bundle.path().to_path_buf(),
+            size: e.size,
+        }
+        .into());
     }
     let mut text = Vec::with_capacity(e.size as usize);
     std::io::Read::read_to_end(&mut bundle.open_entry(e).map_err(at)?, &mut text)
         .map_err(|err| StepError::io(bundle.path().join(INDEX_PATH), err))?;
-    let index = bale_contract::oci::Index::parse(&text).map_err(|err| {
-        StepError::Failed(format!("{}: {INDEX_PATH}: {err}", bundle.path().display()))
-    })?;
+    let index =
+        bale_contract::oci::Index::parse(&text).map_err(|source| RuntimeError::BadIndex {
+            bundle: bundle.path().to_path_buf(),
+            source,
+        })?;
     Ok(index.ref_names().map(str::to_string).collect())
 }
 
@@ -199,11 +255,11 @@ fn install_file(root: &HostRoot, bundle: &Bundle, f: &RuntimeFile) -> StepResult
         std::io::copy(&mut reader, out).map(|_| ())
     })?;
     if !same_content(root, &f.dest, &f.entry) {
-        return Err(StepError::Failed(format!(
-            "{}: the written file does not match {} in the bundle (disk full or failing?)",
-            root.path(&f.dest).display(),
-            f.entry.path
-        )));
+        return Err(RuntimeError::WrittenFileDiffers {
+            written: root.path(&f.dest),
+            entry: f.entry.path.clone(),
+        }
+        .into());
     }
     Ok(true)
 }
@@ -238,9 +294,7 @@ impl<'a> Ctr<'a> {
     }
 
     fn run(&self, args: &[&str]) -> StepResult<String> {
-        let ctr = self.path().ok_or_else(|| {
-            StepError::Failed("no ctr on this node (the bundle's bin/ should carry it)".into())
-        })?;
+        let ctr = self.path().ok_or(RuntimeError::NoCtr)?;
         let socket = self.root.path(cc::SOCKET);
         let socket = socket.to_string_lossy();
         let mut all = vec!["--address", &*socket];
@@ -255,16 +309,16 @@ fn wait_for_containerd(ctr: Ctr, systemd: Systemd) -> StepResult<()> {
     loop {
         let last = match ctr.run(&["version"]) {
             Ok(out) if out.contains("Server:") => return Ok(()),
-            Ok(out) => out,
-            Err(e) => e.to_string(),
+            Ok(out) => CtrAnswer::Output(out),
+            Err(e) => CtrAnswer::Failed(Box::new(e)),
         };
         if start.elapsed() > START_TIMEOUT {
-            return Err(StepError::Failed(format!(
-                "containerd does not answer after {}s: {last}\njournal of {}:\n{}",
-                START_TIMEOUT.as_secs(),
-                cc::UNIT,
-                systemd.recent_log(cc::UNIT)
-            )));
+            return Err(RuntimeError::ContainerdSilent {
+                waited_secs: START_TIMEOUT.as_secs(),
+                last,
+                journal: systemd.recent_log(cc::UNIT),
+            }
+            .into());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -329,8 +383,7 @@ fn config_options(
 ) -> StepResult<cc::ConfigOptions> {
     let names = bundled_image_names(bundle, entries)?;
     Ok(cc::ConfigOptions {
-        restrict_oom_score_adj: crate::kube::NodeFacts::detect(root)
-            .map_err(|e| StepError::Failed(crate::engine::report::chain(&e)))?
+        restrict_oom_score_adj: crate::kube::NodeFacts::detect(root)?
             .needs_restrict_oom_score_adj(),
         sandbox_image: cc::sandbox_image(names.iter().map(String::as_str)),
     })
@@ -609,11 +662,7 @@ impl Step for Runtime {
             return Ok(());
         }
         if !systemd.is_running() {
-            return Err(StepError::Failed(
-                "systemd is not running on this host: bale runs containerd and its registry as \
-                 systemd services (boot the host with systemd)"
-                    .into(),
-            ));
+            return Err(RuntimeError::NoSystemd.into());
         }
 
         let mut restart_needed = false;

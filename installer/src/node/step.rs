@@ -21,7 +21,9 @@ use super::context::{ContextError, NodeContext};
 use super::host::{HostCommands, HostRoot, SystemCommands};
 use super::systemd::Systemd;
 
-/// Everything a step may fail with.
+/// Everything a step may fail with: what all steps share, and each step's own errors (kept in
+/// that step's module) joined in whole, so that a bundle's damage (a `bale_payload::Error`) and
+/// every other cause stay in the source chain instead of being flattened into text.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
@@ -43,10 +45,59 @@ pub enum StepError {
         needed_by: String,
         fix: String,
     },
+    /// A program ran and failed; `detail` is what it said (its stderr, or kubeadm's last lines).
     #[error("`{command}` failed: {detail}")]
     Command { command: String, detail: String },
-    #[error("{0}")]
-    Failed(String),
+    /// A program failed without a word on stderr.
+    #[error("`{command}` failed: {status}")]
+    Exited {
+        command: String,
+        status: std::process::ExitStatus,
+    },
+    /// A program could not be started at all.
+    #[error("`{command}` failed")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "this bale program carries no bundle: run the step from the bundle file \
+         (<data-dir>/bundle.bale agent step ...)"
+    )]
+    NoBundle,
+    /// The cause sits inside the sentence (the advice follows it), so it is shown there rather
+    /// than chained as a source.
+    #[error(
+        "{}: unreadable record of an earlier apply: {cause} (remove the file to start over)",
+        path.display()
+    )]
+    UnreadableManifest {
+        path: PathBuf,
+        cause: serde_json::Error,
+    },
+    #[error("{}", path.display())]
+    UnwritableManifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Kernel(#[from] super::kernel::KernelError),
+    #[error(transparent)]
+    Runtime(#[from] super::runtime::RuntimeError),
+    #[error(transparent)]
+    Registry(#[from] super::registry_unit::RegistryError),
+    #[error(transparent)]
+    Lvscare(#[from] super::lvscare_unit::LvscareStepError),
+    #[error(transparent)]
+    Kubernetes(#[from] super::kubernetes::KubernetesError),
+    #[error(transparent)]
+    PodNet(#[from] super::podnet::PodNetError),
+    /// What this host is, as Kubernetes needs to know it.
+    #[error(transparent)]
+    Facts(#[from] crate::kube::FactsError),
+    /// kubeadm's configuration, its secrets and join material.
+    #[error(transparent)]
+    KubeConfig(#[from] crate::kube::KubeConfigError),
 }
 
 impl StepError {
@@ -73,13 +124,7 @@ pub struct StepEnv<'a> {
 
 impl<'a> StepEnv<'a> {
     pub fn bundle(&self) -> StepResult<&Bundle> {
-        self.bundle.ok_or_else(|| {
-            StepError::Failed(
-                "this bale program carries no bundle: run the step from the bundle file \
-                 (<data-dir>/bundle.bale agent step ...)"
-                    .into(),
-            )
-        })
+        self.bundle.ok_or(StepError::NoBundle)
     }
 
     pub fn systemd(&self) -> Systemd<'a> {
@@ -180,20 +225,25 @@ pub trait Step {
 /// Reads a step's manifest; `None` when the step has not been applied.
 pub fn load_manifest<T: DeserializeOwned>(root: &HostRoot, path: &Path) -> StepResult<Option<T>> {
     match root.read(path) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-            StepError::Failed(format!(
-                "{}: unreadable record of an earlier apply: {e} (remove the file to start over)",
-                root.path(path).display()
-            ))
-        }),
+        Ok(b) => {
+            serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|cause| StepError::UnreadableManifest {
+                    path: root.path(path),
+                    cause,
+                })
+        }
         Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
 pub fn save_manifest<T: Serialize>(root: &HostRoot, path: &Path, value: &T) -> StepResult<()> {
-    let text = serde_json::to_vec_pretty(value)
-        .map_err(|e| StepError::Failed(format!("{}: {e}", root.path(path).display())))?;
+    let text =
+        serde_json::to_vec_pretty(value).map_err(|source| StepError::UnwritableManifest {
+            path: root.path(path),
+            source,
+        })?;
     root.write_file(path, &text, 0o600)?;
     Ok(())
 }
@@ -451,5 +501,110 @@ mod tests {
         let e = "frob".parse::<StepAction>().unwrap_err().to_string();
         assert_eq!(e, "no action \"frob\" (the actions: apply, undo, check)");
         assert!("Kernel".parse::<StepName>().is_err());
+    }
+
+    use crate::engine::report::chain;
+    use crate::node::kubernetes::{self, KubeNode};
+    use crate::node::podnet::{self, PodNetError};
+
+    fn json_error(text: &str) -> serde_json::Error {
+        serde_json::from_str::<serde_json::Value>(text).unwrap_err()
+    }
+
+    /// The typed errors print, through the source chain, the very lines the old
+    /// `Failed(String)` texts read.
+    #[test]
+    fn typed_errors_read_as_the_old_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::at(dir.path());
+        root.write_file("/m.json", b"{not json", 0o600).unwrap();
+        let e = load_manifest::<serde_json::Value>(&root, Path::new("/m.json")).unwrap_err();
+        let cause = json_error("{not json");
+        assert_eq!(
+            chain(&e),
+            format!(
+                "{}: unreadable record of an earlier apply: {cause} (remove the file to start \
+                 over)",
+                dir.path().join("m.json").display()
+            )
+        );
+
+        let e = kubernetes::parse_nodes("[oops").unwrap_err();
+        assert_eq!(
+            chain(&e),
+            format!("kubectl get nodes: not JSON: {}", json_error("[oops"))
+        );
+
+        let e: StepError = PodNetError::BadNodeList {
+            path: "/var/lib/bale/podnet.json".into(),
+            source: json_error("x"),
+        }
+        .into();
+        assert_eq!(
+            chain(&e),
+            format!(
+                "/var/lib/bale/podnet.json: not a node list: {}",
+                json_error("x")
+            )
+        );
+
+        let node = |name: &str, ip: &str, cidr: Option<&str>| KubeNode {
+            name: name.into(),
+            internal_ip: ip.into(),
+            pod_cidr: cidr.map(str::to_string),
+            ready: true,
+        };
+        let e = podnet::plan(&[node("a", "10.0.0.1", None)], "10.0.0.9").unwrap_err();
+        assert_eq!(
+            chain(&e),
+            "no node with InternalIP 10.0.0.9 in the cluster: kubelet registers the node during \
+             the join; look at `journalctl -u kubelet` on it"
+        );
+        let nodes = [
+            node("a", "10.0.0.1", None),
+            node("b", "10.0.0.2", Some("bad")),
+        ];
+        let e = podnet::plan(&nodes, "10.0.0.1").unwrap_err();
+        assert!(chain(&e).starts_with("node a has no pod subnet yet (spec.podCIDR): "));
+        let e = podnet::routes_to_others(&nodes, "10.0.0.1").unwrap_err();
+        assert_eq!(
+            chain(&e),
+            "node b: pod subnet \"bad\" is not an IPv4 CIDR (bale's pod network is IPv4)"
+        );
+
+        let e: StepError =
+            crate::kube::KubeConfigError::Random(getrandom::Error::UNSUPPORTED).into();
+        assert_eq!(
+            chain(&e),
+            format!(
+                "no random bytes from the operating system: {}",
+                getrandom::Error::UNSUPPORTED
+            )
+        );
+
+        let e = StepError::Spawn {
+            command: "frob --now".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(chain(&e), "`frob --now` failed: entity not found");
+    }
+
+    /// A damaged bundle stays recognisable behind a step's error (exit code 3 on the node).
+    #[test]
+    fn payload_damage_stays_in_the_source_chain() {
+        let e: crate::agent::AgentError = StepError::Payload {
+            path: "/var/lib/bale/bundle.bale".into(),
+            source: bale_payload::Error::NoTrailer,
+        }
+        .into();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut damaged = false;
+        while let Some(c) = next {
+            damaged |= c
+                .downcast_ref::<bale_payload::Error>()
+                .is_some_and(|p| p.is_corruption());
+            next = c.source();
+        }
+        assert!(damaged, "{}", chain(&e));
     }
 }
