@@ -1641,8 +1641,25 @@ mod tests {
         KubeVersion::parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
     }
 
+    /// What kubeadm printed when it refused a configuration.
+    #[derive(Debug)]
+    struct Complaint(String);
+
+    impl std::ops::Deref for Complaint {
+        type Target = str;
+        fn deref(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl std::fmt::Display for Complaint {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
     /// `kubeadm config validate --config <text>`: Ok, or kubeadm's complaint.
-    fn validate(k: &Path, text: &str) -> Result<(), String> {
+    fn validate(k: &Path, text: &str) -> Result<(), Complaint> {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("kubeadm.yaml");
         std::fs::write(&f, text).unwrap();
@@ -1655,7 +1672,7 @@ mod tests {
         if out.status.success() {
             Ok(())
         } else {
-            Err(said)
+            Err(Complaint(said))
         }
     }
 
