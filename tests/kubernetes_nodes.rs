@@ -487,7 +487,7 @@ fn apiserver_container() -> String {
 }
 
 #[test]
-fn kubernetes_failed_and_killed_joins_leave_the_cluster_alone_and_converge() {
+fn kubernetes_failed_and_killed_joins_leave_the_cluster_alone_converge_and_survive_a_restart() {
     let bundle = bundle();
     let Some(bed) = Testbed::up(3, &[]) else {
         return;
@@ -569,5 +569,40 @@ fn kubernetes_failed_and_killed_joins_leave_the_cluster_alone_and_converge() {
     wait_all_ready(3);
     assert_eq!(apiserver_container(), apiserver);
     answers("n3", N2, 30080);
+
+    // A worker power-cycled after the install, with nothing run again: its boot unit puts
+    // the pod routes back, containerd and kubelet come up with the node, and kubelet starts
+    // the node's pods again (the DaemonSet's port answers).
+    let sorted = |s: String| {
+        let mut l: Vec<String> = s.lines().map(str::to_string).collect();
+        l.sort();
+        l
+    };
+    let routes = sorted(pod_routes("n2"));
+    assert!(!routes.is_empty(), "n2 has no pod routes");
+    tb_ok(&["kill", "n2"]);
+    tb_ok(&["start", "n2"]);
+    poll_until(
+        Duration::from_secs(1),
+        "n2 back on SSH",
+        Duration::from_secs(120),
+        || on("n2", "true").status.success(),
+    );
+    poll_ok(
+        Duration::from_secs(1),
+        "n2's pod routes back after its restart",
+        Duration::from_secs(60),
+        || {
+            let now = sorted(pod_routes("n2"));
+            if now == routes {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        },
+    );
+    answers("n1", N2, 8080);
+    answers("n3", N2, 30080);
+    wait_all_ready(3);
     bed.finish();
 }

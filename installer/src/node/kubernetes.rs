@@ -129,12 +129,16 @@ fn kubeadm_version(env: &StepEnv) -> StepResult<KubeVersion> {
 }
 
 fn env_kubernetes(env: &StepEnv) -> StepResult<bool> {
+    Ok(bundle_has_kubernetes(&bundle_entries(env)?))
+}
+
+/// The bundle's entry table, read once per step action and handed on.
+fn bundle_entries(env: &StepEnv) -> StepResult<Vec<bale_payload::Entry>> {
     let bundle = env.bundle()?;
-    let entries = bundle.entries().map_err(|source| StepError::Payload {
+    bundle.entries().map_err(|source| StepError::Payload {
         path: bundle.path().to_path_buf(),
         source,
-    })?;
-    Ok(bundle_has_kubernetes(&entries))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -464,16 +468,6 @@ fn reset_failed_attempt(p: &mut Progress) {
     }
 }
 
-/// The images the bundle carries, by original name.
-fn bundle_images(env: &StepEnv) -> StepResult<Vec<String>> {
-    let bundle = env.bundle()?;
-    let entries = bundle.entries().map_err(|source| StepError::Payload {
-        path: bundle.path().to_path_buf(),
-        source,
-    })?;
-    runtime::bundled_image_names(bundle, &entries)
-}
-
 /// The tag of the bundled image whose repository path ends in `name` (`etcd`, `coredns`).
 fn tag_of(images: &[String], repo_tail: &str) -> Option<(String, String)> {
     images.iter().find_map(|n| {
@@ -504,9 +498,13 @@ fn detect_facts(root: &HostRoot) -> StepResult<NodeFacts> {
 
 /// The cluster-wide settings. kubeadm keeps one kubelet and kube-proxy configuration for the
 /// whole cluster; the sites bale installs are alike, so this node's facts stand for all.
-fn cluster_spec(env: &StepEnv, version: KubeVersion, facts: &NodeFacts) -> StepResult<ClusterSpec> {
-    let images = bundle_images(env)?;
-    let Some((repository, _)) = tag_of(&images, "kube-apiserver") else {
+fn cluster_spec(
+    env: &StepEnv,
+    version: KubeVersion,
+    facts: &NodeFacts,
+    images: &[String],
+) -> StepResult<ClusterSpec> {
+    let Some((repository, _)) = tag_of(images, "kube-apiserver") else {
         return Err(KubernetesError::NoApiserverImage.into());
     };
     let ctx = env.ctx;
@@ -569,6 +567,7 @@ impl Cluster {
         env: &StepEnv,
         version: KubeVersion,
         facts: NodeFacts,
+        images: &[String],
         p: &mut Progress,
     ) -> StepResult<()> {
         if env.root.exists(ADMIN_CONF) {
@@ -581,7 +580,7 @@ impl Cluster {
             p.note("control plane already initialised: kubeadm init not run again");
             return Ok(());
         }
-        let cluster = cluster_spec(env, version, &facts)?;
+        let cluster = cluster_spec(env, version, &facts, images)?;
         let node = node_spec(env, facts)?;
         let secrets = InitSecrets::generate(None)?;
         let token = secrets.token.expose().to_string();
@@ -630,6 +629,7 @@ impl Cluster {
         env: &StepEnv,
         version: KubeVersion,
         facts: NodeFacts,
+        images: &[String],
         p: &mut Progress,
     ) -> StepResult<()> {
         let join_file = Path::new(&env.ctx.data_dir).join(JOIN_FILE);
@@ -657,7 +657,7 @@ impl Cluster {
                 path: join_file.clone(),
                 source,
             })?;
-        let cluster = cluster_spec(env, version, &facts)?;
+        let cluster = cluster_spec(env, version, &facts, images)?;
         let node = node_spec(env, facts)?;
         let master = env.ctx.is_master();
         let control_plane = match (&material.certificate_key, master) {
@@ -817,16 +817,19 @@ impl Step for Cluster {
     }
 
     fn apply(&self, env: &StepEnv, p: &mut Progress) -> StepResult<()> {
-        if !env_kubernetes(env)? {
+        let entries = bundle_entries(env)?;
+        if !bundle_has_kubernetes(&entries) {
             p.note("this bundle carries no Kubernetes: nothing to do");
             return Ok(());
         }
+        // The images the bundle carries, by original name: what kubeadm is told to use.
+        let images = runtime::bundled_image_names(env.bundle()?, &entries)?;
         let version = kubeadm_version(env)?;
         let facts = detect_facts(env.root)?;
         if env.ctx.first_master {
-            Self::init(env, version, facts, p)
+            Self::init(env, version, facts, &images, p)
         } else {
-            Self::join(env, version, facts, p)
+            Self::join(env, version, facts, &images, p)
         }
     }
 
@@ -1064,6 +1067,32 @@ mod tests {
         assert_eq!(kubelet_resolv_conf(host, "10.77.0.11"), host);
         let none = kubelet_resolv_conf("", "10.77.0.11");
         assert!(none.contains("\nnameserver 10.77.0.11\n"), "{none}");
+    }
+
+    #[test]
+    fn a_member_has_kubelet_credentials_and_a_master_its_control_plane() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::at(dir.path());
+        let put = |p: &str| {
+            let f = root.path(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, "x").unwrap();
+        };
+        let manifests = Path::new(kube::MANIFESTS_DIR);
+        assert!(!join_complete(&root, false));
+        put(KUBELET_CONF);
+        assert!(join_complete(&root, false));
+        assert!(
+            !join_complete(&root, true),
+            "a master without its static pods"
+        );
+        put(&manifests.join("kube-apiserver.yaml").to_string_lossy());
+        assert!(
+            !join_complete(&root, true),
+            "a master whose etcd is not there yet"
+        );
+        put(&manifests.join("etcd.yaml").to_string_lossy());
+        assert!(join_complete(&root, true));
     }
 
     #[test]
