@@ -15,8 +15,8 @@
 use std::sync::{Arc, Mutex};
 
 use super::agent_step::run_noted;
-use super::context::node_context;
 use super::bundle_path;
+use super::context::node_context;
 use crate::engine::{lock, Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::hosts::Role;
 use crate::node::kubernetes::{KubeNode, JOIN_FILE};
