@@ -20,7 +20,7 @@ use std::time::Instant;
 Two forms. With a Kubefile (-f, or a Kubefile in CONTEXT), the Kubefile is executed: the base
 (FROM scratch, a directory, a .bale file, or a name: FROM name:tag is looked for as a path in
 the context, then in the bundle store (what `bale build -t name:tag` recorded), then, for
-REGISTRY/ns/name:tag, in that registry, pulled into the bundle cache), COPY/ADD from the
+REGISTRY/ns/name:tag, in that registry, pulled into the bundle store), COPY/ADD from the
 context, RUN on the build host,
 CMD/APP as install steps; the images the context's manifests, charts and imageList name are
 collected (from CONTEXT/images/ first, then the image cache, then their registries) into
@@ -62,7 +62,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub list_images: bool,
     /// Do not contact registries: images come from CONTEXT/images/ and the image cache only,
-    /// a FROM REGISTRY/... base from the bundle cache
+    /// a FROM REGISTRY/... base from the bundle store (as last pulled)
     #[arg(long)]
     pub offline: bool,
     /// Image cache directory [default: $XDG_CACHE_HOME/bale/oci]
@@ -513,10 +513,6 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
             base_pull: kb::BasePull {
                 offline: a.offline,
                 insecure_registries: a.insecure_registries.clone(),
-                cache_dir: a
-                    .image_cache
-                    .as_ref()
-                    .map(|c| c.parent().unwrap_or(c).join("bundles")),
                 store: Some(a.store.dir()),
                 arch: platforms.first().map(kb::kernel_arch),
             },

@@ -29,7 +29,7 @@ fn base_context(dir: &Path, greeting: &str) {
 fn app_context(dir: &Path, from: &str) {
     write(
         &dir.join("Kubefile"),
-        &format!("FROM {from}\nCMD echo app\n"),
+        format!("FROM {from}\nCMD echo app\n"),
     );
 }
 
@@ -145,6 +145,38 @@ fn a_path_in_the_context_wins_over_the_store() {
     let paths: Vec<String> = parts(&out).entries.into_iter().map(|e| e.path).collect();
     assert!(paths.iter().any(|p| p == "etc/local"), "{paths:?}");
     assert!(!paths.iter().any(|p| p == "etc/hello"), "{paths:?}");
+}
+
+#[test]
+fn a_base_built_under_a_registry_name_needs_no_registry() {
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let (base, app) = (root.path().join("base"), root.path().join("app"));
+    // Port 1 on loopback: nothing answers there, so any pull would fail.
+    let name = "127.0.0.1:1/ns/base:1";
+    base_context(&base, "hello\n");
+    ok(&bale_in(
+        &store,
+        &[
+            "build",
+            "-t",
+            name,
+            s(&base),
+            "-o",
+            s(&root.path().join("b.bale")),
+        ],
+    ));
+    app_context(&app, name);
+    let o = bale_in(
+        &store,
+        &["build", s(&app), "-o", s(&root.path().join("a.bale"))],
+    );
+    ok(&o);
+    assert!(
+        stderr(&o).contains("from the bundle store"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

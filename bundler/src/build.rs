@@ -161,14 +161,12 @@ pub struct PrepareOptions {
 /// How a base bundle in a registry is pulled.
 #[derive(Debug, Clone, Default)]
 pub struct BasePull {
-    /// Only the bundle cache; no registry is asked.
+    /// Only the bundle store; no registry is asked.
     pub offline: bool,
     /// Registries (`host[:port]`) that may use plain HTTP or unverified TLS; `*` means all.
     pub insecure_registries: Vec<String>,
-    /// The bundle cache [default: `$XDG_CACHE_HOME/bale/bundles`].
-    pub cache_dir: Option<PathBuf>,
-    /// The local bundle store, where `FROM name:tag` is looked up [default:
-    /// [`BundleStore::default_dir`]].
+    /// The local bundle store, where `FROM name:tag` is looked up and registry bases are kept
+    /// [default: [`BundleStore::default_dir`]].
     pub store: Option<PathBuf>,
     /// The architecture of the build (`x86_64`), to pick among a stored tag's bundles.
     pub arch: Option<String>,
@@ -187,13 +185,20 @@ fn may_name_stored(word: &str) -> bool {
 }
 
 /// The stored bundle `reference` names, checked (its digest, and its signatures against the
-/// keys trusted now); `None` when the store has no such tag.
-fn stored_base(reference: &str, pull: &BasePull, origin: &str) -> Result<Option<PathBuf>> {
+/// keys trusted now); `None` when the store has no such tag. With `built_only`, a bundle the
+/// store keeps from a pull does not count: the registry is asked again (see [`pull_base`]).
+fn stored_base(
+    reference: &str,
+    pull: &BasePull,
+    origin: &str,
+    built_only: bool,
+) -> Result<Option<PathBuf>> {
     let at = || format!("{origin}: FROM {reference}");
     let store = pull.store();
     let Some(stored) = store
         .resolve(reference, pull.arch.as_deref())
         .map_err(|e| BuildError::at(at(), e))?
+        .filter(|s| !built_only || s.record.pulled_as.is_none())
     else {
         return Ok(None);
     };
@@ -228,7 +233,7 @@ fn base_not_found(reference: &str, context: &Path, pull: &BasePull, origin: &str
     )
 }
 
-/// Pulls the base `reference` into the bundle cache (or finds it there) and returns its file.
+/// Pulls the base `reference` into the bundle store (or finds it there) and returns its file.
 fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> {
     use crate::share::{self, BundleCache, ShareOptions};
     let r = share::parse_reference(reference)
@@ -248,17 +253,13 @@ fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> 
             .map_err(|e| BuildError::at(format!("{origin}: FROM {reference}"), e))?,
         ..Default::default()
     };
-    let cache = BundleCache::new(
-        pull.cache_dir
-            .clone()
-            .unwrap_or_else(BundleCache::default_dir),
-    );
+    let cache = BundleCache::new(pull.store().root().to_path_buf());
     // The error keeps its chain, so a damaged (exit 3) or untrusted (exit 4) base says so.
     cache.get(&r, pull.offline, &opts).map_err(|e| {
         BuildError::at(
             format!(
-                "{origin}: FROM {reference}: not in the build context nor in the bundle store \
-                 {}, and from its registry",
+                "{origin}: FROM {reference}: not in the build context, not built into the \
+                 bundle store {}, and from its registry",
                 pull.store().root().display()
             ),
             e,
@@ -339,7 +340,9 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
                 }
             } else {
                 if !local.is_file() {
-                    pulled = match stored_base(reference, &opts.base_pull, &from_origin)? {
+                    // A bundle built here under a registry's name is taken as it is; one
+                    // pulled before is checked against the registry (unless offline).
+                    pulled = match stored_base(reference, &opts.base_pull, &from_origin, true)? {
                         Some(file) => Some(file),
                         None => Some(pull_base(reference, &opts.base_pull, &from_origin)?),
                     };
@@ -352,7 +355,7 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
         Base::Directory { path }
             if std::fs::symlink_metadata(context.join(path)).is_err() && may_name_stored(path) =>
         {
-            match stored_base(path, &opts.base_pull, &from_origin)? {
+            match stored_base(path, &opts.base_pull, &from_origin, false)? {
                 Some(file) => {
                     pulled = Some(file);
                     Base::Bundle { path: path.clone() }

@@ -66,8 +66,18 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn bale(args: &[&str]) -> Output {
     Command::new(bale_bin())
         .args(args)
+        .env("BALE_STORE", test_store())
         .output()
         .expect("run bale")
+}
+
+/// The bundle store the tests' builds record into (`build -t`), unless a test names its own:
+/// under Cargo's target tmp dir, not the user's. Shared by concurrent tests, which its lock
+/// allows.
+pub fn test_store() -> PathBuf {
+    std::env::var_os("BALE_STORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bale-store"))
 }
 
 pub fn run(cmd: &Path, args: &[&str]) -> Output {

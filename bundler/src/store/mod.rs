@@ -49,6 +49,10 @@ pub struct Record {
     /// The name and version in the bundle's header.
     pub name: String,
     pub version: String,
+    /// The OCI manifest digest of the registry artifact it was pulled as; `None` for a bundle
+    /// built here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_as: Option<String>,
 }
 
 impl Record {
@@ -246,6 +250,11 @@ impl BundleStore {
     /// Records the bundle `file` under `reference` (`name:tag`), replacing what the tag named
     /// for the same architecture; a bundle no tag names any more is deleted.
     pub fn add(&self, file: &Path, reference: &str) -> Result<Record> {
+        self.add_as(file, reference, None)
+    }
+
+    /// [`Self::add`] for a bundle pulled from a registry as the manifest `pulled_as`.
+    pub fn add_as(&self, file: &Path, reference: &str, pulled_as: Option<&str>) -> Result<Record> {
         let tag = normalize(reference)?;
         let bundle = Bundle::open(file)?;
         let hex = hex::encode(bundle.trailer.header_sha256);
@@ -256,6 +265,7 @@ impl BundleStore {
             stored: now(),
             name: bundle.header.name.clone(),
             version: bundle.header.version.clone(),
+            pulled_as: pulled_as.map(str::to_string),
         };
         drop(bundle);
         let _lock = self.lock()?;
@@ -335,6 +345,29 @@ impl BundleStore {
         };
         let path = self.file_for(record.hex());
         Ok(Some(Stored { tag, record, path }))
+    }
+
+    /// A bundle pulled as the OCI manifest `digest`, under any tag.
+    pub fn pulled_as(&self, digest: &str) -> Result<Option<Stored>> {
+        let index = self.read_index()?;
+        let found = index.tags.iter().find_map(|(tag, rs)| {
+            rs.iter()
+                .find(|r| r.pulled_as.as_deref() == Some(digest))
+                .map(|r| (tag.clone(), r.clone()))
+        });
+        Ok(found.map(|(tag, record)| Stored {
+            path: self.file_for(record.hex()),
+            tag,
+            record,
+        }))
+    }
+
+    /// Where a pull writes a bundle before it is added: inside the store, so that the add
+    /// is a hard link and a cut pull resumes from the same place.
+    pub fn incoming(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join("incoming");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        Ok(dir.join(name))
     }
 
     /// Opens a stored bundle to use it: its header must hash to the digest it is filed under
