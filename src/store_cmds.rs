@@ -111,6 +111,7 @@ pub fn images(a: ImagesArgs) -> Result<()> {
                     "created": utc(r.stored),
                     "arch": r.arch,
                     "bundle": {"name": r.name, "version": r.version},
+                    "pulled_as": r.pulled_as,
                 })
             })
             .collect();
