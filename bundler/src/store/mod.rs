@@ -609,6 +609,89 @@ mod tests {
         assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
     }
 
+    /// A small bundle named `name` holding `content`, with this test program as its stub.
+    fn bundle(dir: &Path, name: &str, content: &str) -> PathBuf {
+        let tree = dir.join(format!("{name}-tree"));
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("f"), content).unwrap();
+        let out = dir.join(format!("{name}.bale"));
+        let meta = bale_payload::BundleMeta {
+            name: name.into(),
+            version: "1".into(),
+            ..Default::default()
+        };
+        let opts = bale_payload::WriteOptions {
+            threads: 1,
+            ..Default::default()
+        };
+        let stub = std::env::current_exe().unwrap();
+        let mut w = bale_payload::BundleWriter::create(&out, &stub, meta, opts).unwrap();
+        w.add_file("f", 0o644, &tree.join("f")).unwrap();
+        w.finish().unwrap();
+        out
+    }
+
+    fn files(store: &BundleStore) -> usize {
+        std::fs::read_dir(store.blobs()).unwrap().count()
+    }
+
+    #[test]
+    fn a_tag_moved_to_another_bundle_leaves_no_orphan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BundleStore::new(dir.path().join("store"));
+        let one = store.add(&bundle(dir.path(), "a", "one"), "app:1").unwrap();
+        let found = store.resolve("app:1", None).unwrap().unwrap();
+        assert_eq!(found.record, one);
+        store.check(&found, &Default::default()).unwrap();
+        let two = store.add(&bundle(dir.path(), "b", "two"), "app:1").unwrap();
+        assert_ne!(one.digest, two.digest);
+        assert_eq!(files(&store), 1);
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_digest_with_two_tags_goes_only_with_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BundleStore::new(dir.path().join("store"));
+        let r = store.add(&bundle(dir.path(), "a", "one"), "app:1").unwrap();
+        store.tag(r.short_digest(), "app:latest").unwrap();
+        assert_eq!(files(&store), 1);
+        let e = store.remove(&[r.digest.clone()], false).unwrap_err();
+        assert!(matches!(e, StoreError::StillTagged { .. }), "{e}");
+        // All or nothing: a word not found leaves every tag in place.
+        let e = store
+            .remove(&["app:1".into(), "nope:1".into()], false)
+            .unwrap_err();
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+        assert_eq!(store.list().unwrap().len(), 2);
+        let done = store.remove(&[r.hex()[..8].to_string()], true).unwrap();
+        assert_eq!(
+            done,
+            vec![
+                Removal::Untagged("app:1".into()),
+                Removal::Untagged("app:latest".into()),
+                Removal::Deleted(r.digest.clone()),
+            ]
+        );
+        assert_eq!(files(&store), 0);
+    }
+
+    #[test]
+    fn concurrent_adds_lose_no_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BundleStore::new(dir.path().join("store"));
+        let files: Vec<PathBuf> = (0..6)
+            .map(|i| bundle(dir.path(), &format!("b{i}"), &format!("content {i}")))
+            .collect();
+        std::thread::scope(|s| {
+            for (i, f) in files.iter().enumerate() {
+                let store = &store;
+                s.spawn(move || store.add(f, &format!("b{i}:1")).unwrap());
+            }
+        });
+        assert_eq!(store.list().unwrap().len(), 6);
+    }
+
     #[test]
     fn a_broken_index_is_named() {
         let dir = tempfile::tempdir().unwrap();
