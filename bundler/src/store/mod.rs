@@ -656,7 +656,9 @@ mod tests {
         let r = store.add(&bundle(dir.path(), "a", "one"), "app:1").unwrap();
         store.tag(r.short_digest(), "app:latest").unwrap();
         assert_eq!(files(&store), 1);
-        let e = store.remove(&[r.digest.clone()], false).unwrap_err();
+        let e = store
+            .remove(std::slice::from_ref(&r.digest), false)
+            .unwrap_err();
         assert!(matches!(e, StoreError::StillTagged { .. }), "{e}");
         // All or nothing: a word not found leaves every tag in place.
         let e = store
