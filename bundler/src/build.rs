@@ -258,8 +258,8 @@ fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> 
     cache.get(&r, pull.offline, &opts).map_err(|e| {
         BuildError::at(
             format!(
-                "{origin}: FROM {reference}: not in the build context, not built into the \
-                 bundle store {}, and from its registry",
+                "{origin}: FROM {reference}: not in the build context nor built into the \
+                 bundle store {}; from its registry",
                 pull.store().root().display()
             ),
             e,
