@@ -18,8 +18,10 @@ use std::time::Instant;
 #[derive(Args)]
 #[command(after_help = "\
 Two forms. With a Kubefile (-f, or a Kubefile in CONTEXT), the Kubefile is executed: the base
-(FROM scratch, a directory, a .bale file or a bundle in a registry, REGISTRY/ns/name:tag,
-pulled into the bundle cache), COPY/ADD from the context, RUN on the build host,
+(FROM scratch, a directory, a .bale file, or a name: FROM name:tag is looked for as a path in
+the context, then in the bundle store (what `bale build -t name:tag` recorded), then, for
+REGISTRY/ns/name:tag, in that registry, pulled into the bundle store), COPY/ADD from the
+context, RUN on the build host,
 CMD/APP as install steps; the images the context's manifests, charts and imageList name are
 collected (from CONTEXT/images/ first, then the image cache, then their registries) into
 registry/. Without one, the CONTEXT directory is packed as it is.
@@ -45,7 +47,8 @@ pub struct BuildArgs {
     /// Kubefile to execute [default: CONTEXT/Kubefile, when it exists]
     #[arg(short = 'f', long = "file", value_name = "KUBEFILE")]
     pub kubefile: Option<PathBuf>,
-    /// Bundle name and version, e.g. app:1.0
+    /// Bundle name and version, e.g. app:1.0; the bundle is also recorded under that tag in
+    /// the bundle store (see --store), where `FROM app:1.0` finds it
     #[arg(short = 't', long = "tag", value_name = "NAME[:VERSION]")]
     pub tag: Option<String>,
     /// Value for an ARG of the Kubefile (repeatable)
@@ -59,7 +62,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub list_images: bool,
     /// Do not contact registries: images come from CONTEXT/images/ and the image cache only,
-    /// a FROM REGISTRY/... base from the bundle cache
+    /// a FROM REGISTRY/... base from the bundle store (as last pulled)
     #[arg(long)]
     pub offline: bool,
     /// Image cache directory [default: $XDG_CACHE_HOME/bale/oci]
@@ -91,6 +94,8 @@ pub struct BuildArgs {
     pub timestamp: bool,
     #[command(flatten)]
     pub signing: crate::trust_cmds::BuildSignArgs,
+    #[command(flatten)]
+    pub store: crate::store_cmds::StoreArg,
 }
 
 #[derive(Args)]
@@ -397,6 +402,9 @@ pub fn build(a: BuildArgs) -> Result<()> {
     bar.finish_and_clear();
     drop(baked);
     signing.sign(&output)?;
+    if let Some(tag) = &a.tag {
+        crate::store_cmds::record_build(&a.store, &output, tag)?;
+    }
     let h = &summary.header;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -505,10 +513,8 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
             base_pull: kb::BasePull {
                 offline: a.offline,
                 insecure_registries: a.insecure_registries.clone(),
-                cache_dir: a
-                    .image_cache
-                    .as_ref()
-                    .map(|c| c.parent().unwrap_or(c).join("bundles")),
+                store: Some(a.store.dir()),
+                arch: platforms.first().map(kb::kernel_arch),
             },
         },
     )?;
@@ -538,6 +544,9 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
     for t in &targets {
         let summary = kb::write(&prepared, &discovery, t, &cfg)?;
         signing.sign(&t.output)?;
+        if let Some(tag) = &a.tag {
+            crate::store_cmds::record_build(&a.store, &t.output, tag)?;
+        }
         let h = &summary.header;
         eprintln!(
             "wrote {} ({}, {}): {} entries, {} images; {} of content stored in {} in {:.1}s",

@@ -6,6 +6,7 @@ mod cli;
 mod lvscare_cmd;
 mod progress;
 mod share_cmds;
+mod store_cmds;
 mod trust_cmds;
 
 use anyhow::Result;
@@ -31,6 +32,7 @@ Sign:      bale keygen -o key        bale sign app.bale --key key
            bale verify --key key.pub app.bale     bale build ... --sign key --trust key.pub
 Share:     bale push app.bale registry.example.com/apps/app:1.0
            bale pull registry.example.com/apps/app:1.0 -o app.bale
+Store:     bale build -t base:1.0 ./base   (then FROM base:1.0)   bale images   bale rmi base:1.0
 On site:   ./app.bale verify         ./app.bale extract --to /opt/app
 
 Exit codes: 0 success, 1 error, 2 usage, 3 the bundle is damaged, 4 the bundle is not signed
@@ -73,6 +75,12 @@ enum Command {
     Push(share_cmds::PushArgs),
     /// Fetch a bundle from an OCI registry and verify every byte
     Pull(share_cmds::PullArgs),
+    /// List the bundles in the local bundle store (what `build -t` recorded)
+    Images(store_cmds::ImagesArgs),
+    /// Remove tags, and bundles no tag names, from the local bundle store
+    Rmi(store_cmds::RmiArgs),
+    /// Give a stored bundle another tag
+    Tag(store_cmds::TagArgs),
     /// Serve the bundled images over the OCI distribution API
     #[command(subcommand)]
     Registry(cli::registry::RegistryCommand),
@@ -129,6 +137,9 @@ fn main() -> ExitCode {
         Some(Command::Sbom(a)) => bundle_cmds::sbom(a, this),
         Some(Command::Push(a)) => share_cmds::push(a),
         Some(Command::Pull(a)) => share_cmds::pull(a),
+        Some(Command::Images(a)) => store_cmds::images(a),
+        Some(Command::Rmi(a)) => store_cmds::rmi(a),
+        Some(Command::Tag(a)) => store_cmds::tag(a),
         Some(Command::Registry(cli::registry::RegistryCommand::Serve(a))) => {
             bale_registry::serve(a.into()).map_err(Into::into)
         }
@@ -182,6 +193,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             .is_some_and(|p| p.is_corruption())
             || trust(c).is_some_and(|t| t.is_corruption())
             || c.downcast_ref::<bale_bundler::share::ShareError>()
+                .is_some_and(|s| s.is_damaged())
+            || c.downcast_ref::<bale_bundler::store::StoreError>()
                 .is_some_and(|s| s.is_damaged())
             || c.downcast_ref::<bale_bundler::build::BuildError>()
                 .is_some_and(|b| b.is_damaged())

@@ -892,6 +892,7 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
     .unwrap();
     std::fs::write(ctx.join("app.txt"), "app\n").unwrap();
     let cache = d.path().join("cache/oci");
+    let store = d.path().join("store");
     let out = d.path().join("app.bale");
     let build = |extra: &[&str]| {
         let mut args = vec![
@@ -902,6 +903,8 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
             s(&out),
             "--image-cache",
             s(&cache),
+            "--store",
+            s(&store),
         ];
         args.extend_from_slice(extra);
         args.push(s(&ctx));
@@ -915,10 +918,15 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
         listed.contains("etc/base.conf") && listed.contains("app.txt"),
         "{listed}"
     );
-    let cached: Vec<_> = std::fs::read_dir(d.path().join("cache/bundles/sha256"))
-        .unwrap()
-        .collect();
-    assert_eq!(cached.len(), 1);
+    // The pulled base and the app built on it, in the one bundle store.
+    let cached: Vec<_> = std::fs::read_dir(store.join("sha256")).unwrap().collect();
+    assert_eq!(cached.len(), 2);
+    let o = bale(&["images", "--store", s(&store)]);
+    assert!(
+        stdout(&o).contains(&format!("{}/ns/base", reg.host())),
+        "{}",
+        stdout(&o)
+    );
 
     // A base from the cache is checked against the keys trusted now: the base is unsigned,
     // so a machine that pins a key refuses it (exit 4), before anything is written.
@@ -933,6 +941,8 @@ fn a_kubefile_builds_from_a_bundle_in_a_registry() {
         s(&out),
         "--image-cache",
         s(&cache),
+        "--store",
+        s(&store),
         "--offline",
     ])
     .arg(&ctx)

@@ -16,7 +16,8 @@ fn cmd(prog: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(prog);
     c.args(args)
         .env_remove("BALE_TRUSTED_KEYS")
-        .env_remove("BALE_KEY_PASSPHRASE");
+        .env_remove("BALE_KEY_PASSPHRASE")
+        .env("BALE_STORE", test_store());
     for (k, v) in env {
         c.env(k, v);
     }

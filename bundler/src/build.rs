@@ -13,6 +13,7 @@ use crate::discover::{self, DiscoverOptions, Discovery};
 use crate::images::{self, Cache, CollectOptions, Platform, ResolvedImage, REGISTRY_DIR};
 use crate::kubefile::{self, Base, BuildPlan, Command, CopyKind, CopyStep, RunStep, Step};
 use crate::sbom::{self, SBOM_ENTRY};
+use crate::store::BundleStore;
 use bale_contract::manifest::{ImageRecord, Layer, Manifest};
 use bale_payload::writer::WriteSummary;
 use bale_payload::{format, Bundle, BundleMeta, BundleWriter, Entry, Kind, WriteOptions};
@@ -71,6 +72,9 @@ impl BuildError {
                 return p.is_corruption();
             }
             if let Some(s) = e.downcast_ref::<crate::share::ShareError>() {
+                return s.is_damaged();
+            }
+            if let Some(s) = e.downcast_ref::<crate::store::StoreError>() {
                 return s.is_damaged();
             }
             false
@@ -157,15 +161,79 @@ pub struct PrepareOptions {
 /// How a base bundle in a registry is pulled.
 #[derive(Debug, Clone, Default)]
 pub struct BasePull {
-    /// Only the bundle cache; no registry is asked.
+    /// Only the bundle store; no registry is asked.
     pub offline: bool,
     /// Registries (`host[:port]`) that may use plain HTTP or unverified TLS; `*` means all.
     pub insecure_registries: Vec<String>,
-    /// The bundle cache [default: `$XDG_CACHE_HOME/bale/bundles`].
-    pub cache_dir: Option<PathBuf>,
+    /// The local bundle store, where `FROM name:tag` is looked up and registry bases are kept
+    /// [default: [`BundleStore::default_dir`]].
+    pub store: Option<PathBuf>,
+    /// The architecture of the build (`x86_64`), to pick among a stored tag's bundles.
+    pub arch: Option<String>,
 }
 
-/// Pulls the base `reference` into the bundle cache (or finds it there) and returns its file.
+impl BasePull {
+    fn store(&self) -> BundleStore {
+        BundleStore::new(self.store.clone().unwrap_or_else(BundleStore::default_dir))
+    }
+}
+
+/// Whether a `FROM` word that is not a path in the context can name a stored bundle: a name
+/// (`kubernetes:v1.19.8`, `ns/base`), not a path spelled as one (`./rootfs`, `/abs`).
+fn may_name_stored(word: &str) -> bool {
+    !word.starts_with(['.', '/']) && crate::store::normalize(word).is_ok()
+}
+
+/// The stored bundle `reference` names, checked (its digest, and its signatures against the
+/// keys trusted now); `None` when the store has no such tag. With `built_only`, a bundle the
+/// store keeps from a pull does not count: the registry is asked again (see [`pull_base`]).
+fn stored_base(
+    reference: &str,
+    pull: &BasePull,
+    origin: &str,
+    built_only: bool,
+) -> Result<Option<PathBuf>> {
+    let at = || format!("{origin}: FROM {reference}");
+    let store = pull.store();
+    let Some(stored) = store
+        .resolve(reference, pull.arch.as_deref())
+        .map_err(|e| BuildError::at(at(), e))?
+        .filter(|s| !built_only || s.record.pulled_as.is_none())
+    else {
+        return Ok(None);
+    };
+    let trust = bale_trust::TrustPolicy::system().map_err(|e| BuildError::at(at(), e))?;
+    store
+        .check(&stored, &trust)
+        .map_err(|e| BuildError::at(at(), e))?;
+    eprintln!(
+        "FROM {reference}: {} ({}) from the bundle store {}",
+        stored.tag,
+        stored.record.short_digest(),
+        store.root().display()
+    );
+    Ok(Some(stored.path))
+}
+
+/// The refusal of a `FROM` word found nowhere: the three places looked, and the fixes.
+fn base_not_found(reference: &str, context: &Path, pull: &BasePull, origin: &str) -> BuildError {
+    let tag = crate::store::normalize(reference).unwrap_or_else(|_| reference.to_string());
+    let (name, _) = crate::store::split_tag(&tag);
+    BuildError::refused(
+        format!("{origin}: FROM {reference}"),
+        format!(
+            "not found: no file or directory {} in the build context, no {tag} in the bundle \
+             store {}, and no registry named (REGISTRY/ns/{tag}); build the base first \
+             (`bale build -t {tag} BASE-DIR`), pull it (`bale pull REGISTRY/ns/{tag} -o \
+             {name}.bale`, then FROM ./{name}.bale), or give the path of a directory or .bale \
+             file in the context",
+            context.join(reference).display(),
+            pull.store().root().display(),
+        ),
+    )
+}
+
+/// Pulls the base `reference` into the bundle store (or finds it there) and returns its file.
 fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> {
     use crate::share::{self, BundleCache, ShareOptions};
     let r = share::parse_reference(reference)
@@ -185,15 +253,18 @@ fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> 
             .map_err(|e| BuildError::at(format!("{origin}: FROM {reference}"), e))?,
         ..Default::default()
     };
-    let cache = BundleCache::new(
-        pull.cache_dir
-            .clone()
-            .unwrap_or_else(BundleCache::default_dir),
-    );
+    let cache = BundleCache::new(pull.store().root().to_path_buf());
     // The error keeps its chain, so a damaged (exit 3) or untrusted (exit 4) base says so.
-    cache
-        .get(&r, pull.offline, &opts)
-        .map_err(|e| BuildError::at(format!("{origin}: FROM {reference}"), e))
+    cache.get(&r, pull.offline, &opts).map_err(|e| {
+        BuildError::at(
+            format!(
+                "{origin}: FROM {reference}: not in the build context nor built into the \
+                 bundle store {}; from its registry",
+                pull.store().root().display()
+            ),
+            e,
+        )
+    })
 }
 
 /// Parses the Kubefile at `kubefile` only; warnings are in the plan.
@@ -215,7 +286,20 @@ pub fn parse(
 /// Parses the Kubefile, lays out the tree and runs the `RUN` steps.
 pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result<Prepared> {
     let (plan, kubefile_digest) = parse(kubefile, &opts.build_args)?;
+    // The parser's guess that a bare `name:tag` is a directory is settled below (the store,
+    // or a refusal naming every place looked), so it is not printed then.
+    let settled = match &plan.from {
+        Base::Directory { path }
+            if std::fs::symlink_metadata(context.join(path)).is_err() && may_name_stored(path) =>
+        {
+            Some(format!("FROM {path} is read as a directory"))
+        }
+        _ => None,
+    };
     for w in &plan.warnings {
+        if settled.as_ref().is_some_and(|s| w.contains(s.as_str())) {
+            continue;
+        }
         eprintln!("warning: {w}");
     }
     for a in &plan.unused_build_args {
@@ -245,6 +329,8 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
     let mut base = None;
     // A registry base is a bundle file once pulled; a path of that name in the context wins.
     let mut pulled = None;
+    // Where a named base is looked for, in order: a path in the context, the bundle store,
+    // the registry the name starts with.
     let from = match &plan.from {
         Base::Registry { reference } => {
             let local = context.join(reference);
@@ -254,10 +340,33 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
                 }
             } else {
                 if !local.is_file() {
-                    pulled = Some(pull_base(reference, &opts.base_pull, &from_origin)?);
+                    // A bundle built here under a registry's name is taken as it is; one
+                    // pulled before is checked against the registry (unless offline).
+                    pulled = match stored_base(reference, &opts.base_pull, &from_origin, true)? {
+                        Some(file) => Some(file),
+                        None => Some(pull_base(reference, &opts.base_pull, &from_origin)?),
+                    };
                 }
                 Base::Bundle {
                     path: reference.clone(),
+                }
+            }
+        }
+        Base::Directory { path }
+            if std::fs::symlink_metadata(context.join(path)).is_err() && may_name_stored(path) =>
+        {
+            match stored_base(path, &opts.base_pull, &from_origin, false)? {
+                Some(file) => {
+                    pulled = Some(file);
+                    Base::Bundle { path: path.clone() }
+                }
+                None => {
+                    return Err(base_not_found(
+                        path,
+                        &context,
+                        &opts.base_pull,
+                        &from_origin,
+                    ))
                 }
             }
         }

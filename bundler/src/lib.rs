@@ -9,4 +9,5 @@ pub mod images;
 pub mod kubefile;
 pub mod sbom;
 pub mod share;
+pub mod store;
 pub mod tree;

@@ -66,8 +66,23 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn bale(args: &[&str]) -> Output {
     Command::new(bale_bin())
         .args(args)
+        .env("BALE_STORE", test_store())
         .output()
         .expect("run bale")
+}
+
+/// The bundle store the tests' builds record into (`build -t`), unless a test names its own:
+/// under Cargo's target tmp dir, not the user's, emptied when a test program first takes it
+/// (what it holds outlives the tests' own files). Shared by the program's tests, which the
+/// store's lock allows.
+pub fn test_store() -> PathBuf {
+    static STORE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    STORE
+        .get_or_init(|| match std::env::var_os("BALE_STORE") {
+            Some(dir) => PathBuf::from(dir),
+            None => scratch("bale-store"),
+        })
+        .clone()
 }
 
 pub fn run(cmd: &Path, args: &[&str]) -> Output {

@@ -51,6 +51,9 @@ pub enum ShareError {
     /// The payload's errors name the file they are about.
     #[error(transparent)]
     Bundle(#[from] bale_payload::Error),
+    /// Where pulled bundles are kept.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The pulled bundle's signatures: not trusted, or a signature that fails over its root.
     #[error("{}", path.display())]
     Trust {
@@ -81,6 +84,7 @@ impl ShareError {
         match self {
             ShareError::Corrupt { .. } => true,
             ShareError::Bundle(e) => e.is_corruption(),
+            ShareError::Store(e) => e.is_damaged(),
             _ => false,
         }
     }

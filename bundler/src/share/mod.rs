@@ -24,6 +24,7 @@ use crate::images::oci::{self, Descriptor, OCI_INDEX, OCI_MANIFEST};
 use crate::images::registry::auth::{Credentials, DockerConfig};
 use crate::images::registry::{Body, Connection, Registry, RetryPolicy};
 use crate::images::ImagesError;
+use crate::store::{BundleStore, StoreError, Stored};
 use bale_payload::Bundle;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -926,114 +927,85 @@ pub fn pull(r: &ImageRef, out: &Path, opts: &ShareOptions) -> Result<PullReport>
     fetch(&reg, &r.path, &remote, out, opts)
 }
 
-/// Where `FROM REGISTRY/ns/name:tag` bases are kept: one file per manifest digest, and the
-/// last digest each reference resolved to (for offline builds).
+/// Where `FROM REGISTRY/ns/name:tag` bases are kept: the local bundle store
+/// ([`BundleStore`]), tagged with their reference (a digest reference as the tag
+/// `sha256-<hex>`) and remembering the manifest digest they were pulled as, so an unchanged
+/// manifest is not pulled again and an offline build takes what the reference last resolved to.
+/// One store for what is built here and what is pulled: `bale images` lists both.
 pub struct BundleCache {
-    root: PathBuf,
+    store: BundleStore,
 }
 
 impl BundleCache {
-    /// `$XDG_CACHE_HOME/bale/bundles`, else `~/.cache/bale/bundles`.
+    /// The bundle store's: [`BundleStore::default_dir`].
     pub fn default_dir() -> PathBuf {
-        crate::images::Cache::default_dir()
-            .parent()
-            .map(|p| p.join("bundles"))
-            .unwrap_or_else(|| PathBuf::from("bundles"))
+        BundleStore::default_dir()
     }
 
     pub fn new(root: PathBuf) -> BundleCache {
-        BundleCache { root }
+        BundleCache {
+            store: BundleStore::new(root),
+        }
     }
 
-    /// The bundle file for a manifest digest.
-    pub fn file_for(&self, digest: &str) -> Result<PathBuf> {
-        let hex = oci::digest_hex("bundle manifest", digest)?;
-        Ok(self.root.join("sha256").join(format!("{hex}.bale")))
+    /// The store tag a pulled reference is kept under.
+    fn tag_of(r: &ImageRef) -> String {
+        match &r.digest {
+            Some(d) => format!("{}:{}", r.name(), d.replace(':', "-")),
+            None => r.normalized(),
+        }
     }
 
-    fn ref_file(&self, r: &ImageRef) -> PathBuf {
-        // The normalized name, with the characters a file name cannot hold spelled out.
-        let name: String = r
-            .normalized()
-            .chars()
-            .map(|c| match c {
-                '/' => '+',
-                ':' => '=',
-                c => c,
-            })
-            .collect();
-        self.root.join("refs").join(name)
+    /// The stored bundle, checked (its digest and, against the keys trusted now, its
+    /// signatures).
+    fn checked(&self, stored: &Stored, opts: &ShareOptions) -> Result<PathBuf> {
+        self.store.check(stored, &opts.trust).map_err(|e| match e {
+            StoreError::Trust { path, source } => ShareError::Trust { path, source },
+            e => ShareError::Store(e),
+        })?;
+        Ok(stored.path.clone())
     }
 
-    /// The bundle `r` names: pulled unless the cache has its manifest's digest; `offline`
+    /// The bundle `r` names: pulled unless the store has its manifest's digest; `offline`
     /// asks no registry and takes the digest `r` last resolved to.
     pub fn get(&self, r: &ImageRef, offline: bool, opts: &ShareOptions) -> Result<PathBuf> {
+        let tag = Self::tag_of(r);
         if offline {
-            let digest = match &r.digest {
-                Some(d) => d.clone(),
-                None => {
-                    let rf = self.ref_file(r);
-                    std::fs::read_to_string(&rf)
-                        .map_err(|_| ShareError::Invalid {
-                            what: r.original.clone(),
-                            message: format!(
-                                "not in the bundle cache {} and --offline forbids pulling it; \
-                                 build once online or `bale pull {} -o base.bale` and FROM \
-                                 that file",
-                                self.root.display(),
-                                r.original
-                            ),
-                        })?
-                        .trim()
-                        .to_string()
-                }
+            let found = match &r.digest {
+                Some(d) => self.store.pulled_as(d)?,
+                None => self
+                    .store
+                    .resolve(&tag, None)?
+                    .filter(|s| s.record.pulled_as.is_some()),
             };
-            let file = self.file_for(&digest)?;
-            if !file.is_file() {
-                return Err(ShareError::Invalid {
-                    what: r.original.clone(),
-                    message: format!(
-                        "{} is missing from the bundle cache and --offline forbids pulling it",
-                        file.display()
-                    ),
-                });
-            }
-            check_cached(&file, opts)?;
-            return Ok(file);
+            let stored = found.ok_or_else(|| ShareError::Invalid {
+                what: r.original.clone(),
+                message: format!(
+                    "not in the bundle store {} and --offline forbids pulling it; build once \
+                     online or `bale pull {} -o base.bale` and FROM that file",
+                    self.store.root().display(),
+                    r.original
+                ),
+            })?;
+            return self.checked(&stored, opts);
         }
         let reg = registry_for(r, opts)?;
         let remote = resolve(&reg, r)?;
-        let file = self.file_for(&remote.digest)?;
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ShareError::io(dir, e))?;
+        if let Some(stored) = self.store.pulled_as(&remote.digest)? {
+            let file = self.checked(&stored, opts)?;
+            if stored.tag != tag {
+                self.store.add_as(&file, &tag, Some(&remote.digest))?;
+            }
+            return Ok(file);
         }
-        if file.is_file() {
-            check_cached(&file, opts)?;
-        } else {
-            fetch(&reg, &r.path, &remote, &file, opts)?;
-        }
-        let rf = self.ref_file(r);
-        if let Some(dir) = rf.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ShareError::io(dir, e))?;
-        }
-        let tmp = rf.with_extension("tmp");
-        std::fs::write(&tmp, format!("{}\n", remote.digest))
-            .and_then(|()| std::fs::rename(&tmp, &rf))
-            .map_err(|e| ShareError::io(&rf, e))?;
-        Ok(file)
+        let hex = oci::digest_hex("bundle manifest", &remote.digest)?;
+        let incoming = self.store.incoming(&format!("{hex}.bale"))?;
+        fetch(&reg, &r.path, &remote, &incoming, opts)?;
+        let record = self.store.add_as(&incoming, &tag, Some(&remote.digest))?;
+        // The store has its own link (or copy) now.
+        let _ = std::fs::remove_file(&incoming);
+        Ok(self.store.file_for(record.hex()))
     }
-}
-
-/// A base taken from the bundle cache instead of the registry: its trailer and header are
-/// checked as it opens, its signatures against the keys trusted now (they may have changed
-/// since it was pulled); its frames are checked as the build reads them.
-fn check_cached(file: &Path, opts: &ShareOptions) -> Result<()> {
-    let bundle = bale_payload::Bundle::open(file)?;
-    bale_trust::enforce(&bundle, &opts.trust).map_err(|source| ShareError::Trust {
-        path: file.to_path_buf(),
-        source,
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]
