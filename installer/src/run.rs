@@ -267,16 +267,19 @@ pub fn prepare(
     let mut cluster_env = Vec::new();
     let mut cluster_text = None;
     let mut warnings = Vec::new();
+    let mut app_choice = crate::clusterfile::AppChoice::default();
     let host_list = match &args.clusterfile {
         Some(f) => {
-            let cf = Clusterfile::load(f)?;
+            let mut cf = Clusterfile::load(f)?;
             cluster_env = cf.env.clone();
             cluster_text = Some(std::fs::read_to_string(f).map_err(|source| RunError::Read {
                 path: f.clone(),
                 source,
             })?);
+            let hosts = cf.host_list(args.masters.as_deref(), args.nodes.as_deref(), &flags)?;
             warnings = cf.warnings.clone();
-            cf.host_list(args.masters.as_deref(), args.nodes.as_deref(), &flags)?
+            app_choice = cf.apps.clone();
+            hosts
         }
         None => hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &flags)?,
     };
@@ -298,6 +301,7 @@ pub fn prepare(
         &host_list,
         cluster_text.as_deref().map(|t| (cf_name.as_str(), t)),
         &cluster_env,
+        &app_choice,
     )
     .map_err(RunError::Site)?;
     drop(bundle);
