@@ -55,7 +55,7 @@ const PLUGIN_KINDS: [&str; 2] = ["Plugin", "Config"];
 
 /// The fields of old sealer's v1 cluster (`spec.masters.ipList`, ...), which current sealer no
 /// longer reads.
-const V1_FIELDS: [&str; 4] = ["masters", "nodes", "provider", "network"];
+const V1_FIELDS: [&str; 2] = ["masters", "nodes"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterfileError {
@@ -74,12 +74,15 @@ pub enum ClusterfileError {
         path: PathBuf,
         source: serde_yaml::Error,
     },
-    #[error("{path}: document {doc} (kind: {kind})")]
+    /// A field of a document that does not fit: `msg` is the YAML reader's (field path, line,
+    /// and the fields there are), `fix` what to write instead where it is known.
+    #[error("{path}: document {doc} (kind: {kind}): {msg}{fix}")]
     Document {
         path: PathBuf,
         doc: usize,
         kind: String,
-        source: serde_yaml::Error,
+        msg: String,
+        fix: &'static str,
     },
     #[error(
         "{path}: no document with `kind: Cluster`; a Clusterfile starts with apiVersion: \
@@ -342,6 +345,18 @@ impl At<'_> {
     }
 }
 
+/// The fix for a field of the wrong shape, where sealer's own documents have led users astray.
+fn fix_for(e: &serde_yaml::Error) -> &'static str {
+    let m = e.to_string();
+    if m.contains("env: invalid type: map") {
+        "; write env as a list of key=value strings, e.g. env: [docker-dir=/var/lib/docker]"
+    } else if m.contains("taints: invalid type") {
+        "; write taints as a list, e.g. taints: [\"key=value:NoSchedule\"]"
+    } else {
+        ""
+    }
+}
+
 /// Edit distance, for "did you mean" (kinds are short).
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -416,8 +431,11 @@ impl Clusterfile {
                         });
                     }
                     let api = v.get("apiVersion").and_then(|a| a.as_str()).unwrap_or("");
+                    // `provider` is v1's too, under a v1 apiVersion.
+                    let v1_api = !api.contains("/v2");
                     if let Some(f) = V1_FIELDS
                         .iter()
+                        .chain(v1_api.then_some(&"provider"))
                         .find(|f| v.get("spec").and_then(|s| s.get(**f)).is_some())
                     {
                         return Err(ClusterfileError::V1 {
@@ -426,6 +444,13 @@ impl Clusterfile {
                             found: format!("{api:?}"),
                             field: (*f).into(),
                         });
+                    }
+                    if v.get("spec").and_then(|s| s.get("provider")).is_some() {
+                        return Err(at.field(
+                            &format!("document {doc} (kind: Cluster): spec.provider"),
+                            "bale creates no machines, it installs on hosts that exist; drop \
+                             spec.provider and give each host's addresses in spec.hosts[].ips",
+                        ));
                     }
                     if !API_VERSIONS.contains(&api) {
                         warnings.push(format!(
@@ -476,11 +501,12 @@ impl Clusterfile {
         let doc = nth(index)
             .map(Doc::deserialize)
             .ok_or_else(|| ClusterfileError::NoCluster { path: path.into() })?
-            .map_err(|source| ClusterfileError::Document {
+            .map_err(|e| ClusterfileError::Document {
                 path: path.into(),
                 doc: index + 1,
                 kind: "Cluster".into(),
-                source,
+                fix: fix_for(&e),
+                msg: e.to_string(),
             })?;
         let mut ignored = |field: &str, set: bool, instead: &str| {
             if set {
@@ -585,11 +611,12 @@ impl Clusterfile {
             let app = nth(i)
                 .map(ApplicationDoc::deserialize)
                 .ok_or_else(|| ClusterfileError::NoCluster { path: path.into() })?
-                .map_err(|source| ClusterfileError::Document {
+                .map_err(|e| ClusterfileError::Document {
                     path: path.into(),
                     doc: i + 1,
                     kind: "Application".into(),
-                    source,
+                    fix: fix_for(&e),
+                    msg: e.to_string(),
                 })?;
             cf.application(i + 1, app.spec)?;
         }

@@ -279,6 +279,8 @@ pub enum Target {
     /// sealer's `scope`: the hosts with any of these roles (`master`, `node`, or another role
     /// the Clusterfile gives them); empty: no host.
     Roles(Vec<String>),
+    /// Old sealer's `on: key=value`: the hosts with this label in the Clusterfile.
+    Label(String, String),
 }
 
 /// What a hook's target is matched against: one host.
@@ -290,6 +292,8 @@ pub struct HostFacts<'a> {
     pub first_master: bool,
     /// The host's other roles in the Clusterfile (`roles: [node, db]`).
     pub roles: &'a [String],
+    /// The host's labels in the Clusterfile.
+    pub labels: &'a [(String, String)],
 }
 
 impl Target {
@@ -303,6 +307,7 @@ impl Target {
                 Ok(Target::Role(r)) => r == host.role,
                 _ => host.roles.iter().any(|r| r == n),
             }),
+            Target::Label(k, v) => host.labels.iter().any(|(hk, hv)| hk == k && hv == v),
         }
     }
 }
@@ -668,20 +673,25 @@ fn plugins(here: &Here, doc: Doc, out: &mut Documents) -> Result<(), PluginError
 
 /// Old sealer's `on`: a role, or addresses (a list, or comma-separated).
 fn on_field(here: &Here, spec: &serde_yaml::Value) -> Result<Target, PluginError> {
-    let on_error = |e: crate::hosts::HostError| {
+    let on_error = |value: &str| {
         here.field(
             "spec.on",
-            format!("{e} (use all, master, node, or addresses)"),
+            format!(
+                "{value:?} is neither a role nor addresses nor a label: use all, master, node, \
+                 10.0.0.5,10.0.0.6 (or a range 10.0.0.5-10.0.0.9), or key=value of the hosts' \
+                 labels"
+            ),
         )
     };
     match spec.get("on") {
-        Some(serde_yaml::Value::String(s)) => target(s).map_err(on_error),
+        Some(serde_yaml::Value::String(s)) => target(s).map_err(|_| on_error(s)),
         Some(serde_yaml::Value::Sequence(items)) => {
             let joined: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
             if joined.len() != items.len() {
                 return Err(here.field("spec.on", "list items must be strings"));
             }
-            target(&joined.join(",")).map_err(on_error)
+            let joined = joined.join(",");
+            target(&joined).map_err(|_| on_error(&joined))
         }
         _ => Err(here.field("spec.on", "a role or a list of addresses")),
     }
@@ -730,6 +740,15 @@ fn target(s: &str) -> Result<Target, crate::hosts::HostError> {
         "" | "all" | "*" => Ok(Target::All),
         "master" | "masters" => Ok(Target::Role(Role::Master)),
         "node" | "nodes" | "worker" | "workers" => Ok(Target::Role(Role::Node)),
+        // Old sealer's label selector: the hosts whose Clusterfile labels have this pair.
+        selector if selector.contains('=') && !selector.contains(',') => {
+            let (k, v) = selector.split_once('=').unwrap_or((selector, ""));
+            if crate::marks::check_key(k).is_ok() && crate::marks::check_value(v).is_ok() {
+                Ok(Target::Label(k.to_string(), v.to_string()))
+            } else {
+                crate::hosts::parse_addrs("spec.on", selector).map(Target::Addrs)
+            }
+        }
         list => crate::hosts::parse_addrs("spec.on", list).map(Target::Addrs),
     }
 }
@@ -851,6 +870,7 @@ spec:
             addr: Some("10.0.0.9".parse().unwrap()),
             first_master,
             roles,
+            labels: &[],
         }
     }
 
@@ -1156,6 +1176,25 @@ spec:
         )
         .unwrap();
         assert_eq!(d.plugins[0].on, Target::Role(Role::Master));
+        // ... and its label selector, against the hosts' labels.
+        let d = Documents::parse(
+            "kind: Plugin\nspec: {action: PostInstall, on: \"sealer-test=true\", data: x}\n",
+            "p",
+        )
+        .unwrap();
+        let labels = [("sealer-test".to_string(), "true".to_string())];
+        let mut h = host(Role::Node, false, &[]);
+        assert!(!d.plugins[0].on.matches(&h));
+        h.labels = &labels;
+        assert!(d.plugins[0].on.matches(&h));
+        let e = Documents::parse(
+            "kind: Plugin\nspec: {action: PostInstall, on: \"no such thing\", data: x}\n",
+            "p",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e.matches("spec.on").count(), 1, "{e}");
+        assert!(e.contains("key=value"), "{e}");
     }
 
     /// F15: a plugin file nested deep is refused before the YAML parser.

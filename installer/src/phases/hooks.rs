@@ -88,6 +88,11 @@ impl Hooks {
                 .as_ref()
                 .map(|h| h.roles.as_slice())
                 .unwrap_or(&[]),
+            labels: node
+                .host
+                .as_ref()
+                .map(|h| h.labels.as_slice())
+                .unwrap_or(&[]),
         };
         node.ctx
             .site
