@@ -46,6 +46,14 @@ fn kubernetes(node: &Node) -> bool {
 }
 
 impl KubeRun {
+    /// A run whose first master already answers on `remote` (for the later phases' tests).
+    #[cfg(test)]
+    pub fn answering(remote: Arc<dyn Remote>, data_dir: &str) -> KubeRun {
+        let run = KubeRun::default();
+        *lock(&run.first_master) = Some((remote, data_dir.to_string()));
+        run
+    }
+
     fn first_master(&self) -> Result<MasterConn, PhaseError> {
         lock(&self.first_master)
             .clone()
