@@ -120,9 +120,11 @@ pub enum ClusterfileError {
         found: String,
         field: String,
     },
-    #[error("{path}: {field}: {msg}")]
+    #[error("{path}{}: {field}: {msg}", line.map(|n| format!(" line {n}")).unwrap_or_default())]
     Field {
         path: PathBuf,
+        /// The field's line, where it could be found.
+        line: Option<usize>,
         field: String,
         msg: String,
     },
@@ -326,13 +328,15 @@ pub struct Clusterfile {
     hosts: Vec<HostGroup>,
 }
 
-/// Where a [`Clusterfile`]'s errors point.
-struct At<'a>(&'a Path);
+/// Where a [`Clusterfile`]'s errors point: the file, and the lines of the cluster document
+/// (numbered from 1) to find a field's line in.
+struct At<'a>(&'a Path, &'a [(usize, &'a str)]);
 
 impl At<'_> {
     fn field(&self, field: &str, msg: impl Into<String>) -> ClusterfileError {
         ClusterfileError::Field {
             path: self.0.into(),
+            line: line_of(self.1, field),
             field: field.into(),
             msg: msg.into(),
         }
@@ -343,6 +347,53 @@ impl At<'_> {
             source,
         }
     }
+}
+
+/// The line of a field path such as `spec.hosts[1].taints[0]` in a document's lines: each key
+/// is looked for after the previous one, and `[i]` steps to the i-th item of a block list (a
+/// flow list stays on its line). Labels and env keys may hold dots: they end the path.
+fn line_of(lines: &[(usize, &str)], field: &str) -> Option<usize> {
+    let path = field.rsplit(": ").next().unwrap_or(field);
+    let mut segments: Vec<String> = Vec::new();
+    let mut parts = path.split('.');
+    while let Some(p) = parts.next() {
+        segments.push(p.to_string());
+        if p == "labels" {
+            segments.push(parts.by_ref().collect::<Vec<_>>().join("."));
+        }
+    }
+    let mut at = 0usize;
+    let mut found = None;
+    for seg in segments.iter().filter(|s| !s.is_empty()) {
+        let (key, index) = match seg.split_once('[') {
+            Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg.as_str(), None),
+        };
+        let Some(pos) = (at..lines.len()).find(|&i| crate::plugins::has_key(lines[i].1, key))
+        else {
+            break;
+        };
+        at = pos;
+        found = Some(lines[pos].0);
+        if let Some(index) = index {
+            if lines[pos].1.contains('[') {
+                continue;
+            }
+            let items: Vec<usize> = (pos + 1..lines.len())
+                .filter(|&i| lines[i].1.trim_start().starts_with("- "))
+                .collect();
+            let indent = |i: usize| lines[i].1.len() - lines[i].1.trim_start().len();
+            let Some(&first) = items.first() else { break };
+            let same: Vec<usize> = items
+                .into_iter()
+                .filter(|&i| indent(i) == indent(first))
+                .collect();
+            let Some(&item) = same.get(index) else { break };
+            at = item;
+            found = Some(lines[item].0);
+        }
+    }
+    found
 }
 
 /// The fix for a field of the wrong shape, where sealer's own documents have led users astray.
@@ -389,7 +440,7 @@ impl Clusterfile {
                 source,
             }
         })?;
-        let at = At(path);
+        let documents = crate::plugins::document_lines(text);
         let mut warnings = Vec::new();
         let known_kinds = || {
             let mut k = vec!["Cluster", "Application"];
@@ -446,6 +497,7 @@ impl Clusterfile {
                         });
                     }
                     if v.get("spec").and_then(|s| s.get("provider")).is_some() {
+                        let at = At(path, documents.get(i).map(Vec::as_slice).unwrap_or(&[]));
                         return Err(at.field(
                             &format!("document {doc} (kind: Cluster): spec.provider"),
                             "bale creates no machines, it installs on hosts that exist; drop \
@@ -496,6 +548,7 @@ impl Clusterfile {
             }
         }
         let index = cluster.ok_or_else(|| ClusterfileError::NoCluster { path: path.into() })?;
+        let at = At(path, documents.get(index).map(Vec::as_slice).unwrap_or(&[]));
         // Read again straight from the text: errors then carry the field path and the line.
         let nth = |n: usize| serde_yaml::Deserializer::from_str(text).nth(n);
         let doc = nth(index)
@@ -664,6 +717,7 @@ impl Clusterfile {
             if c.name.is_empty() {
                 return Err(ClusterfileError::Field {
                     path: self.path.clone(),
+                    line: None,
                     field: format!("document {doc} (kind: Application): {field}.name"),
                     msg: "missing; name the app these settings are for".into(),
                 });
@@ -707,7 +761,7 @@ impl Clusterfile {
         nodes: Option<&str>,
         flags: &SshOverrides,
     ) -> Result<Vec<Host>, ClusterfileError> {
-        let at = At(&self.path);
+        let at = At(&self.path, &[]);
         flags.check("--user", "--key").map_err(|e| at.host(e))?;
         let defaults = self.ssh.merged(flags);
         let have_flag_hosts = masters.is_some() || nodes.is_some();
@@ -1190,7 +1244,17 @@ spec: {type: SHELL}
         };
         let e = bad(&host("      taints: [\"a=b:Sometimes\"]\n"));
         assert!(
-            e.contains("spec.hosts[0].taints[0]") && e.contains("NoSchedule"),
+            e.starts_with("cf.yaml line 7: spec.hosts[0].taints[0]: \"a=b:Sometimes\"")
+                && e.contains("NoSchedule"),
+            "{e}"
+        );
+        // The line of the second host's field, not the first's.
+        let e = bad(&host(
+            "      taints: [\"a:NoSchedule\"]\n    - ips: [10.0.0.3]\n      roles: [node]\n      \
+             taints:\n        - ok:NoSchedule\n        - bad\n",
+        ));
+        assert!(
+            e.starts_with("cf.yaml line 12: spec.hosts[1].taints[1]"),
             "{e}"
         );
         let e = bad(&host("      labels: {\"bad key\": x}\n"));

@@ -390,7 +390,7 @@ impl Here<'_> {
 }
 
 /// The lines of each document of a YAML stream, numbered from 1, split at `---`.
-fn document_lines(text: &str) -> Vec<Vec<(usize, &str)>> {
+pub(crate) fn document_lines(text: &str) -> Vec<Vec<(usize, &str)>> {
     let mut docs = vec![Vec::new()];
     for (i, line) in text.lines().enumerate() {
         if line.starts_with("---") && line[3..].trim().is_empty() {
@@ -409,7 +409,7 @@ fn document_lines(text: &str) -> Vec<Vec<(usize, &str)>> {
 }
 
 /// Whether `line` writes `key:` as a key, in block (`key: x`) or flow (`{a: 1, key: x}`) style.
-fn has_key(line: &str, key: &str) -> bool {
+pub(crate) fn has_key(line: &str, key: &str) -> bool {
     line.match_indices(key).any(|(i, _)| {
         let before = line[..i].chars().next_back();
         let after = line[i + key.len()..].trim_start_matches([' ', '"', '\'']);

@@ -305,6 +305,18 @@ pub fn prepare(
     )
     .map_err(RunError::Site)?;
     drop(bundle);
+    if !site.kubernetes {
+        for h in host_list
+            .iter()
+            .filter(|h| !h.labels.is_empty() || !h.taints.is_empty())
+        {
+            warnings.push(format!(
+                "{cf_name}: the labels and taints of {} are not applied: the bundle brings no \
+                 Kubernetes (its Nodes come from a bundle FROM the Kubernetes base)",
+                h.addr
+            ));
+        }
+    }
     site.vips = vips;
     let ctx = Arc::new(Ctx {
         bundle: info,
