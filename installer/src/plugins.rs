@@ -39,7 +39,8 @@
 //! `Originally` and `PreInstall` (`PreInstall`), `PreInit`, `PostInit`, `PreGuest` (`PreApps`),
 //! `PostInstall` (after the apps), `PreClean`, `PostClean`; `PreJoin`/`PostJoin` (scale-up
 //! only) have no moment and are a warning. A host hook of current sealer without `scope` runs on
-//! no host, as in sealer, and says so.
+//! no host, as in sealer, and says so. Hooks of current sealer's actions run in the order of
+//! their names, as sealer runs them; old ones in the order written.
 
 use crate::hosts::Role;
 use serde::Deserialize;
@@ -320,6 +321,8 @@ pub struct Plugin {
     pub action: Action,
     pub on: Target,
     pub script: String,
+    /// Given with a current sealer action, whose hooks run in the order of their names.
+    pub by_name: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -541,8 +544,15 @@ impl Documents {
         self.warnings.extend(other.warnings);
     }
 
-    pub fn hooks(&self, action: Action) -> impl Iterator<Item = &Plugin> {
-        self.plugins.iter().filter(move |p| p.action == action)
+    /// The hooks of a hook point in the order they run: current sealer runs its hooks sorted by
+    /// name, old sealer (and bale) in the order written; a point that mixes both keeps the
+    /// written order.
+    pub fn hooks(&self, action: Action) -> Vec<&Plugin> {
+        let mut v: Vec<&Plugin> = self.plugins.iter().filter(|p| p.action == action).collect();
+        if v.iter().all(|p| p.by_name) {
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        v
     }
 }
 
@@ -666,6 +676,7 @@ fn plugins(here: &Here, doc: Doc, out: &mut Documents) -> Result<(), PluginError
             action,
             on,
             script: script.clone(),
+            by_name: placement != Placement::On,
         });
     }
     Ok(())
@@ -891,7 +902,24 @@ spec:
         assert_eq!(d.configs[0].path, "etc/app/config.yaml");
         // sealer's default strategy
         assert_eq!(d.configs[0].strategy, Strategy::Overwrite);
-        assert_eq!(d.hooks(Action::PreInit).count(), 1);
+        assert_eq!(d.hooks(Action::PreInit).len(), 1);
+        // Current sealer's hooks run by name; old ones as written.
+        let d = Documents::parse(
+            "kind: Plugin\nmetadata: {name: b}\nspec: {action: pre-init-host, scope: node, data: b}\n\
+             ---\nkind: Plugin\nmetadata: {name: a}\nspec: {action: pre-init-host, scope: node, data: a}\n\
+             ---\nkind: Plugin\nmetadata: {name: d}\nspec: {action: PostInit, data: d}\n\
+             ---\nkind: Plugin\nmetadata: {name: c}\nspec: {action: PostInit, data: c}\n",
+            "p",
+        )
+        .unwrap();
+        let names = |a| {
+            d.hooks(a)
+                .iter()
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(Action::PreInstall), ["a", "b"]);
+        assert_eq!(names(Action::PostInit), ["d", "c"]);
     }
 
     /// Issue 15: every action sealer has, current and old, lands on a bale hook point with

@@ -1,6 +1,6 @@
 //! Shell hooks (`kind: Plugin`) at one hook point, on the nodes they target (by role, sealer's
-//! `scope`, address, or the first master alone), in the order they were defined. A failing hook
-//! stops the install on that node with its output.
+//! `scope`, address, or the first master alone), in sealer's order (see [`crate::plugins`]). A
+//! failing hook stops the install on that node with its output.
 
 use super::context::node_context;
 use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
@@ -98,6 +98,7 @@ impl Hooks {
             .site
             .docs
             .hooks(self.action)
+            .into_iter()
             .filter(|p| p.on.matches(&facts))
             .collect()
     }
