@@ -125,8 +125,8 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
          path: etc/appliance.env\n  strategy: overwrite\n  data: |\n    APP_PORT=8080\n    \
          SITE=lab\n---\n\
          apiVersion: sealer.io/v1\nkind: Config\nmetadata: {name: labels}\nspec:\n  \
-         path: manifests/web.yaml\n  data: |\n    spec: {template: {metadata: {labels: \
-         {tier: edge}}}}\n",
+         path: manifests/web.yaml\n  strategy: merge\n  data: |\n    spec: {template: {metadata: \
+         {labels: {tier: edge}}}}\n",
     )
     .unwrap();
     let cfs = cf.to_str().unwrap();

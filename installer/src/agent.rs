@@ -35,6 +35,13 @@ pub enum KubeCommand {
     /// The cluster's nodes with their addresses and pod subnets as JSON, once at least
     /// `wait_for` have a pod subnet or after `timeout` seconds.
     Nodes { wait_for: usize, timeout: u64 },
+    /// Give the Node with this InternalIP these labels (`key=value`) and taints (sealer's
+    /// syntax), idempotently.
+    Mark {
+        address: String,
+        labels: Vec<(String, String)>,
+        taints: Vec<crate::marks::Taint>,
+    },
     /// Whether this host already is a complete member of the cluster (the node context under
     /// `data_dir` tells its role): `member` or `not a member` on stdout.
     Member { data_dir: String },
@@ -170,6 +177,16 @@ pub fn run(command: AgentCommand, this: Option<&bale_payload::Bundle>) -> Result
         }
         AgentCommand::Kube(KubeCommand::Forget { addresses }) => {
             for line in crate::node::kubernetes::forget(&addresses)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        AgentCommand::Kube(KubeCommand::Mark {
+            address,
+            labels,
+            taints,
+        }) => {
+            for line in crate::node::kubernetes::mark(&address, &labels, &taints)? {
                 println!("{line}");
             }
             Ok(())

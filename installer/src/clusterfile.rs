@@ -1,5 +1,7 @@
-//! The sealer-style Clusterfile (`kind: Cluster`, `apiVersion: sealer.io/v2` or the older
-//! `sealer.cloud/v2` of the same shape): hosts, roles, login settings and environment.
+//! The sealer-style Clusterfile: documents decoded by their `kind`, as current sealer does.
+//! The `kind: Cluster` document (`apiVersion: sealer.io/v2`, or `sealer.cloud/v2` of the same
+//! shape) gives hosts, roles, login settings, environment, node labels and taints, and which
+//! app steps run (`spec.cmd`, `spec.appNames`).
 //!
 //! ```yaml
 //! apiVersion: sealer.io/v2
@@ -11,32 +13,35 @@
 //!     - ips: [10.0.0.2, 10.0.0.3-10.0.0.4]
 //!       roles: [master]
 //!       ssh: {port: "2222"}
+//!       taints: ["node-role.kubernetes.io/master-"]
 //!     - ips: [10.0.0.5]
 //!       roles: [node]
 //!       env: ["k=v"]
+//!       labels: {disk: ssd}
 //! ```
 //!
-//! A typo must never change what gets installed where: every field of every document is
+//! A typo must never change what gets installed where: every field of the cluster document is
 //! either one bale knows or refused with the valid ones listed. The fields sealer defines and
-//! bale does not act on yet (`status`, `spec.image`, `spec.cmd`, `spec.appNames`,
-//! `spec.dataRoot`, host `labels` and `taints`, ...) and the documents sealer reads beside the
-//! cluster (`Application`, `Infra`, kubeadm's) are accepted with a warning each. `Plugin` and
-//! `Config` documents are read by [`crate::plugins`]. A Clusterfile that lists no host is an
-//! error unless the hosts come from `--masters`/`--nodes`: an install on this machine is only
-//! ever asked for by giving no hosts and no Clusterfile.
+//! bale does not act on (`spec.image`, `spec.registry`, `spec.dataRoot`, ...) and the documents
+//! sealer reads beside the cluster that bale does not act on (`Infra`, kubeadm's) are a warning
+//! each; `kind: Application` chooses the app steps like `spec.cmd`/`spec.appNames`. `Plugin`
+//! and `Config` documents are read by [`crate::plugins`]. A Clusterfile that lists no host is
+//! an error unless the hosts come from `--masters`/`--nodes`: an install on this machine is
+//! only ever asked for by giving no hosts and no Clusterfile.
 
 use crate::hosts::{self, Host, HostError, Role, Secret, SshOverrides};
+use crate::marks::{self, Taint};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The apiVersions of a `kind: Cluster` document: sealer's current one and the older one of
-/// the same shape.
+/// the same shape. Others are read by kind too, with a warning.
 pub const API_VERSIONS: [&str; 2] = ["sealer.io/v2", "sealer.cloud/v2"];
 
-/// Documents sealer reads in a Clusterfile besides the cluster, plugins and configs, that bale
-/// accepts and does not act on (yet).
-const IGNORED_KINDS: [&str; 7] = [
-    "Application",
+/// Documents sealer reads in a Clusterfile besides the cluster, plugins, configs and
+/// applications, that bale accepts and does not act on.
+const IGNORED_KINDS: [&str; 6] = [
     "Infra",
     "InitConfiguration",
     "ClusterConfiguration",
@@ -47,6 +52,10 @@ const IGNORED_KINDS: [&str; 7] = [
 
 /// The kinds [`crate::plugins`] reads.
 const PLUGIN_KINDS: [&str; 2] = ["Plugin", "Config"];
+
+/// The fields of old sealer's v1 cluster (`spec.masters.ipList`, ...), which current sealer no
+/// longer reads.
+const V1_FIELDS: [&str; 2] = ["masters", "nodes"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterfileError {
@@ -65,12 +74,15 @@ pub enum ClusterfileError {
         path: PathBuf,
         source: serde_yaml::Error,
     },
-    #[error("{path}: document {doc} (kind: {kind})")]
+    /// A field of a document that does not fit: `msg` is the YAML reader's (field path, line,
+    /// and the fields there are), `fix` what to write instead where it is known.
+    #[error("{path}: document {doc} (kind: {kind}): {msg}{fix}")]
     Document {
         path: PathBuf,
         doc: usize,
         kind: String,
-        source: serde_yaml::Error,
+        msg: String,
+        fix: &'static str,
     },
     #[error(
         "{path}: no document with `kind: Cluster`; a Clusterfile starts with apiVersion: \
@@ -89,21 +101,30 @@ pub enum ClusterfileError {
         doc: usize,
         known: String,
     },
-    #[error("{path}: document {doc}: unknown kind {kind:?}; a Clusterfile holds {known}")]
+    #[error("{path}: document {doc}: unknown kind {kind:?}; did you mean {near}?")]
     UnknownKind {
         path: PathBuf,
         doc: usize,
         kind: String,
-        known: String,
+        near: String,
     },
     #[error(
-        "{path}: apiVersion {found:?} is not supported for kind: Cluster (use {})",
-        API_VERSIONS.join(" or ")
+        "{path}: document {doc} (apiVersion {found}) is a v1 Clusterfile (spec.{field}), which \
+         current sealer no longer reads; write the hosts as spec.hosts, e.g. `hosts: [{{ips: \
+         [10.0.0.2], roles: [master]}}, {{ips: [10.0.0.5], roles: [node]}}]`, under \
+         apiVersion: sealer.io/v2"
     )]
-    ApiVersion { path: PathBuf, found: String },
-    #[error("{path}: {field}: {msg}")]
+    V1 {
+        path: PathBuf,
+        doc: usize,
+        found: String,
+        field: String,
+    },
+    #[error("{path}{}: {field}: {msg}", line.map(|n| format!(" line {n}")).unwrap_or_default())]
     Field {
         path: PathBuf,
+        /// The field's line, where it could be found.
+        line: Option<usize>,
         field: String,
         msg: String,
     },
@@ -117,12 +138,23 @@ pub enum ClusterfileError {
     NoHosts { path: PathBuf },
     #[error("hosts are given twice: use either --masters/--nodes or spec.hosts in {path}")]
     HostsTwice { path: PathBuf },
+    #[error(
+        "{path}: {field}: {} does not exist, and no password is given to fall back on; give an \
+         existing key file in {field}, or spec.ssh.passwd (or --password-file)",
+        key.display()
+    )]
+    NoKey {
+        path: PathBuf,
+        field: String,
+        key: PathBuf,
+    },
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Doc {
     #[serde(rename = "apiVersion", default)]
+    #[allow(dead_code)]
     api_version: String,
     #[serde(default)]
     #[allow(dead_code)]
@@ -132,8 +164,9 @@ struct Doc {
     metadata: serde_yaml::Value,
     #[serde(default)]
     spec: Spec,
-    /// What sealer records after a run; nothing to act on.
+    /// What sealer records after a run (`status: {}`); nothing to act on.
     #[serde(default)]
+    #[allow(dead_code)]
     status: Option<serde_yaml::Value>,
 }
 
@@ -146,13 +179,19 @@ struct Spec {
     ssh: Option<SshBlock>,
     #[serde(default)]
     hosts: Vec<HostBlock>,
+    /// Commands that replace every app step (sealer's meaning).
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    /// The apps to launch, in order.
+    #[serde(default)]
+    app_names: Option<Vec<String>>,
     // sealer's fields that bale does not act on: each set one is a warning.
     #[serde(default)]
     image: Option<serde_yaml::Value>,
+    #[serde(default, rename = "cmd_args")]
+    cmd_args: Option<serde_yaml::Value>,
     #[serde(default)]
-    cmd: Option<serde_yaml::Value>,
-    #[serde(default)]
-    app_names: Option<serde_yaml::Value>,
+    container_runtime: Option<serde_yaml::Value>,
     #[serde(default)]
     host_aliases: Option<serde_yaml::Value>,
     #[serde(default)]
@@ -193,18 +232,86 @@ struct HostBlock {
     #[serde(default)]
     env: Vec<String>,
     #[serde(default)]
-    labels: Option<serde_yaml::Value>,
+    labels: BTreeMap<String, String>,
     #[serde(default)]
-    taints: Option<serde_yaml::Value>,
+    taints: Vec<String>,
 }
 
-/// One `spec.hosts[]` entry: addresses, role, login overrides, environment.
-type HostGroup = (
-    Vec<std::net::IpAddr>,
-    Role,
-    SshOverrides,
-    Vec<(String, String)>,
-);
+/// sealer's `kind: Application`: which apps run and with what commands.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplicationDoc {
+    #[serde(rename = "apiVersion", default)]
+    #[allow(dead_code)]
+    api_version: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    metadata: serde_yaml::Value,
+    #[serde(default)]
+    spec: ApplicationSpec,
+    #[serde(default)]
+    #[allow(dead_code)]
+    status: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ApplicationSpec {
+    #[serde(default)]
+    cmds: Option<Vec<String>>,
+    #[serde(default)]
+    launch_apps: Option<Vec<String>>,
+    #[serde(default)]
+    configs: Vec<AppConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppConfig {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    files: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    launch: Option<AppLaunch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppLaunch {
+    #[serde(default)]
+    cmds: Vec<String>,
+}
+
+/// Which install steps run, as the Clusterfile chooses (sealer's meaning): `cmds` replace every
+/// app step; else `app_names` launch those apps only, in that order; `app_cmds` replace an
+/// app's own launch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AppChoice {
+    /// The commands and where they are written (`Clusterfile: spec.cmd`).
+    pub cmds: Option<(String, Vec<String>)>,
+    /// The app names and where they are written.
+    pub app_names: Option<(String, Vec<String>)>,
+    /// App name to the commands that launch it instead of its own.
+    pub app_cmds: BTreeMap<String, (String, Vec<String>)>,
+}
+
+/// One `spec.hosts[]` entry: addresses, role, login overrides, environment, and the rest.
+#[derive(Debug)]
+struct HostGroup {
+    ips: Vec<std::net::IpAddr>,
+    role: Role,
+    ssh: SshOverrides,
+    env: Vec<(String, String)>,
+    roles: Vec<String>,
+    labels: Vec<(String, String)>,
+    taints: Vec<Taint>,
+}
 
 /// What the installer takes from a Clusterfile.
 #[derive(Debug, Default)]
@@ -214,18 +321,22 @@ pub struct Clusterfile {
     /// `spec.ssh`: defaults for every host (command-line flags override them).
     pub ssh: SshOverrides,
     pub env: Vec<(String, String)>,
+    /// Which app steps run.
+    pub apps: AppChoice,
     /// What was accepted and is not acted on, one message each.
     pub warnings: Vec<String>,
     hosts: Vec<HostGroup>,
 }
 
-/// Where a [`Clusterfile`]'s errors point.
-struct At<'a>(&'a Path);
+/// Where a [`Clusterfile`]'s errors point: the file, and the lines of the cluster document
+/// (numbered from 1) to find a field's line in.
+struct At<'a>(&'a Path, &'a [(usize, &'a str)]);
 
 impl At<'_> {
     fn field(&self, field: &str, msg: impl Into<String>) -> ClusterfileError {
         ClusterfileError::Field {
             path: self.0.into(),
+            line: line_of(self.1, field),
             field: field.into(),
             msg: msg.into(),
         }
@@ -236,6 +347,81 @@ impl At<'_> {
             source,
         }
     }
+}
+
+/// The line of a field path such as `spec.hosts[1].taints[0]` in a document's lines: each key
+/// is looked for after the previous one, and `[i]` steps to the i-th item of a block list (a
+/// flow list stays on its line). Labels and env keys may hold dots: they end the path.
+fn line_of(lines: &[(usize, &str)], field: &str) -> Option<usize> {
+    let path = field.rsplit(": ").next().unwrap_or(field);
+    let mut segments: Vec<String> = Vec::new();
+    let mut parts = path.split('.');
+    while let Some(p) = parts.next() {
+        segments.push(p.to_string());
+        if p == "labels" {
+            segments.push(parts.by_ref().collect::<Vec<_>>().join("."));
+        }
+    }
+    let mut at = 0usize;
+    let mut found = None;
+    for seg in segments.iter().filter(|s| !s.is_empty()) {
+        let (key, index) = match seg.split_once('[') {
+            Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg.as_str(), None),
+        };
+        let Some(pos) = (at..lines.len()).find(|&i| crate::plugins::has_key(lines[i].1, key))
+        else {
+            break;
+        };
+        at = pos;
+        found = Some(lines[pos].0);
+        if let Some(index) = index {
+            if lines[pos].1.contains('[') {
+                continue;
+            }
+            let items: Vec<usize> = (pos + 1..lines.len())
+                .filter(|&i| lines[i].1.trim_start().starts_with("- "))
+                .collect();
+            let indent = |i: usize| lines[i].1.len() - lines[i].1.trim_start().len();
+            let Some(&first) = items.first() else { break };
+            let same: Vec<usize> = items
+                .into_iter()
+                .filter(|&i| indent(i) == indent(first))
+                .collect();
+            let Some(&item) = same.get(index) else { break };
+            at = item;
+            found = Some(lines[item].0);
+        }
+    }
+    found
+}
+
+/// The fix for a field of the wrong shape, where sealer's own documents have led users astray.
+fn fix_for(e: &serde_yaml::Error) -> &'static str {
+    let m = e.to_string();
+    if m.contains("env: invalid type: map") {
+        "; write env as a list of key=value strings, e.g. env: [docker-dir=/var/lib/docker]"
+    } else if m.contains("taints: invalid type") {
+        "; write taints as a list, e.g. taints: [\"key=value:NoSchedule\"]"
+    } else {
+        ""
+    }
+}
+
+/// Edit distance, for "did you mean" (kinds are short).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 impl Clusterfile {
@@ -254,16 +440,19 @@ impl Clusterfile {
                 source,
             }
         })?;
-        let at = At(path);
+        let documents = crate::plugins::document_lines(text);
         let mut warnings = Vec::new();
-        let known = || {
-            let mut k = vec!["Cluster"];
+        let known_kinds = || {
+            let mut k = vec!["Cluster", "Application"];
             k.extend(PLUGIN_KINDS);
             k.extend(IGNORED_KINDS);
-            k.join(", ")
+            k
         };
-        // Which document is the cluster, and every document's kind known.
+        // Which document is the cluster, and every document's kind known (sealer decodes by
+        // kind and skips the kinds it does not know; so does bale, with a warning, unless the
+        // kind is a near miss of one it knows).
         let mut cluster = None;
+        let mut applications = Vec::new();
         for (i, d) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let doc = i + 1;
             let v = serde_yaml::Value::deserialize(d).map_err(|source| ClusterfileError::Yaml {
@@ -279,7 +468,7 @@ impl Clusterfile {
                     return Err(ClusterfileError::NoKind {
                         path: path.into(),
                         doc,
-                        known: known(),
+                        known: known_kinds().join(", "),
                     })
                 }
             };
@@ -292,77 +481,131 @@ impl Clusterfile {
                             second: doc,
                         });
                     }
+                    let api = v.get("apiVersion").and_then(|a| a.as_str()).unwrap_or("");
+                    // `provider` is v1's too, under a v1 apiVersion.
+                    let v1_api = !api.contains("/v2");
+                    if let Some(f) = V1_FIELDS
+                        .iter()
+                        .chain(v1_api.then_some(&"provider"))
+                        .find(|f| v.get("spec").and_then(|s| s.get(**f)).is_some())
+                    {
+                        return Err(ClusterfileError::V1 {
+                            path: path.into(),
+                            doc,
+                            found: format!("{api:?}"),
+                            field: (*f).into(),
+                        });
+                    }
+                    if v.get("spec").and_then(|s| s.get("provider")).is_some() {
+                        let at = At(path, documents.get(i).map(Vec::as_slice).unwrap_or(&[]));
+                        return Err(at.field(
+                            &format!("document {doc} (kind: Cluster): spec.provider"),
+                            "bale creates no machines, it installs on hosts that exist; drop \
+                             spec.provider and give each host's addresses in spec.hosts[].ips",
+                        ));
+                    }
+                    if !API_VERSIONS.contains(&api) {
+                        warnings.push(format!(
+                            "{}: document {doc} (kind: Cluster): apiVersion {api:?} is read as \
+                             sealer.io/v2, as current sealer does; write apiVersion: \
+                             sealer.io/v2",
+                            path.display()
+                        ));
+                    }
                     cluster = Some(i);
                 }
+                "Application" => applications.push(i),
                 k if PLUGIN_KINDS.contains(&k) => {}
+                "Infra" => warnings.push(format!(
+                    "{}: document {doc} (kind: Infra): spec is not acted on: bale creates no \
+                     machines, it installs on the hosts of spec.hosts",
+                    path.display()
+                )),
                 k if IGNORED_KINDS.contains(&k) => warnings.push(format!(
-                    "{}: document {doc} (kind: {k}) is not acted on by bale; it is ignored",
+                    "{}: document {doc} (kind: {k}) is not acted on: bale writes kubeadm's \
+                     and kubelet's configuration itself",
                     path.display()
                 )),
                 k => {
-                    return Err(ClusterfileError::UnknownKind {
-                        path: path.into(),
-                        doc,
-                        kind: k.into(),
-                        known: known(),
-                    })
+                    let near: Vec<&str> = known_kinds()
+                        .into_iter()
+                        .filter(|n| distance(&k.to_ascii_lowercase(), &n.to_ascii_lowercase()) <= 2)
+                        .collect();
+                    if !near.is_empty() {
+                        return Err(ClusterfileError::UnknownKind {
+                            path: path.into(),
+                            doc,
+                            kind: k.into(),
+                            near: near.join(" or "),
+                        });
+                    }
+                    warnings.push(format!(
+                        "{}: document {doc} (kind: {k}) is not a kind sealer or bale reads; \
+                         it is skipped",
+                        path.display()
+                    ));
                 }
             }
         }
         let index = cluster.ok_or_else(|| ClusterfileError::NoCluster { path: path.into() })?;
+        let at = At(path, documents.get(index).map(Vec::as_slice).unwrap_or(&[]));
         // Read again straight from the text: errors then carry the field path and the line.
-        let doc = serde_yaml::Deserializer::from_str(text)
-            .nth(index)
+        let nth = |n: usize| serde_yaml::Deserializer::from_str(text).nth(n);
+        let doc = nth(index)
             .map(Doc::deserialize)
             .ok_or_else(|| ClusterfileError::NoCluster { path: path.into() })?
-            .map_err(|source| ClusterfileError::Document {
+            .map_err(|e| ClusterfileError::Document {
                 path: path.into(),
                 doc: index + 1,
                 kind: "Cluster".into(),
-                source,
+                fix: fix_for(&e),
+                msg: e.to_string(),
             })?;
-        if !API_VERSIONS.contains(&doc.api_version.as_str()) {
-            return Err(ClusterfileError::ApiVersion {
-                path: path.into(),
-                found: doc.api_version,
-            });
-        }
-        let mut ignored = |field: &str, set: bool| {
+        let mut ignored = |field: &str, set: bool, instead: &str| {
             if set {
                 warnings.push(format!(
-                    "{}: {field} is accepted but not acted on by bale",
+                    "{}: {field} is not acted on: {instead}",
                     path.display()
                 ));
             }
         };
         let s = &doc.spec;
-        ignored("status", doc.status.is_some());
         ignored(
-            "spec.image (the bundle being run is the image)",
+            "spec.image",
             s.image.is_some(),
+            "the bundle being run is the image",
         );
-        ignored("spec.cmd", s.cmd.is_some());
         ignored(
-            "spec.appNames (every app of the bundle runs)",
-            s.app_names.is_some(),
+            "spec.cmd_args",
+            s.cmd_args.is_some(),
+            "bale passes no arguments to the image's commands",
         );
-        ignored("spec.hostAliases", s.host_aliases.is_some());
         ignored(
-            "spec.registry (the bundle serves its own registry)",
+            "spec.containerRuntime",
+            s.container_runtime.is_some(),
+            "bale installs the bundle's containerd",
+        );
+        ignored(
+            "spec.hostAliases",
+            s.host_aliases.is_some(),
+            "add the names to /etc/hosts with a pre-init-host hook",
+        );
+        ignored(
+            "spec.registry",
             s.registry.is_some(),
+            "the bundle serves its own registry on every node",
         );
         ignored(
-            "spec.dataRoot (bale uses --data-dir)",
+            "spec.dataRoot",
             s.data_root.is_some(),
+            "bale keeps its files under --data-dir (default /var/lib/bale); pass --data-dir \
+             to put them elsewhere",
         );
-        for (i, h) in s.hosts.iter().enumerate() {
-            ignored(&format!("spec.hosts[{i}].labels"), h.labels.is_some());
-            ignored(&format!("spec.hosts[{i}].taints"), h.taints.is_some());
-        }
         let mut cf = Clusterfile {
             path: path.into(),
             ssh: ssh_block(&at, "spec.ssh", s.ssh.as_ref())?,
             env: parse_env(&at, "spec.env", &s.env)?,
+            apps: AppChoice::default(),
             warnings,
             hosts: Vec::new(),
         };
@@ -373,12 +616,134 @@ impl Clusterfile {
             }
             let ips = hosts::parse_addrs(&format!("{here}.ips"), &h.ips.join(","))
                 .map_err(|e| at.host(e))?;
-            let role = role(&at, &format!("{here}.roles"), &h.roles, &mut cf.warnings)?;
+            let (role, roles) = role(&at, &format!("{here}.roles"), &h.roles)?;
             let ssh = ssh_block(&at, &format!("{here}.ssh"), h.ssh.as_ref())?;
             let env = parse_env(&at, &format!("{here}.env"), &h.env)?;
-            cf.hosts.push((ips, role, ssh, env));
+            // sealer labels a Node with each of its host's roles.
+            let mut labels: Vec<(String, String)> = roles
+                .iter()
+                .map(|r| (format!("node-role.kubernetes.io/{r}"), String::new()))
+                .collect();
+            for (k, _) in &labels {
+                marks::check_key(k)
+                    .map_err(|e| at.field(&format!("{here}.roles"), e.to_string()))?;
+            }
+            for (k, v) in &h.labels {
+                marks::check_key(k)
+                    .and_then(|()| marks::check_value(v))
+                    .map_err(|e| at.field(&format!("{here}.labels.{k}"), e.to_string()))?;
+                labels.push((k.clone(), v.clone()));
+            }
+            let taints = h
+                .taints
+                .iter()
+                .enumerate()
+                .map(|(j, t)| {
+                    Taint::parse(t)
+                        .map_err(|e| at.field(&format!("{here}.taints[{j}]"), e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            cf.hosts.push(HostGroup {
+                ips,
+                role,
+                ssh,
+                env,
+                roles,
+                labels,
+                taints,
+            });
+        }
+        let name = path.display();
+        if let Some(cmds) = &s.cmd {
+            cf.apps.cmds = Some((format!("{name}: spec.cmd"), cmds.clone()));
+        }
+        if let Some(names) = &s.app_names {
+            cf.apps.app_names = Some((format!("{name}: spec.appNames"), names.clone()));
+        }
+        for i in applications {
+            let app = nth(i)
+                .map(ApplicationDoc::deserialize)
+                .ok_or_else(|| ClusterfileError::NoCluster { path: path.into() })?
+                .map_err(|e| ClusterfileError::Document {
+                    path: path.into(),
+                    doc: i + 1,
+                    kind: "Application".into(),
+                    fix: fix_for(&e),
+                    msg: e.to_string(),
+                })?;
+            cf.application(i + 1, app.spec)?;
+        }
+        if cf.apps.cmds.is_some() {
+            if let Some((origin, _)) = &cf.apps.app_names {
+                let cmd_origin = cf
+                    .apps
+                    .cmds
+                    .as_ref()
+                    .map(|c| c.0.clone())
+                    .unwrap_or_default();
+                cf.warnings.push(format!(
+                    "{origin} is not used: {cmd_origin} replaces every app step, as in sealer"
+                ));
+            }
         }
         Ok(cf)
+    }
+
+    /// Takes what an Application document chooses; the Cluster's `spec.cmd` and
+    /// `spec.appNames` come first, as in sealer.
+    fn application(&mut self, doc: usize, spec: ApplicationSpec) -> Result<(), ClusterfileError> {
+        let here = format!(
+            "{}: document {doc} (kind: Application)",
+            self.path.display()
+        );
+        if let Some(cmds) = spec.cmds {
+            match &self.apps.cmds {
+                Some((origin, _)) => self.warnings.push(format!(
+                    "{here}: spec.cmds is not used: {origin} comes first"
+                )),
+                None => self.apps.cmds = Some((format!("{here}: spec.cmds"), cmds)),
+            }
+        }
+        if let Some(names) = spec.launch_apps {
+            match &self.apps.app_names {
+                Some((origin, _)) => self.warnings.push(format!(
+                    "{here}: spec.launchApps is not used: {origin} comes first"
+                )),
+                None => self.apps.app_names = Some((format!("{here}: spec.launchApps"), names)),
+            }
+        }
+        for (i, c) in spec.configs.into_iter().enumerate() {
+            let field = format!("spec.configs[{i}]");
+            if c.name.is_empty() {
+                return Err(ClusterfileError::Field {
+                    path: self.path.clone(),
+                    line: None,
+                    field: format!("document {doc} (kind: Application): {field}.name"),
+                    msg: "missing; name the app these settings are for".into(),
+                });
+            }
+            if !c.env.is_empty() {
+                self.warnings.push(format!(
+                    "{here}: {field}.env (app {}) is not acted on: give the variables in \
+                     spec.env of the Cluster",
+                    c.name
+                ));
+            }
+            if !c.files.is_empty() {
+                self.warnings.push(format!(
+                    "{here}: {field}.files (app {}) is not acted on: write a kind: Config \
+                     document for each file",
+                    c.name
+                ));
+            }
+            if let Some(l) = c.launch {
+                self.apps.app_cmds.insert(
+                    c.name.clone(),
+                    (format!("{here}: {field}.launch.cmds"), l.cmds),
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn has_hosts(&self) -> bool {
@@ -387,43 +752,93 @@ impl Clusterfile {
 
     /// The hosts of a run with this Clusterfile: its own, each with `flags` over `spec.ssh`
     /// under the host's own `ssh` block, or, when it lists none, the hosts of `--masters` and
-    /// `--nodes`. Neither is an error: a Clusterfile never means this machine.
+    /// `--nodes`. Neither is an error: a Clusterfile never means this machine. A key file
+    /// the Clusterfile names that does not exist falls back to the password, as in sealer,
+    /// with a warning.
     pub fn host_list(
-        &self,
+        &mut self,
         masters: Option<&str>,
         nodes: Option<&str>,
         flags: &SshOverrides,
     ) -> Result<Vec<Host>, ClusterfileError> {
-        let at = At(&self.path);
+        let at = At(&self.path, &[]);
         flags.check("--user", "--key").map_err(|e| at.host(e))?;
         let defaults = self.ssh.merged(flags);
         let have_flag_hosts = masters.is_some() || nodes.is_some();
-        match (self.has_hosts(), have_flag_hosts) {
-            (true, true) => Err(ClusterfileError::HostsTwice {
-                path: self.path.clone(),
-            }),
-            (true, false) => self.hosts(&defaults).map_err(|e| at.host(e)),
-            (false, true) => hosts::from_flags(masters, nodes, &defaults).map_err(|e| at.host(e)),
-            (false, false) => Err(ClusterfileError::NoHosts {
-                path: self.path.clone(),
-            }),
+        let mut hosts = match (self.has_hosts(), have_flag_hosts) {
+            (true, true) => {
+                return Err(ClusterfileError::HostsTwice {
+                    path: self.path.clone(),
+                })
+            }
+            (true, false) => self.hosts(&defaults).map_err(|e| at.host(e))?,
+            (false, true) => {
+                hosts::from_flags(masters, nodes, &defaults).map_err(|e| at.host(e))?
+            }
+            (false, false) => {
+                return Err(ClusterfileError::NoHosts {
+                    path: self.path.clone(),
+                })
+            }
+        };
+        if flags.key.is_none() {
+            self.key_fallback(&mut hosts)?;
         }
+        Ok(hosts)
+    }
+
+    /// sealer logs in with the password when the key file it is given does not exist; so does
+    /// bale, and says which field named the missing file.
+    fn key_fallback(&mut self, hosts: &mut [Host]) -> Result<(), ClusterfileError> {
+        for h in hosts.iter_mut() {
+            let Some(key) = h.ssh.key.clone() else {
+                continue;
+            };
+            if key.is_file() {
+                continue;
+            }
+            let group = self.hosts.iter().position(|g| g.ips.contains(&h.addr));
+            let field = match group {
+                Some(i) if self.hosts[i].ssh.key.is_some() => format!("spec.hosts[{i}].ssh.pk"),
+                _ => "spec.ssh.pk".to_string(),
+            };
+            if h.ssh.password.is_none() {
+                return Err(ClusterfileError::NoKey {
+                    path: self.path.clone(),
+                    field,
+                    key,
+                });
+            }
+            self.warnings.push(format!(
+                "{}: {field}: {} does not exist; logging in to {} with the password, as \
+                 sealer does",
+                self.path.display(),
+                key.display(),
+                h.addr
+            ));
+            h.ssh.key = None;
+            h.ssh.key_passphrase = None;
+        }
+        Ok(())
     }
 
     /// The hosts, each with `defaults` (spec.ssh already layered with the flags) under its own
     /// `ssh` block.
     pub fn hosts(&self, defaults: &SshOverrides) -> Result<Vec<Host>, HostError> {
         let mut out = Vec::new();
-        for (ips, role, ssh, env) in &self.hosts {
-            let spec = defaults.merged(ssh).resolve();
-            for ip in ips {
+        for g in &self.hosts {
+            let spec = defaults.merged(&g.ssh).resolve();
+            for ip in &g.ips {
                 let mut e = self.env.clone();
-                e.extend(env.iter().cloned());
+                e.extend(g.env.iter().cloned());
                 out.push(Host {
                     addr: *ip,
-                    role: *role,
+                    role: g.role,
                     ssh: spec.clone(),
                     env: e,
+                    roles: g.roles.clone(),
+                    labels: g.labels.clone(),
+                    taints: g.taints.clone(),
                 });
             }
         }
@@ -432,15 +847,11 @@ impl Clusterfile {
     }
 }
 
-/// The one role of a host: master or node. Both at once is refused (which one was meant?);
-/// sealer's other roles (`roles: [node, db]`) are kept as a warning.
-fn role(
-    at: &At,
-    field: &str,
-    roles: &[String],
-    warnings: &mut Vec<String>,
-) -> Result<Role, ClusterfileError> {
+/// The one role of a host, master or node, and its other roles, which hooks' `scope` may
+/// name. Both master and node at once is refused (which one was meant?).
+fn role(at: &At, field: &str, roles: &[String]) -> Result<(Role, Vec<String>), ClusterfileError> {
     let mut found: Option<(Role, &str)> = None;
+    let mut others = Vec::new();
     for r in roles {
         match Role::parse(field, r) {
             Ok(role) => match found {
@@ -456,18 +867,15 @@ fn role(
                 Some(_) => {}
                 None => found = Some((role, r)),
             },
-            Err(_) => warnings.push(format!(
-                "{}: {field}: role {r:?} is not acted on by bale (it knows master and node)",
-                at.0.display()
-            )),
+            Err(_) => others.push(r.clone()),
         }
     }
     match found {
-        Some((role, _)) => Ok(role),
+        Some((role, _)) => Ok((role, others)),
         None if roles.is_empty() => Err(at.field(field, "give master or node")),
         None => Err(at.field(
             field,
-            format!("{roles:?} names neither master nor node; give one of them"),
+            format!("{roles:?} names neither master nor node; add one of them"),
         )),
     }
 }
@@ -565,7 +973,7 @@ spec: {type: SHELL}
 
     #[test]
     fn parses_hosts_and_overrides() {
-        let cf = Clusterfile::parse(SAMPLE, Path::new("Clusterfile")).unwrap();
+        let mut cf = Clusterfile::parse(SAMPLE, Path::new("Clusterfile")).unwrap();
         assert!(cf.warnings.is_empty(), "{:?}", cf.warnings);
         let hosts = cf.host_list(None, None, &SshOverrides::default()).unwrap();
         assert_eq!(hosts.len(), 4);
@@ -602,8 +1010,11 @@ spec: {type: SHELL}
         assert!(e.contains("spec.hosts[0].ssh.port"), "{e}");
         let e = bad(&format!("{HEAD}  env: [novalue]\n"));
         assert!(e.contains("spec.env"), "{e}");
-        let e = bad("apiVersion: sealer.io/v1\nkind: Cluster\n");
-        assert!(e.contains("sealer.io/v2"), "{e}");
+        let e = bad("apiVersion: sealer.aliyun.com/v1alpha1\nkind: Cluster\nspec:\n  masters: {ipList: [10.0.0.2]}\n");
+        assert!(
+            e.contains("sealer.io/v2") && e.contains("spec.masters") && e.contains("spec.hosts"),
+            "{e}"
+        );
         assert!(bad("kind: Plugin\n").contains("kind: Cluster"));
         let e = Clusterfile::parse(
             &format!("{HEAD}  hosts:\n    - ips: [10.0.0.1]\n      roles: [node]\n    - ips: [10.0.0.1]\n      roles: [master]\n"),
@@ -647,8 +1058,9 @@ spec: {type: SHELL}
     /// F11: a Clusterfile without hosts is not an install on this machine.
     #[test]
     fn a_clusterfile_without_hosts_needs_flag_hosts() {
-        let cf = Clusterfile::parse(&format!("{HEAD}  env: [a=1]\n"), Path::new("site/cf.yaml"))
-            .unwrap();
+        let mut cf =
+            Clusterfile::parse(&format!("{HEAD}  env: [a=1]\n"), Path::new("site/cf.yaml"))
+                .unwrap();
         let e = cf
             .host_list(None, None, &SshOverrides::default())
             .unwrap_err()
@@ -661,7 +1073,7 @@ spec: {type: SHELL}
             .host_list(Some("10.0.0.2"), Some("10.0.0.3"), &SshOverrides::default())
             .unwrap();
         assert_eq!(hosts.len(), 2);
-        let with_hosts = Clusterfile::parse(SAMPLE, Path::new("cf")).unwrap();
+        let mut with_hosts = Clusterfile::parse(SAMPLE, Path::new("cf")).unwrap();
         let e = with_hosts
             .host_list(Some("10.0.0.9"), None, &SshOverrides::default())
             .unwrap_err();
@@ -680,25 +1092,37 @@ spec: {type: SHELL}
             - ips: [10.0.0.3]\n      roles: [node, db]\nstatus: {}\n---\napiVersion: sealer.io/v2\n\
             kind: Application\nmetadata: {name: a}\nspec: {}\n---\nkind: Infra\n---\n\
             apiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\nnetworking: {}\n";
-        let cf = Clusterfile::parse(text, Path::new("cf")).unwrap();
+        let mut cf = Clusterfile::parse(text, Path::new("cf")).unwrap();
         let hosts = cf.host_list(None, None, &SshOverrides::default()).unwrap();
         assert_eq!((hosts[0].role, hosts[1].role), (Role::Master, Role::Node));
+        // Acted on: labels, taints, the other role (a label and a scope name), cmd.
+        assert_eq!(hosts[0].labels, [("disk".to_string(), "ssd".to_string())]);
+        assert_eq!(hosts[0].taints[0].kubectl_arg(), "a=b:NoSchedule");
+        assert_eq!(hosts[1].roles, ["db"]);
+        assert_eq!(
+            hosts[1].labels,
+            [("node-role.kubernetes.io/db".to_string(), String::new())]
+        );
+        assert_eq!(
+            cf.apps.cmds,
+            Some((
+                "cf: spec.cmd".into(),
+                vec!["kubectl apply -f a.yaml".into()]
+            ))
+        );
         let w = cf.warnings.join("\n");
         for want in [
-            "status",
             "spec.image",
-            "spec.cmd",
-            "spec.appNames",
-            "spec.dataRoot",
+            "spec.appNames is not used: cf: spec.cmd replaces",
+            "spec.dataRoot is not acted on: bale keeps its files under --data-dir",
             "spec.registry",
-            "spec.hosts[0].labels",
-            "spec.hosts[0].taints",
-            "\"db\"",
-            "kind: Application",
-            "kind: Infra",
+            "document 3 (kind: Infra)",
             "kind: ClusterConfiguration",
         ] {
             assert!(w.contains(want), "no warning about {want}:\n{w}");
+        }
+        for quiet in ["status", "labels", "taints", "\"db\"", "kind: Application"] {
+            assert!(!w.contains(quiet), "a warning about {quiet}:\n{w}");
         }
         let e = bad(&format!("{HEAD}  ssh: {{passwd: x, encrypted: true}}\n"));
         assert!(e.contains("spec.ssh.encrypted"), "{e}");
@@ -716,7 +1140,7 @@ spec: {type: SHELL}
                 "{roles}: {e}"
             );
         }
-        let cf = Clusterfile::parse(
+        let mut cf = Clusterfile::parse(
             &format!(
                 "{HEAD}  hosts:\n    - ips: [10.0.0.2]\n      roles: [master, control-plane]\n"
             ),
@@ -739,7 +1163,7 @@ spec: {type: SHELL}
             "{HEAD}  hosts:\n    - ips: [10.0.0.2]\n      roles: [node]\n      ssh: {{pk: \"/k\\nProxyCommand x\"}}\n"
         ));
         assert!(e.contains("spec.hosts[0].ssh.pk"), "{e}");
-        let cf = Clusterfile::parse(SAMPLE, Path::new("cf")).unwrap();
+        let mut cf = Clusterfile::parse(SAMPLE, Path::new("cf")).unwrap();
         let flags = SshOverrides {
             user: Some("a b".into()),
             ..Default::default()
@@ -771,5 +1195,126 @@ spec: {type: SHELL}
             .collect();
         let e = bad(&format!("{HEAD}  env:\n{blocks}"));
         assert!(e.contains("nested more than"), "{e}");
+    }
+
+    /// Issue 15: a key file that is not there falls back to the password, as in sealer; with
+    /// no password the refusal names the Clusterfile and the field.
+    #[test]
+    fn a_missing_key_falls_back_to_the_password() {
+        let text = |passwd: &str| {
+            [
+                format!("{HEAD}  ssh: {{user: root, pk: /no/such/key{passwd}}}"),
+                "  hosts:".into(),
+                "    - ips: [10.0.0.2]".into(),
+                "      roles: [master]".into(),
+                "    - ips: [10.0.0.3]".into(),
+                "      roles: [node]".into(),
+                "      ssh: {pk: /no/other/key}\n".into(),
+            ]
+            .join("\n")
+        };
+        let mut cf = Clusterfile::parse(&text(", passwd: pw"), Path::new("cf.yaml")).unwrap();
+        let hosts = cf.host_list(None, None, &SshOverrides::default()).unwrap();
+        assert!(hosts.iter().all(|h| h.ssh.key.is_none()));
+        let w = cf.warnings.join("\n");
+        assert!(
+            w.contains(
+                "cf.yaml: spec.ssh.pk: /no/such/key does not exist; logging in to \
+                        10.0.0.2 with the password"
+            ) && w.contains("spec.hosts[1].ssh.pk: /no/other/key"),
+            "{w}"
+        );
+        let mut cf = Clusterfile::parse(&text(""), Path::new("cf.yaml")).unwrap();
+        let e = cf
+            .host_list(None, None, &SshOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cf.yaml: spec.ssh.pk: /no/such/key does not exist")
+                && e.contains("spec.ssh.passwd"),
+            "{e}"
+        );
+    }
+
+    /// Issue 15: host labels and taints in sealer's syntax, checked with the field named.
+    #[test]
+    fn labels_and_taints_are_checked_with_the_field() {
+        let host = |extra: &str| {
+            format!("{HEAD}  hosts:\n    - ips: [10.0.0.2]\n      roles: [master]\n{extra}")
+        };
+        let e = bad(&host("      taints: [\"a=b:Sometimes\"]\n"));
+        assert!(
+            e.starts_with("cf.yaml line 7: spec.hosts[0].taints[0]: \"a=b:Sometimes\"")
+                && e.contains("NoSchedule"),
+            "{e}"
+        );
+        // The line of the second host's field, not the first's.
+        let e = bad(&host(
+            "      taints: [\"a:NoSchedule\"]\n    - ips: [10.0.0.3]\n      roles: [node]\n      \
+             taints:\n        - ok:NoSchedule\n        - bad\n",
+        ));
+        assert!(
+            e.starts_with("cf.yaml line 12: spec.hosts[1].taints[1]"),
+            "{e}"
+        );
+        let e = bad(&host("      labels: {\"bad key\": x}\n"));
+        assert!(e.contains("spec.hosts[0].labels.bad key"), "{e}");
+        let mut cf = Clusterfile::parse(
+            &host("      taints: [\"node-role.kubernetes.io/master-\", \"k:NoExecute-\"]\n"),
+            Path::new("cf"),
+        )
+        .unwrap();
+        let h = cf.host_list(None, None, &SshOverrides::default()).unwrap();
+        assert_eq!(h[0].taints.len(), 2);
+    }
+
+    /// Issue 15: kinds are decoded as current sealer does; what it skips bale skips with a
+    /// warning, but a near miss of a known kind is refused.
+    #[test]
+    fn documents_are_decoded_by_kind() {
+        let text = [
+            "apiVersion: sealer.aliyun.com/v2alpha1",
+            "kind: Cluster",
+            "spec:",
+            "  hosts: []",
+            "---",
+            "apiVersion: v1",
+            "kind: ConfigMap",
+            "metadata: {name: x}",
+            "---",
+            "apiVersion: sealer.io/v2",
+            "kind: Application",
+            "spec:",
+            "  launchApps: [a, b]",
+            "  cmds: [\"x\"]",
+            "  configs:",
+            "    - name: a",
+            "      launch: {cmds: [\"helm install a\"]}",
+            "      files: [{path: f, data: d}]\n",
+        ]
+        .join("\n");
+        let cf = Clusterfile::parse(&text, Path::new("cf")).unwrap();
+        let w = cf.warnings.join("\n");
+        assert!(
+            w.contains("\"sealer.aliyun.com/v2alpha1\" is read as sealer.io/v2"),
+            "{w}"
+        );
+        assert!(w.contains("document 2 (kind: ConfigMap)"), "{w}");
+        assert!(w.contains("spec.configs[0].files (app a)"), "{w}");
+        assert_eq!(
+            cf.apps.app_names.as_ref().map(|a| a.1.clone()),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(cf.apps.cmds.as_ref().map(|c| c.1.len()), Some(1));
+        assert_eq!(cf.apps.app_cmds["a"].1, ["helm install a"]);
+        let e = bad(&format!("{HEAD}  hosts: []\n---\nkind: Aplication\n"));
+        assert!(e.contains("did you mean Application"), "{e}");
+        // `status: {}` at the top is sealer's own output: read without a word.
+        let cf = Clusterfile::parse(
+            &format!("{HEAD}  hosts: []\nstatus: {{}}\n"),
+            Path::new("c"),
+        )
+        .unwrap();
+        assert!(cf.warnings.is_empty(), "{:?}", cf.warnings);
     }
 }

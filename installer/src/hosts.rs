@@ -225,6 +225,12 @@ pub struct Host {
     pub role: Role,
     pub ssh: SshSpec,
     pub env: Vec<(String, String)>,
+    /// The host's other roles in a Clusterfile (`roles: [node, db]`), which a hook's `scope`
+    /// may name.
+    pub roles: Vec<String>,
+    /// Labels and taints for the host's Node, applied after it joins.
+    pub labels: Vec<(String, String)>,
+    pub taints: Vec<crate::marks::Taint>,
 }
 
 impl Host {
@@ -328,6 +334,9 @@ pub fn from_flags(
                 role,
                 ssh: spec.clone(),
                 env: Vec::new(),
+                roles: Vec::new(),
+                labels: Vec::new(),
+                taints: Vec::new(),
             });
         }
     }

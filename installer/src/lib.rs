@@ -10,6 +10,7 @@ pub mod hosts;
 pub mod install;
 pub mod kube;
 pub mod layout;
+pub mod marks;
 pub mod node;
 pub mod phases;
 pub mod plugins;

@@ -267,16 +267,19 @@ pub fn prepare(
     let mut cluster_env = Vec::new();
     let mut cluster_text = None;
     let mut warnings = Vec::new();
+    let mut app_choice = crate::clusterfile::AppChoice::default();
     let host_list = match &args.clusterfile {
         Some(f) => {
-            let cf = Clusterfile::load(f)?;
+            let mut cf = Clusterfile::load(f)?;
             cluster_env = cf.env.clone();
             cluster_text = Some(std::fs::read_to_string(f).map_err(|source| RunError::Read {
                 path: f.clone(),
                 source,
             })?);
+            let hosts = cf.host_list(args.masters.as_deref(), args.nodes.as_deref(), &flags)?;
             warnings = cf.warnings.clone();
-            cf.host_list(args.masters.as_deref(), args.nodes.as_deref(), &flags)?
+            app_choice = cf.apps.clone();
+            hosts
         }
         None => hosts::from_flags(args.masters.as_deref(), args.nodes.as_deref(), &flags)?,
     };
@@ -298,9 +301,22 @@ pub fn prepare(
         &host_list,
         cluster_text.as_deref().map(|t| (cf_name.as_str(), t)),
         &cluster_env,
+        &app_choice,
     )
     .map_err(RunError::Site)?;
     drop(bundle);
+    if !site.kubernetes {
+        for h in host_list
+            .iter()
+            .filter(|h| !h.labels.is_empty() || !h.taints.is_empty())
+        {
+            warnings.push(format!(
+                "{cf_name}: the labels and taints of {} are not applied: the bundle brings no \
+                 Kubernetes (its Nodes come from a bundle FROM the Kubernetes base)",
+                h.addr
+            ));
+        }
+    }
     site.vips = vips;
     let ctx = Arc::new(Ctx {
         bundle: info,

@@ -2,6 +2,7 @@
 //! their roles, the install-time environment, the hooks and overlays, and the apps to launch.
 //! Each node gets its share as a [`NodeContext`] (`<data-dir>/node.json`).
 
+use crate::clusterfile::AppChoice;
 use crate::hosts::{Host, Role};
 use crate::node::context::{NodeContext, DEFAULT_VIP, REGISTRY_PORT};
 use crate::plugins::Documents;
@@ -20,6 +21,12 @@ pub enum SiteError {
     Manifest(#[from] bale_contract::manifest::ManifestError),
     #[error("reading the bundle's entry table")]
     Entries(#[source] bale_payload::Error),
+    #[error("{origin}: no app {app:?} in the bundle; its apps are {known}")]
+    UnknownApp {
+        origin: String,
+        app: String,
+        known: String,
+    },
     #[error("{layer}, Kubefile line {line}: LAUNCH {app}: no APP of that name")]
     NoApp {
         layer: String,
@@ -118,10 +125,32 @@ fn launch_script(name: &str, source: &str, is_chart: bool) -> String {
     script.value("src", source).text()
 }
 
+/// How an app is launched: the Clusterfile's commands for it, else its `APPCMDS`, else the
+/// default launch of each of its sources.
+fn app_launch(
+    app: &str,
+    meta: &App,
+    choice: &AppChoice,
+    charts: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    if let Some((_, cmds)) = choice.app_cmds.get(app) {
+        return cmds.clone();
+    }
+    if meta.cmds.is_empty() {
+        meta.sources
+            .iter()
+            .map(|s| launch_script(app, s, charts(s)))
+            .collect()
+    } else {
+        meta.cmds.clone()
+    }
+}
+
 fn steps_of(
     layer: &str,
     steps: &[InstallStep],
     apps: &BTreeMap<String, App>,
+    choice: &AppChoice,
     charts: &dyn Fn(&str) -> bool,
     out: &mut Vec<AppStep>,
 ) -> Result<()> {
@@ -141,15 +170,7 @@ fn steps_of(
                     line: *line,
                     app: app.clone(),
                 })?;
-                let scripts: Vec<String> = if meta.cmds.is_empty() {
-                    meta.sources
-                        .iter()
-                        .map(|s| launch_script(app, s, charts(s)))
-                        .collect()
-                } else {
-                    meta.cmds.clone()
-                };
-                for script in scripts {
+                for script in app_launch(app, meta, choice, charts) {
                     out.push(AppStep {
                         key: format!("app:{}:{line}", out.len() + 1),
                         origin: format!("{layer}, Kubefile line {line} (app {app})"),
@@ -160,6 +181,69 @@ fn steps_of(
         }
     }
     Ok(())
+}
+
+/// The steps the Clusterfile chooses, sealer's way: its commands replace every step; else
+/// its app names launch those apps, in that order, and nothing else. What no longer runs is
+/// said in a warning.
+fn chosen_steps(
+    choice: &AppChoice,
+    image_steps: Vec<AppStep>,
+    apps: &BTreeMap<String, App>,
+    charts: &dyn Fn(&str) -> bool,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<AppStep>> {
+    let dropped = |by: &str, steps: &[AppStep], warnings: &mut Vec<String>| {
+        if !steps.is_empty() {
+            let what: Vec<String> = steps.iter().map(|s| s.origin.clone()).collect();
+            warnings.push(format!(
+                "{by} chooses the install steps, as in sealer: the image's own do not run ({})",
+                what.join("; ")
+            ));
+        }
+    };
+    if let Some((origin, cmds)) = &choice.cmds {
+        dropped(origin, &image_steps, warnings);
+        return Ok(cmds
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.trim().is_empty())
+            .map(|(i, c)| AppStep {
+                key: format!("app:cmd:{}", i + 1),
+                origin: format!("{origin}[{i}]"),
+                script: c.clone(),
+            })
+            .collect());
+    }
+    let Some((origin, names)) = &choice.app_names else {
+        return Ok(image_steps);
+    };
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
+        let meta = apps.get(name).ok_or_else(|| SiteError::UnknownApp {
+            origin: format!("{origin}[{i}]"),
+            app: name.clone(),
+            known: if apps.is_empty() {
+                "none".to_string()
+            } else {
+                apps.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+        })?;
+        for script in app_launch(name, meta, choice, charts) {
+            out.push(AppStep {
+                key: format!("app:{name}:{}", out.len() + 1),
+                origin: format!("{origin}[{i}] (app {name})"),
+                script,
+            });
+        }
+    }
+    let kept: Vec<&str> = out.iter().map(|s| s.script.as_str()).collect();
+    let gone: Vec<AppStep> = image_steps
+        .into_iter()
+        .filter(|s| !kept.contains(&s.script.as_str()))
+        .collect();
+    dropped(origin, &gone, warnings);
+    Ok(out)
 }
 
 /// Applies every Config document, in order, to the file it names.
@@ -219,6 +303,7 @@ impl Site {
         hosts: &[Host],
         clusterfile: Option<(&str, &str)>,
         cluster_env: &[(String, String)],
+        choice: &AppChoice,
     ) -> Result<Site> {
         let manifest = Manifest::from_metadata(&bundle.header.metadata)?;
         let mut site = Site {
@@ -236,13 +321,21 @@ impl Site {
         for l in &manifest.layers {
             if let Some(steps) = &l.install_steps {
                 let name = format!("base {} {}", l.name, l.version);
-                steps_of(&name, steps, apps, &charts, &mut site.apps)?;
+                steps_of(&name, steps, apps, choice, &charts, &mut site.apps)?;
             }
         }
         if let Some(steps) = &manifest.install_steps {
             let name = format!("{} {}", bundle.header.name, bundle.header.version);
-            steps_of(&name, steps, apps, &charts, &mut site.apps)?;
+            steps_of(&name, steps, apps, choice, &charts, &mut site.apps)?;
         }
+        let mut choice_warnings = Vec::new();
+        site.apps = chosen_steps(
+            choice,
+            std::mem::take(&mut site.apps),
+            apps,
+            &charts,
+            &mut choice_warnings,
+        )?;
 
         let mut tops: Vec<String> = Vec::new();
         for e in entries.iter() {
@@ -274,6 +367,7 @@ impl Site {
         }
         site.overlays = overlays(bundle, &entries, &site.docs)?;
         site.warnings = site.docs.warnings.clone();
+        site.warnings.extend(choice_warnings);
         Ok(site)
     }
 
@@ -325,6 +419,82 @@ impl Site {
 mod tests {
     use super::*;
 
+    /// Issue 15: the Clusterfile's `spec.cmd` replaces every step; `spec.appNames` launches
+    /// those apps only, in its order; an Application's launch cmds replace an app's own.
+    #[test]
+    fn the_clusterfile_chooses_which_steps_run() {
+        let apps: BTreeMap<String, App> = serde_json::from_value(serde_json::json!({
+            "web": {"name": "web", "line": 1, "role": "app", "sources": ["apps/web/"]},
+            "db": {"name": "db", "line": 1, "role": "app", "sources": ["apps/db.sh"]}
+        }))
+        .unwrap();
+        let steps: Vec<InstallStep> = serde_json::from_value(serde_json::json!([
+            {"type": "cmd", "line": 3, "command": {"shell": "echo hi"}},
+            {"type": "launch", "line": 5, "app": "web"},
+            {"type": "launch", "line": 6, "app": "db"}
+        ]))
+        .unwrap();
+        let charts = |s: &str| s == "apps/web/";
+        let run = |choice: &AppChoice| {
+            let mut image = Vec::new();
+            steps_of("app 1.0", &steps, &apps, choice, &charts, &mut image).unwrap();
+            let mut w = Vec::new();
+            chosen_steps(choice, image, &apps, &charts, &mut w).map(|s| (s, w))
+        };
+        let scripts = |s: &[AppStep]| s.iter().map(|s| s.script.clone()).collect::<Vec<_>>();
+
+        let (all, w) = run(&AppChoice::default()).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(w.is_empty(), "{w:?}");
+
+        let cmds = AppChoice {
+            cmds: Some((
+                "cf: spec.cmd".into(),
+                vec!["kubectl apply -f a.yaml".into()],
+            )),
+            ..Default::default()
+        };
+        let (s, w) = run(&cmds).unwrap();
+        assert_eq!(scripts(&s), ["kubectl apply -f a.yaml"]);
+        assert_eq!(s[0].origin, "cf: spec.cmd[0]");
+        assert!(
+            w[0].contains("cf: spec.cmd") && w[0].contains("Kubefile line 3"),
+            "{w:?}"
+        );
+
+        let names = AppChoice {
+            app_names: Some(("cf: spec.appNames".into(), vec!["db".into(), "web".into()])),
+            ..Default::default()
+        };
+        let (s, w) = run(&names).unwrap();
+        assert_eq!(
+            scripts(&s),
+            ["sh 'apps/db.sh'", "helm install 'web' 'apps/web/'"]
+        );
+        assert!(
+            w[0].contains("Kubefile line 3") && !w[0].contains("line 5"),
+            "{w:?}"
+        );
+
+        let mut custom = names.clone();
+        custom.app_cmds.insert(
+            "db".into(),
+            ("cf: document 2".into(), vec!["sh apps/db.sh --fast".into()]),
+        );
+        let (s, _) = run(&custom).unwrap();
+        assert_eq!(s[0].script, "sh apps/db.sh --fast");
+
+        let bad = AppChoice {
+            app_names: Some(("cf: spec.appNames".into(), vec!["nope".into()])),
+            ..Default::default()
+        };
+        let e = run(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("cf: spec.appNames[0]") && e.contains("\"nope\"") && e.contains("db, web"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn cmd_and_launch_steps_become_scripts_in_order() {
         // As the bundle header carries them.
@@ -345,7 +515,15 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         let charts = |s: &str| s == "apps/web/";
-        steps_of("app 1.0", &steps, &apps, &charts, &mut out).unwrap();
+        steps_of(
+            "app 1.0",
+            &steps,
+            &apps,
+            &AppChoice::default(),
+            &charts,
+            &mut out,
+        )
+        .unwrap();
         let scripts: Vec<&str> = out.iter().map(|s| s.script.as_str()).collect();
         assert_eq!(
             scripts,
@@ -366,7 +544,15 @@ mod tests {
             line: 9,
             app: "nope".into(),
         }];
-        let e = steps_of("app 1.0", &bad, &apps, &charts, &mut Vec::new()).unwrap_err();
+        let e = steps_of(
+            "app 1.0",
+            &bad,
+            &apps,
+            &AppChoice::default(),
+            &charts,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("line 9: LAUNCH nope"), "{e}");
     }
 

@@ -3,6 +3,7 @@
 
 use bale_installer::agent::{AgentCommand, KubeCommand};
 use bale_installer::copy::agent::CopyOptions;
+use bale_installer::marks::{self, MarkError, Taint};
 use bale_installer::node::step::{StepAction, StepName};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use std::net::IpAddr;
@@ -60,6 +61,19 @@ pub enum KubeSubcommand {
         #[arg(long, value_delimiter = ',')]
         addresses: Vec<String>,
     },
+    /// Give the Node of a host (by its address) labels and taints, changing only what differs
+    Mark {
+        /// The host's InternalIP
+        #[arg(long)]
+        address: String,
+        /// A label, key=value (repeat for more)
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// A taint in sealer's syntax: key=value:Effect, key:Effect, key:Effect- or key-
+        /// (repeat for more)
+        #[arg(long = "taint", value_parser = parse_taint)]
+        taints: Vec<Taint>,
+    },
     /// Print `member` when this host already is a complete member of the cluster (kubelet's
     /// credentials, and on a master its control plane's static pods), else `not a member`
     Member {
@@ -95,6 +109,17 @@ pub struct CopyArgs {
     /// This start's name, written to the state file
     #[arg(long, default_value = "")]
     pub run: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), MarkError> {
+    let (k, v) = s.split_once('=').unwrap_or((s, ""));
+    marks::check_key(k)?;
+    marks::check_value(v)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_taint(s: &str) -> Result<Taint, MarkError> {
+    Taint::parse(s)
 }
 
 /// The step names with their help, checked by clap (its own "invalid value" error and list of
@@ -134,6 +159,15 @@ impl From<KubeSubcommand> for KubeCommand {
             KubeSubcommand::Forget { addresses } => KubeCommand::Forget { addresses },
             KubeSubcommand::Nodes { wait_for, timeout } => KubeCommand::Nodes { wait_for, timeout },
             KubeSubcommand::Member { data_dir } => KubeCommand::Member { data_dir },
+            KubeSubcommand::Mark {
+                address,
+                labels,
+                taints,
+            } => KubeCommand::Mark {
+                address,
+                labels,
+                taints,
+            },
         }
     }
 }
@@ -198,5 +232,37 @@ mod tests {
                 if addresses == &["10.0.0.2", "10.0.0.3"]),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn kube_mark_takes_labels_and_taints_and_checks_them() {
+        let c = agent(&[
+            "kube",
+            "mark",
+            "--address",
+            "10.0.0.5",
+            "--label",
+            "disk=ssd",
+            "--label",
+            "example.com/gpu=",
+            "--taint",
+            "dedicated=db:NoSchedule",
+            "--taint",
+            "gpu-",
+        ])
+        .unwrap();
+        let AgentCommand::Kube(KubeCommand::Mark {
+            address,
+            labels,
+            taints,
+        }) = c
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(address, "10.0.0.5");
+        assert_eq!(labels[1], ("example.com/gpu".to_string(), String::new()));
+        assert_eq!(taints[1].kubectl_arg(), "gpu-");
+        assert!(agent(&["kube", "mark", "--address", "a", "--taint", "x=y"]).is_err());
+        assert!(agent(&["kube", "mark", "--address", "a", "--label", "a b=c"]).is_err());
     }
 }

@@ -11,7 +11,8 @@
 //!   node that was already a member is not touched. Undo is the full removal `reset` runs.
 //! - `bale agent kube join-material` and `bale agent kube nodes`, run on the first master by the
 //!   installer: a fresh bootstrap token (and certificate key) for a join, and the nodes with
-//!   their pod subnets for the pod network.
+//!   their pod subnets for the pod network; `bale agent kube mark`, a host's labels and taints
+//!   on its Node.
 //!
 //! Join secrets travel over SSH on stdin/stdout and live on a node only in 0600 files that are
 //! removed once the join is over; they never appear on a command line or in printed output.
@@ -1009,6 +1010,110 @@ pub fn drain(addresses: &[String]) -> StepResult<Vec<String>> {
     Ok(out)
 }
 
+/// `bale agent kube mark`: gives the Node whose InternalIP is `address` these labels and
+/// taints (a Clusterfile's `labels`/`taints` of its host), changing only what differs, so a
+/// second run changes nothing; one line per change.
+pub fn mark(
+    address: &str,
+    labels: &[(String, String)],
+    taints: &[crate::marks::Taint],
+) -> StepResult<Vec<String>> {
+    let json = kubectl(&["get", "nodes", "-o", "json"])?;
+    let mut out = Vec::new();
+    for args in mark_commands(&json, address, labels, taints)? {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        kubectl(&refs)?;
+        out.push(format!("kubectl {}", args.join(" ")));
+    }
+    if out.is_empty() {
+        out.push(format!(
+            "node {address}: labels and taints already in place"
+        ));
+    }
+    Ok(out)
+}
+
+/// The `kubectl` arguments that bring the Node of `address` (in `kubectl get nodes -o json`)
+/// to these labels and taints: labels and taints that differ are set with `--overwrite`; a
+/// removal is asked only of a taint the Node has (kubectl refuses to remove a missing one).
+pub fn mark_commands(
+    nodes_json: &str,
+    address: &str,
+    labels: &[(String, String)],
+    taints: &[crate::marks::Taint],
+) -> StepResult<Vec<Vec<String>>> {
+    use crate::marks::Taint;
+    let v: serde_json::Value = serde_json::from_str(nodes_json)
+        .map_err(|e| StepError::Failed(format!("kubectl get nodes: not JSON: {e}")))?;
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    let node = items
+        .iter()
+        .find(|n| {
+            n["status"]["addresses"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["type"] == "InternalIP" && x["address"] == address)
+            })
+        })
+        .ok_or_else(|| {
+            StepError::Failed(format!(
+                "no Node has the InternalIP {address}: it has not joined the cluster"
+            ))
+        })?;
+    let name = node["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let has_label = |k: &str, val: &str| node["metadata"]["labels"][k].as_str() == Some(val);
+    let current: Vec<(String, String, String)> = node["spec"]["taints"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    let f = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+                    (f("key"), f("value"), f("effect"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut cmds = Vec::new();
+    let set: Vec<String> = labels
+        .iter()
+        .filter(|(k, val)| !has_label(k, val))
+        .map(|(k, val)| format!("{k}={val}"))
+        .collect();
+    if !set.is_empty() {
+        let mut c = vec![
+            "label".to_string(),
+            "node".into(),
+            name.clone(),
+            "--overwrite".into(),
+        ];
+        c.extend(set);
+        cmds.push(c);
+    }
+    for t in taints {
+        let needed = match t {
+            Taint::Set { key, value, effect } => !current
+                .iter()
+                .any(|(k, v, e)| k == key && v == value && e == effect),
+            Taint::Remove { key, effect } => {
+                current.iter().any(|(k, _, e)| k == key && e == effect)
+            }
+            Taint::RemoveKey { key } => current.iter().any(|(k, _, _)| k == key),
+        };
+        if needed {
+            cmds.push(vec![
+                "taint".into(),
+                "node".into(),
+                name.clone(),
+                "--overwrite".into(),
+                t.kubectl_arg(),
+            ]);
+        }
+    }
+    Ok(cmds)
+}
+
 /// `bale agent kube nodes`: every node with its InternalIP and pod subnet; with `wait_for`,
 /// first waits until that many nodes have a pod subnet.
 pub fn nodes(wait_for_count: usize, limit: Duration) -> StepResult<Vec<KubeNode>> {
@@ -1060,6 +1165,52 @@ pub fn parse_nodes(json: &str) -> StepResult<Vec<KubeNode>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15: a Clusterfile's host labels and taints reach the Node, and a second run asks
+    /// for nothing.
+    #[test]
+    fn node_marks_change_only_what_differs() {
+        use crate::marks::Taint;
+        let json = r#"{"items": [
+            {"metadata": {"name": "m1", "labels": {"disk": "hdd"}},
+             "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.2"}]},
+             "spec": {"taints": [{"key": "node-role.kubernetes.io/master", "effect": "NoSchedule"}]}},
+            {"metadata": {"name": "w1", "labels": {"disk": "ssd", "zone": "a"}},
+             "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.5"}]},
+             "spec": {"taints": [{"key": "gpu", "value": "yes", "effect": "NoExecute"}]}}]}"#;
+        let t = |s: &str| Taint::parse(s).unwrap();
+        let labels = vec![("disk".to_string(), "ssd".to_string())];
+        let cmds = mark_commands(
+            json,
+            "10.0.0.2",
+            &labels,
+            &[
+                t("node-role.kubernetes.io/master-"),
+                t("dedicated=db:NoSchedule"),
+            ],
+        )
+        .unwrap();
+        let lines: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "label node m1 --overwrite disk=ssd",
+                "taint node m1 --overwrite node-role.kubernetes.io/master-",
+                "taint node m1 --overwrite dedicated=db:NoSchedule",
+            ]
+        );
+        // Already in place: nothing to run; a removal of a missing taint is not asked.
+        let cmds = mark_commands(
+            json,
+            "10.0.0.5",
+            &labels,
+            &[t("gpu=yes:NoExecute"), t("other-"), t("gpu:NoSchedule-")],
+        )
+        .unwrap();
+        assert!(cmds.is_empty(), "{cmds:?}");
+        let e = mark_commands(json, "10.0.0.9", &labels, &[]).unwrap_err();
+        assert!(e.to_string().contains("10.0.0.9"), "{e}");
+    }
 
     #[test]
     fn pods_get_a_name_server_even_where_the_host_has_none() {

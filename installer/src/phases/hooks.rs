@@ -1,9 +1,10 @@
-//! Shell hooks (`kind: Plugin`) at one hook point, on the nodes they target, in the order they
-//! were defined. A failing hook stops the install on that node with its output.
+//! Shell hooks (`kind: Plugin`) at one hook point, on the nodes they target (by role, sealer's
+//! `scope`, address, or the first master alone), in sealer's order (see [`crate::plugins`]). A
+//! failing hook stops the install on that node with its output.
 
 use super::context::node_context;
 use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
-use crate::plugins::{Action, Plugin};
+use crate::plugins::{Action, HostFacts, Plugin};
 use crate::remote::shell::is_variable_name;
 use crate::remote::{Cmd, Remote, Script};
 
@@ -78,12 +79,27 @@ fn tail(out: &[u8], n: usize) -> String {
 
 impl Hooks {
     fn mine<'a>(&self, node: &'a Node) -> Vec<&'a Plugin> {
-        let addr = node.host.as_ref().map(|h| h.addr);
+        let facts = HostFacts {
+            role: node.role(),
+            addr: node.host.as_ref().map(|h| h.addr),
+            first_master: node_context(node).first_master,
+            roles: node
+                .host
+                .as_ref()
+                .map(|h| h.roles.as_slice())
+                .unwrap_or(&[]),
+            labels: node
+                .host
+                .as_ref()
+                .map(|h| h.labels.as_slice())
+                .unwrap_or(&[]),
+        };
         node.ctx
             .site
             .docs
             .hooks(self.action)
-            .filter(|p| p.on.matches(node.role(), addr))
+            .into_iter()
+            .filter(|p| p.on.matches(&facts))
             .collect()
     }
 }

@@ -10,6 +10,9 @@
 //!    cluster once, written to each host, and `agent step podnet apply` sets the bridge network
 //!    and the routes, so a join or a delete keeps every node's routes in step.
 //!
+//! 4. `node-marks`, on every host the Clusterfile gives labels or taints: the first master sets
+//!    them on the host's Node (`agent kube mark`), changing only what differs.
+//!
 //! The first master's connection is kept from phase 1, so the later phases can ask it.
 
 use std::sync::{Arc, Mutex};
@@ -43,6 +46,14 @@ fn kubernetes(node: &Node) -> bool {
 }
 
 impl KubeRun {
+    /// A run whose first master already answers on `remote` (for the later phases' tests).
+    #[cfg(test)]
+    pub fn answering(remote: Arc<dyn Remote>, data_dir: &str) -> KubeRun {
+        let run = KubeRun::default();
+        *lock(&run.first_master) = Some((remote, data_dir.to_string()));
+        run
+    }
+
     fn first_master(&self) -> Result<MasterConn, PhaseError> {
         lock(&self.first_master)
             .clone()
@@ -167,6 +178,62 @@ impl Phase for KubeJoin {
                 .stdin(material.as_bytes()),
         )?;
         run_noted(node, "cluster", "apply")
+    }
+}
+
+/// After the joins: a host's labels and taints from the Clusterfile (and a label for each of
+/// its other roles, as sealer gives) are set on its Node by the first master, on every run;
+/// only what differs changes.
+pub struct NodeMarks(pub Arc<KubeRun>);
+
+/// The `agent kube mark` arguments for a host, or None when the Clusterfile gives it none.
+pub fn mark_args(host: &crate::hosts::Host) -> Option<Vec<String>> {
+    if host.labels.is_empty() && host.taints.is_empty() {
+        return None;
+    }
+    let mut args = vec![
+        "mark".to_string(),
+        "--address".into(),
+        host.addr.to_string(),
+    ];
+    for (k, v) in &host.labels {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
+    for t in &host.taints {
+        args.push("--taint".into());
+        args.push(t.kubectl_arg());
+    }
+    Some(args)
+}
+
+impl Phase for NodeMarks {
+    fn title(&self) -> &str {
+        "node-marks"
+    }
+    fn journaled(&self) -> bool {
+        false
+    }
+    fn should_run(&self, node: &Node) -> bool {
+        kubernetes(node) && node.host.as_ref().and_then(mark_args).is_some()
+    }
+    fn dry_run(&self, node: &Node) -> String {
+        let args = node.host.as_ref().and_then(mark_args).unwrap_or_default();
+        format!(
+            "set this node's labels and taints from the first master: agent kube {}",
+            args.join(" ")
+        )
+    }
+    fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
+        let Some(args) = node.host.as_ref().and_then(mark_args) else {
+            return Ok(());
+        };
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.0.ask_first_master(&refs, "mark")?;
+        for line in out.lines() {
+            node.note(line);
+        }
+        Ok(())
     }
 }
 

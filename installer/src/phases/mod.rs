@@ -85,7 +85,9 @@ pub fn install() -> Vec<Box<dyn Phase>> {
         Box::new(kube::KubeInit(kube.clone())),
         hook(Action::PostInit),
         Box::new(kube::KubeJoin(kube.clone())),
-        Box::new(kube::PodNetwork(kube)),
+        Box::new(kube::PodNetwork(kube.clone())),
+        hook(Action::PreApps),
+        Box::new(kube::NodeMarks(kube)),
         Box::new(apps::Apps),
         hook(Action::PostInstall),
     ]

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::engine::{test_ctx, Attempt, Node, PhaseError};
+use crate::hosts::{Host, Role};
 use crate::remote::fake::{Fed, How, Scripted};
 use crate::remote::Remote;
 use crate::site::Site;
@@ -217,4 +218,110 @@ fn hooks_run_after_the_prelude_with_the_users_script_as_written() {
     site.env.insert("A;B".into(), "v".into());
     let n = node_on(&r, site);
     assert!(matches!(hooks::prelude(&n), Err(PhaseError::EnvName(k)) if k == "A;B"));
+}
+
+/// A host of the site `hosts` (the first master first), with these Clusterfile extras.
+fn host_node(
+    remote: &Arc<Scripted>,
+    hosts: &[(&str, Role)],
+    index: usize,
+    extra: impl FnOnce(&mut Host),
+    docs: crate::plugins::Documents,
+) -> Node {
+    let site = Site {
+        hosts: hosts
+            .iter()
+            .map(|(a, r)| (a.parse().unwrap(), *r))
+            .collect(),
+        docs,
+        kubernetes: true,
+        ..Default::default()
+    };
+    let (addr, role) = hosts[index];
+    let mut host = Host {
+        addr: addr.parse().unwrap(),
+        role,
+        ssh: crate::hosts::SshOverrides::default().resolve(),
+        env: vec![],
+        roles: vec![],
+        labels: vec![],
+        taints: vec![],
+    };
+    extra(&mut host);
+    let n = Node::new(index, Some(host), test_ctx(D, site));
+    let r: Arc<dyn Remote> = remote.clone();
+    n.set_remote(Some(r));
+    n
+}
+
+/// Issue 15: a `scope: node` hook never runs on a master; a cluster hook (`post-install`)
+/// runs on the first master alone; a scope naming another Clusterfile role finds its hosts.
+#[test]
+fn hooks_run_on_the_hosts_sealer_runs_them_on() {
+    let docs = crate::plugins::Documents::parse(
+        "kind: Plugin\nmetadata: {name: workers}\nspec: {action: post-init-host, scope: node, data: echo w}\n\
+         ---\nkind: Plugin\nmetadata: {name: once}\nspec: {action: post-install, data: echo once}\n\
+         ---\nkind: Plugin\nmetadata: {name: dbs}\nspec: {action: post-init-host, scope: db, data: echo db}\n",
+        "plugins/p.yaml",
+    )
+    .unwrap();
+    let hosts = [
+        ("10.0.0.2", Role::Master),
+        ("10.0.0.3", Role::Master),
+        ("10.0.0.5", Role::Node),
+    ];
+    let phase = hooks::Hooks {
+        action: crate::plugins::Action::PreApps,
+        journaled: true,
+    };
+    let ran = |index: usize, roles: Vec<String>| {
+        let r = Arc::new(Scripted::new("n").on("exec 2>&1", ""));
+        let n = host_node(&r, &hosts, index, |h| h.roles = roles, docs.clone());
+        if phase.should_run(&n) {
+            phase.run(&n, &Attempt::default()).unwrap();
+        }
+        r.calls()
+            .iter()
+            .map(|c| c.line.rsplit('\n').next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ran(0, vec![]), ["echo once"]);
+    assert!(ran(1, vec![]).is_empty());
+    assert_eq!(ran(2, vec![]), ["echo w"]);
+    // By name, as sealer runs them: "dbs" before "workers".
+    assert_eq!(ran(2, vec!["db".into()]), ["echo db", "echo w"]);
+}
+
+/// Issue 15: a host's Clusterfile labels and taints go to `agent kube mark` on the first
+/// master, after the joins, on every run; a host with none has no such phase.
+#[test]
+fn node_marks_ask_the_first_master() {
+    let master =
+        Arc::new(Scripted::new("m").on("'mark'", "kubectl label node w1 --overwrite disk=ssd"));
+    let m: Arc<dyn Remote> = master.clone();
+    let phase = kube::NodeMarks(Arc::new(kube::KubeRun::answering(m, D)));
+    let hosts = [("10.0.0.2", Role::Master), ("10.0.0.5", Role::Node)];
+    let here = Arc::new(Scripted::new("n"));
+    let n = host_node(
+        &here,
+        &hosts,
+        1,
+        |h| {
+            h.labels = vec![("disk".into(), "ssd".into())];
+            h.taints = vec![crate::marks::Taint::parse("dedicated=db:NoSchedule").unwrap()];
+        },
+        Default::default(),
+    );
+    assert!(phase.should_run(&n) && !phase.journaled());
+    phase.run(&n, &Attempt::default()).unwrap();
+    assert_eq!(
+        master.calls()[0].line,
+        concat!(
+            r"'/var/lib/it'\''s bale/bundle.bale' 'agent' 'kube' 'mark' '--address' '10.0.0.5' ",
+            "'--label' 'disk=ssd' '--taint' 'dedicated=db:NoSchedule'"
+        )
+    );
+    assert!(here.calls().is_empty(), "nothing runs on the host itself");
+    let bare = host_node(&here, &hosts, 1, |_| {}, Default::default());
+    assert!(!phase.should_run(&bare));
 }

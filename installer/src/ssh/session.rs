@@ -391,6 +391,9 @@ mod tests {
             }
             .resolve(),
             env: vec![],
+            roles: vec![],
+            labels: vec![],
+            taints: vec![],
         }
     }
 
