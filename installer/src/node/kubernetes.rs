@@ -108,6 +108,8 @@ pub enum KubernetesError {
     NoCertificateKeyPrinted,
     #[error("kubectl get nodes: not JSON")]
     NodesNotJson(#[source] serde_json::Error),
+    #[error("no Node has the InternalIP {address}: it has not joined the cluster")]
+    NoNodeWithAddress { address: String },
 }
 
 /// True when the bundle carries what a Kubernetes node needs.
@@ -520,7 +522,7 @@ fn cluster_spec(
         }
     }
     let env_or = |k: &str, d: &str| ctx.env.get(k).cloned().unwrap_or_else(|| d.to_string());
-    let dns = tag_of(&images, "coredns");
+    let dns = tag_of(images, "coredns");
     let name = env.ctx.node_ip.as_str();
     let cluster_facts = ClusterFacts::from_nodes([(name, facts)])?;
     Ok(ClusterSpec {
@@ -531,7 +533,7 @@ fn cluster_spec(
         service_subnet: env_or("SvcCIDR", DEFAULT_SERVICE_CIDR),
         image_repository: repository,
         dns_image_tag: dns.as_ref().map(|(_, t)| t.clone()),
-        etcd_image_tag: tag_of(&images, "etcd").map(|(_, t)| t),
+        etcd_image_tag: tag_of(images, "etcd").map(|(_, t)| t),
         skip_dns_addon: dns.is_none(),
         facts: cluster_facts,
         timeouts: KubeadmTimeouts::default(),
@@ -1044,7 +1046,7 @@ pub fn mark_commands(
 ) -> StepResult<Vec<Vec<String>>> {
     use crate::marks::Taint;
     let v: serde_json::Value = serde_json::from_str(nodes_json)
-        .map_err(|e| StepError::Failed(format!("kubectl get nodes: not JSON: {e}")))?;
+        .map_err(KubernetesError::NodesNotJson)?;
     let items = v["items"].as_array().cloned().unwrap_or_default();
     let node = items
         .iter()
@@ -1054,10 +1056,8 @@ pub fn mark_commands(
                     .any(|x| x["type"] == "InternalIP" && x["address"] == address)
             })
         })
-        .ok_or_else(|| {
-            StepError::Failed(format!(
-                "no Node has the InternalIP {address}: it has not joined the cluster"
-            ))
+        .ok_or_else(|| KubernetesError::NoNodeWithAddress {
+            address: address.to_string(),
         })?;
     let name = node["metadata"]["name"]
         .as_str()
