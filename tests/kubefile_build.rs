@@ -70,7 +70,7 @@ fn scratch_context(dir: &Path) {
          RUN echo \"generated $VERSION $GREETING\" > gen.txt && echo to-stdout && echo to-stderr >&2\n\
          COPY gen.txt etc/gen.txt\n\
          CMD sh scripts/a.sh\n\
-         CMD [\"kubectl\", \"apply\", \"-f\", \"manifests/\"]\n",
+         CMD [\"kubectl apply -f manifests/\", \"kubectl get cm c\"]\n",
     );
     write(
         &dir.join("manifests/config.yaml"),
@@ -143,7 +143,9 @@ fn scratch_build_copies_runs_and_records_install_steps() {
         m["install_steps"],
         json!([
             {"type": "cmd", "line": 11, "command": {"shell": "sh scripts/a.sh"}},
-            {"type": "cmd", "line": 12, "command": {"exec": ["kubectl", "apply", "-f", "manifests/"]}},
+            // Sealer's exec-list CMD: shell commands run in order.
+            {"type": "cmd", "line": 12, "command": {"shell": "kubectl apply -f manifests/"}},
+            {"type": "cmd", "line": 12, "command": {"shell": "kubectl get cm c"}},
         ])
     );
     assert_eq!(m["env"], json!({"APP_PORT": "8080", "APP_VERSION": "0.2"}));
@@ -942,5 +944,10 @@ fn an_app_on_a_base_keeps_the_apps_the_base_launches() {
         m["layers"][0]["install_steps"][0],
         json!({"type": "launch", "line": 4, "app": "web"})
     );
-    assert_eq!(m["apps"]["web"]["sources"], json!(["web.yaml"]));
+    // The APP source travels in the bundle, in the app's directory, as sealer lays it out.
+    assert_eq!(
+        m["apps"]["web"]["sources"],
+        json!(["application/apps/web/web.yaml"])
+    );
+    assert!(paths(&a.entries).contains(&"application/apps/web/web.yaml"));
 }

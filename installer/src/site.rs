@@ -106,16 +106,31 @@ pub struct AppStep {
 }
 
 /// The default launch of an app's source, sealer style: a chart is installed with helm, a
-/// script is run, YAML is applied with kubectl.
-fn launch_script(name: &str, source: &str, is_chart: bool) -> String {
+/// script is run with bash (sealer's shell for app scripts), YAML is applied with kubectl.
+fn launch_script(name: &str, source: &str, is_chart: bool) -> Script {
     let script = if is_chart {
         Script::new("helm install {name} {src}").value("name", name)
     } else if source.ends_with(".sh") {
-        Script::new("sh {src}")
+        Script::new("bash {src}")
     } else {
         Script::new("kubectl apply -f {src}")
     };
-    script.value("src", source).text()
+    script.value("src", source)
+}
+
+/// An app's step: its `APPENV` exported, and its `APPCMDS` run in the app's directory (as
+/// sealer does), then `step`.
+fn app_script(meta: &App, step: Script, custom: bool) -> String {
+    let mut script = Script::default();
+    for (k, v) in &meta.env {
+        script = script.export(k, v);
+    }
+    if let Some(dir) = meta.dir.as_deref().filter(|_| custom) {
+        script = script.then("cd {dir} && ").value("dir", dir);
+    }
+    let mut text = script.text();
+    text.push_str(&step.text());
+    text
 }
 
 fn steps_of(
@@ -144,10 +159,13 @@ fn steps_of(
                 let scripts: Vec<String> = if meta.cmds.is_empty() {
                     meta.sources
                         .iter()
-                        .map(|s| launch_script(app, s, charts(s)))
+                        .map(|s| app_script(meta, launch_script(app, s, charts(s)), false))
                         .collect()
                 } else {
-                    meta.cmds.clone()
+                    meta.cmds
+                        .iter()
+                        .map(|c| app_script(meta, Script::default().then_user_script(c), true))
+                        .collect()
                 };
                 for script in scripts {
                     out.push(AppStep {
@@ -353,7 +371,7 @@ mod tests {
                 "echo hi",
                 "'printf' '%s' 'a b'",
                 "helm install 'web' 'apps/web/'",
-                "sh 'apps/db.sh'",
+                "bash 'apps/db.sh'",
                 "echo one",
                 "echo two"
             ]
@@ -368,6 +386,35 @@ mod tests {
         }];
         let e = steps_of("app 1.0", &bad, &apps, &charts, &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("line 9: LAUNCH nope"), "{e}");
+    }
+
+    /// Sealer runs an app's APPCMDS in its directory and gives its APPENV to its commands.
+    #[test]
+    fn app_commands_run_in_the_app_directory_with_the_app_env() {
+        let apps: BTreeMap<String, App> = serde_json::from_value(serde_json::json!({
+            "m": {"name": "m", "line": 2, "role": "app", "sources": [],
+                  "cmds": ["kubectl apply -f app.yaml"], "dir": "application/apps/m",
+                  "env": {"replicas": "2"}},
+            "y": {"name": "y", "line": 3, "role": "app",
+                  "sources": ["application/apps/y/a.yaml"], "dir": "application/apps/y",
+                  "env": {"ns": "it's"}}
+        }))
+        .unwrap();
+        let steps: Vec<InstallStep> = serde_json::from_value(serde_json::json!([
+            {"type": "launch", "line": 4, "app": "m"},
+            {"type": "launch", "line": 4, "app": "y"}
+        ]))
+        .unwrap();
+        let mut out = Vec::new();
+        steps_of("app 1.0", &steps, &apps, &|_: &str| false, &mut out).unwrap();
+        let scripts: Vec<&str> = out.iter().map(|s| s.script.as_str()).collect();
+        assert_eq!(
+            scripts,
+            [
+                "export replicas='2'\ncd 'application/apps/m' && kubectl apply -f app.yaml",
+                "export ns='it'\\''s'\nkubectl apply -f 'application/apps/y/a.yaml'",
+            ]
+        );
     }
 
     #[test]
