@@ -951,3 +951,69 @@ fn an_app_on_a_base_keeps_the_apps_the_base_launches() {
     );
     assert!(paths(&a.entries).contains(&"application/apps/web/web.yaml"));
 }
+
+/// Sealer's `${ARCH}`: each platform's bundle takes that platform's files, and an app's
+/// sources travel in the bundle where its launch finds them.
+#[test]
+fn arch_in_copy_sources_gives_each_platform_its_files() {
+    let Some((other_kernel, _, other_machine)) = other_arch() else {
+        return skip(
+            &[],
+            "bale builds for x86_64 and aarch64 only, and this host is neither",
+        );
+    };
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    write(
+        &ctx.join("Kubefile"),
+        "FROM scratch\n\
+         COPY ${ARCH}/bin bin\n\
+         APP web local://app.yaml\n\
+         LAUNCH [\"web\"]\n\
+         CMD [\"kubectl get pods\", \"kubectl get svc\"]\n",
+    );
+    write(&ctx.join("amd64/bin/tool"), "x86 tool\n");
+    write(&ctx.join("arm64/bin/tool"), "arm tool\n");
+    write(&ctx.join("app.yaml"), "kind: List\n");
+    let stubs = d.path().join("stubs");
+    fake_stub(&stubs.join(format!("bale-{other_kernel}")), other_machine);
+    let outdir = d.path().join("out");
+    std::fs::create_dir_all(&outdir).unwrap();
+    ok(&build(&[
+        "-t",
+        "app:1",
+        "--offline",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--stub-dir",
+        s(&stubs),
+        "-o",
+        s(&outdir.join("app-{arch}.bale")),
+        s(&ctx),
+    ]));
+    for (arch, want) in [("amd64", "x86 tool\n"), ("arm64", "arm tool\n")] {
+        let out = outdir.join(format!("app-{arch}.bale"));
+        let p = parts(&out);
+        assert_eq!(read(&out, entry(&p.entries, "bin/tool")), want.as_bytes());
+        assert!(!paths(&p.entries)
+            .iter()
+            .any(|e| e.starts_with("amd64") || e.starts_with("arm64")));
+        assert_eq!(
+            read(&out, entry(&p.entries, "application/apps/web/app.yaml")),
+            b"kind: List\n"
+        );
+        let m = &p.header.metadata;
+        assert_eq!(
+            m["apps"]["web"]["sources"],
+            json!(["application/apps/web/app.yaml"])
+        );
+        assert_eq!(
+            m["install_steps"],
+            json!([
+                {"type": "launch", "line": 4, "app": "web"},
+                {"type": "cmd", "line": 5, "command": {"shell": "kubectl get pods"}},
+                {"type": "cmd", "line": 5, "command": {"shell": "kubectl get svc"}},
+            ])
+        );
+    }
+}

@@ -475,6 +475,20 @@ impl Layout {
                 files.push(join(&dir, name));
             }
         }
+        let templates: Vec<&str> = files
+            .iter()
+            .filter(|f| f.ends_with(".tmpl"))
+            .map(String::as_str)
+            .collect();
+        if !app.env.is_empty() && !templates.is_empty() {
+            self.warnings.push(format!(
+                "{origin}: APPENV {}: sealer renders the app's *.tmpl files with its variables; \
+                 bale exports them to the app's commands only, so {} stay as they are: render \
+                 them in an APPCMDS command or write the values into the files",
+                app.name,
+                templates.join(", ")
+            ));
+        }
         let kind = if chart { AppKind::Chart } else { judge(&files) };
         let sources = match kind {
             AppKind::Chart => vec![dir.clone()],

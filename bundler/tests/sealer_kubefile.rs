@@ -378,6 +378,36 @@ fn an_app_of_other_files_needs_appcmds() {
     );
 }
 
+/// APPENV reaches the app's commands; sealer also renders its templates, which bale does not:
+/// warned, naming them.
+#[test]
+fn appenv_templates_are_warned_about() {
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path();
+    write(
+        &ctx.join("app/deploy.yaml.tmpl"),
+        "replicas: {{ .replicas }}\n",
+    );
+    let p = prepared(
+        ctx,
+        "FROM scratch\nAPP a local://app\nAPPENV a replicas=2\n\
+         APPCMDS a [\"kubectl apply -f deploy.yaml\"]\nLAUNCH a\n",
+        "amd64",
+    )
+    .unwrap();
+    assert_eq!(p.apps["a"].env["replicas"], "2");
+    let shown = format!("{}/", ctx.display());
+    let warnings: Vec<String> = p.warnings.iter().map(|w| w.replace(&shown, "")).collect();
+    assert_eq!(
+        warnings,
+        [
+            "Kubefile:2: APPENV a: sealer renders the app's *.tmpl files with its variables; bale \
+          exports them to the app's commands only, so application/apps/a/deploy.yaml.tmpl stay \
+          as they are: render them in an APPCMDS command or write the values into the files"
+        ]
+    );
+}
+
 #[test]
 fn arch_picks_the_files_of_the_platform() {
     let d = tempfile::tempdir().unwrap();
@@ -760,5 +790,135 @@ fn corpus_exec_list_cmds_are_shell_commands() {
             "kubectl apply -f manifests/all-redis-operator-resources.yaml",
             "kubectl apply -f manifests/basic.yaml",
         ]
+    );
+}
+
+/// A stand-in for a source the corpus file copies: a file when its name looks like one, else
+/// a directory with a manifest in it.
+fn fake_source(ctx: &Path, src: &str) {
+    if src == "." {
+        return;
+    }
+    let concrete = src.replace(['*', '?'], "x");
+    let path = ctx.join(&concrete);
+    if path.exists() {
+        return;
+    }
+    let last = concrete.rsplit('/').next().unwrap_or(&concrete);
+    let known_files = [
+        "imageList",
+        "Metadata",
+        "VERSION",
+        "KUBE_VERSION",
+        "KOORD_SCHE_VERSION",
+        "kubectl",
+        "kubeadm",
+        "kubelet",
+        "helm",
+        "trident",
+        "seautil",
+        "Clusterfile",
+    ];
+    if last.contains('.') || known_files.contains(&last) {
+        write(&path, "kind: List\n");
+    } else {
+        write(&path.join("app.yaml"), "kind: List\n");
+    }
+}
+
+/// The directories of a sealer cluster image's rootfs, standing in for a named base.
+const BASE_DIRS: &[&str] = &[
+    "bin",
+    "etc",
+    "manifests",
+    "charts",
+    "chart",
+    "scripts",
+    "plugin",
+    "plugins",
+    "statics",
+    "images",
+    "cri",
+    "rpm",
+    "tgz",
+];
+
+/// Every accepted corpus Kubefile also lays out a bundle tree, a directory with a cluster
+/// image's top directories in place of its base and its RUN steps left out (they download),
+/// with its sources faked: the COPY, ADD and APP steps of real files do what they say, app
+/// sources land in the app directories, and the places where old sealer laid a COPY out
+/// differently are counted.
+#[test]
+fn every_accepted_corpus_kubefile_lays_out_a_tree() {
+    let dir = corpus_dir();
+    let mut problems = Vec::new();
+    let (mut built, mut moved_files) = (0, 0);
+    for (name, want) in corpus_table() {
+        let Outcome::Accepted(..) = want else {
+            continue;
+        };
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let mut lines = Vec::new();
+        let mut in_run = false;
+        for l in text.lines() {
+            let word = l
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            // A continued RUN goes on while its lines end in a backslash.
+            if in_run || word == "RUN" {
+                in_run = l.trim_end().ends_with('\\');
+                lines.push(String::new());
+            } else if word == "FROM" {
+                lines.push("FROM base-root".into());
+            } else {
+                lines.push(l.to_string());
+            }
+        }
+        let kubefile = lines.join("\n") + "\n";
+        let d = tempfile::tempdir().unwrap();
+        let ctx = d.path();
+        for top in BASE_DIRS {
+            write(&ctx.join("base-root").join(top).join(".keep"), "");
+        }
+        let plan = plan_for("amd64", &kubefile).unwrap();
+        for step in &plan.steps {
+            if let Step::Copy(c) = step {
+                for s in &c.sources {
+                    fake_source(ctx, s);
+                }
+            }
+        }
+        for app in plan.apps.values() {
+            for s in &app.sources {
+                fake_source(ctx, s);
+            }
+        }
+        match prepared(ctx, &kubefile, "amd64") {
+            Ok(p) => {
+                built += 1;
+                moved_files += p.warnings.len();
+                if std::env::var_os("SHOW_CORPUS_WARNINGS").is_some() {
+                    eprintln!("{name}: {:#?}", p.warnings);
+                }
+                for app in p.apps.values() {
+                    for s in &app.sources {
+                        if !p.layout.contains_key(s) {
+                            problems.push(format!(
+                                "{name}: app {} source {s} not in the tree",
+                                app.name
+                            ));
+                        }
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{name}: {e}")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    eprintln!(
+        "sealer Kubefile corpus: {built} trees laid out; {moved_files} COPY steps laid out \
+         differently from old sealer (warned)"
     );
 }
