@@ -724,6 +724,103 @@ fn corpus_table() -> Vec<(&'static str, Outcome)> {
             ok_(0, 0, &[]),
         ),
         ("sealer-nvidia-plugin-pack--Kubefile", ok_(0, 0, &[])),
+        // sealos cluster images: exec-list CMDs, $(NAME) install variables.
+        (
+            "sealos--applications--apisix--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--bitnami-apisix--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--bitnami-mongodb--6.0.2--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--cert-manager--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--crunchy-postgres-operator--v5.2.0--Kubefile",
+            ok_(2, 0, &[]),
+        ),
+        (
+            "sealos--applications--eck-operator--2.4.0--Kubefile",
+            ok_(2, 0, &[]),
+        ),
+        (
+            "sealos--applications--fluxcd--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--harbor--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--istio--1.16.2-min--Kubefile",
+            ok_(2, 0, &[]),
+        ),
+        (
+            "sealos--applications--keda--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--kubeapps--latest--Kubefile",
+            ok_(2, 0, &[]),
+        ),
+        (
+            "sealos--applications--kubesphere--v3.4.0--Kubefile",
+            ok_(2, 0, &[]),
+        ),
+        (
+            "sealos--applications--loki-stack--2.6.1--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--metrics-server--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--mongodb-single--6.0.6--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--nerdctl--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--oceanbase-operator--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--openobserve--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--podman--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--rabbitmq-cluster-operator--2.0.0--Kubefile",
+            ok_(2, 0, &[]),
+        ),
+        (
+            "sealos--applications--rook--v1.10.2--Kubefile",
+            ok_(2, 0, &[]),
+        ),
+        (
+            "sealos--applications--stakater-reloader--latest--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--trivy-operator--v0.5.0--Kubefile",
+            ok_(1, 0, &[]),
+        ),
+        (
+            "sealos--applications--wordpress--v6.0.1--Kubefile",
+            ok_(1, 0, &[]),
+        ),
         ("sealos-runtime--Kubefile", ok_(0, 0, &[])),
     ]
 }

@@ -133,11 +133,38 @@ fn app_script(meta: &App, step: Script, custom: bool) -> String {
     text
 }
 
+/// Sealos writes the install-time variables of a CMD as `$(NAME)`, which it replaces with the
+/// value; a shell would run a program NAME instead. Each `$(NAME)` whose NAME is one of `env`
+/// becomes `${NAME}` (the variables are exported to the step); any other `$(…)` is the shell's.
+fn sealos_variables(script: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(script.len());
+    let mut rest = script;
+    while let Some(at) = rest.find("$(") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        match after.find(')').map(|end| (&after[..end], end)) {
+            Some((name, end)) if env.contains_key(name) => {
+                out.push_str("${");
+                out.push_str(name);
+                out.push('}');
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str("$(");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn steps_of(
     layer: &str,
     steps: &[InstallStep],
     apps: &BTreeMap<String, App>,
     charts: &dyn Fn(&str) -> bool,
+    env: &BTreeMap<String, String>,
     out: &mut Vec<AppStep>,
 ) -> Result<()> {
     for s in steps {
@@ -146,7 +173,7 @@ fn steps_of(
                 key: format!("app:{}:{line}", out.len() + 1),
                 origin: format!("{layer}, Kubefile line {line}"),
                 script: match command {
-                    Command::Shell(s) => s.clone(),
+                    Command::Shell(s) => sealos_variables(s, env),
                     Command::Exec(w) => Script::argv(w).text(),
                 },
             }),
@@ -162,9 +189,14 @@ fn steps_of(
                         .map(|s| app_script(meta, launch_script(app, s, charts(s)), false))
                         .collect()
                 } else {
+                    let mut env = env.clone();
+                    env.extend(meta.env.clone());
                     meta.cmds
                         .iter()
-                        .map(|c| app_script(meta, Script::default().then_user_script(c), true))
+                        .map(|c| {
+                            let c = sealos_variables(c, &env);
+                            app_script(meta, Script::default().then_user_script(&c), true)
+                        })
                         .collect()
                 };
                 for script in scripts {
@@ -254,12 +286,12 @@ impl Site {
         for l in &manifest.layers {
             if let Some(steps) = &l.install_steps {
                 let name = format!("base {} {}", l.name, l.version);
-                steps_of(&name, steps, apps, &charts, &mut site.apps)?;
+                steps_of(&name, steps, apps, &charts, &site.env, &mut site.apps)?;
             }
         }
         if let Some(steps) = &manifest.install_steps {
             let name = format!("{} {}", bundle.header.name, bundle.header.version);
-            steps_of(&name, steps, apps, &charts, &mut site.apps)?;
+            steps_of(&name, steps, apps, &charts, &site.env, &mut site.apps)?;
         }
 
         let mut tops: Vec<String> = Vec::new();
@@ -363,7 +395,15 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         let charts = |s: &str| s == "apps/web/";
-        steps_of("app 1.0", &steps, &apps, &charts, &mut out).unwrap();
+        steps_of(
+            "app 1.0",
+            &steps,
+            &apps,
+            &charts,
+            &BTreeMap::new(),
+            &mut out,
+        )
+        .unwrap();
         let scripts: Vec<&str> = out.iter().map(|s| s.script.as_str()).collect();
         assert_eq!(
             scripts,
@@ -384,7 +424,15 @@ mod tests {
             line: 9,
             app: "nope".into(),
         }];
-        let e = steps_of("app 1.0", &bad, &apps, &charts, &mut Vec::new()).unwrap_err();
+        let e = steps_of(
+            "app 1.0",
+            &bad,
+            &apps,
+            &charts,
+            &BTreeMap::new(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("line 9: LAUNCH nope"), "{e}");
     }
 
@@ -406,7 +454,15 @@ mod tests {
         ]))
         .unwrap();
         let mut out = Vec::new();
-        steps_of("app 1.0", &steps, &apps, &|_: &str| false, &mut out).unwrap();
+        steps_of(
+            "app 1.0",
+            &steps,
+            &apps,
+            &|_: &str| false,
+            &BTreeMap::new(),
+            &mut out,
+        )
+        .unwrap();
         let scripts: Vec<&str> = out.iter().map(|s| s.script.as_str()).collect();
         assert_eq!(
             scripts,
@@ -414,6 +470,34 @@ mod tests {
                 "export replicas='2'\ncd 'application/apps/m' && kubectl apply -f app.yaml",
                 "export ns='it'\\''s'\nkubectl apply -f 'application/apps/y/a.yaml'",
             ]
+        );
+    }
+
+    /// Sealos' `$(NAME)` is the install-time variable NAME; other `$(…)` stay the shell's.
+    #[test]
+    fn sealos_variables_in_commands_are_the_install_environment() {
+        let steps: Vec<InstallStep> = serde_json::from_value(serde_json::json!([
+            {"type": "cmd", "line": 10, "command": {"shell":
+                "helm upgrade -i $(NAME) $(CHARTS) -n $(NAMESPACE) $(HELM_OPTS) --set h=$(hostname)"}}
+        ]))
+        .unwrap();
+        let env: BTreeMap<String, String> = ["NAME", "CHARTS", "NAMESPACE", "HELM_OPTS"]
+            .into_iter()
+            .map(|k| (k.to_string(), "v".to_string()))
+            .collect();
+        let mut out = Vec::new();
+        steps_of(
+            "app 1.0",
+            &steps,
+            &BTreeMap::new(),
+            &|_: &str| false,
+            &env,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out[0].script,
+            "helm upgrade -i ${NAME} ${CHARTS} -n ${NAMESPACE} ${HELM_OPTS} --set h=$(hostname)"
         );
     }
 
