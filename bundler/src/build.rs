@@ -6,7 +6,9 @@
 //! (a file in the context, an entry of the base bundle); a later step wins over an earlier one.
 //! Content is read when a bundle is written, after every `RUN`. [`write`] then writes one
 //! bundle per platform: the tree in path order, then the images the context needs (found by
-//! [`discover`](crate::discover)) collected for that platform. Nothing time- or host-dependent
+//! [`discover`](crate::discover)) collected for that platform. The sources of `APP`/`CNI`/`CSI`
+//! go to `application/apps/<name>/` as sealer lays them out ([`Prepared::apps`] names them as
+//! the bundle holds them); a Kubefile that uses `${ARCH}` is prepared once per platform. Nothing time- or host-dependent
 //! goes into the header, so the same inputs give the same bytes.
 
 use crate::discover::{self, DiscoverOptions, Discovery};
@@ -547,13 +549,14 @@ impl Layout {
     /// `rel`, where it goes now.
     fn warn_old_layout(
         &mut self,
+        instr: &str,
         origin: &str,
         src: &Path,
         context: &Path,
         dest: &str,
         rel: &str,
-        is_dir: bool,
     ) {
+        let is_dir = src.is_dir();
         let Some(shown) = src
             .strip_prefix(context)
             .ok()
@@ -612,8 +615,8 @@ impl Layout {
             _ => String::new(),
         };
         self.warnings.push(format!(
-            "{origin}: COPY {shown} {}: laid out as current sealer and Docker do, which differs \
-             from old sealer: {}{more}; to keep the old layout write COPY {shown} {}{}",
+            "{origin}: {instr} {shown} {}: laid out as current sealer and Docker do, which \
+             differs from old sealer: {}{more}; to keep the old layout write {instr} {shown} {}{}",
             shown_root(dest),
             moved.join(", "),
             if is_dir {
@@ -883,7 +886,11 @@ impl Layout {
                 ));
             }
             if old_rule {
-                self.warn_old_layout(&origin, &src, context, dest, &rel, meta.is_dir());
+                let instr = match c.kind {
+                    CopyKind::Copy => "COPY",
+                    CopyKind::Add => "ADD",
+                };
+                self.warn_old_layout(instr, &origin, &src, context, dest, &rel);
             }
             self.entry(&src, &rel, &origin, true)?;
         }
