@@ -504,21 +504,19 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
         });
     }
 
-    let prepared = kb::prepare(
-        kubefile,
-        &context,
-        &PrepareOptions {
-            build_args,
-            exclude: targets.iter().map(|t| t.output.clone()).collect(),
-            base_pull: kb::BasePull {
-                offline: a.offline,
-                insecure_registries: a.insecure_registries.clone(),
-                store: Some(a.store.dir()),
-                arch: platforms.first().map(kb::kernel_arch),
-            },
+    let mut opts = PrepareOptions {
+        build_args,
+        exclude: targets.iter().map(|t| t.output.clone()).collect(),
+        base_pull: kb::BasePull {
+            offline: a.offline,
+            insecure_registries: a.insecure_registries.clone(),
+            store: Some(a.store.dir()),
+            arch: platforms.first().map(kb::kernel_arch),
         },
-    )?;
-    let discovery = kb::discover_images(&context, &prepared.plan)?;
+        arch: targets.first().map(|t| t.platform.architecture.clone()),
+    };
+    let mut prepared = kb::prepare(kubefile, &context, &opts)?;
+    let mut discovery = kb::discover_images(&context, &prepared.plan)?;
     for w in &discovery.warnings {
         eprintln!("warning: {w}");
     }
@@ -541,7 +539,17 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
             ..Default::default()
         },
     };
-    for t in &targets {
+    for (i, t) in targets.iter().enumerate() {
+        // A Kubefile that uses ${ARCH} is another build for each architecture.
+        if i > 0 && prepared.plan.platform_dependent {
+            opts.arch = Some(t.platform.architecture.clone());
+            opts.base_pull.arch = Some(kb::kernel_arch(&t.platform));
+            prepared = kb::prepare(kubefile, &context, &opts)?;
+            discovery = kb::discover_images(&context, &prepared.plan)?;
+            for w in &discovery.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
         let summary = kb::write(&prepared, &discovery, t, &cfg)?;
         signing.sign(&t.output)?;
         if let Some(tag) = &a.tag {

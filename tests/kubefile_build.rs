@@ -70,7 +70,7 @@ fn scratch_context(dir: &Path) {
          RUN echo \"generated $VERSION $GREETING\" > gen.txt && echo to-stdout && echo to-stderr >&2\n\
          COPY gen.txt etc/gen.txt\n\
          CMD sh scripts/a.sh\n\
-         CMD [\"kubectl\", \"apply\", \"-f\", \"manifests/\"]\n",
+         CMD [\"kubectl apply -f manifests/\", \"kubectl get cm c\"]\n",
     );
     write(
         &dir.join("manifests/config.yaml"),
@@ -143,7 +143,9 @@ fn scratch_build_copies_runs_and_records_install_steps() {
         m["install_steps"],
         json!([
             {"type": "cmd", "line": 11, "command": {"shell": "sh scripts/a.sh"}},
-            {"type": "cmd", "line": 12, "command": {"exec": ["kubectl", "apply", "-f", "manifests/"]}},
+            // Sealer's exec-list CMD: shell commands run in order.
+            {"type": "cmd", "line": 12, "command": {"shell": "kubectl apply -f manifests/"}},
+            {"type": "cmd", "line": 12, "command": {"shell": "kubectl get cm c"}},
         ])
     );
     assert_eq!(m["env"], json!({"APP_PORT": "8080", "APP_VERSION": "0.2"}));
@@ -942,5 +944,76 @@ fn an_app_on_a_base_keeps_the_apps_the_base_launches() {
         m["layers"][0]["install_steps"][0],
         json!({"type": "launch", "line": 4, "app": "web"})
     );
-    assert_eq!(m["apps"]["web"]["sources"], json!(["web.yaml"]));
+    // The APP source travels in the bundle, in the app's directory, as sealer lays it out.
+    assert_eq!(
+        m["apps"]["web"]["sources"],
+        json!(["application/apps/web/web.yaml"])
+    );
+    assert!(paths(&a.entries).contains(&"application/apps/web/web.yaml"));
+}
+
+/// Sealer's `${ARCH}`: each platform's bundle takes that platform's files, and an app's
+/// sources travel in the bundle where its launch finds them.
+#[test]
+fn arch_in_copy_sources_gives_each_platform_its_files() {
+    let Some((other_kernel, _, other_machine)) = other_arch() else {
+        return skip(
+            &[],
+            "bale builds for x86_64 and aarch64 only, and this host is neither",
+        );
+    };
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    write(
+        &ctx.join("Kubefile"),
+        "FROM scratch\n\
+         COPY ${ARCH}/bin bin\n\
+         APP web local://app.yaml\n\
+         LAUNCH [\"web\"]\n\
+         CMD [\"kubectl get pods\", \"kubectl get svc\"]\n",
+    );
+    write(&ctx.join("amd64/bin/tool"), "x86 tool\n");
+    write(&ctx.join("arm64/bin/tool"), "arm tool\n");
+    write(&ctx.join("app.yaml"), "kind: List\n");
+    let stubs = d.path().join("stubs");
+    fake_stub(&stubs.join(format!("bale-{other_kernel}")), other_machine);
+    let outdir = d.path().join("out");
+    std::fs::create_dir_all(&outdir).unwrap();
+    ok(&build(&[
+        "-t",
+        "app:1",
+        "--offline",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--stub-dir",
+        s(&stubs),
+        "-o",
+        s(&outdir.join("app-{arch}.bale")),
+        s(&ctx),
+    ]));
+    for (arch, want) in [("amd64", "x86 tool\n"), ("arm64", "arm tool\n")] {
+        let out = outdir.join(format!("app-{arch}.bale"));
+        let p = parts(&out);
+        assert_eq!(read(&out, entry(&p.entries, "bin/tool")), want.as_bytes());
+        assert!(!paths(&p.entries)
+            .iter()
+            .any(|e| e.starts_with("amd64") || e.starts_with("arm64")));
+        assert_eq!(
+            read(&out, entry(&p.entries, "application/apps/web/app.yaml")),
+            b"kind: List\n"
+        );
+        let m = &p.header.metadata;
+        assert_eq!(
+            m["apps"]["web"]["sources"],
+            json!(["application/apps/web/app.yaml"])
+        );
+        assert_eq!(
+            m["install_steps"],
+            json!([
+                {"type": "launch", "line": 4, "app": "web"},
+                {"type": "cmd", "line": 5, "command": {"shell": "kubectl get pods"}},
+                {"type": "cmd", "line": 5, "command": {"shell": "kubectl get svc"}},
+            ])
+        );
+    }
 }

@@ -6,12 +6,16 @@
 //! (a file in the context, an entry of the base bundle); a later step wins over an earlier one.
 //! Content is read when a bundle is written, after every `RUN`. [`write`] then writes one
 //! bundle per platform: the tree in path order, then the images the context needs (found by
-//! [`discover`](crate::discover)) collected for that platform. Nothing time- or host-dependent
+//! [`discover`](crate::discover)) collected for that platform. The sources of `APP`/`CNI`/`CSI`
+//! go to `application/apps/<name>/` as sealer lays them out ([`Prepared::apps`] names them as
+//! the bundle holds them); a Kubefile that uses `${ARCH}` is prepared once per platform. Nothing time- or host-dependent
 //! goes into the header, so the same inputs give the same bytes.
 
 use crate::discover::{self, DiscoverOptions, Discovery};
 use crate::images::{self, Cache, CollectOptions, Platform, ResolvedImage, REGISTRY_DIR};
-use crate::kubefile::{self, Base, BuildPlan, Command, CopyKind, CopyStep, RunStep, Step};
+use crate::kubefile::{
+    self, App, Base, BuildPlan, BuildVars, Command, CopyKind, CopyStep, RunStep, Step,
+};
 use crate::sbom::{self, SBOM_ENTRY};
 use crate::store::BundleStore;
 use bale_contract::manifest::{ImageRecord, Layer, Manifest};
@@ -146,6 +150,12 @@ pub struct Prepared {
     pub base: Option<BaseBundle>,
     /// Where `ADD` unpacked archives' files to; the layout points into it until written.
     pub unpacked: Option<tempfile::TempDir>,
+    /// The apps as the bundle carries them: sources are paths in the bundle
+    /// (`application/apps/<name>/…`), where the build put them.
+    pub apps: BTreeMap<String, App>,
+    /// What the build accepted but a user coming from sealer may not expect, each
+    /// `file:line: message` (also printed).
+    pub warnings: Vec<String>,
 }
 
 /// Everything about the build that is not in the Kubefile.
@@ -156,6 +166,9 @@ pub struct PrepareOptions {
     pub exclude: Vec<PathBuf>,
     /// How `FROM REGISTRY/ns/name:tag` gets its base.
     pub base_pull: BasePull,
+    /// The architecture being built (`amd64`, `x86_64`…), for `${ARCH}`; this machine's when
+    /// `None`.
+    pub arch: Option<String>,
 }
 
 /// How a base bundle in a registry is pulled.
@@ -267,10 +280,20 @@ fn pull_base(reference: &str, pull: &BasePull, origin: &str) -> Result<PathBuf> 
     })
 }
 
-/// Parses the Kubefile at `kubefile` only; warnings are in the plan.
+/// Parses the Kubefile at `kubefile` only, for this machine's architecture; warnings are in
+/// the plan.
 pub fn parse(
     kubefile: &Path,
     build_args: &BTreeMap<String, String>,
+) -> Result<(BuildPlan, String)> {
+    parse_for(kubefile, build_args, &BuildVars::host())
+}
+
+/// [`parse`] for the build variables `vars` (the platform being built).
+pub fn parse_for(
+    kubefile: &Path,
+    build_args: &BTreeMap<String, String>,
+    vars: &BuildVars,
 ) -> Result<(BuildPlan, String)> {
     let text = std::fs::read(kubefile).map_err(|e| {
         BuildError::at(
@@ -279,13 +302,17 @@ pub fn parse(
         )
     })?;
     let digest = format!("sha256:{}", format::hex(&format::sha256(&text)));
-    let plan = kubefile::parse_file(kubefile, build_args)?;
+    let plan = kubefile::parse_file_for(kubefile, build_args, vars)?;
     Ok((plan, digest))
 }
 
 /// Parses the Kubefile, lays out the tree and runs the `RUN` steps.
 pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result<Prepared> {
-    let (plan, kubefile_digest) = parse(kubefile, &opts.build_args)?;
+    let vars = opts
+        .arch
+        .as_deref()
+        .map_or_else(BuildVars::host, BuildVars::for_arch);
+    let (plan, kubefile_digest) = parse_for(kubefile, &opts.build_args, &vars)?;
     // The parser's guess that a bare `name:tag` is a directory is settled below (the store,
     // or a refusal naming every place looked), so it is not printed then.
     let settled = match &plan.from {
@@ -324,6 +351,7 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
             .collect(),
         scratch: None,
         unpacked_files: 0,
+        warnings: Vec::new(),
     };
     let from_origin = format!("{}:{}", plan.file, from_line(&text));
     let mut base = None;
@@ -455,6 +483,14 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
             Step::Run(r) => run_step(&plan, r, &context)?,
         }
     }
+    let mut apps = BTreeMap::new();
+    for app in plan.apps.values() {
+        apps.insert(app.name.clone(), l.app(&plan, app, &context)?);
+    }
+    l.warn_templates(&apps);
+    for w in &l.warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(Prepared {
         plan,
         kubefile_digest,
@@ -462,7 +498,21 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
         layout: l.map,
         base,
         unpacked: l.scratch,
+        apps,
+        warnings: l.warnings,
     })
+}
+
+/// How sealer launches an app, judged from its files as sealer does.
+enum AppKind {
+    /// A chart at the top of the app directory: `helm install`.
+    Chart,
+    /// YAML files only: each applied.
+    Kube(Vec<String>),
+    /// Shell scripts only: sealer runs the first.
+    Shell(String),
+    /// Anything else, with why: only APPCMDS can say how to launch it.
+    Unknown(String),
 }
 
 /// Line of the FROM instruction, for messages.
@@ -490,6 +540,250 @@ struct Layout {
     /// Created by the first `ADD` of an archive.
     scratch: Option<tempfile::TempDir>,
     unpacked_files: u64,
+    warnings: Vec<String>,
+}
+
+impl Layout {
+    /// Puts the sources of `app` into `application/apps/<name>/` as sealer does (a directory's
+    /// contents, a file by its name) and returns the app with those bundle paths as sources,
+    /// judged as sealer judges them: a chart is installed, YAML files applied, the first shell
+    /// script run. Files that are none of these need `APPCMDS`.
+    fn app(&mut self, plan: &BuildPlan, app: &App, context: &Path) -> Result<App> {
+        let origin = format!("{}:{}", plan.file, app.line);
+        let dir = app
+            .dir
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", kubefile::APP_ROOT, app.name));
+        let mut files: Vec<String> = Vec::new();
+        let mut chart = false;
+        for src in &app.sources {
+            let path = context.join(src);
+            if path.symlink_metadata().is_err() {
+                return Err(BuildError::refused(
+                    origin,
+                    format!(
+                        "APP {} source local://{src} does not exist in the build context {}; \
+                         fix the path (relative to the context) or make it in a RUN step above",
+                        app.name,
+                        context.display()
+                    ),
+                ));
+            }
+            let step = CopyStep {
+                line: app.line,
+                kind: CopyKind::Copy,
+                sources: vec![src.clone()],
+                dest: dir.clone(),
+                dest_is_dir: true,
+            };
+            self.copy_sources(plan, &step, context, false)?;
+            if path.is_dir() {
+                chart |= path.join("Chart.yaml").is_file();
+                let mut found = Vec::new();
+                files_below(&path, "", &mut found);
+                files.extend(found.into_iter().map(|f| join(&dir, &f)));
+            } else {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(src);
+                files.push(join(&dir, name));
+            }
+        }
+        let templates: Vec<&str> = files
+            .iter()
+            .filter(|f| f.ends_with(".tmpl"))
+            .map(String::as_str)
+            .collect();
+        if !app.env.is_empty() && !templates.is_empty() {
+            self.warnings.push(format!(
+                "{origin}: APPENV {}: sealer renders the app's *.tmpl files with its variables; \
+                 bale exports them to the app's commands only, so {} stay as they are: render \
+                 them in an APPCMDS command or write the values into the files",
+                app.name,
+                templates.join(", ")
+            ));
+        }
+        let kind = if chart { AppKind::Chart } else { judge(&files) };
+        let sources = match kind {
+            AppKind::Chart => vec![dir.clone()],
+            AppKind::Kube(f) => f,
+            AppKind::Shell(first) => vec![first],
+            AppKind::Unknown(why) if app.cmds.is_empty() => {
+                return Err(BuildError::refused(
+                    origin,
+                    format!(
+                        "APP {}: {why}, so the app has no default launch (sealer refuses it \
+                         too); say how to launch it: APPCMDS {} [\"kubectl apply -f .\"] (run \
+                         in {dir})",
+                        app.name, app.name
+                    ),
+                ));
+            }
+            AppKind::Unknown(_) => Vec::new(),
+        };
+        Ok(App {
+            sources,
+            dir: Some(dir),
+            ..app.clone()
+        })
+    }
+
+    /// Sealer renders every `*.tmpl` file of the image with ENV when it installs; bale does
+    /// not, so each one this build adds is named (an app's with APPENV is warned about apart).
+    fn warn_templates(&mut self, apps: &BTreeMap<String, App>) {
+        let app_dirs: Vec<String> = apps
+            .values()
+            .filter(|a| !a.env.is_empty())
+            .filter_map(|a| a.dir.as_ref().map(|d| format!("{d}/")))
+            .collect();
+        let found: Vec<(String, String)> = self
+            .map
+            .iter()
+            .filter(|(path, placed)| {
+                path.ends_with(".tmpl")
+                    && placed.layer.is_none()
+                    && matches!(placed.node, Node::File { .. })
+                    && !app_dirs.iter().any(|d| path.starts_with(d.as_str()))
+            })
+            .map(|(path, placed)| (placed.origin.clone(), path.clone()))
+            .collect();
+        for (origin, path) in found {
+            self.warnings.push(format!(
+                "{origin}: {path}: sealer renders *.tmpl files with the ENV values when it \
+                 installs; bale does not, so the file stays as it is: render it in a CMD step \
+                 or write the values into it"
+            ));
+        }
+    }
+
+    /// Warns, naming the files, when old sealer would have put `src` somewhere other than
+    /// `rel`, where it goes now.
+    fn warn_old_layout(
+        &mut self,
+        instr: &str,
+        origin: &str,
+        src: &Path,
+        context: &Path,
+        dest: &str,
+        rel: &str,
+    ) {
+        let is_dir = src.is_dir();
+        let Some(shown) = src
+            .strip_prefix(context)
+            .ok()
+            .and_then(|p| p.to_str())
+            .filter(|p| !p.is_empty())
+        else {
+            return;
+        };
+        let Some(name) = src.file_name().and_then(|n| n.to_str()) else {
+            return;
+        };
+        let dest_name = dest.rsplit('/').next().unwrap_or(dest);
+        let old = if !dest.is_empty() && dest_name == name {
+            dest.to_string()
+        } else {
+            join(dest, name)
+        };
+        if old == rel {
+            return;
+        }
+        let mut files = Vec::new();
+        if is_dir {
+            files_below(src, "", &mut files);
+        } else {
+            files.push(String::new());
+        }
+        if files.is_empty() {
+            return;
+        }
+        let shown_root = |root: &str| {
+            if root.is_empty() {
+                ".".to_string()
+            } else {
+                root.to_string()
+            }
+        };
+        let moved: Vec<String> = files
+            .iter()
+            .take(5)
+            .map(|f| {
+                let new = if f.is_empty() {
+                    rel.to_string()
+                } else {
+                    join(rel, f)
+                };
+                let was = if f.is_empty() {
+                    old.clone()
+                } else {
+                    join(&old, f)
+                };
+                format!("{new} (old sealer: {was})")
+            })
+            .collect();
+        let more = match files.len() {
+            n if n > 5 => format!(" and {} more", n - 5),
+            _ => String::new(),
+        };
+        self.warnings.push(format!(
+            "{origin}: {instr} {shown} {}: laid out as current sealer and Docker do, which \
+             differs from old sealer: {}{more}; to keep the old layout write {instr} {shown} {}{}",
+            shown_root(dest),
+            moved.join(", "),
+            if is_dir {
+                shown_root(&old)
+            } else {
+                shown_root(old.rsplit_once('/').map_or("", |(d, _)| d))
+            },
+            if is_dir { "" } else { "/" },
+        ));
+    }
+}
+
+/// Regular files below `dir`, relative to it, sorted.
+fn files_below(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut names: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .collect();
+    names.sort();
+    for (name, path) in names {
+        let rel = join(prefix, &name);
+        if path.is_dir() {
+            files_below(&path, &rel, out);
+        } else {
+            out.push(rel);
+        }
+    }
+}
+
+/// Sealer's rule: all YAML is applied, all shell scripts means the first is run, any other
+/// file or a mix leaves the launch to APPCMDS.
+fn judge(files: &[String]) -> AppKind {
+    let ext = |f: &str| {
+        Path::new(f)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+    };
+    let is_yaml = |f: &str| matches!(ext(f).as_deref(), Some("yaml" | "yml"));
+    let is_shell = |f: &str| ext(f).as_deref() == Some("sh");
+    if let Some(other) = files.iter().find(|f| !is_yaml(f) && !is_shell(f)) {
+        return AppKind::Unknown(format!(
+            "{other} is neither YAML, a shell script nor part of a chart"
+        ));
+    }
+    match (
+        files.iter().find(|f| is_yaml(f)),
+        files.iter().find(|f| is_shell(f)),
+    ) {
+        (_, None) => AppKind::Kube(files.to_vec()),
+        (None, Some(first)) => AppKind::Shell(first.clone()),
+        (Some(yaml), Some(script)) => AppKind::Unknown(format!(
+            "it holds both YAML ({yaml}) and shell scripts ({script})"
+        )),
+    }
 }
 
 impl Layout {
@@ -643,6 +937,19 @@ impl Layout {
     }
 
     fn copy(&mut self, plan: &BuildPlan, c: &CopyStep, context: &Path) -> Result<()> {
+        self.copy_sources(plan, c, context, true)
+    }
+
+    /// A COPY's sources into the layout; `old_rule` warns where old sealer laid a source out
+    /// elsewhere (it put a source at `dest/<its name>` unless `dest` already ends in that
+    /// name, where current sealer, as Docker, puts a directory's contents at `dest`).
+    fn copy_sources(
+        &mut self,
+        plan: &BuildPlan,
+        c: &CopyStep,
+        context: &Path,
+        old_rule: bool,
+    ) -> Result<()> {
         let origin = format!("{}:{}", plan.file, c.line);
         // ADD is COPY, except that local tar archives are unpacked (URLs were refused by the
         // parser).
@@ -686,6 +993,13 @@ impl Layout {
                     "a file cannot replace the bundle root; give a file name or a directory \
                      ending in /",
                 ));
+            }
+            if old_rule {
+                let instr = match c.kind {
+                    CopyKind::Copy => "COPY",
+                    CopyKind::Add => "ADD",
+                };
+                self.warn_old_layout(instr, &origin, &src, context, dest, &rel);
             }
             self.entry(&src, &rel, &origin, true)?;
         }
@@ -1260,7 +1574,7 @@ pub fn write(
     manifest.install_steps = Some(p.plan.install_steps.clone());
     // The base layers' apps too: their LAUNCH steps run from this bundle.
     manifest.apps = base_apps;
-    manifest.apps.extend(p.plan.apps.clone());
+    manifest.apps.extend(p.apps.clone());
     manifest.env = Some(env);
     manifest.labels = Some(labels);
     manifest.kube_version = p.plan.kube_version.clone();

@@ -128,16 +128,17 @@ fn fixture_parses_into_the_full_plan() {
                 role: AppRole::Cni,
                 sources: vec!["cni/calico.yaml".into()],
                 cmds: vec![],
+                dir: Some("application/apps/calico".into()),
+                env: BTreeMap::new(),
             },
             App {
                 name: "db".into(),
                 line: 25,
                 role: AppRole::App,
                 sources: vec!["manifests/db.yaml".into(), "scripts/db-init.sh".into()],
-                cmds: vec![
-                    "kubectl apply -f manifests/db.yaml".into(),
-                    "sh scripts/db-init.sh".into()
-                ],
+                cmds: vec!["kubectl apply -f db.yaml".into(), "sh db-init.sh".into()],
+                dir: Some("application/apps/db".into()),
+                env: BTreeMap::new(),
             },
             App {
                 name: "web".into(),
@@ -145,6 +146,8 @@ fn fixture_parses_into_the_full_plan() {
                 role: AppRole::App,
                 sources: vec!["charts/web".into()],
                 cmds: vec![],
+                dir: Some("application/apps/web".into()),
+                env: BTreeMap::new(),
             },
         ]
     );
@@ -168,13 +171,14 @@ fn fixture_parses_into_the_full_plan() {
                 line: 28,
                 app: "web".into()
             },
+            // Sealer's exec-list CMD: each element is a shell command, run in order.
             InstallStep::Cmd {
                 line: 29,
-                command: Command::Exec(
-                    ["kubectl", "rollout", "status", "deploy/web", "-n", "shop"]
-                        .map(String::from)
-                        .to_vec()
-                )
+                command: Command::Shell("kubectl rollout status deploy/web -n shop".into())
+            },
+            InstallStep::Cmd {
+                line: 29,
+                command: Command::Shell("kubectl get pods -n shop".into())
             },
         ]
     );
@@ -460,7 +464,7 @@ fn every_error_names_file_line_and_fix() {
         ("FROM scratch\nlabl a=b", "Kubefile:2: unknown instruction \"labl\"; did you mean LABEL?"),
         (
             "FROM scratch\nRUN a\n  -f x",
-            "Kubefile:3: unknown instruction \"-f\"; a Kubefile knows FROM, COPY, ADD, ARG, ENV, LABEL, MAINTAINER, RUN, CMD, APP, APPCMDS, LAUNCH, CNI, CSI, KUBEVERSION (if this line continues the one before, end that line with \\)",
+            "Kubefile:3: unknown instruction \"-f\"; a Kubefile knows FROM, COPY, ADD, ARG, ENV, LABEL, MAINTAINER, RUN, CMD, CMDS, APP, APPCMDS, APPENV, LAUNCH, CNI, CSI, KUBEVERSION (if this line continues the one before, end that line with \\)",
         ),
         ("FROM scratch\nWORKDIR /x", "Kubefile:2: WORKDIR is a Dockerfile instruction that a Kubefile does not support: paths are relative to the build context and COPY destinations to the bundle root; remove it"),
         ("FROM scratch\nENTRYPOINT x", "Kubefile:2: ENTRYPOINT is a Dockerfile instruction that a Kubefile does not support: use CMD for steps that run at install time"),

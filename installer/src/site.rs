@@ -113,25 +113,68 @@ pub struct AppStep {
 }
 
 /// The default launch of an app's source, sealer style: a chart is installed with helm, a
-/// script is run, YAML is applied with kubectl.
-fn launch_script(name: &str, source: &str, is_chart: bool) -> String {
+/// script is run with bash (sealer's shell for app scripts), YAML is applied with kubectl.
+fn launch_script(name: &str, source: &str, is_chart: bool) -> Script {
     let script = if is_chart {
         Script::new("helm install {name} {src}").value("name", name)
     } else if source.ends_with(".sh") {
-        Script::new("sh {src}")
+        Script::new("bash {src}")
     } else {
         Script::new("kubectl apply -f {src}")
     };
-    script.value("src", source).text()
+    script.value("src", source)
 }
 
-/// How an app is launched: the Clusterfile's commands for it, else its `APPCMDS`, else the
-/// default launch of each of its sources.
+/// An app's step: its `APPENV` exported, and its `APPCMDS` run in the app's directory (as
+/// sealer does), then `step`.
+fn app_script(meta: &App, step: Script, custom: bool) -> String {
+    let mut script = Script::default();
+    for (k, v) in &meta.env {
+        script = script.export(k, v);
+    }
+    if let Some(dir) = meta.dir.as_deref().filter(|_| custom) {
+        script = script.then("cd {dir} && ").value("dir", dir);
+    }
+    let mut text = script.text();
+    text.push_str(&step.text());
+    text
+}
+
+/// Sealos writes the install-time variables of a CMD as `$(NAME)`, which it replaces with the
+/// value; a shell would run a program NAME instead. Each `$(NAME)` whose NAME is one of `env`
+/// becomes `${NAME}` (the variables are exported to the step); any other `$(…)` is the shell's.
+fn sealos_variables(script: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(script.len());
+    let mut rest = script;
+    while let Some(at) = rest.find("$(") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        match after.find(')').map(|end| (&after[..end], end)) {
+            Some((name, end)) if env.contains_key(name) => {
+                out.push_str("${");
+                out.push_str(name);
+                out.push('}');
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str("$(");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How an app is launched: the Clusterfile's commands for it, else its `APPCMDS` (run in its
+/// directory, with its `APPENV` and the install environment), else the default launch of each
+/// of its sources.
 fn app_launch(
     app: &str,
     meta: &App,
     choice: &AppChoice,
     charts: &dyn Fn(&str) -> bool,
+    env: &BTreeMap<String, String>,
 ) -> Vec<String> {
     if let Some((_, cmds)) = choice.app_cmds.get(app) {
         return cmds.clone();
@@ -139,10 +182,18 @@ fn app_launch(
     if meta.cmds.is_empty() {
         meta.sources
             .iter()
-            .map(|s| launch_script(app, s, charts(s)))
+            .map(|s| app_script(meta, launch_script(app, s, charts(s)), false))
             .collect()
     } else {
-        meta.cmds.clone()
+        let mut env = env.clone();
+        env.extend(meta.env.clone());
+        meta.cmds
+            .iter()
+            .map(|c| {
+                let c = sealos_variables(c, &env);
+                app_script(meta, Script::default().then_user_script(&c), true)
+            })
+            .collect()
     }
 }
 
@@ -152,6 +203,7 @@ fn steps_of(
     apps: &BTreeMap<String, App>,
     choice: &AppChoice,
     charts: &dyn Fn(&str) -> bool,
+    env: &BTreeMap<String, String>,
     out: &mut Vec<AppStep>,
 ) -> Result<()> {
     for s in steps {
@@ -160,7 +212,7 @@ fn steps_of(
                 key: format!("app:{}:{line}", out.len() + 1),
                 origin: format!("{layer}, Kubefile line {line}"),
                 script: match command {
-                    Command::Shell(s) => s.clone(),
+                    Command::Shell(s) => sealos_variables(s, env),
                     Command::Exec(w) => Script::argv(w).text(),
                 },
             }),
@@ -170,7 +222,7 @@ fn steps_of(
                     line: *line,
                     app: app.clone(),
                 })?;
-                for script in app_launch(app, meta, choice, charts) {
+                for script in app_launch(app, meta, choice, charts, env) {
                     out.push(AppStep {
                         key: format!("app:{}:{line}", out.len() + 1),
                         origin: format!("{layer}, Kubefile line {line} (app {app})"),
@@ -191,6 +243,7 @@ fn chosen_steps(
     image_steps: Vec<AppStep>,
     apps: &BTreeMap<String, App>,
     charts: &dyn Fn(&str) -> bool,
+    env: &BTreeMap<String, String>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<AppStep>> {
     let dropped = |by: &str, steps: &[AppStep], warnings: &mut Vec<String>| {
@@ -229,7 +282,7 @@ fn chosen_steps(
                 apps.keys().cloned().collect::<Vec<_>>().join(", ")
             },
         })?;
-        for script in app_launch(name, meta, choice, charts) {
+        for script in app_launch(name, meta, choice, charts, env) {
             out.push(AppStep {
                 key: format!("app:{name}:{}", out.len() + 1),
                 origin: format!("{origin}[{i}] (app {name})"),
@@ -321,12 +374,12 @@ impl Site {
         for l in &manifest.layers {
             if let Some(steps) = &l.install_steps {
                 let name = format!("base {} {}", l.name, l.version);
-                steps_of(&name, steps, apps, choice, &charts, &mut site.apps)?;
+                steps_of(&name, steps, apps, choice, &charts, &site.env, &mut site.apps)?;
             }
         }
         if let Some(steps) = &manifest.install_steps {
             let name = format!("{} {}", bundle.header.name, bundle.header.version);
-            steps_of(&name, steps, apps, choice, &charts, &mut site.apps)?;
+            steps_of(&name, steps, apps, choice, &charts, &site.env, &mut site.apps)?;
         }
         let mut choice_warnings = Vec::new();
         site.apps = chosen_steps(
@@ -334,6 +387,7 @@ impl Site {
             std::mem::take(&mut site.apps),
             apps,
             &charts,
+            &site.env,
             &mut choice_warnings,
         )?;
 
@@ -437,9 +491,10 @@ mod tests {
         let charts = |s: &str| s == "apps/web/";
         let run = |choice: &AppChoice| {
             let mut image = Vec::new();
-            steps_of("app 1.0", &steps, &apps, choice, &charts, &mut image).unwrap();
+            let env = BTreeMap::new();
+            steps_of("app 1.0", &steps, &apps, choice, &charts, &env, &mut image).unwrap();
             let mut w = Vec::new();
-            chosen_steps(choice, image, &apps, &charts, &mut w).map(|s| (s, w))
+            chosen_steps(choice, image, &apps, &charts, &env, &mut w).map(|s| (s, w))
         };
         let scripts = |s: &[AppStep]| s.iter().map(|s| s.script.clone()).collect::<Vec<_>>();
 
@@ -521,6 +576,7 @@ mod tests {
             &apps,
             &AppChoice::default(),
             &charts,
+            &BTreeMap::new(),
             &mut out,
         )
         .unwrap();
@@ -531,7 +587,7 @@ mod tests {
                 "echo hi",
                 "'printf' '%s' 'a b'",
                 "helm install 'web' 'apps/web/'",
-                "sh 'apps/db.sh'",
+                "bash 'apps/db.sh'",
                 "echo one",
                 "echo two"
             ]
@@ -550,10 +606,76 @@ mod tests {
             &apps,
             &AppChoice::default(),
             &charts,
+            &BTreeMap::new(),
             &mut Vec::new(),
         )
         .unwrap_err();
         assert!(e.to_string().contains("line 9: LAUNCH nope"), "{e}");
+    }
+
+    /// Sealer runs an app's APPCMDS in its directory and gives its APPENV to its commands.
+    #[test]
+    fn app_commands_run_in_the_app_directory_with_the_app_env() {
+        let apps: BTreeMap<String, App> = serde_json::from_value(serde_json::json!({
+            "m": {"name": "m", "line": 2, "role": "app", "sources": [],
+                  "cmds": ["kubectl apply -f app.yaml"], "dir": "application/apps/m",
+                  "env": {"replicas": "2"}},
+            "y": {"name": "y", "line": 3, "role": "app",
+                  "sources": ["application/apps/y/a.yaml"], "dir": "application/apps/y",
+                  "env": {"ns": "it's"}}
+        }))
+        .unwrap();
+        let steps: Vec<InstallStep> = serde_json::from_value(serde_json::json!([
+            {"type": "launch", "line": 4, "app": "m"},
+            {"type": "launch", "line": 4, "app": "y"}
+        ]))
+        .unwrap();
+        let mut out = Vec::new();
+        steps_of(
+            "app 1.0",
+            &steps,
+            &apps,
+            &|_: &str| false,
+            &BTreeMap::new(),
+            &mut out,
+        )
+        .unwrap();
+        let scripts: Vec<&str> = out.iter().map(|s| s.script.as_str()).collect();
+        assert_eq!(
+            scripts,
+            [
+                "export replicas='2'\ncd 'application/apps/m' && kubectl apply -f app.yaml",
+                "export ns='it'\\''s'\nkubectl apply -f 'application/apps/y/a.yaml'",
+            ]
+        );
+    }
+
+    /// Sealos' `$(NAME)` is the install-time variable NAME; other `$(…)` stay the shell's.
+    #[test]
+    fn sealos_variables_in_commands_are_the_install_environment() {
+        let steps: Vec<InstallStep> = serde_json::from_value(serde_json::json!([
+            {"type": "cmd", "line": 10, "command": {"shell":
+                "helm upgrade -i $(NAME) $(CHARTS) -n $(NAMESPACE) $(HELM_OPTS) --set h=$(hostname)"}}
+        ]))
+        .unwrap();
+        let env: BTreeMap<String, String> = ["NAME", "CHARTS", "NAMESPACE", "HELM_OPTS"]
+            .into_iter()
+            .map(|k| (k.to_string(), "v".to_string()))
+            .collect();
+        let mut out = Vec::new();
+        steps_of(
+            "app 1.0",
+            &steps,
+            &BTreeMap::new(),
+            &|_: &str| false,
+            &env,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out[0].script,
+            "helm upgrade -i ${NAME} ${CHARTS} -n ${NAMESPACE} ${HELM_OPTS} --set h=$(hostname)"
+        );
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub(crate) struct Expander<'a> {
     produced: usize,
     /// Nesting of `${…:-…}` words being expanded.
     depth: usize,
+    /// Whether the text being expanded honours quotes: the word of a `${NAME:-word}` then
+    /// does too, as in Docker (`${NAME:-"keda"}` is `keda`).
+    quotes: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -125,6 +128,7 @@ impl<'a> Expander<'a> {
             unset: Vec::new(),
             produced: 0,
             depth: 0,
+            quotes: false,
         }
     }
 
@@ -140,6 +144,13 @@ impl<'a> Expander<'a> {
 
     /// Lexes `text` into words (one word unless `mode.split`).
     pub fn words(&mut self, text: &str, mode: Mode) -> Result<Vec<String>, LexError> {
+        let outer = std::mem::replace(&mut self.quotes, mode.quotes);
+        let r = self.words_in(text, mode);
+        self.quotes = outer;
+        r
+    }
+
+    fn words_in(&mut self, text: &str, mode: Mode) -> Result<Vec<String>, LexError> {
         let chars: Vec<char> = text.chars().collect();
         let mut words = Vec::new();
         let mut cur = String::new();
@@ -307,7 +318,8 @@ impl<'a> Expander<'a> {
             return Err(LexError::TooDeep);
         }
         self.depth += 1;
-        let r = self.word(word, RAW);
+        let mode = if self.quotes { ONE_WORD } else { RAW };
+        let r = self.word(word, mode);
         self.depth -= 1;
         r
     }
@@ -425,6 +437,8 @@ mod tests {
             ["da", "e", "", "alt", "x"]
         );
         assert_eq!(words("$SP"), ["x y"]);
+        // Quotes in a default are removed when the text honours quotes, as in Docker.
+        assert_eq!(words("${NOPE:-\"keda\"} ${NOPE:-'a b'}"), ["keda", "a b"]);
         assert_eq!(words("a$ $1 5$"), ["a$", "$1", "5$"]);
         let mut e = Expander::new(&vars);
         let err = |e: &mut Expander, t: &str| e.words(t, WORDS).expect_err(t).to_string();

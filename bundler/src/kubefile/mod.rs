@@ -15,6 +15,15 @@
 //! - `CNI` and `CSI` apps that no `LAUNCH` names are launched first (CNI, then
 //!   CSI): a cluster without a pod network cannot run the other steps.
 //!
+//! Sealer's meanings, which Kubefiles written for sealer and sealos rely on:
+//! - `CMD ["kubectl apply -f a.yaml", "helm install b charts/b"]` and `CMDS [...]` are lists of
+//!   shell commands run in order (sealos images and old sealer write CMD so), not one argv.
+//! - `${ARCH}` is the architecture being built (`amd64`, `arm64`), in every instruction that
+//!   expands variables; an `ARG ARCH` or `ENV ARCH` of the Kubefile wins over it. A plan that
+//!   used it is [`BuildPlan::platform_dependent`] and holds for [`BuildPlan::arch`] only.
+//! - `APP`/`CNI`/`CSI` sources go to `application/apps/<name>/` in the bundle (see [`APP_ROOT`]);
+//!   `APPCMDS` run in that directory, with the app's `APPENV` variables exported.
+//!
 //! Limits, since a Kubefile is hostile input: the file is at most [`MAX_KUBEFILE_BYTES`];
 //! one instruction expands to at most [`lex::MAX_EXPANSION`] bytes with defaults nested at
 //! most [`lex::MAX_NESTING`] deep; all ARG, ENV and LABEL values together hold at most
@@ -43,6 +52,37 @@ pub const MAX_VARIABLE_BYTES: usize = 4 << 20;
 /// Most bytes the distinct environments of the RUN steps may hold together.
 pub const MAX_RUN_ENV_BYTES: usize = 64 << 20;
 
+/// Where an app's sources go in the bundle, one directory per app, as in sealer.
+pub const APP_ROOT: &str = "application/apps";
+
+/// The build variables a Kubefile may use without declaring them, as sealer defines them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildVars {
+    /// The architecture being built, as Go names it (`amd64`, `arm64`): `${ARCH}`.
+    pub arch: String,
+}
+
+impl BuildVars {
+    /// The variables for a build for this machine's architecture.
+    pub fn host() -> BuildVars {
+        BuildVars::for_arch(std::env::consts::ARCH)
+    }
+
+    /// The variables for `arch`, given as the kernel (`x86_64`) or Go (`amd64`) names it.
+    pub fn for_arch(arch: &str) -> BuildVars {
+        let go = match arch {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        BuildVars { arch: go.into() }
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        (name == "ARCH").then(|| self.arch.clone())
+    }
+}
+
 /// Instruction keywords, for "did you mean" hints.
 const KEYWORDS: &[&str] = &[
     "FROM",
@@ -54,8 +94,10 @@ const KEYWORDS: &[&str] = &[
     "MAINTAINER",
     "RUN",
     "CMD",
+    "CMDS",
     "APP",
     "APPCMDS",
+    "APPENV",
     "LAUNCH",
     "CNI",
     "CSI",
@@ -198,6 +240,10 @@ pub struct BuildPlan {
     pub unused_build_args: Vec<String>,
     /// Non-fatal problems, each as `file:line: message`.
     pub warnings: Vec<String>,
+    /// The architecture `${ARCH}` stood for.
+    pub arch: String,
+    /// A build variable (`${ARCH}`) was used: a build for another architecture parses again.
+    pub platform_dependent: bool,
 }
 
 /// A Kubefile problem. `Syntax` covers every instruction-level error.
@@ -226,6 +272,15 @@ pub fn parse_file(
     path: &Path,
     build_args: &BTreeMap<String, String>,
 ) -> Result<BuildPlan, KubefileError> {
+    parse_file_for(path, build_args, &BuildVars::host())
+}
+
+/// [`parse_file`] for a build with the build variables `vars` (the platform being built).
+pub fn parse_file_for(
+    path: &Path,
+    build_args: &BTreeMap<String, String>,
+    vars: &BuildVars,
+) -> Result<BuildPlan, KubefileError> {
     use std::io::Read;
     let io = |source| KubefileError::Io {
         path: path.to_path_buf(),
@@ -237,7 +292,7 @@ pub fn parse_file(
         .take(MAX_KUBEFILE_BYTES as u64 + 1)
         .read_to_string(&mut text)
         .map_err(io)?;
-    parse(&path.display().to_string(), &text, build_args)
+    parse_for(&path.display().to_string(), &text, build_args, vars)
 }
 
 /// Splits a `--build-arg NAME=VALUE` argument.
@@ -257,11 +312,21 @@ pub fn parse_build_arg(arg: &str) -> Result<(String, String), KubefileError> {
     Ok((k.to_string(), v.to_string()))
 }
 
-/// Parses Kubefile `text`; `file` is the name used in messages.
+/// Parses Kubefile `text` for this machine's architecture; `file` is the name used in messages.
 pub fn parse(
     file: &str,
     text: &str,
     build_args: &BTreeMap<String, String>,
+) -> Result<BuildPlan, KubefileError> {
+    parse_for(file, text, build_args, &BuildVars::host())
+}
+
+/// [`parse`] with the build variables `vars` (the platform being built).
+pub fn parse_for(
+    file: &str,
+    text: &str,
+    build_args: &BTreeMap<String, String>,
+    vars: &BuildVars,
 ) -> Result<BuildPlan, KubefileError> {
     if text.len() > MAX_KUBEFILE_BYTES {
         return Err(KubefileError::Plan {
@@ -290,6 +355,9 @@ pub fn parse(
         launched: BTreeMap::new(),
         kube_version: None,
         warnings: Vec::new(),
+        vars: vars.clone(),
+        used_build_vars: std::cell::Cell::new(false),
+        cmds_line: None,
     };
     for l in lex::logical_lines(text) {
         p.instruction(&l)?;
@@ -318,6 +386,11 @@ struct Parser<'a> {
     run_env_bytes: usize,
     /// Bytes of all ARG, ENV and LABEL names and values.
     variable_bytes: usize,
+    vars: BuildVars,
+    /// Set when an expansion fell back to a build variable.
+    used_build_vars: std::cell::Cell<bool>,
+    /// Line of the `CMDS` instruction, of which a Kubefile has one.
+    cmds_line: Option<usize>,
 }
 
 type Res<T> = Result<T, KubefileError>;
@@ -343,22 +416,74 @@ impl Parser<'_> {
         self.warnings.push(w);
     }
 
-    /// Current value of a variable: ENV wins over ARG, as in Docker.
+    /// Current value of a variable: ENV wins over ARG, as in Docker, and both over the build
+    /// variables.
     fn var(&self, name: &str) -> Option<String> {
         self.env
             .get(name)
             .cloned()
             .or_else(|| self.args.get(name).cloned().flatten())
+            .or_else(|| {
+                let v = self.vars.get(name);
+                if v.is_some() {
+                    self.used_build_vars.set(true);
+                }
+                v
+            })
     }
 
-    /// Expands variables in `text` with the variables in scope.
-    fn expand(&mut self, line: usize, text: &str, mode: lex::Mode) -> Res<Vec<String>> {
+    /// Expands variables in `text`; also returns the names that were not set.
+    fn expand_collect(
+        &mut self,
+        line: usize,
+        text: &str,
+        mode: lex::Mode,
+    ) -> Res<(Vec<String>, Vec<String>)> {
         let lookup = |n: &str| self.var(n);
         let mut ex = Expander::new(&lookup);
         let words = ex
             .words(text, mode)
             .map_err(|e| self.err(line, e.to_string()))?;
-        let unset = ex.unset;
+        Ok((words, ex.unset))
+    }
+
+    /// Expands a path of `instr`, where a variable that is not set is an error: it would
+    /// silently name another file (`${ARHC}/bin` is `/bin`).
+    fn expand_path(
+        &mut self,
+        line: usize,
+        instr: &str,
+        text: &str,
+        mode: lex::Mode,
+    ) -> Res<Vec<String>> {
+        let (words, unset) = self.expand_collect(line, text, mode)?;
+        if let Some(name) = unset.first() {
+            let known: Vec<&str> = self
+                .env
+                .keys()
+                .chain(self.args.keys())
+                .map(String::as_str)
+                .chain(["ARCH"])
+                .collect();
+            let hint = match text::suggest(name, &known) {
+                Some(s) => format!("did you mean ${s}? "),
+                None => String::new(),
+            };
+            return Err(self.err(
+                line,
+                format!(
+                    "{instr} {text}: ${name} is not set; {hint}the build variables are \
+                     $ARCH (amd64, arm64: the platform being built); declare others with \
+                     ARG {name}=default (or ARG {name} and --build-arg {name}=...) or ENV {name}=..."
+                ),
+            ));
+        }
+        Ok(words)
+    }
+
+    /// Expands variables in `text` with the variables in scope.
+    fn expand(&mut self, line: usize, text: &str, mode: lex::Mode) -> Res<Vec<String>> {
+        let (words, unset) = self.expand_collect(line, text, mode)?;
         for name in unset {
             self.warn(
                 line,
@@ -424,12 +549,9 @@ impl Parser<'_> {
                 self.steps.push(Step::Run(RunStep { line, command, env }));
                 Ok(())
             }
-            "CMD" => {
-                let command = self.command(line, "CMD", rest)?;
-                self.warn_build_only_vars(line, "CMD", &command);
-                self.install_steps.push(InstallStep::Cmd { line, command });
-                Ok(())
-            }
+            "CMD" => self.cmd(line, rest),
+            "CMDS" => self.cmds(line, rest),
+            "APPENV" => self.appenv(line, rest),
             "APP" => self.app(line, rest, AppRole::App, "APP"),
             "CNI" => self.app(line, rest, AppRole::Cni, "CNI"),
             "CSI" => self.app(line, rest, AppRole::Csi, "CSI"),
@@ -515,7 +637,7 @@ impl Parser<'_> {
                 ),
             ));
         }
-        let words = self.expand(line, rest, WORDS)?;
+        let words = self.expand_path(line, "FROM", rest, WORDS)?;
         if let Some(flag) = words.iter().find(|w| w.starts_with("--")) {
             return Err(self.err(line, format!("FROM does not take {flag}; write FROM scratch, FROM base.bale or FROM ./rootfs-dir")));
         }
@@ -697,11 +819,11 @@ impl Parser<'_> {
             })?;
             let mut out = Vec::with_capacity(items.len());
             for it in items {
-                out.push(self.expand_one(line, &it, RAW)?);
+                out.extend(self.expand_path(line, instr, &it, RAW)?.pop());
             }
             out
         } else {
-            self.expand(line, rest, WORDS)?
+            self.expand_path(line, instr, rest, WORDS)?
         };
         let Some((dest_raw, srcs)) = words.split_last().filter(|(_, s)| !s.is_empty()) else {
             return Err(self.err(
@@ -833,8 +955,114 @@ impl Parser<'_> {
         }
     }
 
-    fn app(&mut self, line: usize, rest: &str, role: AppRole, instr: &str) -> Res<()> {
+    /// `CMD`: a shell command, or sealer's list of shell commands run in order.
+    fn cmd(&mut self, line: usize, rest: &str) -> Res<()> {
+        let command = self.command(line, "CMD", rest)?;
+        let commands = match command {
+            Command::Exec(list) => {
+                self.warn_argv_list(line, "CMD", &list);
+                list.into_iter().map(Command::Shell).collect()
+            }
+            shell => vec![shell],
+        };
+        for command in commands {
+            self.warn_build_only_vars(line, "CMD", &command);
+            self.install_steps.push(InstallStep::Cmd { line, command });
+        }
+        Ok(())
+    }
+
+    /// `CMDS ["cmd", ...]` (newer sealer): shell commands run in order, like CMD's list.
+    fn cmds(&mut self, line: usize, rest: &str) -> Res<()> {
+        if let Some(first) = self.cmds_line {
+            return Err(self.err(
+                line,
+                format!("a second CMDS (the first is at line {first}); put all commands in one CMDS list"),
+            ));
+        }
+        if rest.is_empty() {
+            return Err(self.err(
+                line,
+                "CMDS needs a list of commands, e.g. CMDS [\"kubectl apply -f manifests/app.yaml\"]",
+            ));
+        }
+        let list = if rest.starts_with('[') {
+            match serde_json::from_str::<Vec<String>>(rest) {
+                Ok(v) if v.is_empty() => {
+                    return Err(self.err(line, "CMDS [] is empty; give at least one command"))
+                }
+                Ok(v) => v,
+                Err(_) => {
+                    return Err(self.err(
+                        line,
+                        "CMDS [...] must be a JSON array of strings in double quotes, e.g. CMDS [\"kubectl apply -f a.yaml\", \"helm install b charts/b\"]",
+                    ))
+                }
+            }
+        } else {
+            // As sealer reads it: text that is not a list is one command.
+            vec![rest.to_string()]
+        };
+        self.cmds_line = Some(line);
+        self.warn_argv_list(line, "CMDS", &list);
+        for c in list {
+            let command = Command::Shell(c);
+            self.warn_build_only_vars(line, "CMDS", &command);
+            self.install_steps.push(InstallStep::Cmd { line, command });
+        }
+        Ok(())
+    }
+
+    /// A list of single words reads like Docker's argv form, which sealer runs as one shell
+    /// command per word.
+    fn warn_argv_list(&mut self, line: usize, instr: &str, list: &[String]) {
+        if list.len() > 1 && list.iter().all(|c| !c.trim().contains(char::is_whitespace)) {
+            self.warn(
+                line,
+                format!(
+                    "{instr} {list:?} runs each element as its own shell command (sealer's meaning), \
+                     not as one program with arguments; to run one command write {instr} [{:?}]",
+                    list.join(" ")
+                ),
+            );
+        }
+    }
+
+    /// `APPENV app K=V ...`: variables for that app's launch commands.
+    fn appenv(&mut self, line: usize, rest: &str) -> Res<()> {
         let words = self.expand(line, rest, WORDS)?;
+        let Some((name, pairs)) = words.split_first().filter(|(_, p)| !p.is_empty()) else {
+            return Err(self.err(
+                line,
+                "APPENV needs an app name and KEY=VALUE pairs, e.g. APPENV nginx replicas=2",
+            ));
+        };
+        if !self.apps.contains_key(name) {
+            return Err(self.err(line, self.unknown_app("APPENV", name)));
+        }
+        let mut env = Vec::new();
+        for p in pairs {
+            match p.split_once('=') {
+                Some((k, v)) if lex::is_var_name(k) => env.push((k.to_string(), v.to_string())),
+                _ => {
+                    return Err(self.err(
+                        line,
+                        format!("APPENV {name}: {p:?} is not KEY=VALUE with a name of letters, digits and _; write APPENV {name} key=value"),
+                    ))
+                }
+            }
+        }
+        for (k, v) in env {
+            self.count_variable(line, &k, None, Some(&v))?;
+            if let Some(app) = self.apps.get_mut(name) {
+                app.env.insert(k, v);
+            }
+        }
+        Ok(())
+    }
+
+    fn app(&mut self, line: usize, rest: &str, role: AppRole, instr: &str) -> Res<()> {
+        let words = self.expand_path(line, instr, rest, WORDS)?;
         let Some((name, srcs)) = words.split_first().filter(|(_, s)| !s.is_empty()) else {
             return Err(self.err(
                 line,
@@ -892,6 +1120,8 @@ impl Parser<'_> {
                 role,
                 sources,
                 cmds: Vec::new(),
+                dir: Some(format!("{APP_ROOT}/{name}")),
+                env: BTreeMap::new(),
             },
         );
         Ok(())
@@ -970,6 +1200,11 @@ impl Parser<'_> {
         }
         let cmds = if cmds_raw.starts_with('[') {
             match serde_json::from_str::<Vec<String>>(cmds_raw) {
+                // Sealer joins the list into one command (its documented form is
+                // ["executable", "param1", ...]); a list of whole commands runs them in order.
+                Ok(v) if !v.is_empty() && v.iter().all(|c| !c.trim().contains(char::is_whitespace)) => {
+                    vec![v.join(" ")]
+                }
                 Ok(v) if !v.is_empty() => v,
                 Ok(_) => return Err(self.err(line, "APPCMDS [] is empty; give at least one command")),
                 Err(_) => {
@@ -1045,6 +1280,8 @@ impl Parser<'_> {
             kube_version: self.kube_version.map(|(v, _)| v),
             unused_build_args: unused,
             warnings: self.warnings,
+            arch: self.vars.arch.clone(),
+            platform_dependent: self.used_build_vars.get(),
         })
     }
 }

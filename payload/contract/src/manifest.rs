@@ -123,6 +123,13 @@ pub struct App {
     /// (install the chart, run the script, apply the YAML).
     #[serde(default)]
     pub cmds: Vec<String>,
+    /// The bundle directory holding the app's sources (`application/apps/<name>`, as in
+    /// sealer): `APPCMDS` run there. `None` in bundles built before sources were carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Variables from `APPENV`, exported to this app's launch commands only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// One image the bundle's registry serves.
