@@ -374,12 +374,28 @@ impl Site {
         for l in &manifest.layers {
             if let Some(steps) = &l.install_steps {
                 let name = format!("base {} {}", l.name, l.version);
-                steps_of(&name, steps, apps, choice, &charts, &site.env, &mut site.apps)?;
+                steps_of(
+                    &name,
+                    steps,
+                    apps,
+                    choice,
+                    &charts,
+                    &site.env,
+                    &mut site.apps,
+                )?;
             }
         }
         if let Some(steps) = &manifest.install_steps {
             let name = format!("{} {}", bundle.header.name, bundle.header.version);
-            steps_of(&name, steps, apps, choice, &charts, &site.env, &mut site.apps)?;
+            steps_of(
+                &name,
+                steps,
+                apps,
+                choice,
+                &charts,
+                &site.env,
+                &mut site.apps,
+            )?;
         }
         let mut choice_warnings = Vec::new();
         site.apps = chosen_steps(
@@ -524,7 +540,7 @@ mod tests {
         let (s, w) = run(&names).unwrap();
         assert_eq!(
             scripts(&s),
-            ["sh 'apps/db.sh'", "helm install 'web' 'apps/web/'"]
+            ["bash 'apps/db.sh'", "helm install 'web' 'apps/web/'"]
         );
         assert!(
             w[0].contains("Kubefile line 3") && !w[0].contains("line 5"),
@@ -635,6 +651,7 @@ mod tests {
             "app 1.0",
             &steps,
             &apps,
+            &AppChoice::default(),
             &|_: &str| false,
             &BTreeMap::new(),
             &mut out,
@@ -667,6 +684,7 @@ mod tests {
             "app 1.0",
             &steps,
             &BTreeMap::new(),
+            &AppChoice::default(),
             &|_: &str| false,
             &env,
             &mut out,

@@ -1045,8 +1045,8 @@ pub fn mark_commands(
     taints: &[crate::marks::Taint],
 ) -> StepResult<Vec<Vec<String>>> {
     use crate::marks::Taint;
-    let v: serde_json::Value = serde_json::from_str(nodes_json)
-        .map_err(KubernetesError::NodesNotJson)?;
+    let v: serde_json::Value =
+        serde_json::from_str(nodes_json).map_err(KubernetesError::NodesNotJson)?;
     let items = v["items"].as_array().cloned().unwrap_or_default();
     let node = items
         .iter()
