@@ -606,3 +606,96 @@ fn kubernetes_failed_and_killed_joins_leave_the_cluster_alone_converge_and_survi
     wait_all_ready(3);
     bed.finish();
 }
+
+/// The appliance written the way sealer users write cluster images
+/// (examples/appliance/Kubefile.sealer: `FROM kubernetes:v1.36.3` by name from the local store,
+/// `COPY imageList manifests`, an APP with a local source and LAUNCH, CMD in sealer's list form,
+/// sealer plugins with a `scope`), installed from a sealer Clusterfile (`sealer.io/v2`, a
+/// `status` block, host labels and taints).
+#[test]
+fn a_sealer_style_app_installs_from_a_sealer_clusterfile() {
+    // The base, built and recorded in the store under its name by the shared build.
+    let _ = bundle();
+    let app = root().join("examples/appliance");
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("sealer-app");
+    std::fs::create_dir_all(ctx.join("rootfs")).unwrap();
+    for p in ["images", "charts", "imageList", "Kubefile.sealer", "sealer"] {
+        copy_tree(&app.join(p), &ctx.join(p));
+    }
+    for p in ["etc", "manifests"] {
+        copy_tree(&app.join("rootfs").join(p), &ctx.join("rootfs").join(p));
+    }
+    let out = dir.path().join("appliance-sealer.bale");
+    let o = bale(&[
+        "build",
+        "-f",
+        ctx.join("Kubefile.sealer").to_str().unwrap(),
+        "-t",
+        "appliance-sealer:0.1.0",
+        "--offline",
+        "-o",
+        out.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    ok(&o);
+    assert!(
+        !stderr(&o).contains("is read as a directory"),
+        "{}",
+        stderr(&o)
+    );
+
+    let cf = dir.path().join("Clusterfile");
+    std::fs::write(
+        &cf,
+        format!(
+            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {{name: appliance}}\nspec:\n  \
+             hosts:\n    - ips: [{N1}]\n      roles: [master]\n    - ips: [{N2}]\n      \
+             roles: [node]\n      labels: {{appliance.example/tier: edge}}\n      \
+             taints: [\"appliance.example/dedicated=web:PreferNoSchedule\"]\nstatus: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let cfs = cf.to_str().unwrap();
+    let Some(bed) = Testbed::up(2, &[]) else {
+        return;
+    };
+    let (o, _) = run_on(&out, "install", &[], &["-f", cfs]);
+    ok(&o);
+    wait_all_ready(2);
+
+    // The host's labels and taints are on its Node.
+    let labels = kubectl("get node n2 -o jsonpath='{.metadata.labels}'");
+    assert!(
+        labels.contains("\"appliance.example/tier\":\"edge\""),
+        "{labels}"
+    );
+    let taints = kubectl("get node n2 -o jsonpath='{.spec.taints}'");
+    assert!(
+        taints.contains("appliance.example/dedicated")
+            && taints.contains("PreferNoSchedule")
+            && taints.contains("\"value\":\"web\""),
+        "{taints}"
+    );
+    // The scoped hook ran on the worker only.
+    assert_eq!(
+        on_ok("n2", "cat /etc/appliance-role").trim(),
+        "appliance worker"
+    );
+    assert!(!on("n1", "test -e /etc/appliance-role").status.success());
+    // The launched app (kubectl apply of its local source) and the list-form CMD (helm).
+    answers("n1", N2, 8080);
+    answers("n2", N1, 30080);
+    assert!(
+        kubectl("get daemonset web -o name").contains("daemonset.apps/web"),
+        "the APP was not applied"
+    );
+
+    // A re-run converges and keeps the marks; reset runs the worker's clean hook.
+    let (o, _) = run_on(&out, "install", &[], &["-f", cfs]);
+    ok(&o);
+    let (o, _) = run_on(&out, "reset", &[], &["-f", cfs, "--yes"]);
+    ok(&o);
+    assert!(!on("n2", "test -e /etc/appliance-role").status.success());
+    bed.finish();
+}
