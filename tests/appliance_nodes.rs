@@ -146,6 +146,9 @@ fn appliance_installs_on_three_nodes_resets_and_reinstalls() {
     for n in ["n1", "n2", "n3"] {
         let env = on_ok(n, "cat /var/lib/bale/rootfs/etc/appliance.env");
         assert_eq!(env, "APP_PORT=8080\nSITE=lab\n", "{n}");
+        // The bundle's template, rendered with the Kubefile's ENV and the Clusterfile's env.
+        let site = on_ok(n, "tail -n 2 /var/lib/bale/rootfs/etc/site.conf");
+        assert_eq!(site, "site=lab\nport=8080\n", "{n}");
         let web = on_ok(n, "cat /var/lib/bale/rootfs/manifests/web.yaml");
         assert!(
             web.contains("tier: edge") && web.contains("app: web"),

@@ -487,7 +487,6 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
     for app in plan.apps.values() {
         apps.insert(app.name.clone(), l.app(&plan, app, &context)?);
     }
-    l.warn_templates(&apps);
     for w in &l.warnings {
         eprintln!("warning: {w}");
     }
@@ -587,20 +586,6 @@ impl Layout {
                 files.push(join(&dir, name));
             }
         }
-        let templates: Vec<&str> = files
-            .iter()
-            .filter(|f| f.ends_with(".tmpl"))
-            .map(String::as_str)
-            .collect();
-        if !app.env.is_empty() && !templates.is_empty() {
-            self.warnings.push(format!(
-                "{origin}: APPENV {}: sealer renders the app's *.tmpl files with its variables; \
-                 bale exports them to the app's commands only, so {} stay as they are: render \
-                 them in an APPCMDS command or write the values into the files",
-                app.name,
-                templates.join(", ")
-            ));
-        }
         let kind = if chart { AppKind::Chart } else { judge(&files) };
         let sources = match kind {
             AppKind::Chart => vec![dir.clone()],
@@ -624,34 +609,6 @@ impl Layout {
             dir: Some(dir),
             ..app.clone()
         })
-    }
-
-    /// Sealer renders every `*.tmpl` file of the image with ENV when it installs; bale does
-    /// not, so each one this build adds is named (an app's with APPENV is warned about apart).
-    fn warn_templates(&mut self, apps: &BTreeMap<String, App>) {
-        let app_dirs: Vec<String> = apps
-            .values()
-            .filter(|a| !a.env.is_empty())
-            .filter_map(|a| a.dir.as_ref().map(|d| format!("{d}/")))
-            .collect();
-        let found: Vec<(String, String)> = self
-            .map
-            .iter()
-            .filter(|(path, placed)| {
-                path.ends_with(".tmpl")
-                    && placed.layer.is_none()
-                    && matches!(placed.node, Node::File { .. })
-                    && !app_dirs.iter().any(|d| path.starts_with(d.as_str()))
-            })
-            .map(|(path, placed)| (placed.origin.clone(), path.clone()))
-            .collect();
-        for (origin, path) in found {
-            self.warnings.push(format!(
-                "{origin}: {path}: sealer renders *.tmpl files with the ENV values when it \
-                 installs; bale does not, so the file stays as it is: render it in a CMD step \
-                 or write the values into it"
-            ));
-        }
     }
 
     /// Warns, naming the files, when old sealer would have put `src` somewhere other than

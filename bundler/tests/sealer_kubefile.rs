@@ -378,61 +378,31 @@ fn an_app_of_other_files_needs_appcmds() {
     );
 }
 
-/// APPENV reaches the app's commands; sealer also renders its templates, which bale does not:
-/// warned, naming them.
+/// APPENV reaches the app's commands and, at install, the app's templates: the build has
+/// nothing to warn about (the install renders `*.tmpl` files, see installer/src/site.rs).
 #[test]
-fn appenv_templates_are_warned_about() {
+fn appenv_and_templates_build_without_warnings() {
     let d = tempfile::tempdir().unwrap();
     let ctx = d.path();
     write(
         &ctx.join("app/deploy.yaml.tmpl"),
         "replicas: {{ .replicas }}\n",
     );
-    let p = prepared(
-        ctx,
-        "FROM scratch\nAPP a local://app\nAPPENV a replicas=2\n\
-         APPCMDS a [\"kubectl apply -f deploy.yaml\"]\nLAUNCH a\n",
-        "amd64",
-    )
-    .unwrap();
-    assert_eq!(p.apps["a"].env["replicas"], "2");
-    let shown = format!("{}/", ctx.display());
-    let warnings: Vec<String> = p.warnings.iter().map(|w| w.replace(&shown, "")).collect();
-    assert_eq!(
-        warnings,
-        [
-            "Kubefile:2: APPENV a: sealer renders the app's *.tmpl files with its variables; bale \
-          exports them to the app's commands only, so application/apps/a/deploy.yaml.tmpl stay \
-          as they are: render them in an APPCMDS command or write the values into the files"
-        ]
-    );
-}
-
-/// Sealer renders `*.tmpl` files with ENV when it installs; bale does not, and says so.
-#[test]
-fn templates_are_warned_about() {
-    let d = tempfile::tempdir().unwrap();
-    let ctx = d.path();
     write(
         &ctx.join("etc/kubeadm.yml.tmpl"),
         "podSubnet: {{ .PodCIDR }}\n",
     );
     let p = prepared(
         ctx,
-        "FROM scratch\nENV PodCIDR=10.0.0.0/16\nCOPY etc etc\n",
+        "FROM scratch\nENV PodCIDR=10.0.0.0/16\nCOPY etc etc\nAPP a local://app\n\
+         APPENV a replicas=2\nAPPCMDS a [\"kubectl apply -f deploy.yaml\"]\nLAUNCH a\n",
         "amd64",
     )
     .unwrap();
-    let shown = format!("{}/", ctx.display());
-    let warnings: Vec<String> = p.warnings.iter().map(|w| w.replace(&shown, "")).collect();
-    assert_eq!(
-        warnings,
-        [
-            "Kubefile:3: etc/kubeadm.yml.tmpl: sealer renders *.tmpl files with the ENV values \
-          when it installs; bale does not, so the file stays as it is: render it in a CMD step \
-          or write the values into it"
-        ]
-    );
+    assert_eq!(p.apps["a"].env["replicas"], "2");
+    assert!(p.layout.contains_key("etc/kubeadm.yml.tmpl"));
+    assert!(p.layout.contains_key("application/apps/a/deploy.yaml.tmpl"));
+    assert!(p.warnings.is_empty(), "{:#?}", p.warnings);
 }
 
 #[test]
@@ -976,7 +946,7 @@ const BASE_DIRS: &[&str] = &[
 fn every_accepted_corpus_kubefile_lays_out_a_tree() {
     let dir = corpus_dir();
     let mut problems = Vec::new();
-    let (mut built, mut moved, mut templates) = (0, 0, 0);
+    let (mut built, mut moved) = (0, 0);
     for (name, want) in corpus_table() {
         let Outcome::Accepted(..) = want else {
             continue;
@@ -1027,11 +997,6 @@ fn every_accepted_corpus_kubefile_lays_out_a_tree() {
                     .iter()
                     .filter(|w| w.contains("differs from old sealer"))
                     .count();
-                templates += p
-                    .warnings
-                    .iter()
-                    .filter(|w| w.contains("renders *.tmpl"))
-                    .count();
                 if std::env::var_os("SHOW_CORPUS_WARNINGS").is_some() {
                     eprintln!("{name}: {:#?}", p.warnings);
                 }
@@ -1052,6 +1017,6 @@ fn every_accepted_corpus_kubefile_lays_out_a_tree() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     eprintln!(
         "sealer Kubefile corpus: {built} trees laid out; {moved} COPY steps laid out \
-         differently from old sealer, {templates} templates sealer would render (each warned)"
+         differently from old sealer"
     );
 }

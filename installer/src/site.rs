@@ -51,6 +51,11 @@ pub enum SiteError {
     },
     #[error(transparent)]
     Document(#[from] crate::plugins::PluginError),
+    #[error("{path}: a template of {size} bytes; templates are rendered whole, up to 4 MiB")]
+    TemplateTooLarge { path: String, size: u64 },
+    /// A `*.tmpl` file names a value nobody gives, or is malformed (file and line named).
+    #[error(transparent)]
+    Template(#[from] bale_contract::template::TemplateError),
     #[error(transparent)]
     Config(#[from] crate::plugins::ConfigError),
 }
@@ -299,13 +304,63 @@ fn chosen_steps(
     Ok(out)
 }
 
-/// Applies every Config document, in order, to the file it names.
+/// The largest `*.tmpl` file rendered at install: templates are configuration, read whole.
+const MAX_TEMPLATE_LEN: u64 = 4 << 20;
+
+/// Every `*.tmpl` file of the tree rendered with the install-time environment, as sealer does
+/// when it installs: `etc/a.conf.tmpl` gives `etc/a.conf`. A file in an app's directory also
+/// sees that app's `APPENV`. A value the template names and nobody gives stops the install
+/// with the file and line.
+fn render_templates(
+    bundle: &Bundle,
+    entries: &[bale_payload::Entry],
+    env: &BTreeMap<String, String>,
+    apps: &BTreeMap<String, App>,
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for e in entries {
+        let Some(target) = e.path.strip_suffix(".tmpl") else {
+            continue;
+        };
+        let top = e.path.split('/').next().unwrap_or("");
+        if e.kind != Kind::File
+            || target.is_empty()
+            || target.ends_with('/')
+            || NOT_EXTRACTED.contains(&top)
+        {
+            continue;
+        }
+        if e.size > MAX_TEMPLATE_LEN {
+            return Err(SiteError::TemplateTooLarge {
+                path: e.path.clone(),
+                size: e.size,
+            });
+        }
+        let mut vars = env.clone();
+        for app in apps.values() {
+            let Some(dir) = &app.dir else { continue };
+            if e.path
+                .starts_with(&format!("{}/", dir.trim_end_matches('/')))
+            {
+                vars.extend(app.env.clone());
+            }
+        }
+        let text = read_text(bundle, e)?;
+        let rendered = bale_contract::template::render_template(&e.path, &text, &vars)?;
+        out.push((target.to_string(), rendered));
+    }
+    Ok(out)
+}
+
+/// Applies every Config document, in order, to the file it names, over the rendered
+/// templates (`rendered`: a Config can change a rendered file).
 fn overlays(
     bundle: &Bundle,
     entries: &[bale_payload::Entry],
     docs: &Documents,
+    rendered: Vec<(String, String)>,
 ) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = Vec::new();
+    let mut out: Vec<(String, String)> = rendered;
     for cfg in &docs.configs {
         if cfg.path.split('/').next() == Some("registry") {
             return Err(SiteError::OverlayOnRegistry {
@@ -435,7 +490,8 @@ impl Site {
         if let Some((origin, text)) = clusterfile {
             site.docs.extend(Documents::parse(text, origin)?);
         }
-        site.overlays = overlays(bundle, &entries, &site.docs)?;
+        let rendered = render_templates(bundle, &entries, &site.env, apps)?;
+        site.overlays = overlays(bundle, &entries, &site.docs, rendered)?;
         site.warnings = site.docs.warnings.clone();
         site.warnings.extend(choice_warnings);
         Ok(site)
@@ -488,6 +544,92 @@ impl Site {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bundle of `files` with the manifest `metadata` (ENV, apps), in `dir`.
+    fn bundle_with(
+        dir: &std::path::Path,
+        metadata: serde_json::Value,
+        files: &[(&str, &str)],
+    ) -> Bundle {
+        use bale_payload::{BundleMeta, BundleWriter, WriteOptions};
+        // The first pages of this (ELF) test program stand for the bale program.
+        let stub = dir.join("stub");
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        std::fs::write(&stub, &exe[..4096]).unwrap();
+        let path = dir.join("b.bale");
+        let meta = BundleMeta {
+            metadata: serde_json::from_value(metadata).unwrap(),
+            ..Default::default()
+        };
+        let mut w = BundleWriter::create(&path, &stub, meta, WriteOptions::default()).unwrap();
+        for (p, data) in files {
+            w.add_bytes(p, 0o644, data.as_bytes()).unwrap();
+        }
+        w.finish().unwrap();
+        Bundle::open(&path).unwrap()
+    }
+
+    /// Sealer's meaning of `*.tmpl`: rendered at install with ENV and the Clusterfile's env
+    /// over it (an app's files also with its APPENV), `a.b.tmpl` giving `a.b`; a Config can
+    /// change the rendered file; a value nobody gives stops the install naming file and line.
+    #[test]
+    fn templates_are_rendered_with_the_install_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let metadata = serde_json::json!({
+            "env": {"APP_PORT": "8080", "SITE": "kubefile"},
+            "apps": {"db": {"name": "db", "line": 4, "role": "app", "sources": [],
+                            "dir": "application/apps/db", "env": {"replicas": "3"}}}
+        });
+        let b = bundle_with(
+            d.path(),
+            metadata.clone(),
+            &[
+                (
+                    "etc/site.conf.tmpl",
+                    "site={{ .SITE }}\nport=${APP_PORT}\nx=${X:-none}\n",
+                ),
+                (
+                    "application/apps/db/db.yaml.tmpl",
+                    "replicas: {{ .replicas }}\n",
+                ),
+                ("registry/index.json.tmpl", "{{ .Never }}"),
+                ("etc/plain.conf", "left alone\n"),
+            ],
+        );
+        let cf = "apiVersion: sealer.io/v2\nkind: Cluster\nspec:\n  hosts: []\n---\n\
+                  apiVersion: sealer.io/v1\nkind: Config\nmetadata: {name: c}\nspec:\n  \
+                  path: etc/site.conf\n  strategy: overwrite\n  data: |\n    site=config\n";
+        let env = [("SITE".to_string(), "lab".to_string())];
+        let site = Site::load(&b, &[], None, &env, &AppChoice::default()).unwrap();
+        let files: BTreeMap<&str, &str> = site
+            .overlays
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        assert_eq!(
+            files,
+            BTreeMap::from([
+                ("application/apps/db/db.yaml", "replicas: 3\n"),
+                ("etc/site.conf", "site=lab\nport=8080\nx=none\n"),
+            ])
+        );
+        let site = Site::load(&b, &[], Some(("cf", cf)), &env, &AppChoice::default()).unwrap();
+        let conf = site.overlays.iter().find(|(p, _)| p == "etc/site.conf");
+        assert_eq!(conf.map(|(_, t)| t.as_str()), Some("site=config\n"));
+
+        let d2 = tempfile::tempdir().unwrap();
+        let b = bundle_with(
+            d2.path(),
+            metadata,
+            &[("etc/k.yaml.tmpl", "a: 1\npodSubnet: {{ .PodCIDR }}\n")],
+        );
+        let e = Site::load(&b, &[], None, &[], &AppChoice::default()).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("etc/k.yaml.tmpl:2") && e.contains("\"PodCIDR\""),
+            "{e}"
+        );
+    }
 
     /// Issue 15: the Clusterfile's `spec.cmd` replaces every step; `spec.appNames` launches
     /// those apps only, in its order; an Application's launch cmds replace an app's own.

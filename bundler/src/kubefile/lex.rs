@@ -369,10 +369,7 @@ fn name_len(chars: &[char]) -> usize {
     }
 }
 
-pub(crate) fn is_var_name(s: &str) -> bool {
-    let chars: Vec<char> = s.chars().collect();
-    !chars.is_empty() && name_len(&chars) == chars.len()
-}
+pub(crate) use bale_contract::template::is_var_name;
 
 /// Names referenced as `$NAME` or `${NAME…}` in a shell command.
 pub(crate) fn referenced_vars(text: &str) -> Vec<String> {

@@ -31,11 +31,10 @@
 //! it, the distinct environments adding up to at most [`MAX_RUN_ENV_BYTES`].
 
 mod lex;
-mod template;
 pub(crate) mod text;
 
+pub use bale_contract::template::{render_template, TemplateError};
 pub use lex::{LexError, MAX_EXPANSION, MAX_NESTING};
-pub use template::{render_template, TemplateError};
 
 use lex::{Expander, LogicalLine, ONE_WORD, RAW, WORDS};
 use serde::{Deserialize, Serialize};

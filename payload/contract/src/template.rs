@@ -1,4 +1,7 @@
-//! `*.tmpl` rendering with the bundle's ENV values.
+//! `*.tmpl` rendering with the bundle's ENV values: the discovery renders `*.yaml.tmpl`
+//! manifests with the Kubefile's ENV to find their images, and the install renders every
+//! `*.tmpl` file of the tree with the install-time environment (sealer's meaning: `a.b.tmpl`
+//! becomes `a.b`).
 //!
 //! Supports the two spellings users bring from sealer and from shell-style
 //! configs: `{{ .Key }}` (with `{{-`/`-}}` whitespace trimming) and `${Key}` /
@@ -25,6 +28,15 @@ pub enum TemplateError {
         line: usize,
         message: String,
     },
+}
+
+/// A shell variable name: a letter or `_`, then letters, digits and `_`.
+pub fn is_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Renders `text` (the contents of template `file`) with `env`.
@@ -85,7 +97,7 @@ pub fn render_template(
                 Some((k, d)) => (k, Some(d)),
                 None => (body, None),
             };
-            if !super::lex::is_var_name(key) {
+            if !is_var_name(key) {
                 return Err(syntax(
                     abs,
                     format!("${{{body}}} is not a template variable; write ${{Key}} or ${{Key:-default}}, or $${{ for a literal ${{"),
@@ -121,9 +133,7 @@ pub fn render_template(
         }
         out.push_str(before);
         let inner = action.trim();
-        let key = inner
-            .strip_prefix('.')
-            .filter(|k| super::lex::is_var_name(k));
+        let key = inner.strip_prefix('.').filter(|k| is_var_name(k));
         let Some(key) = key else {
             return Err(syntax(
                 abs,
