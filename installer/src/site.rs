@@ -426,22 +426,16 @@ impl Site {
             let want = format!("{}/Chart.yaml", src.trim_end_matches('/'));
             entries.iter().any(|e| e.path == want)
         };
-        for l in &manifest.layers {
-            if let Some(steps) = &l.install_steps {
-                let name = format!("base {} {}", l.name, l.version);
-                steps_of(
-                    &name,
-                    steps,
-                    apps,
-                    choice,
-                    &charts,
-                    &site.env,
-                    &mut site.apps,
-                )?;
-            }
-        }
-        if let Some(steps) = &manifest.install_steps {
+        // Every base layer's steps, then the bundle's own, in that order.
+        let layers = manifest.layers.iter().filter_map(|l| {
+            let name = format!("base {} {}", l.name, l.version);
+            l.install_steps.as_ref().map(|steps| (name, steps))
+        });
+        let own = manifest.install_steps.as_ref().map(|steps| {
             let name = format!("{} {}", bundle.header.name, bundle.header.version);
+            (name, steps)
+        });
+        for (name, steps) in layers.chain(own) {
             steps_of(
                 &name,
                 steps,

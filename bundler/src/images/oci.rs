@@ -6,18 +6,6 @@ use super::error::{ImagesError, Result};
 pub use bale_contract::oci::*;
 use sha2::{Digest, Sha256};
 
-/// What a registry is asked to return for a manifest: any of the four kinds a pull follows.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-     application/vnd.docker.distribution.manifest.list.v2+json, \
-     application/vnd.oci.image.manifest.v1+json, \
-     application/vnd.docker.distribution.manifest.v2+json";
-
-/// Manifests and indexes larger than this are refused: the distribution spec's limit, and a
-/// bound on what is read into memory.
-pub const MAX_MANIFEST_LEN: u64 = 4 << 20;
-/// Image configs are JSON too, but carry history; allow more.
-pub const MAX_CONFIG_LEN: u64 = 16 << 20;
-
 /// A manifest or index, reduced to what a pull follows.
 #[derive(Debug, Clone)]
 pub enum Parsed {

@@ -24,7 +24,7 @@ pub use bale_contract::oci::REF_NAME;
 /// The index is read whole; bigger means a damaged or hostile bundle.
 const MAX_INDEX_LEN: u64 = 64 << 20;
 /// The OCI specification lets a registry refuse manifests above 4 MiB; so do we.
-pub(crate) const MAX_MANIFEST_LEN: u64 = 4 << 20;
+pub(crate) use bale_contract::oci::MAX_MANIFEST_LEN;
 /// Indexes nest rarely and shallowly; a deeper chain is a loop or an attack.
 const MAX_NESTING: usize = 4;
 /// Links (index to child, image to blob) followed at start over all repositories: a thousand

@@ -566,6 +566,33 @@ pub(crate) mod testing {
         out.sort();
         out
     }
+
+    /// Applies `step` again over what its first apply left (`written`), then undoes it: the
+    /// second apply must change nothing (not even a file's inode or mtime), and the undo must
+    /// bring the tree back to `before`, leaving other people's files alone.
+    pub fn reapply_then_undo(
+        step: &dyn crate::node::step::Step,
+        env: &crate::node::step::StepEnv,
+        node: &FakeNode,
+        before: &BTreeMap<PathBuf, FileState>,
+        written: &BTreeMap<PathBuf, FileState>,
+    ) {
+        let mut p = crate::node::step::Progress::new(step.name());
+        step.apply(env, &mut p).unwrap();
+        assert_eq!(
+            p.changes(),
+            0,
+            "{}: the second apply changed something",
+            step.name()
+        );
+        assert_eq!(
+            differences(written, &node.snapshot()),
+            Vec::<PathBuf>::new()
+        );
+        let mut p = crate::node::step::Progress::new(step.name());
+        step.undo(env, &mut p).unwrap();
+        assert_eq!(differences(before, &node.snapshot()), Vec::<PathBuf>::new());
+    }
 }
 
 #[cfg(test)]

@@ -1292,7 +1292,7 @@ mod tests {
         assert_eq!(tag_of(&images, "pause"), None);
     }
 
-    use crate::node::host::testing::{differences, FakeNode};
+    use crate::node::host::testing::{reapply_then_undo, FakeNode};
 
     #[test]
     fn kubelet_files_are_written_once_and_undo_removes_exactly_them() {
@@ -1345,20 +1345,7 @@ mod tests {
         );
         assert!(Kubelet.check(&env).unwrap().iter().all(|f| f.ok));
 
-        let mut p = Progress::new("kubelet");
-        Kubelet.apply(&env, &mut p).unwrap();
-        assert_eq!(p.changes(), 0);
-        assert_eq!(
-            differences(&written, &node.snapshot()),
-            Vec::<PathBuf>::new()
-        );
-
-        let mut p = Progress::new("kubelet");
-        Kubelet.undo(&env, &mut p).unwrap();
-        assert_eq!(
-            differences(&before, &node.snapshot()),
-            Vec::<PathBuf>::new()
-        );
+        reapply_then_undo(&Kubelet, &env, &node, &before, &written);
         assert!(node
             .commands
             .take()

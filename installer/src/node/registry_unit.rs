@@ -285,8 +285,8 @@ mod tests {
         assert!(probe("127.0.0.1:1", Duration::from_secs(1)).is_err());
     }
 
-    use crate::node::host::testing::{differences, FakeNode};
-    use std::path::{Path, PathBuf};
+    use crate::node::host::testing::{differences, reapply_then_undo, FakeNode};
+    use std::path::Path;
 
     /// A registry on localhost that answers every `GET /v2/` with 200; its port.
     fn answering_registry() -> u16 {
@@ -336,20 +336,7 @@ mod tests {
             .contains(&format!("systemctl enable --now {UNIT}")));
         assert!(RegistryUnit.check(&env).unwrap().iter().all(|f| f.ok));
 
-        let mut p = Progress::new("registry");
-        RegistryUnit.apply(&env, &mut p).unwrap();
-        assert_eq!(p.changes(), 0);
-        assert_eq!(
-            differences(&written, &node.snapshot()),
-            Vec::<PathBuf>::new()
-        );
-
-        let mut p = Progress::new("registry");
-        RegistryUnit.undo(&env, &mut p).unwrap();
-        assert_eq!(
-            differences(&before, &node.snapshot()),
-            Vec::<PathBuf>::new()
-        );
+        reapply_then_undo(&RegistryUnit, &env, &node, &before, &written);
         assert!(node
             .commands
             .take()
