@@ -195,9 +195,14 @@ pub fn timestamp_of(created_at: &str) -> Option<String> {
         return Some(created_at.to_string()).filter(|s| s.contains('T'));
     };
     let secs: i64 = secs.parse().ok()?;
+    Some(rfc3339_utc(secs))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since 1970-01-01 (the civil date of the proleptic
+/// Gregorian calendar, from days since the epoch).
+pub fn rfc3339_utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -207,12 +212,12 @@ pub fn timestamp_of(created_at: &str) -> Option<String> {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    Some(format!(
+    format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    ))
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
