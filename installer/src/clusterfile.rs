@@ -953,17 +953,7 @@ kind: Plugin
 spec: {type: SHELL}
 "#;
 
-    /// The message with every cause, as `bale` prints it.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            s.push_str(": ");
-            s.push_str(&c.to_string());
-            cause = c.source();
-        }
-        s
-    }
+    use crate::engine::report::chain;
 
     fn bad(text: &str) -> String {
         chain(&Clusterfile::parse(text, Path::new("cf.yaml")).unwrap_err())

@@ -5,6 +5,7 @@
 //! Plugin and Config documents); a plugin file as the bundle's `plugins/` directory is read.
 
 use bale_installer::clusterfile::Clusterfile;
+use bale_installer::engine::report::chain;
 use bale_installer::hosts::SshOverrides;
 use bale_installer::plugins::Documents;
 use std::collections::BTreeSet;
@@ -112,18 +113,6 @@ const EXPECTED: &[(&str, Expect)] = &[
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sealer")
-}
-
-/// The message with every cause, as `bale` prints it.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// What bale makes of one corpus file (`area/name`): `Ok(warnings)` or `Err(message)`.
