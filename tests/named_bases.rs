@@ -7,7 +7,7 @@ mod common;
 
 use common::oci::write;
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// `bale ARGS` with the store at `store` (through BALE_STORE, as a user would set it) and no
@@ -37,6 +37,21 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A base built with `-t base:1` into a store under `root`, and an app context `FROM base:1`:
+/// (store, the base's output file, the app's context).
+fn base_in_store(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let store = root.join("store");
+    let (base, app) = (root.join("base"), root.join("app"));
+    base_context(&base, "hello\n");
+    app_context(&app, "base:1");
+    let base_out = root.join("base.bale");
+    ok(&bale_in(
+        &store,
+        &["build", "-t", "base:1", s(&base), "-o", s(&base_out)],
+    ));
+    (store, base_out, app)
+}
+
 /// The store's `images --json` rows.
 fn images(store: &Path) -> Vec<serde_json::Value> {
     let o = bale_in(store, &["images", "--json"]);
@@ -47,15 +62,7 @@ fn images(store: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn a_tagged_base_is_found_by_name_listed_and_removed() {
     let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    let (base, app) = (root.path().join("base"), root.path().join("app"));
-    base_context(&base, "hello\n");
-    app_context(&app, "base:1");
-    let base_out = root.path().join("base.bale");
-    ok(&bale_in(
-        &store,
-        &["build", "-t", "base:1", s(&base), "-o", s(&base_out)],
-    ));
+    let (store, base_out, app) = base_in_store(root.path());
 
     // From another directory with no file of that name: the store's bundle is the base.
     let app_out = root.path().join("app.bale");
@@ -182,15 +189,7 @@ fn a_base_built_under_a_registry_name_needs_no_registry() {
 #[test]
 fn a_damaged_store_entry_is_refused_as_damaged() {
     let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    let (base, app) = (root.path().join("base"), root.path().join("app"));
-    base_context(&base, "hello\n");
-    app_context(&app, "base:1");
-    let base_out = root.path().join("base.bale");
-    ok(&bale_in(
-        &store,
-        &["build", "-t", "base:1", s(&base), "-o", s(&base_out)],
-    ));
+    let (store, base_out, app) = base_in_store(root.path());
     let p = parts(&base_out);
     let stored = store
         .join("sha256")
