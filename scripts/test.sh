@@ -18,6 +18,14 @@ for c in clippy rustfmt; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"
 done
 
+# A run from a clean clone builds everything once: incremental state would only take disk
+# (several GiB) that the test nodes need.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+# The test nodes share this machine's disk (each Kubernetes node holds about 2 GiB); say how
+# much there is, so a run that fills it shows that first.
+disk() { say "disk: $(df -h --output=avail / | tail -1 | tr -d ' ') free on / ($1)"; }
+disk "at the start"
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
@@ -44,6 +52,8 @@ helm=$(need_helm)
 say "Python clients for the SBOM and push/pull tests"
 py=$(need_py_tools)
 say "tests"
+disk "before the tests"
+trap 'disk "after the tests"; scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
 # Every test must run here, not skip: cross-architecture, multi-node, real-helm and the rest.
 BALE_REQUIRE_ALL=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" BALE_TEST_HELM="$helm" \
     BALE_TEST_PYTHON="$py" cargo test --workspace --locked

@@ -170,14 +170,10 @@ fn pod_routes(node: &str) -> String {
 
 /// The bundles, built once for every test of this file.
 fn bundle() -> &'static Path {
-    static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &BUILT
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let b = bundles(dir.path());
-            (dir, b)
-        })
-        .1
+    // Under the target dir, emptied when this program first builds them: a static is never
+    // dropped, so a temp dir here would be left behind by every run (about 1 GiB each).
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| bundles(&scratch("kubernetes_nodes")))
 }
 
 #[test]

@@ -97,14 +97,28 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Asserts success; on failure the message repeats the run's failure lines (`--json`'s fail,
+/// clean-up and stopped events, and the summary) after the whole output, because a truncated CI
+/// log keeps only the end.
 #[track_caller]
 pub fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "failed ({:?}):\nstdout: {}\nstderr: {}",
+    if o.status.success() {
+        return;
+    }
+    let out = stdout(o);
+    let failures: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            ["fail", "clean-up", "stopped", "summary"]
+                .iter()
+                .any(|e| l.contains(&format!("\"event\":\"{e}\"")))
+        })
+        .collect();
+    panic!(
+        "failed ({:?}):\nstdout: {out}\nstderr: {}\nwhat failed:\n{}",
         o.status,
-        stdout(o),
-        stderr(o)
+        stderr(o),
+        failures.join("\n")
     );
 }
 
