@@ -78,7 +78,7 @@ offnode() {
     # tar | zstd of that context; the rest of the context is hard-linked in, untimed.
     local SK="$W/skopeo-ctx"
     fresh_skopeo() {
-        rm -rf "$SK" "$W/skopeo.tar.zst"; mkdir -p "$SK"
+        rm -rf "$SK" "$W/skopeo.tar.zst"; mkdir -p "$SK/images"
         (cd "$CTX" && find . -path ./images -prune -o -print | cpio -pdlm --quiet "$SK" 2>/dev/null) \
             || cp -a "$CTX/manifests" "$CTX/runtime" "$CTX/Kubefile" "$CTX/imageList" "$SK/"
         sync
