@@ -432,7 +432,7 @@ def write_manifests(out, names):
     with open(os.path.join(mdir, "cronjob.yaml"), "w") as f:
         f.write("apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: nightly-report\nspec:\n"
                 "  schedule: \"0 2 * * *\"\n  jobTemplate:\n    spec:\n      template:\n%s"
-                "          restartPolicy: OnFailure\n" % pod_spec(cron, "        "))
+                "          restartPolicy: OnFailure\n" % pod_spec(cron, "    "))
     with open(os.path.join(mdir, "statefulset.yaml"), "w") as f:
         f.write("apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: datastore\nspec:\n"
                 "  serviceName: datastore\n  replicas: 1\n  selector:\n    matchLabels:\n      app: datastore\n"
