@@ -40,7 +40,7 @@ Cache: without --out the set goes to
 and a second run with the same parameters only prints that path. Sets are written to DIR.tmp and
 renamed when complete, so an interrupted run never looks finished (the next run starts over).
 
-Time and memory: both cores, about 25 s per GB on a 2-core machine; peak RSS about 30 MiB per
+Time and memory: both cores, about 30 s per GB on a busy 2-core machine; peak RSS about 30 MiB per
 process whatever the size (every layer is streamed to its blob).
 
 Examples:
