@@ -7,12 +7,21 @@
 #   BENCH_QUICK=1 scripts/bench.sh   the bundle file with 1 GiB only
 #   BENCH_PARTS=copy,registry scripts/bench.sh   only those parts (payload images copy pull
 #                               registry share lvscare kubernetes)
+#   scripts/bench.sh scale GB   the scale benchmark only (scripts/bench-scale.sh): a ~300-image
+#                               set of GB gigabytes built, verified, installed on three test
+#                               nodes and served (BENCH_NODES=0: without the nodes)
 #
 # Data lives in $BALE_BENCH_DIR (default /var/tmp/bale-bench) and is reused between runs.
 # The payload is a real tree (parts of /usr/lib, copied three times) plus incompressible blobs.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+
+if [ "${1:-}" = scale ]; then
+    [ -n "${2:-}" ] || die "usage: scripts/bench.sh scale GB (e.g. scale 2)"
+    exec bash "$ROOT/scripts/bench-scale.sh" "$2"
+fi
+[ $# -eq 0 ] || die "unknown arguments: $* (no arguments, or: scale GB)"
 
 need_apt time zstd openssl coreutils tar
 B="${BALE_BENCH_DIR:-/var/tmp/bale-bench}"

@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# bale at scale (issue 18): a bundle of about 300 images and GB gigabytes (scripts/scale-set.sh)
+# built, verified, installed on three test nodes and served, each step against the tool a user
+# would otherwise use, measured in the same run. Every figure is a ratio on its own line that
+# ends PASS or MISS against its goal; the lines also go to $BALE_BENCH_DIR/results-scale-<GB>g.txt.
+#
+#   scripts/bench.sh scale 2             (or scripts/bench-scale.sh 2) the 2 GB set, every part
+#   BENCH_NODES=0 scripts/bench.sh scale 2   the off-node part only (no test nodes)
+#   BENCH_RUNS=3                         median of 3 timings (default 1: a run takes minutes)
+#   BALE=/path/to/bale                   a given build (default: the static release build)
+#   BENCH_SCALE_RUNTIME=DIR              containerd/runc/CNI for the Kubefile's $RUNTIME
+#                                        (default examples/appliance/runtime, fetched if missing)
+#
+# Off-node: build against `tar | zstd -T0 -3` of the context and against `skopeo copy` of every
+# image to a fresh OCI layout + `tar | zstd`; the payload's size against the tar.zst; verify and
+# verify --content against `openssl dgst -sha256`; peak RSS of build and verify; the disk space a
+# build needs (its image cache included) against the bundle's size.
+# On the nodes (scripts/testbed.sh, three nspawn nodes): the install's copy against one scp,
+# installer egress in bundles, arrival to every image pullable against `ctr images import` of the
+# same images, three nodes pulling every image at once against `cat` of the same bytes, peak RSS
+# of bale's processes there, and the free space each node needed against the bundle's size.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+GB_ARG=${1:-}
+[ -n "$GB_ARG" ] || die "usage: scripts/bench-scale.sh GB (e.g. 2; see the top of the script)"
+need_apt time zstd openssl coreutils tar bc jq skopeo
+B="${BALE_BENCH_DIR:-/var/tmp/bale-bench}"
+RUNS="${BENCH_RUNS:-1}"
+W="$B/scale-${GB_ARG}g"
+mkdir -p "$W"
+if [ -z "${BALE:-}" ]; then
+    scripts/build-release.sh x86_64 >&2
+    BALE="$ROOT/out/release/bale-x86_64"
+fi
+
+# ---- the set and its build context ---------------------------------------------------------
+SET=$(scripts/scale-set.sh "$GB_ARG" | tail -1)
+[ -f "$SET/set.json" ] || die "scripts/scale-set.sh $GB_ARG made no set"
+RUNTIME="${BENCH_SCALE_RUNTIME:-$ROOT/examples/appliance/runtime}"
+if [ ! -d "$RUNTIME/bin" ]; then
+    [ -z "${BENCH_SCALE_RUNTIME:-}" ] || die "$RUNTIME/bin: no such directory"
+    examples/appliance/fetch-runtime.sh >&2
+fi
+CTX="$W/ctx"
+# Hard links: the context costs no space and the set in the cache stays as it is.
+rm -rf "$CTX"; mkdir -p "$CTX"
+cp -al "$SET"/. "$CTX"/ 2>/dev/null || cp -a "$SET"/. "$CTX"/
+cp -al "$RUNTIME" "$CTX/runtime" 2>/dev/null || cp -a "$RUNTIME" "$CTX/runtime"
+IMAGES=$(jq -r .images "$SET/set.json")
+say "scale $GB_ARG GB: $IMAGES images, $(jq -r .layers "$SET/set.json") layers, $(jq -r .total_bytes "$SET/set.json") bytes ($SET)"
+say "benchmarking $BALE on $(nproc) cores; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+RESULTS="$B/results-scale-${GB_ARG}g.txt"; : >"$RESULTS"
+row() { printf '%-50s %12s %12s %8s %s\n' "$@" | tee -a "$RESULTS"; }
+# verdict VALUE OP GOAL TEXT: "goal TEXT: PASS|MISS"
+verdict() { echo "goal $4: $(check "$1" "$2" "$3")"; }
+peak_rss_mib() { # peak RSS of "$@" in MiB
+    local f; f=$(mktemp)
+    /usr/bin/time -f '%M' -o "$f" "$@" >/dev/null 2>&1 || die "command failed: $*"
+    awk '{printf "%.1f", $1/1024}' "$f"; rm -f "$f"
+}
+BUNDLE="$W/app.bale"
+CACHE="$W/image-cache"
+BUILD=("$BALE" build -f "$CTX/Kubefile" -t "scale:$GB_ARG" --offline --image-cache "$CACHE" -o "$BUNDLE" "$CTX")
+build() { "${BUILD[@]}"; }
+# A cold build each time: no bundle, no image cache (what a first build of a release meets).
+fresh_build() { rm -rf "$BUNDLE" "$CACHE" "$W/store"; sync; }
+export XDG_DATA_HOME="$W/xdg" # the bundle store of --tag, kept out of the user's own
+
+offnode() {
+    # ---- build ----
+    local t_build t_tar t_skopeo sz_bale sz_tar stub
+    t_build=$(SETUP=fresh_build median_time build)
+    # Again with the image cache the first build filled (a rebuild of the same release): the
+    # images are not ingested again, only the bundle is written.
+    local t_warm
+    rm_bundle() { rm -f "$BUNDLE"; sync; }
+    t_warm=$(SETUP=rm_bundle median_time build)
+    rm_tar() { rm -f "$W/ctx.tar.zst"; sync; }
+    t_tar=$(SETUP=rm_tar median_time sh -c "tar -cf - -C '$CTX' . | zstd -T0 -3 -q -o '$W/ctx.tar.zst'")
+    # skopeo: every image into a fresh layout (what an air-gap bundle script does), then the same
+    # tar | zstd of that context; the rest of the context is hard-linked in, untimed.
+    local SK="$W/skopeo-ctx"
+    fresh_skopeo() {
+        rm -rf "$SK" "$W/skopeo.tar.zst"; mkdir -p "$SK/images"
+        (cd "$CTX" && find . -path ./images -prune -o -print | cpio -pdlm --quiet "$SK" 2>/dev/null) \
+            || cp -a "$CTX/manifests" "$CTX/runtime" "$CTX/Kubefile" "$CTX/imageList" "$SK/"
+        sync
+    }
+    skopeo_all() {
+        local name
+        while read -r name; do
+            skopeo copy -q --all "oci:$CTX/images/scale:$name" "oci:$SK/images/scale:$name" || return 1
+        done <"$CTX/imageList"
+        tar -cf - -C "$SK" . | zstd -T0 -3 -q -o "$W/skopeo.tar.zst"
+    }
+    t_skopeo=$(SETUP=fresh_skopeo median_time skopeo_all)
+    rm -rf "$SK" "$W/skopeo.tar.zst"
+    stub=$(stat -c %s "$BALE")
+    sz_bale=$(( $(stat -c %s "$BUNDLE") - stub ))
+    sz_tar=$(stat -c %s "$W/ctx.tar.zst")
+    rm -f "$W/ctx.tar.zst"
+    row "build: bale / tar|zstd -T0 -3 (s)" "$t_build" "$t_tar" "$(ratio "$t_tar" "$t_build")x" \
+        "$(verdict "$t_tar / $t_build" '>=' 1.5 '>= 1.5x')"
+    row "  rebuild, warm image cache: bale / tar|zstd (s)" "$t_warm" "$t_tar" "$(ratio "$t_tar" "$t_warm")x" \
+        "$(verdict "$t_tar / $t_warm" '>=' 1.5 '>= 1.5x')"
+    row "build: bale / skopeo copy + tar|zstd (s)" "$t_build" "$t_skopeo" "$(ratio "$t_skopeo" "$t_build")x" \
+        "$(verdict "$t_skopeo / $t_build" '>=' 1.5 '>= 1.5x')"
+    row "size: payload / tar.zst (bytes)" "$sz_bale" "$sz_tar" "$(ratio "$sz_bale" "$sz_tar")" \
+        "$(verdict "$sz_bale / $sz_tar" '<=' 1.0 '<= 1.0')"
+    # ---- verify, from a warm page cache for all ----
+    local t_verify t_content t_openssl
+    cat "$BUNDLE" >/dev/null
+    t_verify=$(SETUP='' median_time "$BALE" verify "$BUNDLE")
+    t_content=$(SETUP='' median_time "$BALE" verify --content "$BUNDLE")
+    t_openssl=$(SETUP='' median_time openssl dgst -sha256 "$BUNDLE")
+    row "verify: bale / openssl dgst -sha256 (s)" "$t_verify" "$t_openssl" "$(ratio "$t_openssl" "$t_verify")x" \
+        "$(verdict "$t_openssl / $t_verify" '>=' 1.0 '>= 1.0x')"
+    # --content decompresses and hashes every entry: twice the work of a plain digest at least.
+    row "verify --content: bale / openssl dgst -sha256 (s)" "$t_content" "$t_openssl" "$(ratio "$t_openssl" "$t_content")x" \
+        "$(verdict "$t_openssl / $t_content" '>=' 0.5 '>= 0.5x (ours: twice the work)')"
+    # ---- memory ----
+    local r_build r_verify r_content
+    fresh_build; r_build=$(peak_rss_mib "${BUILD[@]}")
+    r_verify=$(peak_rss_mib "$BALE" verify "$BUNDLE")
+    r_content=$(peak_rss_mib "$BALE" verify --content "$BUNDLE")
+    for m in "build:$r_build" "verify:$r_verify" "verify --content:$r_content"; do
+        row "peak RSS ${m%%:*} (MiB)" "${m#*:}" "" "" "$(verdict "${m#*:}" '<' 128 '< 128 MiB')"
+    done
+    # ---- disk: what a build needs beyond its inputs, sampled while it runs ----
+    # Two views: df of the file system (every writer on the machine shows in it) and du of what
+    # the build writes (the bundle, its temporary and the image cache), the larger of each kept.
+    fresh_build
+    local avail0 peak_df=0 peak_du=0 a u pid sz cache_sz
+    avail0=$(df -B1 --output=avail "$W" | tail -1)
+    build >/dev/null 2>&1 & pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        a=$(( avail0 - $(df -B1 --output=avail "$W" | tail -1) ))
+        u=$(du -sb --exclude=ctx --exclude=xdg "$W" 2>/dev/null | cut -f1 || echo 0)
+        [ "$a" -gt "$peak_df" ] && peak_df=$a
+        [ "$u" -gt "$peak_du" ] && peak_du=$u
+        sleep 0.2
+    done
+    wait "$pid" || die "bale build failed (during the disk sampling)"
+    sz=$(stat -c %s "$BUNDLE")
+    cache_sz=$(du -sb "$CACHE" | cut -f1)
+    row "build disk: peak written (du) / bundle (bytes)" "$peak_du" "$sz" "$(ratio "$peak_du" "$sz")" \
+        "$(verdict "$peak_du / $sz" '<=' 1.05 '<= 1.05 (cache counted)')"
+    row "  peak df drop (noisy) / bundle; image cache" "$peak_df" "$cache_sz" "$(ratio "$peak_df" "$sz")" ""
+}
+
+# ---- on the test nodes (root; run by the lead: they are shared) -------------------------------
+nodes() {
+    [ "$(id -u)" -eq 0 ] || die "run as root (the test nodes need it), or BENCH_NODES=0"
+    need_apt openssh-client
+    [ -f "$BUNDLE" ] || build >&2
+    local TB="$ROOT/scripts/testbed.sh" KH=/var/lib/bale-testbed/known_hosts KEY size
+    size=$(stat -c %s "$BUNDLE")
+    local NODES=(n1 n2 n3) IPS=(10.77.0.11 10.77.0.12 10.77.0.13)
+    # The test nodes are shared by every test on this machine: hold their lock throughout.
+    mkdir -p /var/lib/bale-testbed
+    exec 9>/var/lib/bale-testbed/.test-lock
+    flock 9
+    trap '"$TB" down >/dev/null 2>&1 || true' EXIT
+    "$TB" down >/dev/null 2>&1 || true
+    "$TB" up 3 >/dev/null
+    KEY=$("$TB" key)
+    on() { local n=$1; shift; "$TB" ssh "$n" "$@"; }
+    cat "$BUNDLE" >/dev/null
+
+    # The reference first, on n1 before the install: one scp of the bundle, then `ctr images
+    # import` of the same images as one oci-archive (what k3s and RKE2 do at start).
+    local t0 t1 t_scp t_import
+    t0=$(now)
+    scp -q -i "$KEY" -o UserKnownHostsFile="$KH" "$BUNDLE" "root@${IPS[0]}:/root/scp.bale"
+    t1=$(now); t_scp=$(echo "$t1 - $t0" | bc -l)
+    on n1 rm -f /root/scp.bale
+    # The archive goes over untimed; the import needs containerd, which the install brings, so
+    # it is timed after the install (in its own namespace, so that the registry's images and
+    # the imported ones do not mix).
+    tar -cf "$W/images.oci.tar" -C "$CTX/images/scale" .
+    scp -q -i "$KEY" -o UserKnownHostsFile="$KH" "$W/images.oci.tar" "root@${IPS[0]}:/root/images.oci.tar"
+    rm -f "$W/images.oci.tar"
+
+    # Free space: df of each node's root before and after the install (the nodes' file systems
+    # are directories of this host's disk: other writers on the host show in it too), and du of
+    # the data dir, /var/lib/bale, which is what the install left there.
+    local n used0=() used1=()
+    for n in "${NODES[@]}"; do used0+=("$(on "$n" df -B1 --output=used / | tail -1)"); done
+
+    # The install, each JSON event stamped with the time it arrived.
+    local log="$W/install.jsonl"
+    "$BUNDLE" install --json --masters "${IPS[0]}" --nodes "${IPS[1]},${IPS[2]}" --key "$KEY" --known-hosts "$KH" \
+        2>"$W/install.err" | while IFS= read -r line; do printf '%s\t%s\n' "$(now)" "$line"; done >"$log"
+    jq -Rr 'split("\t")[1] | fromjson? | select(.event=="fail") | "\(.node) \(.phase): \(.error)"' "$log" | grep . \
+        && die "the install failed: see $log and $W/install.err"
+    # The space each node's files took: measured now, before the import and the pulls below add
+    # containerd's own copies.
+    local data=() worst_data=0
+    for n in "${NODES[@]}"; do
+        used1+=("$(on "$n" df -B1 --output=used / | tail -1)")
+        data+=("$(on "$n" du -sb /var/lib/bale | cut -f1)")
+        [ "${data[-1]}" -gt "$worst_data" ] && worst_data=${data[-1]}
+    done
+    ev() { cut -f2- "$log" | jq -r "$1"; }
+    local t_copy from_installer
+    t_copy=$(ev 'select(.event=="done" and .phase=="upload") | .seconds' | sort -g | tail -1)
+    from_installer=$(ev 'select(.event=="info") | .message' | sed -n 's/.*bytes from the installer \([0-9]*\),.*/\1/p' | paste -sd+ | bc)
+    # Goal 1.5x: the fan-out sends one bundle from the installer and the rest node to node, so
+    # with real links it would match one scp; here the three nodes' disks and SSH ciphers share
+    # the host's two cores, which a 1.5x allowance covers (issue 18 measured 2.11x at 1 GiB).
+    row "install copy to 3 nodes / one scp (s)" "$t_copy" "$t_scp" "$(ratio "$t_copy" "$t_scp")x" \
+        "$(verdict "$t_copy / $t_scp" '<=' 1.5 '<= 1.5x')"
+    row "installer egress / bundle (bytes)" "$from_installer" "$size" "$(ratio "$from_installer" "$size")" \
+        "$(verdict "$from_installer / $size" '<=' 1.0 '1.0 bundle')"
+
+    # Arrival to pullable: per node, from `done upload` to `done registry` (every phase between:
+    # agent check, context, extract, overlay, kernel, runtime, registry), the slowest node.
+    local worst=0 ip arrive ready d
+    for ip in "${IPS[@]}"; do
+        arrive=$(jq -Rr --arg ip "$ip" 'split("\t") as [$t, $j] | ($j | fromjson?) as $e
+            | select($e.event=="done" and $e.phase=="upload" and ($e.node|contains($ip))) | $t' "$log" | tail -1)
+        ready=$(jq -Rr --arg ip "$ip" 'split("\t") as [$t, $j] | ($j | fromjson?) as $e
+            | select($e.event=="done" and $e.phase=="registry" and ($e.node|contains($ip))) | $t' "$log" | tail -1)
+        if [ -z "$arrive" ] || [ -z "$ready" ]; then die "no upload/registry done events for $ip in $log"; fi
+        d=$(echo "$ready - $arrive" | bc -l)
+        [ "$(echo "$d > $worst" | bc -l)" = 1 ] && worst=$d
+    done
+    # Every image's manifest (or index) answers from each node's own registry, through the
+    # hosts.toml the install wrote (the test nodes have no curl; ctr fetches the one object).
+    local unanswered=0 got
+    for n in "${NODES[@]}"; do
+        # shellcheck disable=SC2016 # expanded on the node
+        got=$(on "$n" 'n=0; while read -r i; do ctr -n scalecheck content fetch-object --hosts-dir /etc/containerd/certs.d "$i" >/dev/null 2>&1 || n=$((n+1)); done; echo $n' <"$CTX/imageList")
+        unanswered=$(( unanswered + got ))
+    done
+    row "every image pullable: of $IMAGES x 3, unanswered" "$unanswered" "" "" "$(verdict "$unanswered" '==' 0 '0')"
+    t0=$(now); on n1 "ctr -n bench images import /root/images.oci.tar >/dev/null"; t1=$(now)
+    t_import=$(echo "$t1 - $t0" | bc -l)
+    on n1 'rm -f /root/images.oci.tar; ctr -n bench images ls -q | xargs -r ctr -n bench images rm --sync >/dev/null; ctr -n bench content ls -q | xargs -r ctr -n bench content rm >/dev/null 2>&1; true'
+    row "arrival to every image pullable / ctr import (s)" "$worst" "$t_import" "$(ratio "$t_import" "$worst")x" \
+        "$(verdict "$worst" '<=' 5 '<= 5 s')"
+
+    # The registry under load: each node pulls every image through its own registry (the
+    # install's hosts.toml), all three at once, against `cat` of the same blob bytes there. The
+    # client is `ctr content fetch` (every blob of the node's platform, which is what the bundle
+    # carries of the multi-arch image; digests checked, stored in
+    # containerd's content store) four images at a time: `ctr images pull` would also gunzip
+    # every layer into a snapshot, which measures containerd's unpacking on the host's two
+    # shared cores, not the registry.
+    local bytes pids=() t_pull t_cat
+    for n in "${NODES[@]}"; do
+        on "$n" 'cat > /root/images.list' <"$CTX/imageList"
+    done
+    t0=$(now)
+    for n in "${NODES[@]}"; do
+        on "$n" 'xargs -P 4 -I{} ctr -n bench content fetch --hosts-dir /etc/containerd/certs.d {} >/dev/null </root/images.list' &
+        pids+=("$!")
+    done
+    for p in "${pids[@]}"; do wait "$p" || die "a node's pull of every image failed"; done
+    t1=$(now); t_pull=$(echo "$t1 - $t0" | bc -l)
+    # The same bytes read by cat on each node, all three at once (the bundle the registry serves
+    # from, as warm as it was for the registry: it read them just now).
+    t0=$(now); pids=()
+    for n in "${NODES[@]}"; do
+        on "$n" 'cat /var/lib/bale/bundle.bale >/dev/null' &
+        pids+=("$!")
+    done
+    for p in "${pids[@]}"; do wait "$p" || true; done
+    t1=$(now); t_cat=$(echo "$t1 - $t0" | bc -l)
+    # cat read the whole bundle; scale its time to the bytes the pulls carried (what n1's
+    # content store now holds).
+    bytes=$(on n1 du -sb /var/lib/containerd/io.containerd.content.v1.content/blobs | cut -f1)
+    t_cat=$(echo "$t_cat * $bytes / $size" | bc -l)
+    local pct; pct=$(echo "scale=1; 100 * $t_cat / $t_pull" | bc -l)
+    row "registry under load: 3 nodes pull all, % of cat" "$(printf '%.1f' "$t_pull")" "$(printf '%.1f' "$t_cat")" "$pct%" \
+        "$(verdict "$pct" '>=' 90 '>= 90% of cat')"
+
+    # Peak RSS of every bale process on every node, and the space each node's files took.
+    local hwm worst_hwm=0
+    for n in "${NODES[@]}"; do
+        # shellcheck disable=SC2016 # expanded on the node
+        hwm=$(on "$n" 'for p in $(pgrep -f bale); do awk "/VmHWM/ {print \$2}" /proc/$p/status 2>/dev/null; done | sort -n | tail -1')
+        [ -n "$hwm" ] && [ "$hwm" -gt "$worst_hwm" ] && worst_hwm=$hwm
+    done
+    row "peak RSS of bale on the nodes (MiB)" "$(echo "scale=1; $worst_hwm / 1024" | bc)" "" "" \
+        "$(verdict "$worst_hwm / 1024" '<' 128 '< 128 MiB')"
+    local i grew worst_grew=0
+    for i in 0 1 2; do
+        grew=$(( used1[i] - used0[i] ))
+        [ "$grew" -gt "$worst_grew" ] && worst_grew=$grew
+    done
+    row "node disk: data dir after install / bundle" "$worst_data" "$size" "$(ratio "$worst_data" "$size")" \
+        "$(verdict "$worst_data / $size" '<=' 1.05 '<= 1.05 (bundle + 5%)')"
+    row "  df drop during install (noisy) / bundle" "$worst_grew" "$size" "$(ratio "$worst_grew" "$size")" ""
+    "$TB" down >/dev/null
+    trap - EXIT
+}
+
+offnode
+if [ "${BENCH_NODES:-1}" = 1 ]; then nodes; fi
+say "results in $RESULTS"
