@@ -47,6 +47,8 @@ examples/appliance/fetch-runtime.sh
 examples/appliance/fetch-runtime.sh --arch arm64
 say "the Kubernetes base bundle's inputs, compiled from Go modules (cached outside the clone)"
 examples/kubernetes/build-inputs.sh
+say "the 2 GB image set of the scale test (scripts/scale-set.sh: cached by its parameters)"
+scale_set=$(scripts/scale-set.sh 2 | tail -n 1)
 say "helm for the chart tests"
 helm=$(need_helm)
 say "Python clients for the SBOM and push/pull tests"
@@ -56,4 +58,4 @@ disk "before the tests"
 trap 'disk "after the tests"; scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
 # Every test must run here, not skip: cross-architecture, multi-node, real-helm and the rest.
 BALE_REQUIRE_ALL=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" BALE_TEST_HELM="$helm" \
-    BALE_TEST_PYTHON="$py" cargo test --workspace --locked
+    BALE_TEST_PYTHON="$py" BALE_SCALE_SET="$scale_set" cargo test --workspace --locked
