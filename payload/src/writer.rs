@@ -433,6 +433,21 @@ impl BundleWriter {
         self.add_from_disk(path, Kind::Blob, 0o644, source, digest)
     }
 
+    /// [`add_blob`](Self::add_blob) from a file the caller opened (and checked for what it is
+    /// and where it lives, when it comes from untrusted input); `source` names it in messages.
+    /// Its size is taken at this call: a file that shrinks or grows while it is read, or whose
+    /// content does not match `digest`, fails.
+    pub fn add_blob_from_file(
+        &mut self,
+        path: &str,
+        file: &mut File,
+        source: &Path,
+        digest: Option<&Sha256Digest>,
+    ) -> Result<()> {
+        let size = file.metadata().map_err(|e| Error::io(source, e))?.len();
+        self.add_reader_seekable(path, Kind::Blob, 0o644, size, file, source, digest)
+    }
+
     fn add_from_disk(
         &mut self,
         path: &str,
