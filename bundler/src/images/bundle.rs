@@ -302,8 +302,11 @@ mod tests {
             },
         )
         .expect("writer");
-        let summary =
-            add_images_to_bundle(&mut w, &s.tmp.path().join("cache"), &[s.image.clone()])?;
+        let summary = add_images_to_bundle(
+            &mut w,
+            &s.tmp.path().join("cache"),
+            std::slice::from_ref(&s.image),
+        )?;
         w.finish().expect("finish");
         Ok(summary)
     }
