@@ -75,6 +75,19 @@ enum Origin {
     Layout(LayoutBlobs),
 }
 
+/// Where the bundle writer reads `img`'s blob `d` from: its OCI layout when it came from one
+/// that has the blob, else the cache. For readers after the bundle (the SBOM) that want the
+/// same bytes.
+pub fn blob_file(img: &ResolvedImage, cache: &Cache, d: &Descriptor) -> Result<std::path::PathBuf> {
+    if let Some(dir) = &img.layout {
+        let layout = LayoutBlobs::new(dir, &img.source)?;
+        if layout.has(&d.digest) {
+            return layout.path(&d.digest);
+        }
+    }
+    cache.blob_path(&d.digest)
+}
+
 /// Adds `images` from `cache` to the bundle under `registry/`: every blob once, at
 /// `registry/blobs/sha256/<hex>`, stored raw so the registry can serve it by offset; an
 /// `index.json` naming each image by its full normalized reference; and `oci-layout`. Images
