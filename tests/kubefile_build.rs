@@ -433,6 +433,11 @@ fn images_named_by_manifests_come_from_the_context() {
         s(&ctx),
     ]));
     ok(&bale(&["verify", "--content", s(&out)]));
+    // The layout's blobs went into the bundle from the layout: none was copied into the cache.
+    let cached: Vec<_> = std::fs::read_dir(cache.join("blobs/sha256"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(cached.is_empty(), "copied into the cache: {cached:?}");
     let (idx, entries) = registry_index(&out);
     assert_eq!(
         idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],

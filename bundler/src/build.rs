@@ -1588,7 +1588,8 @@ pub fn write(
             None => None,
         },
     };
-    // New images' blobs are read back from the cache they were written from.
+    // New images' blobs are read back from where they were written from: the cache, or the
+    // OCI layout of the context.
     let cache = Cache::open(&cache_dir)?;
     let mut cached: BTreeMap<String, PathBuf> = BTreeMap::new();
     for img in &resolved {
@@ -1596,7 +1597,7 @@ pub fn write(
             if let Some(hex) = b.digest.strip_prefix("sha256:") {
                 cached.insert(
                     format!("{REGISTRY_DIR}/blobs/sha256/{hex}"),
-                    cache.blob_path(&b.digest)?,
+                    images::blob_file(img, &cache, b)?,
                 );
             }
         }

@@ -190,11 +190,14 @@ fn images_multi_arch_selects_the_platform() {
     assert!(msg.contains("docker.io/library/multi:3"), "{msg}");
     assert!(msg.contains("linux/arm/v7"), "{msg}");
     assert!(msg.contains("linux/amd64, linux/arm64/v8"), "{msg}");
-    // The index digest still resolves, offline, from the cache.
+    // The index digest still resolves, offline, from the layout. The cache holds nothing of
+    // the layout's images, so without the layout it does not.
     let pinned = r(&format!("docker.io/library/multi@{}", digest_of(&f.multi)));
-    let again = collect(&[pinned], &arm64(), &offline(cache_dir.path(), Vec::new()))
-        .expect("pinned from cache");
+    let again = collect(std::slice::from_ref(&pinned), &arm64(), &opts).expect("pinned");
     assert_eq!(again[0].manifest.digest, digest_of(&f.multi_arm64));
+    let e = collect(&[pinned], &arm64(), &offline(cache_dir.path(), Vec::new()))
+        .expect_err("not in the cache");
+    assert!(matches!(e, ImagesError::NotFound { .. }), "{e:?}");
 }
 
 #[test]
@@ -220,29 +223,69 @@ fn images_single_arch_platform_mismatch_is_refused() {
 }
 
 #[test]
-fn images_damaged_blob_is_never_kept() {
+fn images_damaged_layout_blob_fails_the_bundle_and_is_never_kept() {
     let f = fixture();
     let (_, layers) = manifest_blobs(&f.layout, &f.app1);
-    let victim = f.layout.blob_path(&layers[1]);
-    let mut data = std::fs::read(&victim).expect("read");
-    let last = data.len() - 1;
-    data[last] ^= 0xff;
-    std::fs::write(&victim, data).expect("write");
     let cache_dir = tempfile::tempdir().expect("tempdir");
     let opts = offline(
         cache_dir.path(),
         vec![ImageSource::OciLayout(f.layout.dir.clone())],
     );
-    let e = collect(&[r("registry.example.com/team/app1:1.0")], &amd64(), &opts)
-        .expect_err("damaged layer");
+    // Collecting opens the layers but does not read them: that happens once, into the bundle.
+    let got =
+        collect(&[r("registry.example.com/team/app1:1.0")], &amd64(), &opts).expect("collect");
+    // The layout changes after the collect: same size, other content.
+    let victim = f.layout.blob_path(&layers[1]);
+    let mut data = std::fs::read(&victim).expect("read");
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(&victim, data).expect("write");
+    let out = tempfile::tempdir().expect("tempdir");
+    let e = try_build_bundle(out.path(), cache_dir.path(), &got).expect_err("damaged layer");
     let msg = e.to_string();
-    assert!(msg.contains(&layers[1]) && msg.contains("damaged"), "{msg}");
+    assert!(
+        msg.contains(&layers[1])
+            && msg.contains("registry.example.com/team/app1:1.0")
+            && msg.contains(&f.layout.dir.display().to_string())
+            && msg.contains("damaged"),
+        "{msg}"
+    );
     let cache = Cache::open(cache_dir.path()).expect("cache");
     assert!(!cache.blob_path(&layers[1]).expect("path").exists());
-    let leftovers = std::fs::read_dir(cache_dir.path().join("tmp"))
-        .expect("tmp")
-        .count();
-    assert_eq!(leftovers, 0, "temporary files left behind");
+    assert_eq!(std::fs::read_dir(out.path()).expect("out").count(), 0);
+}
+
+#[test]
+fn images_from_a_layout_never_enter_the_cache() {
+    let f = fixture();
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let opts = offline(
+        cache_dir.path(),
+        vec![ImageSource::OciLayout(f.layout.dir.clone())],
+    );
+    let refs = [
+        r("registry.example.com/team/app1:1.0"),
+        r("app2:2.0"),
+        r("multi:3"),
+    ];
+    let got = collect(&refs, &amd64(), &opts).expect("collect");
+    let out = tempfile::tempdir().expect("tempdir");
+    let (bundle, summary) = build_bundle(out.path(), cache_dir.path(), &got);
+    assert_eq!(summary.count, 3);
+    let (_, blobs, b) = bundle_registry(&bundle);
+    for (h, e) in &blobs {
+        let src = std::fs::read(f.layout.dir.join("blobs/sha256").join(h)).expect("source blob");
+        assert_eq!(read_entry(&b, e), src, "{h}");
+    }
+    let cached: Vec<_> = std::fs::read_dir(cache_dir.path().join("blobs/sha256"))
+        .expect("cache blobs")
+        .collect();
+    assert!(cached.is_empty(), "{cached:?}");
+    let cache = Cache::open(cache_dir.path()).expect("cache");
+    assert_eq!(
+        cache.lookup("docker.io/library/app2:2.0").expect("index"),
+        None
+    );
 }
 
 /// A tarball in the shape of classic `docker save`: `<id>/layer.tar` (uncompressed),

@@ -90,6 +90,8 @@ pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl BufferPool {
+    /// A buffer of `len` bytes whose content is unspecified: every caller overwrites all of
+    /// it (zeroing a reused 2 MiB buffer per frame was a tenth of a raw blob's cost).
     fn take(&self, len: usize) -> Vec<u8> {
         let mut b = self
             .0
@@ -97,8 +99,11 @@ impl BufferPool {
             .ok()
             .and_then(|mut p| p.pop())
             .unwrap_or_default();
-        b.clear();
-        b.resize(len, 0);
+        if b.len() >= len {
+            b.truncate(len);
+        } else {
+            b.resize(len, 0);
+        }
         b
     }
     fn give(&self, b: Vec<u8>) {
@@ -117,6 +122,9 @@ struct Job {
     seq: usize,
     data: Vec<u8>,
     force_raw: bool,
+    /// The SHA-256 of `data` when the caller has it already (a whole small file, the first
+    /// frame of a large one): the frame's digest when it is stored raw, not computed again.
+    known_sha: Option<Sha256Digest>,
     /// Already stored bytes copied from another bundle: checked, then written as they are.
     stored: Option<Copied>,
 }
@@ -290,14 +298,20 @@ impl BundleWriter {
         self.tokens = token_rx;
     }
 
-    fn submit(&mut self, data: Vec<u8>, force_raw: bool) -> Result<usize> {
-        self.submit_job(data, force_raw, None)
+    fn submit(
+        &mut self,
+        data: Vec<u8>,
+        force_raw: bool,
+        known_sha: Option<Sha256Digest>,
+    ) -> Result<usize> {
+        self.submit_job(data, force_raw, known_sha, None)
     }
 
     fn submit_job(
         &mut self,
         data: Vec<u8>,
         force_raw: bool,
+        known_sha: Option<Sha256Digest>,
         stored: Option<Copied>,
     ) -> Result<usize> {
         // Waiting for a token is what bounds memory: a frame is only read once an earlier one
@@ -315,6 +329,7 @@ impl BundleWriter {
             seq,
             data,
             force_raw,
+            known_sha,
             stored,
         })
         .map_err(|_| Error::Input("the bundle writer stopped".into()))?;
@@ -403,7 +418,7 @@ impl BundleWriter {
                 sha256: f.sha256,
                 origin: (entry.path.clone(), i, f.offset),
             };
-            seqs.push(self.submit_job(data, raw, Some(copied))?);
+            seqs.push(self.submit_job(data, raw, None, Some(copied))?);
         }
         self.dedup.by_digest.entry(key).or_insert(seqs.clone());
         self.push(
@@ -433,6 +448,21 @@ impl BundleWriter {
         self.add_from_disk(path, Kind::Blob, 0o644, source, digest)
     }
 
+    /// [`add_blob`](Self::add_blob) from a file the caller opened (and checked for what it is
+    /// and where it lives, when it comes from untrusted input); `source` names it in messages.
+    /// Its size is taken at this call: a file that shrinks or grows while it is read, or whose
+    /// content does not match `digest`, fails.
+    pub fn add_blob_from_file(
+        &mut self,
+        path: &str,
+        file: &mut File,
+        source: &Path,
+        digest: Option<&Sha256Digest>,
+    ) -> Result<()> {
+        let size = file.metadata().map_err(|e| Error::io(source, e))?.len();
+        self.add_reader_seekable(path, Kind::Blob, 0o644, size, file, source, digest)
+    }
+
     fn add_from_disk(
         &mut self,
         path: &str,
@@ -460,14 +490,17 @@ impl BundleWriter {
     ) -> Result<()> {
         let frame = self.opts.frame_size as u64;
         let raw = kind == Kind::Blob;
+        let mut prefetched = None;
         if size > frame {
-            let mut first = vec![0u8; frame as usize];
+            let mut first = self.pool.take(frame as usize);
             f.read_exact(&mut first).map_err(|e| Error::io(source, e))?;
-            let hint = (size, format::sha256(&first), raw);
+            let sha = format::sha256(&first);
+            let hint = (size, sha, raw);
             if let Some(known) = self.dedup.large_hint.get(&hint).copied() {
                 let mut h = Sha256::new();
                 h.update(&first);
-                drop(first);
+                self.pool.give(first);
+                // Read whole for the hash, so it is read again below, from the start.
                 std::io::copy(&mut (&mut *f).take(size - frame), &mut HashWriter(&mut h))
                     .map_err(|e| Error::io(source, e))?;
                 let full: Sha256Digest = h.finalize().into();
@@ -478,12 +511,15 @@ impl BundleWriter {
                         return self.push(path, kind, mode, size, full, seqs, String::new());
                     }
                 }
+                f.seek(SeekFrom::Start(0))
+                    .map_err(|e| Error::io(source, e))?;
+            } else {
+                // The first frame, read and hashed once, is the entry's first frame as it is.
+                prefetched = Some((first, sha));
             }
-            f.seek(SeekFrom::Start(0))
-                .map_err(|e| Error::io(source, e))?;
         }
         let mut reader = FileReader { f, source };
-        self.add_reader(path, kind, mode, size, &mut reader, digest)
+        self.add_reader_with(path, kind, mode, size, &mut reader, digest, prefetched)
     }
 
     fn add_reader(
@@ -495,13 +531,30 @@ impl BundleWriter {
         r: &mut dyn Read,
         digest: Option<&Sha256Digest>,
     ) -> Result<()> {
+        self.add_reader_with(path, kind, mode, size, r, digest, None)
+    }
+
+    /// [`add_reader`](Self::add_reader), given the first frame when the caller has read and
+    /// hashed it already (for the duplicate hint): `r` continues after it, and those bytes are
+    /// neither read again nor hashed a third time.
+    #[allow(clippy::too_many_arguments)]
+    fn add_reader_with(
+        &mut self,
+        path: &str,
+        kind: Kind,
+        mode: u32,
+        size: u64,
+        r: &mut dyn Read,
+        digest: Option<&Sha256Digest>,
+        mut prefetched: Option<(Vec<u8>, Sha256Digest)>,
+    ) -> Result<()> {
         let frame = self.opts.frame_size as u64;
         let raw = kind == Kind::Blob;
         let mut hasher = Sha256::new();
         let mut seqs = Vec::new();
         let mut left = size;
-        let mut first_digest = None;
-        if size <= frame {
+        let mut first_digest: Option<Sha256Digest> = None;
+        if size <= frame && prefetched.is_none() {
             let mut data = self.pool.take(size as usize);
             read_full(r, &mut data, path)?;
             ensure_eof(r, path)?;
@@ -512,20 +565,28 @@ impl BundleWriter {
                 return self.push(path, kind, mode, size, sha, seqs, String::new());
             }
             if size > 0 {
-                seqs.push(self.submit(data, raw)?);
+                seqs.push(self.submit(data, raw, Some(sha))?);
             }
             self.dedup.by_digest.insert((sha, raw), seqs.clone());
             return self.push(path, kind, mode, size, sha, seqs, String::new());
         }
         while left > 0 {
             let n = left.min(frame) as usize;
-            let mut data = self.pool.take(n);
-            read_full(r, &mut data, path)?;
+            let (data, known) = match prefetched.take() {
+                // Only ever given for content larger than a frame: it is exactly the first.
+                Some((data, sha)) => (data, Some(sha)),
+                _ => {
+                    let mut data = self.pool.take(n);
+                    read_full(r, &mut data, path)?;
+                    let sha = first_digest.is_none().then(|| format::sha256(&data));
+                    (data, sha)
+                }
+            };
             hasher.update(&data);
             if first_digest.is_none() {
-                first_digest = Some(format::sha256(&data));
+                first_digest = known;
             }
-            seqs.push(self.submit(data, raw)?);
+            seqs.push(self.submit(data, raw, known)?);
             left -= n as u64;
         }
         ensure_eof(r, path)?;
@@ -816,7 +877,10 @@ fn compress_worker(
                 }
             }
         }
-        let sha256 = format::sha256(&stored);
+        let sha256 = match job.known_sha {
+            Some(sha) if codec == Codec::Raw => sha,
+            _ => format::sha256(&stored),
+        };
         if done
             .send(Done {
                 seq: job.seq,
@@ -1046,6 +1110,50 @@ mod tests {
         let one = bundle_with(1, d.path(), "one.bale", &files);
         let four = bundle_with(4, d.path(), "four.bale", &files);
         assert_eq!(std::fs::read(one).unwrap(), std::fs::read(four).unwrap());
+    }
+
+    #[test]
+    fn digests_handed_on_to_the_workers_are_the_frames_own() {
+        // A one-frame blob and file, a multi-frame blob (its first frame read once for the
+        // duplicate hint and handed on), and a duplicate of it: every frame's digest must be
+        // that of its stored bytes.
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("raw.bale");
+        let opts = WriteOptions {
+            threads: 2,
+            frame_size: 64 << 10,
+            ..Default::default()
+        };
+        let exe = std::env::current_exe().unwrap();
+        let mut w = BundleWriter::create(&dest, &exe, BundleMeta::default(), opts).unwrap();
+        let small = noise(10 << 10, 4);
+        let text = b"compressible ".repeat(3000);
+        let big = noise(300 << 10, 5);
+        for (name, data) in [
+            ("small", &small),
+            ("text", &text),
+            ("big", &big),
+            ("twin", &big),
+        ] {
+            let src = d.path().join(name);
+            std::fs::write(&src, data).unwrap();
+            if name == "text" {
+                w.add_file(name, 0o644, &src).unwrap();
+            } else {
+                let mut f = File::open(&src).unwrap();
+                let sha = format::sha256(data);
+                w.add_blob_from_file(name, &mut f, &src, Some(&sha))
+                    .unwrap();
+            }
+        }
+        w.finish().unwrap();
+        let b = Bundle::open(&dest).unwrap();
+        crate::verify::verify(&b, 2, &|_| {}).unwrap();
+        crate::verify::verify_content(&b, 2, &|_| {}).unwrap();
+        let e = b.entries().unwrap();
+        let big_entry = e.iter().find(|x| x.path == "big").unwrap();
+        assert_eq!(big_entry.frames.len(), 5);
+        assert_eq!(big_entry.sha256, format::sha256(&big));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 use super::cache::Cache;
 use super::error::{ImagesError, Result};
+use super::layout::LayoutBlobs;
 use super::oci::{self, Descriptor, Index, OCI_LAYOUT_JSON, REF_NAME};
 use super::ResolvedImage;
 use bale_payload::BundleWriter;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -58,9 +60,39 @@ impl BaseImages {
     }
 }
 
+/// A blob to write, and where its bytes come from.
+struct Planned<'a> {
+    desc: Descriptor,
+    /// The image it is written for, for messages.
+    image: &'a str,
+    from: Origin,
+}
+
+enum Origin {
+    Cache,
+    /// The OCI layout the image was found in; the file is opened (and checked) again when
+    /// written, since it may have changed since it was collected.
+    Layout(LayoutBlobs),
+}
+
+/// Where the bundle writer reads `img`'s blob `d` from: its OCI layout when it came from one
+/// that has the blob, else the cache. For readers after the bundle (the SBOM) that want the
+/// same bytes.
+pub fn blob_file(img: &ResolvedImage, cache: &Cache, d: &Descriptor) -> Result<std::path::PathBuf> {
+    if let Some(dir) = &img.layout {
+        let layout = LayoutBlobs::new(dir, &img.source)?;
+        if layout.has(&d.digest) {
+            return layout.path(&d.digest);
+        }
+    }
+    cache.blob_path(&d.digest)
+}
+
 /// Adds `images` from `cache` to the bundle under `registry/`: every blob once, at
 /// `registry/blobs/sha256/<hex>`, stored raw so the registry can serve it by offset; an
-/// `index.json` naming each image by its full normalized reference; and `oci-layout`.
+/// `index.json` naming each image by its full normalized reference; and `oci-layout`. Images
+/// collected from an OCI layout are read from that layout, each blob checked against its
+/// size and digest as it streams into the bundle.
 pub fn add_images_to_bundle(
     writer: &mut BundleWriter,
     cache: &Path,
@@ -94,24 +126,45 @@ pub fn add_images_merged(
             }
         }
     }
-    let mut blobs: BTreeMap<String, (Descriptor, &str)> = BTreeMap::new();
+    // Each blob once, from the first image (by name) that has it: a layout's copy where the
+    // image came from one and the layout has it, else the cache's.
+    let mut layouts: BTreeMap<&Path, LayoutBlobs> = BTreeMap::new();
+    let mut blobs: BTreeMap<String, Planned<'_>> = BTreeMap::new();
     for img in by_name.values() {
+        let layout = match &img.layout {
+            Some(dir) => Some(match layouts.entry(dir.as_path()) {
+                Entry::Occupied(o) => o.into_mut().clone(),
+                Entry::Vacant(v) => v.insert(LayoutBlobs::new(dir, &img.source)?).clone(),
+            }),
+            None => None,
+        };
         for b in &img.blobs {
             let hex = oci::digest_hex(&img.name, &b.digest)?.to_string();
-            if base.blobs.contains(&hex) {
+            if base.blobs.contains(&hex) || blobs.contains_key(&hex) {
                 continue;
             }
-            if !cache.has(b) {
-                return Err(ImagesError::invalid(
-                    &img.name,
-                    format!(
-                        "blob {} is not in the image cache {}: collect the image again",
-                        b.digest,
-                        cache.root().display()
-                    ),
-                ));
-            }
-            blobs.entry(hex).or_insert((b.bare(), &img.name));
+            let from = match &layout {
+                Some(l) if l.has(&b.digest) => Origin::Layout(l.clone()),
+                _ if cache.has(b) => Origin::Cache,
+                _ => {
+                    return Err(ImagesError::invalid(
+                        &img.name,
+                        format!(
+                            "blob {} is not in the image cache {}: collect the image again",
+                            b.digest,
+                            cache.root().display()
+                        ),
+                    ))
+                }
+            };
+            blobs.insert(
+                hex,
+                Planned {
+                    desc: b.bare(),
+                    image: &img.name,
+                    from,
+                },
+            );
         }
     }
 
@@ -120,25 +173,44 @@ pub fn add_images_merged(
     writer.add_dir("registry/blobs", 0o755)?;
     writer.add_dir("registry/blobs/sha256", 0o755)?;
     let mut bytes = 0u64;
-    for (hex, (d, image)) in &blobs {
-        let digest = oci::digest_bytes(image, &d.digest)?;
-        let source = cache.blob_path(&d.digest)?;
-        writer
-            .add_blob(
-                &format!("registry/blobs/sha256/{hex}"),
-                &source,
-                Some(&digest),
-            )
-            .map_err(|e| {
-                ImagesError::invalid(
-                    format!("image {image}"),
-                    format!(
-                        "{e} (the cached copy {} may be damaged: delete it and collect the \
-                         image again)",
-                        source.display()
-                    ),
-                )
-            })?;
+    for (hex, p) in &blobs {
+        let d = &p.desc;
+        let digest = oci::digest_bytes(p.image, &d.digest)?;
+        let entry = format!("registry/blobs/sha256/{hex}");
+        match &p.from {
+            Origin::Cache => {
+                let source = cache.blob_path(&d.digest)?;
+                writer
+                    .add_blob(&entry, &source, Some(&digest))
+                    .map_err(|e| {
+                        ImagesError::invalid(
+                            format!("image {}", p.image),
+                            format!(
+                                "{e} (the cached copy {} may be damaged: delete it and collect \
+                                 the image again)",
+                                source.display()
+                            ),
+                        )
+                    })?;
+            }
+            Origin::Layout(layout) => {
+                let mut file = layout.open(d).map_err(|e| e.for_image(p.image))?;
+                let source = layout.path(&d.digest)?;
+                writer
+                    .add_blob_from_file(&entry, &mut file, &source, Some(&digest))
+                    .map_err(|e| {
+                        ImagesError::invalid(
+                            format!("image {}", p.image),
+                            format!(
+                                "blob {} in {}: {e} (the layout's copy is damaged or changed \
+                                 after the images were collected: export the image again)",
+                                d.digest,
+                                layout.label()
+                            ),
+                        )
+                    })?;
+            }
+        }
         bytes += d.size;
     }
     // The base's entries first, by name (an unnamed one keeps its place by digest).
@@ -187,4 +259,125 @@ pub fn add_images_merged(
         bytes,
         images: listed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::oci::{OCI_LAYER_GZIP, OCI_MANIFEST};
+    use crate::images::Platform;
+    use bale_payload::{BundleMeta, WriteOptions};
+    use std::path::PathBuf;
+
+    /// An image whose only blob is `content`, found in a layout under `tmp`.
+    struct Scene {
+        tmp: tempfile::TempDir,
+        image: ResolvedImage,
+        blob: PathBuf,
+    }
+
+    fn scene(content: &[u8]) -> Scene {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = tmp.path().join("layout");
+        std::fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir");
+        let digest = oci::sha256_digest(content);
+        let blob = layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        std::fs::write(&blob, content).expect("write");
+        let layer = Descriptor::new(OCI_LAYER_GZIP, digest.clone(), content.len() as u64);
+        let top = Descriptor::new(OCI_MANIFEST, digest, content.len() as u64);
+        let image = ResolvedImage {
+            name: "example.com/app:1".into(),
+            descriptor: top.clone(),
+            manifest: top,
+            platform: Platform::parse("linux/amd64").expect("platform"),
+            blobs: vec![layer],
+            source: format!("OCI layout {}", layout.display()),
+            layout: Some(layout),
+        };
+        Scene { tmp, image, blob }
+    }
+
+    /// Writes the scene's image into a bundle, with a frame size small enough that `content`
+    /// of a few KiB streams as several frames.
+    fn write(s: &Scene) -> Result<ImagesSummary> {
+        let dest = s.tmp.path().join("out.bale");
+        let stub = std::env::current_exe().expect("exe");
+        let mut w = BundleWriter::create(
+            &dest,
+            &stub,
+            BundleMeta::default(),
+            WriteOptions {
+                frame_size: 1024,
+                threads: 2,
+                ..Default::default()
+            },
+        )
+        .expect("writer");
+        let summary = add_images_to_bundle(
+            &mut w,
+            &s.tmp.path().join("cache"),
+            std::slice::from_ref(&s.image),
+        )?;
+        w.finish().expect("finish");
+        Ok(summary)
+    }
+
+    fn content() -> Vec<u8> {
+        (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_layout_blob_streams_into_the_bundle_and_not_into_the_cache() {
+        let s = scene(&content());
+        let summary = write(&s).expect("write");
+        assert_eq!((summary.blobs, summary.bytes), (1, 10_000));
+        let cached = std::fs::read_dir(s.tmp.path().join("cache/blobs/sha256"))
+            .expect("cache")
+            .count();
+        assert_eq!(cached, 0);
+    }
+
+    #[test]
+    fn a_streamed_blob_that_does_not_match_its_digest_fails_naming_it() {
+        let s = scene(&content());
+        let mut other = content();
+        other[9_999] ^= 1;
+        std::fs::write(&s.blob, other).expect("write");
+        let msg = write(&s).expect_err("mismatch").to_string();
+        let digest = &s.image.blobs[0].digest;
+        assert!(
+            msg.contains("example.com/app:1")
+                && msg.contains(digest.as_str())
+                && msg.contains(&s.image.source)
+                && msg.contains("content has digest"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_blob_fails_before_it_is_read() {
+        let s = scene(&content());
+        std::fs::write(&s.blob, &content()[..4_000]).expect("write");
+        let msg = write(&s).expect_err("truncated").to_string();
+        assert!(
+            msg.contains("example.com/app:1") && msg.contains("truncated"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_blob_symlinked_out_of_the_layout_is_refused() {
+        let s = scene(&content());
+        let outside = s.tmp.path().join("elsewhere");
+        std::fs::write(&outside, content()).expect("write");
+        std::fs::remove_file(&s.blob).expect("rm");
+        std::os::unix::fs::symlink(&outside, &s.blob).expect("symlink");
+        let msg = write(&s).expect_err("escapes").to_string();
+        assert!(
+            msg.contains("example.com/app:1") && msg.contains("leads out of the layout"),
+            "{msg}"
+        );
+    }
 }

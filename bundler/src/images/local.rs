@@ -8,6 +8,7 @@
 
 use super::cache::{read_limited, Cache, Ingested};
 use super::error::{ImagesError, Result};
+use super::layout::LayoutBlobs;
 use super::oci::{
     self, Descriptor, Platform, CONTAINERD_NAME, MAX_CONFIG_LEN, MAX_MANIFEST_LEN, OCI_CONFIG,
     OCI_MANIFEST, REF_NAME,
@@ -173,8 +174,8 @@ pub(crate) struct SourceEntry {
 
 #[derive(Debug)]
 enum Store {
-    /// Blobs are read from this OCI layout and copied into the cache.
-    Layout(PathBuf),
+    /// Blobs are read from this OCI layout, where they stay.
+    Layout(LayoutBlobs),
     /// Blobs are in the cache already.
     Cache,
 }
@@ -198,9 +199,9 @@ impl OpenedSource {
                 let data = read_limited(&index_path, &label, MAX_INDEX_LEN)?;
                 Ok(OpenedSource {
                     entries: entries_of_index(&label, &data)?,
+                    store: Store::Layout(LayoutBlobs::new(dir, &label)?),
                     label,
                     stem,
-                    store: Store::Layout(dir.clone()),
                 })
             }
             ImageSource::DockerArchive(path) | ImageSource::OciArchive(path) => {
@@ -273,7 +274,9 @@ impl OpenedSource {
             })
     }
 
-    /// Copies the image `entry` (for `platform`) into the cache and names it `name`.
+    /// Resolves the image `entry` (for `platform`) and names it `name`. An archive's or the
+    /// cache's blobs are in the cache already; a layout's are checked where they are (present,
+    /// inside the layout, of the right size; documents also by digest) and left there.
     pub fn import(
         &self,
         cache: &Cache,
@@ -290,12 +293,7 @@ impl OpenedSource {
                 ));
             }
             match &self.store {
-                Store::Layout(dir) => {
-                    let path = layout_blob(dir, &d.digest)?;
-                    let data = read_limited(&path, &what(d), limit)?;
-                    cache.put_bytes(&what(d), &d.digest, &data)?;
-                    Ok(data)
-                }
+                Store::Layout(blobs) => blobs.read(d),
                 Store::Cache => {
                     if !cache.has(d) {
                         return Err(missing(&self.label, d));
@@ -318,14 +316,14 @@ impl OpenedSource {
             .map_err(|e| e.for_image(name))?;
         for l in &tree.layers {
             match &self.store {
-                Store::Layout(dir) => {
-                    let path = layout_blob(dir, &l.digest)?;
-                    if !path.is_file() && !cache.has(l) {
+                // A layer the layout lacks may still be in the cache from an earlier build.
+                Store::Layout(blobs) if blobs.has(&l.digest) => {
+                    blobs.open(l).map_err(|e| e.for_image(name))?;
+                }
+                Store::Layout(_) => {
+                    if !cache.has(l) {
                         return Err(missing(&self.label, l).for_image(name));
                     }
-                    cache
-                        .put_file(&what(l), l, &path)
-                        .map_err(|e| e.for_image(name))?;
                 }
                 Store::Cache => {
                     if !cache.has(l) {
@@ -334,7 +332,11 @@ impl OpenedSource {
                 }
             }
         }
-        Ok(tree.into_resolved(name, &self.label))
+        let mut img = tree.into_resolved(name, &self.label);
+        if let Store::Layout(blobs) = &self.store {
+            img.layout = Some(blobs.dir().to_path_buf());
+        }
+        Ok(img)
     }
 }
 
@@ -346,11 +348,6 @@ fn missing(label: &str, d: &Descriptor) -> ImagesError {
             d.digest, d.media_type
         ),
     )
-}
-
-fn layout_blob(dir: &Path, digest: &str) -> Result<PathBuf> {
-    let hex = oci::digest_hex("blob", digest)?;
-    Ok(dir.join("blobs").join("sha256").join(hex))
 }
 
 fn stem_of(path: &Path) -> String {

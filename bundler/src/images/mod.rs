@@ -5,17 +5,20 @@
 //! build context first, else from the image's registry. Only the bundle's platform is fetched
 //! from a multi-arch image, but its index is kept, so a reference by the index digest still
 //! resolves. [`add_images_to_bundle`] then writes them into the bundle as the layout
-//! `registry/`, each blob once.
+//! `registry/`, each blob once. Images found in an OCI layout are the exception to the cache:
+//! their blobs go into the bundle straight from the layout, so a build of many gigabytes of
+//! images needs neither a second copy on disk nor the time to write it.
 
 mod bundle;
 mod cache;
 mod error;
+mod layout;
 mod local;
 pub mod oci;
 pub mod registry;
 
 pub use bundle::{
-    add_images_merged, add_images_to_bundle, BaseImages, ImagesSummary, REGISTRY_DIR,
+    add_images_merged, add_images_to_bundle, blob_file, BaseImages, ImagesSummary, REGISTRY_DIR,
 };
 pub use cache::Cache;
 pub use error::{ImagesError, Result};
@@ -47,6 +50,9 @@ pub struct ResolvedImage {
     pub blobs: Vec<Descriptor>,
     /// Where it came from: `registry 127.0.0.1:5000`, `docker-archive images/app.tar`.
     pub source: String,
+    /// The OCI layout directory its blobs are read from when the bundle is written; `None`
+    /// when they are in the image cache. A blob the layout lacks is looked for in the cache.
+    pub layout: Option<PathBuf>,
 }
 
 impl ResolvedImage {
@@ -207,8 +213,10 @@ pub fn collect(
     }
 
     let images: Vec<ResolvedImage> = out.into_iter().flatten().collect();
+    // Only what the cache holds whole is named in it: a layout's images stay in the layout.
     let named: Vec<(String, Descriptor)> = images
         .iter()
+        .filter(|i| i.layout.is_none())
         .map(|i| (i.name.clone(), i.descriptor.bare()))
         .collect();
     cache.record(&named)?;
@@ -245,6 +253,7 @@ impl Tree {
             platform: self.platform,
             blobs,
             source: source.to_string(),
+            layout: None,
         }
     }
 }

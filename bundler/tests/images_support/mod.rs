@@ -594,6 +594,15 @@ pub fn build_bundle(
     cache: &Path,
     images: &[bale_bundler::images::ResolvedImage],
 ) -> (PathBuf, bale_bundler::images::ImagesSummary) {
+    try_build_bundle(dir, cache, images).expect("add images")
+}
+
+/// [`build_bundle`], returning the images' error.
+pub fn try_build_bundle(
+    dir: &Path,
+    cache: &Path,
+    images: &[bale_bundler::images::ResolvedImage],
+) -> Result<(PathBuf, bale_bundler::images::ImagesSummary), bale_bundler::images::ImagesError> {
     let dest = dir.join("test.bale");
     let stub = std::env::current_exe().expect("exe");
     let mut w = bale_payload::BundleWriter::create(
@@ -611,8 +620,7 @@ pub fn build_bundle(
         },
     )
     .expect("create bundle");
-    let summary =
-        bale_bundler::images::add_images_to_bundle(&mut w, cache, images).expect("add images");
+    let summary = bale_bundler::images::add_images_to_bundle(&mut w, cache, images)?;
     w.finish().expect("finish");
-    (dest, summary)
+    Ok((dest, summary))
 }
