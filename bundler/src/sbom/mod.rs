@@ -570,7 +570,7 @@ pub fn fill_layer_cache(cache: &LayerCache, layers: &[LayerBlob]) -> usize {
             let codec = dpkg::layer_codec(&l.media_type)?;
             let mut sha256 = [0u8; 32];
             hex::decode_to_slice(l.digest.strip_prefix("sha256:")?, &mut sha256).ok()?;
-            seen.insert(sha256).then(|| (l, codec, sha256))
+            seen.insert(sha256).then_some((l, codec, sha256))
         })
         .filter(|(_, codec, sha256)| cache.get(sha256, *codec).is_none())
         .enumerate()
