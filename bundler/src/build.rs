@@ -1546,25 +1546,42 @@ pub fn write(
         images: image_count,
         metadata: manifest.to_metadata(),
     };
+    // New images' blobs are read from where they are written from: the cache, or the OCI
+    // layout of the context.
+    let cache = Cache::open(&cache_dir)?;
+    let mut cached: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut layer_blobs = Vec::new();
+    for img in &resolved {
+        for b in &img.blobs {
+            if let Some(hex) = b.digest.strip_prefix("sha256:") {
+                let at = images::blob_file(img, &cache, b)?;
+                layer_blobs.push(sbom::LayerBlob {
+                    digest: b.digest.clone(),
+                    media_type: b.media_type.clone(),
+                    size: b.size,
+                    path: at.clone(),
+                });
+                cached.insert(format!("{REGISTRY_DIR}/blobs/sha256/{hex}"), at);
+            }
+        }
+    }
+    let layer_cache = sbom::LayerCache::new(sbom::layer_cache::dir_in(cache.root()));
     let mut w = BundleWriter::create(&target.output, &target.stub, meta, cfg.write.clone())
         .map_err(|e| BuildError::at(format!("cannot start {}", target.output.display()), e))?;
-    for (path, placed) in &layout {
-        let r = match &placed.node {
-            Node::Dir { mode } => w.add_dir(path, *mode),
-            Node::File { source, mode } => w.add_file(path, *mode, source),
-            Node::Symlink { target } => w.add_symlink(path, target),
-            Node::Base(i) => match &p.base {
-                Some(b) => w.add_entry_from(&b.bundle, &b.entries[*i]),
-                None => Err(bale_payload::Error::Input(format!(
-                    "internal error: {path} is a base entry, and there is no base"
-                ))),
-            },
-        };
-        r.map_err(|e| BuildError::at(format!("{}: {path}", placed.origin), e))?;
-    }
-    if !resolved.is_empty() {
-        images::add_images_merged(&mut w, &cache_dir, &resolved, &base_images)?;
-    }
+    // The SBOM's layer scan runs while the entries are written: it only reads the image
+    // cache, and what it finds goes to the layer cache, where the SBOM takes it from (so the
+    // document is the same whichever finishes first).
+    let (written, layers_scanned) = std::thread::scope(|s| {
+        let scan = s.spawn(|| {
+            let started = std::time::Instant::now();
+            let n = sbom::fill_layer_cache(&layer_cache, &layer_blobs);
+            (n, started.elapsed())
+        });
+        let written = write_entries(&mut w, p, &layout, &resolved, &cache_dir, &base_images);
+        (written, scan.join().unwrap_or_default())
+    });
+    let (layers_scanned, scan_took) = layers_scanned;
+    written?;
     let sbom_input = sbom::Input {
         name: cfg.name.clone(),
         version: cfg.version.clone(),
@@ -1587,21 +1604,8 @@ pub fn write(
                 .map_err(|e| BuildError::at(format!("FROM {}: its SBOM", b.shown), e))?,
             None => None,
         },
+        layer_cache: Some(layer_cache),
     };
-    // New images' blobs are read back from where they were written from: the cache, or the
-    // OCI layout of the context.
-    let cache = Cache::open(&cache_dir)?;
-    let mut cached: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for img in &resolved {
-        for b in &img.blobs {
-            if let Some(hex) = b.digest.strip_prefix("sha256:") {
-                cached.insert(
-                    format!("{REGISTRY_DIR}/blobs/sha256/{hex}"),
-                    images::blob_file(img, &cache, b)?,
-                );
-            }
-        }
-    }
     let source = |path: &str| -> Option<sbom::Source<'_>> {
         if let Some(f) = cached.get(path) {
             return Some(sbom::Source::Disk(f.clone()));
@@ -1616,8 +1620,12 @@ pub fn write(
         }
     };
     let started = std::time::Instant::now();
-    let s = sbom::add_sbom(&mut w, &sbom_input, &source)?;
-    report_sbom(&s, started.elapsed());
+    let mut s = sbom::add_sbom(&mut w, &sbom_input, &source)?;
+    // The layers scanned alongside the writing were found in the cache by the SBOM.
+    let ahead = layers_scanned.min(s.layers_cached);
+    s.layers_scanned += ahead;
+    s.layers_cached -= ahead;
+    report_sbom(&s, started.elapsed() + scan_took);
     // Base frames are copied as stored and checked as they are: damage found then is the
     // base's.
     let summary = w.finish().map_err(|e| match &p.base {
@@ -1633,6 +1641,35 @@ pub fn write(
         );
     }
     Ok(summary)
+}
+
+/// Adds the layout's entries and the new images' blobs to `w`.
+fn write_entries(
+    w: &mut BundleWriter,
+    p: &Prepared,
+    layout: &BTreeMap<String, Placed>,
+    resolved: &[ResolvedImage],
+    cache_dir: &Path,
+    base_images: &images::BaseImages,
+) -> Result<()> {
+    for (path, placed) in layout {
+        let r = match &placed.node {
+            Node::Dir { mode } => w.add_dir(path, *mode),
+            Node::File { source, mode } => w.add_file(path, *mode, source),
+            Node::Symlink { target } => w.add_symlink(path, target),
+            Node::Base(i) => match &p.base {
+                Some(b) => w.add_entry_from(&b.bundle, &b.entries[*i]),
+                None => Err(bale_payload::Error::Input(format!(
+                    "internal error: {path} is a base entry, and there is no base"
+                ))),
+            },
+        };
+        r.map_err(|e| BuildError::at(format!("{}: {path}", placed.origin), e))?;
+    }
+    if !resolved.is_empty() {
+        images::add_images_merged(w, cache_dir, resolved, base_images)?;
+    }
+    Ok(())
 }
 
 /// The Kubernetes version a bundle carries: the `io.bale.kubernetes.version` label (set by
@@ -1654,12 +1691,13 @@ pub fn report_sbom(s: &sbom::Summary, took: std::time::Duration) {
     }
     eprintln!(
         "sbom: {} components ({} Go binaries, {} Go modules, {} Debian packages, {} layers \
-         scanned, {} taken from the base's SBOM), {} in {:.2}s",
+         scanned, {} known from the layer cache, {} taken from the base's SBOM), {} in {:.2}s",
         s.components,
         s.go_binaries,
         s.go_modules,
         s.deb_packages,
         s.layers_scanned,
+        s.layers_cached,
         s.reused,
         bale_payload::error::human_bytes(s.bytes),
         took.as_secs_f64()

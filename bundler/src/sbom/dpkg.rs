@@ -10,7 +10,7 @@
 //! and said so, never fatal: an SBOM without a layer's packages is still a correct SBOM of
 //! what it lists.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 /// Largest status file read (Debian's full database of a desktop system is about 4 MiB).
 pub const MAX_STATUS: u64 = 16 << 20;
@@ -20,7 +20,7 @@ pub const MAX_LAYER: u64 = 64 << 20;
 pub const MAX_LAYER_DECODED: u64 = 512 << 20;
 
 /// One installed package.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Package {
     pub name: String,
     pub version: String,
@@ -178,17 +178,32 @@ pub struct LayerScan {
     pub go: Vec<(String, super::gobuild::BuildInfo)>,
 }
 
+/// Bytes decoded at a time: the tar reader asks for 512-byte headers and 32 KiB pieces of the
+/// members it skips; a buffer in front of the decoder lets the inflater fill large blocks
+/// instead of stopping at every small read.
+const DECODE_BUFFER: usize = 256 << 10;
+
 /// The packages the status files in a layer's tar stream list, and its Go binaries.
-pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<LayerScan, LayerError> {
+///
+/// Only the members that can matter are read: status files, and executables whose first four
+/// bytes are an ELF header (searched for Go's build information). Everything else is skipped
+/// by the tar reader, which still decodes it (a compressed stream has no random access) but
+/// holds no copy of it and searches nothing.
+pub fn scan_layer(stored: Box<dyn BufRead + '_>, codec: Codec) -> Result<LayerScan, LayerError> {
     let decoded: Box<dyn Read + '_> = match codec {
-        Codec::Tar => stored,
-        Codec::Gzip => Box::new(flate2::read::GzDecoder::new(stored)),
+        Codec::Tar => Box::new(stored),
+        // The stored stream comes buffered: the bufread decoder reads it in place rather than
+        // through a second buffer of its own.
+        Codec::Gzip => Box::new(flate2::bufread::GzDecoder::new(stored)),
         Codec::Zstd => {
             Box::new(zstd::stream::read::Decoder::new(stored).map_err(LayerError::Decoder)?)
         }
     };
     let mut counted = Counted {
-        inner: decoded.take(MAX_LAYER_DECODED + 1),
+        inner: std::io::BufReader::with_capacity(
+            DECODE_BUFFER,
+            decoded.take(MAX_LAYER_DECODED + 1),
+        ),
         n: 0,
     };
     let mut found = Vec::new();
@@ -202,15 +217,17 @@ pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<LayerScan,
             if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
                 continue;
             }
-            let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
             let mode = member.header().mode().unwrap_or(0);
             if mode & 0o111 != 0 && member.size() >= 64 {
                 if let Some(info) = go_in_stream(&mut member).map_err(LayerError::Tar)? {
+                    let path = String::from_utf8_lossy(&member.path_bytes()).into_owned();
                     go.push((path.trim_start_matches("./").to_string(), info));
                 }
                 continue;
             }
-            if !is_status_path(&path) || member.size() > MAX_STATUS {
+            if member.size() > MAX_STATUS
+                || !is_status_path(&String::from_utf8_lossy(&member.path_bytes()))
+            {
                 continue;
             }
             let mut text = Vec::new();
@@ -231,44 +248,56 @@ pub fn scan_layer(stored: Box<dyn Read + '_>, codec: Codec) -> Result<LayerScan,
 }
 
 /// Reads an ELF member to its end, looking for Go's build information; `None` for anything
-/// else. Only a window of the stream is held: what may still start the section, and once the
-/// magic is seen, at most the bytes the section parser reads.
+/// else (after reading four bytes: the tar reader skips the rest). The search runs over each
+/// chunk as read, with only the few bytes that may start a magic cut by a chunk's end carried
+/// over; once the magic is seen, at most the bytes the section parser reads are kept.
 fn go_in_stream(r: &mut dyn Read) -> std::io::Result<Option<super::gobuild::BuildInfo>> {
-    const CHUNK: usize = 1 << 20;
+    const CHUNK: usize = 256 << 10;
     const MAGIC: &[u8] = b"\xff Go buildinf:";
-    let mut buf = vec![0u8; 0];
     let mut head = [0u8; 4];
     if r.read_exact(&mut head).is_err() || &head != b"\x7fELF" {
         return Ok(None);
     }
-    let mut found: Option<usize> = None;
+    let finder = memchr::memmem::Finder::new(MAGIC);
+    // `chunk[..carry]` holds the tail of the previous read that could start a magic.
     let mut chunk = vec![0u8; CHUNK];
+    let mut carry = 0;
+    let mut section: Option<Vec<u8>> = None;
     loop {
-        let n = r.read(&mut chunk)?;
+        let n = r.read(&mut chunk[carry..])?;
         if n == 0 {
             break;
         }
-        buf.extend_from_slice(&chunk[..n]);
-        match found {
-            Some(at) => {
-                if buf.len() - at >= super::gobuild::MAX_SECTION as usize {
+        let have = carry + n;
+        match section.as_mut() {
+            Some(s) => {
+                let want = super::gobuild::MAX_SECTION as usize - s.len();
+                s.extend_from_slice(&chunk[..have.min(want)]);
+                carry = 0;
+                if s.len() >= super::gobuild::MAX_SECTION as usize {
                     break;
                 }
             }
-            None => match memchr::memmem::find(&buf, MAGIC) {
-                Some(at) => found = Some(at),
+            None => match finder.find(&chunk[..have]) {
+                Some(at) => {
+                    let end = have.min(at + super::gobuild::MAX_SECTION as usize);
+                    section = Some(chunk[at..end].to_vec());
+                    carry = 0;
+                    if end - at >= super::gobuild::MAX_SECTION as usize {
+                        break;
+                    }
+                }
                 None => {
-                    // Keep what could be the start of a magic cut by the chunk's end.
-                    let keep = buf.len().saturating_sub(MAGIC.len() - 1);
-                    buf.drain(..keep);
+                    let keep = (MAGIC.len() - 1).min(have);
+                    chunk.copy_within(have - keep..have, 0);
+                    carry = keep;
                 }
             },
         }
     }
     // The rest of the member is skipped by the tar reader.
-    let Some(at) = found else { return Ok(None) };
-    let end = buf.len().min(at + super::gobuild::MAX_SECTION as usize);
-    Ok(super::gobuild::parse_section(&buf[at..end]).ok())
+    let Some(s) = section else { return Ok(None) };
+    Ok(super::gobuild::parse_section(&s).ok())
 }
 
 /// Counts what passes, so a stream cut at the bound is told from one that ended.
@@ -376,12 +405,17 @@ Architecture: amd64\n";
         elf.resize((1 << 20) + 4 - 5, 0);
         elf.extend_from_slice(&section);
         elf.resize(elf.len() + 5000, 0);
+        // A large executable that is no ELF file is skipped unread, even with the magic in it.
+        let mut not_elf = b"#!/bin/sh\n".to_vec();
+        not_elf.resize(3 << 20, b'#');
+        not_elf.extend_from_slice(&section);
         let tar = layer(&[
             ("bin/srv", &elf),
             (
                 "bin/script",
                 b"#!/bin/sh\nexec srv, and enough text to be read\n",
             ),
+            ("bin/zz-big-script", &not_elf),
         ]);
         let scan = scan_layer(Box::new(&tar[..]), Codec::Tar).unwrap();
         assert_eq!(scan.go.len(), 1);

@@ -20,7 +20,7 @@ const MAX_SECTIONS: u64 = 0xff00;
 const SENTINEL: usize = 16;
 
 /// One module a binary was built from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Module {
     pub path: String,
     pub version: String,
@@ -31,7 +31,7 @@ pub struct Module {
 }
 
 /// What a Go binary says about its making.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct BuildInfo {
     /// The toolchain, e.g. `go1.24.1`.
     pub go_version: String,

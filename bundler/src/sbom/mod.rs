@@ -25,14 +25,17 @@
 
 pub mod dpkg;
 pub mod gobuild;
+pub mod layer_cache;
 
 use bale_contract::imageref::ImageRef;
 use bale_contract::manifest::ImageRecord;
 pub use bale_contract::SBOM_ENTRY;
 use bale_payload::{format, Bundle, BundleWriter, Entry, Kind};
+pub use layer_cache::LayerCache;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 /// Largest SBOM `bale sbom` and a `FROM` build read back (about 400,000 files' worth).
@@ -96,6 +99,8 @@ pub struct Input {
     pub images: Vec<ImageRecord>,
     /// The SBOM of the base named in `FROM`: its findings about content this bundle shares.
     pub base_sbom: Option<Vec<u8>>,
+    /// Where layer findings are kept between builds; `None` scans every layer.
+    pub layer_cache: Option<LayerCache>,
 }
 
 /// One entry as the SBOM sees it.
@@ -117,6 +122,8 @@ pub struct Summary {
     pub go_modules: usize,
     pub deb_packages: usize,
     pub layers_scanned: usize,
+    /// Layers whose findings came from the layer cache instead of a scan.
+    pub layers_cached: usize,
     /// Content whose origin came from the base's SBOM instead of being read again.
     pub reused: usize,
     /// Origins that could not be read (never fatal).
@@ -426,6 +433,7 @@ enum Scan {
     Debs(Vec<dpkg::Package>),
     List(Vec<String>),
     Layer(dpkg::LayerScan),
+    CachedLayer(dpkg::LayerScan),
     Nothing,
 }
 
@@ -435,7 +443,8 @@ enum Job {
     Binary,
     Status,
     List,
-    Layer(dpkg::Codec),
+    /// A layer, with its SHA-256 (the key of its cached findings).
+    Layer(dpkg::Codec, [u8; 32]),
 }
 
 fn read_all(src: &Source<'_>, limit: u64) -> Result<Vec<u8>, String> {
@@ -450,19 +459,21 @@ fn read_all(src: &Source<'_>, limit: u64) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn open<'s>(src: &'s Source<'_>) -> Result<Box<dyn Read + 's>, String> {
+/// Buffered, so a layer's decompressor reads its input in place.
+fn open<'s>(src: &'s Source<'_>) -> Result<Box<dyn BufRead + 's>, String> {
+    const READ_BUFFER: usize = 1 << 20;
     match src {
         Source::Disk(p) => std::fs::File::open(p)
-            .map(|f| Box::new(std::io::BufReader::with_capacity(1 << 20, f)) as Box<dyn Read>)
+            .map(|f| Box::new(BufReader::with_capacity(READ_BUFFER, f)) as Box<dyn BufRead>)
             .map_err(|e| format!("{}: {e}", p.display())),
         Source::Base(b, e) => b
             .open_entry(e)
-            .map(|r| Box::new(r) as Box<dyn Read>)
+            .map(|r| Box::new(BufReader::with_capacity(READ_BUFFER, r)) as Box<dyn BufRead>)
             .map_err(|e| e.to_string()),
     }
 }
 
-fn run_job(job: Job, src: &Source<'_>) -> Result<Scan, String> {
+fn run_job(job: Job, src: &Source<'_>, cache: Option<&LayerCache>) -> Result<Scan, String> {
     match job {
         Job::Binary => match src {
             Source::Disk(p) => {
@@ -488,14 +499,66 @@ fn run_job(job: Job, src: &Source<'_>) -> Result<Scan, String> {
                 &text,
             ))))
         }
-        Job::Layer(codec) => dpkg::scan_layer(open(src)?, codec)
-            .map(Scan::Layer)
-            .map_err(|e| e.to_string()),
+        Job::Layer(codec, sha256) => {
+            if let Some(found) = cache.and_then(|c| c.get(&sha256, codec)) {
+                return Ok(Scan::CachedLayer(found));
+            }
+            let Source::Disk(path) = src else {
+                // A base's layers were checked with its bundle; its findings are not cached.
+                let scan = dpkg::scan_layer(open(src)?, codec).map_err(|e| e.to_string())?;
+                return Ok(Scan::Layer(scan));
+            };
+            // A layer on disk is hashed as it is scanned: a file that is not the layer its
+            // digest names (changed in a layout while the build runs) must not leave findings
+            // under that digest for later builds.
+            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut hashed = HashingReader {
+                inner: file,
+                hasher: Sha256::new(),
+            };
+            let scan = dpkg::scan_layer(
+                Box::new(BufReader::with_capacity(1 << 20, &mut hashed)),
+                codec,
+            )
+            .map_err(|e| e.to_string())?;
+            std::io::copy(&mut hashed, &mut std::io::sink())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let got: [u8; 32] = hashed.hasher.finalize().into();
+            if got != sha256 {
+                return Err(format!(
+                    "{}: its content is not the layer sha256:{} (it changed during the build?)",
+                    path.display(),
+                    hex::encode(sha256)
+                ));
+            }
+            if let Some(c) = cache {
+                // A cache that cannot be written costs a scan next time, not this build.
+                let _ = c.put(&sha256, codec, &scan);
+            }
+            Ok(Scan::Layer(scan))
+        }
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }
 
 /// Runs the jobs on every core; results in job order, so the output does not depend on timing.
-fn run_jobs(jobs: &[(usize, Job, Source<'_>)]) -> Vec<Result<Scan, String>> {
+fn run_jobs(
+    jobs: &[(usize, Job, Source<'_>)],
+    cache: Option<&LayerCache>,
+) -> Vec<Result<Scan, String>> {
     let threads = bale_payload::default_threads().min(jobs.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<Option<Result<Scan, String>>> = (0..jobs.len()).map(|_| None).collect();
@@ -509,7 +572,7 @@ fn run_jobs(jobs: &[(usize, Job, Source<'_>)]) -> Vec<Result<Scan, String>> {
                 let Some((_, job, src)) = jobs.get(i) else {
                     break;
                 };
-                let r = run_job(*job, src);
+                let r = run_job(*job, src, cache);
                 if let Ok(mut slot) = slots[i].lock() {
                     *slot = Some(r);
                 }
@@ -523,6 +586,42 @@ fn run_jobs(jobs: &[(usize, Job, Source<'_>)]) -> Vec<Result<Scan, String>> {
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err("the scan stopped".into())))
         .collect()
+}
+
+/// An image layer to scan ahead of the SBOM, as its descriptor and the image cache give it.
+pub struct LayerBlob {
+    /// `sha256:…`.
+    pub digest: String,
+    pub media_type: String,
+    /// Stored size.
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+/// Scans the layers whose findings `cache` does not hold yet, and stores what they hold, so
+/// the SBOM written afterwards takes every one from there. The build runs it while it writes
+/// the bundle's entries: the layers are decompressed while the writer copies and hashes.
+/// Layers the SBOM would not scan (another media type, above [`dpkg::MAX_LAYER`]) are left
+/// out; one that cannot be read is left for the SBOM to report. Returns the layers scanned.
+pub fn fill_layer_cache(cache: &LayerCache, layers: &[LayerBlob]) -> usize {
+    let mut seen = BTreeSet::new();
+    let jobs: Vec<(usize, Job, Source<'_>)> = layers
+        .iter()
+        .filter(|l| l.size <= dpkg::MAX_LAYER)
+        .filter_map(|l| {
+            let codec = dpkg::layer_codec(&l.media_type)?;
+            let mut sha256 = [0u8; 32];
+            hex::decode_to_slice(l.digest.strip_prefix("sha256:")?, &mut sha256).ok()?;
+            seen.insert(sha256).then_some((l, codec, sha256))
+        })
+        .filter(|(_, codec, sha256)| cache.get(sha256, *codec).is_none())
+        .enumerate()
+        .map(|(i, (l, codec, sha256))| (i, Job::Layer(codec, sha256), Source::Disk(l.path.clone())))
+        .collect();
+    run_jobs(&jobs, Some(cache))
+        .iter()
+        .filter(|r| matches!(r, Ok(Scan::Layer(_))))
+        .count()
 }
 
 fn go_findings(info: &gobuild::BuildInfo) -> Finding {
@@ -786,7 +885,7 @@ pub fn document<'a>(
     let mut same_as: Vec<(usize, usize)> = Vec::new();
     for (i, e) in files.iter().enumerate() {
         let job = if let Some(codec) = layer_codec.get(&e.path) {
-            Job::Layer(*codec)
+            Job::Layer(*codec, e.sha256)
         } else if e.kind == Kind::File && dpkg::status_root(&e.path).is_some() {
             Job::Status
         } else if e.kind == Kind::File && dpkg::list_of(&e.path).is_some() {
@@ -813,7 +912,7 @@ pub fn document<'a>(
     // Installed packages by (root, name), and the files each package's list names.
     let mut installed: HashMap<(String, String), dpkg::Package> = HashMap::new();
     let mut lists: Vec<(String, String, Vec<String>)> = Vec::new();
-    for ((i, _, _), r) in jobs.iter().zip(run_jobs(&jobs)) {
+    for ((i, _, _), r) in jobs.iter().zip(run_jobs(&jobs, input.layer_cache.as_ref())) {
         let path = &files[*i].path;
         match r {
             Ok(Scan::Go(info)) => {
@@ -833,6 +932,10 @@ pub fn document<'a>(
             }
             Ok(Scan::Layer(scan)) => {
                 summary.layers_scanned += 1;
+                findings.insert(*i, layer_findings(&scan));
+            }
+            Ok(Scan::CachedLayer(scan)) => {
+                summary.layers_cached += 1;
                 findings.insert(*i, layer_findings(&scan));
             }
             Ok(Scan::Nothing) => {}
@@ -1201,6 +1304,105 @@ mod tests {
         assert_eq!(deps("file:rootfs/var/lib/dpkg/status"), [bash]);
         // Documentation is not a binary: no dependency listed for it.
         assert!(deps("file:rootfs/usr/share/doc/bash/README").is_empty());
+    }
+
+    /// A gzip layer with a Go binary and a Debian status file, on disk.
+    fn go_layer(dir: &std::path::Path) -> (PathBuf, [u8; 32]) {
+        let text = "path\texample.com/cmd/srv\nmod\texample.com\tv1.0.0\t\n";
+        let mut elf = b"\x7fELF".to_vec();
+        elf.resize(4096, 0);
+        elf.extend_from_slice(&gobuild::tests::section("go1.24.1", text));
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, data, mode) in [
+            ("bin/srv", &elf[..], 0o755),
+            (
+                "var/lib/dpkg/status.d/base",
+                &b"Package: base\nVersion: 1\nArchitecture: all\n"[..],
+                0o644,
+            ),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_cksum();
+            b.append_data(&mut h, p, data).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let at = dir.join("layer");
+        std::fs::write(&at, &gz).unwrap();
+        (at, format::sha256(&gz))
+    }
+
+    fn findings_of(r: Result<Scan, String>) -> (bool, Vec<Property>, Vec<Component>) {
+        let (cached, scan) = match r {
+            Ok(Scan::Layer(s)) => (false, s),
+            Ok(Scan::CachedLayer(s)) => (true, s),
+            _ => panic!("not a layer's findings"),
+        };
+        let f = layer_findings(&scan);
+        (cached, f.properties, f.origins)
+    }
+
+    #[test]
+    fn a_cached_layer_gives_the_same_findings_and_a_damaged_entry_is_scanned_again() {
+        let d = tempfile::tempdir().unwrap();
+        let (path, sha256) = go_layer(d.path());
+        let cache = LayerCache::new(d.path().join("sbom"));
+        let job = Job::Layer(dpkg::Codec::Gzip, sha256);
+        let src = Source::Disk(path.clone());
+
+        let (cached, props, origins) = findings_of(run_job(job, &src, Some(&cache)));
+        assert!(!cached);
+        assert_eq!(props.len(), 1, "{props:?}");
+        assert!(origins.iter().any(|o| o.name == "base"));
+        let again = findings_of(run_job(job, &src, Some(&cache)));
+        assert_eq!(again, (true, props.clone(), origins.clone()));
+
+        // A damaged entry is ignored: the layer is read again and the entry replaced.
+        let entry = d
+            .path()
+            .join("sbom")
+            .join(format!("{}.json", format::hex(&sha256)));
+        std::fs::write(&entry, b"{\"version\":").unwrap();
+        let rescanned = findings_of(run_job(job, &src, Some(&cache)));
+        assert_eq!(rescanned, (false, props.clone(), origins.clone()));
+        assert!(cache.get(&sha256, dpkg::Codec::Gzip).is_some());
+
+        // Filling the cache ahead scans only what it lacks.
+        std::fs::remove_file(&entry).unwrap();
+        let blob = LayerBlob {
+            digest: format!("sha256:{}", format::hex(&sha256)),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: std::fs::metadata(&path).unwrap().len(),
+            path,
+        };
+        assert_eq!(fill_layer_cache(&cache, std::slice::from_ref(&blob)), 1);
+        assert_eq!(fill_layer_cache(&cache, std::slice::from_ref(&blob)), 0);
+        let from_cache = findings_of(run_job(job, &src, Some(&cache)));
+        assert_eq!(from_cache, (true, props, origins));
+    }
+
+    #[test]
+    fn a_layer_file_that_is_not_its_digest_leaves_nothing_in_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let (path, sha256) = go_layer(d.path());
+        let cache = LayerCache::new(d.path().join("sbom"));
+        let mut other = sha256;
+        other[0] ^= 1;
+        let r = run_job(
+            Job::Layer(dpkg::Codec::Gzip, other),
+            &Source::Disk(path),
+            Some(&cache),
+        );
+        assert!(
+            matches!(&r, Err(e) if e.contains("is not the layer")),
+            "{:?}",
+            r.as_ref().err()
+        );
+        assert!(cache.get(&other, dpkg::Codec::Gzip).is_none());
     }
 
     #[test]
