@@ -156,7 +156,12 @@ fn a_2gb_set_of_300_images_builds_installs_on_three_nodes_pulls_everywhere_and_r
             .collect()
     });
     for (node, digests) in got {
-        assert_eq!(digests.len(), want.len(), "{node} pulled {} images", digests.len());
+        assert_eq!(
+            digests.len(),
+            want.len(),
+            "{node} pulled {} images",
+            digests.len()
+        );
         for (name, digest) in &want {
             assert_eq!(
                 digests.get(name),
