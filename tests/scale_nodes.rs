@@ -134,6 +134,21 @@ fn a_2gb_set_of_300_images_builds_installs_on_three_nodes_pulls_everywhere_and_r
     ]));
     // The context is only needed for the build: the nodes share this machine's disk.
     std::fs::remove_dir_all(&ctx).expect("remove the build context");
+    // Each node's data dir is a directory of this machine's disk: say plainly when it cannot
+    // hold three copies of the bundle, rather than fail somewhere in the copy.
+    let size = std::fs::metadata(&bundle).expect("the bundle").len();
+    let need = size * 3 + size / 4 + (1 << 30);
+    let fs = nix::sys::statvfs::statvfs(&dir).expect("statvfs of the target dir");
+    let free = fs.blocks_available() * fs.fragment_size();
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    assert!(
+        free >= need,
+        "the scale test needs {:.1} GiB free on this machine's disk (three test nodes' copies \
+         of the {:.1} GiB bundle, and room to pull), but {:.1} GiB are free",
+        gib(need),
+        gib(size),
+        gib(free)
+    );
 
     let Some(bed) = Testbed::up(3, &[]) else {
         return;
