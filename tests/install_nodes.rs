@@ -500,8 +500,10 @@ fn a_killed_node_fails_alone_and_a_rerun_converges() {
         .iter()
         .any(|e| e["event"] == "done" && e["phase"] == "upload"));
 
-    // Deleting a host that is down: it cannot be reset, nor tell who stays; the error says
+    // Deleting a host that is down, with no record of the cluster on the admin side: it
+    // cannot be reset, nor tell who stays; the error names the record looked for and says
     // what to do instead.
+    fresh_admin_state();
     tb_ok(&["kill", "n3"]);
     let o = run(
         b,
@@ -522,6 +524,13 @@ fn a_killed_node_fails_alone_and_a_rerun_converges() {
     let err = stderr(&o);
     assert!(
         err.contains("no deleted host could tell which hosts stay")
+            && err.contains(&format!(
+                "looked for {}",
+                admin_state()
+                    .join("clusters")
+                    .join(format!("{N3}.json"))
+                    .display()
+            ))
             && err.contains("run install again with the hosts that stay"),
         "{err}"
     );

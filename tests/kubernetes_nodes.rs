@@ -465,12 +465,42 @@ fn kubernetes_ha_masters_keep_the_api_up_and_one_leaves() {
         || api_ready_on("n1", "/etc/kubernetes/admin.conf"),
     );
 
-    // A master leaves: its Node object and its etcd member go, the others keep working.
-    let (o, _) = run_on(bundle, "delete", &["--masters", N3], &["--yes"]);
-    ok(&o);
+    // A master dies and is deleted: it cannot be reset, and tells nobody who stays, so the
+    // record of the install does. The cluster forgets it (Node and etcd member), the run says
+    // the dead machine still needs a reset and exits non-zero with n3 failed.
+    assert!(admin_state()
+        .join("clusters")
+        .join(format!("{N3}.json"))
+        .exists());
+    tb_ok(&["kill", "n3"]);
+    let (o, ev) = run_on(
+        bundle,
+        "delete",
+        &["--masters", N3],
+        &["--yes", "--connect-timeout", "2"],
+    );
+    assert!(!o.status.success(), "deleting a dead master passed");
+    assert_eq!(failed_nodes(&ev), [N3]);
+    let err = stderr(&o);
+    assert!(err.contains("learned who stays from"), "{err}");
+    assert!(
+        err.contains(&format!("{N3} did not answer"))
+            && err.contains("the cluster side is done")
+            && err.contains("bale reset"),
+        "{err}"
+    );
     let names: Vec<String> = nodes().into_iter().map(|n| n.0).collect();
     assert_eq!(names, ["n1", "n2", "n4"]);
     assert_eq!(etcd_members("n1", N1), ["n1", "n2"]);
+    assert!(api_ready_on("n4", "/root/admin.conf"));
+
+    // A reachable master leaves: its Node object and its etcd member go, the others keep
+    // working.
+    let (o, _) = run_on(bundle, "delete", &["--masters", N2], &["--yes"]);
+    ok(&o);
+    let names: Vec<String> = nodes().into_iter().map(|n| n.0).collect();
+    assert_eq!(names, ["n1", "n4"]);
+    assert_eq!(etcd_members("n1", N1), ["n1"]);
     assert!(api_ready_on("n4", "/root/admin.conf"));
     bed.finish();
 }

@@ -1,7 +1,10 @@
 //! `bale delete`: resets the hosts named, then hands the hosts that stay the new list of
-//! masters and workers (read from a deleted host's node.json), so the workers' guards follow.
+//! masters and workers (read from a deleted host's node.json, or, when no deleted host answers,
+//! from the admin side's record in [`crate::records`]), so the workers' guards follow and the
+//! first master that stays forgets the deleted hosts' Nodes and etcd members.
 
 use crate::phases::members::{FollowMembers, Members, ReadMembers, Remaining};
+use crate::records::{ClusterMembers, Records};
 use crate::reset::ResetOptions;
 use crate::run::{confirm, execute, hosts_phrase, prepare, RunError, RunResult, Target};
 use crate::site::Vips;
@@ -49,23 +52,57 @@ pub fn delete(opts: ResetOptions, this_bundle: Option<PathBuf>) -> RunResult<()>
         );
         return removed;
     }
-    match (removed, members.remaining(&deleted)) {
-        (Ok(()), rest) => follow(t, this_bundle, rest, &deleted),
-        // The reset failed on some deleted host, but another told who stays: they still stop
-        // counting on the hosts the operator took out.
-        (Err(e), Some(rest)) => {
-            let followed = follow(t, this_bundle, Some(rest), &deleted);
-            Err(match followed {
-                Ok(()) => e,
-                Err(f) => RunError::DeleteAndFollow {
+    let Err(e) = removed else {
+        return follow(t, this_bundle, members.remaining(&deleted), &deleted);
+    };
+    // The reset failed on some deleted host. Who stays is told by another deleted host, or
+    // else by the record of the last install or delete: they still stop counting on the hosts
+    // the operator took out.
+    let rest = match members.remaining(&deleted) {
+        Some(rest) => rest,
+        None => match recorded(&deleted) {
+            Ok(rest) => rest,
+            Err(looked_for) => {
+                return Err(RunError::Unknown {
+                    source: Box::new(e),
+                    looked_for,
+                })
+            }
+        },
+    };
+    match follow(t, this_bundle, Some(rest), &deleted) {
+        Ok(()) => {
+            let dead = members.unanswered(&deleted);
+            Err(if dead.is_empty() {
+                e
+            } else {
+                RunError::ForgottenNotReset {
+                    hosts: dead.join(","),
                     delete: Box::new(e),
-                    follow: Box::new(f),
-                },
+                }
             })
         }
-        (Err(e), None) => Err(RunError::Unknown {
-            source: Box::new(e),
+        Err(f) => Err(RunError::DeleteAndFollow {
+            delete: Box::new(e),
+            follow: Box::new(f),
         }),
+    }
+}
+
+/// Who stays, from the admin side's record of the cluster; `Err` says what was looked for.
+fn recorded(deleted: &[String]) -> Result<Remaining, String> {
+    let records = Records::locate().map_err(|e| e.to_string())?;
+    match records.find(deleted) {
+        Ok(Some((path, m))) => {
+            eprintln!("learned who stays from {}", path.display());
+            let keep = |v: Vec<String>| v.into_iter().filter(|a| !deleted.contains(a)).collect();
+            Ok(Remaining {
+                masters: keep(m.masters),
+                nodes: keep(m.nodes),
+            })
+        }
+        Ok(None) => Err(format!("looked for {}", records.looked_for(deleted))),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -86,6 +123,7 @@ fn follow(
     };
     if rest.masters.is_empty() && rest.nodes.is_empty() {
         eprintln!("deleted. No hosts remain in the cluster.");
+        crate::records::keep(None, deleted);
         return Ok(());
     }
     if rest.masters.is_empty() {
@@ -113,7 +151,9 @@ fn follow(
     let phases: Vec<Box<dyn crate::engine::Phase>> = vec![
         Box::new(crate::phases::connect::Connect),
         Box::new(crate::phases::lock::Lock { verb: "delete" }),
-        Box::new(FollowMembers { remaining: rest }),
+        Box::new(FollowMembers {
+            remaining: rest.clone(),
+        }),
         Box::new(crate::phases::kube::KubeInit(kube.clone())),
         Box::new(crate::phases::kube::ForgetNodes {
             run: kube.clone(),
@@ -121,7 +161,15 @@ fn follow(
         }),
         Box::new(crate::phases::kube::PodNetwork(kube)),
     ];
-    execute(p, phases, false, stay.parallel, "delete (update)").map_err(|e| RunError::NotFollowed {
-        source: Box::new(e),
-    })
+    let members = ClusterMembers {
+        masters: rest.masters.clone(),
+        nodes: rest.nodes.clone(),
+    };
+    execute(p, phases, false, stay.parallel, "delete (update)").map_err(|e| {
+        RunError::NotFollowed {
+            source: Box::new(e),
+        }
+    })?;
+    crate::records::keep(Some(&members), deleted);
+    Ok(())
 }

@@ -105,7 +105,29 @@ pub fn run(opts: InstallOptions, this_bundle: Option<PathBuf>) -> RunResult<()> 
     {
         return Err(RunError::HostIsVip(clash));
     }
-    execute(p, phases, t.dry_run, t.parallel, "install")
+    let members = (!t.dry_run).then(|| cluster_members(&p.nodes)).flatten();
+    execute(p, phases, t.dry_run, t.parallel, "install")?;
+    if let Some(m) = members {
+        crate::records::keep(Some(&m), &[]);
+    }
+    Ok(())
+}
+
+/// The hosts of an install as the record of the cluster; `None` on this machine alone or with
+/// no master (nothing a later delete could follow).
+fn cluster_members(nodes: &[crate::engine::Node]) -> Option<crate::records::ClusterMembers> {
+    let hosts = || nodes.iter().filter_map(|n| n.host.as_ref());
+    let of = |role| {
+        hosts()
+            .filter(|h| h.role == role)
+            .map(|h| h.addr.to_string())
+            .collect::<Vec<_>>()
+    };
+    let m = crate::records::ClusterMembers {
+        masters: of(crate::hosts::Role::Master),
+        nodes: of(crate::hosts::Role::Node),
+    };
+    (!m.masters.is_empty()).then_some(m)
 }
 
 /// Refuses the bundle at `path` when trust is configured (keys baked into this program,

@@ -15,6 +15,7 @@ pub mod node;
 pub mod phases;
 pub mod plugins;
 pub mod preflight;
+pub mod records;
 pub mod remote;
 pub mod reset;
 pub mod run;

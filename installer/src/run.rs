@@ -113,14 +113,29 @@ pub enum RunError {
         #[source]
         source: Box<RunError>,
     },
-    /// The delete failed on some deleted host and no deleted host could tell who stays.
+    /// The delete failed on some deleted host and neither a deleted host nor the admin side's
+    /// record could tell who stays.
     #[error(
-        "no deleted host could tell which hosts stay: run install again with the hosts that \
-         stay, so their guards follow the masters that are left"
+        "no deleted host could tell which hosts stay, and there is no record of the cluster \
+         ({looked_for}): run install again with the hosts that stay, so their guards follow \
+         the masters that are left"
     )]
     Unknown {
         #[source]
         source: Box<RunError>,
+        /// The record files looked for, or why they could not be read.
+        looked_for: String,
+    },
+    /// Deleted hosts that did not answer: the cluster forgot them, but they were not reset.
+    #[error(
+        "{delete}: {hosts} did not answer, so bale's and Kubernetes' files stay on it; the \
+         cluster side is done (its Node and etcd member are removed, the hosts that stay follow \
+         the new member list). Before that machine runs again, run `bale reset` on it (or \
+         reinstall it): it must not come back with its old cluster state"
+    )]
+    ForgottenNotReset {
+        hosts: String,
+        delete: Box<RunError>,
     },
     /// The delete failed on some deleted host, and updating the hosts that stay failed too.
     #[error("{delete}; and {follow}")]
@@ -137,7 +152,9 @@ impl RunError {
     pub fn is_damaged(&self) -> bool {
         match self {
             RunError::Failed { damaged, .. } => *damaged,
-            RunError::NotFollowed { source } | RunError::Unknown { source } => source.is_damaged(),
+            RunError::NotFollowed { source }
+            | RunError::Unknown { source, .. }
+            | RunError::ForgottenNotReset { delete: source, .. } => source.is_damaged(),
             RunError::DeleteAndFollow { delete, follow } => {
                 delete.is_damaged() || follow.is_damaged()
             }

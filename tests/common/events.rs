@@ -12,6 +12,7 @@ pub fn run_logged(bundle: &Path, args: &[impl AsRef<OsStr>], label: &str) -> (Ou
     let t = Instant::now();
     let o = Command::new(bundle)
         .args(args)
+        .env("BALE_STATE", super::admin_state())
         .output()
         .expect("run the bundle");
     eprintln!(

@@ -63,10 +63,23 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The admin side's state (`BALE_STATE`: the record of each cluster's members) for the runs
+/// of this test program: under Cargo's target tmp dir, never the user's, and emptied by
+/// [`fresh_admin_state`] when a testbed comes up, so no test finds another test's record.
+pub fn admin_state() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bale-state-{}", std::process::id()))
+}
+
+/// Forgets every cluster record of this test program.
+pub fn fresh_admin_state() {
+    let _ = std::fs::remove_dir_all(admin_state());
+}
+
 pub fn bale(args: &[&str]) -> Output {
     Command::new(bale_bin())
         .args(args)
         .env("BALE_STORE", test_store())
+        .env("BALE_STATE", admin_state())
         .output()
         .expect("run bale")
 }
@@ -86,7 +99,11 @@ pub fn test_store() -> PathBuf {
 }
 
 pub fn run(cmd: &Path, args: &[&str]) -> Output {
-    Command::new(cmd).args(args).output().expect("run bundle")
+    Command::new(cmd)
+        .args(args)
+        .env("BALE_STATE", admin_state())
+        .output()
+        .expect("run bundle")
 }
 
 pub fn stderr(o: &Output) -> String {

@@ -94,6 +94,7 @@ impl Testbed {
         } else {
             let lock = take_lock();
             let _ = tb(&["down"]);
+            super::fresh_admin_state();
             let n = count.to_string();
             let mut args = vec!["up", n.as_str()];
             args.extend_from_slice(extra);

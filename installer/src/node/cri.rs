@@ -408,7 +408,7 @@ impl std::fmt::Display for ConnectFailure {
 }
 
 /// An error and its causes on one line (tonic's own message is only "transport error").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(c) = cur {

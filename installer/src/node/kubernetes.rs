@@ -110,6 +110,8 @@ pub enum KubernetesError {
     NodesNotJson(#[source] serde_json::Error),
     #[error("no Node has the InternalIP {address}: it has not joined the cluster")]
     NoNodeWithAddress { address: String },
+    #[error(transparent)]
+    Etcd(#[from] super::etcd::EtcdError),
 }
 
 /// True when the bundle carries what a Kubernetes node needs.
@@ -973,8 +975,9 @@ pub fn join_material(control_plane: bool) -> StepResult<JoinMaterial> {
     })
 }
 
-/// `bale agent kube forget`: deletes the Node objects whose InternalIP is one of `addresses`;
-/// one line per node, and a summary last.
+/// `bale agent kube forget`: deletes the Node objects whose InternalIP is one of `addresses`,
+/// then removes the etcd members on those addresses that are still listed (a master deleted
+/// while unreachable never removed its own); one line per node and member, a summary last.
 pub fn forget(addresses: &[String]) -> StepResult<Vec<String>> {
     let list = cluster_nodes()?;
     let mut out = Vec::new();
@@ -982,11 +985,31 @@ pub fn forget(addresses: &[String]) -> StepResult<Vec<String>> {
         kubectl(&["delete", "node", &n.name, "--wait=true", "--timeout=60s"])?;
         out.push(format!("deleted node {} ({})", n.name, n.internal_ip));
     }
+    let forgotten = out.len();
+    let members = forget_etcd_members(addresses)?;
+    let removed = members.len();
+    out.extend(members);
     out.push(format!(
-        "{} node(s) forgotten; {} remain",
-        out.len(),
-        list.len() - out.len()
+        "{forgotten} node(s) forgotten; {} remain; {removed} etcd member(s) removed",
+        list.len() - forgotten
     ));
+    Ok(out)
+}
+
+/// Removes the etcd members whose peer URLs are on `addresses`; nothing when this host runs no
+/// stacked etcd (workers, an external etcd) or none of them is listed any more.
+fn forget_etcd_members(addresses: &[String]) -> StepResult<Vec<String>> {
+    use super::etcd;
+    if !etcd::local_etcd() {
+        return Ok(Vec::new());
+    }
+    let list = etcd::member_list().map_err(KubernetesError::from)?;
+    let mut out = Vec::new();
+    for m in etcd::members_of(&list, addresses) {
+        if etcd::member_remove(m.id).map_err(KubernetesError::from)? {
+            out.push(format!("removed etcd member {}", etcd::describe(m)));
+        }
+    }
     Ok(out)
 }
 

@@ -4,6 +4,7 @@
 pub mod containerd_config;
 pub mod context;
 pub mod cri;
+pub mod etcd;
 pub mod host;
 pub mod kernel;
 pub mod kube_proxy_rules;

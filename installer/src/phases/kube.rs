@@ -258,7 +258,7 @@ impl Phase for ForgetNodes {
     }
     fn dry_run(&self, _node: &Node) -> String {
         format!(
-            "delete the Node objects of {} (agent kube forget)",
+            "delete the Node objects and etcd members of {} (agent kube forget)",
             self.addresses.join(",")
         )
     }
@@ -267,8 +267,9 @@ impl Phase for ForgetNodes {
         let out = self
             .run
             .ask_first_master(&["forget", "--addresses", &addresses], "forget")?;
-        if let Some(last) = out.lines().last() {
-            node.note(last);
+        // Every removed node and etcd member, then the summary: the operator sees what went.
+        for line in out.lines() {
+            node.note(line);
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub struct Members {
     seen: Mutex<Option<(Vec<String>, Vec<String>)>>,
+    /// The deleted hosts that were reached (whether or not they knew a member list).
+    answered: Mutex<Vec<String>>,
 }
 
 /// Who stays after a delete.
@@ -36,6 +38,20 @@ impl Members {
                 }
             }
         }
+    }
+
+    fn answered(&self, address: String) {
+        lock(&self.answered).push(address);
+    }
+
+    /// The hosts of `deleted` that were never reached.
+    pub fn unanswered(&self, deleted: &[String]) -> Vec<String> {
+        let answered = lock(&self.answered);
+        deleted
+            .iter()
+            .filter(|a| !answered.contains(a))
+            .cloned()
+            .collect()
     }
 
     /// The hosts not in `deleted`; `None` when no deleted host had a member list.
@@ -67,6 +83,9 @@ impl Phase for ReadMembers {
         )
     }
     fn run(&self, node: &Node, _attempt: &Attempt) -> PhaseResult {
+        if let Some(h) = &node.host {
+            self.0.answered(h.addr.to_string());
+        }
         match read_context(node)? {
             Some(c) => {
                 self.0.record(&c.masters, &c.nodes);
@@ -149,6 +168,11 @@ mod tests {
         assert_eq!(m.remaining(&s(&["10.0.0.3"])), None);
         m.record(&s(&["10.0.0.2", "10.0.0.3"]), &s(&["10.0.0.5", "10.0.0.6"]));
         m.record(&s(&["10.0.0.2", "10.0.0.3"]), &s(&["10.0.0.5", "10.0.0.6"]));
+        m.answered("10.0.0.2".into());
+        assert_eq!(
+            m.unanswered(&s(&["10.0.0.2", "10.0.0.6"])),
+            s(&["10.0.0.6"])
+        );
         assert_eq!(
             m.remaining(&s(&["10.0.0.2", "10.0.0.6"])),
             Some(Remaining {
