@@ -118,6 +118,7 @@ fn install_with_fault(
 ) -> Vec<serde_json::Value> {
     let t = Instant::now();
     let mut child = Command::new(b)
+        .env("BALE_STATE", admin_state())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -456,6 +456,7 @@ fn a_killed_node_fails_alone_and_a_rerun_converges() {
     ];
     let t = Instant::now();
     let mut child = Command::new(b)
+        .env("BALE_STATE", admin_state())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -613,7 +614,11 @@ fn a_second_run_waits_for_the_host_lock_and_a_killed_run_leaves_none() {
         },
     );
     let b = &bundles().big;
-    let o = Command::new(b).args(&args).output().unwrap();
+    let o = Command::new(b)
+        .env("BALE_STATE", admin_state())
+        .args(&args)
+        .output()
+        .unwrap();
     assert!(!o.status.success(), "ran despite the lock");
     let ev = events(&stdout(&o));
     let failed = ev
@@ -630,6 +635,7 @@ fn a_second_run_waits_for_the_host_lock_and_a_killed_run_leaves_none() {
 
     // An installer killed during its upload: the next run takes the lock at once.
     let mut first = Command::new(b)
+        .env("BALE_STATE", admin_state())
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -645,7 +651,11 @@ fn a_second_run_waits_for_the_host_lock_and_a_killed_run_leaves_none() {
     first.kill().unwrap();
     first.wait().unwrap();
     let t = Instant::now();
-    let o = Command::new(b).args(&args).output().unwrap();
+    let o = Command::new(b)
+        .env("BALE_STATE", admin_state())
+        .args(&args)
+        .output()
+        .unwrap();
     ok(&o);
     let ev = events(&stdout(&o));
     assert!(has(&ev, "done", "lock", N1));
