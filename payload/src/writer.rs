@@ -529,7 +529,7 @@ impl BundleWriter {
         kind: Kind,
         mode: u32,
         size: u64,
-        r: &mut dyn Read,
+        r: &mut (dyn Read + Send),
         digest: Option<&Sha256Digest>,
     ) -> Result<()> {
         self.add_reader_with(path, kind, mode, size, r, digest, None)
@@ -545,7 +545,7 @@ impl BundleWriter {
         kind: Kind,
         mode: u32,
         size: u64,
-        r: &mut dyn Read,
+        r: &mut (dyn Read + Send),
         digest: Option<&Sha256Digest>,
         mut prefetched: Option<(Vec<u8>, Sha256Digest)>,
     ) -> Result<()> {
@@ -571,25 +571,44 @@ impl BundleWriter {
             self.dedup.by_digest.insert((sha, raw), seqs.clone());
             return self.push(path, kind, mode, size, sha, seqs, String::new());
         }
-        while left > 0 {
-            let n = left.min(frame) as usize;
-            let (data, known) = match prefetched.take() {
-                // Only ever given for content larger than a frame: it is exactly the first.
-                Some((data, sha)) => (data, Some(sha)),
-                _ => {
-                    let mut data = self.pool.take(n);
-                    read_full(r, &mut data, path)?;
-                    let sha = first_digest.is_none().then(|| format::sha256(&data));
-                    (data, sha)
-                }
-            };
+        if let Some((data, sha)) = prefetched.take() {
+            // Only ever given for content larger than a frame: it is exactly the first.
             hasher.update(&data);
-            if first_digest.is_none() {
-                first_digest = known;
-            }
-            seqs.push(self.submit(data, raw, known)?);
-            left -= n as u64;
+            first_digest = Some(sha);
+            left -= data.len() as u64;
+            seqs.push(self.submit(data, raw, Some(sha))?);
         }
+        // A thread reads the next frame while this one hashes the current: the copy out of the
+        // page cache and the whole-content SHA-256 are the two largest costs of a raw blob, and
+        // one after the other they kept a core idle.
+        std::thread::scope(|scope| -> Result<()> {
+            let (read_tx, read_rx) = sync_channel::<Result<Vec<u8>>>(1);
+            let pool = self.pool.clone();
+            let reader = &mut *r;
+            scope.spawn(move || {
+                while left > 0 {
+                    let n = left.min(frame) as usize;
+                    let mut data = pool.take(n);
+                    let got = read_full(reader, &mut data, path).map(|()| data);
+                    let failed = got.is_err();
+                    // A closed channel means the writer gave up on this entry.
+                    if read_tx.send(got).is_err() || failed {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+            });
+            for got in read_rx {
+                let data = got?;
+                let known = first_digest.is_none().then(|| format::sha256(&data));
+                hasher.update(&data);
+                if first_digest.is_none() {
+                    first_digest = known;
+                }
+                seqs.push(self.submit(data, raw, known)?);
+            }
+            Ok(())
+        })?;
         ensure_eof(r, path)?;
         let sha: Sha256Digest = hasher.finalize().into();
         check_expected(path, digest, &sha)?;
