@@ -138,7 +138,10 @@ offnode() {
     build >/dev/null 2>&1 & pid=$!
     while kill -0 "$pid" 2>/dev/null; do
         a=$(( avail0 - $(df -B1 --output=avail "$W" | tail -1) ))
-        u=$(du -sb --exclude=ctx --exclude=xdg "$W" 2>/dev/null | cut -f1 || echo 0)
+        # du exits non-zero when a file goes away under it (the build's temporaries): keep
+        # its one line either way.
+        u=$(du -sb --exclude=ctx --exclude=xdg "$W" 2>/dev/null | cut -f1 | head -n 1)
+        u=${u:-0}
         [ "$a" -gt "$peak_df" ] && peak_df=$a
         [ "$u" -gt "$peak_du" ] && peak_du=$u
         sleep 0.2
