@@ -1552,9 +1552,8 @@ pub fn write(
     let mut cached: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut layer_blobs = Vec::new();
     for img in &resolved {
-        for b in &img.blobs {
+        for (b, at) in img.blobs.iter().zip(images::blob_files(img, &cache)?) {
             if let Some(hex) = b.digest.strip_prefix("sha256:") {
-                let at = images::blob_file(img, &cache, b)?;
                 layer_blobs.push(sbom::LayerBlob {
                     digest: b.digest.clone(),
                     media_type: b.media_type.clone(),

@@ -75,17 +75,21 @@ enum Origin {
     Layout(LayoutBlobs),
 }
 
-/// Where the bundle writer reads `img`'s blob `d` from: its OCI layout when it came from one
-/// that has the blob, else the cache. For readers after the bundle (the SBOM) that want the
-/// same bytes.
-pub fn blob_file(img: &ResolvedImage, cache: &Cache, d: &Descriptor) -> Result<std::path::PathBuf> {
-    if let Some(dir) = &img.layout {
-        let layout = LayoutBlobs::new(dir, &img.source)?;
-        if layout.has(&d.digest) {
-            return layout.path(&d.digest);
-        }
-    }
-    cache.blob_path(&d.digest)
+/// Where the bundle writer reads each of `img`'s blobs from, in the order of `img.blobs`: its
+/// OCI layout when it came from one that has the blob, else the cache. For readers after the
+/// bundle (the SBOM) that want the same bytes; the layout is resolved once per image.
+pub fn blob_files(img: &ResolvedImage, cache: &Cache) -> Result<Vec<std::path::PathBuf>> {
+    let layout = match &img.layout {
+        Some(dir) => Some(LayoutBlobs::new(dir, &img.source)?),
+        None => None,
+    };
+    img.blobs
+        .iter()
+        .map(|d| match &layout {
+            Some(l) if l.has(&d.digest) => l.path(&d.digest),
+            _ => cache.blob_path(&d.digest),
+        })
+        .collect()
 }
 
 /// Adds `images` from `cache` to the bundle under `registry/`: every blob once, at

@@ -18,7 +18,7 @@ pub mod oci;
 pub mod registry;
 
 pub use bundle::{
-    add_images_merged, add_images_to_bundle, blob_file, BaseImages, ImagesSummary, REGISTRY_DIR,
+    add_images_merged, add_images_to_bundle, blob_files, BaseImages, ImagesSummary, REGISTRY_DIR,
 };
 pub use cache::Cache;
 pub use error::{ImagesError, Result};
