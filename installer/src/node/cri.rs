@@ -331,39 +331,10 @@ impl CriClient {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(CallError::Runtime)?;
-        rt.block_on(async {
-            let channel = self.connect().await?;
-            let mut grpc = tonic::client::Grpc::new(channel);
-            let mut request = tonic::Request::new(req);
-            // Sent as grpc-timeout so that containerd, too, stops working on a call given up.
-            request.set_timeout(timeout);
-            let call = async {
-                grpc.ready()
-                    .await
-                    .map_err(|e| CallError::Connect(ConnectFailure::NotReady(e)))?;
-                grpc.unary(
-                    request,
-                    http::uri::PathAndQuery::from_static(path),
-                    tonic_prost::ProstCodec::<Req, Resp>::default(),
-                )
-                .await
-                .map_err(CallError::Status)
-            };
-            // The local bound is a little longer, so containerd's own deadline answer (which
-            // says what it was doing) wins when it comes.
-            match tokio::time::timeout(timeout + Duration::from_secs(2), call).await {
-                Ok(r) => r.map(tonic::Response::into_inner),
-                Err(_) => Err(CallError::Timeout),
-            }
-        })
+        unary_call(|| self.connect(), path, timeout, req)
     }
 
-    async fn connect(&self) -> Result<tonic::transport::Channel, CallError> {
+    async fn connect(&self) -> Result<tonic::transport::Channel, tonic::transport::Error> {
         let socket = self.socket.clone();
         // The URI is a placeholder: the connector below ignores it, and gRPC over a unix
         // socket needs some authority for the HTTP/2 request.
@@ -377,11 +348,58 @@ impl CriClient {
                 }
             }))
             .await
-            .map_err(|e| CallError::Connect(ConnectFailure::Connect(e)))
     }
 }
 
-enum CallError {
+/// One unary gRPC call on the channel `connect` opens, on a current-thread runtime of its own
+/// (the installer is synchronous); shared by the CRI and etcd clients. `timeout` is sent as
+/// grpc-timeout, so the server, too, stops working on a call given up; the local bound is a
+/// little longer, so the server's own deadline answer (which says what it was doing) wins
+/// when it comes.
+pub(crate) fn unary_call<Req, Resp, C, F>(
+    connect: C,
+    path: &'static str,
+    timeout: Duration,
+    req: Req,
+) -> Result<Resp, CallError>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+    C: FnOnce() -> F,
+    F: std::future::Future<Output = Result<tonic::transport::Channel, tonic::transport::Error>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(CallError::Runtime)?;
+    rt.block_on(async {
+        let channel = connect()
+            .await
+            .map_err(|e| CallError::Connect(ConnectFailure::Connect(e)))?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(timeout);
+        let call = async {
+            grpc.ready()
+                .await
+                .map_err(|e| CallError::Connect(ConnectFailure::NotReady(e)))?;
+            grpc.unary(
+                request,
+                http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::<Req, Resp>::default(),
+            )
+            .await
+            .map_err(CallError::Status)
+        };
+        match tokio::time::timeout(timeout + Duration::from_secs(2), call).await {
+            Ok(r) => r.map(tonic::Response::into_inner),
+            Err(_) => Err(CallError::Timeout),
+        }
+    })
+}
+
+pub(crate) enum CallError {
     Connect(ConnectFailure),
     Runtime(std::io::Error),
     Timeout,

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cri::{CallError, ConnectFailure};
 use hyper_util::rt::TokioIo;
 use tokio_rustls::rustls::{self, pki_types};
 use tonic::transport::{Endpoint, Uri};
@@ -228,20 +229,15 @@ fn tls_config() -> Result<rustls::ClientConfig, EtcdError> {
     Ok(cfg)
 }
 
-/// One unary call on a connection and a runtime of its own (the agent is synchronous).
+/// One unary call to the local member, over TLS with the health-check client certificate.
 fn unary<Req, Resp>(path: &'static str, call: &'static str, req: Req) -> Result<Resp, EtcdError>
 where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config()?));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(EtcdError::Runtime)?;
-    rt.block_on(async {
-        let channel = Endpoint::from_static("http://127.0.0.1:2379")
+    let connect = || async move {
+        Endpoint::from_static("http://127.0.0.1:2379")
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let connector = connector.clone();
@@ -254,43 +250,28 @@ where
                 }
             }))
             .await
-            .map_err(|e| EtcdError::Connect {
+    };
+    let timeout = EtcdError::Timeout {
+        call,
+        secs: CALL_TIMEOUT.as_secs(),
+    };
+    super::cri::unary_call(connect, path, CALL_TIMEOUT, req).map_err(|e| match e {
+        CallError::Connect(ConnectFailure::Connect(e) | ConnectFailure::NotReady(e)) => {
+            EtcdError::Connect {
                 call,
                 reason: super::cri::error_chain(&e),
-            })?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        let mut request = tonic::Request::new(req);
-        request.set_timeout(CALL_TIMEOUT);
-        let answer = async {
-            grpc.ready().await.map_err(|e| EtcdError::Connect {
-                call,
-                reason: super::cri::error_chain(&e),
-            })?;
-            grpc.unary(
-                request,
-                http::uri::PathAndQuery::from_static(path),
-                tonic_prost::ProstCodec::<Req, Resp>::default(),
-            )
-            .await
-            .map_err(|s| match s.code() {
-                tonic::Code::DeadlineExceeded => EtcdError::Timeout {
-                    call,
-                    secs: CALL_TIMEOUT.as_secs(),
-                },
-                code => EtcdError::Call {
-                    call,
-                    code,
-                    message: s.message().to_string(),
-                },
-            })
-        };
-        match tokio::time::timeout(CALL_TIMEOUT + Duration::from_secs(2), answer).await {
-            Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(EtcdError::Timeout {
-                call,
-                secs: CALL_TIMEOUT.as_secs(),
-            }),
+            }
         }
+        CallError::Runtime(e) => EtcdError::Runtime(e),
+        CallError::Timeout => timeout,
+        CallError::Status(s) => match s.code() {
+            tonic::Code::DeadlineExceeded => timeout,
+            code => EtcdError::Call {
+                call,
+                code,
+                message: s.message().to_string(),
+            },
+        },
     })
 }
 
