@@ -4,7 +4,7 @@
 //! first master that stays forgets the deleted hosts' Nodes and etcd members.
 
 use crate::phases::members::{FollowMembers, Members, ReadMembers, Remaining};
-use crate::records::{ClusterMembers, Records};
+use crate::records::Records;
 use crate::reset::ResetOptions;
 use crate::run::{confirm, execute, hosts_phrase, prepare, RunError, RunResult, Target};
 use crate::site::Vips;
@@ -161,15 +161,11 @@ fn follow(
         }),
         Box::new(crate::phases::kube::PodNetwork(kube)),
     ];
-    let members = ClusterMembers {
-        masters: rest.masters.clone(),
-        nodes: rest.nodes.clone(),
-    };
     execute(p, phases, false, stay.parallel, "delete (update)").map_err(|e| {
         RunError::NotFollowed {
             source: Box::new(e),
         }
     })?;
-    crate::records::keep(Some(&members), deleted);
+    crate::records::keep(Some(&rest), deleted);
     Ok(())
 }

@@ -18,12 +18,8 @@ pub struct Members {
     answered: Mutex<Vec<String>>,
 }
 
-/// Who stays after a delete.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Remaining {
-    pub masters: Vec<String>,
-    pub nodes: Vec<String>,
-}
+/// Who stays after a delete: the same list the admin side records for a cluster.
+pub use crate::records::ClusterMembers as Remaining;
 
 impl Members {
     fn record(&self, masters: &[String], nodes: &[String]) {
