@@ -27,14 +27,17 @@ collected (from CONTEXT/images/ first, then the image cache, then their registri
 registry/. Without one, the CONTEXT directory is packed as it is.
 
 The bundle is written for the architecture of the stub: this program by default, or the
-bale binary given with --stub (e.g. an aarch64 build). With --platform, one bundle per
-platform, named NAME-VERSION-ARCH.bale (or -o with {arch}). Output is byte-for-byte
+bale binary given with --stub (e.g. an aarch64 build). With several --platform values, one
+bundle that installs on every one of them (each host gets its own architecture's program and
+binaries, and each image's variant for it; blobs are carried once); with -o naming {arch},
+one bundle per platform instead. Output is byte-for-byte
 reproducible: entries are sorted and no time or host name is recorded unless --timestamp is
 given.
 
 Examples:
   bale build -f Kubefile -t app:1.0 .
   bale build -t app:1.0 --platform linux/amd64,linux/arm64 --stub-dir out/release .
+  bale build -t app:1.0 --platform linux/amd64,linux/arm64 -o 'app-{arch}.bale' .
   bale build ./rootfs -o app.bale --name app --version 1.0")]
 pub struct BuildArgs {
     /// Build context (holding a Kubefile), or a directory tree to pack
@@ -54,8 +57,8 @@ pub struct BuildArgs {
     /// Value for an ARG of the Kubefile (repeatable)
     #[arg(long = "build-arg", value_name = "NAME=VALUE")]
     pub build_args: Vec<String>,
-    /// Platforms to build for, comma-separated, one bundle each (e.g. linux/amd64,linux/arm64)
-    /// [default: the stub's]
+    /// Platforms to build for, comma-separated (e.g. linux/amd64,linux/arm64): one bundle for
+    /// all of them, or one each when -o names {arch} [default: the stub's]
     #[arg(long, value_delimiter = ',', value_name = "OS/ARCH")]
     pub platform: Vec<String>,
     /// Print the images the context needs, where each is named, and exit without building
@@ -106,6 +109,30 @@ pub struct InfoArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+#[derive(Args)]
+pub struct VariantArgs {
+    /// Architecture whose program the copy starts with: x86_64 or aarch64 (amd64 and arm64
+    /// are understood too)
+    #[arg(long, value_name = "ARCH")]
+    pub arch: String,
+    /// File to write [default: NAME-VERSION-ARCH.bale]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Bundle file [default: this program, when it is a bundle]
+    pub file: Option<PathBuf>,
+}
+
+pub const VARIANT_HELP: &str = "\
+A bundle built with several --platform values starts with one architecture's program and
+carries the others'. `install` sends every host its own architecture's copy by itself; this
+writes such a copy, to run the bundle on a host of that architecture directly:
+
+  bale variant --arch aarch64 -o app-arm64.bale app.bale
+  scp app-arm64.bale arm-host: && ssh arm-host ./app-arm64.bale install
+
+The copy has the same header, entries and signatures (its root is the same), so `verify` and
+the trusted keys accept it as the same bundle.";
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -424,7 +451,7 @@ pub fn build(a: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// `bale build -f Kubefile`: one bundle per platform.
+/// `bale build -f Kubefile`: one bundle per platform, or one for all of them.
 fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
     use bale_bundler::build::{self as kb, PrepareOptions, Target, WriteConfig};
     use bale_bundler::images::{CollectOptions, Platform};
@@ -464,30 +491,35 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
         }
         v
     };
-    let several = platforms.len() > 1;
+    let per_platform = a
+        .output
+        .as_ref()
+        .is_some_and(|o| o.to_string_lossy().contains("{arch}"));
+    // Several platforms and no {arch} in -o: one bundle of them all, put together from one
+    // bundle per platform written beside it first.
+    let merged_output = (platforms.len() > 1 && !per_platform).then(|| {
+        a.output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{name}-{version}.bale")))
+    });
     let signing = crate::trust_cmds::build_signing(&a.signing)?;
     let mut baked_stubs = Vec::new();
     let mut targets = Vec::new();
     for platform in &platforms {
         let arch = kb::kernel_arch(platform);
         let stub = kb::find_stub(&arch, &stubs, a.stub_dir.as_deref())?;
-        let output = match &a.output {
-            Some(o) => {
-                let s = o.to_string_lossy();
-                if s.contains("{arch}") {
-                    PathBuf::from(s.replace("{arch}", &platform.architecture))
-                } else if several {
-                    bail!(
-                        "-o {}: building for {} platforms needs {{arch}} in the file name, e.g.                          -o {name}-{{arch}}.bale",
-                        o.display(),
-                        platforms.len()
-                    );
-                } else {
-                    o.clone()
-                }
+        let output = match (&a.output, &merged_output) {
+            (_, Some(m)) => part_path(m, &arch),
+            (Some(o), None) => PathBuf::from(
+                o.to_string_lossy()
+                    .replace("{arch}", &platform.architecture),
+            ),
+            (None, None) if a.platform.is_empty() => {
+                PathBuf::from(format!("{name}-{version}.bale"))
             }
-            None if a.platform.is_empty() => PathBuf::from(format!("{name}-{version}.bale")),
-            None => PathBuf::from(format!("{name}-{version}-{}.bale", platform.architecture)),
+            (None, None) => {
+                PathBuf::from(format!("{name}-{version}-{}.bale", platform.architecture))
+            }
         };
         let stub = match signing.stub_for(&stub, &output)? {
             Some(b) => {
@@ -506,7 +538,11 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
 
     let mut opts = PrepareOptions {
         build_args,
-        exclude: targets.iter().map(|t| t.output.clone()).collect(),
+        exclude: targets
+            .iter()
+            .map(|t| t.output.clone())
+            .chain(merged_output.clone())
+            .collect(),
         base_pull: kb::BasePull {
             offline: a.offline,
             insecure_registries: a.insecure_registries.clone(),
@@ -539,6 +575,8 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
             ..Default::default()
         },
     };
+    // The per-platform bundles of a merged build go once the build ends, whatever its end.
+    let mut parts = PartFiles::default();
     for (i, t) in targets.iter().enumerate() {
         // A Kubefile that uses ${ARCH} is another build for each architecture.
         if i > 0 && prepared.plan.platform_dependent {
@@ -551,6 +589,17 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
             }
         }
         let summary = kb::write(&prepared, &discovery, t, &cfg)?;
+        if merged_output.is_some() {
+            parts.push(t.output.clone());
+            eprintln!(
+                "built {} for {}: {} entries, {} images",
+                t.output.display(),
+                t.platform,
+                summary.header.table.entries,
+                summary.header.counts.images
+            );
+            continue;
+        }
         signing.sign(&t.output)?;
         if let Some(tag) = &a.tag {
             crate::store_cmds::record_build(&a.store, &t.output, tag)?;
@@ -568,8 +617,68 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    if let Some(output) = &merged_output {
+        let summary = kb::platforms::merge(
+            &parts.0,
+            output,
+            &kb::platforms::MergeConfig {
+                name: cfg.name.clone(),
+                version: cfg.version.clone(),
+                created_at: cfg.created_at.clone(),
+                write: cfg.write.clone(),
+            },
+        )?;
+        drop(parts);
+        signing.sign(output)?;
+        if let Some(tag) = &a.tag {
+            crate::store_cmds::record_build(&a.store, output, tag)?;
+        }
+        let h = &summary.header;
+        eprintln!(
+            "wrote {} ({}, {}): {} entries, {} images; {} of content stored in {} in {:.1}s",
+            output.display(),
+            platforms
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            human_bytes(h.sizes.file),
+            h.table.entries,
+            h.counts.images,
+            human_bytes(h.sizes.content),
+            human_bytes(h.sizes.stored),
+            started.elapsed().as_secs_f64()
+        );
+    }
     drop(baked_stubs);
     Ok(())
+}
+
+/// Where the bundle of one platform is written before the platforms are put into `merged`.
+fn part_path(merged: &std::path::Path, arch: &str) -> PathBuf {
+    let name = merged
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    merged.with_file_name(format!(".{name}.{arch}.part"))
+}
+
+/// The per-platform bundles of a merged build, removed when dropped.
+#[derive(Default)]
+struct PartFiles(Vec<PathBuf>);
+
+impl PartFiles {
+    fn push(&mut self, p: PathBuf) {
+        self.0.push(p);
+    }
+}
+
+impl Drop for PartFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -614,6 +723,12 @@ pub fn info(a: InfoArgs, this: Option<Bundle>) -> Result<()> {
     println!("name:        {}", printable(&h.name));
     println!("version:     {}", printable(&h.version));
     println!("arch:        {}", printable(&h.arch));
+    if b.is_multi_platform() {
+        println!(
+            "platforms:   {} (install sends each host its own; `bale variant` writes one)",
+            printable(&bale_payload::platforms::carried(h))
+        );
+    }
     println!("format:      {}", printable(&h.format));
     println!("created by:  {}", printable(&h.created_by));
     if let Some(t) = &h.created_at {
@@ -661,6 +776,35 @@ pub fn info(a: InfoArgs, this: Option<Bundle>) -> Result<()> {
             }
         );
     }
+    Ok(())
+}
+
+pub fn variant(a: VariantArgs, this: Option<Bundle>) -> Result<()> {
+    let b = target_bundle(a.file, this)?;
+    let arch = match a.arch.as_str() {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        other => other,
+    };
+    if !b.is_multi_platform() {
+        bail!(
+            "{} is a bundle for {} only; build it with --platform naming {arch} as well",
+            b.path().display(),
+            b.header.arch
+        );
+    }
+    let out = a.output.unwrap_or_else(|| {
+        // The name comes from the file: it must not lead elsewhere.
+        let name = format!("{}-{}-{arch}.bale", b.header.name, b.header.version);
+        PathBuf::from(name.replace(['/', '\0'], "_"))
+    });
+    bale_payload::platforms::write_variant(&b, arch, &out).map_err(|e| in_bundle(b.path(), e))?;
+    eprintln!(
+        "wrote {} ({}, starts with the {arch} program; root sha256:{})",
+        out.display(),
+        human_bytes(std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0)),
+        hex_of(&b.root())
+    );
     Ok(())
 }
 

@@ -62,6 +62,9 @@ enum Command {
     Verify(bundle_cmds::VerifyArgs),
     /// Write a bundle's entries to a directory
     Extract(bundle_cmds::ExtractArgs),
+    /// Write the copy of a bundle of several platforms that runs on another architecture
+    #[command(after_help = bundle_cmds::VARIANT_HELP)]
+    Variant(bundle_cmds::VariantArgs),
     /// Make an ed25519 key pair to sign bundles with
     Keygen(trust_cmds::KeygenArgs),
     /// Sign a bundle (adds a signature over its root; the payload is unchanged)
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
         Some(Command::List(a)) => bundle_cmds::list(a, this),
         Some(Command::Verify(a)) => bundle_cmds::verify(a, this),
         Some(Command::Extract(a)) => bundle_cmds::extract(a, this),
+        Some(Command::Variant(a)) => bundle_cmds::variant(a, this),
         Some(Command::Keygen(a)) => trust_cmds::keygen(a),
         Some(Command::Sign(a)) => trust_cmds::sign(a),
         Some(Command::Signatures(trust_cmds::SignaturesCommand::Export(a))) => {

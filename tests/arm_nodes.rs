@@ -13,6 +13,9 @@
 //! /usr/local/bin/runc is never run); containerd, the shims, the containers' processes and
 //! bale itself (agent, registry, guard) stay arm64. The test prints this on every run.
 //!
+//! A second test installs one bundle built for linux/amd64 and linux/arm64 on two x86_64 nodes
+//! and an arm64 node: each gets its own architecture's program, binaries and image variants.
+//!
 //! Needs root, the testbed, the aarch64 release build (`scripts/build-release.sh`, or
 //! BALE_AARCH64_BIN) and the inputs `examples/appliance/make-images.sh` and
 //! `fetch-runtime.sh --arch arm64` make (`scripts/test.sh` runs all of them).
@@ -280,5 +283,225 @@ fn arm64_bundle_installs_on_two_arm64_nodes_and_on_one_by_itself() {
     on_ok("n1", "rm -f /root/app-arm.bale");
     let now = on_ok("n1", SNAPSHOT);
     assert_eq!(now, before[0], "n1: the local reset left the node changed");
+    bed.finish();
+}
+
+/// The appliance for linux/amd64 and linux/arm64 in one file, from a copy of the example's
+/// context (hard links) whose Kubefile takes each platform's runtime by `${ARCH}`.
+fn mixed_appliance(dir: &Path, arm: &Path) -> PathBuf {
+    let app = root().join("examples/appliance");
+    for need in [
+        "images/web/index.json",
+        "runtime/bin/containerd",
+        "runtime-arm64/bin/containerd",
+    ] {
+        assert!(
+            app.join(need).exists(),
+            "examples/appliance/{need} is missing: scripts/test.sh makes it"
+        );
+    }
+    let ctx = dir.join("ctx");
+    let cp = |from: &Path, to: &Path| {
+        let o = std::process::Command::new("cp")
+            .arg("-al")
+            .arg(from)
+            .arg(to)
+            .output()
+            .expect("run cp");
+        ok(&o);
+    };
+    std::fs::create_dir_all(&ctx).unwrap();
+    for part in ["rootfs", "images", "imageList", "charts", "Kubefile"] {
+        cp(&app.join(part), &ctx.join(part));
+    }
+    cp(&app.join("runtime"), &ctx.join("runtime-amd64"));
+    cp(&app.join("runtime-arm64"), &ctx.join("runtime-arm64"));
+    let kubefile = std::fs::read_to_string(app.join("Kubefile"))
+        .unwrap()
+        .replace("COPY $RUNTIME/", "COPY runtime-${ARCH}/");
+    assert!(
+        kubefile.contains("COPY runtime-${ARCH}/bin bin"),
+        "{kubefile}"
+    );
+    std::fs::remove_file(ctx.join("Kubefile")).unwrap();
+    std::fs::write(ctx.join("Kubefile"), kubefile).unwrap();
+    let stubs = dir.join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    std::fs::copy(arm, stubs.join("bale-aarch64")).unwrap();
+    let out = dir.join("appliance.bale");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(&bale(&[
+        "build",
+        "-t",
+        "appliance:0.1.0",
+        "--offline",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--stub-dir",
+        &s(&stubs),
+        "-o",
+        &s(&out),
+        &s(&ctx),
+    ]));
+    let info = stdout(&bale(&["info", &s(&out)]));
+    assert!(info.contains("arch:        x86_64"), "{info}");
+    assert!(info.contains("platforms:   aarch64, x86_64"), "{info}");
+    out
+}
+
+/// The per-platform manifest digests of an image as the registry at `ip` serves its index.
+fn variant_digests(ip: &str, image: &str) -> std::collections::BTreeMap<String, String> {
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{ip}:5050/{image}"))
+        .output()
+        .expect("run skopeo");
+    ok(&o);
+    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{ip}: {image} is not served as an index: {index}"))
+        .iter()
+        .map(|m| {
+            (
+                m["platform"]["architecture"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                m["digest"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn one_bundle_installs_two_x86_64_nodes_and_an_arm64_node() {
+    let Some(arm) = aarch64_bale() else { return };
+    let dir = scratch("mixed-platforms");
+    let bundle = mixed_appliance(&dir, &arm);
+    let size = std::fs::metadata(&bundle).unwrap().len();
+    let Some(bed) = Testbed::up(3, &["--arch", "n3=aarch64"]) else {
+        return;
+    };
+    let status = tb_ok(&["status"]);
+    tell(&format!(
+        "nodes:\n{status}(not covered on n3: arm64 runc and arm64 nft themselves, see this file's doc comment)"
+    ));
+    let arches = [
+        ("n1", N1, "x86_64"),
+        ("n2", N2, "x86_64"),
+        ("n3", N3, "aarch64"),
+    ];
+    for (n, _, arch) in arches {
+        assert_eq!(on_ok(n, "uname -m").trim(), arch, "{n}");
+    }
+    let before: Vec<String> = arches.iter().map(|(n, ..)| on_ok(n, SNAPSHOT)).collect();
+
+    // The mixed file itself runs the install (its program is x86_64, like this host).
+    let hosts = ["--masters", N1, "--nodes", &format!("{N2},{N3}")];
+    let t = Instant::now();
+    let (o, ev) = run_on(&bundle, "install", &hosts, &[]);
+    ok(&o);
+    web_answers_on(&[N1, N2, N3]);
+    tell(&format!(
+        "install of one bundle on 2 x86_64 nodes + 1 arm64 node (emulated): {:.1} s to the app answering",
+        t.elapsed().as_secs_f64()
+    ));
+    for (n, ip, arch) in arches {
+        let phases: f64 = ev
+            .iter()
+            .filter(|e| e["event"] == "done" && e["node"] == ip)
+            .filter_map(|e| e["seconds"].as_f64())
+            .sum();
+        tell(&format!("{n} ({arch}): its phases took {phases:.1} s"));
+        let arch_check = ev
+            .iter()
+            .find(|e| e["event"] == "preflight" && e["node"] == ip)
+            .and_then(|t| t["checks"].as_array())
+            .and_then(|c| c.iter().find(|c| c["name"] == "arch"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            arch_check["detail"],
+            format!("{arch} (bundle aarch64, x86_64)"),
+            "{n}: {arch_check}"
+        );
+    }
+    // What the installer sent: each node's copy note says where its bytes came from.
+    let mut from_installer = 0u64;
+    for e in ev.iter().filter(|e| e["event"] == "info") {
+        let m = e["message"].as_str().unwrap_or("");
+        if let Some(rest) = m.split("bytes from the installer ").nth(1) {
+            let n: u64 = rest
+                .split(',')
+                .next()
+                .and_then(|x| x.trim().parse().ok())
+                .unwrap_or_else(|| panic!("unreadable copy note: {m}"));
+            from_installer += n;
+            tell(&format!("{}: {m}", e["node"]));
+        }
+    }
+    tell(&format!(
+        "bytes sent by the installer for the mixed cluster: {from_installer} = {:.2}x the bundle ({size} bytes)",
+        from_installer as f64 / size as f64
+    ));
+    // One copy of the bundle, and the arm64 node's own program (its chunks come from a peer).
+    let arm_program = std::fs::metadata(&arm).unwrap().len();
+    assert!(
+        from_installer >= size && from_installer <= size + arm_program + (1 << 20),
+        "the installer sent {from_installer} bytes for a {size}-byte bundle and a \
+         {arm_program}-byte arm64 program"
+    );
+
+    let busybox = variant_digests(N1, "library/busybox:1.36");
+    assert!(
+        busybox.contains_key("amd64") && busybox.contains_key("arm64"),
+        "{busybox:?}"
+    );
+    for (n, ip, arch) in arches {
+        // Each node runs its own architecture's program, binaries and image variant.
+        assert_eq!(elf_machine(n, "/var/lib/bale/bundle.bale"), arch, "{n}");
+        for b in ["containerd", "containerd-shim-runc-v2", "runc"] {
+            assert_eq!(
+                elf_machine(n, &format!("/usr/local/bin/{b}")),
+                arch,
+                "{n}: /usr/local/bin/{b}"
+            );
+        }
+        assert_eq!(variant_digests(ip, "library/busybox:1.36"), busybox, "{n}");
+        let out = on_ok(
+            n,
+            "ctr -n e2e images pull --hosts-dir /etc/containerd/certs.d \
+             docker.io/library/busybox:1.36 >/dev/null && \
+             ctr -n e2e content ls -q && \
+             ctr -n e2e run --rm docker.io/library/busybox:1.36 e2e-arch busybox uname -m",
+        );
+        let (goarch, other) = if arch == "aarch64" {
+            ("arm64", "amd64")
+        } else {
+            ("amd64", "arm64")
+        };
+        assert!(
+            out.lines().any(|l| l.trim() == busybox[goarch]),
+            "{n}: did not pull the {goarch} variant {}: {out}",
+            busybox[goarch]
+        );
+        assert!(
+            !out.lines().any(|l| l.trim() == busybox[other]),
+            "{n}: pulled the {other} variant too: {out}"
+        );
+        assert_eq!(out.lines().last().map(str::trim), Some(arch), "{n}: {out}");
+    }
+    let (o, _) = run_on(&bundle, "check", &hosts, &[]);
+    ok(&o);
+    let (o, _) = run_on(&bundle, "reset", &hosts, &["--yes"]);
+    ok(&o);
+    for ((n, ..), was) in arches.iter().zip(&before) {
+        assert_eq!(
+            &on_ok(n, SNAPSHOT),
+            was,
+            "{n}: reset did not leave the node as it was"
+        );
+    }
     bed.finish();
 }

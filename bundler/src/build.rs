@@ -9,7 +9,10 @@
 //! [`discover`](crate::discover)) collected for that platform. The sources of `APP`/`CNI`/`CSI`
 //! go to `application/apps/<name>/` as sealer lays them out ([`Prepared::apps`] names them as
 //! the bundle holds them); a Kubefile that uses `${ARCH}` is prepared once per platform. Nothing time- or host-dependent
-//! goes into the header, so the same inputs give the same bytes.
+//! goes into the header, so the same inputs give the same bytes. [`platforms::merge`] puts the
+//! bundles of several platforms into one.
+
+pub mod platforms;
 
 use crate::discover::{self, DiscoverOptions, Discovery};
 use crate::images::{self, Cache, CollectOptions, Platform, ResolvedImage, REGISTRY_DIR};
@@ -437,7 +440,12 @@ pub fn prepare(kubefile: &Path, context: &Path, opts: &PrepareOptions) -> Result
                     ),
                 ));
             }
-            let bundle = Bundle::open(&file).map_err(|e| {
+            // A base of several platforms is read as the platform being built.
+            let opened = match &opts.base_pull.arch {
+                Some(arch) => Bundle::open_for_platform(&file, arch),
+                None => Bundle::open(&file),
+            };
+            let bundle = opened.map_err(|e| {
                 BuildError::at(format!("{from_origin}: FROM {path}: {}", file.display()), e)
             })?;
             let entries = bundle.entries().map_err(|e| {

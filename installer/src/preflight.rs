@@ -162,7 +162,8 @@ pub struct HostView<'a> {
 
 /// Everything a check compares against.
 pub struct Want<'a> {
-    pub arch: &'a str,
+    /// The architectures the bundle installs on.
+    pub arches: &'a [String],
     pub bundle_size: u64,
     pub data_dir: &'a str,
     pub ignore: &'a [String],
@@ -193,12 +194,12 @@ pub fn evaluate(hosts: &[HostView], want: &Want) -> Vec<Vec<Check>> {
         let p = h.probe;
         add(
             "arch",
-            if f.arch == want.arch {
+            if want.arches.contains(&f.arch) {
                 Status::Ok
             } else {
                 Status::Fail
             },
-            format!("{} (bundle {})", f.arch, want.arch),
+            format!("{} (bundle {})", f.arch, want.arches.join(", ")),
         );
         add(
             "os",
@@ -467,7 +468,7 @@ mod tests {
         ];
         let ignore = vec!["clock".to_string()];
         let want = Want {
-            arch: "x86_64",
+            arches: &["x86_64".to_string()],
             bundle_size: 1 << 20,
             data_dir: "/var/lib/bale",
             ignore: &ignore,
@@ -490,6 +491,38 @@ mod tests {
         assert_eq!(status(&r[2], "clock"), Status::Ok);
         let t = table("b", "b", &r[1]);
         assert!(t.contains("disk") && t.contains("FAIL"), "{t}");
+    }
+
+    #[test]
+    fn a_host_passes_when_the_bundle_carries_its_architecture() {
+        let mut arm = facts("arm");
+        arm.arch = "aarch64".into();
+        let p = probe(10 << 20, 0.0, "");
+        let hosts = [HostView {
+            name: "arm".into(),
+            role: Role::Node,
+            facts: &arm,
+            probe: &p,
+        }];
+        let arch_check = |arches: &[String]| {
+            let want = Want {
+                arches,
+                bundle_size: 1 << 20,
+                data_dir: "/var/lib/bale",
+                ignore: &[],
+            };
+            let r = evaluate(&hosts, &want);
+            let c = r[0].iter().find(|c| c.name == "arch").unwrap();
+            (c.status, c.detail.clone())
+        };
+        assert_eq!(
+            arch_check(&["x86_64".into()]),
+            (Status::Fail, "aarch64 (bundle x86_64)".into())
+        );
+        assert_eq!(
+            arch_check(&["aarch64".into(), "x86_64".into()]),
+            (Status::Ok, "aarch64 (bundle aarch64, x86_64)".into())
+        );
     }
 
     #[test]

@@ -179,7 +179,12 @@ impl ChunkList {
                 pieces: vec![Piece {
                     offset: 0,
                     len: trailer.stub_len,
-                    sha256: parse_digest("stub", &header.stub.sha256)?,
+                    sha256: parse_digest(
+                        "stub",
+                        &crate::platforms::program_region(&header, trailer.stub_len)
+                            .unwrap_or(&header.stub)
+                            .sha256,
+                    )?,
                 }],
             },
         ];
@@ -241,6 +246,36 @@ impl ChunkList {
     pub fn get(&self, index: usize) -> Option<&Chunk> {
         self.chunks.get(index)
     }
+}
+
+/// Makes the tail chunk of one copy of a multi-platform bundle the tail of the copy whose
+/// program is `stub_len` bytes: the table, header and signature block are the same in every
+/// copy, only the trailer's offsets move (see [`crate::platforms`]). A tail whose trailer
+/// already says `stub_len`, or that is too short to hold a trailer, is left as it is; the
+/// result is checked as any tail is, by [`ChunkList::from_tail`].
+pub fn rebase_tail(tail: &mut [u8], stub_len: u64) {
+    let Some(at) = tail.len().checked_sub(TRAILER_LEN) else {
+        return;
+    };
+    let mut tb = [0u8; TRAILER_LEN];
+    tb.copy_from_slice(&tail[at..]);
+    let mut claimed = [0u8; 8];
+    claimed.copy_from_slice(&tb[80..88]);
+    let Ok(t) = Trailer::decode(&tb, u64::from_le_bytes(claimed)) else {
+        return;
+    };
+    if t.stub_len == stub_len {
+        return;
+    }
+    let moved = |off: u64| off.wrapping_sub(t.stub_len).wrapping_add(stub_len);
+    let rebased = Trailer {
+        stub_len,
+        table_offset: moved(t.table_offset),
+        header_offset: moved(t.header_offset),
+        file_len: moved(t.file_len),
+        ..t
+    };
+    tail[at..].copy_from_slice(&rebased.encode());
 }
 
 fn frames_chunk(pieces: Vec<Piece>) -> Chunk {

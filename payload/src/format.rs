@@ -245,6 +245,11 @@ pub struct Header {
     #[serde(default)]
     pub inputs: Vec<String>,
     pub stub: Region,
+    /// A multi-platform bundle's programs, by architecture, the one at the start of the file
+    /// included: any of them may start the file (see FORMAT.md, "Several platforms"). Empty,
+    /// and not written, for a bundle of one platform.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub programs: BTreeMap<String, Region>,
     pub table: TableInfo,
     pub counts: Counts,
     pub sizes: Sizes,

@@ -9,6 +9,7 @@
 //! - [`reader`] opens them, reading only the trailer and header until asked for more.
 //! - [`verify`] checks every byte on every core without decompressing.
 //! - [`extract`] writes entries to disk without ever leaving an unverified file in place.
+//! - [`platforms`] lets one bundle carry several architectures and each host see its own.
 //! - [`sigblock`] reads the signature block (format 1.1) and writes a copy with another one.
 
 pub mod chunks;
@@ -16,6 +17,7 @@ pub mod elf;
 pub mod error;
 pub mod extract;
 pub mod format;
+pub mod platforms;
 pub mod reader;
 pub mod sigblock;
 pub mod verify;

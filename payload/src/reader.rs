@@ -40,6 +40,26 @@ impl Bundle {
         Self::from_file(file, path)
     }
 
+    /// Opens a bundle to read the entries and metadata of its `arch` platform: for a bundle
+    /// of several platforms that carries `arch`, that platform's view even when the file starts
+    /// with another architecture's program (so [`Bundle::check_stub`] is not for it); any
+    /// other bundle as [`Bundle::open`] does. A build `FROM` a multi-platform base uses it.
+    pub fn open_for_platform(path: impl AsRef<Path>, arch: &str) -> Result<Bundle> {
+        let mut b = Bundle::open(path)?;
+        if b.is_multi_platform() && b.header.arch != arch && b.header.programs.contains_key(arch) {
+            let bytes = read_region(
+                &b.file,
+                &b.path,
+                b.trailer.header_offset,
+                b.trailer.header_len,
+            )?;
+            let mut header = decode_header(&b.trailer, &bytes)?;
+            crate::platforms::select(&mut header, arch, None)?;
+            b.header = header;
+        }
+        Ok(b)
+    }
+
     /// The bundle this very program is, if a payload is appended to it. `Ok(None)` means this
     /// is a plain bale program (the build tool).
     pub fn open_self() -> Result<Option<Bundle>> {
@@ -69,7 +89,16 @@ impl Bundle {
             other => other?,
         };
         let header_bytes = read_region(&file, &path, trailer.header_offset, trailer.header_len)?;
-        let header = decode_header(&trailer, &header_bytes)?;
+        let mut header = decode_header(&trailer, &header_bytes)?;
+        if !header.programs.is_empty() {
+            let mut head = [0u8; 20];
+            file.read_exact_at(&mut head, 0)
+                .map_err(|e| Error::io(&path, e))?;
+            let arch = crate::elf::arch_of_header(&head).ok_or_else(|| {
+                Error::BadHeader("the file does not start with an ELF program".into())
+            })?;
+            crate::platforms::select(&mut header, &arch, Some(trailer.stub_len))?;
+        }
         Ok(Bundle {
             file,
             path,
@@ -91,9 +120,25 @@ impl Bundle {
         self.trailer.stub_len
     }
 
-    /// Loads, authenticates and decodes the entry table, streaming it from the file: memory is
-    /// what the decoded entries take, within [`format::table_memory_limit`].
+    /// The entries this bundle installs: for a bundle of several platforms, the view of the
+    /// platform whose program starts the file (see [`crate::platforms`]); otherwise all.
     pub fn entries(&self) -> Result<Vec<Entry>> {
+        let all = self.all_entries()?;
+        if self.is_multi_platform() {
+            return crate::platforms::view(all, &self.header.arch);
+        }
+        Ok(all)
+    }
+
+    /// True when the bundle carries the programs and entries of several platforms.
+    pub fn is_multi_platform(&self) -> bool {
+        !self.header.programs.is_empty()
+    }
+
+    /// Loads, authenticates and decodes the entry table, streaming it from the file: memory is
+    /// what the decoded entries take, within [`format::table_memory_limit`]. Every entry, of
+    /// every platform.
+    pub fn all_entries(&self) -> Result<Vec<Entry>> {
         let region = RegionReader {
             file: &self.file,
             pos: self.trailer.table_offset,
@@ -319,7 +364,10 @@ pub(crate) fn decode_header(trailer: &Trailer, header_bytes: &[u8]) -> Result<He
             header.format
         )));
     }
-    if header.table.len != trailer.table_len || header.stub.len != trailer.stub_len {
+    // A bundle of several platforms may start with any of its programs.
+    let program_fits = header.stub.len == trailer.stub_len
+        || header.programs.values().any(|p| p.len == trailer.stub_len);
+    if header.table.len != trailer.table_len || !program_fits {
         return Err(Error::BadHeader(
             "header and trailer disagree on region sizes".into(),
         ));

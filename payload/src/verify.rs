@@ -40,7 +40,10 @@ pub fn verify(
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<VerifyReport> {
-    let entries = bundle.entries()?;
+    let entries = bundle.all_entries()?;
+    if bundle.is_multi_platform() {
+        crate::platforms::check_programs(&bundle.header, &entries)?;
+    }
     let checks = frame_checks(bundle, &entries)?;
     let batches = batch(&checks);
 
@@ -101,7 +104,7 @@ pub fn verify_content(
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
-    let entries = bundle.entries()?;
+    let entries = bundle.all_entries()?;
     // Contents by their owner (the first entry listing the frames), with every entry that
     // shares them.
     let mut by_first: HashMap<u64, usize> = HashMap::new();

@@ -175,6 +175,7 @@ pub struct BundleWriter {
     meta: BundleMeta,
     arch: String,
     stub: Region,
+    programs: BTreeMap<String, Region>,
     pending: Vec<Pending>,
     next_seq: usize,
     jobs: Option<SyncSender<Job>>,
@@ -225,6 +226,7 @@ impl BundleWriter {
             meta,
             arch,
             stub: Region::default(),
+            programs: BTreeMap::new(),
             pending: Vec::new(),
             next_seq: 0,
             jobs: None,
@@ -257,6 +259,13 @@ impl BundleWriter {
         };
         this.start_pipeline(out);
         Ok(this)
+    }
+
+    /// Makes this a bundle of several platforms: `programs` are the other architectures'
+    /// programs; the header lists them with the one this bundle starts with. The caller adds
+    /// every one of them, this one too, as an entry ([`crate::platforms::program_entry`]).
+    pub fn set_programs(&mut self, programs: BTreeMap<String, Region>) {
+        self.programs = programs;
     }
 
     /// Reports content bytes as their frames reach the file. Set it once, before adding.
@@ -375,9 +384,14 @@ impl BundleWriter {
     /// [`BundleWriter::finish`]). Content this bundle already holds is stored once, as for
     /// every other entry.
     pub fn add_entry_from(&mut self, base: &Bundle, entry: &Entry) -> Result<()> {
+        self.add_entry_from_as(base, entry, &entry.path)
+    }
+
+    /// [`BundleWriter::add_entry_from`] under another path.
+    pub fn add_entry_from_as(&mut self, base: &Bundle, entry: &Entry, path: &str) -> Result<()> {
         match entry.kind {
-            Kind::Dir => return self.add_dir(&entry.path, entry.mode),
-            Kind::Symlink => return self.add_symlink(&entry.path, &entry.target),
+            Kind::Dir => return self.add_dir(path, entry.mode),
+            Kind::Symlink => return self.add_symlink(path, &entry.target),
             Kind::File | Kind::Blob => {}
         }
         let raw = entry.kind == Kind::Blob;
@@ -385,7 +399,7 @@ impl BundleWriter {
         if let Some(seqs) = self.dedup.by_digest.get(&key).cloned() {
             self.deduplicated_bytes += entry.size;
             return self.push(
-                &entry.path,
+                path,
                 entry.kind,
                 entry.mode,
                 entry.size,
@@ -423,7 +437,7 @@ impl BundleWriter {
         }
         self.dedup.by_digest.entry(key).or_insert(seqs.clone());
         self.push(
-            &entry.path,
+            path,
             entry.kind,
             entry.mode,
             entry.size,
@@ -737,6 +751,24 @@ impl BundleWriter {
             created_at: self.meta.created_at.clone(),
             inputs: self.meta.inputs.clone(),
             stub: self.stub.clone(),
+            programs: if self.programs.is_empty() {
+                BTreeMap::new()
+            } else {
+                let mut all = self.programs.clone();
+                all.insert(self.arch.clone(), self.stub.clone());
+                // A copy's program is told from the others by its length (the chunk list of a
+                // copy knows no more of it).
+                let mut lens: Vec<u64> = all.values().map(|r| r.len).collect();
+                lens.sort_unstable();
+                if lens.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(Error::Input(
+                        "two of the platforms' programs have the same length; rebuild one of \
+                         them (any change of its size will do)"
+                            .into(),
+                    ));
+                }
+                all
+            },
             table: TableInfo {
                 len: table.len() as u64,
                 raw_len: table_raw.len() as u64,

@@ -206,7 +206,7 @@ fn copy(opts: CopyOptions) -> Result<(), Failure> {
                     stop.store(true, Ordering::SeqCst);
                 });
             }
-            if let Err((code, m)) = fetch(&store, &exe, *addr, token, &opts.digest) {
+            if let Err((code, m)) = fetch(&store, &exe, *addr, token, &opts.digest, opts.stub_len) {
                 store.fail(&m);
                 return Err((code, m));
             }
@@ -247,12 +247,18 @@ fn next_record(
 }
 
 /// Fetches every missing chunk from a peer, in order, as the peer gets them.
+///
+/// The peer may hold the copy of a multi-platform bundle for another architecture: every chunk
+/// but the program and the tail is the same in both, the program is this node's own, and the
+/// peer's tail is made this copy's (`stub_len` is this copy's program length) before it is
+/// checked.
 fn fetch(
     store: &Arc<Store>,
     exe: &Path,
     addr: SocketAddr,
     token: &str,
     digest: &str,
+    stub_len: u64,
 ) -> Result<(), Failure> {
     let lost = |what: String| (EXIT_SOURCE_LOST, format!("peer {addr}: {what}"));
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
@@ -275,7 +281,7 @@ fn fetch(
     };
     if store.list().is_none() {
         want(&mut wr, &[TAIL])?;
-        receive(&mut rd, store, &[TAIL], &source)
+        receive(&mut rd, store, &[TAIL], &source, stub_len)
             .map_err(|e| lost(crate::engine::report::chain(&e)))?;
         store.fill_stub_from(exe).map_err(failed)?;
         store.set_phase("ready").map_err(failed)?;
@@ -293,7 +299,7 @@ fn fetch(
             );
         }
         want(&mut wr, &missing)?;
-        receive(&mut rd, store, &missing, &source)
+        receive(&mut rd, store, &missing, &source, stub_len)
             .map_err(|e| lost(crate::engine::report::chain(&e)))?;
     }
     let left = store.missing().len();
@@ -308,6 +314,7 @@ fn receive(
     store: &Arc<Store>,
     wanted: &[usize],
     source: &str,
+    stub_len: u64,
 ) -> Result<(), CopyError> {
     let sink = Sink::start(store.clone(), source, OnBadChunk::Skip);
     for &index in wanted {
@@ -325,6 +332,9 @@ fn receive(
             return Err(CopyError::Protocol(format!(
                 "sent chunk {got} where {index} was due"
             )));
+        }
+        if index == TAIL {
+            bale_payload::chunks::rebase_tail(&mut buf, stub_len);
         }
         sink.put(index, buf)?;
     }

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The program on the node that runs `agent copy` (the bundle's stub).
@@ -133,6 +133,9 @@ pub enum Src {
         name: String,
         addr: SocketAddr,
         token: String,
+        /// Whether the peer runs the same program: a node of another architecture (a
+        /// multi-platform bundle) serves the same chunks but not its program.
+        same_program: bool,
     },
 }
 
@@ -162,6 +165,8 @@ struct Peer {
     state: PeerState,
     addr: Option<SocketAddr>,
     token: String,
+    /// SHA-256 of the program its copy starts with.
+    program: String,
     /// The nodes it feeds now: one while it copies itself, any number once it is complete.
     children: Vec<usize>,
 }
@@ -172,11 +177,16 @@ struct Table {
     peers: BTreeMap<usize, Peer>,
 }
 
+/// A file to send, opened (or why it could not be), shared by the nodes that get it.
+type Opened = Result<Arc<Local>, Arc<FanoutError>>;
+
 /// Shared by every node's run of the upload phase.
 pub struct Fanout {
     table: Mutex<Table>,
     changed: Condvar,
-    local: OnceLock<Result<Arc<Local>, Arc<FanoutError>>>,
+    /// The files sent, opened once each: the bundle, and for a multi-platform bundle the
+    /// copies for the other architectures.
+    locals: Mutex<BTreeMap<PathBuf, Opened>>,
 }
 
 impl Default for Fanout {
@@ -216,19 +226,21 @@ impl Fanout {
                 peers: BTreeMap::new(),
             }),
             changed: Condvar::new(),
-            local: OnceLock::new(),
+            locals: Mutex::new(BTreeMap::new()),
         }
     }
 
     pub fn local(&self, path: &Path) -> Result<Arc<Local>, PhaseError> {
-        self.local
-            .get_or_init(|| Local::open(path).map(Arc::new).map_err(Arc::new))
+        lock(&self.locals)
+            .entry(path.to_path_buf())
+            .or_insert_with(|| Local::open(path).map(Arc::new).map_err(Arc::new))
             .clone()
             .map_err(PhaseError::Fanout)
     }
 
-    /// Waits for a source for node `me` and books it. `excluded`: peers that failed `me` before.
-    fn pick(&self, me: usize, name: &str, excluded: &[usize], token: &str) -> Src {
+    /// Waits for a source for node `me` and books it. `excluded`: peers that failed `me` before;
+    /// `program`: the SHA-256 of the program `me`'s copy starts with.
+    fn pick(&self, me: usize, name: &str, excluded: &[usize], token: &str, program: &str) -> Src {
         let mut t = lock(&self.table);
         t.peers.insert(
             me,
@@ -237,6 +249,7 @@ impl Fanout {
                 state: PeerState::Starting,
                 addr: None,
                 token: token.to_string(),
+                program: program.to_string(),
                 children: Vec::new(),
             },
         );
@@ -275,6 +288,7 @@ impl Fanout {
                             name: p.name.clone(),
                             addr,
                             token: p.token.clone(),
+                            same_program: p.program == program,
                         };
                     }
                 }
@@ -360,8 +374,13 @@ impl Fanout {
     }
 
     /// Copies the bundle to one remote node, resuming what an earlier run left there.
-    pub fn copy_to(&self, node: &Node, remote: &dyn Remote) -> Result<Totals, PhaseError> {
-        let local = self.local(&node.ctx.bundle.path)?;
+    pub fn copy_to(
+        &self,
+        node: &Node,
+        remote: &dyn Remote,
+        source: &Path,
+    ) -> Result<Totals, PhaseError> {
+        let local = self.local(source)?;
         let ip = node
             .host
             .as_ref()
@@ -375,7 +394,13 @@ impl Fanout {
         let t0 = Instant::now();
         for attempt in 1..=MAX_ATTEMPTS {
             let token = wire::new_token().map_err(FanoutError::Token)?;
-            let src = self.pick(node.index, &ip.to_string(), &excluded, &token);
+            let src = self.pick(
+                node.index,
+                &ip.to_string(),
+                &excluded,
+                &token,
+                &local.stub_sha256,
+            );
             let r = self.attempt(node, remote, &local, &src, &token, ip, &mut totals);
             self.release_source(node.index, &src);
             self.stopped(node.index);
@@ -427,19 +452,22 @@ impl Fanout {
         let have = remote.run_ok(&Cmd::script("check the copy agent", &sum))?;
         if !have.starts_with(&local.stub_sha256) {
             let from_peer = match src {
-                Src::Peer { addr, token, .. } => {
-                    match stub_from_peer(remote, &agent, *addr, token, local) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            node.note(&format!(
-                                "copy: could not fetch the program from {addr} ({e}); \
+                Src::Peer {
+                    addr,
+                    token,
+                    same_program: true,
+                    ..
+                } => match stub_from_peer(remote, &agent, *addr, token, local) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        node.note(&format!(
+                            "copy: could not fetch the program from {addr} ({e}); \
                                  sending it from here"
-                            ));
-                            false
-                        }
+                        ));
+                        false
                     }
-                }
-                Src::Installer => false,
+                },
+                Src::Installer | Src::Peer { .. } => false,
             };
             if !from_peer {
                 stub_from_installer(remote, &agent, local)?;
@@ -980,43 +1008,63 @@ mod tests {
     #[test]
     fn nodes_form_a_chain_behind_the_installer() {
         let f = Fanout::new();
-        assert_eq!(f.pick(0, "a", &[], "t0"), Src::Installer);
+        assert_eq!(f.pick(0, "a", &[], "t0", "p"), Src::Installer);
         f.serving(0, addr(1));
-        assert_eq!(peer_of(&f.pick(1, "b", &[], "t1")), Some(0));
+        assert_eq!(peer_of(&f.pick(1, "b", &[], "t1", "p")), Some(0));
         f.serving(1, addr(2));
-        assert_eq!(peer_of(&f.pick(2, "c", &[], "t2")), Some(1));
+        assert_eq!(peer_of(&f.pick(2, "c", &[], "t2", "p")), Some(1));
+    }
+
+    #[test]
+    fn a_node_of_another_program_is_a_source_of_chunks_but_not_of_the_program() {
+        let f = Fanout::new();
+        assert_eq!(f.pick(0, "x86", &[], "t0", "px"), Src::Installer);
+        f.serving(0, addr(1));
+        match f.pick(1, "arm", &[], "t1", "pa") {
+            Src::Peer {
+                node, same_program, ..
+            } => assert_eq!((node, same_program), (0, false)),
+            other => panic!("{other:?}"),
+        }
+        f.serving(1, addr(2));
+        match f.pick(2, "x86 too", &[], "t2", "px") {
+            Src::Peer {
+                node, same_program, ..
+            } => assert_eq!((node, same_program), (1, false)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn a_complete_peer_is_taken_before_a_second_copy_from_the_installer() {
         let f = Fanout::new();
-        let first = f.pick(0, "a", &[], "t0");
+        let first = f.pick(0, "a", &[], "t0", "p");
         f.serving(0, addr(1));
-        assert_eq!(peer_of(&f.pick(1, "b", &[], "t1")), Some(0));
+        assert_eq!(peer_of(&f.pick(1, "b", &[], "t1", "p")), Some(0));
         // The head of the chain completes (and frees the installer) before the second node
         // has announced its own server: the third node must not take the installer.
         f.complete(0);
         f.release_source(0, &first);
-        assert_eq!(peer_of(&f.pick(2, "c", &[], "t2")), Some(0));
+        assert_eq!(peer_of(&f.pick(2, "c", &[], "t2", "p")), Some(0));
     }
 
     #[test]
     fn a_peer_that_failed_a_node_is_not_picked_again_by_it() {
         let f = Fanout::new();
-        let first = f.pick(0, "a", &[], "t0");
+        let first = f.pick(0, "a", &[], "t0", "p");
         f.serving(0, addr(1));
         f.complete(0);
         f.release_source(0, &first);
-        assert_eq!(f.pick(1, "b", &[0], "t1"), Src::Installer);
+        assert_eq!(f.pick(1, "b", &[0], "t1", "p"), Src::Installer);
     }
 
     #[test]
     fn a_stopped_node_is_no_source() {
         let f = Fanout::new();
-        let first = f.pick(0, "a", &[], "t0");
+        let first = f.pick(0, "a", &[], "t0", "p");
         f.serving(0, addr(1));
         f.release_source(0, &first);
         assert!(f.try_stop(0));
-        assert_eq!(f.pick(1, "b", &[], "t1"), Src::Installer);
+        assert_eq!(f.pick(1, "b", &[], "t1", "p"), Src::Installer);
     }
 }

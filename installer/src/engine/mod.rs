@@ -259,7 +259,10 @@ pub struct BundleInfo {
     pub path: PathBuf,
     pub name: String,
     pub version: String,
+    /// Architecture of the program the file starts with.
     pub arch: String,
+    /// Every architecture the bundle installs on: `arch` alone, or a multi-platform bundle's.
+    pub arches: Vec<String>,
     /// Hex SHA-256 of the header: the bundle's identity.
     pub digest: String,
     pub size: u64,
@@ -272,6 +275,11 @@ impl BundleInfo {
             name: b.header.name.clone(),
             version: b.header.version.clone(),
             arch: b.header.arch.clone(),
+            arches: if b.is_multi_platform() {
+                b.header.programs.keys().cloned().collect()
+            } else {
+                vec![b.header.arch.clone()]
+            },
             digest: bale_payload::format::hex(&b.trailer.header_sha256),
             size: b.trailer.file_len,
         }
@@ -309,6 +317,7 @@ pub fn test_ctx(data_dir: &str, site: crate::site::Site) -> Arc<Ctx> {
         name: "b".into(),
         version: "1".into(),
         arch: "x86_64".into(),
+        arches: vec!["x86_64".into()],
         digest: "d".into(),
         size: 1,
     };

@@ -64,7 +64,7 @@ impl Phase for Preflight {
             })
             .collect();
         let want = Want {
-            arch: &ctx.bundle.arch,
+            arches: &ctx.bundle.arches,
             bundle_size: ctx.bundle.size,
             data_dir: &ctx.data_dir,
             ignore: &ctx.ignore_preflight,

@@ -8,15 +8,20 @@
 use super::bundle_path;
 use crate::copy::fanout::Fanout;
 use crate::copy::store::Store;
+use crate::engine::lock;
 use crate::engine::{Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::remote::{Cmd, Remote, Script};
 use crate::ssh::SshError;
 use bale_payload::chunks::TAIL;
 use bale_payload::error::human_bytes;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 /// The upload phase; its fan-out table is shared by every node's thread of one install run.
 pub struct Upload {
     fanout: Fanout,
+    variants: Variants,
 }
 
 impl Upload {
@@ -24,7 +29,70 @@ impl Upload {
     pub fn new() -> Upload {
         Upload {
             fanout: Fanout::new(),
+            variants: Variants::default(),
         }
+    }
+
+    /// The file `node` gets: the bundle itself, or for a node of another architecture that a
+    /// multi-platform bundle carries, the copy that starts with that architecture's program
+    /// (same header, entries and signatures). Nodes of either feed each other all but the
+    /// program (see [`crate::copy::fanout`]).
+    fn source_for(&self, node: &Node) -> Result<PathBuf, PhaseError> {
+        let bundle = &node.ctx.bundle;
+        if bundle.arches.len() < 2 {
+            return Ok(bundle.path.clone());
+        }
+        let arch = node.facts().arch;
+        if arch == bundle.arch || arch.is_empty() {
+            return Ok(bundle.path.clone());
+        }
+        self.variants.get(node, &arch)
+    }
+}
+
+/// The copies of a multi-platform bundle for the other architectures, written on this host
+/// the first time a node of that architecture needs one, removed when the run ends.
+#[derive(Default)]
+struct Variants {
+    dir: OnceLock<tempfile::TempDir>,
+    made: Mutex<BTreeMap<String, PathBuf>>,
+}
+
+impl Variants {
+    fn get(&self, node: &Node, arch: &str) -> Result<PathBuf, PhaseError> {
+        let mut made = lock(&self.made);
+        if let Some(p) = made.get(arch) {
+            return Ok(p.clone());
+        }
+        let bundle = &node.ctx.bundle;
+        let dir = match self.dir.get() {
+            Some(d) => d,
+            None => {
+                let d = tempfile::Builder::new()
+                    .prefix("bale-variants-")
+                    .tempdir()
+                    .map_err(|source| PhaseError::Io {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                self.dir.get_or_init(|| d)
+            }
+        };
+        let path = dir.path().join(format!("{}-{arch}.bale", bundle.digest));
+        let bad = |source| PhaseError::LocalBundle {
+            path: bundle.path.clone(),
+            source,
+        };
+        let t = std::time::Instant::now();
+        let b = bale_payload::Bundle::open(&bundle.path).map_err(bad)?;
+        bale_payload::platforms::write_variant(&b, arch, &path).map_err(bad)?;
+        node.note(&format!(
+            "copy: wrote the {arch} copy of the bundle ({}, its own program) in {:.1}s",
+            human_bytes(std::fs::metadata(&path).map_or(0, |m| m.len())),
+            t.elapsed().as_secs_f64()
+        ));
+        made.insert(arch.to_string(), path.clone());
+        Ok(path)
     }
 }
 
@@ -88,12 +156,12 @@ struct LocalEnd {
     tail: Vec<u8>,
 }
 
-fn local_end(node: &Node) -> Result<LocalEnd, PhaseError> {
-    let bad = |source| PhaseError::LocalBundle {
-        path: node.ctx.bundle.path.clone(),
-        source,
+fn local_end(source: &Path) -> Result<LocalEnd, PhaseError> {
+    let bad = |e| PhaseError::LocalBundle {
+        path: source.to_path_buf(),
+        source: e,
     };
-    let b = bale_payload::Bundle::open(&node.ctx.bundle.path).map_err(bad)?;
+    let b = bale_payload::Bundle::open(source).map_err(bad)?;
     let block = b.signature_block().map_err(bad)?;
     let block_sha = block
         .as_deref()
@@ -134,6 +202,7 @@ impl Upload {
     fn re_signed_in_place(
         &self,
         node: &Node,
+        source: &Path,
         remote: &dyn Remote,
         attempt: &Attempt,
     ) -> Result<bool, PhaseError> {
@@ -141,7 +210,7 @@ impl Upload {
         let LocalEnd {
             identity: want,
             tail,
-        } = local_end(node)?;
+        } = local_end(source)?;
         let Some((have, t)) = remote_identity(remote, &path)? else {
             return Ok(false);
         };
@@ -175,13 +244,13 @@ impl Upload {
     }
 
     /// No SSH: the same checked, resumable copy, in this process.
-    fn copy_here(&self, node: &Node) -> PhaseResult {
+    fn copy_here(&self, node: &Node, source: &Path) -> PhaseResult {
         let ctx = &node.ctx;
         let dest = bundle_path(&ctx.data_dir);
-        if std::fs::canonicalize(&ctx.bundle.path).ok() == std::fs::canonicalize(&dest).ok() {
+        if std::fs::canonicalize(source).ok() == std::fs::canonicalize(&dest).ok() {
             return Ok(());
         }
-        let local = self.fanout.local(&ctx.bundle.path)?;
+        let local = self.fanout.local(source)?;
         let dir = std::path::Path::new(&ctx.data_dir);
         if !dir.is_dir() {
             use std::os::unix::fs::DirBuilderExt;
@@ -197,9 +266,9 @@ impl Upload {
         let _lock = crate::copy::agent::take_lock(dir)?;
         let t = std::time::Instant::now();
         let store = Store::open(dir, &local.digest, "local")?;
-        let read = |source| PhaseError::Io {
-            path: ctx.bundle.path.clone(),
-            source,
+        let read = |e| PhaseError::Io {
+            path: source.to_path_buf(),
+            source: e,
         };
         let mut buf = Vec::new();
         if store.list().is_none() {
@@ -232,7 +301,10 @@ impl Phase for Upload {
         let Ok(remote) = node.remote() else {
             return true;
         };
-        let Ok(LocalEnd { identity: want, .. }) = local_end(node) else {
+        let Ok(source) = self.source_for(node) else {
+            return true;
+        };
+        let Ok(LocalEnd { identity: want, .. }) = local_end(&source) else {
             return true;
         };
         let have = remote_identity(&*remote, &bundle_path(&node.ctx.data_dir))
@@ -242,7 +314,9 @@ impl Phase for Upload {
     }
     fn inputs(&self, node: &Node) -> String {
         // A journal entry for the same bundle with other signatures does not count as done.
-        local_end(node).map(|e| e.identity).unwrap_or_default()
+        local_end(&node.ctx.bundle.path)
+            .map(|e| e.identity)
+            .unwrap_or_default()
     }
     fn dry_run(&self, node: &Node) -> String {
         format!(
@@ -254,19 +328,20 @@ impl Phase for Upload {
     }
     fn run(&self, node: &Node, attempt: &Attempt) -> PhaseResult {
         let remote = node.remote()?;
-        if self.re_signed_in_place(node, &*remote, attempt)? {
+        let source = self.source_for(node)?;
+        if self.re_signed_in_place(node, &source, &*remote, attempt)? {
             return Ok(());
         }
         if remote.is_local() || node.host.is_none() {
-            self.copy_here(node)?;
-            self.re_signed_in_place(node, &*remote, attempt)?;
+            self.copy_here(node, &source)?;
+            self.re_signed_in_place(node, &source, &*remote, attempt)?;
             return Ok(());
         }
-        let t = self.fanout.copy_to(node, &*remote)?;
+        let t = self.fanout.copy_to(node, &*remote, &source)?;
         // A copy resumed from a file made before the bundle was signed again keeps that file's
         // block: put this one's in.
-        self.re_signed_in_place(node, &*remote, attempt)?;
-        let size = node.ctx.bundle.size;
+        self.re_signed_in_place(node, &source, &*remote, attempt)?;
+        let size = std::fs::metadata(&source).map_or(node.ctx.bundle.size, |m| m.len());
         node.note(&format!(
             "copy: done, {} checked as it arrived in {:.1}s ({}/s); bytes from the installer {}, \
              from peers {}, already present {}",
@@ -372,7 +447,7 @@ mod tests {
             .on("stat -c %s", &printed(plain.file_len, &plain.encode()));
         let attempt = Attempt::default();
         assert!(Upload::new()
-            .re_signed_in_place(&node, &r, &attempt)
+            .re_signed_in_place(&node, &dir.path().join("src.bale"), &r, &attempt)
             .unwrap());
         assert_eq!(attempt.created(), ["/d d/bundle.bale.signed"]);
         let calls = r.calls();
