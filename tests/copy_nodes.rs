@@ -253,7 +253,32 @@ fn a_partitioned_node_fails_alone_and_resumes_and_damaged_chunks_are_sent_again(
     for n in [N1, N3] {
         assert!(has(&ev, "done", "upload", n), "upload on {n}");
     }
+    // n2's agent outlives the cut run and would finish its copy from a peer still serving once
+    // the link is back: the link comes back only when the peers' agents are gone, and the
+    // test goes on when n2's has given up on its source.
+    let no_agent = |n: &str| {
+        let o = on(n, "pgrep -f '[.]bale-copy-agent' || true");
+        if stdout(&o).trim().is_empty() {
+            Ok(())
+        } else {
+            Err(stdout(&o))
+        }
+    };
+    for n in ["n1", "n3"] {
+        poll_ok(
+            Duration::from_millis(250),
+            &format!("the copy agent on {n} to stop"),
+            Duration::from_secs(90),
+            || no_agent(n),
+        );
+    }
     tb_ok(&["link-up", "n2"]);
+    poll_ok(
+        Duration::from_millis(250),
+        "the copy agent on n2 to stop",
+        Duration::from_secs(120),
+        || no_agent("n2"),
+    );
 
     // Damage a chunk n2 holds: the next run must find it and fetch it again.
     let list = ChunkList::of_bundle(&bale_payload::Bundle::open(&b.path).unwrap()).unwrap();

@@ -201,6 +201,32 @@ fn images_multi_arch_selects_the_platform() {
 }
 
 #[test]
+fn images_one_name_in_a_layout_per_platform_gives_each_platform_its_own() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut descs = Vec::new();
+    let mut sources = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let mut layout = Layout::new(&tmp.path().join(format!("proxy-{arch}")));
+        let l = layer(&[("etc/arch", arch.as_bytes(), 0o644)]);
+        let d = layout.image(arch, &[l]);
+        layout.tag(&d, "registry.k8s.io/kube-proxy:v1.36.3");
+        descs.push(digest_of(&d));
+        sources.push(ImageSource::OciLayout(layout.dir.clone()));
+    }
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let opts = offline(cache_dir.path(), sources);
+    let want = [r("registry.k8s.io/kube-proxy:v1.36.3")];
+    for (platform, digest) in [(amd64(), &descs[0]), (arm64(), &descs[1])] {
+        let got = collect(&want, &platform, &opts).expect("collect");
+        assert_eq!(&got[0].manifest.digest, digest, "{platform}");
+    }
+    // A platform none of them has is refused as before, naming the first one's.
+    let riscv = Platform::parse("linux/riscv64").expect("platform");
+    let e = collect(&want, &riscv, &opts).expect_err("no riscv64");
+    assert!(matches!(e, ImagesError::PlatformMismatch { .. }), "{e:?}");
+}
+
+#[test]
 fn images_single_arch_platform_mismatch_is_refused() {
     let f = fixture();
     let cache_dir = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,10 @@
 #   images/     one OCI image layout per image kubeadm wants, named as kubeadm names it
 #   imageList   those image names, which tells bale build which images the bundle carries
 #
-#   build-inputs.sh [--arch amd64|arm64]     (default: this machine's architecture)
+#   build-inputs.sh [--arch amd64|arm64] [--out DIR]
+#     --arch   the architecture to build for (default: this machine's)
+#     --out    where to lay them out (default: this directory); a bundle of both
+#              architectures takes arm64's from another directory, e.g. --out arm64
 #
 # Every binary is static. runc is the one cgo program: glibc and libseccomp (the .a from
 # Debian's libseccomp-dev, extracted into a sysroot, never installed) linked in. The images are
@@ -35,10 +38,13 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 ARCH="$(dpkg --print-architecture)"
+OUT="$HERE"
 while [ $# -gt 0 ]; do
     case "$1" in
         --arch) [ $# -ge 2 ] || die "--arch needs amd64 or arm64"; ARCH="$2"; shift 2 ;;
         --arch=*) ARCH="${1#--arch=}"; shift ;;
+        --out) [ $# -ge 2 ] || die "--out needs a directory"; OUT="$2"; shift 2 ;;
+        --out=*) OUT="${1#--out=}"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -49,6 +55,7 @@ case "$ARCH" in
     *) die "--arch is amd64 or arm64, not $ARCH" ;;
 esac
 HOST_ARCH="$(dpkg --print-architecture)"
+mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
 if [ "$ARCH" = "$HOST_ARCH" ]; then CC=gcc STRIP=strip; else CC="$TRIPLET-gcc" STRIP="$TRIPLET-strip"; fi
 
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
@@ -470,23 +477,23 @@ image coredns "$R/coredns/coredns:$COREDNS_TAG" /usr/local/bin/coredns \
     "$BASE" "$(bin_layer "${DIR[coredns]}/bin/coredns")"
 image pause "$R/pause:$PAUSE_VERSION" /pause "$BASE" "$(bin_layer "${DIR[pause]}/bin/pause" /pause)"
 
-# --- the layout in this directory ---------------------------------------------------------
+# --- the layout in OUT (this directory by default) ---------------------------------------
 
-say "laying out bin/, cni/bin/, images/ and imageList in $HERE"
+say "laying out bin/, cni/bin/, images/ and imageList in $OUT"
 copy_start=$SECONDS
-rm -rf "${HERE:?}/bin" "$HERE/cni" "$HERE/images" "$HERE/imageList"
-mkdir -p "$HERE/bin" "$HERE/cni/bin" "$HERE/images"
-for f in kubeadm kubelet kubectl; do cp "$K8S_BIN/$f" "$HERE/bin/"; done
-cp "${DIR[cri-tools]}/bin/crictl" "${DIR[helm]}/bin/helm" "${DIR[runc]}/bin/runc" "$HERE/bin/"
-cp "${DIR[containerd]}"/bin/* "$HERE/bin/"
-cp "${DIR[cni-plugins]}"/bin/* "$HERE/cni/bin/"
+rm -rf "${OUT:?}/bin" "$OUT/cni" "$OUT/images" "$OUT/imageList"
+mkdir -p "$OUT/bin" "$OUT/cni/bin" "$OUT/images"
+for f in kubeadm kubelet kubectl; do cp "$K8S_BIN/$f" "$OUT/bin/"; done
+cp "${DIR[cri-tools]}/bin/crictl" "${DIR[helm]}/bin/helm" "${DIR[runc]}/bin/runc" "$OUT/bin/"
+cp "${DIR[containerd]}"/bin/* "$OUT/bin/"
+cp "${DIR[cni-plugins]}"/bin/* "$OUT/cni/bin/"
 {
     printf '# The images of the Kubernetes %s base bundle (linux/%s), made by build-inputs.sh.\n' "$K8S_VERSION" "$ARCH"
     for i in "${IMAGES[@]}"; do
-        cp -a "${DIR[image-${i%%=*}]}/layout" "$HERE/images/${i%%=*}"
+        cp -a "${DIR[image-${i%%=*}]}/layout" "$OUT/images/${i%%=*}"
         printf '%s\n' "${i#*=}"
     done
-} >"$HERE/imageList"
+} >"$OUT/imageList"
 say "laid out in $(fmt_time $((SECONDS - copy_start)))"
 
 # --- summary ------------------------------------------------------------------------------
@@ -496,11 +503,11 @@ say "laid out in $(fmt_time $((SECONDS - copy_start)))"
     for n in "${ORDER[@]}"; do
         printf '%-28s %-7s %9s %10s\n' "$n" "${STATUS[$n]}" "$(fmt_time "${TIME[$n]}")" "$(fmt_size "${DIR[$n]}")"
     done
-    printf '\nlinux/%s, Kubernetes %s; in %s:\n' "$ARCH" "$K8S_VERSION" "$HERE"
-    printf '  bin/      %s: %s\n' "$(fmt_size "$HERE/bin")" "$(cd "$HERE/bin" && echo *)"
-    printf '  cni/bin/  %s: %s\n' "$(fmt_size "$HERE/cni/bin")" "$(cd "$HERE/cni/bin" && echo *)"
-    printf '  images/   %s\n' "$(fmt_size "$HERE/images")"
-    for i in "${IMAGES[@]}"; do printf '    %-38s %s\n' "${i#*=}" "$(fmt_size "$HERE/images/${i%%=*}")"; done
+    printf '\nlinux/%s, Kubernetes %s; in %s:\n' "$ARCH" "$K8S_VERSION" "$OUT"
+    printf '  bin/      %s: %s\n' "$(fmt_size "$OUT/bin")" "$(cd "$OUT/bin" && echo *)"
+    printf '  cni/bin/  %s: %s\n' "$(fmt_size "$OUT/cni/bin")" "$(cd "$OUT/cni/bin" && echo *)"
+    printf '  images/   %s\n' "$(fmt_size "$OUT/images")"
+    for i in "${IMAGES[@]}"; do printf '    %-38s %s\n' "${i#*=}" "$(fmt_size "$OUT/images/${i%%=*}")"; done
     for n in "${NOTES[@]}"; do printf 'note: %s\n' "$n"; done
     printf 'total %s\n' "$(fmt_time $((SECONDS - BUILD_START)))"
 } >&2

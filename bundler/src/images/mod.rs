@@ -2,7 +2,8 @@
 //!
 //! [`collect`] brings every image a bundle needs into a local cache (an OCI image layout on
 //! disk, see [`Cache`]): from OCI layouts and `docker save` / oci-archive tarballs in the
-//! build context first, else from the image's registry. Only the bundle's platform is fetched
+//! build context first (several of them may hold one name, each for its own platform), else
+//! from the image's registry. Only the bundle's platform is fetched
 //! from a multi-arch image, but its index is kept, so a reference by the index digest still
 //! resolves. [`add_images_to_bundle`] then writes them into the bundle as the layout
 //! `registry/`, each blob once. Images found in an OCI layout are the exception to the cache:
@@ -139,15 +140,31 @@ pub fn collect(
         }
         let slot = out.len();
         out.push(None);
+        // Several sources may hold one name for different platforms (a layout per
+        // architecture): the first that has this platform wins.
+        let mut other_platform = None;
         for (k, src) in opts.sources.iter().enumerate() {
             let o = match &mut opened[k] {
                 Some(o) => o,
                 empty => empty.insert(OpenedSource::open(src, &cache)?),
             };
             if let Some(entry) = o.find(r) {
-                out[slot] = Some(o.import(&cache, entry, &name, platform)?);
-                continue 'refs;
+                match o.import(&cache, entry, &name, platform) {
+                    Ok(img) => {
+                        out[slot] = Some(img);
+                        continue 'refs;
+                    }
+                    Err(
+                        e @ (ImagesError::NoPlatform { .. } | ImagesError::PlatformMismatch { .. }),
+                    ) => {
+                        other_platform.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+        }
+        if let Some(e) = other_platform {
+            return Err(e);
         }
         // A digest names content for good, so the cache can answer for it; a tag may have
         // moved since, so only an offline build takes the cache's word for one.
