@@ -47,6 +47,8 @@ examples/appliance/fetch-runtime.sh
 examples/appliance/fetch-runtime.sh --arch arm64
 say "the Kubernetes base bundle's inputs, compiled from Go modules (cached outside the clone)"
 examples/kubernetes/build-inputs.sh
+# arm64's too, cross-built, for the mixed-architecture cluster test (cached the same way)
+examples/kubernetes/build-inputs.sh --arch arm64 --out examples/kubernetes/arm64
 say "the 2 GB image set of the scale test (scripts/scale-set.sh: cached by its parameters)"
 scale_set=$(scripts/scale-set.sh 2 | tail -n 1)
 say "helm for the chart tests"

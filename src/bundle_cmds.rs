@@ -578,8 +578,13 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
     // The per-platform bundles of a merged build go once the build ends, whatever its end.
     let mut parts = PartFiles::default();
     for (i, t) in targets.iter().enumerate() {
-        // A Kubefile that uses ${ARCH} is another build for each architecture.
-        if i > 0 && prepared.plan.platform_dependent {
+        // A Kubefile that uses ${ARCH}, or a base of several platforms, is another build for
+        // each architecture.
+        let base_per_platform = prepared
+            .base
+            .as_ref()
+            .is_some_and(|b| b.bundle.is_multi_platform());
+        if i > 0 && (prepared.plan.platform_dependent || base_per_platform) {
             opts.arch = Some(t.platform.architecture.clone());
             opts.base_pull.arch = Some(kb::kernel_arch(&t.platform));
             prepared = kb::prepare(kubefile, &context, &opts)?;
