@@ -609,18 +609,7 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
         if let Some(tag) = &a.tag {
             crate::store_cmds::record_build(&a.store, &t.output, tag)?;
         }
-        let h = &summary.header;
-        eprintln!(
-            "wrote {} ({}, {}): {} entries, {} images; {} of content stored in {} in {:.1}s",
-            t.output.display(),
-            t.platform,
-            human_bytes(h.sizes.file),
-            h.table.entries,
-            h.counts.images,
-            human_bytes(h.sizes.content),
-            human_bytes(h.sizes.stored),
-            started.elapsed().as_secs_f64()
-        );
+        report_written(&t.output, &t.platform.to_string(), &summary.header, started);
     }
     if let Some(output) = &merged_output {
         let summary = kb::platforms::merge(
@@ -638,25 +627,30 @@ fn build_kubefile(a: BuildArgs, kubefile: &std::path::Path) -> Result<()> {
         if let Some(tag) = &a.tag {
             crate::store_cmds::record_build(&a.store, output, tag)?;
         }
-        let h = &summary.header;
-        eprintln!(
-            "wrote {} ({}, {}): {} entries, {} images; {} of content stored in {} in {:.1}s",
-            output.display(),
-            platforms
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            human_bytes(h.sizes.file),
-            h.table.entries,
-            h.counts.images,
-            human_bytes(h.sizes.content),
-            human_bytes(h.sizes.stored),
-            started.elapsed().as_secs_f64()
-        );
+        let all: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+        report_written(output, &all.join(", "), &summary.header, started);
     }
     drop(baked_stubs);
     Ok(())
+}
+
+/// The line a finished Kubefile build ends with.
+fn report_written(
+    output: &std::path::Path,
+    platforms: &str,
+    h: &bale_payload::Header,
+    started: Instant,
+) {
+    eprintln!(
+        "wrote {} ({platforms}, {}): {} entries, {} images; {} of content stored in {} in {:.1}s",
+        output.display(),
+        human_bytes(h.sizes.file),
+        h.table.entries,
+        h.counts.images,
+        human_bytes(h.sizes.content),
+        human_bytes(h.sizes.stored),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Where the bundle of one platform is written before the platforms are put into `merged`.

@@ -301,21 +301,12 @@ fn mixed_appliance(dir: &Path, arm: &Path) -> PathBuf {
         );
     }
     let ctx = dir.join("ctx");
-    let cp = |from: &Path, to: &Path| {
-        let o = std::process::Command::new("cp")
-            .arg("-al")
-            .arg(from)
-            .arg(to)
-            .output()
-            .expect("run cp");
-        ok(&o);
-    };
     std::fs::create_dir_all(&ctx).unwrap();
     for part in ["rootfs", "images", "imageList", "charts", "Kubefile"] {
-        cp(&app.join(part), &ctx.join(part));
+        link_tree(&app.join(part), &ctx.join(part));
     }
-    cp(&app.join("runtime"), &ctx.join("runtime-amd64"));
-    cp(&app.join("runtime-arm64"), &ctx.join("runtime-arm64"));
+    link_tree(&app.join("runtime"), &ctx.join("runtime-amd64"));
+    link_tree(&app.join("runtime-arm64"), &ctx.join("runtime-arm64"));
     let kubefile = std::fs::read_to_string(app.join("Kubefile"))
         .unwrap()
         .replace("COPY $RUNTIME/", "COPY runtime-${ARCH}/");

@@ -764,24 +764,15 @@ fn mixed_bundles(dir: &Path, arm: &Path) -> PathBuf {
             need.display()
         );
     }
-    let link = |from: &Path, to: &Path| {
-        let o = std::process::Command::new("cp")
-            .arg("-al")
-            .arg(from)
-            .arg(to)
-            .output()
-            .expect("run cp");
-        ok(&o);
-    };
     let base = dir.join("base");
     std::fs::create_dir_all(base.join("images")).unwrap();
     for (arch, inputs) in [("amd64", &k8s), ("arm64", &arm_inputs)] {
-        link(&inputs.join("bin"), &base.join(format!("bin-{arch}")));
-        link(&inputs.join("cni"), &base.join(format!("cni-{arch}")));
+        link_tree(&inputs.join("bin"), &base.join(format!("bin-{arch}")));
+        link_tree(&inputs.join("cni"), &base.join(format!("cni-{arch}")));
         for image in std::fs::read_dir(inputs.join("images")).unwrap() {
             let image = image.unwrap();
             let name = image.file_name().to_string_lossy().into_owned();
-            link(
+            link_tree(
                 &image.path(),
                 &base.join("images").join(format!("{name}-{arch}")),
             );
@@ -799,7 +790,7 @@ fn mixed_bundles(dir: &Path, arm: &Path) -> PathBuf {
     let app = dir.join("app");
     std::fs::create_dir_all(app.join("manifests")).unwrap();
     std::fs::create_dir_all(app.join("images")).unwrap();
-    link(
+    link_tree(
         &root().join("examples/appliance/images/busybox"),
         &app.join("images/busybox"),
     );

@@ -53,6 +53,18 @@ pub fn pubkey(key: &Path) -> PathBuf {
     PathBuf::from(format!("{}.pub", key.display()))
 }
 
+/// `cp -al FROM TO`: a copy of a tree made of hard links, for build contexts assembled from
+/// inputs that are large and only read.
+pub fn link_tree(from: &Path, to: &Path) {
+    let o = Command::new("cp")
+        .arg("-al")
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("run cp");
+    ok(&o);
+}
+
 /// A directory for fixtures that live as long as the test program (statics are never dropped,
 /// so a tempdir there would be left behind on every run): one per name under Cargo's target
 /// tmp dir, emptied when it is taken.
