@@ -301,10 +301,8 @@ impl Phase for Upload {
         let Ok(remote) = node.remote() else {
             return true;
         };
-        let Ok(source) = self.source_for(node) else {
-            return true;
-        };
-        let Ok(LocalEnd { identity: want, .. }) = local_end(&source) else {
+        // Every architecture's copy has the same identity: no copy is written to ask.
+        let Ok(LocalEnd { identity: want, .. }) = local_end(&node.ctx.bundle.path) else {
             return true;
         };
         let have = remote_identity(&*remote, &bundle_path(&node.ctx.data_dir))
