@@ -103,12 +103,27 @@ enum Command {
     Agent(cli::agent::AgentArgs),
 }
 
+/// For commands that only print: a reader that stops early (`bale list | head`) ends the
+/// program quietly, as it ends `ls`, instead of a failed write to the closed pipe. Only for
+/// those: the others write to pipes whose end is an error to handle (ssh, a copy agent).
+fn print_until_the_reader_leaves() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SigDfl installs no handler of ours, and this runs before any thread starts.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 fn main() -> ExitCode {
     // Started by ssh as SSH_ASKPASS during `install`: answer the prompt and stop.
     if let Some(code) = bale_installer::ssh::askpass_hook() {
         return ExitCode::from(code as u8);
     }
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Some(Command::Info(_) | Command::List(_) | Command::Sbom(_) | Command::Images(_))
+    ) {
+        print_until_the_reader_leaves();
+    }
     let this = match Bundle::open_self() {
         Ok(b) => b,
         Err(e) => {
