@@ -6,6 +6,7 @@
 #
 #   scripts/bench.sh scale 2             (or scripts/bench-scale.sh 2) the 2 GB set, every part
 #   BENCH_NODES=0 scripts/bench.sh scale 2   the off-node part only (no test nodes)
+#   BENCH_OFFNODE=0                      the node part only (the last build's bundle, if any)
 #   BENCH_RUNS=3                         median of 3 timings (default 1: a run takes minutes)
 #   BALE=/path/to/bale                   a given build (default: the static release build)
 #   BENCH_SCALE_RUNTIME=DIR              containerd/runc/CNI for the Kubefile's $RUNTIME
@@ -17,7 +18,8 @@
 # build needs (its image cache included) against the bundle's size.
 # On the nodes (scripts/testbed.sh, three nspawn nodes): the install's copy against one scp,
 # installer egress in bundles, arrival to every image pullable against `ctr images import` of the
-# same images, three nodes pulling every image at once against `cat` of the same bytes, peak RSS
+# same images, three nodes pulling every image at once against `cat` of the same bytes (with
+# containerd as the client, and the registry alone with curl), peak RSS
 # of bale's processes there, and the free space each node needed against the bundle's size.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -25,7 +27,7 @@ cd "$ROOT"
 
 GB_ARG=${1:-}
 [ -n "$GB_ARG" ] || die "usage: scripts/bench-scale.sh GB (e.g. 2; see the top of the script)"
-need_apt time zstd openssl coreutils tar bc jq skopeo
+need_apt time zstd openssl coreutils tar bc jq skopeo curl
 B="${BALE_BENCH_DIR:-/var/tmp/bale-bench}"
 RUNS="${BENCH_RUNS:-1}"
 W="$B/scale-${GB_ARG}g"
@@ -154,6 +156,22 @@ offnode() {
     row "  peak df drop (noisy) / bundle; image cache" "$peak_df" "$cache_sz" "$(ratio "$peak_df" "$sz")" ""
 }
 
+# registry_blobs LAYOUT: "DOMAIN PATH DIGEST" for the config and every layer of each image in
+# the OCI layout (of an index, its amd64 manifest), named as its ref.name annotation says.
+registry_blobs() {
+    local l=$1 name digest media m
+    jq -r '.manifests[] | "\(.annotations["org.opencontainers.image.ref.name"]) \(.digest) \(.mediaType)"' "$l/index.json" |
+        while read -r name digest media; do
+            m=$digest
+            if [ "$media" = application/vnd.oci.image.index.v1+json ]; then
+                m=$(jq -r '[.manifests[] | select(.platform.architecture == "amd64")][0].digest' "$l/blobs/sha256/${digest#sha256:}")
+            fi
+            name=${name%:*}
+            jq -r --arg d "${name%%/*}" --arg p "${name#*/}" '"\($d) \($p) \(.config.digest)", (.layers[] | "\($d) \($p) \(.digest)")' \
+                "$l/blobs/sha256/${m#sha256:}"
+        done
+}
+
 # ---- on the test nodes (root; run by the lead: they are shared) -------------------------------
 nodes() {
     [ "$(id -u)" -eq 0 ] || die "run as root (the test nodes need it), or BENCH_NODES=0"
@@ -275,11 +293,40 @@ nodes() {
     t1=$(now); t_cat=$(echo "$t1 - $t0" | bc -l)
     # cat read the whole bundle; scale its time to the bytes the pulls carried (what n1's
     # content store now holds).
+    local t_cat_bundle=$t_cat
     bytes=$(on n1 du -sb /var/lib/containerd/io.containerd.content.v1.content/blobs | cut -f1)
     t_cat=$(echo "$t_cat * $bytes / $size" | bc -l)
     local pct; pct=$(echo "scale=1; 100 * $t_cat / $t_pull" | bc -l)
     row "registry under load: 3 nodes pull all, % of cat" "$(printf '%.1f' "$t_pull")" "$(printf '%.1f' "$t_cat")" "$pct%" \
         "$(verdict "$pct" '>=' 90 '>= 90% of cat')"
+
+    # The registry alone: this host fetches every blob of every image (its amd64 manifest's
+    # config and layers) from the three nodes' registries at once, 16 transfers per node over
+    # HTTP/1.1 into /dev/null (curl --parallel: no content store, no digest checks, so only
+    # the registry and the link are measured), against cat of the same bytes on the nodes.
+    local cfg i
+    registry_blobs "$CTX/images/scale" >"$W/blobs.txt"
+    for i in 0 1 2; do
+        awk -v ip="${IPS[$i]}" '{ printf "url = \"http://%s:5050/v2/%s/blobs/%s?ns=%s\"\noutput = \"/dev/null\"\n", ip, $2, $3, $1 }' \
+            "$W/blobs.txt" >"$W/curl-$i.cfg"
+    done
+    t0=$(now); pids=()
+    for i in 0 1 2; do
+        cfg="$W/curl-$i.cfg"
+        curl -sS --fail --parallel --parallel-max 16 -K "$cfg" -w '%{size_download}\n' >"$W/sizes-$i.txt" &
+        pids+=("$!")
+    done
+    for p in "${pids[@]}"; do wait "$p" || die "fetching every blob from a node's registry failed (see $W/curl-*.cfg)"; done
+    t1=$(now)
+    local t_reg reg_bytes cat_equiv
+    t_reg=$(echo "$t1 - $t0" | bc -l)
+    reg_bytes=$(cat "$W"/sizes-*.txt | paste -sd+ | bc)
+    # cat's time for as many bytes (three nodes read the bundle at once above: 3 x size).
+    cat_equiv=$(echo "$t_cat_bundle * $reg_bytes / (3 * $size)" | bc -l)
+    pct=$(echo "scale=1; 100 * $cat_equiv / $t_reg" | bc -l)
+    row "registry alone: 3 nodes serve all blobs, % of cat" "$(printf '%.1f' "$t_reg")" "$(printf '%.1f' "$cat_equiv")" "$pct%" \
+        "$(verdict "$pct" '>=' 90 '>= 90% of cat')"
+    row "  bytes served (3 nodes)" "$reg_bytes" "" "" ""
 
     # Peak RSS of every bale process on every node, and the space each node's files took.
     local hwm worst_hwm=0
@@ -302,6 +349,6 @@ nodes() {
     trap - EXIT
 }
 
-offnode
+if [ "${BENCH_OFFNODE:-1}" = 1 ]; then offnode; fi
 if [ "${BENCH_NODES:-1}" = 1 ]; then nodes; fi
 say "results in $RESULTS"
