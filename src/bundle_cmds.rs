@@ -780,11 +780,8 @@ pub fn info(a: InfoArgs, this: Option<Bundle>) -> Result<()> {
 
 pub fn variant(a: VariantArgs, this: Option<Bundle>) -> Result<()> {
     let b = target_bundle(a.file, this)?;
-    let arch = match a.arch.as_str() {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        other => other,
-    };
+    let arch =
+        &bale_bundler::build::kernel_arch(&bale_bundler::images::Platform::for_arch(&a.arch));
     if !b.is_multi_platform() {
         bail!(
             "{} is a bundle for {} only; build it with --platform naming {arch} as well",

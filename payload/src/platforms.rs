@@ -66,15 +66,10 @@ pub(crate) fn select(header: &mut Header, arch: &str, stub_len: Option<u64>) -> 
     if header.programs.is_empty() {
         return Ok(());
     }
-    let carried = header
-        .programs
-        .keys()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
     let region = header.programs.get(arch).ok_or_else(|| {
         Error::BadHeader(format!(
-            "the program at the start of the file is for {arch}; the bundle carries {carried}"
+            "the program at the start of the file is for {arch}; the bundle carries {}",
+            carried(header)
         ))
     })?;
     if let Some(stub_len) = stub_len.filter(|l| *l != region.len) {

@@ -365,8 +365,7 @@ pub(crate) fn decode_header(trailer: &Trailer, header_bytes: &[u8]) -> Result<He
         )));
     }
     // A bundle of several platforms may start with any of its programs.
-    let program_fits = header.stub.len == trailer.stub_len
-        || header.programs.values().any(|p| p.len == trailer.stub_len);
+    let program_fits = crate::platforms::program_region(&header, trailer.stub_len).is_some();
     if header.table.len != trailer.table_len || !program_fits {
         return Err(Error::BadHeader(
             "header and trailer disagree on region sizes".into(),
