@@ -316,25 +316,9 @@ fn mixed_appliance(dir: &Path, arm: &Path) -> PathBuf {
     );
     std::fs::remove_file(ctx.join("Kubefile")).unwrap();
     std::fs::write(ctx.join("Kubefile"), kubefile).unwrap();
-    let stubs = dir.join("stubs");
-    std::fs::create_dir_all(&stubs).unwrap();
-    std::fs::copy(arm, stubs.join("bale-aarch64")).unwrap();
     let out = dir.join("appliance.bale");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    ok(&bale(&[
-        "build",
-        "-t",
-        "appliance:0.1.0",
-        "--offline",
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "--stub-dir",
-        &s(&stubs),
-        "-o",
-        &s(&out),
-        &s(&ctx),
-    ]));
-    let info = stdout(&bale(&["info", &s(&out)]));
+    build_for_amd64_and_arm64(&ctx, "appliance:0.1.0", &out, arm);
+    let info = stdout(&bale(&["info", out.to_str().unwrap()]));
     assert!(info.contains("arch:        x86_64"), "{info}");
     assert!(info.contains("platforms:   aarch64, x86_64"), "{info}");
     out

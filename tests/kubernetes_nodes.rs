@@ -813,32 +813,14 @@ fn mixed_bundles(dir: &Path, arm: &Path) -> PathBuf {
     )
     .unwrap();
 
-    let stubs = dir.join("stubs");
-    std::fs::create_dir_all(&stubs).unwrap();
-    std::fs::copy(arm, stubs.join("bale-aarch64")).unwrap();
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let build = |ctx: &Path, tag: &str, out: &Path| {
-        ok(&bale(&[
-            "build",
-            "-t",
-            tag,
-            "--offline",
-            "--platform",
-            "linux/amd64,linux/arm64",
-            "--stub-dir",
-            &s(&stubs),
-            "-o",
-            &s(out),
-            &s(ctx),
-        ]));
-    };
-    build(
+    build_for_amd64_and_arm64(
         &base,
         "kubernetes-multiarch:v1.36.3",
         &app.join("kubernetes.bale"),
+        arm,
     );
     let out = dir.join("arch-app.bale");
-    build(&app, "arch-app:0.1.0", &out);
+    build_for_amd64_and_arm64(&app, "arch-app:0.1.0", &out, arm);
     out
 }
 

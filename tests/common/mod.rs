@@ -65,6 +65,29 @@ pub fn link_tree(from: &Path, to: &Path) {
     ok(&o);
 }
 
+/// `bale build -t TAG --offline --platform linux/amd64,linux/arm64 -o OUT CTX`: one bundle for
+/// both, its x86_64 program this test build of bale, its aarch64 program `arm` (copied into a
+/// stub dir beside the context, outside it).
+pub fn build_for_amd64_and_arm64(ctx: &Path, tag: &str, out: &Path, arm: &Path) {
+    let stubs = ctx.with_extension("stubs");
+    std::fs::create_dir_all(&stubs).expect("make the stub dir");
+    std::fs::copy(arm, stubs.join("bale-aarch64")).expect("copy the aarch64 bale");
+    let s = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+    ok(&bale(&[
+        "build",
+        "-t",
+        tag,
+        "--offline",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--stub-dir",
+        &s(&stubs),
+        "-o",
+        &s(out),
+        &s(ctx),
+    ]));
+}
+
 /// A directory for fixtures that live as long as the test program (statics are never dropped,
 /// so a tempdir there would be left behind on every run): one per name under Cargo's target
 /// tmp dir, emptied when it is taken.
