@@ -133,9 +133,10 @@ pub enum Src {
         name: String,
         addr: SocketAddr,
         token: String,
-        /// Whether the peer runs the same program: a node of another architecture (a
-        /// multi-platform bundle) serves the same chunks but not its program.
-        same_program: bool,
+        /// Where the program comes from: this peer when it runs the same one, else another
+        /// peer that does (address and token), else the installer (`None`). A node of another
+        /// architecture (a multi-platform bundle) serves the same chunks but not its program.
+        program_from: Option<(SocketAddr, String)>,
     },
 }
 
@@ -279,6 +280,18 @@ impl Fanout {
                     .map(|(i, _)| *i)
             };
             let pick_peer = free.or_else(shared);
+            // Any peer whose server is up serves its program, whoever it feeds: the chosen one
+            // first, so the program travels with the chunks when it can.
+            let program_from = pick_peer
+                .into_iter()
+                .chain(t.peers.keys().copied())
+                .find_map(|i| {
+                    let p = t.peers.get(&i)?;
+                    if !usable(i, p) || p.program != program {
+                        return None;
+                    }
+                    Some((p.addr?, p.token.clone()))
+                });
             if let Some(i) = pick_peer {
                 if let Some(p) = t.peers.get_mut(&i) {
                     if let Some(addr) = p.addr {
@@ -288,7 +301,7 @@ impl Fanout {
                             name: p.name.clone(),
                             addr,
                             token: p.token.clone(),
-                            same_program: p.program == program,
+                            program_from,
                         };
                     }
                 }
@@ -453,9 +466,7 @@ impl Fanout {
         if !have.starts_with(&local.stub_sha256) {
             let from_peer = match src {
                 Src::Peer {
-                    addr,
-                    token,
-                    same_program: true,
+                    program_from: Some((addr, token)),
                     ..
                 } => match stub_from_peer(remote, &agent, *addr, token, local) {
                     Ok(()) => true,
@@ -1020,17 +1031,19 @@ mod tests {
         let f = Fanout::new();
         assert_eq!(f.pick(0, "x86", &[], "t0", "px"), Src::Installer);
         f.serving(0, addr(1));
+        // The arm64 node: chunks from the x86_64 one, its program from nobody but the installer.
         match f.pick(1, "arm", &[], "t1", "pa") {
             Src::Peer {
-                node, same_program, ..
-            } => assert_eq!((node, same_program), (0, false)),
+                node, program_from, ..
+            } => assert_eq!((node, program_from), (0, None)),
             other => panic!("{other:?}"),
         }
         f.serving(1, addr(2));
+        // A second x86_64 node: chunks from the arm64 one (free), its program from the first.
         match f.pick(2, "x86 too", &[], "t2", "px") {
             Src::Peer {
-                node, same_program, ..
-            } => assert_eq!((node, same_program), (1, false)),
+                node, program_from, ..
+            } => assert_eq!((node, program_from), (1, Some((addr(1), "t0".to_string())))),
             other => panic!("{other:?}"),
         }
     }
