@@ -256,12 +256,12 @@ fn a_partitioned_node_fails_alone_and_resumes_and_damaged_chunks_are_sent_again(
     // n2's agent outlives the cut run and would finish its copy from a peer still serving once
     // the link is back: the link comes back only when the peers' agents are gone, and the
     // test goes on when n2's has given up on its source.
+    // A node that cannot be asked (its link just came back) has not been seen without one.
     let no_agent = |n: &str| {
-        let o = on(n, "pgrep -f '[.]bale-copy-agent' || true");
-        if stdout(&o).trim().is_empty() {
-            Ok(())
-        } else {
-            Err(stdout(&o))
+        let o = on(n, "pgrep -af '[.]bale-copy-agent'; echo asked");
+        match stdout(&o).trim() {
+            "asked" if o.status.success() => Ok(()),
+            _ => Err(format!("{}{}", stdout(&o), stderr(&o))),
         }
     };
     for n in ["n1", "n3"] {
@@ -280,6 +280,17 @@ fn a_partitioned_node_fails_alone_and_resumes_and_damaged_chunks_are_sent_again(
         || no_agent("n2"),
     );
 
+    // What follows checks a resumed copy: n2's must still be partial.
+    let st = copy_state("n2");
+    let listing = on_ok("n2", &format!("ls -la {DATA}"));
+    assert!(
+        st["phase"] != "complete"
+            && !on("n2", &format!("test -e {DATA}/bundle.bale"))
+                .status
+                .success(),
+        "n2's copy was not left partial by the cut: {st}\n{listing}"
+    );
+
     // Damage a chunk n2 holds: the next run must find it and fetch it again.
     let list = ChunkList::of_bundle(&bale_payload::Bundle::open(&b.path).unwrap()).unwrap();
     let (index, offset) = a_held_chunk("n2", &list);
@@ -296,7 +307,17 @@ fn a_partitioned_node_fails_alone_and_resumes_and_damaged_chunks_are_sent_again(
     let (o, ev) = run_install(&b.path, &args);
     ok(&o);
     assert!(has(&ev, "skip", "upload", N1) && has(&ev, "skip", "upload", N3));
-    let (installer, peers, kept) = copy_bytes(&ev, N2).expect("n2's copy report");
+    let (installer, peers, kept) = copy_bytes(&ev, N2).unwrap_or_else(|| {
+        let n2: Vec<String> = ev
+            .iter()
+            .filter(|e| e["node"] == N2)
+            .map(|e| e.to_string())
+            .collect();
+        panic!(
+            "no copy report for n2 in the second run:\n{}",
+            n2.join("\n")
+        )
+    });
     eprintln!("second run on n2: from the installer {installer}, from peers {peers}, kept {kept}");
     // The program is rebuilt from the agent on the node; the payload chunks must resume.
     let stub = list.trailer.stub_len;
