@@ -49,6 +49,8 @@ say "the Kubernetes base bundle's inputs, compiled from Go modules (cached outsi
 examples/kubernetes/build-inputs.sh
 # arm64's too, cross-built, for the mixed-architecture cluster test (cached the same way)
 examples/kubernetes/build-inputs.sh --arch arm64 --out examples/kubernetes/arm64
+say "kubeadm v1.20.2 for the v1beta2 rendering, from Debian's source package (cached outside the clone)"
+kubeadm_v1beta2=$(scripts/kubeadm-v1beta2.sh | tail -n 1)
 say "the 2 GB image set of the scale test (scripts/scale-set.sh: cached by its parameters)"
 scale_set=$(scripts/scale-set.sh 2 | tail -n 1)
 say "helm for the chart tests"
@@ -60,4 +62,5 @@ disk "before the tests"
 trap 'disk "after the tests"; scripts/testbed.sh down >/dev/null 2>&1 || true' EXIT
 # Every test must run here, not skip: cross-architecture, multi-node, real-helm and the rest.
 BALE_REQUIRE_ALL=1 BALE_AARCH64_BIN="$ROOT/out/release/bale-aarch64" BALE_TEST_HELM="$helm" \
-    BALE_TEST_PYTHON="$py" BALE_SCALE_SET="$scale_set" cargo test --workspace --locked
+    BALE_TEST_PYTHON="$py" BALE_SCALE_SET="$scale_set" BALE_KUBEADM_V1BETA2="$kubeadm_v1beta2" \
+    cargo test --workspace --locked

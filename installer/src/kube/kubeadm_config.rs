@@ -1739,7 +1739,7 @@ mod tests {
     /// still reads that API strictly (an unknown field is an error). Only the control-plane
     /// version is the kubeadm's own, since kubeadm refuses to init an older one. v1beta2
     /// (1.15–1.21) needs a kubeadm of 1.21 or older, which the Go module proxy does not
-    /// serve; its rendering is covered by the unit tests above.
+    /// serve: [`kubeadm_reads_the_v1beta2_rendering`] asks one built from Debian's source.
     #[test]
     fn kubeadm_reads_the_v1beta3_rendering() {
         let Some(k) = kubeadm() else {
@@ -1782,6 +1782,186 @@ mod tests {
             .unwrap_err();
             assert!(e.contains("unknown field"), "{e}");
         }
+    }
+
+    /// The kubeadm 1.20.2 that `scripts/kubeadm-v1beta2.sh` builds from Debian's source
+    /// package and prints: `BALE_KUBEADM_V1BETA2`.
+    fn kubeadm_v1beta2() -> Option<PathBuf> {
+        let p = PathBuf::from(std::env::var_os("BALE_KUBEADM_V1BETA2").filter(|p| !p.is_empty())?);
+        assert!(
+            p.is_file(),
+            "BALE_KUBEADM_V1BETA2={} is not a file",
+            p.display()
+        );
+        Some(p)
+    }
+
+    const NO_KUBEADM_V1BETA2: &str = "no kubeadm 1.20 for the v1beta2 rendering: set \
+                                      BALE_KUBEADM_V1BETA2 to the last line of \
+                                      scripts/kubeadm-v1beta2.sh";
+
+    /// kubeadm 1.20 has no `config validate`. `config migrate --old-config` loads the
+    /// documents as `kubeadm init` and `join` do: it decodes them, applies the defaults and
+    /// validates, and a bad value fails it (exit 1 or 3). An unknown field, though, in
+    /// kubeadm's documents and the kubelet's and kube-proxy's alike, it only warns about on
+    /// stderr (`strict.go:54] error unmarshaling configuration ...: unknown field "x"`), so
+    /// anything on stderr counts as a refusal here. Ok: the kubeadm documents as it read them.
+    fn migrate_v1beta2(k: &Path, text: &str) -> Result<String, Complaint> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kubeadm.yaml");
+        std::fs::write(&f, text).unwrap();
+        let out = kubeadm_out(
+            k,
+            &["config", "migrate", "--old-config", f.to_str().unwrap()],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() && stderr.trim().is_empty() {
+            Ok(stdout)
+        } else {
+            Err(Complaint(format!("{}:\n{stderr}{stdout}", out.status)))
+        }
+    }
+
+    /// The v1beta2 rendering (Kubernetes 1.15–1.21) read by a real kubeadm 1.20.2
+    /// ([`migrate_v1beta2`]). kubeadm 1.20 checks every field's name and type and the values
+    /// its validation looks at (subnets, addresses, endpoints, tokens, durations). It does
+    /// not check the certificate key or the form of the CA hashes (it reads them only when it
+    /// encrypts or fetches the control-plane certificates and when it discovers the cluster),
+    /// nor the kubelet's and kube-proxy's values (those programs do when they start): bale's
+    /// own checks cover the key and the hashes.
+    #[test]
+    fn kubeadm_reads_the_v1beta2_rendering() {
+        let Some(k) = kubeadm_v1beta2() else {
+            return bale_test_support::skip(&[], NO_KUBEADM_V1BETA2);
+        };
+        let v = KubeVersion::new(1, 20, 2);
+        assert_eq!(kubeadm_version(&k), v, "{}", k.display());
+        assert_eq!(v.kubeadm_api().unwrap(), KubeadmApi::V1beta2);
+        eprintln!(
+            "reading the v1beta2 rendering with kubeadm {v} ({})",
+            k.display()
+        );
+        for (cgroup, swap) in [(CgroupMode::Hybrid, true), (CgroupMode::V2, false)] {
+            let f = facts(cgroup, swap);
+            let mut c = cluster(v, &f);
+            c.dns_image_tag = Some("1.7.0".into());
+            c.timeouts = KubeadmTimeouts {
+                control_plane: Some(Duration::from_secs(120)),
+                discovery: Some(Duration::from_millis(30_500)),
+            };
+            let mut n = node("ks1", "10.66.0.11", f.clone());
+            n.taints = Some(vec![Taint {
+                key: "node-role.kubernetes.io/control-plane".into(),
+                value: None,
+                effect: TaintEffect::PreferNoSchedule,
+            }]);
+            let init = render_init(&c, &n, &secrets()).unwrap();
+            assert!(
+                init.text.contains("kubeadm.k8s.io/v1beta2"),
+                "{}",
+                init.text
+            );
+            assert_eq!(init.flags, ["--skip-phases=addon/coredns"]);
+            let read = migrate_v1beta2(&k, &init.text)
+                .unwrap_or_else(|e| panic!("{cgroup:?} init: {e}\n{}", init.text));
+            // bale's values, not kubeadm's defaults.
+            for want in [
+                "name: ks1\n",
+                "criSocket: unix:///run/containerd/containerd.sock\n",
+                "node-ip: 10.66.0.11\n",
+                "effect: PreferNoSchedule\n",
+                "ttl: 2h0m0s\n",
+                "controlPlaneEndpoint: apiserver.cluster.local:6443\n",
+                "timeoutForControlPlane: 2m0s\n",
+                "podSubnet: 10.244.0.0/16\n",
+                "imageTag: 1.7.0\n",
+                "imageTag: 3.6.4-0\n",
+            ] {
+                assert!(
+                    read.contains(want),
+                    "{cgroup:?} init: no {want:?} in\n{read}"
+                );
+            }
+            assert_eq!(read.contains("- Swap\n"), swap, "{cgroup:?} init:\n{read}");
+            for master in [false, true] {
+                let w = node("ks2", "fd00::12", f.clone());
+                let join = render_join(&c, &w, &join_spec(master)).unwrap();
+                assert!(join.flags.is_empty());
+                let read = migrate_v1beta2(&k, &join.text).unwrap_or_else(|e| {
+                    panic!("{cgroup:?} join (master {master}): {e}\n{}", join.text)
+                });
+                for want in [
+                    "apiServerEndpoint: apiserver.cluster.local:6443\n",
+                    "timeout: 30.5s\n",
+                    "name: ks2\n",
+                    "node-ip: fd00::12\n",
+                ] {
+                    assert!(
+                        read.contains(want),
+                        "{cgroup:?} join (master {master}): no {want:?} in\n{read}"
+                    );
+                }
+                assert_eq!(
+                    read.contains("advertiseAddress: 10.66.0.12\n"),
+                    master,
+                    "{read}"
+                );
+            }
+        }
+        // v1beta2 has no skipPhases: the flag render_init returns names a phase kubeadm has.
+        let out = kubeadm_out(&k, &["init", "phase", "addon", "coredns", "--help"]);
+        assert!(out.status.success(), "{out:?}");
+
+        // The check itself catches what it should: an unknown field in each kind of document,
+        // and wrong values.
+        let f = facts(CgroupMode::Hybrid, true);
+        let c = cluster(v, &f);
+        let init = render_init(&c, &node("ks1", "10.66.0.11", f.clone()), &secrets())
+            .unwrap()
+            .text;
+        let join = render_join(&c, &node("ks2", "10.66.0.13", f), &join_spec(true))
+            .unwrap()
+            .text;
+        for (text, field, typo) in [
+            (&init, "certificateKey:", "certificateKeys:"),
+            (&init, "controlPlaneEndpoint:", "controlPlaneEndpoints:"),
+            (&init, "failSwapOn:", "failSwapOff:"),
+            (&init, "maxPerCore:", "maxPerCores:"),
+            (&join, "caCertHashes:", "caCertHash:"),
+        ] {
+            let bad = text.replacen(field, typo, 1);
+            assert_ne!(&bad, text, "no {field} in\n{text}");
+            let e = migrate_v1beta2(&k, &bad).unwrap_err();
+            let name = typo.trim_end_matches(':');
+            assert!(e.contains(&format!("unknown field \"{name}\"")), "{e}");
+        }
+        let e = migrate_v1beta2(&k, &init.replace("10.244.0.0/16", "10.244.0.0")).unwrap_err();
+        assert!(e.contains("podSubnet"), "{e}");
+        let e = migrate_v1beta2(&k, &init.replace("ttl: 7200s", "ttl: 2 hours")).unwrap_err();
+        assert!(e.contains("2 hours"), "{e}");
+        let e = migrate_v1beta2(
+            &k,
+            &join.replace(
+                "advertiseAddress: 10.66.0.12",
+                "advertiseAddress: 10.66.0.312",
+            ),
+        )
+        .unwrap_err();
+        assert!(e.contains("10.66.0.312"), "{e}");
+        let e = migrate_v1beta2(
+            &k,
+            &join.replace(
+                "apiServerEndpoint: apiserver.cluster.local:6443",
+                "apiServerEndpoint: apiserver.cluster.local",
+            ),
+        )
+        .unwrap_err();
+        assert!(e.contains("apiServerEndpoint"), "{e}");
+        // What kubeadm 1.20 lets through, bale refuses itself: a short certificate key.
+        let short = &CERT_KEY[2..];
+        migrate_v1beta2(&k, &join.replace(CERT_KEY, short)).unwrap();
+        assert!(CertificateKey::parse(short).is_err());
     }
 
     #[test]
