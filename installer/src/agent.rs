@@ -42,6 +42,9 @@ pub enum KubeCommand {
         labels: Vec<(String, String)>,
         taints: Vec<crate::marks::Taint>,
     },
+    /// Where the etcd member of the host at `address` stands: `absent`, `learner`,
+    /// `unstarted-voter` or `voter` on stdout.
+    EtcdMember { address: String },
     /// Whether this host already is a complete member of the cluster (the node context under
     /// `data_dir` tells its role): `member` or `not a member` on stdout.
     Member { data_dir: String },
@@ -189,6 +192,11 @@ pub fn run(command: AgentCommand, this: Option<&bale_payload::Bundle>) -> Result
             for line in crate::node::kubernetes::mark(&address, &labels, &taints)? {
                 println!("{line}");
             }
+            Ok(())
+        }
+        AgentCommand::Kube(KubeCommand::EtcdMember { address }) => {
+            let st = crate::node::kubernetes::etcd_standing(&address)?;
+            println!("{}", st.as_str());
             Ok(())
         }
         AgentCommand::Kube(KubeCommand::Member { data_dir }) => {

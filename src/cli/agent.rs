@@ -74,6 +74,13 @@ pub enum KubeSubcommand {
         #[arg(long = "taint", value_parser = parse_taint)]
         taints: Vec<Taint>,
     },
+    /// Print where the etcd member of a host stands, as this master's etcd lists it: `absent`,
+    /// `learner`, `unstarted-voter` (added without learner mode, not started yet) or `voter`
+    EtcdMember {
+        /// The host's address (its member's peer URL host)
+        #[arg(long)]
+        address: String,
+    },
     /// Print `member` when this host already is a complete member of the cluster (kubelet's
     /// credentials, and on a master its control plane's static pods), else `not a member`
     Member {
@@ -159,6 +166,7 @@ impl From<KubeSubcommand> for KubeCommand {
             KubeSubcommand::Forget { addresses } => KubeCommand::Forget { addresses },
             KubeSubcommand::Nodes { wait_for, timeout } => KubeCommand::Nodes { wait_for, timeout },
             KubeSubcommand::Member { data_dir } => KubeCommand::Member { data_dir },
+            KubeSubcommand::EtcdMember { address } => KubeCommand::EtcdMember { address },
             KubeSubcommand::Mark {
                 address,
                 labels,

@@ -159,6 +159,57 @@ pub fn members_of<'a>(list: &'a MemberList, addresses: &[String]) -> Vec<&'a Mem
         .collect()
 }
 
+/// Where the member of one host stands in the cluster, as a master's join goes on: added as a
+/// learner, promoted to a voter once in step with the leader, named once it has started and
+/// published itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Absent,
+    Learner,
+    /// A voter that has not started yet (added as a voter outright, without learner mode).
+    UnstartedVoter,
+    Voter,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Absent => "absent",
+            Standing::Learner => "learner",
+            Standing::UnstartedVoter => "unstarted-voter",
+            Standing::Voter => "voter",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Standing> {
+        [
+            Standing::Absent,
+            Standing::Learner,
+            Standing::UnstartedVoter,
+            Standing::Voter,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s.trim())
+    }
+}
+
+/// The standing of the member with a peer URL on `address`.
+pub fn standing(list: &MemberList, address: &str) -> Standing {
+    let Some(m) = list.members.iter().find(|m| {
+        m.peer_urls
+            .iter()
+            .filter_map(|u| url_host(u))
+            .any(|h| same_host(h, address))
+    }) else {
+        return Standing::Absent;
+    };
+    match (m.is_learner, m.name.is_empty()) {
+        (true, _) => Standing::Learner,
+        (false, true) => Standing::UnstartedVoter,
+        (false, false) => Standing::Voter,
+    }
+}
+
 /// How a member is shown: its name, or what it is while it has none.
 pub fn describe(m: &Member) -> String {
     let name = if m.name.is_empty() {
@@ -312,6 +363,25 @@ mod tests {
                 member(5, "", &["https://10.0.0.5:2380"], false),
             ],
         }
+    }
+
+    #[test]
+    fn a_member_stands_by_its_peer_host() {
+        let l = list();
+        assert_eq!(standing(&l, "10.0.0.2"), Standing::Voter);
+        assert_eq!(standing(&l, "10.0.0.3"), Standing::Voter);
+        assert_eq!(standing(&l, "fd00:0::4"), Standing::Learner);
+        assert_eq!(standing(&l, "10.0.0.5"), Standing::UnstartedVoter);
+        assert_eq!(standing(&l, "10.0.0.9"), Standing::Absent);
+        for st in [
+            Standing::Absent,
+            Standing::Learner,
+            Standing::UnstartedVoter,
+            Standing::Voter,
+        ] {
+            assert_eq!(Standing::parse(&format!("{}\n", st.as_str())), Some(st));
+        }
+        assert_eq!(Standing::parse("voters"), None);
     }
 
     fn ids(addresses: &[&str]) -> Vec<u64> {

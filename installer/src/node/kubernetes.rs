@@ -112,6 +112,12 @@ pub enum KubernetesError {
     NoNodeWithAddress { address: String },
     #[error(transparent)]
     Etcd(#[from] super::etcd::EtcdError),
+    #[error(
+        "this host runs no stacked etcd ({} is missing): ask a master of a cluster made by \
+         kubeadm init with its local etcd",
+        super::etcd::CLIENT_CERT
+    )]
+    NoLocalEtcd,
 }
 
 /// True when the bundle carries what a Kubernetes node needs.
@@ -1011,6 +1017,17 @@ fn forget_etcd_members(addresses: &[String]) -> StepResult<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// `bale agent kube etcd-member`: where the etcd member of the host at `address` stands, as
+/// this master's etcd lists it.
+pub fn etcd_standing(address: &str) -> StepResult<super::etcd::Standing> {
+    use super::etcd;
+    if !etcd::local_etcd() {
+        return Err(KubernetesError::NoLocalEtcd.into());
+    }
+    let list = etcd::member_list().map_err(KubernetesError::from)?;
+    Ok(etcd::standing(&list, address))
 }
 
 /// `bale agent kube drain`: cordons and drains the nodes whose InternalIP is one of

@@ -5,7 +5,11 @@
 //! 2. `kube-join`, on every other host: a fresh token (and, for a master, certificate key) is
 //!    asked of the first master, written to a 0600 file on the joining host over SSH, and
 //!    `agent step cluster apply` runs `kubeadm join`. Masters join one at a time (each adds an
-//!    etcd member); workers in parallel. A host that is already a member is left alone.
+//!    etcd member, and etcd takes one learner at a time), but the next one starts as soon as
+//!    the joining master's member is a voter, not when its whole join is over: the rest of a
+//!    join (etcd publishing itself, which etcd holds for its 7 s request timeout, the API
+//!    server coming up) touches no other member. Workers join in parallel. A host that is
+//!    already a member is left alone.
 //! 3. `pod-network`, everywhere, on every run: the nodes and their pod subnets are read from the
 //!    cluster once, written to each host, and `agent step podnet apply` sets the bridge network
 //!    and the routes, so a join or a delete keeps every node's routes in step.
@@ -15,13 +19,17 @@
 //!
 //! The first master's connection is kept from phase 1, so the later phases can ask it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use super::agent_step::run_noted;
 use super::bundle_path;
 use super::context::node_context;
 use crate::engine::{lock, Attempt, Node, Phase, PhaseError, PhaseResult};
 use crate::hosts::Role;
+use crate::node::etcd::Standing;
 use crate::node::kubernetes::{KubeNode, JOIN_FILE};
 use crate::node::podnet::NODES_FILE;
 use crate::remote::{Cmd, Remote, Script};
@@ -35,10 +43,59 @@ type MasterConn = (Arc<dyn Remote>, String);
 pub struct KubeRun {
     /// The first master's connection, once its control plane answers.
     first_master: Mutex<Option<MasterConn>>,
-    /// Held while a master joins: etcd takes one new member at a time.
-    master_join: Mutex<()>,
+    /// Held while a master's etcd member is being added: etcd takes one learner at a time.
+    master_join: JoinTurn,
     /// The cluster's nodes, read once per run for the pod network.
     nodes: Mutex<Option<Vec<KubeNode>>>,
+}
+
+/// How often a joining master's etcd member is looked at.
+const STANDING_POLL: Duration = Duration::from_millis(500);
+
+/// The masters' turn to join: one holds it until its etcd member is a voter (or its join ends).
+#[derive(Default)]
+struct JoinTurn {
+    busy: Mutex<bool>,
+    freed: Condvar,
+}
+
+impl JoinTurn {
+    /// Waits for the turn.
+    fn take(&self) -> HeldTurn<'_> {
+        let mut busy = lock(&self.busy);
+        while *busy {
+            busy = self
+                .freed
+                .wait(busy)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *busy = true;
+        HeldTurn {
+            turn: self,
+            released: AtomicBool::new(false),
+        }
+    }
+}
+
+/// The turn, handed on once: early by [`HeldTurn::release`], at the latest when dropped.
+struct HeldTurn<'a> {
+    turn: &'a JoinTurn,
+    released: AtomicBool,
+}
+
+impl HeldTurn<'_> {
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::SeqCst) {
+            *lock(&self.turn.busy) = false;
+            self.turn.freed.notify_one();
+        }
+    }
+}
+
+impl Drop for HeldTurn<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 fn kubernetes(node: &Node) -> bool {
@@ -154,8 +211,8 @@ impl Phase for KubeJoin {
         if answer == crate::agent::MEMBER {
             return run_noted(node, "cluster", "apply");
         }
-        // Masters one at a time; the guard is held across the whole join.
-        let _turn = master.then(|| lock(&self.0.master_join));
+        // Masters one at a time, until the joining one's etcd member is a voter.
+        let turn = master.then(|| self.0.master_join.take());
         let args: &[&str] = if master {
             &["join-material", "--control-plane"]
         } else {
@@ -177,7 +234,54 @@ impl Phase for KubeJoin {
             &Cmd::script("hand the join secrets to this host", &hand_over)
                 .stdin(material.as_bytes()),
         )?;
-        run_noted(node, "cluster", "apply")
+        match (&turn, &node.host) {
+            (Some(turn), Some(host)) => self.join_handing_on(node, turn, &host.addr.to_string()),
+            _ => run_noted(node, "cluster", "apply"),
+        }
+    }
+}
+
+impl KubeJoin {
+    /// A master's join, with the turn handed to the next master once this one's etcd member is
+    /// a voter: named (started) or seen as a learner first (a learner is promoted only once it
+    /// has started and caught up). A voter with no name was added without learner mode and has
+    /// not started: with it, the members that have started may be no quorum, so the turn waits.
+    /// When the first master cannot tell, the turn is held to the end of the join, as before.
+    fn join_handing_on(&self, node: &Node, turn: &HeldTurn, address: &str) -> PhaseResult {
+        let (joined, join_over) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut was_learner = false;
+                // Until the join is over (the sender is dropped), every STANDING_POLL.
+                while let Err(RecvTimeoutError::Timeout) = join_over.recv_timeout(STANDING_POLL) {
+                    let asked = self
+                        .0
+                        .ask_first_master(&["etcd-member", "--address", address], "etcd-member");
+                    let Some(st) = asked.ok().as_deref().and_then(Standing::parse) else {
+                        return;
+                    };
+                    let voter = match st {
+                        Standing::Learner => {
+                            was_learner = true;
+                            false
+                        }
+                        Standing::Voter => true,
+                        Standing::UnstartedVoter => was_learner,
+                        Standing::Absent => false,
+                    };
+                    if voter {
+                        turn.release();
+                        node.note(
+                            "etcd: this master's member is a voter; the next master may join",
+                        );
+                        return;
+                    }
+                }
+            });
+            let r = run_noted(node, "cluster", "apply");
+            drop(joined);
+            r
+        })
     }
 }
 
@@ -422,6 +526,34 @@ mod tests {
     use crate::engine::test_ctx;
     use crate::remote::fake::{Fed, Scripted};
     use crate::site::Site;
+
+    fn busy(t: &JoinTurn) -> bool {
+        *lock(&t.busy)
+    }
+
+    #[test]
+    fn a_masters_turn_is_handed_on_once() {
+        let turn = JoinTurn::default();
+        let a = turn.take();
+        assert!(busy(&turn));
+        a.release();
+        assert!(!busy(&turn));
+        let b = turn.take();
+        // The first master's join ends after the second took the turn: that frees nothing.
+        drop(a);
+        assert!(busy(&turn), "the end of a's join freed b's turn");
+        // A third waits for b.
+        std::thread::scope(|s| {
+            let c = s.spawn(|| {
+                let c = turn.take();
+                assert!(busy(&turn));
+                drop(c);
+            });
+            b.release();
+            c.join().unwrap();
+        });
+        assert!(!busy(&turn));
+    }
 
     #[test]
     fn a_master_joins_with_secrets_asked_of_the_first_master() {
