@@ -153,6 +153,26 @@ impl HostRoot {
         write_atomically(&self.path(p), mode, fill)
     }
 
+    /// Makes `to` a hard link to the file `from` (both host paths): linked under a temp name
+    /// beside `to`, then renamed over it, so `to` is never missing or half there. Fails across
+    /// file systems, where the caller writes a copy instead.
+    pub fn link_over(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> HostResult<()> {
+        let (from, to) = (self.path(from), self.path(to));
+        let (dir, tmp) = temp_beside(&to)?;
+        let _ = std::fs::remove_file(&tmp);
+        let res = std::fs::hard_link(&from, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &to))
+            .and_then(|()| File::open(dir)?.sync_all());
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(HostError {
+                path: to,
+                source: e,
+            });
+        }
+        Ok(())
+    }
+
     /// Writes a kernel pseudo-file (a sysctl under `/proc/sys`) in place: those take no temp
     /// names or renames, and a write there is whole or refused.
     pub fn write_in_place(&self, p: impl AsRef<Path>, data: &[u8]) -> HostResult<()> {
@@ -203,11 +223,8 @@ impl HostRoot {
     }
 }
 
-fn write_atomically(
-    path: &Path,
-    mode: u32,
-    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> HostResult<()> {
+/// The directory of `path` (made if missing) and a temp name in it for `path`'s next content.
+fn temp_beside(path: &Path) -> HostResult<(&Path, PathBuf)> {
     let Some(dir) = path.parent() else {
         return Err(HostError {
             path: path.to_path_buf(),
@@ -219,7 +236,18 @@ fn write_atomically(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.bale-tmp.{}", std::process::id()));
+    Ok((
+        dir,
+        dir.join(format!(".{name}.bale-tmp.{}", std::process::id())),
+    ))
+}
+
+fn write_atomically(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> HostResult<()> {
+    let (dir, tmp) = temp_beside(path)?;
     let res = (|| {
         let mut f = File::create(&tmp)?;
         fill(&mut f)?;

@@ -235,13 +235,28 @@ fn mode_of(entry: &Entry) -> u32 {
     (entry.mode & 0o7777) | 0o555
 }
 
-/// Installs one file from the bundle; true when it changed something.
-fn install_file(root: &HostRoot, bundle: &Bundle, f: &RuntimeFile) -> StepResult<bool> {
+/// Installs one file from the bundle; true when it changed something. The extract phase has
+/// put the same bytes under `rootfs` already: when that copy checks out, the file is a hard link
+/// to it rather than a second copy written from the bundle (no second decompression, no second
+/// write: with several nodes on one disk, those writes were most of this step). Across file
+/// systems, or when the extracted copy differs, it is written from the bundle. Either way it is
+/// replaced by rename, never written in place, and so is every later extract of the tree.
+fn install_file(
+    root: &HostRoot,
+    bundle: &Bundle,
+    rootfs: &Path,
+    f: &RuntimeFile,
+) -> StepResult<bool> {
     let mode = mode_of(&f.entry);
     if same_content(root, &f.dest, &f.entry) {
         if root.mode(&f.dest) == Some(mode) {
             return Ok(false);
         }
+        root.set_mode(&f.dest, mode)?;
+        return Ok(true);
+    }
+    let extracted = rootfs.join(&f.entry.path);
+    if same_content(root, &extracted, &f.entry) && root.link_over(&extracted, &f.dest).is_ok() {
         root.set_mode(&f.dest, mode)?;
         return Ok(true);
     }
@@ -669,7 +684,7 @@ impl Step for Runtime {
         for f in &files {
             record.add(&f.dest);
             step::save_manifest(root, &manifest, &record)?;
-            if install_file(root, bundle, f)? {
+            if install_file(root, bundle, &env.ctx.rootfs(), f)? {
                 p.changed(format!("installed {}", f.dest.display()));
                 restart_needed = true;
             }
@@ -968,5 +983,59 @@ mod tests {
         let mut p = Progress::new("runtime");
         Runtime.undo(&env, &mut p).unwrap();
         assert_eq!(p.changes(), 0);
+    }
+
+    #[test]
+    fn a_binary_the_extracted_tree_holds_is_linked_from_there_and_never_shared_when_it_differs() {
+        use std::os::unix::fs::MetadataExt;
+        let mut node = FakeNode::new();
+        node.commands.answers = vec![(
+            "ctr --address".into(),
+            "Client:\n  Version: 1.7\nServer:\n  Version: 1.7\n".into(),
+        )];
+        let bundle = node.bundle(&[
+            ("bin/containerd", b"containerd program"),
+            ("bin/ctr", b"ctr program"),
+            ("cni/bin/bridge", b"bridge plugin"),
+        ]);
+        // What the extract phase left: containerd as in the bundle, ctr changed since, no bridge.
+        let rootfs = Path::new("/var/lib/bale/rootfs");
+        for (f, data) in [
+            ("bin/containerd", &b"containerd program"[..]),
+            ("bin/ctr", b"ctr program, edited"),
+        ] {
+            node.root.write_file(rootfs.join(f), data, 0o644).unwrap();
+        }
+        let env = node.env(Some(&bundle));
+        assert_eq!(env.ctx.rootfs(), rootfs);
+        Runtime.apply(&env, &mut Progress::new("runtime")).unwrap();
+
+        let ino = |p: &Path| std::fs::metadata(node.root.path(p)).unwrap().ino();
+        let containerd = Path::new("/usr/local/bin/containerd");
+        assert_eq!(ino(containerd), ino(&rootfs.join("bin/containerd")));
+        assert_eq!(node.root.mode(containerd), Some(0o755));
+        let ctr = Path::new("/usr/local/bin/ctr");
+        assert_ne!(ino(ctr), ino(&rootfs.join("bin/ctr")));
+        assert_eq!(node.root.read(ctr).unwrap(), b"ctr program");
+        assert_eq!(
+            node.root.read("/opt/cni/bin/bridge").unwrap(),
+            b"bridge plugin"
+        );
+        // No temp name left beside the link.
+        let names: Vec<_> = node
+            .root
+            .read_dir("/usr/local/bin")
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+
+        // Undo removes the installed link; the extracted tree keeps its file.
+        Runtime.undo(&env, &mut Progress::new("runtime")).unwrap();
+        assert!(!node.root.exists(containerd));
+        assert_eq!(
+            node.root.read(rootfs.join("bin/containerd")).unwrap(),
+            b"containerd program"
+        );
     }
 }
