@@ -1634,6 +1634,24 @@ mod tests {
             .unwrap_or_else(|e| panic!("{} {args:?}: {e}", k.display()))
     }
 
+    /// The cluster and first master that the tests give a real kubeadm: every setting bale
+    /// may render set, so that kubeadm reads each one.
+    fn checked_case(v: KubeVersion, f: &NodeFacts, dns_tag: &str) -> (ClusterSpec, NodeSpec) {
+        let mut c = cluster(v, f);
+        c.dns_image_tag = Some(dns_tag.into());
+        c.timeouts = KubeadmTimeouts {
+            control_plane: Some(Duration::from_secs(120)),
+            discovery: Some(Duration::from_millis(30_500)),
+        };
+        let mut n = node("ks1", "10.66.0.11", f.clone());
+        n.taints = Some(vec![Taint {
+            key: "node-role.kubernetes.io/control-plane".into(),
+            value: None,
+            effect: TaintEffect::PreferNoSchedule,
+        }]);
+        (c, n)
+    }
+
     /// The kubeadm's own version: the configuration is rendered for it.
     fn kubeadm_version(k: &Path) -> KubeVersion {
         let out = kubeadm_out(k, &["version", "-o", "short"]);
@@ -1689,18 +1707,7 @@ mod tests {
         );
         for (cgroup, swap) in [(CgroupMode::Hybrid, true), (CgroupMode::V2, false)] {
             let f = facts(cgroup, swap);
-            let mut c = cluster(v, &f);
-            c.dns_image_tag = Some("v1.12.0".into());
-            c.timeouts = KubeadmTimeouts {
-                control_plane: Some(Duration::from_secs(120)),
-                discovery: Some(Duration::from_millis(30_500)),
-            };
-            let mut n = node("ks1", "10.66.0.11", f.clone());
-            n.taints = Some(vec![Taint {
-                key: "node-role.kubernetes.io/control-plane".into(),
-                value: None,
-                effect: TaintEffect::PreferNoSchedule,
-            }]);
+            let (c, n) = checked_case(v, &f, "v1.12.0");
             let init = render_init(&c, &n, &secrets()).unwrap();
             validate(&k, &init.text)
                 .unwrap_or_else(|e| panic!("{cgroup:?} init: {e}\n{}", init.text));
@@ -1844,18 +1851,7 @@ mod tests {
         );
         for (cgroup, swap) in [(CgroupMode::Hybrid, true), (CgroupMode::V2, false)] {
             let f = facts(cgroup, swap);
-            let mut c = cluster(v, &f);
-            c.dns_image_tag = Some("1.7.0".into());
-            c.timeouts = KubeadmTimeouts {
-                control_plane: Some(Duration::from_secs(120)),
-                discovery: Some(Duration::from_millis(30_500)),
-            };
-            let mut n = node("ks1", "10.66.0.11", f.clone());
-            n.taints = Some(vec![Taint {
-                key: "node-role.kubernetes.io/control-plane".into(),
-                value: None,
-                effect: TaintEffect::PreferNoSchedule,
-            }]);
+            let (c, n) = checked_case(v, &f, "1.7.0");
             let init = render_init(&c, &n, &secrets()).unwrap();
             assert!(
                 init.text.contains("kubeadm.k8s.io/v1beta2"),
