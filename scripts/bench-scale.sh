@@ -141,8 +141,8 @@ offnode() {
     while kill -0 "$pid" 2>/dev/null; do
         a=$(( avail0 - $(df -B1 --output=avail "$W" | tail -1) ))
         # du exits non-zero when a file goes away under it (the build's temporaries): keep
-        # its one line either way.
-        u=$(du -sb --exclude=ctx --exclude=xdg "$W" 2>/dev/null | cut -f1 | head -n 1)
+        # its one line either way (with pipefail, its status would end the script, silently).
+        u=$(du -sb --exclude=ctx --exclude=xdg "$W" 2>/dev/null | cut -f1 | head -n 1 || true)
         u=${u:-0}
         [ "$a" -gt "$peak_df" ] && peak_df=$a
         [ "$u" -gt "$peak_du" ] && peak_du=$u
