@@ -174,11 +174,12 @@ fn nftables_guardian_with_real_https_traffic() {
     wait_for("the table with all three", Duration::from_secs(30), || {
         in_rotation() == names(&["n1", "n2", "n3"])
     });
-    let j = journal("lvs1");
-    assert!(j.contains("nftables (--backend nftables)"), "{j}");
-    assert!(
-        j.contains("dropped all capabilities but CAP_NET_ADMIN, CAP_NET_RAW"),
-        "{j}"
+    log_with(
+        || journal("lvs1"),
+        &[
+            "nftables (--backend nftables)",
+            "dropped all capabilities but CAP_NET_ADMIN, CAP_NET_RAW",
+        ],
     );
     let route = on_ok("n4", "ip route show proto 180");
     assert!(
@@ -232,7 +233,7 @@ fn nftables_guardian_with_real_https_traffic() {
     wait_for("n2 back", Duration::from_secs(30), || {
         in_rotation() == names(&["n1", "n2", "n3"])
     });
-    assert!(journal("lvs1").contains(&format!("restored {N2}:6443")));
+    log_with(|| journal("lvs1"), &[&format!("restored {N2}:6443")]);
     let s = spread(15);
     assert_all_ok_from(&s, &["n1", "n2", "n3"]);
     assert!(s.contains_key("n2"), "{s:?}");

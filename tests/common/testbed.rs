@@ -138,3 +138,22 @@ fn take_lock() -> Flock<File> {
 pub fn unit_log(node: &str, unit: &str) -> String {
     on_ok(node, &format!("journalctl -u {unit} -o cat --no-pager"))
 }
+
+/// A unit's log (as `read` gets it) once it holds every one of `lines`: a program may log a
+/// moment after the effect a test waited for, and journald shows the line a moment later still.
+#[track_caller]
+pub fn log_with(read: impl Fn() -> String, lines: &[&str]) -> String {
+    super::poll_ok(
+        std::time::Duration::from_millis(200),
+        &format!("{lines:?} in the log"),
+        std::time::Duration::from_secs(30),
+        || {
+            let log = read();
+            if lines.iter().all(|l| log.contains(l)) {
+                Ok(log)
+            } else {
+                Err(log)
+            }
+        },
+    )
+}
