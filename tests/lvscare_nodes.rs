@@ -209,12 +209,10 @@ fn nftables_guardian_with_real_https_traffic() {
         "out of rotation after {took:?}, bound {bound:?}"
     );
     assert_all_ok_from(&spread(20), &["n1", "n3"]);
-    wait_for(
-        "n2 removed after fall failures",
-        Duration::from_secs(30),
-        || journal("lvs1").contains(&format!("removed {N2}:6443 after {FALL} failed probes")),
+    let j = log_with(
+        || journal("lvs1"),
+        &[&format!("removed {N2}:6443 after {FALL} failed probes")],
     );
-    let j = journal("lvs1");
     let drained = j
         .find(&format!("drained {N2}:6443 (weight 0)"))
         .unwrap_or_else(|| panic!("no drain logged:\n{j}"));

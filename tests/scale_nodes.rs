@@ -14,7 +14,6 @@ use common::testbed::*;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The set's directory, or a skip (a failure under BALE_REQUIRE_ALL) when none was made.
 fn image_set() -> Option<PathBuf> {
@@ -62,15 +61,8 @@ fn context(set: &Path, dir: &Path) -> PathBuf {
         "examples/appliance/runtime is missing: run examples/appliance/fetch-runtime.sh"
     );
     let ctx = dir.join("ctx");
-    for (from, to) in [(set, ctx.clone()), (runtime.as_path(), ctx.join("runtime"))] {
-        let o = Command::new("cp")
-            .arg("-al")
-            .arg(from)
-            .arg(&to)
-            .output()
-            .expect("run cp");
-        ok(&o);
-    }
+    link_tree(set, &ctx);
+    link_tree(&runtime, &ctx.join("runtime"));
     ctx
 }
 

@@ -1932,28 +1932,27 @@ mod tests {
             let name = typo.trim_end_matches(':');
             assert!(e.contains(&format!("unknown field \"{name}\"")), "{e}");
         }
-        let e = migrate_v1beta2(&k, &init.replace("10.244.0.0/16", "10.244.0.0")).unwrap_err();
-        assert!(e.contains("podSubnet"), "{e}");
-        let e = migrate_v1beta2(&k, &init.replace("ttl: 7200s", "ttl: 2 hours")).unwrap_err();
-        assert!(e.contains("2 hours"), "{e}");
-        let e = migrate_v1beta2(
-            &k,
-            &join.replace(
+        for (text, good, wrong, named) in [
+            (&init, "10.244.0.0/16", "10.244.0.0", "podSubnet"),
+            (&init, "ttl: 7200s", "ttl: 2 hours", "2 hours"),
+            (
+                &join,
                 "advertiseAddress: 10.66.0.12",
                 "advertiseAddress: 10.66.0.312",
+                "10.66.0.312",
             ),
-        )
-        .unwrap_err();
-        assert!(e.contains("10.66.0.312"), "{e}");
-        let e = migrate_v1beta2(
-            &k,
-            &join.replace(
+            (
+                &join,
                 "apiServerEndpoint: apiserver.cluster.local:6443",
                 "apiServerEndpoint: apiserver.cluster.local",
+                "apiServerEndpoint",
             ),
-        )
-        .unwrap_err();
-        assert!(e.contains("apiServerEndpoint"), "{e}");
+        ] {
+            let bad = text.replace(good, wrong);
+            assert_ne!(&bad, text, "no {good} in\n{text}");
+            let e = migrate_v1beta2(&k, &bad).unwrap_err();
+            assert!(e.contains(named), "{e}");
+        }
         // What kubeadm 1.20 lets through, bale refuses itself: a short certificate key.
         let short = &CERT_KEY[2..];
         migrate_v1beta2(&k, &join.replace(CERT_KEY, short)).unwrap();

@@ -681,10 +681,11 @@ impl Step for Runtime {
         }
 
         let mut restart_needed = false;
+        let rootfs = env.ctx.rootfs();
         for f in &files {
             record.add(&f.dest);
             step::save_manifest(root, &manifest, &record)?;
-            if install_file(root, bundle, &env.ctx.rootfs(), f)? {
+            if install_file(root, bundle, &rootfs, f)? {
                 p.changed(format!("installed {}", f.dest.display()));
                 restart_needed = true;
             }
