@@ -62,7 +62,7 @@ SUBSTITUTE_DIR=/usr/local/sbin
 # The host's packages whose programs the substitution takes, with every library they load.
 SUBSTITUTE_DEBS="runc libseccomp2 nftables libnftables1 libmnl0 libnftnl11 libxtables12 libjansson4 libgmp10 libedit2 libbsd0 libmd0 libtinfo6 libc6"
 # Host packages: command -> Debian package.
-HOST_PACKAGES="systemd-nspawn:systemd-container mmdebstrap:mmdebstrap arch-test:arch-test debootstrap:debootstrap ip:iproute2 nft:nftables ssh:openssh-client ssh-keygen:openssh-client sshpass:sshpass flock:util-linux unshare:util-linux nsenter:util-linux setsid:util-linux pgrep:procps mkfs.ext4:e2fsprogs"
+HOST_PACKAGES="systemd-nspawn:systemd-container mmdebstrap:mmdebstrap arch-test:arch-test debootstrap:debootstrap ip:iproute2 tc:iproute2 nft:nftables ssh:openssh-client ssh-keygen:openssh-client sshpass:sshpass flock:util-linux unshare:util-linux nsenter:util-linux setsid:util-linux pgrep:procps mkfs.ext4:e2fsprogs"
 
 # ----------------------------------------------------------------------------
 # messages
@@ -121,6 +121,9 @@ Use
 
 Faults
   link-down NODE | link-up NODE   Cut / restore NODE's network (host side of its link).
+  link-rate NODE RATE|off         Shape what NODE receives to RATE (tc units, e.g.
+                                  100mbit), so a fault can land mid-transfer; off
+                                  lifts it. 'down' removes it with the link.
   kill NODE                       Power NODE off hard (SIGKILL everything in it).
   start NODE                      Boot a killed NODE again; its disk survives.
   freeze NODE | thaw NODE         Hang every process of NODE (cgroup freezer) / resume.
@@ -1341,6 +1344,23 @@ cmd_link() {
   say "$name link $updown"
 }
 
+cmd_link_rate() {
+  local name=$1 rate=$2 hif
+  need_root; need_node "$name"
+  hif=$(host_if "$name")
+  ip link show "$hif" >/dev/null 2>&1 || die "$name has no host link $hif" "is it up? see 'status'"
+  if [ "$rate" = off ]; then
+    tc qdisc del dev "$hif" root 2>/dev/null || true
+    say "$name link rate unlimited"
+    return
+  fi
+  # Frames leave the host side of the link towards the node: shaping that side slows what
+  # the node receives from the host and every other node alike.
+  tc qdisc replace dev "$hif" root tbf rate "$rate" burst 256kb latency 100ms \
+    || die "cannot shape $hif to $rate" "RATE is a tc rate such as 100mbit; the host kernel needs sch_tbf"
+  say "$name receives at most $rate"
+}
+
 cmd_kill() {
   local name=$1
   need_root; need_node "$name"; lock
@@ -1690,6 +1710,7 @@ main() {
     status) cmd_status ;;
     link-down) [ $# -eq 1 ] || die "usage: link-down NODE"; cmd_link down "$1" ;;
     link-up) [ $# -eq 1 ] || die "usage: link-up NODE"; cmd_link up "$1" ;;
+    link-rate) [ $# -eq 2 ] || die "usage: link-rate NODE RATE|off" "e.g. link-rate n2 100mbit"; cmd_link_rate "$1" "$2" ;;
     kill) [ $# -eq 1 ] || die "usage: kill NODE"; cmd_kill "$1" ;;
     start) [ $# -eq 1 ] || die "usage: start NODE"; cmd_start "$1" ;;
     freeze) [ $# -eq 1 ] || die "usage: freeze NODE"; cmd_freeze freeze "$1" ;;

@@ -248,15 +248,20 @@ fn a_partitioned_node_fails_alone_and_resumes_and_damaged_chunks_are_sent_again(
     };
     let b = big();
     let args = install_args(&key());
+    // Unshaped, n2 can receive the whole bundle in the time it takes to see its copy start
+    // over SSH: at 100 Mbit/s the cut lands well inside it.
+    tb_ok(&["link-rate", "n2", "100mbit"]);
     let ev = install_with_fault(&b.path, &args, "link-down", "n2");
     assert_eq!(failed_nodes(&ev), [N2]);
     for n in [N1, N3] {
         assert!(has(&ev, "done", "upload", n), "upload on {n}");
     }
-    // n2's agent outlives the cut run and would finish its copy from a peer still serving once
-    // the link is back: the link comes back only when the peers' agents are gone, and the
-    // test goes on when n2's has given up on its source.
-    // A node that cannot be asked (its link just came back) has not been seen without one.
+    // n2's agent outlives the cut run, and once the link is back it could finish its copy
+    // from a peer or from what a peer's kernel still holds queued for it (a peer's agent may
+    // be gone while its socket's unsent chunks are not). So the link stays down until every
+    // agent has stopped: n1's and n3's asked over SSH, n2's (it gives up on its silent source
+    // by itself) seen from the host.
+    // A node that cannot be asked has not been seen without an agent.
     let no_agent = |n: &str| {
         let o = on(n, "pgrep -af '[.]bale-copy-agent'; echo asked");
         match stdout(&o).trim() {
@@ -272,13 +277,17 @@ fn a_partitioned_node_fails_alone_and_resumes_and_damaged_chunks_are_sent_again(
             || no_agent(n),
         );
     }
-    tb_ok(&["link-up", "n2"]);
     poll_ok(
         Duration::from_millis(250),
-        "the copy agent on n2 to stop",
+        "the copy agent on n2 to stop while its link is down",
         Duration::from_secs(120),
-        || no_agent("n2"),
+        || match processes_on("n2", ".bale-copy-agent")[..] {
+            [] => Ok(()),
+            ref left => Err(left.join("\n")),
+        },
     );
+    tb_ok(&["link-up", "n2"]);
+    tb_ok(&["link-rate", "n2", "off"]);
 
     // What follows checks a resumed copy: n2's must still be partial.
     let st = copy_state("n2");
@@ -342,12 +351,15 @@ fn a_node_powered_off_mid_copy_fails_alone_and_resumes() {
     };
     let b = big();
     let args = install_args(&key());
+    // As above: shaped, n3 cannot finish before the fault lands.
+    tb_ok(&["link-rate", "n3", "100mbit"]);
     let ev = install_with_fault(&b.path, &args, "kill", "n3");
     assert_eq!(failed_nodes(&ev), [N3]);
     for n in [N1, N2] {
         assert!(has(&ev, "done", "upload", n), "upload on {n}");
     }
     tb_ok(&["start", "n3"]);
+    tb_ok(&["link-rate", "n3", "off"]);
     let (o, ev) = run_install(&b.path, &args);
     ok(&o);
     let (installer, peers, kept) = copy_bytes(&ev, N3).expect("n3's copy report");

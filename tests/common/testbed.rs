@@ -134,6 +134,41 @@ fn take_lock() -> Flock<File> {
         .unwrap_or_else(|(_, e)| panic!("flock the testbed lock: {e}"))
 }
 
+/// The command lines of a container node's processes that contain `needle`, read from the
+/// host's /proc (a node's processes sit in its `machine-NODE.scope`): this answers while the
+/// node's link is down, where [`on`] cannot.
+pub fn processes_on(node: &str, needle: &str) -> Vec<String> {
+    let scope = format!("/machine-{node}.scope");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        // A process may end between the listing and the reads: it is then not there.
+        let in_node = std::fs::read_to_string(dir.join("cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.contains(&scope)));
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if in_node && cmdline.contains(needle) {
+            found.push(format!(
+                "{} {}",
+                entry.file_name().to_string_lossy(),
+                cmdline.trim()
+            ));
+        }
+    }
+    found
+}
+
 /// The log of a systemd unit on a node, messages only.
 pub fn unit_log(node: &str, unit: &str) -> String {
     on_ok(node, &format!("journalctl -u {unit} -o cat --no-pager"))
