@@ -57,9 +57,14 @@ pub struct Status {
     pub hostname: String,
     pub kernel: String,
     pub bundle: Option<BundleId>,
-    /// Required kernel features this host lacks, each with what needs it and the fix.
+    /// Required kernel features this host lacks and cannot load, each with what needs it and
+    /// the fix.
     #[serde(default)]
     pub missing_features: Vec<String>,
+    /// Required features the kernel has as installed modules not loaded yet: the kernel step
+    /// loads them, so they are no reason to stop.
+    #[serde(default)]
+    pub modules_to_load: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +82,7 @@ fn proc(path: &str) -> String {
 }
 
 pub fn status(this: Option<&bale_payload::Bundle>) -> Status {
+    let missing = crate::node::kernel::missing_features(&crate::node::host::HostRoot::system());
     Status {
         version: env!("CARGO_PKG_VERSION").into(),
         arch: std::env::consts::ARCH.into(),
@@ -88,12 +94,16 @@ pub fn status(this: Option<&bale_payload::Bundle>) -> Status {
             digest: bale_payload::format::hex(&b.trailer.header_sha256),
             path: b.path().to_path_buf(),
         }),
-        missing_features: crate::node::kernel::missing_features(
-            &crate::node::host::HostRoot::system(),
-        )
-        .iter()
-        .map(|m| format!("{} (needed by the {}): {}", m.feature, m.needed_by, m.fix()))
-        .collect(),
+        missing_features: missing
+            .iter()
+            .filter(|m| !m.loadable)
+            .map(|m| format!("{} (needed by the {}): {}", m.feature, m.needed_by, m.fix()))
+            .collect(),
+        modules_to_load: missing
+            .iter()
+            .filter(|m| m.loadable)
+            .map(|m| m.feature.to_string())
+            .collect(),
     }
 }
 

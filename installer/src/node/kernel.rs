@@ -131,7 +131,8 @@ pub enum Presence {
     Works,
     /// The kernel config builds it in (`=y`).
     BuiltIn,
-    /// Not found; `loadable` when the config has it as a module (`=m`).
+    /// Not found; `loadable` when the kernel has it as a module that modprobe can find: in
+    /// `/lib/modules/RELEASE/modules.dep`, or, where that cannot be read, built as one (`=m`).
     Missing { loadable: bool },
 }
 
@@ -161,6 +162,21 @@ pub struct KernelView {
     filesystems: HashSet<String>,
     /// Kernel config options and their values (`y`, `m`).
     config: HashMap<String, String>,
+    /// The modules installed for the running kernel (`modules.dep`), `None` when unreadable.
+    module_files: Option<HashSet<String>>,
+}
+
+/// Module names from a `modules.dep` (`kernel/fs/overlayfs/overlay.ko.xz: deps...`), with `-`
+/// read as `_` as the kernel does.
+pub fn parse_modules_dep(text: &str) -> HashSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(path, _)| path.rsplit('/').next())
+        .filter_map(|file| {
+            file.split_once(".ko")
+                .map(|(name, _)| name.replace('-', "_"))
+        })
+        .collect()
 }
 
 /// Module names from `/proc/modules` lines (`name size refs deps state addr`).
@@ -202,18 +218,21 @@ impl KernelView {
                 config = parse_kernel_config(&s);
             }
         }
-        if config.is_empty() {
-            let release = text("/proc/sys/kernel/osrelease");
-            let release = release.trim();
-            if !release.is_empty() {
-                config = parse_kernel_config(&text(&format!("/boot/config-{release}")));
-            }
+        let release = text("/proc/sys/kernel/osrelease");
+        let release = release.trim();
+        if config.is_empty() && !release.is_empty() {
+            config = parse_kernel_config(&text(&format!("/boot/config-{release}")));
         }
+        let module_files = Some(parse_modules_dep(&text(&format!(
+            "/lib/modules/{release}/modules.dep"
+        ))))
+        .filter(|m| !release.is_empty() && !m.is_empty());
         KernelView {
             root: root.clone(),
             loaded: parse_proc_modules(&text("/proc/modules")),
             filesystems: parse_filesystems(&text("/proc/filesystems")),
             config,
+            module_files,
         }
     }
 
@@ -236,11 +255,15 @@ impl KernelView {
         if works {
             return Presence::Works;
         }
-        match self.config.get(f.config).map(String::as_str) {
-            Some("y") => Presence::BuiltIn,
-            Some("m") => Presence::Missing { loadable: true },
-            _ => Presence::Missing { loadable: false },
+        let config = self.config.get(f.config).map(String::as_str);
+        if config == Some("y") {
+            return Presence::BuiltIn;
         }
+        let loadable = match &self.module_files {
+            Some(installed) => installed.contains(f.name),
+            None => config == Some("m"),
+        };
+        Presence::Missing { loadable }
     }
 
     pub fn ipvs(&self) -> bool {
@@ -263,12 +286,20 @@ pub struct MissingFeature {
     pub needed_by: &'static str,
     /// True when the kernel has it as a module that is not loaded (modprobe may fix it).
     pub loadable: bool,
+    /// The kernel was built with it as a module, but the module is not installed.
+    pub module_not_installed: bool,
 }
 
 impl MissingFeature {
     pub fn fix(&self) -> String {
         if self.loadable {
             format!("load it with `modprobe {}`", self.feature)
+        } else if self.module_not_installed {
+            format!(
+                "the kernel has it as a module that is not installed (no {}.ko under \
+                 /lib/modules): install this kernel's modules package",
+                self.feature
+            )
         } else {
             format!(
                 "use a kernel built with {}",
@@ -296,6 +327,8 @@ pub fn missing_in(view: &KernelView) -> Vec<MissingFeature> {
                 feature: f.name,
                 needed_by: f.needed_by,
                 loadable,
+                module_not_installed: !loadable
+                    && view.config.get(f.config).map(String::as_str) == Some("m"),
             }),
             _ => None,
         })
@@ -737,6 +770,44 @@ mod tests {
         assert_eq!(v.presence(feature("overlay")), Presence::Works);
         assert_eq!(v.presence(feature("nf_conntrack")), Presence::Loaded);
         assert!(missing_in(&v).is_empty());
+    }
+
+    /// A distribution kernel: the features are modules, none loaded yet, and modules.dep says
+    /// which are installed. The installed ones are loadable (the kernel step loads them); one
+    /// the kernel was built with but whose module is not installed is not.
+    #[test]
+    fn modules_dep_tells_a_loadable_module_from_one_not_installed() {
+        let d = fake_root(
+            "CONFIG_OVERLAY_FS=m\nCONFIG_BRIDGE_NETFILTER=m\nCONFIG_NF_CONNTRACK=m\n",
+            false,
+        );
+        let r = d.path();
+        std::fs::remove_dir_all(r.join("sys/module/nf_conntrack")).unwrap();
+        std::fs::remove_dir_all(r.join("proc/sys/net/bridge")).unwrap();
+        std::fs::create_dir_all(r.join("lib/modules/6.1.0-test")).unwrap();
+        std::fs::write(
+            r.join("lib/modules/6.1.0-test/modules.dep"),
+            "kernel/fs/overlayfs/overlay.ko.xz:\n\
+             kernel/net/bridge/br_netfilter.ko.xz: kernel/net/bridge/bridge.ko.xz\n\
+             kernel/net/ipv4/ip-tunnel.ko:\n",
+        )
+        .unwrap();
+        assert!(parse_modules_dep("kernel/net/ipv4/ip-tunnel.ko.zst:\n").contains("ip_tunnel"));
+        let v = KernelView::read(&HostRoot::at(r));
+        let m = missing_in(&v);
+        let by_name = |n: &str| m.iter().find(|m| m.feature == n).unwrap();
+        assert!(by_name("overlay").loadable && by_name("br_netfilter").loadable);
+        let conntrack = by_name("nf_conntrack");
+        assert!(!conntrack.loadable && conntrack.module_not_installed);
+        assert!(
+            conntrack.fix().contains("modules package"),
+            "{}",
+            conntrack.fix()
+        );
+        // Without a readable modules.dep the config alone decides, as before.
+        std::fs::remove_file(r.join("lib/modules/6.1.0-test/modules.dep")).unwrap();
+        let v = KernelView::read(&HostRoot::at(r));
+        assert!(missing_in(&v).iter().all(|m| m.loadable));
     }
 
     #[test]

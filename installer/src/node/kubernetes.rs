@@ -37,6 +37,8 @@ use crate::kube::kubeadm_config::{
 use crate::kube::{self, ClusterFacts, KubeVersion, NodeFacts, ADMIN_CONF, CA_CERT, KUBELET_CONF};
 
 pub const KUBELET_UNIT: &str = "kubelet.service";
+/// The slice the systemd cgroup driver puts every pod under.
+pub const KUBEPODS_SLICE: &str = "kubepods.slice";
 const KUBELET_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf";
 const CRICTL_CONFIG: &str = "/etc/crictl.yaml";
 /// The resolv.conf kubelet hands to pods that use the node's DNS (CoreDNS itself).
@@ -332,6 +334,13 @@ impl Step for Kubelet {
         if systemd.is_active(KUBELET_UNIT) || systemd.is_enabled(KUBELET_UNIT) {
             systemd.stop_disable(KUBELET_UNIT)?;
             p.changed(format!("stopped and disabled {KUBELET_UNIT}"));
+        }
+        // With the systemd cgroup driver kubelet has systemd make kubepods.slice and a slice per
+        // QoS class and pod: transient units that outlive kubelet (empty, in /run) until a
+        // reboot. Stopping the top one removes every one of them.
+        if systemd.is_active(KUBEPODS_SLICE) {
+            systemd.stop(KUBEPODS_SLICE)?;
+            p.changed(format!("stopped {KUBEPODS_SLICE} and the pod slices in it"));
         }
         for f in record.files.iter().rev() {
             let path = Path::new(f);
@@ -1385,10 +1394,14 @@ mod tests {
         );
         assert!(Kubelet.check(&env).unwrap().iter().all(|f| f.ok));
 
+        // The pods' slices the systemd cgroup driver left behind go with kubelet.
+        node.commands
+            .true_for
+            .borrow_mut()
+            .push(format!("systemctl is-active --quiet {KUBEPODS_SLICE}"));
         reapply_then_undo(&Kubelet, &env, &node, &before, &written);
-        assert!(node
-            .commands
-            .take()
-            .contains(&format!("systemctl disable --now {KUBELET_UNIT}")));
+        let log = node.commands.take();
+        assert!(log.contains(&format!("systemctl disable --now {KUBELET_UNIT}")));
+        assert!(log.contains(&format!("systemctl stop {KUBEPODS_SLICE}")));
     }
 }

@@ -68,6 +68,10 @@ impl<'a> Systemd<'a> {
         self.systemctl(&["restart", unit]).map(|_| ())
     }
 
+    pub fn stop(&self, unit: &str) -> StepResult<()> {
+        self.systemctl(&["stop", unit]).map(|_| ())
+    }
+
     /// Stops and disables a unit; a unit systemd does not know is fine.
     pub fn stop_disable(&self, unit: &str) -> StepResult<()> {
         if !self.root.exists(unit_path(unit)) && !self.is_active(unit) {

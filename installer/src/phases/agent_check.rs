@@ -1,6 +1,7 @@
 //! Run the copied bundle on the node (`bundle.bale agent status --json`): proves its native
 //! code runs there and that it is the bundle we sent, and checks (natively, changing nothing)
-//! that the kernel has the features the install needs: the last of the preflight checks.
+//! that the kernel has the features the install needs, or has them as modules the kernel phase
+//! will load: the last of the preflight checks.
 
 use super::bundle_path;
 use crate::agent::Status;
@@ -42,6 +43,12 @@ impl Phase for AgentCheck {
             } else {
                 return Err(PhaseError::MissingFeatures(list));
             }
+        }
+        if !st.modules_to_load.is_empty() {
+            node.note(&format!(
+                "kernel modules not loaded yet, loaded by the kernel phase: {}",
+                st.modules_to_load.join(", ")
+            ));
         }
         node.note(&format!(
             "agent {} runs ({} on {}, kernel {})",
