@@ -1335,20 +1335,25 @@ need_node() {
   [ -d "$(node_dir "$1")" ] || die "$1 does not exist" "start it with '$0 up'"
 }
 
-cmd_link() {
-  local updown=$1 name=$2 hif
+# The host side of a running node's link (a fault's handle on it).
+existing_host_if() {
+  local name=$1 hif
   need_root; need_node "$name"
   hif=$(host_if "$name")
   ip link show "$hif" >/dev/null 2>&1 || die "$name has no host link $hif" "is it up? see 'status'"
+  echo "$hif"
+}
+
+cmd_link() {
+  local updown=$1 name=$2 hif
+  hif=$(existing_host_if "$name") || exit $?
   ip link set "$hif" "$updown"
   say "$name link $updown"
 }
 
 cmd_link_rate() {
   local name=$1 rate=$2 hif
-  need_root; need_node "$name"
-  hif=$(host_if "$name")
-  ip link show "$hif" >/dev/null 2>&1 || die "$name has no host link $hif" "is it up? see 'status'"
+  hif=$(existing_host_if "$name") || exit $?
   if [ "$rate" = off ]; then
     tc qdisc del dev "$hif" root 2>/dev/null || true
     say "$name link rate unlimited"

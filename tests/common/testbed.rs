@@ -144,26 +144,21 @@ pub fn processes_on(node: &str, needle: &str) -> Vec<String> {
     };
     let mut found = Vec::new();
     for entry in entries.flatten() {
-        let dir = entry.path();
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
         // A process may end between the listing and the reads: it is then not there.
+        let dir = entry.path();
         let in_node = std::fs::read_to_string(dir.join("cgroup"))
             .is_ok_and(|c| c.lines().any(|l| l.contains(&scope)));
+        if !in_node {
+            continue;
+        }
         let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if in_node && cmdline.contains(needle) {
-            found.push(format!(
-                "{} {}",
-                entry.file_name().to_string_lossy(),
-                cmdline.trim()
-            ));
+        if cmdline.contains(needle) {
+            found.push(format!("{pid} {}", cmdline.trim()));
         }
     }
     found
