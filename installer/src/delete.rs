@@ -4,7 +4,7 @@
 //! first master that stays forgets the deleted hosts' Nodes and etcd members.
 
 use crate::phases::members::{FollowMembers, Members, ReadMembers, Remaining};
-use crate::records::Records;
+use crate::records::{NoRecord, Records};
 use crate::reset::ResetOptions;
 use crate::run::{confirm, execute, hosts_phrase, prepare, RunError, RunResult, Target};
 use crate::site::Vips;
@@ -90,10 +90,10 @@ pub fn delete(opts: ResetOptions, this_bundle: Option<PathBuf>) -> RunResult<()>
 }
 
 /// Who stays, from the admin side's record of the cluster; `Err` says what was looked for.
-fn recorded(deleted: &[String]) -> Result<Remaining, String> {
-    let records = Records::locate().map_err(|e| e.to_string())?;
-    match records.find(deleted) {
-        Ok(Some((path, m))) => {
+fn recorded(deleted: &[String]) -> Result<Remaining, NoRecord> {
+    let records = Records::locate()?;
+    match records.find(deleted)? {
+        Some((path, m)) => {
             eprintln!("learned who stays from {}", path.display());
             let keep = |v: Vec<String>| v.into_iter().filter(|a| !deleted.contains(a)).collect();
             Ok(Remaining {
@@ -101,8 +101,9 @@ fn recorded(deleted: &[String]) -> Result<Remaining, String> {
                 nodes: keep(m.nodes),
             })
         }
-        Ok(None) => Err(format!("looked for {}", records.looked_for(deleted))),
-        Err(e) => Err(e.to_string()),
+        None => Err(NoRecord::Missing {
+            looked_for: records.looked_for(deleted),
+        }),
     }
 }
 

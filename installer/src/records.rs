@@ -55,6 +55,15 @@ pub enum RecordError {
     Damaged { path: PathBuf, reason: String },
 }
 
+/// Why the record could not say who stays in a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum NoRecord {
+    #[error("looked for {looked_for}")]
+    Missing { looked_for: String },
+    #[error(transparent)]
+    Unreadable(#[from] RecordError),
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordError + '_ {
     move |source| RecordError::Io {
         path: path.to_path_buf(),

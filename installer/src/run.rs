@@ -124,7 +124,7 @@ pub enum RunError {
         #[source]
         source: Box<RunError>,
         /// The record files looked for, or why they could not be read.
-        looked_for: String,
+        looked_for: crate::records::NoRecord,
     },
     /// Deleted hosts that did not answer: the cluster forgot them, but they were not reset.
     #[error(

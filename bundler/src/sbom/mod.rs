@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Largest SBOM `bale sbom` and a `FROM` build read back (about 400,000 files' worth).
 pub const MAX_SBOM: u64 = 128 << 20;
@@ -63,6 +63,46 @@ pub enum SbomError {
          elsewhere"
     )]
     Occupied { path: String },
+}
+
+/// Why one piece of content was left out of the SBOM. Never stops a build: each becomes a
+/// warning that names the entry or image.
+#[derive(Debug, thiserror::Error)]
+enum ScanError {
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Payload(#[from] bale_payload::Error),
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error("larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Go(#[from] gobuild::GoInfoError),
+    #[error(transparent)]
+    Layer(#[from] dpkg::LayerError),
+    #[error("{path}: its content is not the layer sha256:{digest} (it changed during the build?)")]
+    NotTheLayer { path: String, digest: String },
+    #[error("the scan stopped")]
+    Stopped,
+    #[error("{digest}: not a sha256 digest")]
+    NotADigest { digest: String },
+    #[error("{path} cannot be read back")]
+    NotInBundle { path: String },
+    #[error("{path}: {source}")]
+    Blob {
+        path: String,
+        source: Box<ScanError>,
+    },
+    #[error(transparent)]
+    Manifest(#[from] crate::images::ImagesError),
+    #[error(transparent)]
+    Platform(#[from] bale_contract::oci::OciError),
+    #[error("an index nested in an index")]
+    NestedIndex,
 }
 
 /// Where an entry's content can be read back while the bundle is being written.
@@ -447,43 +487,44 @@ enum Job {
     Layer(dpkg::Codec, [u8; 32]),
 }
 
-fn read_all(src: &Source<'_>, limit: u64) -> Result<Vec<u8>, String> {
+fn read_all(src: &Source<'_>, limit: u64) -> Result<Vec<u8>, ScanError> {
     let mut out = Vec::new();
-    open(src)?
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
+    open(src)?.take(limit + 1).read_to_end(&mut out)?;
     if out.len() as u64 > limit {
-        return Err(format!("larger than {limit} bytes"));
+        return Err(ScanError::TooLarge { limit });
     }
     Ok(out)
 }
 
 /// Buffered, so a layer's decompressor reads its input in place.
-fn open<'s>(src: &'s Source<'_>) -> Result<Box<dyn BufRead + 's>, String> {
+fn open<'s>(src: &'s Source<'_>) -> Result<Box<dyn BufRead + 's>, ScanError> {
     const READ_BUFFER: usize = 1 << 20;
     match src {
-        Source::Disk(p) => std::fs::File::open(p)
-            .map(|f| Box::new(BufReader::with_capacity(READ_BUFFER, f)) as Box<dyn BufRead>)
-            .map_err(|e| format!("{}: {e}", p.display())),
-        Source::Base(b, e) => b
-            .open_entry(e)
-            .map(|r| Box::new(BufReader::with_capacity(READ_BUFFER, r)) as Box<dyn BufRead>)
-            .map_err(|e| e.to_string()),
+        Source::Disk(p) => Ok(Box::new(BufReader::with_capacity(
+            READ_BUFFER,
+            open_file(p)?,
+        ))),
+        Source::Base(b, e) => Ok(Box::new(BufReader::with_capacity(
+            READ_BUFFER,
+            b.open_entry(e)?,
+        ))),
     }
 }
 
-fn run_job(job: Job, src: &Source<'_>, cache: Option<&LayerCache>) -> Result<Scan, String> {
+fn open_file(path: &Path) -> Result<std::fs::File, ScanError> {
+    std::fs::File::open(path).map_err(|source| ScanError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn run_job(job: Job, src: &Source<'_>, cache: Option<&LayerCache>) -> Result<Scan, ScanError> {
     match job {
         Job::Binary => match src {
-            Source::Disk(p) => {
-                let f = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                match gobuild::read_elf(&f) {
-                    Ok(Some(info)) => Ok(Scan::Go(Box::new(info))),
-                    Ok(None) => Ok(Scan::Nothing),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            Source::Disk(p) => match gobuild::read_elf(&open_file(p)?)? {
+                Some(info) => Ok(Scan::Go(Box::new(info))),
+                None => Ok(Scan::Nothing),
+            },
             // A stream has no random access: a base's binaries come with its own SBOM.
             Source::Base(..) => Ok(Scan::Nothing),
         },
@@ -505,13 +546,13 @@ fn run_job(job: Job, src: &Source<'_>, cache: Option<&LayerCache>) -> Result<Sca
             }
             let Source::Disk(path) = src else {
                 // A base's layers were checked with its bundle; its findings are not cached.
-                let scan = dpkg::scan_layer(open(src)?, codec).map_err(|e| e.to_string())?;
+                let scan = dpkg::scan_layer(open(src)?, codec)?;
                 return Ok(Scan::Layer(scan));
             };
             // A layer on disk is hashed as it is scanned: a file that is not the layer its
             // digest names (changed in a layout while the build runs) must not leave findings
             // under that digest for later builds.
-            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file = open_file(path)?;
             let mut hashed = HashingReader {
                 inner: file,
                 hasher: Sha256::new(),
@@ -519,17 +560,17 @@ fn run_job(job: Job, src: &Source<'_>, cache: Option<&LayerCache>) -> Result<Sca
             let scan = dpkg::scan_layer(
                 Box::new(BufReader::with_capacity(1 << 20, &mut hashed)),
                 codec,
-            )
-            .map_err(|e| e.to_string())?;
-            std::io::copy(&mut hashed, &mut std::io::sink())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            )?;
+            std::io::copy(&mut hashed, &mut std::io::sink()).map_err(|source| ScanError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
             let got: [u8; 32] = hashed.hasher.finalize().into();
             if got != sha256 {
-                return Err(format!(
-                    "{}: its content is not the layer sha256:{} (it changed during the build?)",
-                    path.display(),
-                    hex::encode(sha256)
-                ));
+                return Err(ScanError::NotTheLayer {
+                    path: path.display().to_string(),
+                    digest: hex::encode(sha256),
+                });
             }
             if let Some(c) = cache {
                 // A cache that cannot be written costs a scan next time, not this build.
@@ -558,11 +599,11 @@ impl<R: Read> Read for HashingReader<R> {
 fn run_jobs(
     jobs: &[(usize, Job, Source<'_>)],
     cache: Option<&LayerCache>,
-) -> Vec<Result<Scan, String>> {
+) -> Vec<Result<Scan, ScanError>> {
     let threads = bale_payload::default_threads().min(jobs.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<Scan, String>>> = (0..jobs.len()).map(|_| None).collect();
-    let slots: Vec<std::sync::Mutex<Option<Result<Scan, String>>>> = (0..jobs.len())
+    let mut results: Vec<Option<Result<Scan, ScanError>>> = (0..jobs.len()).map(|_| None).collect();
+    let slots: Vec<std::sync::Mutex<Option<Result<Scan, ScanError>>>> = (0..jobs.len())
         .map(|_| std::sync::Mutex::new(None))
         .collect();
     std::thread::scope(|s| {
@@ -584,7 +625,7 @@ fn run_jobs(
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("the scan stopped".into())))
+        .map(|r| r.unwrap_or(Err(ScanError::Stopped)))
         .collect()
 }
 
@@ -750,24 +791,26 @@ fn blob_path(digest: &str) -> Option<String> {
 fn image_blobs<'a>(
     img: &ImageRecord,
     source: &dyn Fn(&str) -> Option<Source<'a>>,
-) -> Result<ImageBlobs, String> {
+) -> Result<ImageBlobs, ScanError> {
     use crate::images::oci::{self, Parsed, Platform};
-    let read = |digest: &str| -> Result<Vec<u8>, String> {
-        let path = blob_path(digest).ok_or_else(|| format!("{digest}: not a sha256 digest"))?;
-        let src = source(&path).ok_or_else(|| format!("{path} cannot be read back"))?;
-        read_all(&src, MAX_MANIFEST).map_err(|e| format!("{path}: {e}"))
+    let read = |digest: &str| -> Result<Vec<u8>, ScanError> {
+        let path = blob_path(digest).ok_or_else(|| ScanError::NotADigest {
+            digest: digest.to_string(),
+        })?;
+        let src = source(&path).ok_or_else(|| ScanError::NotInBundle { path: path.clone() })?;
+        read_all(&src, MAX_MANIFEST).map_err(|e| ScanError::Blob {
+            path,
+            source: Box::new(e),
+        })
     };
     let top = read(&img.digest)?;
-    let parsed =
-        oci::parse_manifest(&img.name, &top, Some(&img.media_type)).map_err(|e| e.to_string())?;
+    let parsed = oci::parse_manifest(&img.name, &top, Some(&img.media_type))?;
     let (index, manifest, parsed) = match parsed {
         Parsed::Index { manifests, .. } => {
-            let wanted = Platform::parse(&img.platform).map_err(|e| e.to_string())?;
-            let child =
-                oci::select_platform(&img.name, &manifests, &wanted).map_err(|e| e.to_string())?;
+            let wanted = Platform::parse(&img.platform)?;
+            let child = oci::select_platform(&img.name, &manifests, &wanted)?;
             let bytes = read(&child.digest)?;
-            let p = oci::parse_manifest(&img.name, &bytes, Some(&child.media_type))
-                .map_err(|e| e.to_string())?;
+            let p = oci::parse_manifest(&img.name, &bytes, Some(&child.media_type))?;
             (Some(img.digest.clone()), child.digest.clone(), p)
         }
         p => (None, img.digest.clone(), p),
@@ -782,7 +825,7 @@ fn image_blobs<'a>(
                 .map(|l| (l.digest, l.media_type, l.size))
                 .collect(),
         }),
-        Parsed::Index { .. } => Err("an index nested in an index".into()),
+        Parsed::Index { .. } => Err(ScanError::NestedIndex),
     }
 }
 
@@ -1336,7 +1379,7 @@ mod tests {
         (at, format::sha256(&gz))
     }
 
-    fn findings_of(r: Result<Scan, String>) -> (bool, Vec<Property>, Vec<Component>) {
+    fn findings_of(r: Result<Scan, ScanError>) -> (bool, Vec<Property>, Vec<Component>) {
         let (cached, scan) = match r {
             Ok(Scan::Layer(s)) => (false, s),
             Ok(Scan::CachedLayer(s)) => (true, s),
@@ -1398,7 +1441,7 @@ mod tests {
             Some(&cache),
         );
         assert!(
-            matches!(&r, Err(e) if e.contains("is not the layer")),
+            matches!(&r, Err(ScanError::NotTheLayer { .. })),
             "{:?}",
             r.as_ref().err()
         );

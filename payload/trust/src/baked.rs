@@ -59,9 +59,9 @@ pub fn bake(src: &Path, dest: &Path, lines: &str) -> Result<()> {
     if let Some(n) = prog_len {
         data.truncate(n as usize);
     }
-    let at = find_slot(&data).map_err(|why| Error::Slot {
+    let at = find_slot(&data).map_err(|fault| Error::Slot {
         path: src.into(),
-        why,
+        why: fault.to_string(),
     })?;
     let body = lines.as_bytes();
     if body.len() > SLOT_LEN - HEAD_LEN {
@@ -92,8 +92,17 @@ pub fn bake(src: &Path, dest: &Path, lines: &str) -> Result<()> {
     Ok(())
 }
 
+/// Why a program's trusted-keys slot cannot be found.
+#[derive(Debug, thiserror::Error)]
+enum SlotFault {
+    #[error("no trusted-keys slot in this program")]
+    Missing,
+    #[error("the trusted-keys slot marker occurs {0} times")]
+    Repeated(usize),
+}
+
 /// Where the slot starts in `program`, if its marker occurs exactly once.
-fn find_slot(program: &[u8]) -> std::result::Result<usize, String> {
+fn find_slot(program: &[u8]) -> std::result::Result<usize, SlotFault> {
     let s = slot();
     let marker = &s[..MARKER_LEN];
     let mut found = None;
@@ -112,8 +121,8 @@ fn find_slot(program: &[u8]) -> std::result::Result<usize, String> {
     }
     match (count, found) {
         (1, Some(at)) => Ok(at),
-        (0, _) => Err("no trusted-keys slot in this program".into()),
-        (n, _) => Err(format!("the trusted-keys slot marker occurs {n} times")),
+        (0, _) => Err(SlotFault::Missing),
+        (n, _) => Err(SlotFault::Repeated(n)),
     }
 }
 

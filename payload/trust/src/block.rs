@@ -108,9 +108,9 @@ impl SignatureBlock {
                     key: fp.clone(),
                     why: format!("the signature is not a readable SSHSIG ({e})"),
                 })?;
-            check_one(&key, &sig, root).map_err(|why| Error::BadSignature {
+            check_one(&key, &sig, root).map_err(|fault| Error::BadSignature {
                 key: fp.clone(),
-                why,
+                why: fault.to_string(),
             })?;
             out.push(Signer {
                 key,
@@ -149,19 +149,33 @@ impl SignatureBlock {
     }
 }
 
+/// Why a signature is not its key's bale signature over a bundle's root.
+#[derive(Debug, thiserror::Error)]
+enum SignatureFault {
+    #[error("it was made by another key than the one it names")]
+    OtherKey,
+    #[error("namespace {found:?}, not {NAMESPACE:?}")]
+    Namespace { found: String },
+    #[error("it does not verify over the bundle's root ({0})")]
+    Verify(ssh_key::Error),
+}
+
 /// Why `sig` is not `key`'s bale signature over `root`, if it is not.
-fn check_one(key: &PublicKey, sig: &SshSig, root: &[u8; 32]) -> std::result::Result<(), String> {
+fn check_one(
+    key: &PublicKey,
+    sig: &SshSig,
+    root: &[u8; 32],
+) -> std::result::Result<(), SignatureFault> {
     if sig.public_key() != key.key_data() {
-        return Err("it was made by another key than the one it names".into());
+        return Err(SignatureFault::OtherKey);
     }
     if sig.namespace() != NAMESPACE {
-        return Err(format!(
-            "namespace {:?}, not {NAMESPACE:?}",
-            sig.namespace()
-        ));
+        return Err(SignatureFault::Namespace {
+            found: sig.namespace().to_string(),
+        });
     }
     key.verify(NAMESPACE, root, sig)
-        .map_err(|e| format!("it does not verify over the bundle's root ({e})"))
+        .map_err(SignatureFault::Verify)
 }
 
 #[cfg(test)]
