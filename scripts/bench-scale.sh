@@ -189,7 +189,8 @@ nodes() {
     NODES=("${NODES[@]:0:NODE_COUNT}"); IPS=("${IPS[@]:0:NODE_COUNT}")
     # Each node keeps a copy of the bundle and fetches every image once more into containerd;
     # the import reference adds, on n1, its archive, containerd's copy and the unpacked layers
-    # (about 2.5 bundles at 10 GB). All of it lands on this host's one disk.
+    # (counted as 3.5 bundles: a 10 GB run filled the disk while unpacking). All of it lands on
+    # this host's one disk.
     local need import_need avail do_import=1
     need=$(( 2 * NODE_COUNT * size + (2 << 30) ))
     import_need=$(( need + size * 7 / 2 ))
