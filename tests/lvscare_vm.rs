@@ -10,7 +10,7 @@
 
 mod common;
 use common::testbed::*;
-use common::{poll_until, stderr, stdout};
+use common::{poll_until, stderr};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -376,14 +376,7 @@ fn ipvs_backend_on_a_real_kernel() {
     // ---- link mode: the VIP on a dummy interface, with source NAT for local clients --------
     // (Without the masquerade the masters answer the VIP through the default route: the
     // testbed's guard counter would catch that.)
-    let o = on("v1", &guardian_args("--run-once --mode link"));
-    assert!(
-        o.status.success(),
-        "link mode run-once: exit {:?} (255: SSH itself failed)\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        stdout(&o),
-        stderr(&o)
-    );
+    let o = on_success("v1", &guardian_args("--run-once --mode link"));
     assert!(
         stderr(&o).contains("link mode: source NAT"),
         "{}",

@@ -39,17 +39,23 @@ pub fn on(node: &str, cmd: &str) -> Output {
     tb(&["ssh", node, cmd])
 }
 
+/// [`on`], which must succeed (the failure names exit code, stdout and stderr; 255 is SSH's).
 #[track_caller]
-pub fn on_ok(node: &str, cmd: &str) -> String {
+pub fn on_success(node: &str, cmd: &str) -> Output {
     let o = on(node, cmd);
     assert!(
         o.status.success(),
-        "on {node}: {cmd}\nexit {:?}\nstdout: {}\nstderr: {}",
+        "on {node}: {cmd}\nexit {:?} (255: SSH itself failed)\nstdout: {}\nstderr: {}",
         o.status.code(),
         stdout(&o),
         stderr(&o)
     );
-    stdout(&o)
+    o
+}
+
+#[track_caller]
+pub fn on_ok(node: &str, cmd: &str) -> String {
+    stdout(&on_success(node, cmd))
 }
 
 /// Runs `bundle VERB HOSTS ARGS --json` with the testbed's key and known hosts; the output and
