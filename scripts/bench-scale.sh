@@ -10,6 +10,9 @@
 #   BENCH_RUNS=3                         median of 3 timings (default 1: a run takes minutes)
 #   BENCH_SCALE_NODES=1                  install on n1 alone (default 3: n1 master, n2 n3 workers);
 #                                        each node holds a copy of the bundle on this host's disk
+#   BENCH_SCALE_DROP_SET=1               when the nodes need the disk the set holds, remove the set
+#                                        from the cache before the install (the next run makes it
+#                                        again; the ctr import reference is then not run)
 #   BALE=/path/to/bale                   a given build (default: the static release build)
 #   BENCH_SCALE_RUNTIME=DIR              containerd/runc/CNI for the Kubefile's $RUNTIME
 #                                        (default examples/appliance/runtime, fetched if missing)
@@ -43,20 +46,30 @@ if [ -z "${BALE:-}" ]; then
 fi
 
 # ---- the set and its build context ---------------------------------------------------------
+CTX="$W/ctx"
+BUNDLE="$W/app.bale"
+SET=""
+if [ "${BENCH_OFFNODE:-1}" = 0 ] && [ -f "$BUNDLE" ] && [ -s "$W/set.json" ] && [ -s "$W/imageList" ] && [ -s "$W/blobs.txt" ]; then
+    # The node part alone, from the last build: the lists it needs were saved beside the
+    # bundle, so a set removed for the disk is not made again.
+    IMAGES=$(jq -r .images "$W/set.json")
+    say "scale $GB_ARG GB: the node part with the last build's bundle ($BUNDLE) and image lists"
+else
 SET=$(scripts/scale-set.sh "$GB_ARG" | tail -1)
 [ -f "$SET/set.json" ] || die "scripts/scale-set.sh $GB_ARG made no set"
+cp "$SET/set.json" "$W/set.json"
 RUNTIME="${BENCH_SCALE_RUNTIME:-$ROOT/examples/appliance/runtime}"
 if [ ! -d "$RUNTIME/bin" ]; then
     [ -z "${BENCH_SCALE_RUNTIME:-}" ] || die "$RUNTIME/bin: no such directory"
     examples/appliance/fetch-runtime.sh >&2
 fi
-CTX="$W/ctx"
 # Hard links: the context costs no space and the set in the cache stays as it is.
 rm -rf "$CTX"; mkdir -p "$CTX"
 cp -al "$SET"/. "$CTX"/ 2>/dev/null || cp -a "$SET"/. "$CTX"/
 cp -al "$RUNTIME" "$CTX/runtime" 2>/dev/null || cp -a "$RUNTIME" "$CTX/runtime"
 IMAGES=$(jq -r .images "$SET/set.json")
 say "scale $GB_ARG GB: $IMAGES images, $(jq -r .layers "$SET/set.json") layers, $(jq -r .total_bytes "$SET/set.json") bytes ($SET)"
+fi
 say "benchmarking $BALE on $(nproc) cores; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 RESULTS="$B/results-scale-${GB_ARG}g.txt"; : >"$RESULTS"
@@ -68,12 +81,20 @@ peak_rss_mib() { # peak RSS of "$@" in MiB
     /usr/bin/time -f '%M' -o "$f" "$@" >/dev/null 2>&1 || die "command failed: $*"
     awk '{printf "%.1f", $1/1024}' "$f"; rm -f "$f"
 }
-BUNDLE="$W/app.bale"
 CACHE="$W/image-cache"
 BUILD=("$BALE" build -f "$CTX/Kubefile" -t "scale:$GB_ARG" --offline --image-cache "$CACHE" -o "$BUNDLE" "$CTX")
 build() { "${BUILD[@]}"; }
-# A cold build each time: no bundle, no image cache (what a first build of a release meets).
-fresh_build() { rm -rf "$BUNDLE" "$CACHE" "$W/store"; sync; }
+# settle: every timed command starts from the same state: the context's files in the page cache
+# (as a build finds them when it runs right after the images were made or fetched) and the
+# memory the last step freed gone back to the host where this machine does that (quiet_memory).
+settle() {
+    find "$CTX" -type f -print0 | xargs -0 cat >/dev/null
+    sync
+    quiet_memory
+}
+# A cold build each time: no bundle, no image cache, no stored copy (what a first build of a
+# release meets).
+fresh_build() { rm -rf "$BUNDLE" "$CACHE" "$W/xdg"; settle; }
 export XDG_DATA_HOME="$W/xdg" # the bundle store of --tag, kept out of the user's own
 
 offnode() {
@@ -83,41 +104,60 @@ offnode() {
     # Again with the image cache the first build filled (a rebuild of the same release): the
     # images are not ingested again, only the bundle is written.
     local t_warm
-    rm_bundle() { rm -f "$BUNDLE"; sync; }
+    # The bundle goes with its stored copy (a hard link in the store of -t): held there, its
+    # blocks would stay in use while the rebuild writes as many again.
+    rm_bundle() { rm -rf "$BUNDLE" "$W/xdg"; settle; }
     t_warm=$(SETUP=rm_bundle median_time build)
-    rm_tar() { rm -f "$W/ctx.tar.zst"; sync; }
+    stub=$(stat -c %s "$BALE")
+    sz_bale=$(( $(stat -c %s "$BUNDLE") - stub ))
+    # The references write a file as large as the bundle (skopeo's a second copy of the set
+    # as well): the bundle goes now and the memory part below builds it again, so at 20 GB
+    # this host's disk holds the set and one of them at a time.
+    rm -rf "$BUNDLE" "$W/xdg"
+    rm_tar() { rm -f "$W/ctx.tar.zst"; settle; }
     t_tar=$(SETUP=rm_tar median_time sh -c "tar -cf - -C '$CTX' . | zstd -T0 -3 -q -o '$W/ctx.tar.zst'")
-    # Sized and gone before the skopeo copy: at 10 GB and more the disk holds one at a time.
     sz_tar=$(stat -c %s "$W/ctx.tar.zst")
     rm -f "$W/ctx.tar.zst"
+    # The same pipeline writing nothing: what writing its file costs the reference on this
+    # machine (bale writes its bundle with O_DIRECT; see quiet_memory in scripts/lib.sh).
+    local t_tar_null
+    t_tar_null=$(SETUP=settle median_time sh -c "tar -cf - -C '$CTX' . | zstd -T0 -3 -q -c >/dev/null")
     # skopeo: every image into a fresh layout (what an air-gap bundle script does), then the same
-    # tar | zstd of that context; the rest of the context is hard-linked in, untimed.
-    local SK="$W/skopeo-ctx"
+    # tar | zstd of that context; the rest of the context is hard-linked in, untimed. With no
+    # room for its tar.zst beside the copy, zstd writes to /dev/null: a reference spared its
+    # write is faster, so the ratio then understates bale.
+    local SK="$W/skopeo-ctx" sk_out="$W/skopeo.tar.zst" sk_note=""
+    if [ "$(df -B1 --output=avail "$W" | tail -1)" -lt $(( 2 * sz_tar + (4 << 30) )) ]; then
+        sk_out=/dev/null; sk_note=" (its tar.zst to /dev/null: disk)"
+    fi
     fresh_skopeo() {
         rm -rf "$SK" "$W/skopeo.tar.zst"; mkdir -p "$SK/images"
         (cd "$CTX" && find . -path ./images -prune -o -print | cpio -pdlm --quiet "$SK" 2>/dev/null) \
             || cp -a "$CTX/manifests" "$CTX/runtime" "$CTX/Kubefile" "$CTX/imageList" "$SK/"
-        sync
+        settle
     }
     skopeo_all() {
         local name
         while read -r name; do
             skopeo copy -q --all "oci:$CTX/images/scale:$name" "oci:$SK/images/scale:$name" || return 1
         done <"$CTX/imageList"
-        tar -cf - -C "$SK" . | zstd -T0 -3 -q -o "$W/skopeo.tar.zst"
+        tar -cf - -C "$SK" . | zstd -T0 -3 -q -f -o "$sk_out"
     }
     t_skopeo=$(SETUP=fresh_skopeo median_time skopeo_all)
     rm -rf "$SK" "$W/skopeo.tar.zst"
-    stub=$(stat -c %s "$BALE")
-    sz_bale=$(( $(stat -c %s "$BUNDLE") - stub ))
     row "build: bale / tar|zstd -T0 -3 (s)" "$t_build" "$t_tar" "$(ratio "$t_tar" "$t_build")x" \
         "$(verdict "$t_tar / $t_build" '>=' 1.5 '>= 1.5x')"
+    row "  tar|zstd to /dev/null: bale / it (s)" "$t_build" "$t_tar_null" "$(ratio "$t_tar_null" "$t_build")x" \
+        "(its file unwritten; no goal)"
     row "  rebuild, warm image cache: bale / tar|zstd (s)" "$t_warm" "$t_tar" "$(ratio "$t_tar" "$t_warm")x" \
         "$(verdict "$t_tar / $t_warm" '>=' 1.5 '>= 1.5x')"
     row "build: bale / skopeo copy + tar|zstd (s)" "$t_build" "$t_skopeo" "$(ratio "$t_skopeo" "$t_build")x" \
-        "$(verdict "$t_skopeo / $t_build" '>=' 1.5 '>= 1.5x')"
+        "$(verdict "$t_skopeo / $t_build" '>=' 1.5 '>= 1.5x')$sk_note"
     row "size: payload / tar.zst (bytes)" "$sz_bale" "$sz_tar" "$(ratio "$sz_bale" "$sz_tar")" \
         "$(verdict "$sz_bale / $sz_tar" '<=' 1.0 '<= 1.0')"
+    # ---- memory: the build's peak RSS, and the bundle the rest reads ----
+    local r_build r_verify r_content
+    fresh_build; r_build=$(peak_rss_mib "${BUILD[@]}")
     # ---- verify, from a warm page cache for all ----
     local t_verify t_content t_openssl
     cat "$BUNDLE" >/dev/null
@@ -129,9 +169,6 @@ offnode() {
     # --content decompresses and hashes every entry: twice the work of a plain digest at least.
     row "verify --content: bale / openssl dgst -sha256 (s)" "$t_content" "$t_openssl" "$(ratio "$t_openssl" "$t_content")x" \
         "$(verdict "$t_openssl / $t_content" '>=' 0.5 '>= 0.5x (ours: twice the work)')"
-    # ---- memory ----
-    local r_build r_verify r_content
-    fresh_build; r_build=$(peak_rss_mib "${BUILD[@]}")
     r_verify=$(peak_rss_mib "$BALE" verify "$BUNDLE")
     r_content=$(peak_rss_mib "$BALE" verify --content "$BUNDLE")
     for m in "build:$r_build" "verify:$r_verify" "verify --content:$r_content"; do
@@ -148,7 +185,7 @@ offnode() {
         a=$(( avail0 - $(df -B1 --output=avail "$W" | tail -1) ))
         # du exits non-zero when a file goes away under it (the build's temporaries): keep
         # its one line either way (with pipefail, its status would end the script, silently).
-        u=$(du -sb --exclude=ctx --exclude=xdg "$W" 2>/dev/null | cut -f1 | head -n 1 || true)
+        u=$(du -sb --exclude=ctx "$W" 2>/dev/null | cut -f1 | head -n 1 || true)
         u=${u:-0}
         [ "$a" -gt "$peak_df" ] && peak_df=$a
         [ "$u" -gt "$peak_du" ] && peak_du=$u
@@ -162,8 +199,9 @@ offnode() {
     row "  peak df drop (noisy) / bundle; image cache" "$peak_df" "$cache_sz" "$(ratio "$peak_df" "$sz")" ""
 }
 
-# registry_blobs LAYOUT: "DOMAIN PATH DIGEST" for the config and every layer of each image in
-# the OCI layout (of an index, its amd64 manifest), named as its ref.name annotation says.
+# registry_blobs LAYOUT: "REF DOMAIN PATH DIGEST SIZE" for the config and every layer of each
+# image in the OCI layout (of an index, its amd64 manifest), named as its ref.name annotation
+# says (REF whole, DOMAIN and PATH its parts).
 registry_blobs() {
     local l=$1 name digest media m
     jq -r '.manifests[] | "\(.annotations["org.opencontainers.image.ref.name"]) \(.digest) \(.mediaType)"' "$l/index.json" |
@@ -172,8 +210,9 @@ registry_blobs() {
             if [ "$media" = application/vnd.oci.image.index.v1+json ]; then
                 m=$(jq -r '[.manifests[] | select(.platform.architecture == "amd64")][0].digest' "$l/blobs/sha256/${digest#sha256:}")
             fi
-            name=${name%:*}
-            jq -r --arg d "${name%%/*}" --arg p "${name#*/}" '"\($d) \($p) \(.config.digest)", (.layers[] | "\($d) \($p) \(.digest)")' \
+            local repo=${name%:*}
+            jq -r --arg r "$name" --arg d "${repo%%/*}" --arg p "${repo#*/}" \
+                '(.config, .layers[]) | "\($r) \($d) \($p) \(.digest) \(.size)"' \
                 "$l/blobs/sha256/${m#sha256:}"
         done
 }
@@ -187,18 +226,53 @@ nodes() {
     size=$(stat -c %s "$BUNDLE")
     local NODES=(n1 n2 n3) IPS=(10.77.0.11 10.77.0.12 10.77.0.13)
     NODES=("${NODES[@]:0:NODE_COUNT}"); IPS=("${IPS[@]:0:NODE_COUNT}")
+    # What the node part needs of the set, taken now: the image list and every image's blobs
+    # with their sizes (with too little disk the set goes before the install, below).
+    if [ -n "$SET" ]; then
+        cp "$CTX/imageList" "$W/imageList"
+        registry_blobs "$CTX/images/scale" >"$W/blobs.txt"
+    fi
     # Each node keeps a copy of the bundle and fetches every image once more into containerd;
     # the import reference adds, on n1, its archive, containerd's copy and the unpacked layers
     # (counted as 3.5 bundles: a 10 GB run filled the disk while unpacking). All of it lands on
-    # this host's one disk.
-    local need import_need avail do_import=1
-    need=$(( 2 * NODE_COUNT * size + (2 << 30) ))
-    import_need=$(( need + size * 7 / 2 ))
+    # this host's one disk. When every node's fetched copy does not fit beside the bundles, the
+    # nodes fetch the images in batches, each removed before the next (its removal untimed).
+    local avail margin=$((2 << 30)) largest fetch_all batch set_bytes=0 drop_set=0 do_import=1
     avail=$(df -B1 --output=avail /var/lib | tail -1)
-    [ "$avail" -ge "$need" ] || die "the nodes need about $((need >> 30)) GiB free on /var/lib, $((avail >> 30)) GiB are: free space, or BENCH_SCALE_NODES=1"
-    if [ "$avail" -lt "$import_need" ]; then
+    # (printf: awk prints large sums in exponent notation, which shell arithmetic refuses)
+    largest=$(awk '{ b[$1] += $5 } END { m = 0; for (i in b) if (b[i] > m) m = b[i]; printf "%.0f\n", m }' "$W/blobs.txt")
+    fetch_all=$(awk '!seen[$4]++ { t += $5 } END { printf "%.0f\n", t }' "$W/blobs.txt")
+    fits() { [ "$avail" -ge $(( NODE_COUNT * (size + $1) + margin )) ]; }
+    if ! fits "$largest"; then
+        [ -n "$SET" ] || die "the nodes need at least $(( (NODE_COUNT * (size + largest) + margin) >> 30 )) GiB free on /var/lib (a bundle and the largest image per node), $((avail >> 30)) GiB are: free space, or fewer nodes (BENCH_SCALE_NODES)"
+        # The set in the cache (and its hard links in the context) is the one thing here that
+        # can go: scripts/scale-set.sh makes it again, the same, on the next run.
+        set_bytes=$(du -sb "$SET" | cut -f1)
+        fits_without_set() { [ $(( avail + set_bytes )) -ge $(( NODE_COUNT * (size + $1) + margin )) ]; }
+        fits_without_set "$largest" \
+            || die "the nodes need at least $(( (NODE_COUNT * (size + largest) + margin) >> 30 )) GiB free on /var/lib (a bundle and the largest image per node), $((avail >> 30)) GiB are, $(( (avail + set_bytes) >> 30 )) without the set: free space, or fewer nodes (BENCH_SCALE_NODES)"
+        [ "${BENCH_SCALE_DROP_SET:-0}" = 1 ] \
+            || die "the nodes need more than the $((avail >> 30)) GiB free on /var/lib; without the set in the cache ($SET, $((set_bytes >> 30)) GiB, made again by the next run) it fits: BENCH_SCALE_DROP_SET=1 allows removing it"
+        drop_set=1; avail=$(( avail + set_bytes ))
+    fi
+    batch=$(( (avail - margin) / NODE_COUNT - size ))
+    [ "$batch" -lt "$largest" ] && batch=$largest
+    [ "$batch" -gt "$fetch_all" ] && batch=$fetch_all
+    # The images in batches of at most $batch bytes (one image alone when larger), in list order.
+    rm -f "$W"/batch-*.list
+    awk -v max="$batch" -v dir="$W" '
+        FNR == NR { b[$1] += $5; next }
+        { if (n == 0 || (sum + b[$1] > max && sum > 0)) { n++; sum = 0 }
+          sum += b[$1]; print > (dir "/batch-" n ".list") }' "$W/blobs.txt" "$W/imageList"
+    local batches; batches=$(find "$W" -maxdepth 1 -name 'batch-*.list' | wc -l)
+    [ "$batches" -gt 1 ] && say "the nodes fetch the images in $batches batches of at most $((batch >> 20)) MiB each (the disk holds no more)"
+    if [ -z "$SET" ] || [ "$drop_set" = 1 ] || [ "$avail" -lt $(( NODE_COUNT * (size + batch) + margin + size * 7 / 2 )) ]; then
         do_import=0
-        say "ctr images import (the reference for arrival to pullable): not run, it needs about $((import_need >> 30)) GiB free with the rest, $((avail >> 30)) GiB are"
+        say "ctr images import (the reference for arrival to pullable): not run, it needs about $(( (NODE_COUNT * (size + batch) + margin + size * 7 / 2) >> 30 )) GiB free with the rest and the set, $((avail >> 30)) GiB are"
+    fi
+    if [ "$drop_set" = 1 ]; then
+        say "removing the set ($SET, $((set_bytes >> 30)) GiB) for the disk the nodes need; the next run makes it again"
+        rm -rf "$SET" "$CTX/images"
     fi
     # The test nodes are shared by every test on this machine: hold their lock throughout.
     mkdir -p /var/lib/bale-testbed
@@ -275,7 +349,7 @@ nodes() {
     local unanswered=0 got
     for n in "${NODES[@]}"; do
         # shellcheck disable=SC2016 # expanded on the node
-        got=$(on "$n" 'n=0; while read -r i; do ctr -n scalecheck content fetch-object --hosts-dir /etc/containerd/certs.d "$i" >/dev/null 2>&1 || n=$((n+1)); done; echo $n' <"$CTX/imageList")
+        got=$(on "$n" 'n=0; while read -r i; do ctr -n scalecheck content fetch-object --hosts-dir /etc/containerd/certs.d "$i" >/dev/null 2>&1 || n=$((n+1)); done; echo $n' <"$W/imageList")
         unanswered=$(( unanswered + got ))
     done
     row "every image pullable: of $IMAGES x $NODE_COUNT, unanswered" "$unanswered" "" "" "$(verdict "$unanswered" '==' 0 '0')"
@@ -296,17 +370,28 @@ nodes() {
     # containerd's content store) four images at a time: `ctr images pull` would also gunzip
     # every layer into a snapshot, which measures containerd's unpacking on the host's two
     # shared cores, not the registry.
-    local bytes pids=() t_pull t_cat
-    for n in "${NODES[@]}"; do
-        on "$n" 'cat > /root/images.list' <"$CTX/imageList"
+    local bytes=0 pids=() t_pull=0 t_cat list
+    clear_fetched() {
+        for n in "${NODES[@]}"; do
+            on "$n" 'ctr -n bench content ls -q | xargs -r ctr -n bench content rm >/dev/null 2>&1; true'
+        done
+    }
+    for list in "$W"/batch-*.list; do
+        for n in "${NODES[@]}"; do
+            on "$n" 'cat > /root/images.list' <"$list"
+        done
+        pids=(); t0=$(now)
+        for n in "${NODES[@]}"; do
+            on "$n" 'xargs -P 4 -I{} ctr -n bench content fetch --hosts-dir /etc/containerd/certs.d {} >/dev/null </root/images.list' &
+            pids+=("$!")
+        done
+        for p in "${pids[@]}"; do wait "$p" || die "a node's pull of the images in $list failed"; done
+        t1=$(now); t_pull=$(echo "$t_pull + $t1 - $t0" | bc -l)
+        # What one node's pulls carried (n1's content store), for cat's share below; then the
+        # fetched copies go: at 10 GB and more they would fill the host's disk.
+        bytes=$(( bytes + $(on n1 du -sb /var/lib/containerd/io.containerd.content.v1.content/blobs | cut -f1) ))
+        clear_fetched
     done
-    t0=$(now)
-    for n in "${NODES[@]}"; do
-        on "$n" 'xargs -P 4 -I{} ctr -n bench content fetch --hosts-dir /etc/containerd/certs.d {} >/dev/null </root/images.list' &
-        pids+=("$!")
-    done
-    for p in "${pids[@]}"; do wait "$p" || die "a node's pull of every image failed"; done
-    t1=$(now); t_pull=$(echo "$t1 - $t0" | bc -l)
     # The same bytes read by cat on each node, all three at once (the bundle the registry serves
     # from, as warm as it was for the registry: it read them just now).
     t0=$(now); pids=()
@@ -316,15 +401,9 @@ nodes() {
     done
     for p in "${pids[@]}"; do wait "$p" || true; done
     t1=$(now); t_cat=$(echo "$t1 - $t0" | bc -l)
-    # cat read the whole bundle; scale its time to the bytes the pulls carried (what n1's
-    # content store now holds).
+    # cat read the whole bundle; scale its time to the bytes the pulls carried.
     local t_cat_bundle=$t_cat
-    bytes=$(on n1 du -sb /var/lib/containerd/io.containerd.content.v1.content/blobs | cut -f1)
     t_cat=$(echo "$t_cat * $bytes / $size" | bc -l)
-    # The fetched copies go now: at 10 GB and more they would fill the host's disk.
-    for n in "${NODES[@]}"; do
-        on "$n" 'ctr -n bench content ls -q | xargs -r ctr -n bench content rm >/dev/null 2>&1; true'
-    done
     local pct; pct=$(echo "scale=1; 100 * $t_cat / $t_pull" | bc -l)
     row "registry under load: $NODE_COUNT node(s) pull all, % of cat" "$(printf '%.1f' "$t_pull")" "$(printf '%.1f' "$t_cat")" "$pct%" \
         "$(verdict "$pct" '>=' 90 '>= 90% of cat')"
@@ -334,9 +413,8 @@ nodes() {
     # HTTP/1.1 into /dev/null (curl --parallel: no content store, no digest checks, so only
     # the registry and the link are measured), against cat of the same bytes on the nodes.
     local cfg i
-    registry_blobs "$CTX/images/scale" >"$W/blobs.txt"
     for i in "${!IPS[@]}"; do
-        awk -v ip="${IPS[$i]}" '{ printf "url = \"http://%s:5050/v2/%s/blobs/%s?ns=%s\"\noutput = \"/dev/null\"\n", ip, $2, $3, $1 }' \
+        awk -v ip="${IPS[$i]}" '{ printf "url = \"http://%s:5050/v2/%s/blobs/%s?ns=%s\"\noutput = \"/dev/null\"\n", ip, $3, $4, $2 }' \
             "$W/blobs.txt" >"$W/curl-$i.cfg"
     done
     t0=$(now); pids=()

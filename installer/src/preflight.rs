@@ -28,8 +28,9 @@ pub const CHECKS: &[&str] = &[
 ];
 /// Ports the cluster needs: the built-in registry, the API server, the kubelet.
 pub const PORTS: &[u16] = &[5050, 6443, 10250];
-/// Free space needed at the data dir, as a multiple of the bundle size.
-pub const DISK_FACTOR: f64 = 2.2;
+/// Free space kept beyond what bale's own files take at the data dir (its journal, records and
+/// the runtime's first writes).
+pub const DISK_HEADROOM: u64 = 256 << 20;
 pub const MAX_CLOCK_SKEW_SECS: f64 = 5.0;
 pub const MIN_KERNEL: (u32, u32) = (4, 15);
 const KNOWN_OS: &[&str] = &[
@@ -165,8 +166,60 @@ pub struct Want<'a> {
     /// The architectures the bundle installs on.
     pub arches: &'a [String],
     pub bundle_size: u64,
+    /// Bytes of the bundle's tree that the node extracts (all but the registry, which is served
+    /// from the bundle in place).
+    pub tree_size: u64,
     pub data_dir: &'a str,
     pub ignore: &'a [String],
+}
+
+/// What a node's data dir needs free for this bundle: the bundle (less a copy already there,
+/// which the upload replaces), its extracted tree twice (a re-run extracts the new tree beside
+/// the old before swapping them) and [`DISK_HEADROOM`]. The images are not extracted: the
+/// registry serves them from the bundle.
+pub fn disk_need(want: &Want, existing: u64) -> u64 {
+    want.bundle_size.saturating_sub(existing) + 2 * want.tree_size + DISK_HEADROOM
+}
+
+/// containerd keeps its own copy of every image a pod runs, on the same disk as a rule: up to
+/// the bundle's images once more. Less room than that is a warning, not a failure: which
+/// images run, and where containerd's directory lives, is the site's to know.
+fn disk_status(avail: Option<u64>, existing: u64, want: &Want) -> Status {
+    let Some(a) = avail else { return Status::Fail };
+    let need = disk_need(want, existing);
+    let images = want.bundle_size.saturating_sub(want.tree_size);
+    if a < need {
+        Status::Fail
+    } else if a < need + images {
+        Status::Warn
+    } else {
+        Status::Ok
+    }
+}
+
+fn disk_detail(avail: Option<u64>, existing: u64, want: &Want, p: &Probe) -> String {
+    let Some(a) = avail else {
+        return "cannot read free space".into();
+    };
+    let need = disk_need(want, existing);
+    let images = want.bundle_size.saturating_sub(want.tree_size);
+    let mut d = format!(
+        "{} free at {} ({}), need {} (bundle {}, its tree {} twice, {} spare)",
+        human(a),
+        want.data_dir,
+        p.get("disk_path"),
+        human(need),
+        human(want.bundle_size.saturating_sub(existing)),
+        human(want.tree_size),
+        human(DISK_HEADROOM),
+    );
+    if a >= need && a < need + images {
+        d.push_str(&format!(
+            "; containerd stores the images pods run once more, up to {} for all of them",
+            human(images)
+        ));
+    }
+    d
 }
 
 /// The checks of every host, in order.
@@ -227,24 +280,14 @@ pub fn evaluate(hosts: &[HostView], want: &Want) -> Vec<Vec<Check>> {
         let avail = p
             .get("disk_avail_kib")
             .parse::<u64>()
+            .ok()
             .map(|k| k.saturating_mul(1024));
         let existing: u64 = p.get("existing_bundle").parse().unwrap_or(0);
-        let need = ((want.bundle_size as f64 * DISK_FACTOR) as u64).saturating_sub(existing);
-        match avail {
-            Ok(a) => add(
-                "disk",
-                if a >= need { Status::Ok } else { Status::Fail },
-                format!(
-                    "{} free at {} ({}), need {} (bundle {} x {DISK_FACTOR})",
-                    human(a),
-                    want.data_dir,
-                    p.get("disk_path"),
-                    human(need),
-                    human(want.bundle_size),
-                ),
-            ),
-            Err(_) => add("disk", Status::Fail, "cannot read free space".into()),
-        }
+        add(
+            "disk",
+            disk_status(avail, existing, want),
+            disk_detail(avail, existing, want, p),
+        );
         let tmp = p.get("tmp_opts");
         add(
             "tmp",
@@ -470,6 +513,7 @@ mod tests {
         let want = Want {
             arches: &["x86_64".to_string()],
             bundle_size: 1 << 20,
+            tree_size: 1 << 18,
             data_dir: "/var/lib/bale",
             ignore: &ignore,
         };
@@ -508,6 +552,7 @@ mod tests {
             let want = Want {
                 arches,
                 bundle_size: 1 << 20,
+                tree_size: 1 << 18,
                 data_dir: "/var/lib/bale",
                 ignore: &[],
             };
@@ -523,6 +568,36 @@ mod tests {
             arch_check(&["aarch64".into(), "x86_64".into()]),
             (Status::Ok, "aarch64 (bundle aarch64, x86_64)".into())
         );
+    }
+
+    #[test]
+    fn the_disk_needs_the_bundle_and_its_tree_and_warns_short_of_room_for_the_images() {
+        const GIB: u64 = 1 << 30;
+        let want = Want {
+            arches: &[],
+            bundle_size: 20 * GIB,
+            tree_size: GIB / 4,
+            data_dir: "/var/lib/bale",
+            ignore: &[],
+        };
+        let need = 20 * GIB + GIB / 2 + DISK_HEADROOM;
+        assert_eq!(disk_need(&want, 0), need);
+        // A node holding an older copy of the bundle needs room for the difference only.
+        assert_eq!(disk_need(&want, 20 * GIB), GIB / 2 + DISK_HEADROOM);
+        // At most 4% beyond the bundle for a 20 GiB bundle of images.
+        assert!(need * 100 <= 20 * GIB * 104, "{need}");
+        let at = |avail: u64| disk_status(Some(avail), 0, &want);
+        assert_eq!(at(need - 1), Status::Fail);
+        assert_eq!(at(need), Status::Warn);
+        assert_eq!(at(need + 20 * GIB - GIB / 4), Status::Ok);
+        let p = Probe::parse("disk_path=/var\n", 0.0);
+        let d = disk_detail(Some(need), 0, &want, &p);
+        assert!(
+            d.contains("need 20.8 GiB") && d.contains("containerd"),
+            "{d}"
+        );
+        assert!(!disk_detail(Some(need - 1), 0, &want, &p).contains("containerd"));
+        assert_eq!(disk_status(None, 0, &want), Status::Fail);
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Site {
     pub apps: Vec<AppStep>,
     /// Top-level names of the bundle tree that go to `<data-dir>/rootfs`.
     pub tree_top: Vec<String>,
+    /// Bytes of the files under `tree_top`: what the extraction writes.
+    pub tree_bytes: u64,
     /// Files of the tree as the Config overlays leave them: (path, content), computed once
     /// here and written to every node after extraction.
     pub overlays: Vec<(String, String)>,
@@ -463,6 +465,15 @@ impl Site {
                 tops.push(top.to_string());
             }
         }
+        site.tree_bytes = entries
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .filter(|e| {
+                tops.iter()
+                    .any(|t| e.path.split('/').next() == Some(t.as_str()))
+            })
+            .map(|e| e.size)
+            .sum();
         site.tree_top = tops;
         site.kubernetes = crate::node::kubernetes::bundle_has_kubernetes(&entries);
         site.bundles_cni = entries.iter().any(|e| {

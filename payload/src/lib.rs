@@ -13,6 +13,7 @@
 //! - [`sigblock`] reads the signature block (format 1.1) and writes a copy with another one.
 
 pub mod chunks;
+mod direct;
 pub mod elf;
 pub mod error;
 pub mod extract;

@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -995,8 +994,7 @@ fn write_frames(
     let mut waiting: BTreeMap<usize, Done> = BTreeMap::new();
     let mut next = 0usize;
     let mut failure = None;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut out);
-    let mut writeback = EarlyWriteback::new(base);
+    let mut w = crate::direct::FrameOut::new(out, base);
     for mut d in done {
         if let Some(e) = d.bad.take() {
             failure.get_or_insert(e);
@@ -1008,8 +1006,6 @@ fn write_frames(
                     failure = Some(Error::io(tmp, e));
                 }
             }
-            let in_file = base + offset + d.stored.len() as u64 - w.buffer().len() as u64;
-            writeback.wrote(w.get_ref(), in_file);
             if frames.len() <= d.seq {
                 frames.resize(d.seq + 1, None);
             }
@@ -1029,53 +1025,14 @@ fn write_frames(
             let _ = tokens.send(());
         }
     }
-    w.flush().map_err(|e| Error::io(tmp, e))?;
-    drop(w);
+    // The first failure is the one to report: writing what was staged may fail after it.
+    let finished = w.finish();
     if let Some(e) = failure {
         return Err(e);
     }
-    debug_assert_eq!(
-        out.stream_position().map_err(|e| Error::io(tmp, e))?,
-        base + offset
-    );
+    let (out, end) = finished.map_err(|e| Error::io(tmp, e))?;
+    debug_assert_eq!(end, base + offset);
     Ok((out, frames))
-}
-
-/// Starts the disk writes of the bundle while it is still being built. Left alone, a machine
-/// with plenty of memory keeps gigabytes dirty until the final `sync_all`, which then waits for
-/// all of them at once (2 s for a 2 GiB bundle); started chunk by chunk, the writes overlap
-/// with reading and hashing and the final sync finds little left.
-struct EarlyWriteback {
-    /// End of the range already handed to the kernel.
-    started: u64,
-}
-
-impl EarlyWriteback {
-    /// Bytes written before their writeback is started: large enough for few calls, small
-    /// enough that the disk never idles for long.
-    const CHUNK: u64 = 32 << 20;
-
-    fn new(from: u64) -> Self {
-        EarlyWriteback { started: from }
-    }
-
-    /// Called after the bytes up to `end` reached `out`.
-    fn wrote(&mut self, out: &File, end: u64) {
-        if end < self.started + Self::CHUNK {
-            return;
-        }
-        let end = end - end % Self::CHUNK;
-        // DONTNEED starts the writeback of the dirty pages of the range without waiting for
-        // it (what sync_file_range does, which nix does not offer); the pages being written
-        // stay cached. A failure only loses the overlap: the final sync still writes all.
-        let _ = nix::fcntl::posix_fadvise(
-            out.as_raw_fd(),
-            self.started as nix::libc::off_t,
-            (end - self.started) as nix::libc::off_t,
-            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-        );
-        self.started = end;
-    }
 }
 
 /// Length of the program part of `stub` and its architecture. A bundle given as stub

@@ -271,7 +271,12 @@ impl BundleStore {
         let _lock = self.lock()?;
         let dest = self.file_for(&hex);
         if !holds(&dest, &record) {
-            place(file, &dest)?;
+            place(file, &dest, Fallback::Copy)?;
+        } else if !same_file(file, &dest) {
+            // The same bundle in another file (a rebuild of an unchanged release): linked to
+            // the new one, the store stops holding a second copy's worth of disk. Without a
+            // link there is nothing to gain from copying what it holds already.
+            let _ = place(file, &dest, Fallback::None);
         }
         let mut index = self.read_index()?;
         let list = index.tags.entry(tag).or_default();
@@ -535,14 +540,34 @@ fn holds(dest: &Path, record: &Record) -> bool {
     })
 }
 
-/// Puts `src` at `dest` whole or not at all: a hard link, else a copy, under a temporary
-/// name in `dest`'s directory, synced, then renamed.
-fn place(src: &Path, dest: &Path) -> Result<()> {
+/// What [`place`] does when `src` cannot be hard-linked (another file system).
+enum Fallback {
+    Copy,
+    None,
+}
+
+/// Whether two paths name one file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Puts `src` at `dest` whole or not at all: a hard link, else (with [`Fallback::Copy`]) a
+/// copy, under a temporary name in `dest`'s directory, synced, then renamed.
+fn place(src: &Path, dest: &Path, fallback: Fallback) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".incoming-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(src, &tmp).is_err() {
-        std::fs::copy(src, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    if let Err(e) = std::fs::hard_link(src, &tmp) {
+        match fallback {
+            Fallback::Copy => {
+                std::fs::copy(src, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            }
+            Fallback::None => return Err(StoreError::io(&tmp, e)),
+        }
     }
     let synced = File::open(&tmp).and_then(|f| f.sync_all());
     if let Err(e) = synced.and_then(|()| std::fs::rename(&tmp, dest)) {
@@ -647,6 +672,35 @@ mod tests {
         assert_ne!(one.digest, two.digest);
         assert_eq!(files(&store), 1);
         assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_rebuild_of_the_same_bundle_leaves_one_copy_on_disk() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = BundleStore::new(dir.path().join("store"));
+        let first = bundle(dir.path(), "a", "one");
+        let rec = store.add(&first, "app:1").unwrap();
+        let held = store.file_for(rec.hex());
+        assert_eq!(std::fs::metadata(&first).unwrap().nlink(), 2);
+        // The output removed and built again: the same bytes in a new file.
+        let kept = std::fs::read(&first).unwrap();
+        std::fs::remove_file(&first).unwrap();
+        std::fs::write(&first, &kept).unwrap();
+        assert_eq!(std::fs::metadata(&held).unwrap().nlink(), 1);
+        let again = store.add(&first, "app:1").unwrap();
+        assert_eq!(again.digest, rec.digest);
+        assert!(
+            same_file(&first, &held),
+            "the store still holds the old copy"
+        );
+        assert_eq!(files(&store), 1);
+        store
+            .check(
+                &store.resolve("app:1", None).unwrap().unwrap(),
+                &Default::default(),
+            )
+            .unwrap();
     }
 
     #[test]

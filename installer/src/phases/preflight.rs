@@ -66,6 +66,7 @@ impl Phase for Preflight {
         let want = Want {
             arches: &ctx.bundle.arches,
             bundle_size: ctx.bundle.size,
+            tree_size: ctx.site.tree_bytes,
             data_dir: &ctx.data_dir,
             ignore: &ctx.ignore_preflight,
         };
