@@ -184,26 +184,13 @@ pub fn disk_need(want: &Want, existing: u64) -> u64 {
 /// containerd keeps its own copy of every image a pod runs, on the same disk as a rule: up to
 /// the bundle's images once more. Less room than that is a warning, not a failure: which
 /// images run, and where containerd's directory lives, is the site's to know.
-fn disk_status(avail: Option<u64>, existing: u64, want: &Want) -> Status {
-    let Some(a) = avail else { return Status::Fail };
-    let need = disk_need(want, existing);
-    let images = want.bundle_size.saturating_sub(want.tree_size);
-    if a < need {
-        Status::Fail
-    } else if a < need + images {
-        Status::Warn
-    } else {
-        Status::Ok
-    }
-}
-
-fn disk_detail(avail: Option<u64>, existing: u64, want: &Want, p: &Probe) -> String {
+fn disk_check(avail: Option<u64>, existing: u64, want: &Want, p: &Probe) -> (Status, String) {
     let Some(a) = avail else {
-        return "cannot read free space".into();
+        return (Status::Fail, "cannot read free space".into());
     };
     let need = disk_need(want, existing);
     let images = want.bundle_size.saturating_sub(want.tree_size);
-    let mut d = format!(
+    let mut detail = format!(
         "{} free at {} ({}), need {} (bundle {}, its tree {} twice, {} spare)",
         human(a),
         want.data_dir,
@@ -213,13 +200,18 @@ fn disk_detail(avail: Option<u64>, existing: u64, want: &Want, p: &Probe) -> Str
         human(want.tree_size),
         human(DISK_HEADROOM),
     );
-    if a >= need && a < need + images {
-        d.push_str(&format!(
+    let status = if a < need {
+        Status::Fail
+    } else if a < need + images {
+        detail.push_str(&format!(
             "; containerd stores the images pods run once more, up to {} for all of them",
             human(images)
         ));
-    }
-    d
+        Status::Warn
+    } else {
+        Status::Ok
+    };
+    (status, detail)
 }
 
 /// The checks of every host, in order.
@@ -283,11 +275,8 @@ pub fn evaluate(hosts: &[HostView], want: &Want) -> Vec<Vec<Check>> {
             .ok()
             .map(|k| k.saturating_mul(1024));
         let existing: u64 = p.get("existing_bundle").parse().unwrap_or(0);
-        add(
-            "disk",
-            disk_status(avail, existing, want),
-            disk_detail(avail, existing, want, p),
-        );
+        let (status, detail) = disk_check(avail, existing, want, p);
+        add("disk", status, detail);
         let tmp = p.get("tmp_opts");
         add(
             "tmp",
@@ -586,18 +575,18 @@ mod tests {
         assert_eq!(disk_need(&want, 20 * GIB), GIB / 2 + DISK_HEADROOM);
         // At most 4% beyond the bundle for a 20 GiB bundle of images.
         assert!(need * 100 <= 20 * GIB * 104, "{need}");
-        let at = |avail: u64| disk_status(Some(avail), 0, &want);
-        assert_eq!(at(need - 1), Status::Fail);
-        assert_eq!(at(need), Status::Warn);
-        assert_eq!(at(need + 20 * GIB - GIB / 4), Status::Ok);
         let p = Probe::parse("disk_path=/var\n", 0.0);
-        let d = disk_detail(Some(need), 0, &want, &p);
+        let at = |avail: Option<u64>| disk_check(avail, 0, &want, &p);
+        assert_eq!(at(Some(need - 1)).0, Status::Fail);
+        assert_eq!(at(Some(need)).0, Status::Warn);
+        assert_eq!(at(Some(need + 20 * GIB - GIB / 4)).0, Status::Ok);
+        let d = at(Some(need)).1;
         assert!(
             d.contains("need 20.8 GiB") && d.contains("containerd"),
             "{d}"
         );
-        assert!(!disk_detail(Some(need - 1), 0, &want, &p).contains("containerd"));
-        assert_eq!(disk_status(None, 0, &want), Status::Fail);
+        assert!(!at(Some(need - 1)).1.contains("containerd"));
+        assert_eq!(at(None).0, Status::Fail);
     }
 
     #[test]

@@ -461,19 +461,16 @@ impl Site {
         let mut tops: Vec<String> = Vec::new();
         for e in entries.iter() {
             let top = e.path.split('/').next().unwrap_or("");
-            if !top.is_empty() && !NOT_EXTRACTED.contains(&top) && !tops.iter().any(|t| t == top) {
+            if top.is_empty() || NOT_EXTRACTED.contains(&top) {
+                continue;
+            }
+            if e.kind == Kind::File {
+                site.tree_bytes += e.size;
+            }
+            if !tops.iter().any(|t| t == top) {
                 tops.push(top.to_string());
             }
         }
-        site.tree_bytes = entries
-            .iter()
-            .filter(|e| e.kind == Kind::File)
-            .filter(|e| {
-                tops.iter()
-                    .any(|t| e.path.split('/').next() == Some(t.as_str()))
-            })
-            .map(|e| e.size)
-            .sum();
         site.tree_top = tops;
         site.kubernetes = crate::node::kubernetes::bundle_has_kubernetes(&entries);
         site.bundles_cni = entries.iter().any(|e| {
