@@ -1,7 +1,9 @@
-//! The output of a bundle's frames, written with `O_DIRECT` where the file system allows it.
+//! Sequential output written with `O_DIRECT` where the file system allows it: a bundle's
+//! frames as the build writes them, and the large files an extraction writes.
 //!
 //! A bundle is written once and not read back by the build, so its gigabytes have no reason to
-//! pass through the page cache: copying them there costs a core, pushes out what the machine
+//! pass through the page cache (nor have an extracted tree's large files, which the installer
+//! flushes to disk anyway): copying them there costs a core, pushes out what the machine
 //! had cached (the image cache the build reads, among others), and on a virtual machine whose
 //! free memory goes back to the host, every fresh page-cache page costs a fault in the host
 //! first. Measured on the 2-core test machine: 4 GiB written through the page cache and synced
@@ -24,13 +26,15 @@ const ALIGN: usize = 4096;
 /// Bytes staged before a direct write: large requests keep the disk busy.
 const STAGE: usize = 8 << 20;
 
-/// A sequential writer of the frame region of a bundle file, from `start` on.
+/// A sequential writer of a file from `start` on: a bundle's frame region, or a whole file.
 pub(crate) struct FrameOut {
     /// The ordinary descriptor: unaligned edges, the fallback, and the caller's afterwards.
     file: File,
     direct: Option<File>,
-    /// `STAGE + ALIGN` bytes; the staged bytes start at `lead`, an aligned address.
+    /// `stage + ALIGN` bytes; the staged bytes start at `lead`, an aligned address.
     buf: Vec<u8>,
+    /// Bytes staged before a direct write: [`STAGE`], or less for a file known to be smaller.
+    stage: usize,
     lead: usize,
     /// Bytes staged, and the file offset of the first (block-aligned while direct).
     staged: usize,
@@ -43,6 +47,12 @@ pub(crate) struct FrameOut {
 impl FrameOut {
     /// Writes from `start`, the current end of `file`.
     pub(crate) fn new(file: File, start: u64) -> FrameOut {
+        FrameOut::sized(file, start, u64::MAX)
+    }
+
+    /// Writes from `start`, the current end of `file`, about `len` bytes: a small file gets a
+    /// small staging buffer.
+    pub(crate) fn sized(file: File, start: u64, len: u64) -> FrameOut {
         // Opened again through the descriptor, not the name: the second descriptor is certain
         // to be the same file even if the name was replaced meanwhile.
         let direct = std::fs::OpenOptions::new()
@@ -50,12 +60,17 @@ impl FrameOut {
             .custom_flags(nix::libc::O_DIRECT)
             .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .ok();
-        let buf = vec![0u8; STAGE + ALIGN];
+        let stage = usize::try_from(len)
+            .unwrap_or(STAGE)
+            .clamp(ALIGN, STAGE)
+            .next_multiple_of(ALIGN);
+        let buf = vec![0u8; stage + ALIGN];
         let lead = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
         FrameOut {
             file,
             direct,
             buf,
+            stage,
             lead,
             staged: 0,
             staged_at: start,
@@ -85,14 +100,14 @@ impl FrameOut {
                 data = &data[n..];
                 continue;
             }
-            let room = STAGE - self.staged;
+            let room = self.stage - self.staged;
             let n = room.min(data.len());
             let at = self.lead + self.staged;
             self.buf[at..at + n].copy_from_slice(&data[..n]);
             self.staged += n;
             self.end += n as u64;
             data = &data[n..];
-            if self.staged == STAGE {
+            if self.staged == self.stage {
                 self.drain(false)?;
             }
         }

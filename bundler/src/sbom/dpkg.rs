@@ -194,7 +194,14 @@ pub fn scan_layer(stored: Box<dyn BufRead + '_>, codec: Codec) -> Result<LayerSc
         Codec::Tar => Box::new(stored),
         // The stored stream comes buffered: the bufread decoder reads it in place rather than
         // through a second buffer of its own.
-        Codec::Gzip => Box::new(flate2::bufread::GzDecoder::new(stored)),
+        // Past its header, a gzip member is a raw deflate stream: decoded as one, it skips
+        // gzip's CRC-32 of the decoded bytes (4.5% of a cold build's CPU with the 2 GB scale
+        // set), which the SHA-256 of the stored bytes already makes redundant.
+        Codec::Gzip => {
+            let mut stored = stored;
+            skip_gzip_header(&mut stored).map_err(LayerError::Tar)?;
+            Box::new(flate2::bufread::DeflateDecoder::new(stored))
+        }
         Codec::Zstd => {
             Box::new(zstd::stream::read::Decoder::new(stored).map_err(LayerError::Decoder)?)
         }
@@ -245,6 +252,46 @@ pub fn scan_layer(stored: Box<dyn BufRead + '_>, codec: Codec) -> Result<LayerSc
     found.dedup();
     go.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(LayerScan { debs: found, go })
+}
+
+/// Reads a gzip member's header (RFC 1952), leaving `r` at its deflate stream.
+fn skip_gzip_header(r: &mut dyn BufRead) -> std::io::Result<()> {
+    /// Longest file name or comment read: real ones are short.
+    const MAX_TEXT: u64 = 64 << 10;
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    let mut fixed = [0u8; 10];
+    r.read_exact(&mut fixed)
+        .map_err(|_| bad("too short for a gzip header"))?;
+    if fixed[..3] != [0x1f, 0x8b, 8] {
+        return Err(bad("not a gzip stream (or not deflate-compressed)"));
+    }
+    let flags = fixed[3];
+    if flags & 0xe0 != 0 {
+        return Err(bad("gzip header with reserved flags set"));
+    }
+    if flags & 0x04 != 0 {
+        let mut len = [0u8; 2];
+        r.read_exact(&mut len)?;
+        let len = u64::from(u16::from_le_bytes(len));
+        if std::io::copy(&mut r.take(len), &mut std::io::sink())? != len {
+            return Err(bad("gzip header cut short in its extra field"));
+        }
+    }
+    for flag in [0x08, 0x10] {
+        if flags & flag != 0 {
+            let mut text = Vec::new();
+            r.take(MAX_TEXT).read_until(0, &mut text)?;
+            if text.last() != Some(&0) {
+                return Err(bad(
+                    "gzip header with an unterminated or overlong name or comment",
+                ));
+            }
+        }
+    }
+    if flags & 0x02 != 0 {
+        r.read_exact(&mut [0u8; 2])?;
+    }
+    Ok(())
 }
 
 /// Reads an ELF member to its end, looking for Go's build information; `None` for anything
@@ -394,6 +441,36 @@ Architecture: amd64\n";
         let gz = gz.finish().unwrap();
         assert_eq!(scan_layer(Box::new(&gz[..]), Codec::Gzip).unwrap().debs, p);
         assert!(scan_layer(Box::new(&b"not a tar at all, no"[..]), Codec::Gzip).is_err());
+        // Every optional header field, as other gzip writers may set them.
+        let mut gz = flate2::GzBuilder::new()
+            .filename("layer.tar")
+            .comment("made by a test")
+            .extra(vec![1, 2, 3, 4, 5])
+            .mtime(1)
+            .write(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(gz[3], 0x04 | 0x08 | 0x10, "the header fields under test");
+        assert_eq!(scan_layer(Box::new(&gz[..]), Codec::Gzip).unwrap().debs, p);
+        // The header CRC, which that writer does not set.
+        let mut with_hcrc = gz.clone();
+        with_hcrc[3] |= 0x02;
+        // Fixed part, extra field with its length, name and comment with their NULs.
+        let header_end = 10 + (2 + 5) + "layer.tar\0".len() + "made by a test\0".len();
+        with_hcrc.splice(header_end..header_end, [0xab, 0xcd]);
+        assert_eq!(
+            scan_layer(Box::new(&with_hcrc[..]), Codec::Gzip)
+                .unwrap()
+                .debs,
+            p
+        );
+        for broken in [
+            &gz[..5],
+            &gz[..14],
+            &[0x1f, 0x8b, 8, 0x80, 0, 0, 0, 0, 0, 0][..],
+        ] {
+            assert!(scan_layer(Box::new(broken), Codec::Gzip).is_err());
+        }
     }
 
     #[test]
