@@ -98,13 +98,7 @@ fn ipvsadm(node: &str) -> BTreeMap<String, Svc> {
 
 fn expect_table(node: &str, sched: &str, dests: &[(&str, u32)]) -> BTreeMap<String, Svc> {
     let got = ipvsadm(node);
-    let want = Svc {
-        scheduler: sched.into(),
-        dests: dests
-            .iter()
-            .map(|(a, w)| (a.to_string(), ("Masq".to_string(), *w)))
-            .collect(),
-    };
+    let want = wanted_service(sched, dests);
     assert_eq!(
         got.len(),
         1,
@@ -112,6 +106,23 @@ fn expect_table(node: &str, sched: &str, dests: &[(&str, u32)]) -> BTreeMap<Stri
     );
     assert_eq!(got.get(VS), Some(&want), "kernel table: {got:?}");
     got
+}
+
+/// The one virtual service `VS` with these masqueraded servers and weights.
+fn wanted_service(sched: &str, dests: &[(&str, u32)]) -> Svc {
+    Svc {
+        scheduler: sched.into(),
+        dests: dests
+            .iter()
+            .map(|(a, w)| (a.to_string(), ("Masq".to_string(), *w)))
+            .collect(),
+    }
+}
+
+/// Whether the kernel table on `node` is exactly `VS` with these servers and weights.
+fn table_is(node: &str, sched: &str, dests: &[(&str, u32)]) -> bool {
+    let got = ipvsadm(node);
+    got.len() == 1 && got.get(VS) == Some(&wanted_service(sched, dests))
 }
 
 /// A shell function `get IP PORT` on the VMs: one HTTP/1.0 GET of /who over bash's /dev/tcp,
@@ -335,6 +346,13 @@ fn ipvs_backend_on_a_real_kernel() {
     wait_for("normal rules again", Duration::from_secs(90), || {
         journal("lvs1").contains("normal health rules resume")
     });
+    // The hold ends when the first server answers again; the other may still fail a probe,
+    // be drained to weight 0 and come back only after its good probes: wait for the table.
+    wait_for(
+        "both servers back at weight 1",
+        Duration::from_secs(90),
+        || table_is("v1", "rr", &[(RS_A, 1), (RS_B, 1)]),
+    );
 
     // kill -9 and a new guardian: the table is adopted, never duplicated.
     on_ok("v1", "systemctl kill -s KILL lvs1");
