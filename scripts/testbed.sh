@@ -1597,7 +1597,8 @@ vm_prepare() {
   used=$(cat "$VMS"/*/image 2>/dev/null || true); keep_q=$(qemu_dir)
   for d in "$CACHE"/vm-* "$CACHE"/qemu-*; do
     [ -d "$d" ] || continue
-    case $d in "$img"|"$keep_q"|*.tmp) continue ;; esac
+    # qemu-user-* is the arm64 nodes' interpreter, not a VM's QEMU: keep it.
+    case $d in "$img"|"$keep_q"|*.tmp|"$CACHE"/qemu-user-*) continue ;; esac
     grep -qxF "$d" <<<"$used" || { say "removing stale cache $d"; rm -rf "$d"; }
   done
 }
