@@ -476,15 +476,24 @@ fn same_content<'a>(selected: &[&'a Entry]) -> Vec<Vec<&'a Entry>> {
     groups
 }
 
+/// The files each unit of work writes together: those of one content, [`COPIES_AT_ONCE`] at a
+/// time. The extraction's units and its space check both follow this split.
+fn written_together<'a>(selected: &[&'a Entry]) -> Vec<Vec<&'a Entry>> {
+    same_content(selected)
+        .iter()
+        .flat_map(|group| group.chunks(COPIES_AT_ONCE).map(<[&Entry]>::to_vec))
+        .collect()
+}
+
 /// One file written from a content: its entry (path and mode) and its temporary name.
-struct Copy<'a> {
+struct FileCopy<'a> {
     entry: &'a Entry,
     name: String,
 }
 
 enum Unit<'a> {
     /// A content of at most one frame.
-    Whole(Vec<Copy<'a>>),
+    Whole(Vec<FileCopy<'a>>),
     /// One frame of a larger content.
     Part { frame: usize, big: Arc<BigFile<'a>> },
 }
@@ -492,14 +501,14 @@ enum Unit<'a> {
 /// A content extracted frame by frame by several workers: its files are opened by the writer of
 /// the first frame, closed when complete.
 struct BigFile<'a> {
-    copies: Vec<Copy<'a>>,
+    copies: Vec<FileCopy<'a>>,
     /// One writer per copy, in the same order.
     out: Mutex<Vec<FrameOut>>,
     hash: OrderedHash,
 }
 
 /// Removes what a failed unit left under its files' temporary names.
-fn remove_copies(scratch: &Scratch, copies: &[Copy]) {
+fn remove_copies(scratch: &Scratch, copies: &[FileCopy]) {
     for c in copies {
         scratch.remove(&c.name);
     }
@@ -536,8 +545,9 @@ pub fn extract(
     bundle.check_stub()?;
     let root = Root::open(to)?;
     let threads = opts.threads.max(1);
+    let together = written_together(&selected);
     if !opts.skip_space_check {
-        check_space(&root, &selected, threads)?;
+        check_space(&root, &selected, &together, threads)?;
     }
     let mut report = ExtractReport {
         dirs: make_dirs(&root, &selected)?,
@@ -546,34 +556,32 @@ pub fn extract(
     let scratch = Scratch::create(&root, entries)?;
     let mut units = Vec::new();
     let mut slots = 0usize;
-    for group in same_content(&selected) {
-        for chunk in group.chunks(COPIES_AT_ONCE) {
-            let copies: Vec<Copy> = chunk
-                .iter()
-                .map(|&entry| {
-                    slots += 1;
-                    Copy {
-                        entry,
-                        name: temp_name(slots - 1),
-                    }
-                })
-                .collect();
-            let frames = copies[0].entry.frames.len();
-            if frames <= 1 {
-                units.push(Unit::Whole(copies));
-                continue;
-            }
-            let big = Arc::new(BigFile {
-                copies,
-                out: Mutex::new(Vec::new()),
-                hash: OrderedHash::default(),
+    for chunk in &together {
+        let copies: Vec<FileCopy> = chunk
+            .iter()
+            .map(|&entry| {
+                slots += 1;
+                FileCopy {
+                    entry,
+                    name: temp_name(slots - 1),
+                }
+            })
+            .collect();
+        let frames = copies[0].entry.frames.len();
+        if frames <= 1 {
+            units.push(Unit::Whole(copies));
+            continue;
+        }
+        let big = Arc::new(BigFile {
+            copies,
+            out: Mutex::new(Vec::new()),
+            hash: OrderedHash::default(),
+        });
+        for frame in 0..frames {
+            units.push(Unit::Part {
+                frame,
+                big: Arc::clone(&big),
             });
-            for frame in 0..frames {
-                units.push(Unit::Part {
-                    frame,
-                    big: Arc::clone(&big),
-                });
-            }
         }
     }
     let links: Vec<&Entry> = selected
@@ -715,7 +723,7 @@ fn extract_whole(
     root: &Root,
     scratch: &Scratch,
     dirs: &mut DirCache,
-    copies: &[Copy],
+    copies: &[FileCopy],
     (dctx, stored, out): &mut Buffers,
 ) -> Result<u64> {
     let Some(owner) = copies.first().map(|c| c.entry) else {
@@ -870,7 +878,7 @@ fn make_dirs(root: &Root, selected: &[&Entry]) -> Result<u64> {
 /// for a file that replaces one already there, only what it adds; and, since a replaced file
 /// is freed only when its successor is renamed over it, the largest of those that can be in
 /// flight at once (one unit per worker, all the files of a content written together).
-fn space_needed(root: &Root, selected: &[&Entry], threads: usize) -> u64 {
+fn space_needed(root: &Root, selected: &[&Entry], together: &[Vec<&Entry>], threads: usize) -> u64 {
     const BLOCK: u64 = 4096;
     let mut dirs = DirCache::default();
     let mut growth = 0u64;
@@ -895,9 +903,8 @@ fn space_needed(root: &Root, selected: &[&Entry], threads: usize) -> u64 {
     }
     // A replaced file's old copy is freed only at its rename: each worker holds the new copies
     // of one unit's files at a time (a content written to several files is one unit).
-    let mut in_flight: Vec<u64> = same_content(selected)
+    let mut in_flight: Vec<u64> = together
         .iter()
-        .flat_map(|group| group.chunks(COPIES_AT_ONCE))
         .map(|chunk| {
             chunk
                 .iter()
@@ -910,8 +917,13 @@ fn space_needed(root: &Root, selected: &[&Entry], threads: usize) -> u64 {
     growth + in_flight.iter().take(threads).sum::<u64>()
 }
 
-fn check_space(root: &Root, selected: &[&Entry], threads: usize) -> Result<()> {
-    let needed = space_needed(root, selected, threads);
+fn check_space(
+    root: &Root,
+    selected: &[&Entry],
+    together: &[Vec<&Entry>],
+    threads: usize,
+) -> Result<()> {
+    let needed = space_needed(root, selected, together, threads);
     let s =
         nix::sys::statvfs::fstatvfs(&root.fd).map_err(|e| Error::io(&root.path, errno_io(e)))?;
     let available = s.blocks_available() as u64 * s.fragment_size() as u64;
@@ -978,11 +990,17 @@ mod tests {
         let to = d.path().join("out");
         let root = Root::open(&to).unwrap();
         let all: Vec<&Entry> = entries.iter().collect();
-        let fresh = space_needed(&root, &all, 2);
+        let fresh = space_needed(&root, &all, &written_together(&all), 2);
         assert!(fresh >= 6 * (300 << 10), "{fresh}");
         extract(&b, &entries, &to, &ExtractOptions::default(), &|_| {}).unwrap();
-        assert_eq!(space_needed(&root, &all, 2), 2 * (300 << 10));
-        assert_eq!(space_needed(&root, &all, 1), 300 << 10);
+        assert_eq!(
+            space_needed(&root, &all, &written_together(&all), 2),
+            2 * (300 << 10)
+        );
+        assert_eq!(
+            space_needed(&root, &all, &written_together(&all), 1),
+            300 << 10
+        );
     }
 
     #[test]
@@ -1158,7 +1176,7 @@ mod tests {
             // Extracted again, a worker holds one unit's new copies at a time: four large files.
             let root = Root::open(&to).unwrap();
             let four = COPIES_AT_ONCE as u64 * large.len() as u64;
-            assert_eq!(space_needed(&root, &all, 1), four);
+            assert_eq!(space_needed(&root, &all, &written_together(&all), 1), four);
         });
     }
 }
