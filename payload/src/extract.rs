@@ -700,9 +700,15 @@ fn file_mode(mode: u32) -> u32 {
     }
 }
 
-fn check_content(e: &Entry, got: format::Sha256Digest) -> Result<()> {
+/// The content check every file passes before it is put in place. Raw frames were read without
+/// their own check (`read_frame_checked_by_content`), so on a mismatch the damaged frame is
+/// looked for, to name it.
+fn check_content(bundle: &Bundle, e: &Entry, got: format::Sha256Digest) -> Result<()> {
     if got == e.sha256 {
         return Ok(());
+    }
+    if let Some(damage) = bundle.damaged_frame(e) {
+        return Err(damage);
     }
     Err(Error::ContentDigest {
         path: e.path.clone(),
@@ -732,9 +738,9 @@ fn extract_whole(
     if owner.frames.is_empty() {
         out.clear();
     } else {
-        bundle.read_frame(owner, 0, dctx, stored, out)?;
+        bundle.read_frame_checked_by_content(owner, 0, dctx, stored, out)?;
     }
-    check_content(owner, format::sha256(out))?;
+    check_content(bundle, owner, format::sha256(out))?;
     for c in copies {
         let mut file = scratch.create_file(root, &c.name)?;
         file.write_all(&out[..])
@@ -767,7 +773,7 @@ fn extract_part(
     let Some(owner) = big.copies.first().map(|c| c.entry) else {
         return Ok(0);
     };
-    bundle.read_frame(owner, index, dctx, stored, out)?;
+    bundle.read_frame_checked_by_content(owner, index, dctx, stored, out)?;
     let last = index + 1 == owner.frames.len();
     let fed = big.hash.feed_after(index, last, out, |data| {
         let mut outs = big.out.lock().map_err(|_| worker_panicked())?;
@@ -788,7 +794,7 @@ fn extract_part(
         // An earlier frame failed and reported it.
         Fed::Failed => return Ok(0),
         Fed::Done(got) => {
-            check_content(owner, got)?;
+            check_content(bundle, owner, got)?;
             let outs = std::mem::take(&mut *big.out.lock().map_err(|_| worker_panicked())?);
             for (c, w) in big.copies.iter().zip(outs) {
                 let (file, _) = w
@@ -1128,6 +1134,60 @@ mod tests {
                 .collect();
             assert_eq!(top, ["d"], "leftovers (named {named})");
         });
+    }
+
+    /// Raw frames are checked through their file's content digest, not one by one: a damaged
+    /// byte in one still fails the file, leaves nothing behind, and the error still names the
+    /// frame, for a file of one frame and for one of many.
+    #[test]
+    fn a_damaged_raw_frame_is_caught_by_the_content_check_and_named() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let small = noise(10 << 10);
+        let large = noise(5 * (64 << 10) + 99);
+        for (victim, frame) in [("r/small", 0usize), ("r/large", 3)] {
+            let d = tempfile::tempdir().unwrap();
+            let path = bundle(d.path(), &[("r/small", &small), ("r/large", &large)]);
+            let b = Bundle::open(&path).unwrap();
+            let entries = b.entries().unwrap();
+            let e = entries.iter().find(|e| e.path == victim).unwrap();
+            assert!(
+                e.frames.iter().all(|f| f.codec == format::Codec::Raw),
+                "{victim}"
+            );
+            let at = b.payload_start() + e.frames[frame].offset + 17;
+            drop(b);
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let mut byte = [0u8];
+            std::fs::File::open(&path)
+                .unwrap()
+                .read_exact_at(&mut byte, at)
+                .unwrap();
+            f.write_all_at(&[byte[0] ^ 1], at).unwrap();
+            drop(f);
+            let b = Bundle::open(&path).unwrap();
+            let to = d.path().join("out");
+            let err = extract(&b, &entries, &to, &ExtractOptions::default(), &|_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(victim) && err.contains(&format!("frame {frame}")),
+                "{err}"
+            );
+            assert!(
+                !to.join(victim).exists(),
+                "a damaged {victim} under its name"
+            );
+        }
     }
 
     #[test]

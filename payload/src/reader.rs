@@ -175,6 +175,55 @@ impl Bundle {
         decode_frame(entry, index, f, dctx, stored, out)
     }
 
+    /// [`read_frame`](Self::read_frame) for a caller that checks the entry's whole content
+    /// against the entry's digest before any of it is used (extract writes unnamed files and
+    /// links them only after that check). A raw frame's own digest covers the very bytes that
+    /// check covers, so it is not computed a second time; a compressed frame is still checked
+    /// before it is decoded, so the decoder only ever sees bytes the table vouches for.
+    pub fn read_frame_checked_by_content(
+        &self,
+        entry: &Entry,
+        index: usize,
+        dctx: &mut zstd::bulk::Decompressor<'static>,
+        stored: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let f = entry.frames.get(index).ok_or_else(|| Error::BadFrame {
+            path: entry.path.clone(),
+            frame: index,
+            offset: 0,
+            why: "does not exist".into(),
+        })?;
+        stored.resize(f.stored_len as usize, 0);
+        self.file
+            .read_exact_at(stored, self.payload_start() + f.offset)
+            .map_err(|e| Error::io(&self.path, e))?;
+        if f.codec != Codec::Raw {
+            check_frame(entry, index, f, stored)?;
+        }
+        decode_frame(entry, index, f, dctx, stored, out)
+    }
+
+    /// After `entry`'s content did not match its digest: the first of its frames that does not
+    /// match its own, so that the error names where the file is damaged. Reads the frames
+    /// again; only ever called on that failure.
+    pub fn damaged_frame(&self, entry: &Entry) -> Option<Error> {
+        let mut stored = Vec::new();
+        for (index, f) in entry.frames.iter().enumerate() {
+            stored.resize(f.stored_len as usize, 0);
+            if let Err(e) = self
+                .file
+                .read_exact_at(&mut stored, self.payload_start() + f.offset)
+            {
+                return Some(Error::io(&self.path, e));
+            }
+            if let Err(e) = check_frame(entry, index, f, &stored) {
+                return Some(e);
+            }
+        }
+        None
+    }
+
     /// A streaming reader over one entry's content, checking every frame as it goes.
     pub fn open_entry<'a>(&'a self, entry: &'a Entry) -> Result<EntryReader<'a>> {
         Ok(EntryReader {

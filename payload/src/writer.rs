@@ -2,8 +2,8 @@
 //!
 //! Content is cut into frames of `frame_size` bytes and compressed by a pool of workers; a single
 //! writer thread puts the results in the file in submission order, so the output does not depend
-//! on thread timing. A fixed number of tokens bounds how many frames are in flight: memory stays
-//! flat however large the input is. Identical content is stored once.
+//! on thread timing. A byte budget bounds what is in flight between the reader and the file:
+//! memory stays flat however large the input is. Identical content is stored once.
 //!
 //! The bundle is written under a temporary name next to the destination, synced, and renamed
 //! into place only when complete: an interrupted build never leaves a file that looks finished.
@@ -22,7 +22,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 #[derive(Debug, Clone)]
@@ -85,20 +85,20 @@ pub struct Added<'a> {
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// Frame buffers handed back for reuse. Fresh multi-MiB allocations cost a map, page faults
-/// and an unmap each (musl's allocator maps every large block); in-flight tokens bound the pool.
+/// and an unmap each (musl's allocator maps every large block); the in-flight budget bounds the
+/// pool. Small buffers are allocated as needed: a small file's frame must not hold a pooled
+/// 2 MiB buffer, or the budget would no longer describe the memory in use.
 #[derive(Clone, Default)]
 struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers below this capacity are neither taken from nor given back to the pool.
+const POOLED_MIN: usize = 256 << 10;
 
 impl BufferPool {
     /// A buffer of `len` bytes whose content is unspecified: every caller overwrites all of
     /// it (zeroing a reused 2 MiB buffer per frame was a tenth of a raw blob's cost).
     fn take(&self, len: usize) -> Vec<u8> {
-        let mut b = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop())
-            .unwrap_or_default();
+        let mut b = self.pop(len);
         if b.len() >= len {
             b.truncate(len);
         } else {
@@ -106,11 +106,101 @@ impl BufferPool {
         }
         b
     }
+    /// An empty buffer with room for at least `capacity` bytes.
+    fn take_empty(&self, capacity: usize) -> Vec<u8> {
+        let mut b = self.pop(capacity);
+        b.clear();
+        b.reserve(capacity);
+        b
+    }
+    /// A pooled buffer, its old content still in it, for a request of `size` bytes.
+    fn pop(&self, size: usize) -> Vec<u8> {
+        if size < POOLED_MIN {
+            return Vec::new();
+        }
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default()
+    }
     fn give(&self, b: Vec<u8>) {
+        if b.capacity() < POOLED_MIN {
+            return;
+        }
         if let Ok(mut p) = self.0.lock() {
             if p.len() < 16 {
                 p.push(b);
             }
+        }
+    }
+}
+
+/// The bytes and frames allowed in flight, from submission until the writer thread has put
+/// them in the file. Counted in bytes, not frames: a run of small files then keeps every worker
+/// busy, where a count of frames let four 10 KiB frames fill the pipeline while the cores idled.
+#[derive(Clone)]
+struct InFlight(Arc<(Mutex<Room>, Condvar)>);
+
+struct Room {
+    bytes: u64,
+    frames: usize,
+    /// The writer thread has stopped: nothing will be released any more.
+    closed: bool,
+}
+
+/// What a frame of `len` bytes costs the budget: small frames count as 4 KiB, the bookkeeping
+/// every frame carries whatever its size.
+fn frame_cost(len: usize) -> u64 {
+    len.max(4 << 10) as u64
+}
+
+impl InFlight {
+    fn new(bytes: u64, frames: usize) -> InFlight {
+        let room = Room {
+            bytes,
+            frames,
+            closed: false,
+        };
+        InFlight(Arc::new((Mutex::new(room), Condvar::new())))
+    }
+
+    /// Waits until `cost` bytes and one frame fit; false once the writer thread has stopped.
+    /// A cost above the whole budget waits for everything else to leave, then goes alone.
+    fn enter(&self, cost: u64, budget: u64) -> bool {
+        let (lock, cvar) = &*self.0;
+        let Ok(mut room) = lock.lock() else {
+            return false;
+        };
+        let cost = cost.min(budget);
+        while !room.closed && (room.bytes < cost || room.frames == 0) {
+            room = match cvar.wait(room) {
+                Ok(r) => r,
+                Err(_) => return false,
+            };
+        }
+        if room.closed {
+            return false;
+        }
+        room.bytes -= cost;
+        room.frames -= 1;
+        true
+    }
+
+    fn leave(&self, cost: u64, budget: u64) {
+        let (lock, cvar) = &*self.0;
+        if let Ok(mut room) = lock.lock() {
+            room.bytes += cost.min(budget);
+            room.frames += 1;
+            cvar.notify_all();
+        }
+    }
+
+    fn close(&self) {
+        let (lock, cvar) = &*self.0;
+        if let Ok(mut room) = lock.lock() {
+            room.closed = true;
+            cvar.notify_all();
         }
     }
 }
@@ -120,6 +210,8 @@ type Written = Result<(File, Vec<Option<Frame>>)>;
 
 struct Job {
     seq: usize,
+    /// What this frame holds of the in-flight budget until it is in the file.
+    cost: u64,
     data: Vec<u8>,
     force_raw: bool,
     /// The SHA-256 of `data` when the caller has it already (a whole small file, the first
@@ -140,6 +232,7 @@ struct Copied {
 
 struct Done {
     seq: usize,
+    cost: u64,
     stored: Vec<u8>,
     raw_len: u64,
     codec: Codec,
@@ -178,7 +271,9 @@ pub struct BundleWriter {
     pending: Vec<Pending>,
     next_seq: usize,
     jobs: Option<SyncSender<Job>>,
-    tokens: Receiver<()>,
+    in_flight: InFlight,
+    /// The in-flight budget in bytes: a few full frames per worker.
+    budget: u64,
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<Written>>,
     dedup: Dedup,
@@ -229,7 +324,8 @@ impl BundleWriter {
             pending: Vec::new(),
             next_seq: 0,
             jobs: None,
-            tokens: sync_channel(0).1,
+            in_flight: InFlight::new(0, 0),
+            budget: 0,
             workers: Vec::new(),
             writer: None,
             dedup: Dedup::default(),
@@ -278,14 +374,13 @@ impl BundleWriter {
 
     fn start_pipeline(&mut self, out: File) {
         let threads = self.opts.threads.max(1);
-        // Frames in flight: enough to keep every worker busy while the writer drains.
-        let in_flight = threads + 2;
+        // As many bytes as full frames kept every worker busy while the writer drains; the
+        // frame count only bounds the bookkeeping of tiny frames.
+        self.budget = ((threads + 2) * self.opts.frame_size) as u64;
+        let frames = 64 * (threads + 2);
+        self.in_flight = InFlight::new(self.budget, frames);
         let (job_tx, job_rx) = sync_channel::<Job>(threads);
-        let (done_tx, done_rx) = sync_channel::<Done>(in_flight);
-        let (token_tx, token_rx) = sync_channel::<()>(in_flight);
-        for _ in 0..in_flight {
-            let _ = token_tx.send(());
-        }
+        let (done_tx, done_rx) = sync_channel::<Done>(threads + 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
         for _ in 0..threads {
             let job_rx = Arc::clone(&job_rx);
@@ -300,11 +395,14 @@ impl BundleWriter {
         let tmp = self.tmp.clone().unwrap_or_default();
         let progress = Arc::clone(&self.progress);
         let pool = self.pool.clone();
+        let release = Release {
+            in_flight: self.in_flight.clone(),
+            budget: self.budget,
+        };
         self.writer = Some(std::thread::spawn(move || {
-            write_frames(out, &tmp, done_rx, token_tx, progress, pool)
+            write_frames(out, &tmp, done_rx, release, progress, pool)
         }));
         self.jobs = Some(job_tx);
-        self.tokens = token_rx;
     }
 
     fn submit(
@@ -323,11 +421,12 @@ impl BundleWriter {
         known_sha: Option<Sha256Digest>,
         stored: Option<Copied>,
     ) -> Result<usize> {
-        // Waiting for a token is what bounds memory: a frame is only read once an earlier one
-        // has left for the file.
-        self.tokens
-            .recv()
-            .map_err(|_| Error::Input("the bundle writer stopped".into()))?;
+        // Waiting for room is what bounds memory: a frame is only taken once earlier ones
+        // have left for the file.
+        let cost = frame_cost(data.len());
+        if !self.in_flight.enter(cost, self.budget) {
+            return Err(Error::Input("the bundle writer stopped".into()));
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let jobs = self
@@ -336,6 +435,7 @@ impl BundleWriter {
             .ok_or_else(|| Error::Input("the bundle writer is finished".into()))?;
         jobs.send(Job {
             seq,
+            cost,
             data,
             force_raw,
             known_sha,
@@ -897,6 +997,7 @@ fn compress_worker(
             if done
                 .send(Done {
                     seq: job.seq,
+                    cost: job.cost,
                     stored: job.data,
                     raw_len: c.raw_len,
                     codec: c.codec,
@@ -915,8 +1016,7 @@ fn compress_worker(
         if !job.force_raw && !looks_compressed(&stored) && !probe_incompressible(&mut cctx, &stored)
         {
             if let Some(c) = cctx.as_mut() {
-                let mut out = pool.take(0);
-                out.reserve(zstd::zstd_safe::compress_bound(stored.len()));
+                let mut out = pool.take_empty(zstd::zstd_safe::compress_bound(stored.len()));
                 // Keep the compressed form only when it saves at least 1/32.
                 if c.compress_to_buffer(&stored[..], &mut out).is_ok()
                     && out.len() < stored.len() - stored.len() / 32
@@ -935,6 +1035,7 @@ fn compress_worker(
         if done
             .send(Done {
                 seq: job.seq,
+                cost: job.cost,
                 stored,
                 raw_len,
                 codec,
@@ -980,11 +1081,31 @@ fn looks_compressed(d: &[u8]) -> bool {
     MAGICS.iter().any(|m| d.starts_with(m))
 }
 
+/// The writer thread's side of the in-flight budget: it gives back each frame's room once the
+/// frame is in the file, and closes the budget when it stops, however it stops, so that a
+/// submitter waiting for room is never left waiting.
+struct Release {
+    in_flight: InFlight,
+    budget: u64,
+}
+
+impl Release {
+    fn frame_written(&self, cost: u64) {
+        self.in_flight.leave(cost, self.budget);
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.in_flight.close();
+    }
+}
+
 fn write_frames(
     mut out: File,
     tmp: &Path,
     done: Receiver<Done>,
-    tokens: SyncSender<()>,
+    release: Release,
     progress: Arc<std::sync::OnceLock<ProgressFn>>,
     pool: BufferPool,
 ) -> Written {
@@ -1022,7 +1143,7 @@ fn write_frames(
                 p(d.raw_len);
             }
             pool.give(d.stored);
-            let _ = tokens.send(());
+            release.frame_written(d.cost);
         }
     }
     // The first failure is the one to report: writing what was staged may fail after it.
@@ -1298,6 +1419,34 @@ mod tests {
             .filter(|n| n.contains("layered"))
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// The budget lets many small frames in where a few large ones fill it, makes a frame wait
+    /// for room, and wakes a waiting submitter with a refusal when the writer thread stops.
+    #[test]
+    fn the_in_flight_budget_counts_bytes_and_never_strands_a_waiter() {
+        let budget = 8 * frame_cost(0);
+        let room = InFlight::new(budget, 100);
+        for _ in 0..8 {
+            assert!(room.enter(frame_cost(10), budget));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let room = room.clone();
+            std::thread::spawn(move || {
+                let got = room.enter(frame_cost(10), budget);
+                tx.send(got).unwrap();
+                room.enter(budget * 4, budget)
+            })
+        };
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(50))
+            .is_err());
+        room.leave(frame_cost(10), budget);
+        assert!(rx.recv().unwrap(), "a frame fits once one has left");
+        // The second wants the whole budget: it waits until the writer stops, then is refused.
+        room.close();
+        assert!(!waiter.join().unwrap());
     }
 
     #[test]
