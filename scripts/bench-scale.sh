@@ -289,10 +289,11 @@ nodes() {
 
     # The reference first, on n1 before the install: one scp of the bundle, then `ctr images
     # import` of the same images as one oci-archive (what k3s and RKE2 do at start).
-    local t0 t1 t_scp t_import
-    t0=$(now)
+    local t0 t1 t_scp t_import scp_ns
+    scp_ns=$("$TB" cpu n1); t0=$(now)
     scp -q -i "$KEY" -o UserKnownHostsFile="$KH" "$BUNDLE" "root@${IPS[0]}:/root/scp.bale"
     t1=$(now); t_scp=$(echo "$t1 - $t0" | bc -l)
+    scp_ns=$(( $("$TB" cpu n1) - scp_ns ))
     on n1 rm -f /root/scp.bale
     # The archive goes over untimed, straight from tar (no copy of it on this host); the import
     # needs containerd, which the install brings, so it is timed after the install (in its own
@@ -305,11 +306,24 @@ nodes() {
     local n used0=() used1=()
     for n in "${NODES[@]}"; do used0+=("$(on "$n" df -B1 --output=used / | tail -1)"); done
 
-    # The install, each JSON event stamped with the time it arrived.
-    local log="$W/install.jsonl" workers=()
+    # The install, each JSON event stamped with the time it arrived. Every node's CPU time is
+    # sampled meanwhile (a line per 0.2 s: time, then each node's ns), for the copy as it would
+    # run with a core per node.
+    local log="$W/install.jsonl" workers=() cpu_log="$W/install-cpu.tsv" sampler
     [ "$NODE_COUNT" -gt 1 ] && workers=(--nodes "$(IFS=,; echo "${IPS[*]:1}")")
+    (
+        while :; do
+            printf '%s' "$(now)"
+            for n in "${NODES[@]}"; do printf '\t%s' "$("$TB" cpu "$n")"; done
+            echo
+            sleep 0.2
+        done
+    ) >"$cpu_log" &
+    sampler=$!
     "$BUNDLE" install --json --masters "${IPS[0]}" "${workers[@]}" --key "$KEY" --known-hosts "$KH" \
         2>"$W/install.err" | while IFS= read -r line; do printf '%s\t%s\n' "$(now)" "$line"; done >"$log"
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
     jq -Rr 'split("\t")[1] | fromjson? | select(.event=="fail") | "\(.node) \(.phase): \(.error)"' "$log" | grep . \
         && die "the install failed: see $log and $W/install.err"
     # The space each node's files took: measured now, before the import and the pulls below add
@@ -329,6 +343,23 @@ nodes() {
     # the host's two cores, which a 1.5x allowance covers (issue 18 measured 2.11x at 1 GiB).
     row "install copy to $NODE_COUNT node(s) / one scp (s)" "$t_copy" "$t_scp" "$(ratio "$t_copy" "$t_scp")x" \
         "$(verdict "$t_copy / $t_scp" '<=' 1.5 '<= 1.5x')"
+    # With a core per node, each node's part of the copy takes the CPU it spent from the start of
+    # the install to the end of its upload (decrypting, checking, writing, passing the bundle
+    # on); the slowest node against the CPU n1 spent receiving the one scp.
+    local i at ns worst_ns=0
+    for i in "${!IPS[@]}"; do
+        at=$(jq -Rr --arg ip "${IPS[$i]}" 'split("\t") as [$t, $j] | ($j | fromjson?) as $e
+            | select($e.event=="done" and $e.phase=="upload" and ($e.node|contains($ip))) | $t' "$log" | tail -1)
+        [ -n "$at" ] || die "no upload done event for ${IPS[$i]} in $log"
+        ns=$(awk -F'\t' -v at="$at" -v col=$((i + 2)) '
+            NR == 1 { first = $col } { last = $col }
+            $1 >= at { printf "%.0f\n", $col - first; found = 1; exit }
+            END { if (!found) printf "%.0f\n", last - first }' "$cpu_log")
+        [ "$ns" -gt "$worst_ns" ] && worst_ns=$ns
+    done
+    row "  the same, a core per node: CPU s, slowest node / scp's" "$(echo "scale=2; $worst_ns / 10^9" | bc)" \
+        "$(echo "scale=2; $scp_ns / 10^9" | bc)" "$(ratio "$worst_ns" "$scp_ns")x" \
+        "$(verdict "$worst_ns / $scp_ns" '<=' 1.5 '<= 1.5x, projected')"
     row "installer egress / bundle (bytes)" "$from_installer" "$size" "$(ratio "$from_installer" "$size")" \
         "$(verdict "$from_installer / $size" '<=' 1.0 '1.0 bundle')"
 
@@ -370,7 +401,11 @@ nodes() {
     # containerd's content store) four images at a time: `ctr images pull` would also gunzip
     # every layer into a snapshot, which measures containerd's unpacking on the host's two
     # shared cores, not the registry.
-    local bytes=0 pids=() t_pull=0 t_cat list
+    local bytes=0 pids=() t_pull=0 t_cat list c0 k0 pull_ns=0 cat_ns reg_ns reg_kernel_ns
+    # The CPU time every node used (scripts/testbed.sh cpu), summed, in ns: the nodes share this
+    # host's two cores, so each step is also given as it would run with a core per node, from
+    # the CPU it needed per byte against the CPU cat needed per byte.
+    nodes_cpu() { local n s=0; for n in "${NODES[@]}"; do s=$(( s + $("$TB" cpu "$n" "$@") )); done; echo "$s"; }
     clear_fetched() {
         for n in "${NODES[@]}"; do
             on "$n" 'ctr -n bench content ls -q | xargs -r ctr -n bench content rm >/dev/null 2>&1; true'
@@ -380,13 +415,14 @@ nodes() {
         for n in "${NODES[@]}"; do
             on "$n" 'cat > /root/images.list' <"$list"
         done
-        pids=(); t0=$(now)
+        pids=(); c0=$(nodes_cpu); t0=$(now)
         for n in "${NODES[@]}"; do
             on "$n" 'xargs -P 4 -I{} ctr -n bench content fetch --hosts-dir /etc/containerd/certs.d {} >/dev/null </root/images.list' &
             pids+=("$!")
         done
         for p in "${pids[@]}"; do wait "$p" || die "a node's pull of the images in $list failed"; done
         t1=$(now); t_pull=$(echo "$t_pull + $t1 - $t0" | bc -l)
+        pull_ns=$(( pull_ns + $(nodes_cpu) - c0 ))
         # What one node's pulls carried (n1's content store), for cat's share below; then the
         # fetched copies go: at 10 GB and more they would fill the host's disk.
         bytes=$(( bytes + $(on n1 du -sb /var/lib/containerd/io.containerd.content.v1.content/blobs | cut -f1) ))
@@ -394,19 +430,24 @@ nodes() {
     done
     # The same bytes read by cat on each node, all three at once (the bundle the registry serves
     # from, as warm as it was for the registry: it read them just now).
-    t0=$(now); pids=()
+    c0=$(nodes_cpu); t0=$(now); pids=()
     for n in "${NODES[@]}"; do
         on "$n" 'cat /var/lib/bale/bundle.bale >/dev/null' &
         pids+=("$!")
     done
     for p in "${pids[@]}"; do wait "$p" || true; done
     t1=$(now); t_cat=$(echo "$t1 - $t0" | bc -l)
+    cat_ns=$(( $(nodes_cpu) - c0 ))
     # cat read the whole bundle; scale its time to the bytes the pulls carried.
     local t_cat_bundle=$t_cat
     t_cat=$(echo "$t_cat * $bytes / $size" | bc -l)
     local pct; pct=$(echo "scale=1; 100 * $t_cat / $t_pull" | bc -l)
     row "registry under load: $NODE_COUNT node(s) pull all, % of cat" "$(printf '%.1f' "$t_pull")" "$(printf '%.1f' "$t_cat")" "$pct%" \
         "$(verdict "$pct" '>=' 90 '>= 90% of cat')"
+    # Per byte: the pulls carried $bytes to each node, cat read $size on each.
+    pct=$(echo "scale=1; 100 * ($cat_ns / $size) / ($pull_ns / $bytes)" | bc -l)
+    row "  the same, a core per node: CPU s, pulls / cat" "$(echo "scale=2; $pull_ns / 10^9" | bc)" \
+        "$(echo "scale=2; $cat_ns * $bytes / $size / 10^9" | bc)" "$pct%" "$(verdict "$pct" '>=' 90 '>= 90% of cat, projected')"
 
     # The registry alone: this host fetches every blob of every image (its amd64 manifest's
     # config and layers) from the three nodes' registries at once, 16 transfers per node over
@@ -417,7 +458,7 @@ nodes() {
         awk -v ip="${IPS[$i]}" '{ printf "url = \"http://%s:5050/v2/%s/blobs/%s?ns=%s\"\noutput = \"/dev/null\"\n", ip, $3, $4, $2 }' \
             "$W/blobs.txt" >"$W/curl-$i.cfg"
     done
-    t0=$(now); pids=()
+    c0=$(nodes_cpu); k0=$(nodes_cpu kernel); t0=$(now); pids=()
     for i in "${!IPS[@]}"; do
         cfg="$W/curl-$i.cfg"
         curl -sS --fail --parallel --parallel-max 16 -K "$cfg" -w '%{size_download}\n' >"$W/sizes-$i.txt" &
@@ -425,6 +466,7 @@ nodes() {
     done
     for p in "${pids[@]}"; do wait "$p" || die "fetching every blob from a node's registry failed (see $W/curl-*.cfg)"; done
     t1=$(now)
+    reg_ns=$(( $(nodes_cpu) - c0 )); reg_kernel_ns=$(( $(nodes_cpu kernel) - k0 ))
     local t_reg reg_bytes cat_equiv
     t_reg=$(echo "$t1 - $t0" | bc -l)
     reg_bytes=$(cat "$W"/sizes-*.txt | paste -sd+ | bc)
@@ -433,6 +475,13 @@ nodes() {
     pct=$(echo "scale=1; 100 * $cat_equiv / $t_reg" | bc -l)
     row "registry alone: $NODE_COUNT node(s) serve all blobs, % of cat" "$(printf '%.1f' "$t_reg")" "$(printf '%.1f' "$cat_equiv")" "$pct%" \
         "$(verdict "$pct" '>=' 90 '>= 90% of cat')"
+    # The nodes' CPU here is their registries' (curl runs on this host), cat's was theirs too.
+    pct=$(echo "scale=1; 100 * ($cat_ns / ($NODE_COUNT * $size)) / ($reg_ns / $reg_bytes)" | bc -l)
+    row "  the same, a core per node: CPU s, registries / cat" "$(echo "scale=2; $reg_ns / 10^9" | bc)" \
+        "$(echo "scale=2; $cat_ns * $reg_bytes / ($NODE_COUNT * $size) / 10^9" | bc)" "$pct%" \
+        "$(verdict "$pct" '>=' 90 '>= 90% of cat, projected')"
+    row "  the registries' CPU spent in the kernel (sendfile, TCP)" "$(echo "scale=2; $reg_kernel_ns / 10^9" | bc)" "" \
+        "$(echo "scale=1; 100 * $reg_kernel_ns / $reg_ns" | bc -l)%" ""
     row "  bytes served ($NODE_COUNT node(s))" "$reg_bytes" "" "" ""
 
     # Peak RSS of every bale process on every node, and the space each node's files took.

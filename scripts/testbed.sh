@@ -127,6 +127,8 @@ Faults
   kill NODE                       Power NODE off hard (SIGKILL everything in it).
   start NODE                      Boot a killed NODE again; its disk survives.
   freeze NODE | thaw NODE         Hang every process of NODE (cgroup freezer) / resume.
+  cpu NODE [kernel]               CPU time NODE has used since it started, in ns (its cgroup;
+                                  kernel: the part spent in the kernel).
   guard-counter                   Packets the guard dropped: anything the nodes sent
                                   towards an address outside $SUBNET (or to the host
                                   at any address but $HOST_IP). Use it to prove that
@@ -1391,6 +1393,26 @@ cmd_start() {
   say "$name answers SSH again after $(elapsed "$t0")s"
 }
 
+# CPU time a container node has used since it started, in nanoseconds (every process in it, in
+# user and kernel mode): the benchmarks read it before and after a step to say what the step
+# would take with a core of its own per node.
+cmd_cpu() {
+  local name=$1 part=${2:-all} c v1 v2
+  need_root; need_node "$name"
+  case $part in
+    all) v1=cpuacct.usage; v2=usage_usec ;;
+    kernel) v1=cpuacct.usage_sys; v2=system_usec ;;
+    *) die "cpu $name $part: unknown part" "give nothing (all) or kernel" ;;
+  esac
+  [ "$(node_kind "$name")" = ct ] || die "$name is a VM" "cpu reads a container node's cgroup"
+  ct_running "$name" || die "$name is not running" "start it first"
+  while read -r c; do
+    if [ -f "$c/$v1" ]; then cat "$c/$v1"; return; fi
+    if [ -f "$c/cpu.stat" ]; then awk -v k="$v2" '$1 == k { printf "%.0f\n", $2 * 1000 }' "$c/cpu.stat"; return; fi
+  done <"$NODES/$name/cgroups"
+  die "no CPU accounting for $name" "needs the cgroup v1 cpuacct controller or cgroup v2's cpu.stat"
+}
+
 cmd_freeze() {
   local what=$1 name=$2 cg i
   need_root; need_node "$name"
@@ -1721,6 +1743,7 @@ main() {
     start) [ $# -eq 1 ] || die "usage: start NODE"; cmd_start "$1" ;;
     freeze) [ $# -eq 1 ] || die "usage: freeze NODE"; cmd_freeze freeze "$1" ;;
     thaw) [ $# -eq 1 ] || die "usage: thaw NODE"; cmd_freeze thaw "$1" ;;
+    cpu) case $# in 1|2) cmd_cpu "$@" ;; *) die "usage: cpu NODE [kernel]" ;; esac ;;
     guard-counter) cmd_guard_counter ;;
     mirrors) cmd_mirrors "$@" ;;
     __launch) internal_launch "$@" ;;

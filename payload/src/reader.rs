@@ -161,16 +161,7 @@ impl Bundle {
         stored: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let f = entry.frames.get(index).ok_or_else(|| Error::BadFrame {
-            path: entry.path.clone(),
-            frame: index,
-            offset: 0,
-            why: "does not exist".into(),
-        })?;
-        stored.resize(f.stored_len as usize, 0);
-        self.file
-            .read_exact_at(stored, self.payload_start() + f.offset)
-            .map_err(|e| Error::io(&self.path, e))?;
+        let f = self.read_stored(entry, index, stored)?;
         check_frame(entry, index, f, stored)?;
         decode_frame(entry, index, f, dctx, stored, out)
     }
@@ -188,16 +179,7 @@ impl Bundle {
         stored: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let f = entry.frames.get(index).ok_or_else(|| Error::BadFrame {
-            path: entry.path.clone(),
-            frame: index,
-            offset: 0,
-            why: "does not exist".into(),
-        })?;
-        stored.resize(f.stored_len as usize, 0);
-        self.file
-            .read_exact_at(stored, self.payload_start() + f.offset)
-            .map_err(|e| Error::io(&self.path, e))?;
+        let f = self.read_stored(entry, index, stored)?;
         if f.codec != Codec::Raw {
             check_frame(entry, index, f, stored)?;
         }
@@ -209,19 +191,31 @@ impl Bundle {
     /// again; only ever called on that failure.
     pub fn damaged_frame(&self, entry: &Entry) -> Option<Error> {
         let mut stored = Vec::new();
-        for (index, f) in entry.frames.iter().enumerate() {
-            stored.resize(f.stored_len as usize, 0);
-            if let Err(e) = self
-                .file
-                .read_exact_at(&mut stored, self.payload_start() + f.offset)
-            {
-                return Some(Error::io(&self.path, e));
-            }
-            if let Err(e) = check_frame(entry, index, f, &stored) {
-                return Some(e);
-            }
-        }
-        None
+        (0..entry.frames.len()).find_map(|index| {
+            self.read_stored(entry, index, &mut stored)
+                .and_then(|f| check_frame(entry, index, f, &stored))
+                .err()
+        })
+    }
+
+    /// Frame `index` of `entry` as stored, into `stored`; unchecked.
+    fn read_stored<'e>(
+        &self,
+        entry: &'e Entry,
+        index: usize,
+        stored: &mut Vec<u8>,
+    ) -> Result<&'e Frame> {
+        let f = entry.frames.get(index).ok_or_else(|| Error::BadFrame {
+            path: entry.path.clone(),
+            frame: index,
+            offset: 0,
+            why: "does not exist".into(),
+        })?;
+        stored.resize(f.stored_len as usize, 0);
+        self.file
+            .read_exact_at(stored, self.payload_start() + f.offset)
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(f)
     }
 
     /// A streaming reader over one entry's content, checking every frame as it goes.
