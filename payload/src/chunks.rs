@@ -292,19 +292,8 @@ fn frames_chunk(pieces: Vec<Piece>) -> Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_data::noise;
     use crate::writer::{BundleMeta, BundleWriter, WriteOptions};
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     /// A bundle with small frames (64 KiB), a duplicate and an empty file.
     fn sample(dir: &std::path::Path) -> std::path::PathBuf {

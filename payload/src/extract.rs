@@ -955,7 +955,6 @@ pub fn free_bytes(dir: &Path) -> Result<u64> {
 mod tests {
     use super::*;
     use crate::writer::{BundleMeta, BundleWriter, WriteOptions};
-    use std::os::unix::fs::FileExt;
 
     /// A writer of `dir/t.bale` with 64 KiB frames.
     fn writer(dir: &Path) -> (BundleWriter, PathBuf) {
@@ -1110,14 +1109,7 @@ mod tests {
             let big = entries.iter().find(|e| e.path == "d/f6").unwrap();
             let at = b.payload_start() + big.frames[70].offset + 10;
             drop(b);
-            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            let mut byte = [0u8];
-            std::fs::File::open(&path)
-                .unwrap()
-                .read_exact_at(&mut byte, at)
-                .unwrap();
-            f.write_all_at(&[byte[0] ^ 0x5a], at).unwrap();
-            drop(f);
+            crate::test_data::damage(&path, at, 0x5a);
             let b = Bundle::open(&path).unwrap();
             let to = dir.join("out");
             let err = extract(&b, &entries, &to, &ExtractOptions::default(), &|_| {})
@@ -1141,19 +1133,8 @@ mod tests {
     /// frame, for a file of one frame and for one of many.
     #[test]
     fn a_damaged_raw_frame_is_caught_by_the_content_check_and_named() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut noise = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        };
-        let small = noise(10 << 10);
-        let large = noise(5 * (64 << 10) + 99);
+        let small = crate::test_data::noise(10 << 10, 1);
+        let large = crate::test_data::noise(5 * (64 << 10) + 99, 2);
         for (victim, frame) in [("r/small", 0usize), ("r/large", 3)] {
             let d = tempfile::tempdir().unwrap();
             let path = bundle(d.path(), &[("r/small", &small), ("r/large", &large)]);
@@ -1166,14 +1147,7 @@ mod tests {
             );
             let at = b.payload_start() + e.frames[frame].offset + 17;
             drop(b);
-            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            let mut byte = [0u8];
-            std::fs::File::open(&path)
-                .unwrap()
-                .read_exact_at(&mut byte, at)
-                .unwrap();
-            f.write_all_at(&[byte[0] ^ 1], at).unwrap();
-            drop(f);
+            crate::test_data::damage(&path, at, 1);
             let b = Bundle::open(&path).unwrap();
             let to = d.path().join("out");
             let err = extract(&b, &entries, &to, &ExtractOptions::default(), &|_| {})

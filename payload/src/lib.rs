@@ -66,6 +66,37 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Test data the unit tests of several modules share.
+#[cfg(test)]
+pub(crate) mod test_data {
+    use std::os::unix::fs::FileExt;
+
+    /// `len` bytes that do not compress (xorshift from `seed`).
+    pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Flips the bits of `mask` in the byte at `at` of the file at `path`, in place.
+    pub fn damage(path: &std::path::Path, at: u64, mask: u8) {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ mask], at).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
