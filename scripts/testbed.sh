@@ -1406,9 +1406,14 @@ cmd_cpu() {
   esac
   [ "$(node_kind "$name")" = ct ] || die "$name is a VM" "cpu reads a container node's cgroup"
   ct_running "$name" || die "$name is not running" "start it first"
+  # v1's cpuacct first: a v1 cpu controller has a cpu.stat too, without the usage lines.
   while read -r c; do
     if [ -f "$c/$v1" ]; then cat "$c/$v1"; return; fi
-    if [ -f "$c/cpu.stat" ]; then awk -v k="$v2" '$1 == k { printf "%.0f\n", $2 * 1000 }' "$c/cpu.stat"; return; fi
+  done <"$NODES/$name/cgroups"
+  while read -r c; do
+    if [ -f "$c/cpu.stat" ] && grep -q "^$v2 " "$c/cpu.stat"; then
+      awk -v k="$v2" '$1 == k { printf "%.0f\n", $2 * 1000 }' "$c/cpu.stat"; return
+    fi
   done <"$NODES/$name/cgroups"
   die "no CPU accounting for $name" "needs the cgroup v1 cpuacct controller or cgroup v2's cpu.stat"
 }
