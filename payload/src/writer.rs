@@ -143,6 +143,8 @@ impl BufferPool {
 struct InFlight(Arc<(Mutex<Room>, Condvar)>);
 
 struct Room {
+    /// The whole budget: a frame costing more waits for everything else to leave.
+    capacity: u64,
     bytes: u64,
     frames: usize,
     /// The writer thread has stopped: nothing will be released any more.
@@ -158,6 +160,7 @@ fn frame_cost(len: usize) -> u64 {
 impl InFlight {
     fn new(bytes: u64, frames: usize) -> InFlight {
         let room = Room {
+            capacity: bytes,
             bytes,
             frames,
             closed: false,
@@ -167,12 +170,12 @@ impl InFlight {
 
     /// Waits until `cost` bytes and one frame fit; false once the writer thread has stopped.
     /// A cost above the whole budget waits for everything else to leave, then goes alone.
-    fn enter(&self, cost: u64, budget: u64) -> bool {
+    fn enter(&self, cost: u64) -> bool {
         let (lock, cvar) = &*self.0;
         let Ok(mut room) = lock.lock() else {
             return false;
         };
-        let cost = cost.min(budget);
+        let cost = cost.min(room.capacity);
         while !room.closed && (room.bytes < cost || room.frames == 0) {
             room = match cvar.wait(room) {
                 Ok(r) => r,
@@ -187,10 +190,10 @@ impl InFlight {
         true
     }
 
-    fn leave(&self, cost: u64, budget: u64) {
+    fn leave(&self, cost: u64) {
         let (lock, cvar) = &*self.0;
         if let Ok(mut room) = lock.lock() {
-            room.bytes += cost.min(budget);
+            room.bytes += cost.min(room.capacity);
             room.frames += 1;
             cvar.notify_all();
         }
@@ -272,8 +275,6 @@ pub struct BundleWriter {
     next_seq: usize,
     jobs: Option<SyncSender<Job>>,
     in_flight: InFlight,
-    /// The in-flight budget in bytes: a few full frames per worker.
-    budget: u64,
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<Written>>,
     dedup: Dedup,
@@ -325,7 +326,6 @@ impl BundleWriter {
             next_seq: 0,
             jobs: None,
             in_flight: InFlight::new(0, 0),
-            budget: 0,
             workers: Vec::new(),
             writer: None,
             dedup: Dedup::default(),
@@ -376,9 +376,8 @@ impl BundleWriter {
         let threads = self.opts.threads.max(1);
         // As many bytes as full frames kept every worker busy while the writer drains; the
         // frame count only bounds the bookkeeping of tiny frames.
-        self.budget = ((threads + 2) * self.opts.frame_size) as u64;
-        let frames = 64 * (threads + 2);
-        self.in_flight = InFlight::new(self.budget, frames);
+        let bytes = ((threads + 2) * self.opts.frame_size) as u64;
+        self.in_flight = InFlight::new(bytes, 64 * (threads + 2));
         let (job_tx, job_rx) = sync_channel::<Job>(threads);
         let (done_tx, done_rx) = sync_channel::<Done>(threads + 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -395,10 +394,7 @@ impl BundleWriter {
         let tmp = self.tmp.clone().unwrap_or_default();
         let progress = Arc::clone(&self.progress);
         let pool = self.pool.clone();
-        let release = Release {
-            in_flight: self.in_flight.clone(),
-            budget: self.budget,
-        };
+        let release = Release(self.in_flight.clone());
         self.writer = Some(std::thread::spawn(move || {
             write_frames(out, &tmp, done_rx, release, progress, pool)
         }));
@@ -424,7 +420,7 @@ impl BundleWriter {
         // Waiting for room is what bounds memory: a frame is only taken once earlier ones
         // have left for the file.
         let cost = frame_cost(data.len());
-        if !self.in_flight.enter(cost, self.budget) {
+        if !self.in_flight.enter(cost) {
             return Err(Error::Input("the bundle writer stopped".into()));
         }
         let seq = self.next_seq;
@@ -1084,20 +1080,17 @@ fn looks_compressed(d: &[u8]) -> bool {
 /// The writer thread's side of the in-flight budget: it gives back each frame's room once the
 /// frame is in the file, and closes the budget when it stops, however it stops, so that a
 /// submitter waiting for room is never left waiting.
-struct Release {
-    in_flight: InFlight,
-    budget: u64,
-}
+struct Release(InFlight);
 
 impl Release {
     fn frame_written(&self, cost: u64) {
-        self.in_flight.leave(cost, self.budget);
+        self.0.leave(cost);
     }
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.in_flight.close();
+        self.0.close();
     }
 }
 
@@ -1428,21 +1421,21 @@ mod tests {
         let budget = 8 * frame_cost(0);
         let room = InFlight::new(budget, 100);
         for _ in 0..8 {
-            assert!(room.enter(frame_cost(10), budget));
+            assert!(room.enter(frame_cost(10)));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = {
             let room = room.clone();
             std::thread::spawn(move || {
-                let got = room.enter(frame_cost(10), budget);
+                let got = room.enter(frame_cost(10));
                 tx.send(got).unwrap();
-                room.enter(budget * 4, budget)
+                room.enter(budget * 4)
             })
         };
         assert!(rx
             .recv_timeout(std::time::Duration::from_millis(50))
             .is_err());
-        room.leave(frame_cost(10), budget);
+        room.leave(frame_cost(10));
         assert!(rx.recv().unwrap(), "a frame fits once one has left");
         // The second wants the whole budget: it waits until the writer stops, then is refused.
         room.close();
