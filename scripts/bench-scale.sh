@@ -310,9 +310,14 @@ nodes() {
     # sampled meanwhile (a line per 0.2 s: time, then each node's ns), for the copy as it would
     # run with a core per node.
     local log="$W/install.jsonl" workers=() cpu_log="$W/install-cpu.tsv" sampler
+    local stop_sampler="$W/install-cpu.stop"
     [ "$NODE_COUNT" -gt 1 ] && workers=(--nodes "$(IFS=,; echo "${IPS[*]:1}")")
+    # The sampler stops at its next turn when told, or when this script is gone (a failed
+    # install ends it), not by a signal: killed in the middle of a reading, its `testbed.sh cpu`
+    # would write into a closed pipe and report a failure.
+    rm -f "$stop_sampler"
     (
-        while :; do
+        while [ ! -e "$stop_sampler" ] && kill -0 $$ 2>/dev/null; do
             printf '%s' "$(now)"
             for n in "${NODES[@]}"; do printf '\t%s' "$("$TB" cpu "$n")"; done
             echo
@@ -322,8 +327,9 @@ nodes() {
     sampler=$!
     "$BUNDLE" install --json --masters "${IPS[0]}" "${workers[@]}" --key "$KEY" --known-hosts "$KH" \
         2>"$W/install.err" | while IFS= read -r line; do printf '%s\t%s\n' "$(now)" "$line"; done >"$log"
-    kill "$sampler" 2>/dev/null || true
-    wait "$sampler" 2>/dev/null || true
+    touch "$stop_sampler"
+    wait "$sampler" || true
+    rm -f "$stop_sampler"
     jq -Rr 'split("\t")[1] | fromjson? | select(.event=="fail") | "\(.node) \(.phase): \(.error)"' "$log" | grep . \
         && die "the install failed: see $log and $W/install.err"
     # The space each node's files took: measured now, before the import and the pulls below add
