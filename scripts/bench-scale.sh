@@ -25,10 +25,13 @@
 # install's copy against one scp,
 # installer egress in bundles, arrival to every image pullable against `ctr images import` of the
 # same images, three nodes pulling every image at once against `cat` of the same bytes (with
-# containerd as the client, and the registry alone with curl), peak RSS
+# containerd as the client, and the registry alone with curl, which is also set against nginx
+# serving the same byte ranges of the bundle with sendfile), peak RSS
 # of bale's processes there, and the free space each node needed against the bundle's size.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=../examples/debs.sh
+. "$(dirname "$0")/../examples/debs.sh"
 cd "$ROOT"
 
 GB_ARG=${1:-}
@@ -282,7 +285,14 @@ nodes() {
     # shellcheck disable=SC2064
     trap "'$TB' down >/dev/null 2>&1 || true" EXIT
     "$TB" down >/dev/null 2>&1 || true
-    "$TB" up "$NODE_COUNT" >/dev/null
+    # nginx for the HTTP reference below, from Debian's package, unpacked here (not installed)
+    # and bound into every node: it runs there on the nodes' own libraries.
+    local NGX="$W/nginx"
+    if [ ! -x "$NGX/usr/sbin/nginx" ]; then
+        rm -rf "$NGX"
+        dpkg-deb -x "$(example_deb nginx "$(dpkg --print-architecture)")" "$NGX"
+    fi
+    "$TB" up "$NODE_COUNT" --bind "all:$NGX:/opt/bench-nginx" >/dev/null
     KEY=$("$TB" key)
     on() { local n=$1; shift; "$TB" ssh "$n" "$@"; }
     cat "$BUNDLE" >/dev/null
@@ -497,6 +507,67 @@ nodes() {
     row "  the registries' CPU spent in the kernel (sendfile, TCP)" "$(echo "scale=2; $reg_kernel_ns / 10^9" | bc)" "" \
         "$(echo "scale=1; 100 * $reg_kernel_ns / $reg_ns" | bc -l)%" ""
     row "  bytes served ($NODE_COUNT node(s))" "$reg_bytes" "" "" ""
+
+    # The same requests against a plain HTTP server: nginx with sendfile (its defaults otherwise)
+    # in each node, serving the same byte ranges of the node's own bundle (where `bale list
+    # --json` says each blob lies), to the same curl over the same link. What any server that
+    # sends from the page cache reaches here, so the registry's own share of the gap shows.
+    local offsets="$W/blob-offsets.txt" ngx_ns ngx_kernel_ns t_ngx ngx_bytes
+    "$BALE" list --json "$BUNDLE" |
+        jq -r 'select(.kind == "blob" and .file_offset != null) | "\(.path | ltrimstr("registry/blobs/")) \(.file_offset) \(.size)"' \
+        >"$offsets"
+    for i in "${!IPS[@]}"; do
+        on "${NODES[$i]}" "mkdir -p /tmp/bench-nginx /var/lib/nginx && cat > /tmp/bench-nginx/nginx.conf" <<EOF
+user root;
+worker_processes auto;
+pid /tmp/bench-nginx/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    server { listen ${IPS[$i]}:5051; root /var/lib/bale; }
+}
+EOF
+        on "${NODES[$i]}" '/opt/bench-nginx/usr/sbin/nginx -e /tmp/bench-nginx/error.log -p /tmp/bench-nginx -c /tmp/bench-nginx/nginx.conf </dev/null >/dev/null 2>&1' \
+            || die "nginx did not start on ${NODES[$i]} (see /tmp/bench-nginx/error.log there)"
+        wait_for 10 "nginx on ${NODES[$i]}" curl -sf -r 0-0 -o /dev/null "http://${IPS[$i]}:5051/bundle.bale"
+        # A blob the registry serves as sha256:HEX is the bundle's registry/blobs/sha256/HEX.
+        # A range applies to every URL of its option group, so each transfer is a group of its
+        # own (`next`), with its own output and report.
+        awk -v ip="${IPS[$i]}" '
+            FNR == NR { at[$1] = $2; len[$1] = $3; next }
+            { d = $4; sub(":", "/", d)
+              if (!(d in at)) { print "no offset for " $4 > "/dev/stderr"; exit 1 }
+              if (FNR > 1) print "next"
+              printf "url = \"http://%s:5051/bundle.bale\"\nrange = \"%.0f-%.0f\"\n", ip, at[d], at[d] + len[d] - 1
+              print "output = \"/dev/null\"\nfail\nwrite-out = \"%{size_download}\\n\"" }' \
+            "$offsets" "$W/blobs.txt" >"$W/nginx-$i.cfg" || die "a blob of the set has no offset in $BUNDLE"
+    done
+    c0=$(nodes_cpu); k0=$(nodes_cpu kernel); t0=$(now); pids=()
+    for i in "${!IPS[@]}"; do
+        curl -sS --parallel --parallel-max 16 -K "$W/nginx-$i.cfg" >"$W/nginx-sizes-$i.txt" &
+        pids+=("$!")
+    done
+    for p in "${pids[@]}"; do wait "$p" || die "fetching every blob's range from nginx failed (see $W/nginx-*.cfg)"; done
+    t1=$(now)
+    ngx_ns=$(( $(nodes_cpu) - c0 )); ngx_kernel_ns=$(( $(nodes_cpu kernel) - k0 ))
+    # shellcheck disable=SC2016 # expanded on the node
+    for n in "${NODES[@]}"; do on "$n" 'kill "$(cat /tmp/bench-nginx/nginx.pid)"' || true; done
+    t_ngx=$(echo "$t1 - $t0" | bc -l)
+    ngx_bytes=$(cat "$W"/nginx-sizes-*.txt | paste -sd+ | bc)
+    [ "$ngx_bytes" = "$reg_bytes" ] || die "nginx sent $ngx_bytes bytes, the registries $reg_bytes: not the same blobs"
+    cat_equiv=$(echo "$t_cat_bundle * $ngx_bytes / ($NODE_COUNT * $size)" | bc -l)
+    pct=$(echo "scale=1; 100 * $cat_equiv / $t_ngx" | bc -l)
+    row "  nginx (sendfile), the same ranges, % of cat" "$(printf '%.1f' "$t_ngx")" "$(printf '%.1f' "$cat_equiv")" "$pct%" \
+        "(the reference for any server here; no goal)"
+    pct=$(echo "scale=1; 100 * $t_ngx / $t_reg" | bc -l)
+    row "  registry alone, % of nginx (s)" "$(printf '%.1f' "$t_reg")" "$(printf '%.1f' "$t_ngx")" "$pct%" \
+        "(same bytes, link and client; no goal of its own)"
+    pct=$(echo "scale=1; 100 * $ngx_ns / $reg_ns" | bc -l)
+    row "  the same, a core per node: CPU s, registries / nginx" "$(echo "scale=2; $reg_ns / 10^9" | bc)" \
+        "$(echo "scale=2; $ngx_ns / 10^9" | bc)" "$pct%" "(nginx in the kernel: $(echo "scale=1; 100 * $ngx_kernel_ns / $ngx_ns" | bc -l)%)"
 
     # Peak RSS of every bale process on every node, and the space each node's files took.
     local hwm worst_hwm=0

@@ -98,6 +98,16 @@ need_foreign_arch() {
 
 # ---- benchmark timing, shared by scripts/bench*.sh ----------------------------------------
 now() { date +%s.%N; }
+# wait_for SECONDS WHAT CMD...: runs CMD every 0.1 s until it succeeds; dies naming WHAT when it
+# has not within SECONDS.
+wait_for() {
+    local limit=$1 what=$2 start; shift 2
+    start=$(date +%s)
+    until "$@" >/dev/null 2>&1; do
+        [ $(( $(date +%s) - start )) -lt "$limit" ] || die "$what: not ready after ${limit}s ($*)"
+        sleep 0.1
+    done
+}
 # median_time CMD...: the median of RUNS timings of CMD; a function named by $SETUP runs
 # untimed before each.
 median_time() {

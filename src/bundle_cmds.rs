@@ -141,7 +141,9 @@ pub struct ListArgs {
     /// Show kind, mode, size, stored size and digest
     #[arg(short, long)]
     pub long: bool,
-    /// One JSON object per line
+    /// One JSON object per line; `file_offset` is where the content lies in the file as one
+    /// run of raw bytes (image blobs, incompressible files), which is what the registry serves
+    /// in place, and null for content stored compressed
     #[arg(long)]
     pub json: bool,
 }
@@ -817,6 +819,7 @@ pub fn list(a: ListArgs, this: Option<Bundle>) -> Result<()> {
                 "size": e.size, "stored": stored,
                 "sha256": matches!(e.kind, Kind::File | Kind::Blob).then(|| hex_of(&e.sha256)),
                 "target": (e.kind == Kind::Symlink).then(|| e.target.clone()),
+                "file_offset": e.contiguous_raw().map(|(at, _)| b.trailer.stub_len + at),
             });
             writeln!(out, "{v}")
         } else if a.long {

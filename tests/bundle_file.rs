@@ -144,6 +144,44 @@ fn a_bundle_used_as_stub_contributes_only_its_program() {
     ok(&run(&out, &["verify"]));
 }
 
+/// `list --json` says where raw content lies in the file, so other tools can read it in place
+/// (the benchmark's HTTP reference serves blobs from there); compressed content has no offset.
+#[test]
+fn list_json_gives_the_file_offset_of_raw_content() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    // Incompressible: xorshift output; compressible: one repeated line.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(tree.join("noise.bin"), &noise).unwrap();
+    std::fs::write(tree.join("text"), "the same line again\n".repeat(50_000)).unwrap();
+    let app = d.path().join("app.bale");
+    build(&tree, &app);
+    let o = bale(&["list", "--json", app.to_str().unwrap()]);
+    ok(&o);
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = |path: &str| rows.iter().find(|r| r["path"] == path).unwrap().clone();
+    let file = std::fs::read(&app).unwrap();
+    let at = row("noise.bin")["file_offset"].as_u64().unwrap() as usize;
+    assert!(
+        file[at..at + noise.len()] == noise[..],
+        "the offset points at the content"
+    );
+    assert!(row("text")["file_offset"].is_null());
+    assert!(row(".bale")["file_offset"].is_null());
+}
+
 #[test]
 fn flipped_bit_in_the_program_is_caught() {
     let (d, app) = built();
