@@ -543,7 +543,8 @@ EOF
               if (FNR > 1) print "next"
               printf "url = \"http://%s:5051/bundle.bale\"\nrange = \"%.0f-%.0f\"\n", ip, at[d], at[d] + len[d] - 1
               print "output = \"/dev/null\"\nfail\nwrite-out = \"%{size_download}\\n\"" }' \
-            "$offsets" "$W/blobs.txt" >"$W/nginx-$i.cfg" || die "a blob of the set has no offset in $BUNDLE"
+            "$offsets" "$W/blobs.txt" >"$W/nginx-$i.cfg" \
+            || die "a blob of the set has no file_offset in \`$BALE list --json $BUNDLE\` (a bale older than that field?)"
     done
     c0=$(nodes_cpu); k0=$(nodes_cpu kernel); t0=$(now); pids=()
     for i in "${!IPS[@]}"; do

@@ -151,16 +151,8 @@ fn list_json_gives_the_file_offset_of_raw_content() {
     let d = tempfile::tempdir().unwrap();
     let tree = d.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
-    // Incompressible: xorshift output; compressible: one repeated line.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    // Incompressible, over two frames; and one repeated line, which compresses.
+    let noise = noise(3 << 20, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(tree.join("noise.bin"), &noise).unwrap();
     std::fs::write(tree.join("text"), "the same line again\n".repeat(50_000)).unwrap();
     let app = d.path().join("app.bale");
