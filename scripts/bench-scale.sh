@@ -300,6 +300,10 @@ nodes() {
     # The reference first, on n1 before the install: one scp of the bundle, then `ctr images
     # import` of the same images as one oci-archive (what k3s and RKE2 do at start).
     local t0 t1 t_scp t_import scp_ns sync_ns t_scp_synced
+    # As for every timed step off the nodes, the memory the steps before freed goes back to the
+    # host first (quiet_memory), so that the scp and the copy start from the same state
+    # whether the off-node part ran before them or not.
+    quiet_memory
     scp_ns=$("$TB" cpu n1); t0=$(now)
     scp -q -i "$KEY" -o UserKnownHostsFile="$KH" "$BUNDLE" "root@${IPS[0]}:/root/scp.bale"
     t1=$(now); t_scp=$(echo "$t1 - $t0" | bc -l)
@@ -321,6 +325,7 @@ nodes() {
     # the data dir, /var/lib/bale, which is what the install left there.
     local n used0=() used1=()
     for n in "${NODES[@]}"; do used0+=("$(on "$n" df -B1 --output=used / | tail -1)"); done
+    quiet_memory
 
     # The install, each JSON event stamped with the time it arrived. Every node's CPU time is
     # sampled meanwhile (a line per 0.2 s: time, then each node's ns), for the copy as it would
