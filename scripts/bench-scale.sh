@@ -482,23 +482,34 @@ nodes() {
     # config and layers) from the three nodes' registries at once, 16 transfers per node over
     # HTTP/1.1 into /dev/null (curl --parallel: no content store, no digest checks, so only
     # the registry and the link are measured), against cat of the same bytes on the nodes.
-    local cfg i
+    # fetch_from_nodes NAME: this host runs the curl config $W/NAME-<i>.cfg against node i, every
+    # node at once (each config carries its own `fail` and `write-out` of the bytes of each
+    # transfer), and sets fetch_s, fetch_bytes, and fetch_ns and fetch_kernel_ns (the nodes' CPU
+    # meanwhile, all and in the kernel).
+    local i fetch_s fetch_bytes fetch_ns fetch_kernel_ns
+    fetch_from_nodes() {
+        local name=$1 i p c0 k0 t0 t1 pids=()
+        c0=$(nodes_cpu); k0=$(nodes_cpu kernel); t0=$(now)
+        for i in "${!IPS[@]}"; do
+            curl -sS --parallel --parallel-max 16 -K "$W/$name-$i.cfg" >"$W/$name-sizes-$i.txt" &
+            pids+=("$!")
+        done
+        for p in "${pids[@]}"; do wait "$p" || die "fetching every blob from the nodes ($name) failed (see $W/$name-*.cfg)"; done
+        t1=$(now)
+        fetch_ns=$(( $(nodes_cpu) - c0 )); fetch_kernel_ns=$(( $(nodes_cpu kernel) - k0 ))
+        fetch_s=$(echo "$t1 - $t0" | bc -l)
+        fetch_bytes=$(cat "$W/$name"-sizes-*.txt | paste -sd+ | bc)
+    }
     for i in "${!IPS[@]}"; do
-        awk -v ip="${IPS[$i]}" '{ printf "url = \"http://%s:5050/v2/%s/blobs/%s?ns=%s\"\noutput = \"/dev/null\"\n", ip, $3, $4, $2 }' \
-            "$W/blobs.txt" >"$W/curl-$i.cfg"
+        {
+            printf '%s\n' fail 'write-out = "%{size_download}\n"'
+            awk -v ip="${IPS[$i]}" '{ printf "url = \"http://%s:5050/v2/%s/blobs/%s?ns=%s\"\noutput = \"/dev/null\"\n", ip, $3, $4, $2 }' \
+                "$W/blobs.txt"
+        } >"$W/registry-$i.cfg"
     done
-    c0=$(nodes_cpu); k0=$(nodes_cpu kernel); t0=$(now); pids=()
-    for i in "${!IPS[@]}"; do
-        cfg="$W/curl-$i.cfg"
-        curl -sS --fail --parallel --parallel-max 16 -K "$cfg" -w '%{size_download}\n' >"$W/sizes-$i.txt" &
-        pids+=("$!")
-    done
-    for p in "${pids[@]}"; do wait "$p" || die "fetching every blob from a node's registry failed (see $W/curl-*.cfg)"; done
-    t1=$(now)
-    reg_ns=$(( $(nodes_cpu) - c0 )); reg_kernel_ns=$(( $(nodes_cpu kernel) - k0 ))
-    local t_reg reg_bytes cat_equiv
-    t_reg=$(echo "$t1 - $t0" | bc -l)
-    reg_bytes=$(cat "$W"/sizes-*.txt | paste -sd+ | bc)
+    fetch_from_nodes registry
+    local t_reg=$fetch_s reg_bytes=$fetch_bytes cat_equiv
+    reg_ns=$fetch_ns; reg_kernel_ns=$fetch_kernel_ns
     # cat's time for as many bytes (every node read the bundle at once above).
     cat_equiv=$(echo "$t_cat_bundle * $reg_bytes / ($NODE_COUNT * $size)" | bc -l)
     pct=$(echo "scale=1; 100 * $cat_equiv / $t_reg" | bc -l)
@@ -517,7 +528,7 @@ nodes() {
     # in each node, serving the same byte ranges of the node's own bundle (where `bale list
     # --json` says each blob lies), to the same curl over the same link. What any server that
     # sends from the page cache reaches here, so the registry's own share of the gap shows.
-    local offsets="$W/blob-offsets.txt" ngx_ns ngx_kernel_ns t_ngx ngx_bytes
+    local offsets="$W/blob-offsets.txt"
     "$BALE" list --json "$BUNDLE" |
         jq -r 'select(.kind == "blob" and .file_offset != null) | "\(.path | ltrimstr("registry/blobs/")) \(.file_offset) \(.size)"' \
         >"$offsets"
@@ -551,18 +562,10 @@ EOF
             "$offsets" "$W/blobs.txt" >"$W/nginx-$i.cfg" \
             || die "a blob of the set has no file_offset in \`$BALE list --json $BUNDLE\` (a bale older than that field?)"
     done
-    c0=$(nodes_cpu); k0=$(nodes_cpu kernel); t0=$(now); pids=()
-    for i in "${!IPS[@]}"; do
-        curl -sS --parallel --parallel-max 16 -K "$W/nginx-$i.cfg" >"$W/nginx-sizes-$i.txt" &
-        pids+=("$!")
-    done
-    for p in "${pids[@]}"; do wait "$p" || die "fetching every blob's range from nginx failed (see $W/nginx-*.cfg)"; done
-    t1=$(now)
-    ngx_ns=$(( $(nodes_cpu) - c0 )); ngx_kernel_ns=$(( $(nodes_cpu kernel) - k0 ))
+    fetch_from_nodes nginx
+    local t_ngx=$fetch_s ngx_bytes=$fetch_bytes ngx_ns=$fetch_ns ngx_kernel_ns=$fetch_kernel_ns
     # shellcheck disable=SC2016 # expanded on the node
     for n in "${NODES[@]}"; do on "$n" 'kill "$(cat /tmp/bench-nginx/nginx.pid)"' || true; done
-    t_ngx=$(echo "$t1 - $t0" | bc -l)
-    ngx_bytes=$(cat "$W"/nginx-sizes-*.txt | paste -sd+ | bc)
     [ "$ngx_bytes" = "$reg_bytes" ] || die "nginx sent $ngx_bytes bytes, the registries $reg_bytes: not the same blobs"
     cat_equiv=$(echo "$t_cat_bundle * $ngx_bytes / ($NODE_COUNT * $size)" | bc -l)
     pct=$(echo "scale=1; 100 * $cat_equiv / $t_ngx" | bc -l)
